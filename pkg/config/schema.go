@@ -1,0 +1,135 @@
+// Package config is Weft's model of Istio configuration: resources that carry
+// Kubernetes-style metadata and an istio.io/api spec, a table of every kind and
+// version Istio serves, and (in sibling files) decoding with line numbers and
+// validation with field paths.
+package config
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	extensionsv1alpha1 "istio.io/api/extensions/v1alpha1"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+	networkingv1beta1 "istio.io/api/networking/v1beta1"
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	telemetryv1alpha1 "istio.io/api/telemetry/v1alpha1"
+)
+
+// Schema describes one Istio kind: its API group, the versions Istio serves it
+// at, its names, and how to make an empty spec message for it.
+type Schema struct {
+	Group      string
+	Kind       string
+	Plural     string   // lower-case plural, e.g. "virtualservices"
+	ShortNames []string // kubectl short names, e.g. "vs"
+	// Versions lists the served versions, storage version first.
+	Versions []string
+	// NewSpec returns an empty spec message. Every served version of a kind
+	// shares one Go type in istio.io/api (the v1 and v1beta1 packages alias
+	// v1alpha3), so one constructor serves them all.
+	NewSpec func() proto.Message
+}
+
+// GroupVersion returns "group/version" for the schema's storage version.
+func (s *Schema) GroupVersion() string { return s.Group + "/" + s.Versions[0] }
+
+// ServesVersion reports whether v is one of the versions the kind is served at.
+func (s *Schema) ServesVersion(v string) bool {
+	for _, x := range s.Versions {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// APIVersions returns every "group/version" the kind is served at.
+func (s *Schema) APIVersions() []string {
+	out := make([]string, len(s.Versions))
+	for i, v := range s.Versions {
+		out[i] = s.Group + "/" + v
+	}
+	return out
+}
+
+const (
+	groupNetworking = "networking.istio.io"
+	groupSecurity   = "security.istio.io"
+	groupTelemetry  = "telemetry.istio.io"
+	groupExtensions = "extensions.istio.io"
+)
+
+// Kind names, as users write them in YAML.
+const (
+	KindVirtualService        = "VirtualService"
+	KindDestinationRule       = "DestinationRule"
+	KindGateway               = "Gateway"
+	KindServiceEntry          = "ServiceEntry"
+	KindSidecar               = "Sidecar"
+	KindWorkloadEntry         = "WorkloadEntry"
+	KindWorkloadGroup         = "WorkloadGroup"
+	KindEnvoyFilter           = "EnvoyFilter"
+	KindProxyConfig           = "ProxyConfig"
+	KindPeerAuthentication    = "PeerAuthentication"
+	KindRequestAuthentication = "RequestAuthentication"
+	KindAuthorizationPolicy   = "AuthorizationPolicy"
+	KindTelemetry             = "Telemetry"
+	KindWasmPlugin            = "WasmPlugin"
+)
+
+// schemas is the immutable table of kinds (versions as in istio.io/api's
+// +cue-gen markers). It is read-only after package initialisation.
+var schemas = []Schema{
+	{Group: groupNetworking, Kind: KindVirtualService, Plural: "virtualservices", ShortNames: []string{"vs"}, Versions: []string{"v1", "v1beta1", "v1alpha3"}, NewSpec: func() proto.Message { return &networkingv1alpha3.VirtualService{} }},
+	{Group: groupNetworking, Kind: KindDestinationRule, Plural: "destinationrules", ShortNames: []string{"dr"}, Versions: []string{"v1", "v1beta1", "v1alpha3"}, NewSpec: func() proto.Message { return &networkingv1alpha3.DestinationRule{} }},
+	{Group: groupNetworking, Kind: KindGateway, Plural: "gateways", ShortNames: []string{"gw"}, Versions: []string{"v1", "v1beta1", "v1alpha3"}, NewSpec: func() proto.Message { return &networkingv1alpha3.Gateway{} }},
+	{Group: groupNetworking, Kind: KindServiceEntry, Plural: "serviceentries", ShortNames: []string{"se"}, Versions: []string{"v1", "v1beta1", "v1alpha3"}, NewSpec: func() proto.Message { return &networkingv1alpha3.ServiceEntry{} }},
+	{Group: groupNetworking, Kind: KindSidecar, Plural: "sidecars", Versions: []string{"v1", "v1beta1", "v1alpha3"}, NewSpec: func() proto.Message { return &networkingv1alpha3.Sidecar{} }},
+	{Group: groupNetworking, Kind: KindWorkloadEntry, Plural: "workloadentries", ShortNames: []string{"we"}, Versions: []string{"v1", "v1beta1", "v1alpha3"}, NewSpec: func() proto.Message { return &networkingv1alpha3.WorkloadEntry{} }},
+	{Group: groupNetworking, Kind: KindWorkloadGroup, Plural: "workloadgroups", ShortNames: []string{"wg"}, Versions: []string{"v1", "v1beta1", "v1alpha3"}, NewSpec: func() proto.Message { return &networkingv1alpha3.WorkloadGroup{} }},
+	{Group: groupNetworking, Kind: KindEnvoyFilter, Plural: "envoyfilters", Versions: []string{"v1alpha3"}, NewSpec: func() proto.Message { return &networkingv1alpha3.EnvoyFilter{} }},
+	{Group: groupNetworking, Kind: KindProxyConfig, Plural: "proxyconfigs", Versions: []string{"v1beta1"}, NewSpec: func() proto.Message { return &networkingv1beta1.ProxyConfig{} }},
+	{Group: groupSecurity, Kind: KindPeerAuthentication, Plural: "peerauthentications", ShortNames: []string{"pa"}, Versions: []string{"v1", "v1beta1"}, NewSpec: func() proto.Message { return &securityv1beta1.PeerAuthentication{} }},
+	{Group: groupSecurity, Kind: KindRequestAuthentication, Plural: "requestauthentications", ShortNames: []string{"ra"}, Versions: []string{"v1", "v1beta1"}, NewSpec: func() proto.Message { return &securityv1beta1.RequestAuthentication{} }},
+	{Group: groupSecurity, Kind: KindAuthorizationPolicy, Plural: "authorizationpolicies", ShortNames: []string{"ap"}, Versions: []string{"v1", "v1beta1"}, NewSpec: func() proto.Message { return &securityv1beta1.AuthorizationPolicy{} }},
+	{Group: groupTelemetry, Kind: KindTelemetry, Plural: "telemetries", ShortNames: []string{"telemetry"}, Versions: []string{"v1", "v1alpha1"}, NewSpec: func() proto.Message { return &telemetryv1alpha1.Telemetry{} }},
+	{Group: groupExtensions, Kind: KindWasmPlugin, Plural: "wasmplugins", Versions: []string{"v1alpha1"}, NewSpec: func() proto.Message { return &extensionsv1alpha1.WasmPlugin{} }},
+}
+
+// Schemas returns every kind Weft understands, in a stable order.
+func Schemas() []Schema { return append([]Schema(nil), schemas...) }
+
+// SchemaForKind returns the schema of a kind given by its exact Kind name.
+func SchemaForKind(kind string) (*Schema, bool) {
+	for i := range schemas {
+		if schemas[i].Kind == kind {
+			return &schemas[i], true
+		}
+	}
+	return nil, false
+}
+
+// ResolveKind maps what a user typed on the command line (Kind, lower-case
+// kind, plural, or short name, case-insensitive) to a schema.
+func ResolveKind(name string) (*Schema, error) {
+	n := strings.ToLower(name)
+	for i := range schemas {
+		s := &schemas[i]
+		if n == strings.ToLower(s.Kind) || n == s.Plural || n == strings.ToLower(s.Kind)+"s" {
+			return s, nil
+		}
+		for _, sn := range s.ShortNames {
+			if n == sn {
+				return s, nil
+			}
+		}
+	}
+	names := make([]string, 0, len(schemas))
+	for _, s := range schemas {
+		names = append(names, strings.ToLower(s.Kind))
+	}
+	sort.Strings(names)
+	return nil, fmt.Errorf("unknown resource type %q (known: %s)", name, strings.Join(names, ", "))
+}
