@@ -43,6 +43,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 	root.SetErr(errOut)
 	root.AddCommand(
 		newVersionCmd(),
+		newIptablesCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
