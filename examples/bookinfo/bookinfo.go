@@ -33,7 +33,7 @@ type Options struct {
 	// to other services (e.g. http://127.0.0.1:15001); empty means direct.
 	Proxy string
 	// Port is the service port other services are called on (default 9080).
-	Port int
+	Port   int
 	Logger *slog.Logger
 }
 
