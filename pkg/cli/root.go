@@ -44,6 +44,8 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 	root.AddCommand(
 		newVersionCmd(),
 		newIptablesCmd(),
+		newDemoCmd(),
+		newDemoAppCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
