@@ -1,0 +1,132 @@
+// Package listener holds the proxy's HTTP and TCP front ends: the outbound
+// listener (plain HTTP with a mesh Host, absolute-form HTTP_PROXY requests,
+// CONNECT tunnels, h2c), the inbound listener (HTTP/1, h2c or opaque TCP,
+// sniffed), and the request forwarding engine that executes compiled
+// routes against the cluster manager.
+package listener
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/router"
+	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
+)
+
+// Runtime is one immutable, fully compiled configuration. The proxy swaps
+// whole Runtimes atomically.
+type Runtime struct {
+	// Routes are the RDS route tables by name (the port, e.g. "9080").
+	Routes map[string]*router.Table
+	// TCP maps an outbound port to the tcp_proxy cluster of its listener.
+	TCP map[int]string
+	// Inbound maps an inbound destination port to the inline route table of
+	// virtualInbound's filter chain; key 0 is a chain without a port.
+	Inbound map[int]*router.Table
+	// InboundTCP maps inbound destination ports to tcp_proxy clusters.
+	InboundTCP map[int]string
+	Clusters   *cluster.Set
+	Resources  *xdsclient.Resources
+	// Complete is true when every referenced RDS/EDS resource is present.
+	Complete bool
+}
+
+// Build compiles resources into a Runtime. It returns an error for anything
+// the proxy cannot execute, so the caller can NACK.
+func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime) (*Runtime, error) {
+	rt := &Runtime{Routes: map[string]*router.Table{}, TCP: map[int]string{}, Inbound: map[int]*router.Table{},
+		InboundTCP: map[int]string{}, Resources: res, Complete: res.Complete()}
+	for name, rc := range res.Routes {
+		t, err := router.Compile(rc)
+		if err != nil {
+			return nil, err
+		}
+		rt.Routes[name] = t
+	}
+	for name, l := range res.Listeners {
+		inbound := name == "virtualInbound"
+		for _, fc := range l.GetFilterChains() {
+			port := int(fc.GetFilterChainMatch().GetDestinationPort().GetValue())
+			for _, f := range fc.GetFilters() {
+				tc := f.GetTypedConfig()
+				if tc == nil {
+					continue
+				}
+				tp := &tcpv3.TcpProxy{}
+				if tc.MessageIs(tp) {
+					if err := tc.UnmarshalTo(tp); err != nil {
+						return nil, fmt.Errorf("listener %q: tcp_proxy: %w", name, err)
+					}
+					cl := tp.GetCluster()
+					if cl == "" && len(tp.GetWeightedClusters().GetClusters()) > 0 {
+						cl = tp.GetWeightedClusters().GetClusters()[0].GetName()
+					}
+					switch {
+					case inbound:
+						rt.InboundTCP[port] = cl
+					case name != "virtualOutbound":
+						if p := listenerPort(l); p > 0 {
+							rt.TCP[p] = cl
+						}
+					}
+				}
+			}
+			if inbound {
+				for _, h := range hcmOf(fc) {
+					if rc := h.GetRouteConfig(); rc != nil {
+						t, err := router.Compile(rc)
+						if err != nil {
+							return nil, fmt.Errorf("listener %q: %w", name, err)
+						}
+						rt.Inbound[port] = t
+					}
+				}
+			}
+		}
+		for _, h := range xdsclient.ListenerHCMs(l) {
+			if rc := h.GetRouteConfig(); rc != nil && !inbound {
+				t, err := router.Compile(rc)
+				if err != nil {
+					return nil, fmt.Errorf("listener %q: %w", name, err)
+				}
+				if p := listenerPort(l); p > 0 {
+					rt.Routes[strconv.Itoa(p)] = t
+				}
+			}
+		}
+	}
+	var prevSet *cluster.Set
+	if prev != nil {
+		prevSet = prev.Clusters
+	}
+	set, err := cm.Build(res.Clusters, res.Endpoints, xdsclient.EDSName, prevSet)
+	if err != nil {
+		return nil, err
+	}
+	rt.Clusters = set
+	return rt, nil
+}
+
+func hcmOf(fc *listenerv3.FilterChain) []*hcmv3.HttpConnectionManager {
+	l := &listenerv3.Listener{FilterChains: []*listenerv3.FilterChain{fc}}
+	return xdsclient.ListenerHCMs(l)
+}
+
+func listenerPort(l *listenerv3.Listener) int {
+	if p := l.GetAddress().GetSocketAddress().GetPortValue(); p > 0 {
+		return int(p)
+	}
+	// Names like 0.0.0.0_9080 or 10.0.0.1_3306.
+	if i := strings.LastIndexByte(l.GetName(), '_'); i >= 0 {
+		if p, err := strconv.Atoi(l.GetName()[i+1:]); err == nil {
+			return p
+		}
+	}
+	return 0
+}

@@ -1,0 +1,448 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/router"
+	"github.com/weftmesh/weft/pkg/proxy/stats"
+)
+
+// ResponseFlagsHeader is set on every response the proxy produces or
+// forwards when it has Envoy response flags (e.g. "UO", "NR"), to ease
+// debugging and tests; it is not an Envoy header.
+const ResponseFlagsHeader = "X-Weft-Response-Flags"
+
+type outcome int
+
+const (
+	outOK outcome = iota
+	outConnectFailure
+	outReset
+	outPerTryTimeout
+	outRouteTimeout
+	outDownstreamGone
+	outOverflow
+)
+
+func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Request, ri *reqInfo, c *cluster.Cluster,
+	up *upstreamReq, hash uint64, retry *router.RetryPolicy, respHdr func(http.Header)) {
+	br := c.Breakers
+	if br.Requests.Add(1) > c.Thresholds.MaxRequests {
+		br.Requests.Add(-1)
+		br.Overflows.Add(1)
+		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UO", "upstream max requests overflow")
+		return
+	}
+	defer br.Requests.Add(-1)
+	attempts := 1
+	if retry != nil && up.buffered {
+		attempts += retry.NumRetries
+	}
+	var (
+		resp      *http.Response
+		out       outcome
+		retriable bool
+		host      *cluster.Host
+	)
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			if br.Retries.Add(1) > c.Thresholds.MaxRetries {
+				br.Retries.Add(-1)
+				br.Overflows.Add(1)
+				break
+			}
+			backoff := 25 * time.Millisecond << min(attempt-1, 3)
+			backoff = backoff/2 + time.Duration(h.rnd()%uint64(backoff/2+1))
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+		}
+		var addr string
+		if c.Passthrough {
+			addr = up.orig.Host
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				addr = net.JoinHostPort(addr, "80")
+			}
+		} else {
+			var err error
+			host, err = c.Pick(hash)
+			if err != nil {
+				if attempt > 0 {
+					br.Retries.Add(-1)
+				}
+				if resp == nil {
+					h.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", "no healthy upstream")
+					return
+				}
+				break
+			}
+			addr = host.Addr
+		}
+		if resp != nil {
+			resp.Body.Close()
+			resp = nil
+		}
+		ri.upstreamHost = addr
+		if host != nil {
+			ri.destWorkload = host.Workload
+		}
+		resp, out = h.attempt(ctx, c, host, addr, up, retry, r.ProtoMajor == 2)
+		if attempt > 0 {
+			br.Retries.Add(-1)
+		}
+		if host != nil {
+			switch out {
+			case outOK:
+				c.Report(host, resp.StatusCode)
+			case outConnectFailure, outReset:
+				c.Report(host, 0)
+			case outPerTryTimeout:
+				c.Report(host, 504)
+			}
+		}
+		retriable = shouldRetry(retry, resp, out)
+		if !retriable || ctx.Err() != nil {
+			break
+		}
+	}
+	if retriable && retry != nil && attempts > 1 {
+		ri.flag("URX")
+	}
+	switch out {
+	case outOverflow:
+		br.Overflows.Add(1)
+		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UO", "upstream connection pool overflow")
+		return
+	case outRouteTimeout, outPerTryTimeout:
+		h.localReply(w, r, ri, http.StatusGatewayTimeout, "UT", "upstream request timeout")
+		return
+	case outDownstreamGone:
+		ri.flag("DC")
+		ri.status = 499
+		return
+	case outConnectFailure:
+		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", "upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+		return
+	case outReset:
+		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UC", "upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+		return
+	}
+	defer resp.Body.Close()
+	hdr := w.Header()
+	for k, v := range resp.Header {
+		hdr[k] = v
+	}
+	removeHopHeaders(hdr, resp.StatusCode == http.StatusSwitchingProtocols)
+	respHdr(hdr)
+	if len(ri.flags) > 0 {
+		hdr.Set(ResponseFlagsHeader, ri.flagString())
+	}
+	ri.status = resp.StatusCode
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		h.upgrade(w, r, resp)
+		return
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	stream := resp.ContentLength < 0 || r.ProtoMajor == 2
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				ri.flag("DC")
+				return
+			}
+			if stream {
+				_ = rc.Flush()
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				if ctx.Err() != nil {
+					ri.flag("UT")
+				} else {
+					ri.flag("UR")
+				}
+				panic(http.ErrAbortHandler) // reset the downstream stream
+			}
+			break
+		}
+	}
+	for k, v := range resp.Trailer {
+		hdr[http.TrailerPrefix+k] = v
+	}
+}
+
+func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster.Host, addr string, up *upstreamReq,
+	retry *router.RetryPolicy, h2 bool) (*http.Response, outcome) {
+	actx := ctx
+	cancel := context.CancelFunc(func() {})
+	if retry != nil && retry.PerTryTimeout > 0 {
+		actx, cancel = context.WithTimeout(ctx, retry.PerTryTimeout)
+	}
+	br := c.Breakers
+	if br.Pending.Add(1) > c.Thresholds.MaxPending {
+		br.Pending.Add(-1)
+		cancel()
+		return nil, outOverflow
+	}
+	var got atomic.Bool
+	release := func() {
+		if got.CompareAndSwap(false, true) {
+			br.Pending.Add(-1)
+		}
+	}
+	defer release()
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { release() }})
+	req, err := up.build(actx, addr)
+	if err != nil {
+		cancel()
+		return nil, outReset
+	}
+	t := c.Transport
+	if h2 {
+		t = c.H2C
+	}
+	if host != nil {
+		done := host.Begin()
+		defer done()
+	}
+	resp, err := t.RoundTrip(req)
+	if err != nil {
+		cancel()
+		switch {
+		case ctx.Err() != nil && up.orig.Context().Err() != nil:
+			return nil, outDownstreamGone
+		case ctx.Err() != nil:
+			return nil, outRouteTimeout
+		case actx.Err() != nil:
+			return nil, outPerTryTimeout
+		case !got.Load():
+			return nil, outConnectFailure
+		}
+		return nil, outReset
+	}
+	// Keep the per-try context alive while the body streams; cancel on close.
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	return resp, outOK
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// Write makes upgraded (101) bodies writable through the wrapper.
+func (b *cancelBody) Write(p []byte) (int, error) {
+	if w, ok := b.ReadCloser.(io.Writer); ok {
+		return w.Write(p)
+	}
+	return 0, errors.New("body is not writable")
+}
+
+func shouldRetry(p *router.RetryPolicy, resp *http.Response, out outcome) bool {
+	if p == nil {
+		return false
+	}
+	switch out {
+	case outConnectFailure:
+		return p.On&(router.RetryConnectFailure|router.Retry5xx|router.RetryGatewayError|router.RetryReset) != 0
+	case outReset:
+		return p.On&(router.RetryReset|router.Retry5xx|router.RetryGatewayError|router.RetryRefusedStream) != 0
+	case outPerTryTimeout:
+		return p.On&(router.Retry5xx|router.RetryGatewayError) != 0
+	case outOK:
+	default:
+		return false
+	}
+	s := resp.StatusCode
+	switch {
+	case p.On&router.Retry5xx != 0 && s >= 500:
+		return true
+	case p.On&router.RetryGatewayError != 0 && (s == 502 || s == 503 || s == 504):
+		return true
+	case p.On&router.RetryRetriable4xx != 0 && s == 409:
+		return true
+	}
+	if p.On&router.RetryRetriableStatusCodes != 0 {
+		for _, c := range p.StatusCodes {
+			if c == s {
+				return true
+			}
+		}
+	}
+	if gs := resp.Header.Get("Grpc-Status"); gs != "" {
+		switch gs {
+		case "14":
+			return p.On&router.RetryGRPCUnavailable != 0
+		case "1":
+			return p.On&router.RetryGRPCCancelled != 0
+		case "4":
+			return p.On&router.RetryGRPCDeadlineExceeded != 0
+		case "8":
+			return p.On&router.RetryGRPCResourceExhausted != 0
+		}
+	}
+	return false
+}
+
+// localReply answers from the proxy itself (gRPC-aware).
+func (h *Handler) localReply(w http.ResponseWriter, r *http.Request, ri *reqInfo, status int, flag, msg string) {
+	if flag != "" {
+		ri.flag(flag)
+	}
+	if len(ri.flags) > 0 {
+		w.Header().Set(ResponseFlagsHeader, ri.flagString())
+	}
+	if isGRPC(r) {
+		h.grpcReply(w, ri, httpToGRPC(status), msg)
+		return
+	}
+	ri.status = status
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, msg)
+}
+
+func (h *Handler) grpcReply(w http.ResponseWriter, ri *reqInfo, code int, msg string) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/grpc")
+	hdr.Set("Grpc-Status", strconv.Itoa(code))
+	hdr.Set("Grpc-Message", msg)
+	if len(ri.flags) > 0 {
+		hdr.Set(ResponseFlagsHeader, ri.flagString())
+	}
+	ri.status = http.StatusOK
+	w.WriteHeader(http.StatusOK)
+}
+
+// httpToGRPC maps HTTP statuses to gRPC codes as Envoy does.
+func httpToGRPC(s int) int {
+	switch s {
+	case 400:
+		return 13
+	case 401:
+		return 16
+	case 403:
+		return 7
+	case 404:
+		return 12
+	case 429, 502, 503, 504:
+		return 14
+	}
+	return 2
+}
+
+func (h *Handler) forwardInboundDirect(w *countingWriter, r *http.Request, ri *reqInfo, rt *Runtime) {
+	name := "inbound|" + strconv.Itoa(h.AppPort) + "||"
+	c := rt.Clusters.Clusters[name]
+	if c == nil {
+		c = h.directCluster()
+	}
+	ri.cluster = name
+	up := &upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
+		buffered: r.Body == nil || r.Body == http.NoBody}
+	h.forward(r.Context(), w, r, ri, c, up, h.rnd(), nil, func(http.Header) {})
+}
+
+func (h *Handler) directCluster() *cluster.Cluster {
+	h.once2.Do(func() {
+		h.direct = cluster.Static("inbound|"+strconv.Itoa(h.AppPort)+"||", net.JoinHostPort("127.0.0.1", strconv.Itoa(h.AppPort)))
+	})
+	return h.direct
+}
+
+func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
+	if ri.status == 0 {
+		ri.status = w.status
+	}
+	dur := time.Since(ri.start)
+	proto := "http"
+	if isGRPC(r) {
+		proto = "grpc"
+	} else if r.Method == http.MethodConnect {
+		proto = "tcp"
+	}
+	svc := serviceOf(ri.cluster, r.Host)
+	svcName, svcNS, _ := strings.Cut(svc, ".")
+	if svcNS != "" {
+		svcNS, _, _ = strings.Cut(svcNS, ".")
+	}
+	l := stats.Labels{RequestProtocol: proto, ResponseCode: strconv.Itoa(ri.status), ResponseFlags: ri.flagString(),
+		DestinationService: orUnknown(svc), DestinationServiceName: orUnknown(svcName), DestinationServiceNamespace: orUnknown(svcNS)}
+	if h.Direction == Outbound {
+		l.Reporter = "source"
+		l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
+		l.DestinationWorkload = orUnknown(ri.destWorkload)
+		l.DestinationWorkloadNamespace = orUnknown(svcNS)
+		if ri.destWorkload == "" {
+			l.DestinationWorkloadNamespace = "unknown"
+		}
+		l.DestinationApp = "unknown"
+		l.ConnectionSecurityPolicy = "unknown"
+	} else {
+		l.Reporter = "destination"
+		l.SourceWorkload = orUnknown(r.Header.Get(PeerWorkloadHeader))
+		l.SourceWorkloadNamespace = orUnknown(r.Header.Get(PeerNamespaceHeader))
+		l.SourceApp = orUnknown(r.Header.Get(PeerAppHeader))
+		l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
+		if svcNS == "" {
+			l.DestinationServiceNamespace = h.Ident.Namespace
+		}
+		l.ConnectionSecurityPolicy = "none"
+	}
+	if h.Stats != nil && proto != "tcp" {
+		h.Stats.ObserveHTTP(l, float64(dur.Microseconds())/1000, ri.bytesIn.Load(), w.n)
+	}
+	dir := "outbound"
+	if h.Direction == Inbound {
+		dir = "inbound"
+	}
+	h.Access.Log(&stats.AccessEntry{StartTime: ri.start.UTC(), Method: r.Method, Path: r.URL.RequestURI(), Protocol: r.Proto,
+		ResponseCode: ri.status, ResponseFlags: ri.flagString(), BytesReceived: ri.bytesIn.Load(), BytesSent: w.n,
+		DurationMs: dur.Milliseconds(), UpstreamHost: ri.upstreamHost, UpstreamCluster: ri.cluster,
+		XRequestID: r.Header.Get("X-Request-Id"), RouteName: ri.routeName, Authority: r.Host, Direction: dir})
+}
+
+// serviceOf extracts the service host from an Istio cluster name
+// (outbound|PORT|SUBSET|HOST), else from the authority.
+func serviceOf(clusterName, authority string) string {
+	if parts := strings.Split(clusterName, "|"); len(parts) == 4 && parts[3] != "" {
+		return parts[3]
+	}
+	h := authority
+	if hh, _, err := net.SplitHostPort(authority); err == nil {
+		h = hh
+	}
+	if net.ParseIP(h) != nil {
+		return ""
+	}
+	return h
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

@@ -1,0 +1,586 @@
+package listener
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
+	"github.com/weftmesh/weft/pkg/proxy/router"
+	"github.com/weftmesh/weft/pkg/proxy/stats"
+)
+
+// Direction of a listener.
+type Direction int
+
+// Directions.
+const (
+	Outbound Direction = iota
+	Inbound
+)
+
+// Identity is this proxy's workload, for telemetry labels.
+type Identity struct {
+	Workload, Namespace, App, ServiceAccount string
+}
+
+// Peer headers carry the calling workload to the inbound proxy (Istio uses
+// a metadata exchange for this).
+const (
+	PeerWorkloadHeader  = "X-Weft-Peer-Workload"
+	PeerNamespaceHeader = "X-Weft-Peer-Namespace"
+	PeerAppHeader       = "X-Weft-Peer-App"
+)
+
+// Handler executes the current Runtime for one listener.
+type Handler struct {
+	Direction Direction
+	// Runtime returns the current config (nil before the first one).
+	Runtime func() *Runtime
+	Ident   Identity
+	// AppPort is the local application's port (inbound fallback).
+	AppPort int
+	Log     *slog.Logger
+	Stats   *stats.Registry
+	Access  *stats.AccessLog
+	Rnd     lb.Rand
+	// Ctx bounds background work (mirrors); cancelled on shutdown.
+	Ctx context.Context
+
+	// fallback transports for inbound direct-to-app and passthrough.
+	once      sync.Once
+	t1, t2    *http.Transport
+	once2     sync.Once
+	direct    *cluster.Cluster
+	mirrorsWG sync.WaitGroup
+}
+
+// reqInfo accumulates what telemetry needs about one request.
+type reqInfo struct {
+	start        time.Time
+	flags        []string
+	upstreamHost string
+	cluster      string
+	routeName    string
+	status       int
+	bytesIn      atomic.Int64
+	bytesOut     int64
+	destWorkload string
+}
+
+func (ri *reqInfo) flag(f string) {
+	for _, x := range ri.flags {
+		if x == f {
+			return
+		}
+	}
+	ri.flags = append(ri.flags, f)
+}
+
+func (ri *reqInfo) flagString() string {
+	if len(ri.flags) == 0 {
+		return "-"
+	}
+	return strings.Join(ri.flags, ",")
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (h *Handler) transports() (*http.Transport, *http.Transport) {
+	h.once.Do(func() {
+		h.t1 = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+		h.t2 = &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+		p := new(http.Protocols)
+		p.SetUnencryptedHTTP2(true)
+		h.t2.Protocols = p
+	})
+	return h.t1, h.t2
+}
+
+// Wait blocks until background mirror requests finish.
+func (h *Handler) Wait() { h.mirrorsWG.Wait() }
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ri := &reqInfo{start: time.Now()}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = countingBody{r.Body, &ri.bytesIn}
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	defer h.finish(r, cw, ri)
+	if r.Method == http.MethodConnect {
+		h.serveConnect(cw, r, ri)
+		return
+	}
+	rt := h.Runtime()
+	if rt == nil {
+		h.localReply(cw, r, ri, http.StatusServiceUnavailable, "NR", "no configuration yet")
+		return
+	}
+	host := strings.ToLower(r.Host)
+	if r.URL.IsAbs() && r.URL.Host != "" { // HTTP_PROXY absolute form
+		host = strings.ToLower(r.URL.Host)
+		r.Host = r.URL.Host
+	}
+	if r.Header.Get("X-Request-Id") == "" {
+		r.Header.Set("X-Request-Id", newRequestID(h.rnd()))
+	}
+	var table *router.Table
+	if h.Direction == Outbound {
+		table = rt.Routes[strconv.Itoa(hostPort(host, 80))]
+	} else {
+		table = rt.Inbound[h.AppPort]
+		if table == nil {
+			table = rt.Inbound[0]
+		}
+		if table == nil {
+			h.forwardInboundDirect(cw, r, ri, rt)
+			return
+		}
+	}
+	if table == nil {
+		h.localReply(cw, r, ri, http.StatusNotFound, "NR", "no route configuration for port")
+		return
+	}
+	rreq := &router.Request{Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Method: r.Method, Scheme: "http", Header: r.Header}
+	vh, route := table.Match(rreq)
+	if route == nil {
+		if vh != nil && vh.Cors != nil && h.cors(cw, r, vh.Cors) {
+			return
+		}
+		h.localReply(cw, r, ri, http.StatusNotFound, "NR", "no route")
+		return
+	}
+	ri.routeName = route.Name
+	if c := route.Cors; c != nil || vh.Cors != nil {
+		if c == nil {
+			c = vh.Cors
+		}
+		if h.cors(cw, r, c) {
+			return
+		}
+	}
+	h.serveRoute(cw, r, ri, rt, vh, route, rreq)
+}
+
+// cors handles CORS; it returns true when it answered a preflight.
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request, c *router.Cors) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || !c.AllowsOrigin(origin) {
+		return false
+	}
+	hdr := w.Header()
+	hdr.Set("Access-Control-Allow-Origin", origin)
+	if c.AllowCredentials {
+		hdr.Set("Access-Control-Allow-Credentials", "true")
+	}
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		if c.AllowMethods != "" {
+			hdr.Set("Access-Control-Allow-Methods", c.AllowMethods)
+		}
+		if c.AllowHeaders != "" {
+			hdr.Set("Access-Control-Allow-Headers", c.AllowHeaders)
+		}
+		if c.MaxAge != "" {
+			hdr.Set("Access-Control-Max-Age", c.MaxAge)
+		}
+		w.WriteHeader(http.StatusOK)
+		return true
+	}
+	if c.ExposeHeaders != "" {
+		hdr.Set("Access-Control-Expose-Headers", c.ExposeHeaders)
+	}
+	return false
+}
+
+func (h *Handler) rnd() uint64 {
+	if h.Rnd == nil {
+		h.Rnd = lb.NewLockedRand(nil)
+	}
+	return h.Rnd.Uint64()
+}
+
+func chance(n uint64, perMillion uint32) bool { return n%1_000_000 < uint64(perMillion) }
+
+func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt *Runtime, vh *router.VirtualHost, route *router.Route, rreq *router.Request) {
+	ctx := r.Context()
+	var cancel context.CancelFunc = func() {}
+	if route.Forward != nil && route.Forward.Timeout > 0 && !isUpgrade(r) {
+		ctx, cancel = context.WithTimeout(ctx, route.Forward.Timeout)
+	}
+	defer cancel()
+	if f := route.Fault; f != nil && f.FaultApplies(rreq) {
+		if f.HasDelay && chance(h.rnd(), f.DelayPerM) {
+			ri.flag("DI")
+			t := time.NewTimer(f.Delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				if r.Context().Err() != nil {
+					ri.flag("DC")
+					ri.status = 499
+					return
+				}
+				ri.flag("UT")
+				h.localReply(w, r, ri, http.StatusGatewayTimeout, "", "upstream request timeout")
+				return
+			}
+		}
+		if f.HasAbort && chance(h.rnd(), f.AbortPerM) {
+			ri.flag("FI")
+			if f.AbortGRPC >= 0 && isGRPC(r) {
+				h.grpcReply(w, ri, f.AbortGRPC, "fault filter abort")
+				return
+			}
+			h.localReply(w, r, ri, f.AbortStatus, "", "fault filter abort")
+			return
+		}
+	}
+	switch {
+	case route.Direct != nil:
+		applyResponseHeaders(w.Header(), vh, route, nil)
+		if route.Direct.Body != "" {
+			w.Header().Set("Content-Type", "text/plain")
+		}
+		ri.status = route.Direct.Status
+		w.WriteHeader(route.Direct.Status)
+		_, _ = io.WriteString(w, route.Direct.Body)
+		return
+	case route.Redirect != nil:
+		applyResponseHeaders(w.Header(), vh, route, nil)
+		w.Header().Set("Location", route.Redirect.Location(rreq))
+		ri.status = route.Redirect.Code
+		w.WriteHeader(route.Redirect.Code)
+		return
+	}
+	fwd := route.Forward
+	wc := fwd.PickCluster(uint32(h.rnd()))
+	c := rt.Clusters.Clusters[wc.Name]
+	ri.cluster = wc.Name
+	if c == nil {
+		h.localReply(w, r, ri, http.StatusServiceUnavailable, "NC", "cluster not found")
+		return
+	}
+	// Request header manipulation: weighted cluster, route, virtual host.
+	for _, ops := range []*router.HeaderOps{&wc.Headers, &route.Headers, &vh.Headers} {
+		applyRequestHeaders(r.Header, ops)
+	}
+	path := fwd.RewritePath(r.URL.Path)
+	host := r.Host
+	if fwd.HostRewrite != "" {
+		host = fwd.HostRewrite
+	}
+	var hash uint64
+	if c.HashBased {
+		hash = requestHash(r, fwd.Hash, h.rnd)
+	}
+	up := &upstreamReq{orig: r, path: path, rawQuery: r.URL.RawQuery, host: host}
+	// Mirrors and retries need the body more than once.
+	needBuffer := len(fwd.Mirrors) > 0 || (fwd.Retry != nil && fwd.Retry.NumRetries > 0)
+	if needBuffer && r.Body != nil && r.Body != http.NoBody && r.ContentLength >= 0 && r.ContentLength <= 1<<20 {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			h.localReply(w, r, ri, http.StatusBadRequest, "DPE", "read request body")
+			return
+		}
+		up.body = b
+		up.buffered = true
+	} else if r.Body == nil || r.Body == http.NoBody {
+		up.buffered = true
+	}
+	if up.buffered {
+		for _, m := range fwd.Mirrors {
+			if chance(h.rnd(), m.Fraction) {
+				h.mirror(rt, m.Cluster, up, fwd.Timeout)
+			}
+		}
+	}
+	if h.Direction == Outbound {
+		r.Header.Set(PeerWorkloadHeader, h.Ident.Workload)
+		r.Header.Set(PeerNamespaceHeader, h.Ident.Namespace)
+		if h.Ident.App != "" {
+			r.Header.Set(PeerAppHeader, h.Ident.App)
+		}
+	}
+	h.forward(ctx, w, r, ri, c, up, hash, fwd.Retry, func(hdr http.Header) { applyResponseHeaders(hdr, vh, route, wc) })
+}
+
+type upstreamReq struct {
+	orig                  *http.Request
+	path, rawQuery, host  string
+	body                  []byte
+	buffered              bool
+	consumed              bool
+}
+
+func (u *upstreamReq) build(ctx context.Context, addr string) (*http.Request, error) {
+	var body io.Reader
+	switch {
+	case u.buffered && u.body != nil:
+		body = bytes.NewReader(u.body)
+	case !u.buffered:
+		if u.consumed {
+			return nil, errors.New("request body already consumed")
+		}
+		u.consumed = true
+		body = u.orig.Body
+	}
+	out, err := http.NewRequestWithContext(ctx, u.orig.Method, "http://"+addr, body)
+	if err != nil {
+		return nil, fmt.Errorf("build upstream request: %w", err)
+	}
+	out.URL.Path = u.path
+	out.URL.RawQuery = u.rawQuery
+	out.Host = u.host
+	out.Header = u.orig.Header.Clone()
+	removeHopHeaders(out.Header, isUpgrade(u.orig))
+	if u.buffered {
+		out.ContentLength = int64(len(u.body))
+	} else {
+		out.ContentLength = u.orig.ContentLength
+	}
+	if strings.Contains(strings.ToLower(u.orig.Header.Get("Te")), "trailers") {
+		out.Header.Set("Te", "trailers")
+	}
+	if len(u.orig.Trailer) > 0 {
+		out.Trailer = u.orig.Trailer
+	}
+	xff := out.Header.Get("X-Forwarded-For")
+	if ip, _, err := net.SplitHostPort(u.orig.RemoteAddr); err == nil {
+		if xff != "" {
+			xff += ", "
+		}
+		out.Header.Set("X-Forwarded-For", xff+ip)
+	}
+	if out.Header.Get("X-Forwarded-Proto") == "" {
+		out.Header.Set("X-Forwarded-Proto", "http")
+	}
+	return out, nil
+}
+
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopHeaders(h http.Header, keepUpgrade bool) {
+	for _, f := range h.Values("Connection") {
+		for _, sf := range strings.Split(f, ",") {
+			if sf = strings.TrimSpace(sf); sf != "" && !(keepUpgrade && strings.EqualFold(sf, "Upgrade")) {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		if keepUpgrade && (k == "Connection" || k == "Upgrade") {
+			continue
+		}
+		h.Del(k)
+	}
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+func isGRPC(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+func applyRequestHeaders(hdr http.Header, ops *router.HeaderOps) {
+	for _, k := range ops.RequestRemove {
+		hdr.Del(k)
+	}
+	for _, hv := range ops.RequestAdd {
+		if hv.Append {
+			hdr.Add(hv.Key, hv.Value)
+		} else {
+			hdr.Set(hv.Key, hv.Value)
+		}
+	}
+}
+
+func applyResponseHeaders(hdr http.Header, vh *router.VirtualHost, route *router.Route, wc *router.WeightedCluster) {
+	apply := func(ops *router.HeaderOps) {
+		for _, k := range ops.ResponseRemove {
+			hdr.Del(k)
+		}
+		for _, hv := range ops.ResponseAdd {
+			if hv.Append {
+				hdr.Add(hv.Key, hv.Value)
+			} else {
+				hdr.Set(hv.Key, hv.Value)
+			}
+		}
+	}
+	if wc != nil {
+		apply(&wc.Headers)
+	}
+	apply(&route.Headers)
+	apply(&vh.Headers)
+}
+
+func requestHash(r *http.Request, policies []router.HashPolicy, rnd func() uint64) uint64 {
+	var h uint64
+	found := false
+	for _, p := range policies {
+		var v string
+		ok := false
+		switch {
+		case p.Header != "":
+			if vs := r.Header[p.Header]; len(vs) > 0 {
+				v, ok = vs[0], true
+			}
+		case p.Cookie != "":
+			if c, err := r.Cookie(p.Cookie); err == nil {
+				v, ok = c.Value, true
+			}
+		case p.SourceIP:
+			if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+				v, ok = ip, true
+			}
+		case p.QueryParam != "":
+			if q := r.URL.Query(); q.Has(p.QueryParam) {
+				v, ok = q.Get(p.QueryParam), true
+			}
+		}
+		if ok {
+			h = h*31 + lb.Hash64(v)
+			found = true
+			if p.Terminal {
+				break
+			}
+		}
+	}
+	if !found {
+		return rnd()
+	}
+	return h
+}
+
+func hostPort(host string, def int) int {
+	if _, p, err := net.SplitHostPort(host); err == nil {
+		if n, err := strconv.Atoi(p); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+func newRequestID(n uint64) string {
+	const hexd = "0123456789abcdef"
+	var b [36]byte
+	x := n ^ uint64(time.Now().UnixNano())
+	y := n*0x9e3779b97f4a7c15 + 1
+	j := 0
+	for i := 0; i < 36; i++ {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			b[i] = '-'
+			continue
+		}
+		var v uint64
+		if j < 16 {
+			v = (x >> (4 * j)) & 0xf
+		} else {
+			v = (y >> (4 * (j - 16))) & 0xf
+		}
+		b[i] = hexd[v]
+		j++
+	}
+	return string(b[:])
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n      int64
+	status int
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	if c.status == 0 {
+		c.status = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush/Hijack.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// mirror sends a copy of the request to cluster name, fire-and-forget.
+func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time.Duration) {
+	c := rt.Clusters.Clusters[name]
+	if c == nil {
+		return
+	}
+	shadowHost := up.host
+	if hst, p, err := net.SplitHostPort(up.host); err == nil {
+		shadowHost = net.JoinHostPort(hst+"-shadow", p)
+	} else {
+		shadowHost += "-shadow"
+	}
+	cp := *up
+	cp.host = shadowHost
+	hdr := up.orig.Header.Clone()
+	orig := *up.orig
+	orig.Header = hdr
+	cp.orig = &orig
+	if timeout <= 0 {
+		timeout = router.DefaultTimeout
+	}
+	parent := h.Ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	h.mirrorsWG.Add(1)
+	go func() {
+		defer h.mirrorsWG.Done()
+		ctx, cancel := context.WithTimeout(parent, timeout)
+		defer cancel()
+		host, err := c.Pick(lb.Hash64(up.path))
+		if err != nil {
+			return
+		}
+		req, err := cp.build(ctx, host.Addr)
+		if err != nil {
+			return
+		}
+		t := c.Transport
+		if up.orig.ProtoMajor == 2 {
+			t = c.H2C
+		}
+		resp, err := t.RoundTrip(req)
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}()
+}
+

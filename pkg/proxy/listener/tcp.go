@@ -1,0 +1,342 @@
+package listener
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/router"
+	"github.com/weftmesh/weft/pkg/proxy/stats"
+)
+
+// upgrade completes a 101 Switching Protocols (e.g. WebSocket) by
+// hijacking the downstream connection and piping bytes both ways.
+func (h *Handler) upgrade(w *countingWriter, r *http.Request, resp *http.Response) {
+	upConn, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		h.localReply(w, r, &reqInfo{}, http.StatusBadGateway, "", "upgrade: upstream body not writable")
+		return
+	}
+	defer upConn.Close()
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	w.status = http.StatusSwitchingProtocols
+	if err := writeStatus(brw.Writer, resp, w.Header()); err != nil {
+		return
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		if _, err := upConn.Write(b); err != nil {
+			return
+		}
+	}
+	sent, _ := pipe(r.Context(), conn, upConn)
+	w.n += sent
+}
+
+func writeStatus(bw *bufio.Writer, resp *http.Response, hdr http.Header) error {
+	if _, err := fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\n", resp.StatusCode, http.StatusText(resp.StatusCode)); err != nil {
+		return err
+	}
+	h := hdr.Clone()
+	h.Set("Connection", "Upgrade")
+	h.Set("Upgrade", resp.Header.Get("Upgrade"))
+	if err := h.Write(bw); err != nil {
+		return err
+	}
+	if _, err := bw.WriteString("\r\n"); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// pipe copies a→b and b→a until both directions end or ctx is done. It
+// returns bytes written to a (sent downstream) and to b (sent upstream).
+func pipe(ctx context.Context, a, b io.ReadWriteCloser) (toA, toB int64) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	var na, nb atomic.Int64
+	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
+	defer stop()
+	go func() {
+		defer wg.Done()
+		n, _ := io.Copy(b, a)
+		nb.Store(n)
+		closeWrite(b)
+	}()
+	go func() {
+		defer wg.Done()
+		n, _ := io.Copy(a, b)
+		na.Store(n)
+		closeWrite(a)
+	}()
+	wg.Wait()
+	return na.Load(), nb.Load()
+}
+
+func closeWrite(c io.Closer) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// serveConnect handles an HTTP/1.1 CONNECT tunnel on the outbound listener.
+func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) {
+	rt := h.Runtime()
+	target := r.Host
+	port := hostPort(target, 443)
+	var c *cluster.Cluster
+	if rt != nil {
+		if name, ok := rt.TCP[port]; ok {
+			c, ri.cluster = rt.Clusters.Clusters[name], name
+		} else if t := rt.Routes[strconv.Itoa(port)]; t != nil {
+			_, route := t.Match(&router.Request{Host: strings.ToLower(target), Path: "/", Method: http.MethodConnect, Header: r.Header})
+			if route != nil && route.Forward != nil {
+				wc := route.Forward.PickCluster(uint32(h.rnd()))
+				c, ri.cluster, ri.routeName = rt.Clusters.Clusters[wc.Name], wc.Name, route.Name
+			}
+		}
+	}
+	var addr string
+	switch {
+	case c != nil && !c.Passthrough:
+		host, err := c.Pick(h.rnd())
+		if err != nil {
+			h.localReply(w, r, ri, http.StatusServiceUnavailable, "UH", "no healthy upstream")
+			return
+		}
+		addr, ri.destWorkload = host.Addr, host.Workload
+	case c != nil || isIPTarget(target):
+		addr = target
+	default:
+		h.localReply(w, r, ri, http.StatusNotFound, "NR", "no route for CONNECT target")
+		return
+	}
+	ri.upstreamHost = addr
+	d := net.Dialer{Timeout: 10 * time.Second}
+	up, err := d.DialContext(r.Context(), "tcp", addr)
+	if err != nil {
+		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", "upstream connect error")
+		return
+	}
+	defer up.Close()
+	ri.status = http.StatusOK
+	if r.ProtoMajor != 1 {
+		h.localReply(w, r, ri, http.StatusHTTPVersionNotSupported, "", "CONNECT over HTTP/2 is not supported")
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		if _, err := up.Write(b); err != nil {
+			return
+		}
+	}
+	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, "")
+	if h.Stats != nil {
+		h.Stats.TCPOpened(l)
+	}
+	sent, recv := pipe(r.Context(), conn, up)
+	if h.Stats != nil {
+		h.Stats.TCPClosed(l, sent, recv)
+	}
+	w.n += sent
+	ri.bytesIn.Add(recv)
+}
+
+func isIPTarget(hostport string) bool {
+	h, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	return net.ParseIP(h) != nil || h == "localhost"
+}
+
+func (h *Handler) tcpLabels(clusterName, authority, destWorkload, peer string) stats.Labels {
+	svc := serviceOf(clusterName, authority)
+	name, ns, _ := strings.Cut(svc, ".")
+	ns, _, _ = strings.Cut(ns, ".")
+	l := stats.Labels{RequestProtocol: "tcp", ResponseCode: "0", ResponseFlags: "-",
+		DestinationService: orUnknown(svc), DestinationServiceName: orUnknown(name), DestinationServiceNamespace: orUnknown(ns)}
+	if h.Direction == Outbound {
+		l.Reporter = "source"
+		l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
+		l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationApp = orUnknown(destWorkload), orUnknown(ns), "unknown"
+		l.ConnectionSecurityPolicy = "unknown"
+	} else {
+		l.Reporter = "destination"
+		l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceApp = orUnknown(peer), "unknown", "unknown"
+		l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
+		l.ConnectionSecurityPolicy = "none"
+	}
+	return l
+}
+
+// ServeTCP proxies an opaque inbound connection to the local application
+// (the inbound tcp_proxy cluster for the app port, else 127.0.0.1:APP_PORT).
+func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.AppPort))
+	name := "inbound|" + strconv.Itoa(h.AppPort) + "||"
+	if rt := h.Runtime(); rt != nil {
+		if n, ok := rt.InboundTCP[h.AppPort]; ok {
+			name = n
+		}
+		if c := rt.Clusters.Clusters[name]; c != nil {
+			if host, err := c.Pick(0); err == nil {
+				addr = host.Addr
+			}
+		}
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	up, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		h.Log.Debug("inbound tcp: dial app", "addr", addr, "err", err)
+		return
+	}
+	defer up.Close()
+	l := h.tcpLabels(name, "", "", "")
+	if h.Stats != nil {
+		h.Stats.TCPOpened(l)
+	}
+	sent, recv := pipe(ctx, conn, up)
+	if h.Stats != nil {
+		h.Stats.TCPClosed(l, sent, recv)
+	}
+}
+
+// SniffListener wraps a listener and classifies each connection by its
+// first bytes: HTTP/1.x methods and the h2c preface go to Accept (for an
+// http.Server); anything else (or silence for SniffTimeout, as with
+// server-first protocols) goes to OnTCP.
+type SniffListener struct {
+	net.Listener
+	OnTCP        func(net.Conn)
+	SniffTimeout time.Duration // default 200ms
+	Log          *slog.Logger
+
+	once  sync.Once
+	conns chan net.Conn
+	errc  chan error
+	done  chan struct{}
+}
+
+var httpPrefixes = []string{"GET ", "POST", "PUT ", "HEAD", "DELE", "OPTI", "PATC", "CONN", "TRAC", "PRI "}
+
+func (s *SniffListener) start() {
+	s.conns = make(chan net.Conn)
+	s.errc = make(chan error, 1)
+	s.done = make(chan struct{})
+	if s.SniffTimeout <= 0 {
+		s.SniffTimeout = 200 * time.Millisecond
+	}
+	go func() {
+		for {
+			c, err := s.Listener.Accept()
+			if err != nil {
+				s.errc <- err
+				return
+			}
+			go s.classify(c)
+		}
+	}()
+}
+
+func (s *SniffListener) classify(c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(s.SniffTimeout))
+	br := bufio.NewReaderSize(c, 4096)
+	b, err := br.Peek(4)
+	_ = c.SetReadDeadline(time.Time{})
+	pc := &peekedConn{Conn: c, r: br}
+	isHTTP := false
+	if err == nil {
+		for _, p := range httpPrefixes {
+			if string(b) == p {
+				isHTTP = true
+				break
+			}
+		}
+	} else if !errors.Is(err, io.EOF) && !isTimeout(err) {
+		c.Close()
+		return
+	}
+	if isHTTP {
+		select {
+		case s.conns <- pc:
+		case <-s.done:
+			c.Close()
+		}
+		return
+	}
+	if s.OnTCP != nil {
+		s.OnTCP(pc)
+		return
+	}
+	c.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Accept returns the next HTTP connection.
+func (s *SniffListener) Accept() (net.Conn, error) {
+	s.once.Do(s.start)
+	select {
+	case c := <-s.conns:
+		return c, nil
+	case err := <-s.errc:
+		s.errc <- err
+		return nil, err
+	}
+}
+
+// Close closes the underlying listener.
+func (s *SniffListener) Close() error {
+	s.once.Do(s.start)
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	return s.Listener.Close()
+}
+
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// CloseWrite half-closes TCP connections.
+func (p *peekedConn) CloseWrite() error {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return p.Conn.Close()
+}

@@ -1,0 +1,480 @@
+// Package proxy is Weft's sidecar data plane: it connects to the control
+// plane over ADS (pkg/proxy/xdsclient), compiles what it receives into an
+// immutable Runtime (routes, clusters) swapped atomically on each accepted
+// update, and serves the outbound, inbound, admin, health, status and
+// metrics listeners. It never imports Kubernetes packages.
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/pkg/proxy/admin"
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
+	"github.com/weftmesh/weft/pkg/proxy/listener"
+	"github.com/weftmesh/weft/pkg/proxy/stats"
+	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
+)
+
+// Options configures a Proxy. Address fields take HOST:PORT; port 0 binds
+// an ephemeral port (see Proxy.Addresses). Empty addresses disable that
+// listener, except Outbound and Inbound.
+type Options struct {
+	ControlPlane   string
+	Namespace      string
+	Workload       string
+	ServiceAccount string
+	Labels         map[string]string
+	// AppPort is the local application's port (inbound target); 0 = none.
+	AppPort int
+	// Services are NAME:PORT[/PROTOCOL] entries this workload serves.
+	Services []string
+
+	OutboundAddress string // default 127.0.0.1:15001
+	InboundAddress  string // default 127.0.0.1:15006
+	AdminAddress    string // default 127.0.0.1:15000
+	MetricsAddress  string // default 127.0.0.1:15090
+	HealthAddress   string // default 127.0.0.1:15021
+	StatusAddress   string // default 127.0.0.1:15020
+
+	// ReadyFile, if set, receives JSON of the bound Addresses once bound.
+	ReadyFile string
+	// AccessLog receives JSON access log lines; nil disables.
+	AccessLog io.Writer
+	Logger    *slog.Logger
+	// LogLevel is changed by the admin /logging endpoint; may be nil.
+	LogLevel *slog.LevelVar
+	// DrainTimeout bounds graceful shutdown; default 5s.
+	DrainTimeout time.Duration
+	// Rand and Clock are injectable for tests; nil means defaults.
+	Rand  lb.Rand
+	Clock cluster.Clock
+	// BackoffMin/BackoffMax tune xDS reconnects (defaults 100ms / 5s).
+	BackoffMin, BackoffMax time.Duration
+}
+
+// Addresses are the actually bound listener addresses.
+type Addresses struct {
+	Outbound string `json:"outbound"`
+	Inbound  string `json:"inbound"`
+	Admin    string `json:"admin,omitempty"`
+	Metrics  string `json:"metrics,omitempty"`
+	Health   string `json:"health,omitempty"`
+	Status   string `json:"status,omitempty"`
+}
+
+// Proxy is one sidecar instance.
+type Proxy struct {
+	opts  Options
+	log   *slog.Logger
+	stats *stats.Registry
+	cm    *cluster.Manager
+	rt    atomic.Pointer[listener.Runtime]
+	xds   *xdsclient.Client
+	addrs Addresses
+
+	ready     chan struct{}
+	readyOnce sync.Once
+	quit      chan struct{}
+	quitOnce  sync.Once
+
+	outH, inH *listener.Handler
+	servers   []*http.Server
+	listeners []net.Listener
+	inSniff   *listener.SniffListener
+}
+
+// New validates options and prepares a proxy; Run starts it.
+func New(opts Options) (*Proxy, error) {
+	if opts.ControlPlane == "" {
+		return nil, errors.New("proxy: control plane address is required")
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = "default"
+	}
+	if opts.Workload == "" {
+		return nil, errors.New("proxy: workload name is required")
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&opts.OutboundAddress, "127.0.0.1:15001")
+	def(&opts.InboundAddress, "127.0.0.1:15006")
+	if opts.ServiceAccount == "" {
+		opts.ServiceAccount = "default"
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 5 * time.Second
+	}
+	if opts.LogLevel == nil {
+		opts.LogLevel = new(slog.LevelVar)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, s := range opts.Services {
+		if _, err := ParseService(s); err != nil {
+			return nil, err
+		}
+	}
+	p := &Proxy{opts: opts, log: log.With("component", "proxy", "workload", opts.Workload+"."+opts.Namespace),
+		stats: stats.NewRegistry(), ready: make(chan struct{}), quit: make(chan struct{})}
+	p.cm = cluster.NewManager(p.log, opts.Clock, opts.Rand)
+	return p, nil
+}
+
+// Service is one parsed --service entry.
+type Service struct {
+	Name     string
+	Port     int
+	Protocol string
+}
+
+// ParseService parses NAME:PORT[/PROTOCOL].
+func ParseService(s string) (Service, error) {
+	name, rest, ok := strings.Cut(s, ":")
+	if !ok || name == "" {
+		return Service{}, fmt.Errorf("service %q: want NAME:PORT[/PROTOCOL]", s)
+	}
+	portS, proto, _ := strings.Cut(rest, "/")
+	port, err := strconv.Atoi(portS)
+	if err != nil || port <= 0 || port > 65535 {
+		return Service{}, fmt.Errorf("service %q: bad port %q", s, portS)
+	}
+	if proto == "" {
+		proto = "http"
+	}
+	return Service{Name: name, Port: port, Protocol: strings.ToLower(proto)}, nil
+}
+
+// Addresses returns the bound addresses (valid after Start).
+func (p *Proxy) Addresses() Addresses { return p.addrs }
+
+// Ready is closed once the first complete configuration is applied.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// Runtime returns the current compiled configuration (nil before the first).
+func (p *Proxy) Runtime() *listener.Runtime { return p.rt.Load() }
+
+// Stats returns the metrics registry.
+func (p *Proxy) Stats() *stats.Registry { return p.stats }
+
+// XDS returns the xDS client (valid after Start).
+func (p *Proxy) XDS() *xdsclient.Client { return p.xds }
+
+// Quit asks Run to drain and return, as POST /quitquitquit does.
+func (p *Proxy) Quit() { p.quitOnce.Do(func() { close(p.quit) }) }
+
+// Node builds the xDS node (ID and metadata) per docs/xds-conventions.md.
+func (p *Proxy) Node() *corev3.Node {
+	o := p.opts
+	ip := "127.0.0.1"
+	if h, _, err := net.SplitHostPort(p.addrs.Inbound); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+		ip = h
+	}
+	labels := map[string]any{}
+	for k, v := range o.Labels {
+		labels[k] = v
+	}
+	appPorts := ""
+	if o.AppPort > 0 {
+		appPorts = strconv.Itoa(o.AppPort)
+	}
+	md := map[string]any{
+		"NAMESPACE":       o.Namespace,
+		"WORKLOAD_NAME":   o.Workload,
+		"SERVICE_ACCOUNT": o.ServiceAccount,
+		"INSTANCE_IPS":    ip,
+		"INBOUND_ADDRESS": p.addrs.Inbound,
+		"APP_PORTS":       appPorts,
+		"SERVICES":        strings.Join(o.Services, ","),
+		"LABELS":          labels,
+	}
+	if p.addrs.Metrics != "" {
+		md["METRICS_ADDRESS"] = p.addrs.Metrics
+	}
+	if p.addrs.Admin != "" {
+		md["ADMIN_ADDRESS"] = p.addrs.Admin
+	}
+	st, err := structpb.NewStruct(md)
+	if err != nil { // only strings and string maps: cannot fail
+		st = &structpb.Struct{}
+	}
+	return &corev3.Node{
+		Id:       fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", ip, o.Workload, o.Namespace, o.Namespace),
+		Cluster:  o.Workload + "." + o.Namespace,
+		Metadata: st,
+	}
+}
+
+// update is the xDS client's UpdateFunc: compile, then swap atomically.
+func (p *Proxy) update(res *xdsclient.Resources) error {
+	rt, err := listener.Build(res, p.cm, p.rt.Load())
+	if err != nil {
+		p.stats.Counter("xds.update_rejected").Add(1)
+		return err
+	}
+	for _, c := range rt.Clusters.Clusters {
+		for _, w := range c.Warnings {
+			p.log.Warn("cluster config not fully executed", "cluster", c.Name, "warning", w)
+		}
+	}
+	p.rt.Store(rt)
+	p.stats.Counter("xds.update_success").Add(1)
+	if rt.Complete {
+		p.readyOnce.Do(func() {
+			close(p.ready)
+			p.log.Info("first complete configuration applied", "listeners", len(res.Listeners), "clusters", len(res.Clusters))
+		})
+	}
+	return nil
+}
+
+func bind(addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// Start binds every listener and starts serving and the xDS client. It
+// returns once the addresses are bound; call Wait (or use Run).
+func (p *Proxy) Start(ctx context.Context) error {
+	o := p.opts
+	type spec struct {
+		addr string
+		dst  *string
+	}
+	specs := []spec{{o.OutboundAddress, &p.addrs.Outbound}, {o.InboundAddress, &p.addrs.Inbound},
+		{o.AdminAddress, &p.addrs.Admin}, {o.MetricsAddress, &p.addrs.Metrics},
+		{o.HealthAddress, &p.addrs.Health}, {o.StatusAddress, &p.addrs.Status}}
+	lns := make([]net.Listener, len(specs))
+	for i, s := range specs {
+		if s.addr == "" {
+			continue
+		}
+		l, err := bind(s.addr)
+		if err != nil {
+			for _, x := range lns {
+				if x != nil {
+					x.Close()
+				}
+			}
+			return err
+		}
+		lns[i] = l
+		*s.dst = l.Addr().String()
+	}
+	p.log.Info("proxy listeners bound", "outbound", p.addrs.Outbound, "inbound", p.addrs.Inbound, "admin", p.addrs.Admin,
+		"metrics", p.addrs.Metrics, "health", p.addrs.Health, "status", p.addrs.Status)
+	if o.ReadyFile != "" {
+		b, _ := json.Marshal(p.addrs)
+		if err := os.WriteFile(o.ReadyFile, b, 0o644); err != nil {
+			return fmt.Errorf("write ready file: %w", err)
+		}
+	}
+	ident := listener.Identity{Workload: o.Workload, Namespace: o.Namespace, App: o.Labels["app"], ServiceAccount: o.ServiceAccount}
+	var access *stats.AccessLog
+	if o.AccessLog != nil {
+		access = stats.NewAccessLog(o.AccessLog)
+	}
+	p.outH = &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort,
+		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx}
+	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort,
+		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx}
+	h := &admin.Handlers{Src: adminSource{p}, Stats: p.stats, Level: o.LogLevel, Quit: p.Quit}
+	p.inSniff = &listener.SniffListener{Listener: lns[1], Log: p.log, OnTCP: func(c net.Conn) { p.inH.ServeTCP(ctx, c) }}
+	handlers := []http.Handler{p.outH, p.inH, h.Admin(), h.Metrics(), h.Health(), h.Status()}
+	for i, l := range lns {
+		if l == nil {
+			continue
+		}
+		if i == 1 {
+			l = p.inSniff
+		}
+		srv := &http.Server{Handler: handlers[i], ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
+		if i <= 1 {
+			pr := new(http.Protocols)
+			pr.SetHTTP1(true)
+			pr.SetUnencryptedHTTP2(true)
+			srv.Protocols = pr
+		}
+		p.servers = append(p.servers, srv)
+		p.listeners = append(p.listeners, l)
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.log.Error("listener stopped", "addr", l.Addr().String(), "err", err)
+			}
+		}()
+	}
+	xc, err := xdsclient.New(xdsclient.Config{Address: o.ControlPlane, Node: p.Node(), Update: p.update, Logger: p.log,
+		BackoffMin: o.BackoffMin, BackoffMax: o.BackoffMax})
+	if err != nil {
+		return err
+	}
+	p.xds = xc
+	go func() { _ = xc.Run(ctx) }()
+	return nil
+}
+
+// Run starts the proxy and serves until ctx is done or Quit is called,
+// then drains: listeners stop accepting and in-flight requests finish
+// (bounded by DrainTimeout).
+func (p *Proxy) Run(ctx context.Context) error {
+	xctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := p.Start(xctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-p.quit:
+	}
+	return p.Shutdown()
+}
+
+// Shutdown drains all listeners.
+func (p *Proxy) Shutdown() error {
+	p.log.Info("draining")
+	dctx, cancel := context.WithTimeout(context.Background(), p.opts.DrainTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(p.servers))
+	for i, s := range p.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.Shutdown(dctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+type adminSource struct{ *Proxy }
+
+// Ready implements admin.Source.
+func (a adminSource) Ready() bool { return a.IsReady() }
+
+// IsReady reports whether the first complete configuration was applied.
+func (p *Proxy) IsReady() bool {
+	select {
+	case <-p.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// ConfigDump implements admin.Source: JSON of the current resources.
+func (p *Proxy) ConfigDump() ([]byte, error) {
+	rt := p.rt.Load()
+	out := map[string]any{"versions": map[string]string{}, "listeners": []json.RawMessage{}, "clusters": []json.RawMessage{},
+		"routes": []json.RawMessage{}, "endpoints": []json.RawMessage{}}
+	if rt == nil {
+		return json.MarshalIndent(out, "", "  ")
+	}
+	res := rt.Resources
+	out["versions"] = res.Versions
+	m := protojson.MarshalOptions{}
+	add := func(key string, names []string, get func(string) proto.Message) error {
+		sort.Strings(names)
+		var list []json.RawMessage
+		for _, n := range names {
+			b, err := m.Marshal(get(n))
+			if err != nil {
+				return fmt.Errorf("marshal %s %q: %w", key, n, err)
+			}
+			list = append(list, b)
+		}
+		out[key] = list
+		return nil
+	}
+	var err error
+	err = errors.Join(err,
+		add("listeners", mapKeys(res.Listeners), func(n string) proto.Message { return res.Listeners[n] }),
+		add("clusters", mapKeys(res.Clusters), func(n string) proto.Message { return res.Clusters[n] }),
+		add("routes", mapKeys(res.Routes), func(n string) proto.Message { return res.Routes[n] }),
+		add("endpoints", mapKeys(res.Endpoints), func(n string) proto.Message { return res.Endpoints[n] }))
+	if err != nil {
+		return nil, err
+	}
+	var warnings []string
+	for _, c := range rt.Clusters.Clusters {
+		for _, w := range c.Warnings {
+			warnings = append(warnings, c.Name+": "+w)
+		}
+	}
+	sort.Strings(warnings)
+	out["warnings"] = warnings
+	return json.MarshalIndent(out, "", "  ")
+}
+
+func mapKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// WriteClusters implements admin.Source.
+func (p *Proxy) WriteClusters(w io.Writer) {
+	rt := p.rt.Load()
+	if rt == nil {
+		return
+	}
+	names := mapKeys(rt.Clusters.Clusters)
+	sort.Strings(names)
+	for _, n := range names {
+		c := rt.Clusters.Clusters[n]
+		fmt.Fprintf(w, "%s::circuit_breakers::default::max_connections::%d\n", n, c.Thresholds.MaxConnections)
+		fmt.Fprintf(w, "%s::circuit_breakers::default::max_pending_requests::%d\n", n, c.Thresholds.MaxPending)
+		fmt.Fprintf(w, "%s::circuit_breakers::default::max_requests::%d\n", n, c.Thresholds.MaxRequests)
+		fmt.Fprintf(w, "%s::circuit_breakers::default::max_retries::%d\n", n, c.Thresholds.MaxRetries)
+		fmt.Fprintf(w, "%s::upstream_rq_pending_overflow::%d\n", n, c.Breakers.Overflows.Load())
+		for _, h := range c.Hosts {
+			health := "healthy"
+			if c.Ejected(h) {
+				health = "/failed_outlier_check"
+			}
+			fmt.Fprintf(w, "%s::%s::rq_active::%d\n", n, h.Addr, h.Active())
+			fmt.Fprintf(w, "%s::%s::rq_total::%d\n", n, h.Addr, h.Requests.Load())
+			fmt.Fprintf(w, "%s::%s::rq_error::%d\n", n, h.Addr, h.Failures.Load())
+			fmt.Fprintf(w, "%s::%s::weight::%d\n", n, h.Addr, h.Weight())
+			fmt.Fprintf(w, "%s::%s::priority::%d\n", n, h.Addr, h.Priority)
+			fmt.Fprintf(w, "%s::%s::health_flags::%s\n", n, h.Addr, health)
+		}
+	}
+}
+
+// Wait blocks until background mirror requests finish (tests).
+func (p *Proxy) Wait() {
+	if p.outH != nil {
+		p.outH.Wait()
+		p.inH.Wait()
+	}
+}

@@ -1,0 +1,51 @@
+package stats
+
+import (
+	"encoding/json"
+	"io"
+	"sync"
+	"time"
+)
+
+// AccessEntry is one access log line (Envoy-style field names).
+type AccessEntry struct {
+	StartTime       time.Time `json:"start_time"`
+	Method          string    `json:"method"`
+	Path            string    `json:"path"`
+	Protocol        string    `json:"protocol"`
+	ResponseCode    int       `json:"response_code"`
+	ResponseFlags   string    `json:"response_flags"`
+	BytesReceived   int64     `json:"bytes_received"`
+	BytesSent       int64     `json:"bytes_sent"`
+	DurationMs      int64     `json:"duration"`
+	UpstreamHost    string    `json:"upstream_host"`
+	UpstreamCluster string    `json:"upstream_cluster"`
+	XRequestID      string    `json:"x_request_id"`
+	RouteName       string    `json:"route_name"`
+	Authority       string    `json:"authority"`
+	Direction       string    `json:"direction"`
+}
+
+// AccessLog writes JSON lines to w; a nil *AccessLog discards.
+type AccessLog struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewAccessLog returns a log writing to w.
+func NewAccessLog(w io.Writer) *AccessLog { return &AccessLog{w: w} }
+
+// Log writes one entry.
+func (a *AccessLog) Log(e *AccessEntry) {
+	if a == nil || a.w == nil {
+		return
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	a.mu.Lock()
+	_, _ = a.w.Write(b)
+	a.mu.Unlock()
+}

@@ -1,0 +1,268 @@
+// Package stats keeps the proxy's Istio standard metrics in keyed maps of
+// atomic counters and renders them in the Prometheus text format, and
+// writes JSON access log lines. Nothing here is global: a Registry is
+// created by the proxy and passed down.
+package stats
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Labels are the Istio standard metric labels, in Istio's order.
+type Labels struct {
+	Reporter                     string
+	SourceWorkload               string
+	SourceWorkloadNamespace      string
+	SourceApp                    string
+	DestinationWorkload          string
+	DestinationWorkloadNamespace string
+	DestinationService           string
+	DestinationServiceName       string
+	DestinationServiceNamespace  string
+	DestinationApp               string
+	RequestProtocol              string
+	ResponseCode                 string
+	ResponseFlags                string
+	ConnectionSecurityPolicy     string
+}
+
+func (l *Labels) render(b *strings.Builder) {
+	kv := [...][2]string{
+		{"reporter", l.Reporter}, {"source_workload", l.SourceWorkload},
+		{"source_workload_namespace", l.SourceWorkloadNamespace}, {"source_app", l.SourceApp},
+		{"destination_workload", l.DestinationWorkload}, {"destination_workload_namespace", l.DestinationWorkloadNamespace},
+		{"destination_service", l.DestinationService}, {"destination_service_name", l.DestinationServiceName},
+		{"destination_service_namespace", l.DestinationServiceNamespace}, {"destination_app", l.DestinationApp},
+		{"request_protocol", l.RequestProtocol}, {"response_code", l.ResponseCode},
+		{"response_flags", l.ResponseFlags}, {"connection_security_policy", l.ConnectionSecurityPolicy},
+	}
+	for i, p := range kv {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(p[0])
+		b.WriteString(`="`)
+		b.WriteString(escape(p[1]))
+		b.WriteByte('"')
+	}
+}
+
+func escape(s string) string {
+	if !strings.ContainsAny(s, "\\\"\n") {
+		return s
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	return r.Replace(s)
+}
+
+// Buckets are the Istio duration buckets in milliseconds.
+var durationBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+
+// Byte buckets (Istio's size buckets).
+var sizeBuckets = []float64{1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000}
+
+type histogram struct {
+	bounds []float64
+	counts []atomic.Uint64
+	sum    atomic.Uint64 // float64 bits
+	count  atomic.Uint64
+}
+
+func newHistogram(b []float64) *histogram {
+	return &histogram{bounds: b, counts: make([]atomic.Uint64, len(b))}
+}
+
+func (h *histogram) observe(v float64) {
+	for i, b := range h.bounds {
+		if v <= b {
+			h.counts[i].Add(1)
+			break
+		}
+	}
+	h.count.Add(1)
+	for {
+		old := h.sum.Load()
+		if h.sum.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
+			break
+		}
+	}
+}
+
+type httpSeries struct {
+	requests                    atomic.Uint64
+	duration, reqSize, respSize *histogram
+}
+
+type tcpSeries struct {
+	sent, received, opened, closed atomic.Uint64
+}
+
+// Registry holds all series. Safe for concurrent use.
+type Registry struct {
+	mu   sync.RWMutex
+	http map[Labels]*httpSeries
+	tcp  map[Labels]*tcpSeries
+	// Counters are free-form named counters for /stats (e.g. xds ACKs).
+	counters map[string]*atomic.Uint64
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{http: map[Labels]*httpSeries{}, tcp: map[Labels]*tcpSeries{}, counters: map[string]*atomic.Uint64{}}
+}
+
+// Counter returns the named counter, creating it.
+func (r *Registry) Counter(name string) *atomic.Uint64 {
+	r.mu.RLock()
+	c := r.counters[name]
+	r.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c = r.counters[name]; c == nil {
+		c = &atomic.Uint64{}
+		r.counters[name] = c
+	}
+	return c
+}
+
+// ObserveHTTP records one HTTP request.
+func (r *Registry) ObserveHTTP(l Labels, durationMs float64, reqBytes, respBytes int64) {
+	r.mu.RLock()
+	s := r.http[l]
+	r.mu.RUnlock()
+	if s == nil {
+		r.mu.Lock()
+		if s = r.http[l]; s == nil {
+			s = &httpSeries{duration: newHistogram(durationBuckets), reqSize: newHistogram(sizeBuckets), respSize: newHistogram(sizeBuckets)}
+			r.http[l] = s
+		}
+		r.mu.Unlock()
+	}
+	s.requests.Add(1)
+	s.duration.observe(durationMs)
+	s.reqSize.observe(float64(reqBytes))
+	s.respSize.observe(float64(respBytes))
+}
+
+// TCP returns the TCP series for l; callers add to its counters.
+func (r *Registry) tcpSeries(l Labels) *tcpSeries {
+	r.mu.RLock()
+	s := r.tcp[l]
+	r.mu.RUnlock()
+	if s == nil {
+		r.mu.Lock()
+		if s = r.tcp[l]; s == nil {
+			s = &tcpSeries{}
+			r.tcp[l] = s
+		}
+		r.mu.Unlock()
+	}
+	return s
+}
+
+// TCPOpened counts an opened TCP connection.
+func (r *Registry) TCPOpened(l Labels) { r.tcpSeries(l).opened.Add(1) }
+
+// TCPClosed counts a closed TCP connection with its byte counts.
+func (r *Registry) TCPClosed(l Labels, sent, received int64) {
+	s := r.tcpSeries(l)
+	s.closed.Add(1)
+	s.sent.Add(uint64(sent))
+	s.received.Add(uint64(received))
+}
+
+// RequestsTotal sums istio_requests_total over series matching pred.
+func (r *Registry) RequestsTotal(pred func(Labels) bool) uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var n uint64
+	for l, s := range r.http {
+		if pred(l) {
+			n += s.requests.Load()
+		}
+	}
+	return n
+}
+
+// WritePrometheus renders all series in the text exposition format.
+func (r *Registry) WritePrometheus(w io.Writer) error {
+	r.mu.RLock()
+	hl := make([]Labels, 0, len(r.http))
+	for l := range r.http {
+		hl = append(hl, l)
+	}
+	tl := make([]Labels, 0, len(r.tcp))
+	for l := range r.tcp {
+		tl = append(tl, l)
+	}
+	r.mu.RUnlock()
+	key := func(l Labels) string { var b strings.Builder; l.render(&b); return b.String() }
+	sort.Slice(hl, func(i, j int) bool { return key(hl[i]) < key(hl[j]) })
+	sort.Slice(tl, func(i, j int) bool { return key(tl[i]) < key(tl[j]) })
+	var b strings.Builder
+	b.WriteString("# TYPE istio_requests_total counter\n")
+	series := func(l Labels) *httpSeries { r.mu.RLock(); defer r.mu.RUnlock(); return r.http[l] }
+	for _, l := range hl {
+		fmt.Fprintf(&b, "istio_requests_total{%s} %d\n", key(l), series(l).requests.Load())
+	}
+	hist := func(name string, get func(*httpSeries) *histogram) {
+		fmt.Fprintf(&b, "# TYPE %s histogram\n", name)
+		for _, l := range hl {
+			h := get(series(l))
+			k := key(l)
+			var cum uint64
+			for i, bound := range h.bounds {
+				cum += h.counts[i].Load()
+				fmt.Fprintf(&b, "%s_bucket{%s,le=\"%s\"} %d\n", name, k, strconv.FormatFloat(bound, 'g', -1, 64), cum)
+			}
+			fmt.Fprintf(&b, "%s_bucket{%s,le=\"+Inf\"} %d\n", name, k, h.count.Load())
+			fmt.Fprintf(&b, "%s_sum{%s} %s\n", name, k, strconv.FormatFloat(math.Float64frombits(h.sum.Load()), 'g', -1, 64))
+			fmt.Fprintf(&b, "%s_count{%s} %d\n", name, k, h.count.Load())
+		}
+	}
+	hist("istio_request_duration_milliseconds", func(s *httpSeries) *histogram { return s.duration })
+	hist("istio_request_bytes", func(s *httpSeries) *histogram { return s.reqSize })
+	hist("istio_response_bytes", func(s *httpSeries) *histogram { return s.respSize })
+	tcp := func(name string, get func(*tcpSeries) uint64) {
+		fmt.Fprintf(&b, "# TYPE %s counter\n", name)
+		for _, l := range tl {
+			r.mu.RLock()
+			s := r.tcp[l]
+			r.mu.RUnlock()
+			fmt.Fprintf(&b, "%s{%s} %d\n", name, key(l), get(s))
+		}
+	}
+	tcp("istio_tcp_sent_bytes_total", func(s *tcpSeries) uint64 { return s.sent.Load() })
+	tcp("istio_tcp_received_bytes_total", func(s *tcpSeries) uint64 { return s.received.Load() })
+	tcp("istio_tcp_connections_opened_total", func(s *tcpSeries) uint64 { return s.opened.Load() })
+	tcp("istio_tcp_connections_closed_total", func(s *tcpSeries) uint64 { return s.closed.Load() })
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteText renders free-form counters as "name: value" lines (/stats).
+func (r *Registry) WriteText(w io.Writer) error {
+	r.mu.RLock()
+	names := make([]string, 0, len(r.counters))
+	for n := range r.counters {
+		names = append(names, n)
+	}
+	r.mu.RUnlock()
+	sort.Strings(names)
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s: %d\n", n, r.Counter(n).Load())
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
