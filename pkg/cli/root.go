@@ -46,6 +46,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newIptablesCmd(),
 		newDemoCmd(),
 		newDemoAppCmd(),
+		newProxyCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root

@@ -327,11 +327,11 @@ func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt
 }
 
 type upstreamReq struct {
-	orig                  *http.Request
-	path, rawQuery, host  string
-	body                  []byte
-	buffered              bool
-	consumed              bool
+	orig                 *http.Request
+	path, rawQuery, host string
+	body                 []byte
+	buffered             bool
+	consumed             bool
 }
 
 func (u *upstreamReq) build(ctx context.Context, addr string) (*http.Request, error) {
@@ -583,4 +583,3 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 		resp.Body.Close()
 	}()
 }
-

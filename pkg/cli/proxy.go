@@ -1,0 +1,171 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftmesh/weft/pkg/proxy"
+)
+
+func newProxyCmd() *cobra.Command {
+	var (
+		o                 proxy.Options
+		labels, accessLog string
+		logLevel          string
+		drain             time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "proxy [flags] [-- CMD ARGS...]",
+		Short: "Run the Weft sidecar proxy (xDS-driven data plane)",
+		Long: `Runs the sidecar proxy in explicit mode: applications send outbound HTTP to
+--outbound-address (as HTTP_PROXY, or with a mesh Host header, or CONNECT), and
+mesh traffic for this workload arrives on --inbound-address and is forwarded to
+--app-port. Configuration comes from the control plane over ADS.
+
+With "-- CMD ARGS", the command is started once the proxy has its first
+complete configuration, signals are forwarded to it, and weft exits with its
+exit code. POST /quitquitquit on the status (or admin) address drains and exits.
+Use HOST:0 addresses to bind ephemeral ports; --ready-file receives the bound
+addresses as JSON.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lv := new(slog.LevelVar)
+			if err := lv.UnmarshalText([]byte(strings.ToUpper(logLevel))); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
+			}
+			o.LogLevel = lv
+			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
+			o.DrainTimeout = drain
+			var err error
+			if o.Labels, err = parseLabels(labels); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			switch accessLog {
+			case "":
+			case "-", "/dev/stdout":
+				o.AccessLog = cmd.OutOrStdout()
+			default:
+				f, err := os.OpenFile(accessLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+				if err != nil {
+					return fmt.Errorf("--access-log: %w", err)
+				}
+				defer f.Close()
+				o.AccessLog = f
+			}
+			p, err := proxy.New(o)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return runProxy(cmd.Context(), p, args, cmd.OutOrStdout(), cmd.ErrOrStderr(), o.Logger)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.ControlPlane, "control-plane", "127.0.0.1:15010", "control plane ADS address HOST:PORT")
+	f.StringVar(&o.Namespace, "namespace", "default", "workload namespace")
+	f.StringVar(&o.Workload, "workload", "", "workload (pod) name (required)")
+	f.StringVar(&labels, "labels", "", "workload labels k=v,k2=v2")
+	f.StringVar(&o.ServiceAccount, "service-account", "default", "service account")
+	f.IntVar(&o.AppPort, "app-port", 0, "local application port inbound traffic goes to")
+	f.StringArrayVar(&o.Services, "service", nil, "service this workload serves, NAME:PORT[/PROTOCOL] (repeatable)")
+	f.StringVar(&o.OutboundAddress, "outbound-address", "127.0.0.1:15001", "outbound listener HOST:PORT")
+	f.StringVar(&o.InboundAddress, "inbound-address", "127.0.0.1:15006", "inbound listener HOST:PORT")
+	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:15000", "admin listener HOST:PORT (empty disables)")
+	f.StringVar(&o.MetricsAddress, "metrics-address", "127.0.0.1:15090", "Prometheus metrics listener HOST:PORT (empty disables)")
+	f.StringVar(&o.HealthAddress, "health-address", "127.0.0.1:15021", "readiness listener HOST:PORT (empty disables)")
+	f.StringVar(&o.StatusAddress, "status-address", "127.0.0.1:15020", "status listener (/quitquitquit, merged /stats/prometheus) HOST:PORT (empty disables)")
+	f.StringVar(&o.ReadyFile, "ready-file", "", "write the bound addresses as JSON to this file once listening")
+	f.StringVar(&accessLog, "access-log", "-", "JSON access log destination: - for stdout, a file path, or empty to disable")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.DurationVar(&drain, "drain-timeout", 5*time.Second, "how long to wait for in-flight requests on shutdown")
+	return cmd
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if s == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels: %q is not k=v", kv)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return out, nil
+}
+
+// runProxy runs p; with args it also runs the application after the proxy
+// is ready, forwards SIGINT/SIGTERM to it and exits with its code.
+func runProxy(ctx context.Context, p *proxy.Proxy, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	pctx, cancelProxy := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelProxy()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(pctx) }()
+	if len(args) == 0 {
+		select {
+		case <-ctx.Done():
+			cancelProxy()
+			return <-errc
+		case err := <-errc:
+			return err
+		}
+	}
+	select {
+	case <-p.Ready():
+	case <-ctx.Done():
+		cancelProxy()
+		return <-errc
+	case err := <-errc:
+		return err
+	}
+	app := exec.Command(args[0], args[1:]...)
+	app.Stdin, app.Stdout, app.Stderr = os.Stdin, stdout, stderr
+	if err := app.Start(); err != nil {
+		cancelProxy()
+		<-errc
+		return &exitError{code: 127, err: fmt.Errorf("start %s: %w", args[0], err)}
+	}
+	log.Info("application started", "cmd", args[0], "pid", app.Process.Pid)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	waitc := make(chan error, 1)
+	go func() { waitc <- app.Wait() }()
+	var appErr error
+	for done := false; !done; {
+		select {
+		case s := <-sigs:
+			_ = app.Process.Signal(s)
+		case appErr = <-waitc:
+			done = true
+		case err := <-errc: // proxy quit (e.g. /quitquitquit): stop the app
+			_ = app.Process.Signal(syscall.SIGTERM)
+			appErr = <-waitc
+			if err != nil {
+				log.Error("proxy stopped", "err", err)
+			}
+			errc <- nil
+			done = true
+		}
+	}
+	cancelProxy()
+	<-errc
+	var ee *exec.ExitError
+	if errors.As(appErr, &ee) {
+		return &exitError{code: ee.ExitCode(), err: fmt.Errorf("application exited: %w", appErr)}
+	}
+	return appErr
+}
