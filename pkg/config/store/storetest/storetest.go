@@ -276,7 +276,11 @@ func testGeneration(t *testing.T, s store.Store) {
 		wantNew bool // a new resourceVersion
 	}{
 		{"same spec", VS("default", "g", "a"), 1, false},
-		{"labels only", func() *config.Resource { r := VS("default", "g", "a"); r.Meta.Labels = map[string]string{"l": "1"}; return r }(), 1, true},
+		{"labels only", func() *config.Resource {
+			r := VS("default", "g", "a")
+			r.Meta.Labels = map[string]string{"l": "1"}
+			return r
+		}(), 1, true},
 		{"spec change", VS("default", "g", "b"), 2, true},
 		{"spec change again", VS("default", "g", "c"), 3, true},
 		{"spec unchanged", VS("default", "g", "c"), 3, false},
