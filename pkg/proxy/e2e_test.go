@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/weftmesh/weft/pkg/proxy/internal/xdstest"
+	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
 
 const (

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/pkg/proxy"
-	"github.com/weftmesh/weft/pkg/proxy/internal/xdstest"
+	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
 
 const (
