@@ -230,7 +230,10 @@ func TestNotReadyWithoutConfig(t *testing.T) {
 	}
 	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{xdstest.HTTPListener(9080)},
 		Routes: []types.Resource{xdstest.RouteConfig(9080, "x", xdstest.ToCluster("r", "c"))}})
-	eventually(t, "ready", func() bool { code, _ := httpGet(t, "http://"+p.Addresses().Health+"/healthz/ready"); return code == 200 })
+	eventually(t, "ready", func() bool {
+		code, _ := httpGet(t, "http://"+p.Addresses().Health+"/healthz/ready")
+		return code == 200
+	})
 	// quitquitquit on the status port drains the proxy.
 	resp, err := http.Post("http://"+p.Addresses().Status+"/quitquitquit", "", nil)
 	if err != nil || resp.StatusCode != 200 {
