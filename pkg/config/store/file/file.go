@@ -1,0 +1,537 @@
+// Package file is a read-only config store over a directory of Istio YAML or
+// JSON files (searched recursively for *.yaml, *.yml and *.json). It watches
+// the directory with fsnotify, reloads after a short debounce and emits
+// watch events for what changed, so `weft control-plane --store file` follows
+// edits to a GitOps checkout or a mounted ConfigMap.
+//
+// A file that stops parsing keeps its last good resources; the problem is
+// logged and reported by Errors until the file is fixed. Names starting with
+// "." (editor swap files, ConfigMap "..data" directories) are ignored.
+package file
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/store"
+)
+
+// ParseFunc turns one file's bytes into resources. Entries of the returned
+// list that are not warnings make the whole file invalid.
+type ParseFunc func(file string, data []byte) ([]*config.Resource, config.ErrorList)
+
+// Options configures Open. The zero value is usable.
+type Options struct {
+	// Logger receives reload results and file errors. Nil discards logs.
+	Logger *slog.Logger
+	// Debounce is how long the directory must be quiet after a change
+	// before it is reloaded. Default 100ms.
+	Debounce time.Duration
+	// History is how many revisions of events Watch can replay. Default 1000.
+	History int
+	// Parse decodes (and may validate) a file. Default: config.Decode.
+	Parse ParseFunc
+	// Now returns the current time, for CreationTimestamp. Default time.Now.
+	Now func() time.Time
+}
+
+// fileState is what the store knows about one file.
+type fileState struct {
+	data []byte             // content at the last reload
+	good []*config.Resource // resources of the last content that parsed
+	errs config.ErrorList   // problems with the current content
+}
+
+// Store is a read-only store.Store over a directory.
+//
+// Concurrency: every method is safe for concurrent use. Reloads run on one
+// internal goroutine (started by Open, stopped by Close) and are serialised;
+// readers see either the state before or after a reload, never a mix.
+type Store struct {
+	dir     string
+	log     *slog.Logger
+	opts    Options
+	bc      *store.Broadcaster
+	watcher *fsnotify.Watcher
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	reloadMu sync.Mutex // serialises reloads, and so Publish calls
+	files    map[string]*fileState
+	watched  map[string]bool // directories added to the watcher
+	logged   map[string]bool // error messages already logged
+
+	mu        sync.RWMutex // guards the fields below
+	rev       int64
+	resources map[config.Key]*config.Resource
+	errs      config.ErrorList
+	history   []store.Event // events of revisions > compacted, in order
+	compacted int64
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open loads dir and starts watching it. Problems in files do not fail Open;
+// they are logged and reported by Errors. Open fails when dir cannot be read
+// or watched.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.History <= 0 {
+		opts.History = 1000
+	}
+	if opts.Parse == nil {
+		opts.Parse = decode
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open file store: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("open file store: %s is not a directory", dir)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("open file store %s: watch: %w", dir, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		dir:       dir,
+		log:       opts.Logger.With("store", "file", "dir", dir),
+		opts:      opts,
+		bc:        store.NewBroadcaster(0),
+		watcher:   w,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		files:     map[string]*fileState{},
+		watched:   map[string]bool{},
+		logged:    map[string]bool{},
+		resources: map[config.Key]*config.Resource{},
+	}
+	if err := s.reload(); err != nil {
+		cancel()
+		w.Close()
+		return nil, err
+	}
+	go s.run(ctx)
+	return s, nil
+}
+
+func decode(file string, data []byte) ([]*config.Resource, config.ErrorList) {
+	rs, err := config.Decode(file, data)
+	if err == nil {
+		return rs, nil
+	}
+	if l, ok := config.AsErrorList(err); ok {
+		return nil, l
+	}
+	return nil, config.ErrorList{{Source: config.Source{File: file}, Msg: err.Error()}}
+}
+
+// run reloads after the directory has been quiet for the debounce period.
+func (s *Store) run(ctx context.Context) {
+	defer close(s.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-s.watcher.Events:
+			if !ok {
+				return
+			}
+			if ev.Op == fsnotify.Chmod {
+				continue
+			}
+			if ev.Has(fsnotify.Create) {
+				// Watch a new directory at once, so files written into it
+				// before the reload are not missed (the reload walks it).
+				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() && !ignored(filepath.Base(ev.Name)) {
+					s.addWatch(ev.Name)
+				}
+			}
+			timer.Reset(s.opts.Debounce)
+		case err, ok := <-s.watcher.Errors:
+			if !ok {
+				return
+			}
+			// Typically an event queue overflow: rescan to catch up.
+			s.log.Warn("watch error; rescanning", "err", err)
+			timer.Reset(s.opts.Debounce)
+		case <-timer.C:
+			if err := s.reload(); err != nil {
+				s.log.Error("reload failed", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Store) addWatch(dir string) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.addWatchLocked(dir)
+}
+
+func (s *Store) addWatchLocked(dir string) {
+	if s.watched[dir] {
+		return
+	}
+	if err := s.watcher.Add(dir); err != nil {
+		s.log.Warn("cannot watch directory", "path", dir, "err", err)
+		return
+	}
+	s.watched[dir] = true
+}
+
+func ignored(name string) bool { return strings.HasPrefix(name, ".") }
+
+func configFile(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
+}
+
+// scan returns the config files and directories under s.dir, sorted.
+func (s *Store) scan() (files, dirs []string, err error) {
+	err = filepath.WalkDir(s.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if path == s.dir {
+				return err
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking
+			}
+			s.log.Warn("cannot read", "path", path, "err", err)
+			return nil
+		}
+		if path != s.dir && ignored(d.Name()) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			dirs = append(dirs, path)
+			return nil
+		}
+		if configFile(d.Name()) {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("scan %s: %w", s.dir, err)
+	}
+	sort.Strings(files)
+	return files, dirs, nil
+}
+
+// reload rescans the directory, re-parses changed files, recomputes the view
+// and publishes the difference as one new revision.
+func (s *Store) reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	files, dirs, err := s.scan()
+	if err != nil {
+		return err
+	}
+	present := map[string]bool{}
+	for _, d := range dirs {
+		present[d] = true
+		s.addWatchLocked(d)
+	}
+	for d := range s.watched {
+		if !present[d] {
+			_ = s.watcher.Remove(d) // usually already gone with the directory
+			delete(s.watched, d)
+		}
+	}
+
+	// Re-parse the files whose content changed.
+	seen := map[string]bool{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				s.log.Warn("cannot read", "path", f, "err", err)
+			}
+			continue
+		}
+		seen[f] = true
+		st := s.files[f]
+		if st == nil {
+			st = &fileState{}
+			s.files[f] = st
+		} else if bytes.Equal(st.data, data) {
+			continue
+		}
+		st.data = data
+		rs, errs := s.opts.Parse(f, data)
+		if len(errs.Errors()) > 0 {
+			st.errs = errs // keep st.good: the last good state of this file
+			continue
+		}
+		st.good, st.errs = rs, errs
+	}
+	for f := range s.files {
+		if !seen[f] {
+			delete(s.files, f)
+		}
+	}
+
+	// Merge the files in path order; a resource defined twice is an error
+	// for the later definition.
+	next := map[config.Key]*config.Resource{}
+	from := map[config.Key]config.Source{}
+	var errs config.ErrorList
+	for _, f := range files {
+		st := s.files[f]
+		if st == nil {
+			continue
+		}
+		errs = append(errs, st.errs...)
+		for _, r := range st.good {
+			k := r.Key()
+			if k.Namespace == "" {
+				k.Namespace = config.DefaultNamespace
+			}
+			if first, dup := from[k]; dup {
+				errs = append(errs, &config.FieldError{Source: r.Source, Kind: r.Kind, Name: k.Namespace + "/" + k.Name,
+					Msg: fmt.Sprintf("duplicate resource: already defined at %s; this definition is ignored", first)})
+				continue
+			}
+			from[k] = r.Source
+			next[k] = r
+		}
+	}
+	s.logNewErrors(errs)
+
+	s.mu.Lock()
+	rev := s.rev + 1
+	now := s.opts.Now().UTC().Truncate(time.Second)
+	var events []store.Event
+	stored := make(map[config.Key]*config.Resource, len(next))
+	keys := make([]config.Key, 0, len(next)+len(s.resources))
+	for k := range next {
+		keys = append(keys, k)
+	}
+	for k := range s.resources {
+		if next[k] == nil {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keyLess(keys[i], keys[j]) })
+	for _, k := range keys {
+		old, r := s.resources[k], next[k]
+		switch {
+		case r == nil:
+			d := old.DeepCopy()
+			d.Meta.ResourceVersion = strconv.FormatInt(rev, 10)
+			events = append(events, store.Event{Type: store.Deleted, Resource: d, Revision: rev})
+		case old != nil && sameContent(old, r):
+			stored[k] = old
+		default:
+			c := r.DeepCopy()
+			c.Source = config.Source{}
+			c.Meta.Namespace = k.Namespace
+			c.Meta.ResourceVersion = strconv.FormatInt(rev, 10)
+			typ := store.Added
+			if old == nil {
+				c.Meta.Generation = 1
+				c.Meta.CreationTimestamp = now
+			} else {
+				typ = store.Modified
+				c.Meta.Generation = old.Meta.Generation
+				c.Meta.CreationTimestamp = old.Meta.CreationTimestamp
+				if !proto.Equal(old.Spec, c.Spec) {
+					c.Meta.Generation++
+				}
+			}
+			stored[k] = c
+			events = append(events, store.Event{Type: typ, Resource: c, Revision: rev})
+		}
+	}
+	s.errs = errs
+	if len(events) > 0 {
+		s.rev = rev
+		s.resources = stored
+		s.history = append(s.history, events...)
+		s.trimHistory()
+	}
+	s.mu.Unlock()
+
+	if len(events) > 0 {
+		s.log.Info("reloaded", "revision", rev, "changes", len(events), "resources", len(stored), "errors", len(errs.Errors()))
+		pub := make([]store.Event, len(events))
+		for i, ev := range events {
+			pub[i] = store.Event{Type: ev.Type, Resource: ev.Resource.DeepCopy(), Revision: ev.Revision}
+		}
+		s.bc.Publish(rev, pub)
+	}
+	return nil
+}
+
+func (s *Store) logNewErrors(errs config.ErrorList) {
+	now := map[string]bool{}
+	for _, e := range errs {
+		msg := e.Error()
+		now[msg] = true
+		if s.logged[msg] {
+			continue
+		}
+		if e.Warning {
+			s.log.Warn("config warning", "problem", msg)
+		} else {
+			s.log.Error("invalid config; keeping the file's last good state", "problem", msg)
+		}
+	}
+	s.logged = now
+}
+
+// trimHistory drops the oldest revisions beyond opts.History. Called with
+// s.mu held.
+func (s *Store) trimHistory() {
+	cutoff := s.rev - int64(s.opts.History)
+	if cutoff <= s.compacted {
+		return
+	}
+	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].Revision > cutoff })
+	s.history = append([]store.Event(nil), s.history[i:]...)
+	s.compacted = cutoff
+}
+
+func keyLess(a, b config.Key) bool {
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	if a.Name != b.Name {
+		return a.Name < b.Name
+	}
+	return a.Kind < b.Kind
+}
+
+func sameContent(old, r *config.Resource) bool {
+	return old.APIVersion == r.APIVersion &&
+		maps.Equal(old.Meta.Labels, r.Meta.Labels) &&
+		maps.Equal(old.Meta.Annotations, r.Meta.Annotations) &&
+		proto.Equal(old.Spec, r.Spec)
+}
+
+// Errors returns the current problems with the directory's files (parse and
+// validation errors, warnings, duplicates), in file order, each naming its
+// file and line.
+func (s *Store) Errors() config.ErrorList {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append(config.ErrorList(nil), s.errs...)
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, key config.Key) (*config.Resource, error) {
+	if key.Namespace == "" {
+		key.Namespace = config.DefaultNamespace
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.resources[key]
+	if !ok {
+		return nil, fmt.Errorf("get %s: %w", key, store.ErrNotFound)
+	}
+	return r.DeepCopy(), nil
+}
+
+// List implements store.Store.
+func (s *Store) List(ctx context.Context, kind, namespace string) ([]*config.Resource, int64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*config.Resource
+	for k, r := range s.resources {
+		if (kind == "" || k.Kind == kind) && (namespace == "" || k.Namespace == namespace) {
+			out = append(out, r.DeepCopy())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return keyLess(out[i].Key(), out[j].Key()) })
+	return out, s.rev, nil
+}
+
+// Apply always fails with store.ErrReadOnly: edit the files instead.
+func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Resource) ([]*config.Resource, error) {
+	return nil, fmt.Errorf("apply to %s: %w (edit the files instead)", s.dir, store.ErrReadOnly)
+}
+
+// Delete always fails with store.ErrReadOnly.
+func (s *Store) Delete(ctx context.Context, key config.Key, resourceVersion string) (*config.Resource, error) {
+	return nil, fmt.Errorf("delete %s from %s: %w (edit the files instead)", key, s.dir, store.ErrReadOnly)
+}
+
+// Watch implements store.Store. Revisions live in memory: the last
+// Options.History revisions can be replayed; after a restart revisions
+// start again at 1.
+func (s *Store) Watch(ctx context.Context, fromRevision int64) (<-chan store.Event, error) {
+	return s.bc.Subscribe(ctx, fromRevision, s.backlog)
+}
+
+func (s *Store) backlog(from, to int64) ([]store.Event, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if from < s.compacted {
+		return nil, fmt.Errorf("watch from revision %d: history starts after revision %d: %w", from, s.compacted, store.ErrCompacted)
+	}
+	var out []store.Event
+	for _, ev := range s.history {
+		if ev.Revision > from && ev.Revision <= to {
+			out = append(out, store.Event{Type: ev.Type, Resource: ev.Resource.DeepCopy(), Revision: ev.Revision})
+		}
+	}
+	return out, nil
+}
+
+// Revision implements store.Store.
+func (s *Store) Revision() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
+}
+
+// Close stops watching the directory and ends all watches. It is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		<-s.done
+		s.bc.Close()
+		if err := s.watcher.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close file store watcher: %w", err)
+		}
+	})
+	return s.closeErr
+}

@@ -1,0 +1,373 @@
+package file
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/store"
+	"github.com/weftmesh/weft/pkg/config/store/storetest"
+)
+
+func vsYAML(name string, hosts ...string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: %s
+spec:
+  hosts: [%s]
+`, name, strings.Join(hosts, ", "))
+}
+
+const drYAML = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+  namespace: shop
+spec:
+  host: reviews
+`
+
+func write(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replace writes like editors and kubectl's ConfigMap updates do: a
+// temporary file renamed over the target.
+func replace(t *testing.T, path, data string) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	write(t, tmp, data)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openStore(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir, Options{Debounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func watch(t *testing.T, s *Store) <-chan store.Event {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ch, err := s.Watch(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// expect waits up to 2s for the next event and checks its type and key.
+func expect(t *testing.T, ch <-chan store.Event, typ store.EventType, kind, ns, name string) store.Event {
+	t.Helper()
+	select {
+	case ev := <-ch:
+		k := ev.Resource.Key()
+		if ev.Type != typ || k.Kind != kind || k.Namespace != ns || k.Name != name {
+			t.Fatalf("event = %s %s, want %s %s %s/%s", ev.Type, k, typ, kind, ns, name)
+		}
+		return ev
+	case <-time.After(2 * time.Second):
+		t.Fatalf("no %s event for %s %s/%s within 2s", typ, kind, ns, name)
+	}
+	return store.Event{}
+}
+
+func expectNone(t *testing.T, ch <-chan store.Event) {
+	t.Helper()
+	select {
+	case ev := <-ch:
+		t.Fatalf("unexpected event %s %s", ev.Type, ev.Resource.Key())
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func hosts(t *testing.T, s *Store, name string) []string {
+	t.Helper()
+	r, err := s.Get(context.Background(), config.Key{Kind: config.KindVirtualService, Namespace: "default", Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Spec.(*networking.VirtualService).GetHosts()
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.yaml"), vsYAML("a", "a")+"---\n"+drYAML)
+	write(t, filepath.Join(dir, "sub", "deeper", "b.yml"), vsYAML("b", "b"))
+	write(t, filepath.Join(dir, "c.json"), `{"apiVersion":"networking.istio.io/v1beta1","kind":"Gateway","metadata":{"name":"gw"},"spec":{"selector":{"istio":"ingress"}}}`)
+	write(t, filepath.Join(dir, "notes.txt"), "not config")
+	write(t, filepath.Join(dir, ".hidden.yaml"), vsYAML("hidden", "h"))
+	write(t, filepath.Join(dir, "..data", "x.yaml"), vsYAML("dotdir", "h"))
+	s := openStore(t, dir)
+	list, rev, err := s.List(context.Background(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range list {
+		got = append(got, r.Key().String())
+		if r.Meta.Generation != 1 || r.Meta.ResourceVersion != "1" || r.Source != (config.Source{}) {
+			t.Errorf("%s meta = %+v, source %q; want generation 1, resourceVersion 1, no source", r.Key(), r.Meta, r.Source)
+		}
+	}
+	want := []string{"VirtualService default/a", "VirtualService default/b", "Gateway default/gw", "DestinationRule shop/reviews"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("List = %v, want %v", got, want)
+	}
+	if rev != 1 || s.Revision() != 1 {
+		t.Fatalf("revision = %d/%d, want 1", rev, s.Revision())
+	}
+	if errs := s.Errors(); len(errs) != 0 {
+		t.Fatalf("Errors = %v", errs)
+	}
+	if vs, _, _ := s.List(context.Background(), config.KindVirtualService, "default"); len(vs) != 2 {
+		t.Fatalf("List(VirtualService, default) = %d items, want 2", len(vs))
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "f.yaml"), "")
+	for _, tc := range []struct{ name, dir string }{
+		{"missing", filepath.Join(dir, "nope")},
+		{"not a directory", filepath.Join(dir, "f.yaml")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if s, err := Open(tc.dir, Options{}); err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+		})
+	}
+}
+
+func TestReadOnly(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	if _, err := s.Apply(context.Background(), store.Upsert, []*config.Resource{storetest.VS("default", "a", "a")}); !errors.Is(err, store.ErrReadOnly) {
+		t.Fatalf("Apply: err = %v, want ErrReadOnly", err)
+	}
+	if _, err := s.Delete(context.Background(), config.Key{Kind: config.KindVirtualService, Namespace: "default", Name: "a"}, ""); !errors.Is(err, store.ErrReadOnly) {
+		t.Fatalf("Delete: err = %v, want ErrReadOnly", err)
+	}
+}
+
+func TestEditAddDelete(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, vsYAML("a", "one"))
+	s := openStore(t, dir)
+	ch := watch(t, s)
+	created, err := s.Get(context.Background(), config.Key{Kind: config.KindVirtualService, Namespace: "default", Name: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	write(t, a, vsYAML("a", "two"))
+	ev := expect(t, ch, store.Modified, config.KindVirtualService, "default", "a")
+	if ev.Revision != 2 || ev.Resource.Meta.Generation != 2 || ev.Resource.Meta.ResourceVersion != "2" ||
+		!ev.Resource.Meta.CreationTimestamp.Equal(created.Meta.CreationTimestamp) {
+		t.Fatalf("modified event revision %d meta %+v", ev.Revision, ev.Resource.Meta)
+	}
+	if h := hosts(t, s, "a"); h[0] != "two" {
+		t.Fatalf("hosts after edit = %v", h)
+	}
+
+	// Rewriting identical content (or touching) is not a change.
+	write(t, a, vsYAML("a", "two"))
+	expectNone(t, ch)
+
+	write(t, filepath.Join(dir, "new", "b.yaml"), vsYAML("b", "b")) // in a new directory
+	expect(t, ch, store.Added, config.KindVirtualService, "default", "b")
+	write(t, filepath.Join(dir, "new", "c.yaml"), vsYAML("c", "c")) // the new directory is watched
+	expect(t, ch, store.Added, config.KindVirtualService, "default", "c")
+
+	if err := os.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	ev = expect(t, ch, store.Deleted, config.KindVirtualService, "default", "a")
+	if ev.Resource.Meta.ResourceVersion != fmt.Sprint(ev.Revision) {
+		t.Fatalf("deleted event resourceVersion %s, revision %d", ev.Resource.Meta.ResourceVersion, ev.Revision)
+	}
+	if _, err := s.Get(context.Background(), ev.Resource.Key()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get deleted: err = %v, want ErrNotFound", err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "new")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, ch, store.Deleted, config.KindVirtualService, "default", "b")
+	expect(t, ch, store.Deleted, config.KindVirtualService, "default", "c")
+
+	// Replay from the first revision gives the same history.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	replay, err := s.Watch(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct {
+		typ  store.EventType
+		name string
+	}{{store.Modified, "a"}, {store.Added, "b"}, {store.Added, "c"}, {store.Deleted, "a"}, {store.Deleted, "b"}, {store.Deleted, "c"}} {
+		expect(t, replay, want.typ, config.KindVirtualService, "default", want.name)
+	}
+}
+
+func TestInvalidFileKeepsLastGoodState(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, vsYAML("a", "good"))
+	s := openStore(t, dir)
+	ch := watch(t, s)
+
+	for _, tc := range []struct {
+		name, data, wantErr string
+	}{
+		{"bad yaml", "kind: [unclosed\n", "a.yaml"},
+		{"bad field", vsYAML("a", "good") + "  nonsense: 1\n", "a.yaml:1"},
+		{"unknown kind", "---\napiVersion: v1\nkind: Nope\nmetadata: {name: x}\n", "a.yaml:2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			write(t, a, tc.data)
+			deadline := time.Now().Add(2 * time.Second)
+			for len(s.Errors()) == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			errs := s.Errors()
+			if len(errs) != 1 || !strings.Contains(errs[0].Error(), tc.wantErr) {
+				t.Fatalf("Errors = %v, want one mentioning %q", errs, tc.wantErr)
+			}
+			if h := hosts(t, s, "a"); len(h) != 1 || h[0] != "good" {
+				t.Fatalf("hosts = %v, want the last good [good]", h)
+			}
+			expectNone(t, ch)
+			// Fix it again for the next case.
+			write(t, a, vsYAML("a", "good"))
+			for len(s.Errors()) != 0 && time.Now().Before(deadline.Add(2*time.Second)) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if errs := s.Errors(); len(errs) != 0 {
+				t.Fatalf("Errors after fix = %v", errs)
+			}
+		})
+	}
+
+	// A fix that also changes the content is a normal Modified event.
+	write(t, a, "broken: [\n")
+	write(t, a, vsYAML("a", "better"))
+	expect(t, ch, store.Modified, config.KindVirtualService, "default", "a")
+}
+
+func TestInvalidFileAtStartup(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "bad.yaml"), vsYAML("a", "a")+"---\nkind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {}\n")
+	write(t, filepath.Join(dir, "good.yaml"), vsYAML("g", "g"))
+	s := openStore(t, dir)
+	errs := s.Errors()
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "bad.yaml:8") || !strings.Contains(errs[0].Error(), "name is required") {
+		t.Fatalf("Errors = %v, want bad.yaml:8 name is required", errs)
+	}
+	list, _, _ := s.List(context.Background(), "", "")
+	if len(list) != 1 || list[0].Meta.Name != "g" {
+		t.Fatalf("List = %v, want only g (a bad file contributes nothing)", list)
+	}
+}
+
+func TestDuplicateIsErrorForSecond(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "1.yaml"), vsYAML("a", "first"))
+	write(t, filepath.Join(dir, "2.yaml"), vsYAML("x", "x")+"---\n"+vsYAML("a", "second"))
+	s := openStore(t, dir)
+	errs := s.Errors()
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "2.yaml:8") || !strings.Contains(errs[0].Error(), "1.yaml:1") {
+		t.Fatalf("Errors = %v, want a duplicate at 2.yaml:8 naming 1.yaml:1", errs)
+	}
+	if h := hosts(t, s, "a"); h[0] != "first" {
+		t.Fatalf("hosts = %v, want the first definition", h)
+	}
+	if _, err := s.Get(context.Background(), config.Key{Kind: config.KindVirtualService, Namespace: "default", Name: "x"}); err != nil {
+		t.Fatalf("the rest of the second file is lost: %v", err)
+	}
+}
+
+func TestRenameReplace(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, vsYAML("a", "v1"))
+	s := openStore(t, dir)
+	ch := watch(t, s)
+	for i := 2; i <= 4; i++ {
+		replace(t, a, vsYAML("a", fmt.Sprintf("v%d", i)))
+		ev := expect(t, ch, store.Modified, config.KindVirtualService, "default", "a")
+		if h := ev.Resource.Spec.(*networking.VirtualService).GetHosts(); h[0] != fmt.Sprintf("v%d", i) {
+			t.Fatalf("after replace %d hosts = %v", i, h)
+		}
+	}
+	// Vim's pattern: move the original away, write a new file.
+	if err := os.Rename(a, a+"~"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, a, vsYAML("a", "vim"))
+	ev := expect(t, ch, store.Modified, config.KindVirtualService, "default", "a")
+	if h := ev.Resource.Spec.(*networking.VirtualService).GetHosts(); h[0] != "vim" {
+		t.Fatalf("hosts = %v", h)
+	}
+	// Moving a file to another name keeps its resources without events.
+	if err := os.Rename(a, filepath.Join(dir, "renamed.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	expectNone(t, ch)
+	if h := hosts(t, s, "a"); h[0] != "vim" {
+		t.Fatalf("hosts after rename = %v", h)
+	}
+}
+
+func TestCloseIdempotentAndEndsWatches(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := s.Watch(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	select {
+	case _, ok := <-ch:
+		if ok {
+			t.Fatal("event after Close")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("watch not closed by Close")
+	}
+}
