@@ -129,6 +129,10 @@ func (c *Client) Run(ctx context.Context) error {
 type typeState struct {
 	names []string // nil for wildcard
 	nonce string
+	// nackedVersion / nackRepeats slow down re-NACKs of a version the
+	// server sends again (go-control-plane resends after every NACK).
+	nackedVersion string
+	nackRepeats   int
 }
 
 func (c *Client) stream(ctx context.Context) error {
@@ -210,11 +214,25 @@ func (c *Client) stream(ctx context.Context) error {
 			c.stats.NACKs++
 			c.stats.LastNACK = err.Error()
 			c.mu.Unlock()
+			if s.nackedVersion == resp.GetVersionInfo() {
+				s.nackRepeats++
+				delay := min(50*time.Millisecond<<min(s.nackRepeats, 6), 2*time.Second)
+				t := time.NewTimer(delay)
+				select {
+				case <-sctx.Done():
+					t.Stop()
+					return sctx.Err()
+				case <-t.C:
+				}
+			} else {
+				s.nackedVersion, s.nackRepeats = resp.GetVersionInfo(), 0
+			}
 			if err := send(resp.GetTypeUrl(), err); err != nil {
 				return fmt.Errorf("send NACK: %w", err)
 			}
 			continue
 		}
+		s.nackedVersion, s.nackRepeats = "", 0
 		c.mu.Lock()
 		c.current = next
 		c.stats.ACKs++
