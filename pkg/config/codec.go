@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"gopkg.in/yaml.v3"
@@ -29,6 +30,9 @@ func (e *FieldError) Error() string {
 	if s := e.Source.String(); s != "" {
 		b.WriteString(s)
 		b.WriteString(": ")
+	}
+	if e.Warning {
+		b.WriteString("warning: ")
 	}
 	if e.Kind != "" {
 		b.WriteString(e.Kind)
@@ -67,6 +71,17 @@ func (l ErrorList) Errors() ErrorList {
 	return out
 }
 
+// Warnings returns only the entries that are warnings.
+func (l ErrorList) Warnings() ErrorList {
+	var out ErrorList
+	for _, e := range l {
+		if e.Warning {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // AsErrorList extracts an ErrorList from err, if it holds one.
 func AsErrorList(err error) (ErrorList, bool) {
 	var l ErrorList
@@ -75,7 +90,9 @@ func AsErrorList(err error) (ErrorList, bool) {
 }
 
 // Decode parses a multi-document YAML or JSON stream (also `kind: List`) into
-// resources. It returns every problem found as an ErrorList; on any error no
+// resources. Every field is checked against the kind's protobuf schema, so
+// unknown fields and wrong types are reported with the line of the field and
+// its path. It returns every problem found as an ErrorList; on any error no
 // resources are returned, so callers never half-apply a file.
 func Decode(file string, data []byte) ([]*Resource, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -88,13 +105,13 @@ func Decode(file string, data []byte) ([]*Resource, error) {
 			break
 		}
 		if err != nil {
-			errs = append(errs, &FieldError{Source: Source{File: file}, Msg: "invalid YAML: " + err.Error()})
+			errs = append(errs, &FieldError{Source: Source{File: file, Line: yamlErrLine(err)}, Msg: "invalid YAML: " + err.Error()})
 			break
 		}
 		if len(doc.Content) == 0 {
 			continue
 		}
-		rs, derrs := decodeNode(file, doc.Content[0])
+		rs, derrs := decodeNode(file, doc.Content[0], 0)
 		out = append(out, rs...)
 		errs = append(errs, derrs...)
 	}
@@ -104,41 +121,51 @@ func Decode(file string, data []byte) ([]*Resource, error) {
 	return out, nil
 }
 
-func decodeNode(file string, n *yaml.Node) ([]*Resource, ErrorList) {
+// yamlErrLine extracts "line N" from a yaml.v3 syntax error, or 0.
+func yamlErrLine(err error) int {
+	var n int
+	msg := err.Error()
+	if i := strings.Index(msg, "line "); i >= 0 {
+		_, _ = fmt.Sscanf(msg[i:], "line %d", &n)
+	}
+	return n
+}
+
+func decodeNode(file string, n *yaml.Node, depth int) ([]*Resource, ErrorList) {
+	n = deref(n)
 	src := Source{File: file, Line: n.Line}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+	if isNull(n) {
 		return nil, nil
 	}
 	if n.Kind != yaml.MappingNode {
-		return nil, ErrorList{{Source: src, Msg: "document is not a mapping"}}
+		return nil, ErrorList{{Source: src, Msg: "document is not a mapping (expected apiVersion, kind, metadata, spec)"}}
 	}
-	var obj map[string]any
-	if err := n.Decode(&obj); err != nil {
-		return nil, ErrorList{{Source: src, Msg: err.Error()}}
-	}
-	kind, _ := obj["kind"].(string)
-	if kind == "List" {
-		items := mapValue(n, "items")
+	if k := mapValue(n, "kind"); k != nil && k.Value == "List" && depth == 0 {
+		items := deref(mapValue(n, "items"))
 		if items == nil || items.Kind != yaml.SequenceNode {
 			return nil, ErrorList{{Source: src, Kind: "List", Path: "items", Msg: "a List needs an items sequence"}}
 		}
 		var out []*Resource
 		var errs ErrorList
 		for _, it := range items.Content {
-			rs, e := decodeNode(file, it)
+			rs, e := decodeNode(file, it, depth+1)
 			out = append(out, rs...)
 			errs = append(errs, e...)
 		}
 		return out, errs
 	}
-	r, err := decodeObject(src, obj)
-	if err != nil {
-		return nil, ErrorList{err}
+	r, errs := decodeResource(file, n)
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	return []*Resource{r}, nil
 }
 
 func mapValue(n *yaml.Node, key string) *yaml.Node {
+	n = deref(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if n.Content[i].Value == key {
 			return n.Content[i+1]
@@ -147,45 +174,190 @@ func mapValue(n *yaml.Node, key string) *yaml.Node {
 	return nil
 }
 
-func decodeObject(src Source, obj map[string]any) (*Resource, *FieldError) {
-	apiVersion, _ := obj["apiVersion"].(string)
-	kind, _ := obj["kind"].(string)
+func deref(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 16; i++ {
+		n = n.Alias
+	}
+	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		return deref(n.Content[0])
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
+}
+
+var topLevelFields = []string{"apiVersion", "kind", "metadata", "spec", "status"}
+
+// decodeResource decodes one object; it reports every problem it can find
+// (a wrong apiVersion does not hide unknown spec fields).
+func decodeResource(file string, n *yaml.Node) (*Resource, ErrorList) {
+	w := &walker{file: file, docLine: n.Line, lines: map[string]int{}}
+	var apiVersion, kind string
+	var metaNode, specNode *yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], deref(n.Content[i+1])
+		w.lines[k.Value] = k.Line
+		switch k.Value {
+		case "apiVersion":
+			apiVersion = w.str("apiVersion", v)
+		case "kind":
+			kind = w.str("kind", v)
+		case "metadata":
+			metaNode = v
+		case "spec":
+			specNode = v
+		case "status":
+			// Written by controllers; ignored on input.
+		default:
+			w.unknown(k.Value, k, topLevelFields, "")
+		}
+	}
 	if kind == "" {
-		return nil, &FieldError{Source: src, Path: "kind", Msg: "missing kind"}
+		w.errorf(n.Line, "kind", "missing kind")
+		return nil, w.errs
 	}
 	s, ok := SchemaForKind(kind)
 	if !ok {
-		return nil, &FieldError{Source: src, Path: "kind", Msg: fmt.Sprintf("unknown kind %q", kind)}
-	}
-	group, version, _ := strings.Cut(apiVersion, "/")
-	if group != s.Group || !s.ServesVersion(version) {
-		return nil, &FieldError{Source: src, Kind: kind, Path: "apiVersion",
-			Msg: fmt.Sprintf("%s is not served at %q; use one of %s", kind, apiVersion, strings.Join(s.APIVersions(), ", "))}
-	}
-	r := &Resource{APIVersion: apiVersion, Kind: kind, Source: src}
-	if md, ok := obj["metadata"]; ok {
-		b, _ := json.Marshal(md)
-		if err := json.Unmarshal(b, &r.Meta); err != nil {
-			return nil, &FieldError{Source: src, Kind: kind, Path: "metadata", Msg: err.Error()}
+		names := make([]string, len(schemas))
+		for i := range schemas {
+			names[i] = schemas[i].Kind
 		}
+		msg := fmt.Sprintf("unknown kind %q", kind)
+		if sug := suggest(kind, names); sug != "" {
+			msg += fmt.Sprintf("; did you mean %q?", sug)
+		}
+		w.errorf(w.lines["kind"], "kind", "%s", msg)
+		return nil, w.errs
 	}
-	if r.Meta.Name == "" {
-		return nil, &FieldError{Source: src, Kind: kind, Path: "metadata.name", Msg: "name is required"}
+	w.kind = kind
+	group, version, _ := strings.Cut(apiVersion, "/")
+	if apiVersion == "" {
+		w.errorf(n.Line, "apiVersion", "missing apiVersion; %s is served at %s", kind, strings.Join(s.APIVersions(), ", "))
+	} else if group != s.Group || !s.ServesVersion(version) {
+		w.errorf(w.lines["apiVersion"], "apiVersion", "%s is not served at %q; %s is served at %s",
+			kind, apiVersion, kind, strings.Join(s.APIVersions(), ", "))
 	}
-	if r.Meta.Namespace == "" {
-		r.Meta.Namespace = DefaultNamespace
+	r := &Resource{APIVersion: apiVersion, Kind: kind}
+	w.meta(metaNode, n.Line, &r.Meta)
+	if r.Meta.Name != "" {
+		w.name = r.Meta.Namespace + "/" + r.Meta.Name
+		for _, e := range w.errs {
+			if e.Name == "" {
+				e.Name = w.name
+			}
+		}
 	}
 	r.Spec = s.NewSpec()
-	if spec, ok := obj["spec"]; ok {
-		b, err := json.Marshal(spec)
-		if err != nil {
-			return nil, &FieldError{Source: src, Kind: kind, Path: "spec", Msg: err.Error()}
-		}
-		if err := protojson.Unmarshal(b, r.Spec); err != nil {
-			return nil, &FieldError{Source: src, Kind: kind, Name: r.Meta.Namespace + "/" + r.Meta.Name, Path: "spec", Msg: err.Error()}
+	if specNode != nil && !isNull(specNode) {
+		nerr := len(w.errs)
+		js := w.message("spec", specNode, r.Spec.ProtoReflect().Descriptor())
+		if len(w.errs) == nerr {
+			b, err := json.Marshal(js)
+			if err == nil {
+				err = protojson.Unmarshal(b, r.Spec)
+			}
+			if err != nil {
+				w.errorf(w.lines["spec"], "spec", "%v", err)
+			}
 		}
 	}
+	if len(w.errs) > 0 {
+		return nil, w.errs
+	}
+	r.Source = Source{File: file, Line: n.Line, Lines: &LineIndex{lines: w.lines}}
 	return r, nil
+}
+
+// meta decodes metadata, checking names and types.
+func (w *walker) meta(n *yaml.Node, docLine int, m *Meta) {
+	if n == nil || isNull(n) {
+		w.errorf(docLine, "metadata.name", "name is required")
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		w.errorf(n.Line, "metadata", "expected an object, got %s", describe(n))
+		return
+	}
+	known := []string{"name", "namespace", "labels", "annotations", "resourceVersion", "generation", "creationTimestamp"}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], deref(n.Content[i+1])
+		p := "metadata." + k.Value
+		w.lines[p] = k.Line
+		switch k.Value {
+		case "name":
+			m.Name = w.str(p, v)
+		case "namespace":
+			m.Namespace = w.str(p, v)
+		case "labels":
+			m.Labels = w.strMap(p, v)
+		case "annotations":
+			m.Annotations = w.strMap(p, v)
+		case "resourceVersion":
+			m.ResourceVersion = w.str(p, v)
+		case "generation":
+			if !isNull(v) {
+				var g int64
+				if err := v.Decode(&g); err != nil || v.Tag != "!!int" {
+					w.errorf(v.Line, p, "expected an integer, got %s", describe(v))
+				}
+				m.Generation = g
+			}
+		case "creationTimestamp":
+			if s := w.str(p, v); s != "" {
+				t, err := time.Parse(time.RFC3339, s)
+				if err != nil {
+					w.errorf(v.Line, p, "expected an RFC 3339 time: %v", err)
+				}
+				m.CreationTimestamp = t
+			}
+		case "uid", "selfLink", "managedFields", "ownerReferences", "finalizers", "generateName", "deletionTimestamp", "deletionGracePeriodSeconds":
+			// Kubernetes bookkeeping that `kubectl get -o yaml` prints; ignored.
+		default:
+			w.unknown(p, k, known, "")
+		}
+	}
+	switch {
+	case m.Name == "":
+		w.errorf(n.Line, "metadata.name", "name is required")
+	case !IsDNS1123Subdomain(m.Name):
+		w.errorf(w.lines["metadata.name"], "metadata.name", "invalid name %q: must be lower-case letters, digits, '-' or '.', start and end with a letter or digit, at most 253 characters (DNS-1123 subdomain)", m.Name)
+	}
+	if m.Namespace == "" {
+		m.Namespace = DefaultNamespace
+	} else if !IsDNS1123Label(m.Namespace) {
+		w.errorf(w.lines["metadata.namespace"], "metadata.namespace", "invalid namespace %q: must be a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters)", m.Namespace)
+	}
+}
+
+// IsDNS1123Label reports whether s is a DNS-1123 label (RFC 1123, lower case).
+func IsDNS1123Label(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+		if !alnum && (c != '-' || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
+}
+
+// IsDNS1123Subdomain reports whether s is dot-separated DNS-1123 labels of at
+// most 253 characters in total.
+func IsDNS1123Subdomain(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if !IsDNS1123Label(l) {
+			return false
+		}
+	}
+	return true
 }
 
 // object is the Kubernetes wire shape of a resource.
@@ -198,6 +370,7 @@ type object struct {
 
 // MarshalJSON renders the resource in Kubernetes shape
 // ({apiVersion, kind, metadata, spec}) with the spec in protojson form.
+// A zero creationTimestamp is omitted.
 func (r *Resource) MarshalJSON() ([]byte, error) {
 	spec := []byte("{}")
 	if r.Spec != nil {
@@ -212,14 +385,19 @@ func (r *Resource) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON parses the Kubernetes shape written by MarshalJSON.
 func (r *Resource) UnmarshalJSON(b []byte) error {
-	var obj map[string]any
-	if err := json.Unmarshal(b, &obj); err != nil {
-		return err
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("decode resource: %w", err)
 	}
-	res, ferr := decodeObject(Source{}, obj)
-	if ferr != nil {
-		return ferr
+	n2 := deref(&n)
+	if n2 == nil || n2.Kind != yaml.MappingNode {
+		return fmt.Errorf("decode resource: not a JSON object")
 	}
+	res, errs := decodeResource("", n2)
+	if len(errs) > 0 {
+		return errs
+	}
+	res.Source = Source{}
 	*r = *res
 	return nil
 }
@@ -237,14 +415,30 @@ func EncodeYAML(rs []*Resource) ([]byte, error) {
 		}
 		var v yaml.Node
 		if err := yaml.Unmarshal(j, &v); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("encode %s: %w", r.Key(), err)
 		}
+		clearStyle(&v)
 		enc := yaml.NewEncoder(&buf)
 		enc.SetIndent(2)
 		if err := enc.Encode(&v); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("encode %s: %w", r.Key(), err)
 		}
-		enc.Close()
+		if err := enc.Close(); err != nil {
+			return nil, fmt.Errorf("encode %s: %w", r.Key(), err)
+		}
 	}
 	return buf.Bytes(), nil
+}
+
+// clearStyle turns JSON flow style into block style for readable YAML.
+func clearStyle(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		n.Style = 0
+	}
+	if n.Kind == yaml.ScalarNode && n.Style == yaml.DoubleQuotedStyle {
+		n.Style = 0
+	}
+	for _, c := range n.Content {
+		clearStyle(c)
+	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -22,7 +23,7 @@ type Meta struct {
 	ResourceVersion string `json:"resourceVersion,omitempty"`
 	// Generation counts spec changes, starting at 1.
 	Generation        int64     `json:"generation,omitempty"`
-	CreationTimestamp time.Time `json:"creationTimestamp,omitempty"`
+	CreationTimestamp time.Time `json:"creationTimestamp,omitzero"`
 }
 
 // Resource is one Istio configuration object.
@@ -42,6 +43,53 @@ type Resource struct {
 type Source struct {
 	File string // file name as given, "-" for stdin
 	Line int    // 1-based line of the document's first line
+	// Lines maps field paths of the document to their lines; nil when the
+	// resource was not decoded from text. It is shared, read-only data.
+	Lines *LineIndex
+}
+
+// LineIndex maps field paths ("spec.http[0].route[1].weight",
+// "metadata.labels[app]") to the 1-based line where the field is written.
+// It is immutable after Decode builds it and safe for concurrent reads.
+type LineIndex struct {
+	lines map[string]int
+}
+
+// Line returns the line of path, or of its nearest written ancestor, or 0.
+func (ix *LineIndex) Line(path string) int {
+	if ix == nil {
+		return 0
+	}
+	for path != "" {
+		if l, ok := ix.lines[path]; ok {
+			return l
+		}
+		path = ParentPath(path)
+	}
+	return 0
+}
+
+// ParentPath strips the last element of a field path: "a.b[2]" -> "a.b",
+// "a.b" -> "a", "a" -> "".
+func ParentPath(path string) string {
+	if strings.HasSuffix(path, "]") {
+		if i := strings.LastIndex(path, "["); i >= 0 {
+			return path[:i]
+		}
+	}
+	if i := strings.LastIndex(path, "."); i >= 0 {
+		return path[:i]
+	}
+	return ""
+}
+
+// LineOf returns the line of the field at path (or its nearest ancestor), or
+// the document's line when the index does not know it.
+func (s Source) LineOf(path string) int {
+	if l := s.Lines.Line(path); l > 0 {
+		return l
+	}
+	return s.Line
 }
 
 func (s Source) String() string {
@@ -60,6 +108,17 @@ type Key struct {
 	Kind      string
 	Namespace string
 	Name      string
+}
+
+// FieldError returns a problem with the field at path, located at that
+// field's line when the resource was decoded from text.
+func (r *Resource) FieldError(path string, warning bool, format string, args ...any) *FieldError {
+	src := Source{File: r.Source.File, Line: r.Source.LineOf(path)}
+	name := ""
+	if r.Meta.Name != "" {
+		name = r.Meta.Namespace + "/" + r.Meta.Name
+	}
+	return &FieldError{Source: src, Kind: r.Kind, Name: name, Path: path, Msg: fmt.Sprintf(format, args...), Warning: warning}
 }
 
 func (k Key) String() string { return k.Kind + " " + k.Namespace + "/" + k.Name }

@@ -58,7 +58,9 @@ func (s *subscriber) push(evs []Event) {
 			// revision was already queued (from the backlog) is a duplicate.
 			continue
 		}
-		s.queue = append(s.queue, ev)
+		if len(s.queue) < 100 {
+			s.queue = append(s.queue, ev)
+		}
 		s.last = ev.Revision
 		added = true
 	}

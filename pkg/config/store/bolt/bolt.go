@@ -46,8 +46,7 @@ var (
 
 // Options configures Open. The zero value is usable.
 type Options struct {
-	// Logger receives operational messages. Default: slog.Default() is NOT
-	// used; a nil Logger discards logs.
+	// Logger receives operational messages. Nil discards them.
 	Logger *slog.Logger
 	// Retention is how many of the latest revisions the event log keeps for
 	// Watch replay; a Watch from an older revision fails with
@@ -142,6 +141,15 @@ func getInt(b *bbolt.Bucket, k []byte) int64 {
 	return int64(binary.BigEndian.Uint64(v))
 }
 
+// closedErr turns bbolt's "database not open" (a Close that raced with the
+// call) into store.ErrClosed.
+func closedErr(err error) error {
+	if errors.Is(err, bbolt.ErrDatabaseNotOpen) {
+		return fmt.Errorf("%w: %w", store.ErrClosed, err)
+	}
+	return err
+}
+
 func (s *Store) checkOpen() error {
 	select {
 	case <-s.closed:
@@ -179,7 +187,7 @@ func (s *Store) Get(ctx context.Context, key config.Key) (*config.Resource, erro
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, closedErr(err)
 	}
 	return r, nil
 }
@@ -218,7 +226,7 @@ func (s *Store) List(ctx context.Context, kind, namespace string) ([]*config.Res
 		return nil
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("list %q in namespace %q: %w", kind, namespace, err)
+		return nil, 0, fmt.Errorf("list %q in namespace %q: %w", kind, namespace, closedErr(err))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
@@ -364,7 +372,7 @@ func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Re
 		return s.commitLog(tx, next, events)
 	})
 	if err != nil {
-		return nil, err
+		return nil, closedErr(err)
 	}
 	s.publish(next, events)
 	return copies(out), nil
@@ -464,7 +472,7 @@ func (s *Store) Delete(ctx context.Context, key config.Key, resourceVersion stri
 		return s.commitLog(tx, next, []store.Event{{Type: store.Deleted, Resource: old, Revision: next}})
 	})
 	if err != nil {
-		return nil, err
+		return nil, closedErr(err)
 	}
 	s.publish(next, []store.Event{{Type: store.Deleted, Resource: last, Revision: next}})
 	return last.DeepCopy(), nil
@@ -504,7 +512,7 @@ func (s *Store) backlog(from, to int64) ([]store.Event, error) {
 				if err := json.Unmarshal(raw, &le); err != nil {
 					return fmt.Errorf("decode log entry %d: %w", rev, err)
 				}
-				r, err := decode(k, le.Resource)
+				r, err := decode([]byte("log entry "+strconv.FormatInt(rev, 10)), le.Resource)
 				if err != nil {
 					return fmt.Errorf("decode log entry %d: %w", rev, err)
 				}
@@ -513,7 +521,7 @@ func (s *Store) backlog(from, to int64) ([]store.Event, error) {
 		}
 		return nil
 	})
-	return out, err
+	return out, closedErr(err)
 }
 
 // Revision implements store.Store.

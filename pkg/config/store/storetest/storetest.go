@@ -491,8 +491,11 @@ func testWatchOrder(t *testing.T, s store.Store) {
 	}()
 	var last int64
 	for i := range n {
-		if i%50 == 0 {
-			time.Sleep(20 * time.Millisecond) // a slow reader
+		if i == 10 {
+			// A reader that stops reading until every write is done.
+			if err := <-done; err != nil {
+				t.Fatalf("writer: %v", err)
+			}
 		}
 		ev := next(t, ch)
 		if ev.Revision <= last {
@@ -510,9 +513,6 @@ func testWatchOrder(t *testing.T, s store.Store) {
 		if ev.Resource.Meta.ResourceVersion != strconv.FormatInt(ev.Revision, 10) {
 			t.Fatalf("event %d: resourceVersion %s, revision %d", i, ev.Resource.Meta.ResourceVersion, ev.Revision)
 		}
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("writer: %v", err)
 	}
 	select {
 	case ev := <-ch:
