@@ -146,7 +146,7 @@ func TestThresholdsAndOptions(t *testing.T) {
 	m, _ := newTestManager()
 	po, _ := anypb.New(&httpv3.HttpProtocolOptions{CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(1)}})
 	c := &clusterv3.Cluster{Name: "s", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
-		LbPolicy: clusterv3.Cluster_LEAST_REQUEST,
+		LbPolicy:       clusterv3.Cluster_LEAST_REQUEST,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: "s", Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{ep("localhost", 8080)}}}},
 		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(7),
 			MaxPendingRequests: wrapperspb.UInt32(8), MaxRequests: wrapperspb.UInt32(9), MaxRetries: wrapperspb.UInt32(10)}}},

@@ -1,0 +1,126 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/weftmesh/weft/pkg/proxy"
+	"github.com/weftmesh/weft/pkg/proxy/xdstest"
+)
+
+// virtualInbound builds the conventions' inbound listener: one filter chain
+// for the app port with an inline route config to inbound|PORT||.
+func virtualInbound(t *testing.T, port int) *listenerv3.Listener {
+	inCluster := "inbound|" + strconv.Itoa(port) + "||"
+	rc := &routev3.RouteConfiguration{Name: "inbound|" + strconv.Itoa(port), VirtualHosts: []*routev3.VirtualHost{{
+		Name: "inbound|http|" + strconv.Itoa(port), Domains: []string{"*"}, Routes: []*routev3.Route{
+			{Name: "blocked", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/admin"}},
+				Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 403}}},
+			xdstest.ToCluster("default", inCluster),
+		}}}}
+	h, err := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: "inbound", RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &listenerv3.Listener{Name: "virtualInbound",
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15006}}}},
+		FilterChains: []*listenerv3.FilterChain{{
+			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))},
+			Filters:          []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: h}}},
+		}}}
+}
+
+func staticCluster(name, addr string) *clusterv3.Cluster {
+	host, ps, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(ps)
+	return &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
+				Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}}}}}}}}}
+}
+
+func TestVirtualInboundRoutes(t *testing.T) {
+	skipShort(t)
+	cp := xdstest.Start(t)
+	app := startBackend(t, "app", nil)
+	_, ps, _ := net.SplitHostPort(app.addr)
+	port, _ := strconv.Atoi(ps)
+	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{virtualInbound(t, port)},
+		Clusters: []types.Resource{staticCluster("inbound|"+ps+"||", app.addr)}})
+	p := startProxy(t, cp, func(o *proxy.Options) { o.AppPort = port })
+	code, body := httpGet(t, "http://"+p.Addresses().Inbound+"/x")
+	if code != 200 || body != "app" {
+		t.Fatalf("inbound: %d %q", code, body)
+	}
+	if code, _ := httpGet(t, "http://"+p.Addresses().Inbound+"/admin"); code != 403 {
+		t.Fatalf("inline inbound route not applied: %d, want 403", code)
+	}
+	if app.hits.Load() != 1 {
+		t.Fatalf("app hits %d, want 1", app.hits.Load())
+	}
+}
+
+func TestGracefulDrain(t *testing.T) {
+	skipShort(t)
+	cp := xdstest.Start(t)
+	started := make(chan struct{}, 1)
+	m := newMesh(t, func(w http.ResponseWriter, _ *http.Request) {
+		started <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+		fmt.Fprint(w, "slow")
+	}, nil)
+	cp.Set(t, nodeID, m.resources(prefixRoute("v1", "/", toCluster(cv1))))
+	p, err := proxy.New(proxy.Options{ControlPlane: cp.Addr, Namespace: ns, Workload: workload,
+		OutboundAddress: "127.0.0.1:0", InboundAddress: "127.0.0.1:0", DrainTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-p.Ready()
+	c := client(p)
+	type res struct {
+		body string
+		err  error
+	}
+	rc := make(chan res, 1)
+	go func() {
+		resp, err := c.Get(svcURL + "/slow")
+		if err != nil {
+			rc <- res{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		rc <- res{body: string(b)}
+	}()
+	<-started
+	cancel() // SIGTERM-equivalent: drain
+	r := <-rc
+	if r.err != nil || r.body != "slow" {
+		t.Fatalf("in-flight request during drain: %q %v", r.body, r.err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", p.Addresses().Outbound, time.Second); err == nil {
+		t.Fatal("outbound listener still accepting after drain")
+	}
+}
