@@ -58,9 +58,7 @@ func (s *subscriber) push(evs []Event) {
 			// revision was already queued (from the backlog) is a duplicate.
 			continue
 		}
-		if len(s.queue) < 100 {
-			s.queue = append(s.queue, ev)
-		}
+		s.queue = append(s.queue, ev)
 		s.last = ev.Revision
 		added = true
 	}
