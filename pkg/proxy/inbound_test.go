@@ -16,6 +16,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -122,5 +123,44 @@ func TestGracefulDrain(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", p.Addresses().Outbound, time.Second); err == nil {
 		t.Fatal("outbound listener still accepting after drain")
+	}
+}
+
+func virtualOutbound(t *testing.T, cluster string) *listenerv3.Listener {
+	tp, err := anypb.New(&tcpv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &listenerv3.Listener{Name: "virtualOutbound",
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15001}}}},
+		FilterChains: []*listenerv3.FilterChain{{Name: cluster,
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tp}}}}}}
+}
+
+func TestOutboundTrafficPolicy(t *testing.T) {
+	skipShort(t)
+	external := startBackend(t, "external", nil)
+	passthrough := &clusterv3.Cluster{Name: "PassthroughCluster", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED}
+	blackhole := &clusterv3.Cluster{Name: "BlackHoleCluster", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}}
+	tests := []struct {
+		name     string
+		cluster  string
+		wantCode int
+	}{
+		{"ALLOW_ANY passes unknown destinations through", "PassthroughCluster", 200},
+		{"REGISTRY_ONLY refuses them", "BlackHoleCluster", 404},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cp := xdstest.Start(t)
+			cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{virtualOutbound(t, tc.cluster)},
+				Clusters: []types.Resource{passthrough, blackhole}})
+			p := startProxy(t, cp)
+			res := get(t, client(p), "http://"+external.addr+"/out")
+			if res.status != tc.wantCode {
+				t.Fatalf("status %d (%s), want %d", res.status, res.flags, tc.wantCode)
+			}
+		})
 	}
 }

@@ -35,6 +35,10 @@ type Runtime struct {
 	Resources  *xdsclient.Resources
 	// Complete is true when every referenced RDS/EDS resource is present.
 	Complete bool
+	// Passthrough is the cluster virtualOutbound's tcp_proxy sends unknown
+	// destinations to ("PassthroughCluster" under ALLOW_ANY); empty when
+	// unknown destinations are refused (REGISTRY_ONLY → BlackHoleCluster).
+	Passthrough string
 }
 
 // Build compiles resources into a Runtime. It returns an error for anything
@@ -51,7 +55,11 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime) (*Runti
 	}
 	for name, l := range res.Listeners {
 		inbound := name == "virtualInbound"
-		for _, fc := range l.GetFilterChains() {
+		chains := l.GetFilterChains()
+		if l.GetDefaultFilterChain() != nil {
+			chains = append(append([]*listenerv3.FilterChain{}, chains...), l.GetDefaultFilterChain())
+		}
+		for _, fc := range chains {
 			port := int(fc.GetFilterChainMatch().GetDestinationPort().GetValue())
 			for _, f := range fc.GetFilters() {
 				tc := f.GetTypedConfig()
@@ -70,7 +78,11 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime) (*Runti
 					switch {
 					case inbound:
 						rt.InboundTCP[port] = cl
-					case name != "virtualOutbound":
+					case name == "virtualOutbound":
+						if cl == "PassthroughCluster" {
+							rt.Passthrough = cl
+						}
+					default:
 						if p := listenerPort(l); p > 0 {
 							rt.TCP[p] = cl
 						}

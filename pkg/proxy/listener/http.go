@@ -159,6 +159,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if table == nil {
+		if c := rt.Clusters.Clusters[rt.Passthrough]; c != nil && c.Passthrough {
+			// ALLOW_ANY: an unknown destination goes out as addressed.
+			ri.cluster = c.Name
+			up := &upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
+				buffered: r.Body == nil || r.Body == http.NoBody}
+			h.forward(r.Context(), cw, r, ri, c, up, 0, nil, func(http.Header) {})
+			return
+		}
 		h.localReply(cw, r, ri, http.StatusNotFound, "NR", "no route configuration for port")
 		return
 	}

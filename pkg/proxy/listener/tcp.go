@@ -122,7 +122,7 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 			return
 		}
 		addr, ri.destWorkload = host.Addr, host.Workload
-	case c != nil || isIPTarget(target):
+	case c != nil || (rt != nil && rt.Passthrough != ""):
 		addr = target
 	default:
 		h.localReply(w, r, ri, http.StatusNotFound, "NR", "no route for CONNECT target")
@@ -165,14 +165,6 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 	}
 	w.n += sent
 	ri.bytesIn.Add(recv)
-}
-
-func isIPTarget(hostport string) bool {
-	h, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	return net.ParseIP(h) != nil || h == "localhost"
 }
 
 func (h *Handler) tcpLabels(clusterName, authority, destWorkload, peer string) stats.Labels {
