@@ -5,7 +5,11 @@ package model
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
+
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // ProxyType is the role of a proxy, as in Istio node IDs.
@@ -37,6 +41,10 @@ type Proxy struct {
 	InboundAddress string
 	// Services are NAME:PORT[/PROTOCOL] entries the proxy asked to join.
 	Services []string
+	// InstanceIPs are the workload's IPs (metadata INSTANCE_IPS).
+	InstanceIPs []string
+	// AppPorts are the ports the local application listens on (APP_PORTS).
+	AppPorts []uint32
 	// Metadata holds every other node metadata string field.
 	Metadata map[string]string
 }
@@ -73,4 +81,104 @@ func ParseNodeID(id string) (*Proxy, error) {
 	}
 	p.Workload, p.Namespace = pod, ns
 	return p, nil
+}
+
+// Node metadata keys (docs/xds-conventions.md "Node metadata").
+const (
+	MetaNamespace      = "NAMESPACE"
+	MetaWorkloadName   = "WORKLOAD_NAME"
+	MetaServiceAccount = "SERVICE_ACCOUNT"
+	MetaInstanceIPs    = "INSTANCE_IPS"
+	MetaInboundAddress = "INBOUND_ADDRESS"
+	MetaAppPorts       = "APP_PORTS"
+	MetaServices       = "SERVICES"
+	MetaLabels         = "LABELS"
+)
+
+// ParseNode builds a Proxy from an xDS node: its ID (see ParseNodeID), its
+// metadata Struct and its user agent name. Metadata fields override what the
+// node ID implies (NAMESPACE, WORKLOAD_NAME). A gRPC library client (user
+// agent "gRPC Go", "gRPC C++", ...) is a proxyless client whatever type its
+// node ID names, since it executes api_listeners, not a sidecar's listeners.
+func ParseNode(id string, md *structpb.Struct, userAgent string) (*Proxy, error) {
+	p, err := ParseNodeID(id)
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(strings.ToLower(userAgent), "grpc") {
+		p.Type = Proxyless
+	}
+	for k, v := range md.GetFields() {
+		if k == MetaLabels {
+			st := v.GetStructValue()
+			if st == nil {
+				return nil, fmt.Errorf("node %q: metadata %s: want a struct of strings", id, k)
+			}
+			for lk, lv := range st.GetFields() {
+				s, ok := lv.GetKind().(*structpb.Value_StringValue)
+				if !ok {
+					return nil, fmt.Errorf("node %q: metadata %s[%s]: want a string", id, k, lk)
+				}
+				p.Labels[lk] = s.StringValue
+			}
+			continue
+		}
+		s, ok := v.GetKind().(*structpb.Value_StringValue)
+		if !ok {
+			continue // other shapes (bools, lists) are not part of the conventions
+		}
+		p.Metadata[k] = s.StringValue
+	}
+	m := p.Metadata
+	if ns := m[MetaNamespace]; ns != "" {
+		p.Namespace = ns
+	}
+	if w := m[MetaWorkloadName]; w != "" {
+		p.Workload = w
+	}
+	p.ServiceAccount = m[MetaServiceAccount]
+	if p.ServiceAccount == "" {
+		p.ServiceAccount = "default"
+	}
+	p.InboundAddress = m[MetaInboundAddress]
+	if a := p.InboundAddress; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			return nil, fmt.Errorf("node %q: metadata %s %q: want host:port", id, MetaInboundAddress, a)
+		}
+	}
+	p.InstanceIPs = splitList(m[MetaInstanceIPs])
+	for _, ip := range p.InstanceIPs {
+		if net.ParseIP(ip) == nil {
+			return nil, fmt.Errorf("node %q: metadata %s: %q is not an IP address", id, MetaInstanceIPs, ip)
+		}
+	}
+	if p.IP == "" && len(p.InstanceIPs) > 0 {
+		p.IP = p.InstanceIPs[0]
+	}
+	for _, s := range splitList(m[MetaAppPorts]) {
+		n, err := strconv.ParseUint(s, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("node %q: metadata %s: %q is not a port number", id, MetaAppPorts, s)
+		}
+		p.AppPorts = append(p.AppPorts, uint32(n))
+	}
+	for _, s := range splitList(m[MetaServices]) {
+		name, rest, ok := strings.Cut(s, ":")
+		port, _, _ := strings.Cut(rest, "/")
+		if n, err := strconv.ParseUint(port, 10, 16); !ok || name == "" || err != nil || n == 0 {
+			return nil, fmt.Errorf("node %q: metadata %s: %q: want NAME:PORT[/PROTOCOL]", id, MetaServices, s)
+		}
+		p.Services = append(p.Services, s)
+	}
+	return p, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
