@@ -1,0 +1,114 @@
+package proxy_test
+
+import (
+	"net/http"
+	"strconv"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/pkg/proxy/xdstest"
+)
+
+func TestConsistentHashByHeader(t *testing.T) {
+	skipShort(t)
+	for _, policy := range []clusterv3.Cluster_LbPolicy{clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV} {
+		t.Run(policy.String(), func(t *testing.T) {
+			cp := xdstest.Start(t)
+			m := newMesh(t, nil, nil)
+			m.clusters[cAll].LbPolicy = policy
+			act := toCluster(cAll)
+			act.HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{
+				Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}}}
+			cp.Set(t, nodeID, m.resources(prefixRoute("hash", "/", act)))
+			p := startProxy(t, cp)
+			c := client(p)
+			seen := map[string]bool{}
+			for u := 0; u < 20; u++ {
+				user := "user-" + strconv.Itoa(u)
+				first := get(t, c, svcURL+"/", "x-user", user).body
+				seen[first] = true
+				for i := 0; i < 5; i++ {
+					if b := get(t, c, svcURL+"/", "x-user", user).body; b != first {
+						t.Fatalf("%s went to %s then %s", user, first, b)
+					}
+				}
+			}
+			if len(seen) != 2 {
+				t.Fatalf("20 users all hashed to %v, want both hosts used", seen)
+			}
+		})
+	}
+}
+
+func TestCORS(t *testing.T) {
+	skipShort(t)
+	cp := xdstest.Start(t)
+	m := newMesh(t, nil, nil)
+	cors, err := anypb.New(&corsv3.CorsPolicy{AllowOriginStringMatch: []*matcherv3.StringMatcher{{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "https://ok.example"}}},
+		AllowMethods: "GET,POST", AllowHeaders: "x-custom", MaxAge: "600", ExposeHeaders: "x-backend"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := prefixRoute("cors", "/", toCluster(cv1))
+	r.TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.cors": cors}
+	cp.Set(t, nodeID, m.resources(r))
+	p := startProxy(t, cp)
+	c := client(p)
+	do := func(method, origin string) *http.Response {
+		req, _ := http.NewRequest(method, svcURL+"/", nil)
+		req.Header.Set("Origin", origin)
+		if method == http.MethodOptions {
+			req.Header.Set("Access-Control-Request-Method", "POST")
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	pre := do(http.MethodOptions, "https://ok.example")
+	if pre.StatusCode != 200 || pre.Header.Get("Access-Control-Allow-Methods") != "GET,POST" || pre.Header.Get("Access-Control-Max-Age") != "600" {
+		t.Fatalf("preflight: %d %v", pre.StatusCode, pre.Header)
+	}
+	if m.v1.hits.Load() != 0 {
+		t.Fatal("preflight reached the backend")
+	}
+	got := do(http.MethodGet, "https://ok.example")
+	if got.Header.Get("Access-Control-Allow-Origin") != "https://ok.example" || got.Header.Get("Access-Control-Expose-Headers") != "x-backend" {
+		t.Fatalf("simple request headers %v", got.Header)
+	}
+	if bad := do(http.MethodGet, "https://evil.example"); bad.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("disallowed origin got CORS headers %v", bad.Header)
+	}
+}
+
+func TestFaultAbortPercentage(t *testing.T) {
+	skipShort(t)
+	cp := xdstest.Start(t)
+	m := newMesh(t, nil, nil)
+	r := prefixRoute("abort", "/", toCluster(cv1))
+	r.TypedPerFilterConfig = faultConfig(t, &faultv3.HTTPFault{Abort: &faultv3.FaultAbort{
+		ErrorType:  &faultv3.FaultAbort_HttpStatus{HttpStatus: 503},
+		Percentage: &typev3.FractionalPercent{Numerator: 300_000, Denominator: typev3.FractionalPercent_MILLION}}})
+	cp.Set(t, nodeID, m.resources(r))
+	p := startProxy(t, cp)
+	c := client(p)
+	aborted := 0
+	for i := 0; i < 500; i++ {
+		if res := get(t, c, svcURL+"/"); res.status == 503 && res.flags == "FI" {
+			aborted++
+		}
+	}
+	t.Logf("30%% abort: %d of 500 aborted", aborted)
+	if aborted < 110 || aborted > 190 {
+		t.Fatalf("%d of 500 aborted, want about 150", aborted)
+	}
+}
