@@ -9,7 +9,8 @@
 //
 // Every Apply or Delete that changes something is one bbolt transaction with
 // one new revision; bbolt fsyncs on commit, so an acknowledged write survives
-// a crash.
+// a crash. The bbolt file lock keeps other processes out, so the store also
+// mirrors every resource in memory and serves Get and List from there.
 package bolt
 
 import (
@@ -71,7 +72,12 @@ type Store struct {
 	now       func() time.Time
 	bc        *store.Broadcaster
 
-	writeMu   sync.Mutex // serialises writes so events publish in order
+	writeMu sync.Mutex // serialises writes so events publish in order
+
+	mu    sync.RWMutex // guards rev and cache, the committed state
+	rev   int64
+	cache map[config.Key]*config.Resource
+
 	closeOnce sync.Once
 	closeErr  error
 	closed    chan struct{}
@@ -98,6 +104,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open bolt store %s: %w", path, err)
 	}
 	var rev int64
+	cache := map[config.Key]*config.Resource{}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		for _, b := range [][]byte{bucketResources, bucketLog, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -105,7 +112,16 @@ func Open(path string, opts Options) (*Store, error) {
 			}
 		}
 		rev = getInt(tx.Bucket(bucketMeta), keyRevision)
-		return nil
+		return tx.Bucket(bucketResources).ForEach(func(k, v []byte) error {
+			r, err := decode(k, v)
+			if err != nil {
+				// Keep serving the rest; the next Apply of it replaces it.
+				opts.Logger.Error("skipping unreadable stored resource", "path", path, "err", err)
+				return nil
+			}
+			cache[r.Key()] = r
+			return nil
+		})
 	})
 	if err != nil {
 		db.Close()
@@ -117,9 +133,11 @@ func Open(path string, opts Options) (*Store, error) {
 		retention: opts.Retention,
 		now:       opts.Now,
 		bc:        store.NewBroadcaster(rev),
+		rev:       rev,
+		cache:     cache,
 		closed:    make(chan struct{}),
 	}
-	s.log.Debug("opened", "revision", rev)
+	s.log.Debug("opened", "revision", rev, "resources", len(cache))
 	return s, nil
 }
 
@@ -175,21 +193,13 @@ func (s *Store) Get(ctx context.Context, key config.Key) (*config.Resource, erro
 	if key.Namespace == "" {
 		key.Namespace = config.DefaultNamespace
 	}
-	var r *config.Resource
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		k := resourceKey(key)
-		v := tx.Bucket(bucketResources).Get(k)
-		if v == nil {
-			return fmt.Errorf("get %s: %w", key, store.ErrNotFound)
-		}
-		var err error
-		r, err = decode(k, v)
-		return err
-	})
-	if err != nil {
-		return nil, closedErr(err)
+	s.mu.RLock()
+	r, ok := s.cache[key]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("get %s: %w", key, store.ErrNotFound)
 	}
-	return r, nil
+	return r.DeepCopy(), nil
 }
 
 // List implements store.Store. With kind "" it returns every kind, sorted by
@@ -198,36 +208,15 @@ func (s *Store) List(ctx context.Context, kind, namespace string) ([]*config.Res
 	if err := s.checkOpen(); err != nil {
 		return nil, 0, err
 	}
+	s.mu.RLock()
 	var out []*config.Resource
-	var rev int64
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		rev = getInt(tx.Bucket(bucketMeta), keyRevision)
-		c := tx.Bucket(bucketResources).Cursor()
-		var prefix []byte
-		if kind != "" {
-			prefix = []byte(kind + "\x00")
-			if namespace != "" {
-				prefix = append(prefix, namespace+"\x00"...)
-			}
-		}
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if namespace != "" && kind == "" {
-				parts := bytes.SplitN(k, []byte{0}, 3)
-				if len(parts) != 3 || string(parts[1]) != namespace {
-					continue
-				}
-			}
-			r, err := decode(k, v)
-			if err != nil {
-				return err
-			}
+	for k, r := range s.cache {
+		if (kind == "" || k.Kind == kind) && (namespace == "" || k.Namespace == namespace) {
 			out = append(out, r)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list %q in namespace %q: %w", kind, namespace, closedErr(err))
 	}
+	rev := s.rev
+	s.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
 		if a.Meta.Namespace != b.Meta.Namespace {
@@ -238,7 +227,7 @@ func (s *Store) List(ctx context.Context, kind, namespace string) ([]*config.Res
 		}
 		return a.Kind < b.Kind
 	})
-	return out, rev, nil
+	return copies(out), rev, nil
 }
 
 // logEvent is an event as kept in the log bucket.
@@ -308,20 +297,13 @@ func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Re
 	)
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		res := tx.Bucket(bucketResources)
-		meta := tx.Bucket(bucketMeta)
-		rev := getInt(meta, keyRevision)
-		next = rev + 1
+		next = getInt(tx.Bucket(bucketMeta), keyRevision) + 1
 		olds := make([]*config.Resource, len(in))
-		// Pass 1: check every precondition before writing anything.
+		// Pass 1: check every precondition before writing anything. The
+		// cache equals the committed state: only writers change it, and
+		// they hold writeMu.
 		for i, r := range in {
-			k := resourceKey(r.Key())
-			if v := res.Get(k); v != nil {
-				old, err := decode(k, v)
-				if err != nil {
-					return err
-				}
-				olds[i] = old
-			}
+			olds[i] = s.cache[r.Key()]
 			old := olds[i]
 			switch {
 			case mode == store.CreateOnly && old != nil:
@@ -373,6 +355,14 @@ func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Re
 	})
 	if err != nil {
 		return nil, closedErr(err)
+	}
+	if len(events) > 0 {
+		s.mu.Lock()
+		for _, ev := range events {
+			s.cache[ev.Resource.Key()] = ev.Resource
+		}
+		s.rev = next
+		s.mu.Unlock()
 	}
 	s.publish(next, events)
 	return copies(out), nil
@@ -451,14 +441,11 @@ func (s *Store) Delete(ctx context.Context, key config.Key, resourceVersion stri
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		res := tx.Bucket(bucketResources)
 		k := resourceKey(key)
-		v := res.Get(k)
-		if v == nil {
+		cur := s.cache[key]
+		if cur == nil {
 			return fmt.Errorf("delete %s: %w", key, store.ErrNotFound)
 		}
-		old, err := decode(k, v)
-		if err != nil {
-			return err
-		}
+		old := cur.DeepCopy()
 		if resourceVersion != "" && resourceVersion != old.Meta.ResourceVersion {
 			return fmt.Errorf("delete %s: %w: resourceVersion %s was given but the stored one is %s",
 				key, store.ErrConflict, resourceVersion, old.Meta.ResourceVersion)
@@ -474,6 +461,10 @@ func (s *Store) Delete(ctx context.Context, key config.Key, resourceVersion stri
 	if err != nil {
 		return nil, closedErr(err)
 	}
+	s.mu.Lock()
+	delete(s.cache, key)
+	s.rev = next
+	s.mu.Unlock()
 	s.publish(next, []store.Event{{Type: store.Deleted, Resource: last, Revision: next}})
 	return last.DeepCopy(), nil
 }
@@ -526,15 +517,9 @@ func (s *Store) backlog(from, to int64) ([]store.Event, error) {
 
 // Revision implements store.Store.
 func (s *Store) Revision() int64 {
-	var rev int64
-	if err := s.db.View(func(tx *bbolt.Tx) error {
-		rev = getInt(tx.Bucket(bucketMeta), keyRevision)
-		return nil
-	}); err != nil {
-		// The database is closed; the last published revision is the answer.
-		return s.bc.Revision()
-	}
-	return rev
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
 }
 
 // Close ends all watches and closes the database. It is idempotent.

@@ -289,3 +289,40 @@ func TestCrashDurability(t *testing.T) {
 		t.Fatalf("only %d acknowledged writes over 5 rounds; the test proves little", total)
 	}
 }
+
+// BenchmarkApply measures one durable (fsynced) single-resource write.
+func BenchmarkApply(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "weft.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		r := storetest.VS("default", "r"+strconv.Itoa(i%100), strconv.Itoa(i))
+		if _, err := s.Apply(ctx, store.Upsert, []*config.Resource{r}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGet measures one read.
+func BenchmarkGet(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "weft.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	r := storetest.VS("default", "r", "reviews")
+	if _, err := s.Apply(ctx, store.Upsert, []*config.Resource{r}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Get(ctx, r.Key()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
