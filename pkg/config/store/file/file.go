@@ -30,6 +30,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/config/store"
+	"github.com/weftmesh/weft/pkg/config/validation"
 )
 
 // ParseFunc turns one file's bytes into resources. Entries of the returned
@@ -45,7 +46,8 @@ type Options struct {
 	Debounce time.Duration
 	// History is how many revisions of events Watch can replay. Default 1000.
 	History int
-	// Parse decodes (and may validate) a file. Default: config.Decode.
+	// Parse decodes and validates a file. Default: validation.ParseFile
+	// (decode with field lines, then Istio's validation rules).
 	Parse ParseFunc
 	// Now returns the current time, for CreationTimestamp. Default time.Now.
 	Now func() time.Time
@@ -104,7 +106,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts.History = 1000
 	}
 	if opts.Parse == nil {
-		opts.Parse = decode
+		opts.Parse = validation.ParseFile
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -141,17 +143,6 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	go s.run(ctx)
 	return s, nil
-}
-
-func decode(file string, data []byte) ([]*config.Resource, config.ErrorList) {
-	rs, err := config.Decode(file, data)
-	if err == nil {
-		return rs, nil
-	}
-	if l, ok := config.AsErrorList(err); ok {
-		return nil, l
-	}
-	return nil, config.ErrorList{{Source: config.Source{File: file}, Msg: err.Error()}}
 }
 
 // run reloads after the directory has been quiet for the debounce period.

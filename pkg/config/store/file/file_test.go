@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/pkg/config/store/storetest"
 )
 
+// vsYAML is a valid VirtualService routing hosts to the first host.
 func vsYAML(name string, hosts ...string) string {
 	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -24,7 +25,11 @@ metadata:
   name: %s
 spec:
   hosts: [%s]
-`, name, strings.Join(hosts, ", "))
+  http:
+  - route:
+    - destination:
+        host: %s
+`, name, strings.Join(hosts, ", "), hosts[0])
 }
 
 const drYAML = `apiVersion: networking.istio.io/v1
@@ -120,7 +125,7 @@ func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "a.yaml"), vsYAML("a", "a")+"---\n"+drYAML)
 	write(t, filepath.Join(dir, "sub", "deeper", "b.yml"), vsYAML("b", "b"))
-	write(t, filepath.Join(dir, "c.json"), `{"apiVersion":"networking.istio.io/v1beta1","kind":"Gateway","metadata":{"name":"gw"},"spec":{"selector":{"istio":"ingress"}}}`)
+	write(t, filepath.Join(dir, "c.json"), `{"apiVersion":"networking.istio.io/v1beta1","kind":"Gateway","metadata":{"name":"gw"},"spec":{"selector":{"istio":"ingress"},"servers":[{"port":{"number":80,"name":"http","protocol":"HTTP"},"hosts":["*"]}]}}`)
 	write(t, filepath.Join(dir, "notes.txt"), "not config")
 	write(t, filepath.Join(dir, ".hidden.yaml"), vsYAML("hidden", "h"))
 	write(t, filepath.Join(dir, "..data", "x.yaml"), vsYAML("dotdir", "h"))
@@ -252,6 +257,8 @@ func TestInvalidFileKeepsLastGoodState(t *testing.T) {
 		{"bad yaml", "kind: [unclosed\n", "invalid YAML", 0},
 		{"bad field", vsYAML("a", "good") + "  nonsense: 1\n", "nonsense", 1},
 		{"unknown kind", "---\napiVersion: v1\nkind: Nope\nmetadata: {name: x}\n", "Nope", 2},
+		// Decodes, but fails Istio's validation rules.
+		{"invalid spec", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [good]\n", "route", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			write(t, a, tc.data)
@@ -291,10 +298,10 @@ func TestInvalidFileAtStartup(t *testing.T) {
 	write(t, filepath.Join(dir, "good.yaml"), vsYAML("g", "g"))
 	s := openStore(t, dir)
 	errs := s.Errors()
-	// The error is in the second document, which starts at line 8.
-	if len(errs) != 1 || filepath.Base(errs[0].Source.File) != "bad.yaml" || errs[0].Source.Line < 8 ||
+	// The error is in the second document, which starts at line 12.
+	if len(errs) != 1 || filepath.Base(errs[0].Source.File) != "bad.yaml" || errs[0].Source.Line < 12 ||
 		!strings.Contains(errs[0].Error(), "name is required") {
-		t.Fatalf("Errors = %v, want bad.yaml:8 or later: name is required", errs)
+		t.Fatalf("Errors = %v, want bad.yaml:12 or later: name is required", errs)
 	}
 	list, _, _ := s.List(context.Background(), "", "")
 	if len(list) != 1 || list[0].Meta.Name != "g" {
@@ -308,7 +315,7 @@ func TestDuplicateIsErrorForSecond(t *testing.T) {
 	write(t, filepath.Join(dir, "2.yaml"), vsYAML("x", "x")+"---\n"+vsYAML("a", "second"))
 	s := openStore(t, dir)
 	errs := s.Errors()
-	if len(errs) != 1 || filepath.Base(errs[0].Source.File) != "2.yaml" || errs[0].Source.Line < 8 ||
+	if len(errs) != 1 || filepath.Base(errs[0].Source.File) != "2.yaml" || errs[0].Source.Line < 12 ||
 		!strings.Contains(errs[0].Error(), "duplicate") || !strings.Contains(errs[0].Error(), "1.yaml:1") {
 		t.Fatalf("Errors = %v, want a duplicate in 2.yaml (second document) naming 1.yaml:1", errs)
 	}
@@ -374,5 +381,108 @@ func TestCloseIdempotentAndEndsWatches(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("watch not closed by Close")
+	}
+}
+
+func TestDebounceCoalescesBursts(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, vsYAML("a", "v0"))
+	s, err := Open(dir, Options{Debounce: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ch := watch(t, s)
+	for i := 1; i <= 20; i++ {
+		write(t, a, vsYAML("a", fmt.Sprintf("v%d", i)))
+		time.Sleep(5 * time.Millisecond)
+	}
+	ev := expect(t, ch, store.Modified, config.KindVirtualService, "default", "a")
+	if h := ev.Resource.Spec.(*networking.VirtualService).GetHosts(); h[0] != "v20" || ev.Revision != 2 {
+		t.Fatalf("after a burst of 20 writes: revision %d hosts %v, want one reload (revision 2) with v20", ev.Revision, h)
+	}
+	expectNone(t, ch)
+}
+
+func TestHistoryRetention(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, vsYAML("a", "v1"))
+	s, err := Open(dir, Options{Debounce: 10 * time.Millisecond, History: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ch := watch(t, s)
+	for i := 2; i <= 5; i++ {
+		write(t, a, vsYAML("a", fmt.Sprintf("v%d", i)))
+		expect(t, ch, store.Modified, config.KindVirtualService, "default", "a")
+	}
+	// Revision 5; history keeps revisions 4 and 5.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := s.Watch(ctx, 2); !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("Watch(2): err = %v, want ErrCompacted", err)
+	}
+	replay, err := s.Watch(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := expect(t, replay, store.Modified, config.KindVirtualService, "default", "a"); ev.Revision != 4 {
+		t.Fatalf("replay starts at %d, want 4", ev.Revision)
+	}
+}
+
+func TestCustomParse(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.yaml"), vsYAML("a", "a"))
+	parse := func(file string, data []byte) ([]*config.Resource, config.ErrorList) {
+		return nil, config.ErrorList{{Source: config.Source{File: file, Line: 3}, Msg: "rejected by policy"}}
+	}
+	s, err := Open(dir, Options{Parse: parse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if errs := s.Errors(); len(errs) != 1 || !strings.HasSuffix(errs[0].Error(), "a.yaml:3: rejected by policy") {
+		t.Fatalf("Errors = %v", errs)
+	}
+	if list, _, _ := s.List(context.Background(), "", ""); len(list) != 0 {
+		t.Fatalf("List = %v, want nothing from a rejected file", list)
+	}
+}
+
+// TestConfigMapMount follows a Kubernetes ConfigMap volume: files are
+// symlinks through "..data", which the kubelet swaps atomically.
+func TestConfigMapMount(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "..v1", "a.yaml"), vsYAML("a", "v1"))
+	for _, l := range []struct{ target, name string }{{"..v1", "..data"}, {filepath.Join("..data", "a.yaml"), "a.yaml"}} {
+		if err := os.Symlink(l.target, filepath.Join(dir, l.name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := openStore(t, dir)
+	if h := hosts(t, s, "a"); h[0] != "v1" {
+		t.Fatalf("hosts = %v", h)
+	}
+	ch := watch(t, s)
+	write(t, filepath.Join(dir, "..v2", "a.yaml"), vsYAML("a", "v2"))
+	if err := os.Symlink("..v2", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "..v1")); err != nil {
+		t.Fatal(err)
+	}
+	ev := expect(t, ch, store.Modified, config.KindVirtualService, "default", "a")
+	if h := ev.Resource.Spec.(*networking.VirtualService).GetHosts(); h[0] != "v2" {
+		t.Fatalf("hosts after ConfigMap update = %v", h)
+	}
+	if errs := s.Errors(); len(errs) != 0 {
+		t.Fatalf("Errors = %v", errs)
 	}
 }
