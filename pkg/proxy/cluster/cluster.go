@@ -6,6 +6,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -108,6 +109,9 @@ type Cluster struct {
 	// MaxRequestsPerConnection; 0 is unlimited.
 	MaxRequestsPerConnection uint32
 	ConnectTimeout           time.Duration
+	// UpstreamH2 forces prior-knowledge HTTP/2 (h2c) upstream; otherwise
+	// the downstream protocol is used (Envoy's USE_DOWNSTREAM_PROTOCOL).
+	UpstreamH2 bool
 	// Transport is the HTTP/1.1 pool; H2C the prior-knowledge HTTP/2 pool.
 	Transport *http.Transport
 	H2C       *http.Transport
@@ -340,7 +344,14 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		if v := po.GetCommonHttpProtocolOptions().GetMaxRequestsPerConnection(); v != nil {
 			c.MaxRequestsPerConnection = v.GetValue()
 		}
+		if po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil {
+			c.UpstreamH2 = true
+		}
 	}
+	if pc.GetHttp2ProtocolOptions() != nil { //nolint:staticcheck // deprecated field still sent by older control planes
+		c.UpstreamH2 = true
+	}
+	localityWeighted := pc.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
 	if c.MaxRequestsPerConnection > 1 {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("max_requests_per_connection %d treated as unlimited (only 1 is enforced)", c.MaxRequestsPerConnection))
 	}
@@ -381,6 +392,10 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 	if cla != nil {
 		byPrio := map[uint32][]lb.Host{}
 		for _, le := range cla.GetEndpoints() {
+			var sumW uint64
+			for _, e := range le.GetLbEndpoints() {
+				sumW += uint64(max(e.GetLoadBalancingWeight().GetValue(), 1))
+			}
 			loc := le.GetLocality()
 			locName := loc.GetRegion() + "/" + loc.GetZone() + "/" + loc.GetSubZone()
 			lw := uint32(1)
@@ -403,9 +418,13 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 					h = &Host{Addr: addr}
 				}
 				h.Priority, h.Locality, h.lweight = le.GetPriority(), locName, lw
-				// Fold the locality weight into the host weight so that
-				// weighted pickers honour locality weights.
-				h.weight = w * lw
+				h.weight = w
+				if localityWeighted && sumW > 0 {
+					// Fold the locality weight into the host weight: the
+					// locality gets lw/sum(lw) of the traffic, shared by
+					// its hosts in proportion to their weights.
+					h.weight = uint32(max(uint64(w)*uint64(lw)*1000/sumW, 1))
+				}
 				if md := e.GetMetadata().GetFilterMetadata()["istio"]; md != nil {
 					h.Workload = md.GetFields()["workload"].GetStringValue()
 				}
@@ -488,14 +507,64 @@ func (m *Manager) picker(pc *clusterv3.Cluster, hosts []lb.Host) (lb.Picker, boo
 }
 
 func transportKey(c *Cluster) string {
-	return fmt.Sprintf("%d|%d|%s", c.Thresholds.MaxConnections, c.MaxRequestsPerConnection, c.ConnectTimeout)
+	return fmt.Sprintf("%d|%d|%s|%t", c.Thresholds.MaxConnections, c.MaxRequestsPerConnection, c.ConnectTimeout, c.UpstreamH2)
+}
+
+// connLimiter bounds a cluster's open upstream connections (Envoy's
+// max_connections is per cluster, not per host): a dial waits for a slot,
+// and closing a connection frees one.
+type connLimiter struct {
+	d     *net.Dialer
+	slots chan struct{}
+	// onFull frees idle pooled connections so that a dial to another host
+	// does not wait for the idle timeout.
+	onFull func()
+}
+
+func (l *connLimiter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		if l.onFull != nil {
+			l.onFull()
+		}
+		select {
+		case l.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	c, err := l.d.DialContext(ctx, network, addr)
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }
 
 func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
+	dial := d.DialContext
+	var limiter *connLimiter
+	if c.Thresholds.MaxConnections < 1024 && c.Thresholds.MaxConnections > 0 {
+		limiter = &connLimiter{d: d, slots: make(chan struct{}, c.Thresholds.MaxConnections)}
+		dial = limiter.dial
+	}
 	mk := func() *http.Transport {
 		t := &http.Transport{
-			DialContext:           d.DialContext,
+			DialContext:           dial,
 			MaxIdleConns:          1024,
 			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,
@@ -515,6 +584,12 @@ func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
 	t2.Protocols = p
+	if limiter != nil {
+		limiter.onFull = func() {
+			t1.CloseIdleConnections()
+			t2.CloseIdleConnections()
+		}
+	}
 	return t1, t2
 }
 

@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -195,4 +197,71 @@ func BenchmarkClusterPick(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestLocalityWeights(t *testing.T) {
+	m, _ := newTestManager()
+	c := eds("c")
+	c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+		LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}}
+	a := &endpointv3.ClusterLoadAssignment{ClusterName: "c", Endpoints: []*endpointv3.LocalityLbEndpoints{
+		{Locality: &corev3.Locality{Zone: "a"}, LoadBalancingWeight: wrapperspb.UInt32(1), LbEndpoints: []*endpointv3.LbEndpoint{ep("10.0.0.1", 80), ep("10.0.0.2", 80)}},
+		{Locality: &corev3.Locality{Zone: "b"}, LoadBalancingWeight: wrapperspb.UInt32(3), LbEndpoints: []*endpointv3.LbEndpoint{ep("10.0.1.1", 80)}},
+	}}
+	set, err := m.Build(map[string]*clusterv3.Cluster{"c": c}, map[string]*endpointv3.ClusterLoadAssignment{"c": a}, edsName, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for i := 0; i < 4000; i++ {
+		h, err := set.Clusters["c"].Pick(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[h.Addr]++
+	}
+	if b := counts["10.0.1.1:80"]; b < 2800 || b > 3200 {
+		t.Fatalf("zone b (weight 3 of 4) got %d of 4000: %v", b, counts)
+	}
+	if counts["10.0.0.1:80"] < 350 || counts["10.0.0.2:80"] < 350 {
+		t.Fatalf("zone a hosts should share a quarter: %v", counts)
+	}
+}
+
+func TestMaxConnectionsPerCluster(t *testing.T) {
+	l := &connLimiter{d: &net.Dialer{}, slots: make(chan struct{}, 1)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	c1, err := l.dial(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	freed := false
+	l.onFull = func() { freed = true }
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := l.dial(ctx, "tcp", ln.Addr().String()); err == nil {
+		t.Fatal("second connection dialled past max_connections 1")
+	}
+	if !freed {
+		t.Fatal("onFull not called")
+	}
+	c1.Close()
+	c2, err := l.dial(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("slot not released on close: %v", err)
+	}
+	c2.Close()
 }

@@ -214,7 +214,7 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		return nil, outReset
 	}
 	t := c.Transport
-	if h2 {
+	if h2 || c.UpstreamH2 {
 		t = c.H2C
 	}
 	if host != nil {

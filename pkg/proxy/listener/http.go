@@ -580,7 +580,7 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 			return
 		}
 		t := c.Transport
-		if up.orig.ProtoMajor == 2 {
+		if up.orig.ProtoMajor == 2 || c.UpstreamH2 {
 			t = c.H2C
 		}
 		resp, err := t.RoundTrip(req)
