@@ -320,7 +320,7 @@ func (w *walker) meta(n *yaml.Node, docLine int, m *Meta) {
 	}
 	switch {
 	case m.Name == "":
-		w.errorf(n.Line, "metadata.name", "name is required")
+		w.errorf(w.lines["metadata"], "metadata.name", "name is required")
 	case !IsDNS1123Subdomain(m.Name):
 		w.errorf(w.lines["metadata.name"], "metadata.name", "invalid name %q: must be lower-case letters, digits, '-' or '.', start and end with a letter or digit, at most 253 characters (DNS-1123 subdomain)", m.Name)
 	}

@@ -5,6 +5,11 @@
 package validation
 
 import (
+	extensions "istio.io/api/extensions/v1alpha1"
+	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
+
 	"github.com/weftmesh/weft/pkg/config"
 )
 
@@ -14,8 +19,33 @@ func Validate(r *config.Resource) config.ErrorList {
 		return nil
 	}
 	v := &validator{r: r}
-	if fn, ok := kindValidators[r.Kind]; ok {
-		fn(v)
+	switch spec := r.Spec.(type) {
+	case *networking.VirtualService:
+		v.virtualService(spec)
+	case *networking.DestinationRule:
+		v.destinationRule(spec)
+	case *networking.Gateway:
+		v.gateway(spec)
+	case *networking.ServiceEntry:
+		v.serviceEntry(spec)
+	case *networking.WorkloadEntry:
+		v.workloadEntry("spec", spec, false)
+	case *networking.WorkloadGroup:
+		v.workloadGroup(spec)
+	case *networking.Sidecar:
+		v.sidecar(spec)
+	case *networking.EnvoyFilter:
+		v.envoyFilter(spec)
+	case *security.PeerAuthentication:
+		v.peerAuthentication(spec)
+	case *security.RequestAuthentication:
+		v.requestAuthentication(spec)
+	case *security.AuthorizationPolicy:
+		v.authorizationPolicy(spec)
+	case *telemetry.Telemetry:
+		v.telemetry(spec)
+	case *extensions.WasmPlugin:
+		v.wasmPlugin(spec)
 	}
 	return v.errs
 }
@@ -33,5 +63,3 @@ func (v *validator) errorf(path, format string, args ...any) {
 func (v *validator) warnf(path, format string, args ...any) {
 	v.errs = append(v.errs, v.r.FieldError(path, true, format, args...))
 }
-
-var kindValidators = map[string]func(*validator){}
