@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +22,8 @@ import (
 	"github.com/weftmesh/weft/pkg/config/store"
 	"github.com/weftmesh/weft/pkg/config/store/storetest"
 )
+
+const crashRetention = 100
 
 // crashHelperEnv makes the test binary act as the crash-test writer.
 const crashHelperEnv = "WEFT_BOLT_CRASH_HELPER_DB"
@@ -146,8 +149,27 @@ func TestRetentionCompacts(t *testing.T) {
 	}
 }
 
+// waitGoroutines waits until the number of goroutines is back to at most n.
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after Close, want <= %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestCloseEndsWatches(t *testing.T) {
+	before := runtime.NumGoroutine()
 	s := open(t, filepath.Join(t.TempDir(), "weft.db"), Options{})
+	for range 3 {
+		if _, err := s.Watch(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ch, err := s.Watch(context.Background(), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -166,12 +188,14 @@ func TestCloseEndsWatches(t *testing.T) {
 	if _, err := s.Watch(context.Background(), 0); err == nil {
 		t.Fatal("Watch after Close succeeded")
 	}
+	waitGoroutines(t, before)
 }
 
 // crashWriter runs in the child process: it applies forever, printing
 // "<revision> <i>" after each acknowledged write of counter=i and r-i.
 func crashWriter(path string) error {
-	s, err := Open(path, Options{})
+	// A small retention, so kills also land in log compaction.
+	s, err := Open(path, Options{Retention: crashRetention})
 	if err != nil {
 		return err
 	}
@@ -240,7 +264,7 @@ func TestCrashDurability(t *testing.T) {
 		}
 		_ = cmd.Wait()
 
-		s, err := Open(path, Options{})
+		s, err := Open(path, Options{Retention: crashRetention})
 		if err != nil {
 			t.Fatalf("round %d: reopen after SIGKILL: %v", round, err)
 		}
@@ -279,11 +303,19 @@ func TestCrashDurability(t *testing.T) {
 			t.Fatalf("round %d: replay starts at %d, want %d", round, ev.Revision, lastRev)
 		}
 		cancel()
+		if _, err := s.Watch(ctx, s.Revision()-crashRetention-1); !errors.Is(err, store.ErrCompacted) && s.Revision() > crashRetention {
+			t.Fatalf("round %d: history beyond the retention was not compacted: %v", round, err)
+		}
+		reopened := s.Revision()
+		// The store is writable again.
+		if _, err := s.Apply(ctx, store.Upsert, []*config.Resource{storetest.VS("default", "after-crash", "x")}); err != nil {
+			t.Fatalf("round %d: Apply after reopen: %v", round, err)
+		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
 		total += len(acked)
-		t.Logf("round %d: %d acknowledged writes, last revision %d, store revision after kill %d", round, len(acked), lastRev, s.Revision())
+		t.Logf("round %d: %d acknowledged writes, last acknowledged revision %d, store revision after kill %d", round, len(acked), lastRev, reopened)
 	}
 	if total < 5 {
 		t.Fatalf("only %d acknowledged writes over 5 rounds; the test proves little", total)

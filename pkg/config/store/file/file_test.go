@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -360,6 +361,7 @@ func TestRenameReplace(t *testing.T) {
 }
 
 func TestCloseIdempotentAndEndsWatches(t *testing.T) {
+	before := runtime.NumGoroutine()
 	s, err := Open(t.TempDir(), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -381,6 +383,13 @@ func TestCloseIdempotentAndEndsWatches(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("watch not closed by Close")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after Close, %d before Open", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
