@@ -1,0 +1,458 @@
+// Package server is Weft's xDS control plane engine: an ADS server (state of
+// the world and delta, over gRPC, built on go-control-plane) that watches the
+// config store, feeds the registry, recomputes per-proxy Envoy resources
+// after a debounce, and pushes only what changed. It tracks ACK/NACK per
+// proxy and type for proxy-status and holds back versions a proxy rejected.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/store"
+	"github.com/weftmesh/weft/pkg/xds/model"
+)
+
+// Resources are the Envoy resources generated for one proxy.
+type Resources struct {
+	Listeners, Routes, Clusters, Endpoints []types.Resource
+}
+
+// Generator prepares one push: it is called once per push with the current
+// configuration (so it can snapshot the registry once) and returns the
+// per-proxy builder. The builder is called concurrently for different
+// proxies and must be thread-safe.
+type Generator func(configs []*config.Resource) func(*model.Proxy) (*Resources, error)
+
+// Registry is what the server needs from pkg/registry. Implementations must
+// be safe for concurrent use.
+type Registry interface {
+	SetConfigs([]*config.Resource)
+	UpsertProxy(*model.Proxy)
+	RemoveProxy(id string)
+	// Subscribe calls fn after every registry change; cancel stops it.
+	Subscribe(fn func()) (cancel func())
+}
+
+// Options configure a Server. Zero values take the documented defaults.
+type Options struct {
+	// Store is watched for configuration (required).
+	Store store.Store
+	// Registry receives configs and connected proxies; nil means none.
+	Registry Registry
+	// Generate builds resources; required (see TranslateGenerator).
+	Generate Generator
+	Logger   *slog.Logger
+	// Debounce is the quiet time after a change before pushing (default 100ms).
+	Debounce time.Duration
+	// MaxDelay caps how long a stream of changes can delay a push (default 1s).
+	MaxDelay time.Duration
+	// RemoveGrace is how long a disconnected proxy stays registered, so a
+	// quick reconnect does not churn the registry (default 5s).
+	RemoveGrace time.Duration
+	// Metrics is where the server registers its collectors; nil creates a
+	// private registry (see MetricsHandler).
+	Metrics *prometheus.Registry
+	// Clock returns the time; nil means time.Now.
+	Clock func() time.Time
+}
+
+// Server is the ADS server. Create it with New, then run Run and Serve.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	cache   cachev3.SnapshotCache
+	xds     serverv3.Server
+	metrics *metrics
+	now     func() time.Time
+
+	kickCh  chan struct{}
+	version atomic.Int64 // last snapshot version handed out
+	changed chan struct{} // closed and replaced on every status change
+
+	mu         sync.Mutex
+	configs    map[config.Key]*config.Resource
+	storeRev   int64
+	configList []*config.Resource // as of the last flush
+	flushedRev int64
+	proxies    map[string]*proxyState
+	streams    map[int64]*streamState
+}
+
+type streamState struct {
+	nodeID string
+	delta  bool
+}
+
+// New builds a Server. It does not start anything.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("xds server: Options.Store is required")
+	}
+	if opts.Generate == nil {
+		return nil, errors.New("xds server: Options.Generate is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = time.Second
+	}
+	if opts.MaxDelay < opts.Debounce {
+		opts.MaxDelay = opts.Debounce
+	}
+	if opts.RemoveGrace <= 0 {
+		opts.RemoveGrace = 5 * time.Second
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = prometheus.NewRegistry()
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	s := &Server{
+		opts:    opts,
+		log:     opts.Logger,
+		now:     opts.Clock,
+		kickCh:  make(chan struct{}, 1),
+		changed: make(chan struct{}),
+		configs: map[config.Key]*config.Resource{},
+		proxies: map[string]*proxyState{},
+		streams: map[int64]*streamState{},
+	}
+	m, err := newMetrics(opts.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cpLogger{opts.Logger})
+	s.xds = serverv3.NewServer(context.Background(), &holdCache{SnapshotCache: s.cache, s: s}, s.callbacks())
+	return s, nil
+}
+
+// Run watches the store and pushes after each debounced burst of config or
+// registry changes, until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	if s.opts.Registry != nil {
+		cancel := s.opts.Registry.Subscribe(s.kick)
+		defer cancel()
+	}
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- s.watchStore(ctx) }()
+	for {
+		select {
+		case <-ctx.Done():
+			<-watchDone
+			return nil
+		case err := <-watchDone:
+			return err
+		case <-s.kickCh:
+		}
+		if !s.debounce(ctx) {
+			continue // ctx ended; the next loop returns
+		}
+		s.flush(ctx)
+	}
+}
+
+// debounce waits until no kick came for Debounce, or MaxDelay passed since
+// the first one. It reports false when ctx ended.
+func (s *Server) debounce(ctx context.Context) bool {
+	deadline := time.NewTimer(s.opts.MaxDelay)
+	defer deadline.Stop()
+	quiet := time.NewTimer(s.opts.Debounce)
+	defer quiet.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return true
+		case <-quiet.C:
+			return true
+		case <-s.kickCh:
+			quiet.Reset(s.opts.Debounce)
+		}
+	}
+}
+
+func (s *Server) kick() {
+	select {
+	case s.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// watchStore lists the store, then applies its watch events, re-listing
+// when the watch breaks (e.g. compaction), until ctx ends.
+func (s *Server) watchStore(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		all, rev, err := s.opts.Store.List(ctx, "", "")
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.log.Error("list config store", "err", err)
+		} else {
+			s.mu.Lock()
+			s.configs = make(map[config.Key]*config.Resource, len(all))
+			for _, r := range all {
+				s.configs[r.Key()] = r
+			}
+			s.storeRev = rev
+			s.mu.Unlock()
+			s.kick()
+			events, err := s.opts.Store.Watch(ctx, rev)
+			if err != nil {
+				s.log.Error("watch config store", "rev", rev, "err", err)
+			} else {
+				backoff = 100 * time.Millisecond
+				for ev := range events {
+					s.applyEvent(ev)
+				}
+				if ctx.Err() != nil {
+					return nil
+				}
+				s.log.Warn("config store watch ended; listing again")
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return nil
+}
+
+func (s *Server) applyEvent(ev store.Event) {
+	if ev.Resource == nil {
+		return
+	}
+	s.mu.Lock()
+	k := ev.Resource.Key()
+	if ev.Type == store.Deleted {
+		delete(s.configs, k)
+	} else {
+		s.configs[k] = ev.Resource
+	}
+	if ev.Revision > s.storeRev {
+		s.storeRev = ev.Revision
+	}
+	s.mu.Unlock()
+	s.kick()
+}
+
+// flush hands the current configs to the registry and recomputes every
+// connected proxy.
+func (s *Server) flush(ctx context.Context) {
+	start := s.now()
+	s.mu.Lock()
+	list := make([]*config.Resource, 0, len(s.configs))
+	for _, r := range s.configs {
+		list = append(list, r)
+	}
+	rev := s.storeRev
+	s.mu.Unlock()
+	sort.Slice(list, func(i, j int) bool {
+		a, b := list[i].Key(), list[j].Key()
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+	if s.opts.Registry != nil {
+		s.opts.Registry.SetConfigs(list)
+		// A synchronous registry notification for our own SetConfigs is
+		// already covered by this flush.
+		select {
+		case <-s.kickCh:
+		default:
+		}
+	}
+	s.metrics.setConfigCounts(list)
+	s.mu.Lock()
+	s.configList, s.flushedRev = list, rev
+	ps := make([]*proxyState, 0, len(s.proxies))
+	for _, p := range s.proxies {
+		ps = append(ps, p)
+	}
+	s.mu.Unlock()
+
+	build := s.opts.Generate(list)
+	work := make(chan *proxyState)
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				s.pushProxy(ctx, p, build, rev)
+			}
+		}()
+	}
+	for _, p := range ps {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+	d := s.now().Sub(start)
+	s.metrics.pushDuration.Observe(d.Seconds())
+	s.log.Debug("push computed", "proxies", len(ps), "configs", len(list), "revision", rev, "duration", d)
+	s.notify()
+}
+
+// pushProxy regenerates one proxy's resources and sets a new snapshot when
+// any type changed.
+func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model.Proxy) (*Resources, error), rev int64) {
+	p.pushMu.Lock()
+	defer p.pushMu.Unlock()
+	if p.computed && rev < p.rev {
+		return // a newer config already reached this proxy
+	}
+	out, err := build(p.proxy)
+	if err != nil {
+		s.log.Error("generate xDS resources", "node", p.proxy.ID, "err", err)
+		s.setGenErr(p, err)
+		return
+	}
+	gen := [numTypes][]types.Resource{out.Clusters, out.Listeners, out.Routes, out.Endpoints}
+	var next [numTypes]generated
+	changed := false
+	version := ""
+	for i := range numTypes {
+		h, size := hashResources(gen[i])
+		if p.computed && p.gen[i].hash == h {
+			next[i] = p.gen[i]
+			continue
+		}
+		if version == "" {
+			version = strconv.FormatInt(s.version.Add(1), 10)
+		}
+		changed = true
+		next[i] = generated{hash: h, size: size, version: version, resources: sortByName(gen[i])}
+	}
+	if !changed && p.computed {
+		p.rev = rev
+		s.setGenErr(p, nil)
+		return
+	}
+	snap := &cachev3.Snapshot{}
+	for i := range numTypes {
+		snap.Resources[typeIndex[i]] = cachev3.NewResources(next[i].version, next[i].resources)
+	}
+	if p.proxy.Type != model.Proxyless {
+		// Consistent() does not understand api_listeners, so it only gates
+		// sidecars and gateways.
+		if err := snap.Consistent(); err != nil {
+			s.log.Error("inconsistent snapshot not pushed", "node", p.proxy.ID, "err", err)
+			s.setGenErr(p, fmt.Errorf("inconsistent snapshot: %w", err))
+			return
+		}
+	}
+	if err := s.cache.SetSnapshot(ctx, p.proxy.ID, snap); err != nil {
+		s.log.Error("set snapshot", "node", p.proxy.ID, "err", err)
+		return
+	}
+	for i := range numTypes {
+		s.metrics.configSize.WithLabelValues(typeNames[i]).Observe(float64(next[i].size))
+	}
+	s.mu.Lock()
+	p.gen, p.computed, p.rev, p.genErr = next, true, rev, nil
+	s.mu.Unlock()
+}
+
+func (s *Server) setGenErr(p *proxyState, err error) {
+	s.mu.Lock()
+	p.genErr = err
+	s.mu.Unlock()
+}
+
+// Serve serves ADS (SotW and delta) on lis until ctx ends.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	g := grpc.NewServer(
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		<-ctx.Done()
+		done := make(chan struct{})
+		go func() { g.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			g.Stop()
+		}
+	}()
+	err := g.Serve(lis)
+	if ctx.Err() != nil {
+		<-stopped
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("serve xDS on %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
+
+// Resource type order used in per-proxy arrays.
+const (
+	cds = iota
+	lds
+	rds
+	eds
+	numTypes
+)
+
+var (
+	typeNames = [numTypes]string{"CDS", "LDS", "RDS", "EDS"}
+	typeURLs  = [numTypes]string{resourcev3.ClusterType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.EndpointType}
+	typeIndex = [numTypes]types.ResponseType{types.Cluster, types.Listener, types.Route, types.Endpoint}
+)
+
+func typeOf(url string) int {
+	for i, u := range typeURLs {
+		if u == url {
+			return i
+		}
+	}
+	return -1
+}
+
+// cpLogger adapts slog to go-control-plane's logger; its Infof chatter
+// (one line per watch) goes to Debug.
+type cpLogger struct{ l *slog.Logger }
+
+func (c cpLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cpLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cpLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
+func (c cpLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }

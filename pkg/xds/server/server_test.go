@@ -1,0 +1,407 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/store"
+	"github.com/weftmesh/weft/pkg/config/store/bolt"
+	"github.com/weftmesh/weft/pkg/xds/model"
+)
+
+const testNode = "sidecar~127.0.0.1~app.default~default.svc.cluster.local"
+
+// clusterPerVS is a test generator: one STATIC cluster per VirtualService.
+// It counts its preparations (one per push computation).
+func clusterPerVS(prepared *atomic.Int64) Generator {
+	return func(configs []*config.Resource) func(*model.Proxy) (*Resources, error) {
+		prepared.Add(1)
+		return func(*model.Proxy) (*Resources, error) {
+			out := &Resources{}
+			for _, c := range configs {
+				if c.Kind == config.KindVirtualService {
+					out.Clusters = append(out.Clusters, &clusterv3.Cluster{Name: c.Meta.Name,
+						ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}})
+				}
+			}
+			return out, nil
+		}
+	}
+}
+
+func vs(name string) *config.Resource {
+	return &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindVirtualService,
+		Meta: config.Meta{Name: name, Namespace: "default"}, Spec: &networking.VirtualService{Hosts: []string{name}}}
+}
+
+type harness struct {
+	srv   *Server
+	store store.Store
+	addr  string
+	gens  *atomic.Int64
+}
+
+func start(t *testing.T, debounce time.Duration) *harness {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	gens := &atomic.Int64{}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := New(Options{Store: st, Generate: clusterPerVS(gens), Logger: log, Debounce: debounce, MaxDelay: 10 * debounce, RemoveGrace: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
+	go func() { _ = srv.Serve(ctx, lis); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	return &harness{srv: srv, store: st, addr: lis.Addr().String(), gens: gens}
+}
+
+func (h *harness) apply(t *testing.T, rs ...*config.Resource) int64 {
+	t.Helper()
+	out, err := h.store.Apply(context.Background(), store.Upsert, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rev int64
+	fmt.Sscan(out[len(out)-1].Meta.ResourceVersion, &rev)
+	return rev
+}
+
+// adsClient is a raw ADS stream that records every response.
+type adsClient struct {
+	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	resps  chan *discoveryv3.DiscoveryResponse
+}
+
+func dial(t *testing.T, addr string) *adsClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &adsClient{stream: s, resps: make(chan *discoveryv3.DiscoveryResponse, 1000)}
+	go func() {
+		for {
+			r, err := s.Recv()
+			if err != nil {
+				close(c.resps)
+				return
+			}
+			c.resps <- r
+		}
+	}()
+	return c
+}
+
+func (c *adsClient) send(t *testing.T, r *discoveryv3.DiscoveryRequest) {
+	t.Helper()
+	if err := c.stream.Send(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *adsClient) next(t *testing.T) *discoveryv3.DiscoveryResponse {
+	t.Helper()
+	select {
+	case r, ok := <-c.resps:
+		if !ok {
+			t.Fatal("stream closed")
+		}
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("no xDS response within 5s")
+	}
+	return nil
+}
+
+func clusterNames(t *testing.T, r *discoveryv3.DiscoveryResponse) []string {
+	t.Helper()
+	var names []string
+	for _, a := range r.GetResources() {
+		var c clusterv3.Cluster
+		if err := a.UnmarshalTo(&c); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, c.GetName())
+	}
+	return names
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func statusOf(t *testing.T, s *Server, id string) ProxyStatus {
+	t.Helper()
+	for _, p := range s.Status() {
+		if p.ID == id {
+			return p
+		}
+	}
+	return ProxyStatus{}
+}
+
+func TestDebounceCoalescesBursts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing test")
+	}
+	h := start(t, 200*time.Millisecond)
+	waitFor(t, "initial push", func() bool { return h.gens.Load() >= 1 })
+	time.Sleep(300 * time.Millisecond)
+	before := h.gens.Load()
+	// 20 writes 10ms apart: one burst.
+	var rev int64
+	for i := range 20 {
+		rev = h.apply(t, vs(fmt.Sprintf("svc-%d", i)))
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitFor(t, "push of the burst", func() bool { return h.srv.Revision() >= rev })
+	time.Sleep(400 * time.Millisecond)
+	if got := h.gens.Load() - before; got < 1 || got > 2 {
+		t.Errorf("burst of 20 writes caused %d push computations, want 1 or 2", got)
+	}
+	// Two writes separated by more than the debounce are two pushes.
+	before = h.gens.Load()
+	h.apply(t, vs("late-1"))
+	time.Sleep(500 * time.Millisecond)
+	h.apply(t, vs("late-2"))
+	time.Sleep(500 * time.Millisecond)
+	if got := h.gens.Load() - before; got != 2 {
+		t.Errorf("two separated writes caused %d push computations, want 2", got)
+	}
+}
+
+func TestMaxDelayCapsDebounce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing test")
+	}
+	h := start(t, 100*time.Millisecond) // MaxDelay 1s
+	waitFor(t, "initial push", func() bool { return h.gens.Load() >= 1 })
+	first := h.apply(t, vs("a"))
+	start := time.Now()
+	// Keep writing every 50ms for 2.5s: pushes must still happen about every second.
+	for i := 0; time.Since(start) < 2500*time.Millisecond; i++ {
+		h.apply(t, vs(fmt.Sprintf("b-%d", i)))
+		time.Sleep(50 * time.Millisecond)
+	}
+	if h.srv.Revision() < first {
+		t.Fatalf("no push during 2.5s of continuous writes (revision %d < %d)", h.srv.Revision(), first)
+	}
+}
+
+func TestACKNACKStatusAndHoldBack(t *testing.T) {
+	h := start(t, 20*time.Millisecond)
+	h.apply(t, vs("reviews"))
+	waitFor(t, "config flushed", func() bool { return h.srv.Revision() > 0 })
+
+	c := dial(t, h.addr)
+	c.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: testNode}, TypeUrl: resourcev3.ClusterType})
+	r1 := c.next(t)
+	if got := clusterNames(t, r1); len(got) != 1 || got[0] != "reviews" {
+		t.Fatalf("clusters = %v, want [reviews]", got)
+	}
+	st := statusOf(t, h.srv, testNode)
+	if st.Types["CDS"].State != StateStale || st.Types["LDS"].State != StateNotSent || !st.Connected {
+		t.Fatalf("before ACK: %+v, want CDS STALE, LDS NOT SENT, connected", st)
+	}
+
+	// ACK.
+	c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: r1.VersionInfo, ResponseNonce: r1.Nonce})
+	waitFor(t, "SYNCED", func() bool { return statusOf(t, h.srv, testNode).Types["CDS"].State == StateSynced })
+
+	// A new version, NACKed.
+	h.apply(t, vs("ratings"))
+	r2 := c.next(t)
+	if r2.VersionInfo == r1.VersionInfo {
+		t.Fatalf("new config kept version %s", r2.VersionInfo)
+	}
+	c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: r1.VersionInfo, ResponseNonce: r2.Nonce,
+		ErrorDetail: &status.Status{Code: 3, Message: "cluster ratings: unsupported lb_policy"}})
+	waitFor(t, "NACKED", func() bool { return statusOf(t, h.srv, testNode).Types["CDS"].State == StateNacked })
+	if e := statusOf(t, h.srv, testNode).Types["CDS"].Error; !strings.Contains(e, "unsupported lb_policy") {
+		t.Errorf("NACK error = %q", e)
+	}
+	// The rejected version must not come back: count responses over 1s.
+	n := 0
+	timeout := time.After(time.Second)
+count:
+	for {
+		select {
+		case <-c.resps:
+			n++
+		case <-timeout:
+			break count
+		}
+	}
+	if n > 0 {
+		t.Errorf("after a NACK the server sent %d responses in 1s, want 0", n)
+	}
+	// An unrelated config change that does not alter CDS still holds.
+	h.apply(t, &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindDestinationRule,
+		Meta: config.Meta{Name: "dr", Namespace: "default"}, Spec: &networking.DestinationRule{Host: "x"}})
+	select {
+	case r := <-c.resps:
+		t.Errorf("unchanged CDS was resent after NACK: version %s", r.VersionInfo)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// A real change produces a new version, which the client then ACKs.
+	rev := h.apply(t, vs("details"))
+	r3 := c.next(t)
+	if r3.VersionInfo == r2.VersionInfo || len(clusterNames(t, r3)) != 3 {
+		t.Fatalf("after change: version %s (rejected %s), clusters %v", r3.VersionInfo, r2.VersionInfo, clusterNames(t, r3))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	if err := h.srv.WaitForRevision(ctx, rev); err == nil {
+		t.Error("WaitForRevision succeeded before the ACK")
+	}
+	cancel()
+	c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: r3.VersionInfo, ResponseNonce: r3.Nonce})
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.WaitForRevision(ctx, rev); err != nil {
+		t.Fatalf("WaitForRevision after ACK: %v", err)
+	}
+	if st := statusOf(t, h.srv, testNode); st.Types["CDS"].State != StateSynced || st.Types["CDS"].Version != r3.VersionInfo {
+		t.Errorf("after ACK: %+v", st.Types["CDS"])
+	}
+
+	// Disconnect: the proxy leaves after the grace period.
+	c.stream.CloseSend()
+	waitFor(t, "proxy removed", func() bool { return len(h.srv.Status()) == 0 })
+}
+
+func TestBadNodeIsRejected(t *testing.T) {
+	h := start(t, 20*time.Millisecond)
+	c := dial(t, h.addr)
+	c.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "gateway~1~a.b~c"}, TypeUrl: resourcev3.ClusterType})
+	select {
+	case _, ok := <-c.resps:
+		if ok {
+			t.Fatal("got a response for a malformed node id")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream not closed")
+	}
+	if n := len(h.srv.Status()); n != 0 {
+		t.Errorf("%d proxies registered", n)
+	}
+}
+
+func TestHTTPStatusAndConfig(t *testing.T) {
+	h := start(t, 20*time.Millisecond)
+	h.apply(t, vs("reviews"))
+	waitFor(t, "config flushed", func() bool { return h.srv.Revision() > 0 })
+	c := dial(t, h.addr)
+	c.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: testNode}, TypeUrl: resourcev3.ClusterType})
+	c.next(t)
+	mux := http.NewServeMux()
+	h.srv.RegisterHTTP(mux)
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	tests := []struct {
+		path     string
+		code     int
+		contains string
+	}{
+		{"/api/v1/proxies", 200, `"STALE"`},
+		{"/api/v1/proxies/" + testNode + "/config?type=clusters", 200, `"name":"reviews"`},
+		{"/api/v1/proxies/" + testNode + "/config?type=listeners", 200, `"resources": []`},
+		{"/api/v1/proxies/" + testNode + "/config?type=secrets", 400, "type must be one of"},
+		{"/api/v1/proxies/nope/config?type=clusters", 404, "not found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.path, func(t *testing.T) {
+			resp, err := http.Get(ts.URL + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var b strings.Builder
+			_, _ = fmt.Fprint(&b, readAll(t, resp))
+			if resp.StatusCode != tc.code || !strings.Contains(strings.ReplaceAll(b.String(), `": "`, `":"`), strings.ReplaceAll(tc.contains, `": "`, `":"`)) {
+				t.Errorf("GET %s = %d %s, want %d containing %s", tc.path, resp.StatusCode, b.String(), tc.code, tc.contains)
+			}
+		})
+	}
+	// Metrics.
+	rec := httptest.NewRecorder()
+	h.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`weft_xds_connected_proxies{type="sidecar"} 1`, `weft_xds_pushes_total{type="CDS"} 1`,
+		`weft_config_resources{kind="VirtualService"} 1`, "weft_xds_push_duration_seconds_count", "weft_xds_config_size_bytes_bucket"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func readAll(t *testing.T, r *http.Response) string {
+	t.Helper()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return b.String()
+		}
+	}
+}
+
+func TestHashResourcesIgnoresOrder(t *testing.T) {
+	a := &clusterv3.Cluster{Name: "a"}
+	b := &clusterv3.Cluster{Name: "b"}
+	h1, _ := hashResources([]types.Resource{a, b})
+	h2, _ := hashResources([]types.Resource{b, a})
+	h3, _ := hashResources([]types.Resource{a})
+	if h1 != h2 {
+		t.Error("order changed the hash")
+	}
+	if h1 == h3 {
+		t.Error("different sets hash equal")
+	}
+}
