@@ -86,7 +86,7 @@ type Server struct {
 	now     func() time.Time
 
 	kickCh  chan struct{}
-	version atomic.Int64 // last snapshot version handed out
+	version atomic.Int64  // last snapshot version handed out
 	changed chan struct{} // closed and replaced on every status change
 
 	mu         sync.Mutex
