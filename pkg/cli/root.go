@@ -47,6 +47,8 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newDemoCmd(),
 		newDemoAppCmd(),
 		newProxyCmd(),
+		newProxyStatusCmd(),
+		newProxyConfigCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
