@@ -120,4 +120,3 @@ func writeProxyStatus(w io.Writer, ps []xdsProxyStatus, now time.Time) error {
 	}
 	return tw.Flush()
 }
-
