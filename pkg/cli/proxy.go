@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,7 +45,8 @@ addresses as JSON.`,
 				return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
 			}
 			o.LogLevel = lv
-			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
+			stdout, stderr := lockWriter(cmd.OutOrStdout()), lockWriter(cmd.ErrOrStderr())
+			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 			o.DrainTimeout = drain
 			var err error
 			if o.Labels, err = parseLabels(labels); err != nil {
@@ -53,7 +55,7 @@ addresses as JSON.`,
 			switch accessLog {
 			case "":
 			case "-", "/dev/stdout":
-				o.AccessLog = cmd.OutOrStdout()
+				o.AccessLog = stdout
 			default:
 				f, err := os.OpenFile(accessLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 				if err != nil {
@@ -66,7 +68,7 @@ addresses as JSON.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			return runProxy(cmd.Context(), p, args, cmd.OutOrStdout(), cmd.ErrOrStderr(), o.Logger)
+			return runProxy(cmd.Context(), p, args, stdout, stderr, o.Logger)
 		},
 	}
 	f := cmd.Flags()
@@ -88,6 +90,27 @@ addresses as JSON.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Second, "how long to wait for in-flight requests on shutdown")
 	return cmd
+}
+
+// lockWriter serialises writes from the logger, the access log and the
+// application's output copier when they share one writer. Files are
+// returned as they are (the application then inherits the descriptor).
+func lockWriter(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok {
+		return f
+	}
+	return &syncWriter{w: w}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 func parseLabels(s string) (map[string]string, error) {

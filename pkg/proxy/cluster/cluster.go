@@ -32,15 +32,19 @@ var ErrUnsupported = errors.New("unsupported")
 // Clock returns the current time; injected for tests.
 type Clock func() time.Time
 
-// Host is one upstream endpoint with its live counters.
+// Host is one upstream endpoint: immutable configuration per build, plus
+// live counters shared across builds for the same address.
 type Host struct {
 	Addr     string // host:port
 	Workload string // istio workload metadata, for telemetry
 	Locality string
 	Priority uint32
 	weight   uint32
-	lweight  uint32 // locality weight
+	*hostState
+}
 
+// hostState holds a host's live counters; it outlives config updates.
+type hostState struct {
 	active       atomic.Int64
 	consec5xx    atomic.Int32
 	consecGw     atomic.Int32
@@ -212,7 +216,7 @@ type Manager struct {
 }
 
 type clusterState struct {
-	hosts    map[string]*Host
+	hosts    map[string]*hostState
 	breakers *Breakers
 	tkey     string
 	t1, t2   *http.Transport
@@ -255,7 +259,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 		pc := clusters[n]
 		st := m.state[n]
 		if st == nil {
-			st = &clusterState{hosts: map[string]*Host{}, breakers: &Breakers{}}
+			st = &clusterState{hosts: map[string]*hostState{}, breakers: &Breakers{}}
 		}
 		var assignment *endpointv3.ClusterLoadAssignment
 		var prevHosts []*Host
@@ -308,7 +312,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 	return out, nil
 }
 
-func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, prevHosts []*Host, st *clusterState) (*Cluster, map[string]*Host, error) {
+func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, prevHosts []*Host, st *clusterState) (*Cluster, map[string]*hostState, error) {
 	c := &Cluster{Name: pc.GetName(), Breakers: st.breakers, clock: m.clock,
 		Passthrough:    pc.GetType() == clusterv3.Cluster_ORIGINAL_DST,
 		ConnectTimeout: 10 * time.Second,
@@ -388,7 +392,7 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		}
 		c.Outlier = o
 	}
-	newHosts := map[string]*Host{}
+	newHosts := map[string]*hostState{}
 	if cla != nil {
 		byPrio := map[uint32][]lb.Host{}
 		for _, le := range cla.GetEndpoints() {
@@ -413,11 +417,11 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 					w = e.GetLoadBalancingWeight().GetValue()
 				}
 				key := addr + "|" + strconv.Itoa(int(le.GetPriority()))
-				h := st.hosts[key]
-				if h == nil {
-					h = &Host{Addr: addr}
+				hs := st.hosts[key]
+				if hs == nil {
+					hs = &hostState{}
 				}
-				h.Priority, h.Locality, h.lweight = le.GetPriority(), locName, lw
+				h := &Host{Addr: addr, Priority: le.GetPriority(), Locality: locName, hostState: hs}
 				h.weight = w
 				if localityWeighted && sumW > 0 {
 					// Fold the locality weight into the host weight: the
@@ -428,7 +432,7 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 				if md := e.GetMetadata().GetFilterMetadata()["istio"]; md != nil {
 					h.Workload = md.GetFields()["workload"].GetStringValue()
 				}
-				newHosts[key] = h
+				newHosts[key] = hs
 				c.Hosts = append(c.Hosts, h)
 				byPrio[h.Priority] = append(byPrio[h.Priority], h)
 			}
@@ -443,7 +447,7 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		}
 	} else {
 		for _, h := range prevHosts {
-			newHosts[h.Addr+"|"+strconv.Itoa(int(h.Priority))] = h
+			newHosts[h.Addr+"|"+strconv.Itoa(int(h.Priority))] = h.hostState
 			c.Hosts = append(c.Hosts, h)
 		}
 		if len(prevHosts) > 0 {
@@ -596,7 +600,7 @@ func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 // Static returns a standalone cluster with one host and default limits,
 // for the inbound fallback straight to the local application.
 func Static(name, addr string) *Cluster {
-	h := &Host{Addr: addr, weight: 1}
+	h := &Host{Addr: addr, weight: 1, hostState: &hostState{}}
 	c := &Cluster{Name: name, Hosts: []*Host{h}, Breakers: &Breakers{}, clock: time.Now, ConnectTimeout: 10 * time.Second,
 		Thresholds: Thresholds{MaxConnections: 1024, MaxPending: 1024, MaxRequests: 1024, MaxRetries: 3}}
 	c.levels = []level{{hosts: []lb.Host{h}, picker: &lb.RoundRobin{}}}
