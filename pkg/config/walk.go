@@ -371,8 +371,17 @@ func (w *walker) wellKnown(path string, n *yaml.Node, md protoreflect.MessageDes
 
 // formatDuration renders d in protojson's "<seconds>.<fraction>s" form.
 func formatDuration(d time.Duration) string {
-	s := strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
-	return s + "s"
+	sign := ""
+	u := uint64(d)
+	if d < 0 {
+		sign, u = "-", uint64(-(d + 1))+1
+	}
+	secs, nanos := u/1e9, u%1e9
+	if nanos == 0 {
+		return fmt.Sprintf("%s%ds", sign, secs)
+	}
+	frac := strings.TrimRight(fmt.Sprintf("%09d", nanos), "0")
+	return fmt.Sprintf("%s%d.%ss", sign, secs, frac)
 }
 
 // generic converts any YAML to JSON values (for Struct/Value/Any).

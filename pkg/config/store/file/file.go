@@ -53,6 +53,10 @@ type Options struct {
 	Now func() time.Time
 }
 
+// emptyGrace is how long a file that was just emptied keeps its previous
+// resources, in case a writer is between truncating and writing it.
+const emptyGrace = time.Second
+
 // fileState is what the store knows about one file.
 type fileState struct {
 	data []byte             // content at the last reload
@@ -136,7 +140,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		logged:    map[string]bool{},
 		resources: map[config.Key]*config.Resource{},
 	}
-	if err := s.reload(); err != nil {
+	if _, err := s.reload(); err != nil {
 		cancel()
 		w.Close()
 		return nil, err
@@ -145,12 +149,26 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// run reloads after the directory has been quiet for the debounce period.
+// run reloads after the directory has been quiet for the debounce period,
+// or at the latest 10 debounce periods after the first unhandled change, so
+// a constantly written file cannot starve reloads.
 func (s *Store) run(ctx context.Context) {
 	defer close(s.done)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var pendingSince time.Time // zero when no reload is pending
+	schedule := func() {
+		now := time.Now()
+		if pendingSince.IsZero() {
+			pendingSince = now
+		}
+		d := s.opts.Debounce
+		if left := pendingSince.Add(10 * s.opts.Debounce).Sub(now); left < d {
+			d = max(left, 0)
+		}
+		timer.Reset(d)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -159,30 +177,53 @@ func (s *Store) run(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if ev.Op == fsnotify.Chmod {
-				continue
+			if s.relevant(ev) {
+				schedule()
 			}
-			if ev.Has(fsnotify.Create) {
-				// Watch a new directory at once, so files written into it
-				// before the reload are not missed (the reload walks it).
-				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() && !ignored(filepath.Base(ev.Name)) {
-					s.addWatch(ev.Name)
-				}
-			}
-			timer.Reset(s.opts.Debounce)
 		case err, ok := <-s.watcher.Errors:
 			if !ok {
 				return
 			}
 			// Typically an event queue overflow: rescan to catch up.
 			s.log.Warn("watch error; rescanning", "err", err)
-			timer.Reset(s.opts.Debounce)
+			schedule()
 		case <-timer.C:
-			if err := s.reload(); err != nil {
+			pendingSince = time.Time{}
+			retry, err := s.reload()
+			if err != nil {
 				s.log.Error("reload failed", "err", err)
+			}
+			if retry {
+				schedule()
 			}
 		}
 	}
+}
+
+// relevant reports whether ev may change the store's view, and starts
+// watching new directories at once, so files written into them before the
+// reload are not missed (the reload walks them).
+func (s *Store) relevant(ev fsnotify.Event) bool {
+	if ev.Op == fsnotify.Chmod {
+		return false
+	}
+	base := filepath.Base(ev.Name)
+	if strings.HasPrefix(base, "..") {
+		return true // a ConfigMap volume swapping its ..data link
+	}
+	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+		return true // maybe a directory; it cannot be examined any more
+	}
+	if configFile(base) && !ignored(base) {
+		return true
+	}
+	if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() && !ignored(base) {
+		if ev.Has(fsnotify.Create) {
+			s.addWatch(ev.Name)
+		}
+		return true
+	}
+	return false
 }
 
 func (s *Store) addWatch(dir string) {
@@ -248,13 +289,15 @@ func (s *Store) scan() (files, dirs []string, err error) {
 }
 
 // reload rescans the directory, re-parses changed files, recomputes the view
-// and publishes the difference as one new revision.
-func (s *Store) reload() error {
+// and publishes the difference as one new revision. It reports retry when a
+// file looked like it was being rewritten (just truncated to empty) and was
+// left at its previous state; the caller reloads again after a debounce.
+func (s *Store) reload() (retry bool, err error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	files, dirs, err := s.scan()
 	if err != nil {
-		return err
+		return false, err
 	}
 	present := map[string]bool{}
 	for _, d := range dirs {
@@ -272,6 +315,10 @@ func (s *Store) reload() error {
 	seen := map[string]bool{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
+		if len(data) == 0 || err != nil {
+			fi, serr := os.Stat(f)
+			fmt.Fprintln(os.Stderr, "DBG", f, len(data), err, serr, time.Since(fi.ModTime()))
+		}
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
 				s.log.Warn("cannot read", "path", f, "err", err)
@@ -285,9 +332,18 @@ func (s *Store) reload() error {
 			s.files[f] = st
 		} else if bytes.Equal(st.data, data) {
 			continue
+		} else if len(bytes.TrimSpace(data)) == 0 && len(st.data) > 0 {
+			// A writer truncates before it writes: if the file was emptied
+			// recently, wait for its content before dropping its resources.
+			// (Emptying a file on purpose takes effect after emptyGrace.)
+			if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) < max(s.opts.Debounce, emptyGrace) {
+				retry = true
+				continue
+			}
 		}
 		st.data = data
 		rs, errs := s.opts.Parse(f, data)
+		if len(rs) == 0 { fmt.Fprintln(os.Stderr, "DBG0", f, len(data), errs) }
 		if len(errs.Errors()) > 0 {
 			st.errs = errs // keep st.good: the last good state of this file
 			continue
@@ -389,7 +445,7 @@ func (s *Store) reload() error {
 		}
 		s.bc.Publish(rev, pub)
 	}
-	return nil
+	return retry, nil
 }
 
 func (s *Store) logNewErrors(errs config.ErrorList) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -493,5 +494,64 @@ func TestConfigMapMount(t *testing.T) {
 	}
 	if errs := s.Errors(); len(errs) != 0 {
 		t.Fatalf("Errors = %v", errs)
+	}
+}
+
+// TestUnrelatedWritesDoNotStarveReloads keeps writing a non-config file
+// faster than the debounce; config edits still load.
+func TestUnrelatedWritesDoNotStarveReloads(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, vsYAML("a", "v1"))
+	s := openStore(t, dir)
+	ch := watch(t, s)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if err := os.WriteFile(filepath.Join(dir, "app.log"), []byte(strconv.Itoa(i)), 0o644); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	write(t, a, vsYAML("a", "v2"))
+	expect(t, ch, store.Modified, config.KindVirtualService, "default", "a")
+	// A config file written constantly (faster than the 20ms debounce)
+	// still reloads within the max wait of 10 debounce periods (a reload
+	// may catch a half-written file and keep the last good state, so allow
+	// several).
+	stopA := make(chan struct{})
+	doneA := make(chan struct{})
+	go func() {
+		defer close(doneA)
+		for i := 3; ; i++ {
+			select {
+			case <-stopA:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if err := os.WriteFile(a, []byte(vsYAML("a", fmt.Sprintf("v%d", i))), 0o644); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stopA); <-doneA }()
+	select {
+	case ev := <-ch:
+		if ev.Type != store.Modified {
+			t.Fatalf("event %s rev %d, want MODIFIED; errors %v", ev.Type, ev.Revision, s.Errors())
+		}
+	case <-time.After(3 * time.Second):
+		// Without the max wait no reload happens while the writes go on.
+		t.Fatal("no reload within 3s while a config file is written every 10ms")
 	}
 }
