@@ -374,7 +374,7 @@ func formatDuration(d time.Duration) string {
 	sign := ""
 	u := uint64(d)
 	if d < 0 {
-		sign, u = "-", uint64(-(d + 1))+1
+		sign, u = "-", uint64(-(d+1))+1
 	}
 	secs, nanos := u/1e9, u%1e9
 	if nanos == 0 {
