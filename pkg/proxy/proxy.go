@@ -202,12 +202,17 @@ func (p *Proxy) Node() *corev3.Node {
 	if o.AppPort > 0 {
 		appPorts = strconv.Itoa(o.AppPort)
 	}
+	inbound := p.addrs.Inbound
+	if h, port, err := net.SplitHostPort(inbound); err == nil && (h == "0.0.0.0" || h == "::" || h == "") {
+		// Advertise a dialable address for a wildcard bind.
+		inbound = net.JoinHostPort("127.0.0.1", port)
+	}
 	md := map[string]any{
 		"NAMESPACE":       o.Namespace,
 		"WORKLOAD_NAME":   o.Workload,
 		"SERVICE_ACCOUNT": o.ServiceAccount,
 		"INSTANCE_IPS":    ip,
-		"INBOUND_ADDRESS": p.addrs.Inbound,
+		"INBOUND_ADDRESS": inbound,
 		"APP_PORTS":       appPorts,
 		"SERVICES":        strings.Join(o.Services, ","),
 		"LABELS":          labels,
