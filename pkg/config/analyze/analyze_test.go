@@ -1,0 +1,192 @@
+package analyze
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/weftmesh/weft/pkg/config"
+)
+
+func decode(t *testing.T, text string) []*config.Resource {
+	t.Helper()
+	rs, err := config.Decode("in.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+const base = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext-service}
+spec:
+  hosts: [extsvc.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild}
+spec:
+  hosts: ['*.wild.example.com']
+  ports: [{number: 443, name: tls, protocol: TLS}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: extsvc.example.com
+  subsets:
+  - name: v1
+    labels: {version: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers: [{port: {number: 80, protocol: HTTP, name: http}, hosts: ['*']}]
+---
+`
+
+func TestAnalyze(t *testing.T) {
+	tests := []struct {
+		name  string
+		input string
+		opts  []Option
+		want  []string // substrings of the messages, in order; nil: none
+	}{
+		{"clean", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ok}
+spec:
+  hosts: [extsvc.example.com]
+  gateways: [gw, mesh]
+  http:
+  - route:
+    - destination: {host: extsvc.example.com, subset: v1}
+    - destination: {host: a.wild.example.com}
+      weight: 0
+`, nil, nil},
+		{"service entry name used as host", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: seed}
+spec:
+  hosts: [extsvc.example.com]
+  http:
+  - route:
+    - destination:
+        host: ext-service
+`, nil, []string{`in.yaml:35: Warning [WEFT0101] VirtualService default/seed: spec.http[0].route[0].destination.host: host "ext-service" (ext-service.default.svc.cluster.local) matches no ServiceEntry or known service; did you mean "extsvc.example.com", the host of ServiceEntry default/ext-service?`}},
+		{"known hosts", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}]}]
+`, []Option{WithKnownHosts("reviews.default.svc.cluster.local")}, nil},
+		{"missing subset and gateway", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [extsvc.example.com]
+  gateways:
+  - istio-system/ingress
+  http:
+  - route:
+    - destination:
+        host: extsvc.example.com
+        subset: v2
+`, nil, []string{
+			"in.yaml:36: Warning [WEFT0103] VirtualService default/r: spec.gateways[0]: gateway istio-system/ingress not found",
+			`in.yaml:41: Warning [WEFT0102] VirtualService default/r: spec.http[0].route[0].destination.subset: subset "v2" is not defined by DestinationRule default/ext (subsets: v1)`,
+		}},
+		{"conflicting virtual services", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [extsvc.example.com]
+  http: [{route: [{destination: {host: extsvc.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b}
+spec:
+  hosts:
+  - extsvc.example.com
+  http: [{route: [{destination: {host: extsvc.example.com}}]}]
+`, nil, []string{"in.yaml:42: Warning [WEFT0104] VirtualService default/b: spec.hosts[0]: host extsvc.example.com on gateway mesh is also routed by VirtualService default/a"}},
+		{"same host different gateways is fine", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [extsvc.example.com]
+  http: [{route: [{destination: {host: extsvc.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b}
+spec:
+  hosts: [extsvc.example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: extsvc.example.com}}]}]
+`, nil, nil},
+		{"selectors", base + `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ap}
+spec:
+  selector:
+    matchLabels: {app: nope}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ra}
+spec:
+  selector:
+    matchLabels: {app: http-server}
+  jwtRules: [{issuer: a}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm}
+spec: {address: 10.0.0.1, labels: {app: vm}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: pa}
+spec:
+  selector:
+    matchLabels: {app: vm}
+`, []Option{WithWorkloads(Workload{Namespace: "default", Labels: map[string]string{"app": "http-server", "version": "v1"}})},
+			[]string{"in.yaml:35: Warning [WEFT0105] AuthorizationPolicy default/ap: spec.selector.matchLabels: selector app=nope matches no workload in namespace default"}},
+		{"selectors unchecked without workloads", base + `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ap}
+spec:
+  selector:
+    matchLabels: {app: nope}
+`, nil, nil},
+		{"two default sidecars", base + `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: a}
+spec: {egress: [{hosts: ['./*']}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: b}
+spec:
+  egress: [{hosts: ['./*']}]
+`, nil, []string{"in.yaml:38: Warning [WEFT0106] Sidecar default/b: spec.workloadSelector: namespace default already has a Sidecar without workloadSelector (a)"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msgs := Analyze(decode(t, tc.input), tc.opts...)
+			if len(msgs) != len(tc.want) {
+				t.Fatalf("got %d messages, want %d:\n%v", len(msgs), len(tc.want), msgs)
+			}
+			for i, w := range tc.want {
+				if got := msgs[i].String(); !strings.Contains(got, w) {
+					t.Errorf("message %d = %q, want it to contain %q", i, got, w)
+				}
+			}
+		})
+	}
+}
