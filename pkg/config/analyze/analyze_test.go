@@ -75,7 +75,7 @@ spec:
   - route:
     - destination:
         host: ext-service
-`, nil, []string{`in.yaml:35: Warning [WEFT0101] VirtualService default/seed: spec.http[0].route[0].destination.host: host "ext-service" (ext-service.default.svc.cluster.local) matches no ServiceEntry or known service; did you mean "extsvc.example.com", the host of ServiceEntry default/ext-service?`}},
+`, nil, []string{`in.yaml:38: Warning [WEFT0101] VirtualService default/seed: spec.http[0].route[0].destination.host: host "ext-service" (ext-service.default.svc.cluster.local) matches no ServiceEntry or known service; did you mean "extsvc.example.com", the host of ServiceEntry default/ext-service?`}},
 		{"known hosts", base + `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: r}
