@@ -1,0 +1,72 @@
+package admin
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/weftmesh/weft/pkg/proxy/stats"
+)
+
+type src struct{ ready atomic.Bool }
+
+func (s *src) ConfigDump() ([]byte, error) { return []byte(`{"clusters":[]}`), nil }
+func (s *src) WriteClusters(w io.Writer)   { _, _ = io.WriteString(w, "c::1.2.3.4:80::rq_total::0\n") }
+func (s *src) Ready() bool                 { return s.ready.Load() }
+
+func TestEndpoints(t *testing.T) {
+	s := &src{}
+	lv := new(slog.LevelVar)
+	quit := make(chan struct{}, 1)
+	h := &Handlers{Src: s, Stats: stats.NewRegistry(), Level: lv, Quit: func() { quit <- struct{}{} }}
+	admin, health, status := httptest.NewServer(h.Admin()), httptest.NewServer(h.Health()), httptest.NewServer(h.Status())
+	defer admin.Close()
+	defer health.Close()
+	defer status.Close()
+	do := func(method, url string) (int, string) {
+		req, _ := http.NewRequest(method, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tests := []struct {
+		name, method, url string
+		code              int
+		body              string
+	}{
+		{"not ready", "GET", health.URL + "/healthz/ready", 503, "not ready"},
+		{"config dump", "GET", admin.URL + "/config_dump", 200, "clusters"},
+		{"clusters", "GET", admin.URL + "/clusters", 200, "rq_total"},
+		{"prometheus", "GET", status.URL + "/stats/prometheus", 200, "istio_requests_total"},
+		{"logging bad level", "POST", admin.URL + "/logging?level=loud", 400, "bad level"},
+		{"logging debug", "POST", admin.URL + "/logging?level=debug", 200, "debug"},
+		{"quit needs POST", "GET", status.URL + "/quitquitquit", 405, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := do(tc.method, tc.url)
+			if code != tc.code || !strings.Contains(body, tc.body) {
+				t.Fatalf("%d %q, want %d containing %q", code, body, tc.code, tc.body)
+			}
+		})
+	}
+	if lv.Level() != slog.LevelDebug {
+		t.Fatalf("level %v after POST /logging?level=debug", lv.Level())
+	}
+	s.ready.Store(true)
+	if code, _ := do("GET", health.URL+"/healthz/ready"); code != 200 {
+		t.Fatalf("ready: %d", code)
+	}
+	if code, _ := do("POST", status.URL+"/quitquitquit"); code != 200 {
+		t.Fatalf("quit: %d", code)
+	}
+	<-quit
+}
