@@ -49,6 +49,12 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newProxyCmd(),
 		newProxyStatusCmd(),
 		newProxyConfigCmd(),
+		newControlPlaneCmd(),
+		newApplyCmd(),
+		newGetCmd(),
+		newDeleteCmd(),
+		newValidateCmd(),
+		newAnalyzeCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
