@@ -53,8 +53,6 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newApplyCmd(),
 		newGetCmd(),
 		newDeleteCmd(),
-		newValidateCmd(),
-		newAnalyzeCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
