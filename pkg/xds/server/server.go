@@ -306,6 +306,7 @@ func (s *Server) flush(ctx context.Context) {
 	s.mu.Unlock()
 
 	build := s.opts.Generate(list)
+	memo := &sync.Map{}
 	work := make(chan *proxyState)
 	var wg sync.WaitGroup
 	for range max(1, runtime.GOMAXPROCS(0)) {
@@ -313,7 +314,7 @@ func (s *Server) flush(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for p := range work {
-				s.pushProxy(ctx, p, build, rev)
+				s.pushProxy(ctx, p, build, rev, memo)
 			}
 		}()
 	}
@@ -330,7 +331,7 @@ func (s *Server) flush(ctx context.Context) {
 
 // pushProxy regenerates one proxy's resources and sets a new snapshot when
 // any type changed.
-func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model.Proxy) (*Resources, error), rev int64) {
+func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model.Proxy) (*Resources, error), rev int64, memo *sync.Map) {
 	p.pushMu.Lock()
 	defer p.pushMu.Unlock()
 	if p.computed && rev < p.rev {
@@ -347,7 +348,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	changed := false
 	version := ""
 	for i := range numTypes {
-		h, size := hashResources(gen[i])
+		h, size := hashResources(gen[i], memo)
 		if p.computed && p.gen[i].hash == h {
 			next[i] = p.gen[i]
 			continue

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -395,9 +396,9 @@ func readAll(t *testing.T, r *http.Response) string {
 func TestHashResourcesIgnoresOrder(t *testing.T) {
 	a := &clusterv3.Cluster{Name: "a"}
 	b := &clusterv3.Cluster{Name: "b"}
-	h1, _ := hashResources([]types.Resource{a, b})
-	h2, _ := hashResources([]types.Resource{b, a})
-	h3, _ := hashResources([]types.Resource{a})
+	h1, _ := hashResources([]types.Resource{a, b}, nil)
+	h2, _ := hashResources([]types.Resource{b, a}, &sync.Map{})
+	h3, _ := hashResources([]types.Resource{a}, nil)
 	if h1 != h2 {
 		t.Error("order changed the hash")
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -310,7 +312,7 @@ func (s *Server) connect(id int64, st *streamState, node *corev3.Node) error {
 	if s.opts.Registry != nil {
 		s.opts.Registry.UpsertProxy(px)
 	}
-	s.pushProxy(context.Background(), p, s.opts.Generate(configs), rev)
+	s.pushProxy(context.Background(), p, s.opts.Generate(configs), rev, nil)
 	return nil
 }
 
@@ -407,31 +409,53 @@ func (h *holdCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, 
 }
 
 // hashResources hashes resources in name order with deterministic
-// marshaling; it also returns their encoded size.
-func hashResources(rs []types.Resource) ([32]byte, int) {
+// marshaling; it also returns their encoded size. memo (may be nil) caches
+// per-resource digests by pointer for one push, so resources a generator
+// shares between proxies are marshaled once.
+func hashResources(rs []types.Resource, memo *sync.Map) ([32]byte, int) {
 	sorted := sortByName(rs)
 	h := sha256.New()
 	size := 0
-	opts := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
 	for _, r := range sorted {
-		var err error
-		buf, err = opts.MarshalAppend(buf[:0], r)
-		if err != nil {
-			buf = append(buf[:0], []byte(err.Error())...)
-		}
-		size += len(buf)
+		d := digestOf(r, memo)
+		size += d.size
 		name := cachev3.GetResourceName(r)
-		fmt.Fprintf(h, "%d:%s%d:", len(name), name, len(buf))
-		h.Write(buf)
+		fmt.Fprintf(h, "%d:%s", len(name), name)
+		h.Write(d.sum[:])
 	}
 	var out [32]byte
 	copy(out[:], h.Sum(nil))
 	return out, size
 }
 
+type digest struct {
+	sum  [32]byte
+	size int
+}
+
+func digestOf(r types.Resource, memo *sync.Map) digest {
+	if memo != nil {
+		if d, ok := memo.Load(r); ok {
+			return d.(digest)
+		}
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		b = []byte(err.Error())
+	}
+	d := digest{sum: sha256.Sum256(b), size: len(b)}
+	if memo != nil {
+		memo.Store(r, d)
+	}
+	return d
+}
+
 func sortByName(rs []types.Resource) []types.Resource {
-	out := append([]types.Resource(nil), rs...)
-	sort.SliceStable(out, func(i, j int) bool { return cachev3.GetResourceName(out[i]) < cachev3.GetResourceName(out[j]) })
+	less := func(a, b types.Resource) int { return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b)) }
+	if slices.IsSortedFunc(rs, less) {
+		return rs
+	}
+	out := slices.Clone(rs)
+	slices.SortStableFunc(out, less)
 	return out
 }
