@@ -451,7 +451,9 @@ func digestOf(r types.Resource, memo *sync.Map) digest {
 }
 
 func sortByName(rs []types.Resource) []types.Resource {
-	less := func(a, b types.Resource) int { return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b)) }
+	less := func(a, b types.Resource) int {
+		return strings.Compare(cachev3.GetResourceName(a), cachev3.GetResourceName(b))
+	}
 	if slices.IsSortedFunc(rs, less) {
 		return rs
 	}
