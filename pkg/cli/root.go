@@ -53,6 +53,8 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newApplyCmd(),
 		newGetCmd(),
 		newDeleteCmd(),
+		newValidateCmd(),
+		newAnalyzeCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root

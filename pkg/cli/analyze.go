@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/weftmesh/weft/pkg/config/analyze"
+	"github.com/weftmesh/weft/pkg/config/validation"
+)
+
+func newAnalyzeCmd() *cobra.Command {
+	var (
+		files          []string
+		knownHosts     []string
+		failOnWarnings bool
+	)
+	cmd := &cobra.Command{
+		Use:   "analyze -f FILE|DIR|- [-f ...]",
+		Short: "Look across Istio resources offline for broken references and conflicts",
+		Long: `Validates the given resources, then analyzes them together: destination
+hosts that no ServiceEntry (or --known-host) defines, subsets no
+DestinationRule declares, missing gateways, virtual services that claim the
+same host, and more than one default Sidecar per namespace. Each message
+carries a stable code (WEFT01xx). Exits 0 when only warnings are found unless
+--fail-on-warnings is set; invalid input exits 1.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return &exitError{code: 2, err: fmt.Errorf("analyze: give at least one -f FILE, -f DIR or -f -")}
+			}
+			rs, problems := validation.ReadSources(files, cmd.InOrStdin())
+			if err := printProblems(cmd.ErrOrStderr(), problems); err != nil {
+				return err
+			}
+			if n := len(problems.Errors()); n > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("analyze: input is invalid (%s)", plural(n, "error"))}
+			}
+			msgs := analyze.Analyze(rs, analyze.WithKnownHosts(knownHosts...))
+			out := cmd.OutOrStdout()
+			nerr, nwarn := 0, len(problems)
+			for _, m := range msgs {
+				if _, err := fmt.Fprintln(out, m.String()); err != nil {
+					return fmt.Errorf("write: %w", err)
+				}
+				switch m.Severity {
+				case analyze.Error:
+					nerr++
+				case analyze.Warning:
+					nwarn++
+				}
+			}
+			if nerr == 0 && nwarn == 0 {
+				_, err := fmt.Fprintf(out, "No issues found when analyzing %s\n", plural(len(rs), "resource"))
+				return err
+			}
+			if _, err := fmt.Fprintf(out, "Analyzed %s: %s, %s\n", plural(len(rs), "resource"), plural(nerr, "error"), plural(nwarn, "warning")); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+			if nerr > 0 || (failOnWarnings && nwarn > 0) {
+				return &exitError{code: 1, err: fmt.Errorf("analyze found %s and %s", plural(nerr, "error"), plural(nwarn, "warning"))}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, `file, directory or "-" (stdin) to analyze; repeatable`)
+	cmd.Flags().StringSliceVar(&knownHosts, "known-host", nil, "host the registry knows besides ServiceEntries (FQDN, e.g. reviews.default.svc.cluster.local); repeatable")
+	cmd.Flags().BoolVar(&failOnWarnings, "fail-on-warnings", false, "exit 1 when warnings are found")
+	return cmd
+}
