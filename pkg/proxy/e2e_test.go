@@ -240,6 +240,12 @@ func TestCircuitBreaking(t *testing.T) {
 			t.Errorf("concurrency %d: want both successes and 503 UO only", conc)
 		}
 	}
+	// As in Istio's task: the overflow shows in the cluster stats.
+	_, stats := httpGet(t, "http://"+p.Addresses().Admin+"/stats")
+	if !strings.Contains(stats, "cluster."+cv1+".upstream_rq_pending_overflow: ") ||
+		strings.Contains(stats, "cluster."+cv1+".upstream_rq_pending_overflow: 0\n") {
+		t.Errorf("stats lack a non-zero pending overflow:\n%s", stats)
+	}
 }
 
 func TestMirroring(t *testing.T) {

@@ -460,7 +460,6 @@ func (p *Proxy) WriteClusters(w io.Writer) {
 		fmt.Fprintf(w, "%s::circuit_breakers::default::max_pending_requests::%d\n", n, c.Thresholds.MaxPending)
 		fmt.Fprintf(w, "%s::circuit_breakers::default::max_requests::%d\n", n, c.Thresholds.MaxRequests)
 		fmt.Fprintf(w, "%s::circuit_breakers::default::max_retries::%d\n", n, c.Thresholds.MaxRetries)
-		fmt.Fprintf(w, "%s::upstream_rq_pending_overflow::%d\n", n, c.Breakers.Overflows.Load())
 		for _, h := range c.Hosts {
 			health := "healthy"
 			if c.Ejected(h) {
@@ -474,6 +473,47 @@ func (p *Proxy) WriteClusters(w io.Writer) {
 			fmt.Fprintf(w, "%s::%s::health_flags::%s\n", n, h.Addr, health)
 		}
 	}
+}
+
+// WriteStats implements admin.Source: Envoy-named cluster statistics, e.g.
+// cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_pending_overflow: 3
+func (p *Proxy) WriteStats(w io.Writer) {
+	rt := p.rt.Load()
+	if rt == nil {
+		return
+	}
+	names := mapKeys(rt.Clusters.Clusters)
+	sort.Strings(names)
+	for _, n := range names {
+		c := rt.Clusters.Clusters[n]
+		b := c.Breakers
+		for _, kv := range []struct {
+			k string
+			v uint64
+		}{
+			{"circuit_breakers.default.rq_pending_open", boolU(b.Pending.Load() >= c.Thresholds.MaxPending)},
+			{"circuit_breakers.default.rq_open", boolU(b.Requests.Load() >= c.Thresholds.MaxRequests)},
+			{"outlier_detection.ejections_active", uint64(c.EjectedCount())},
+			{"outlier_detection.ejections_total", b.Ejections.Load()},
+			{"upstream_rq_active", uint64(max(b.Requests.Load(), 0))},
+			{"upstream_rq_pending_active", uint64(max(b.Pending.Load(), 0))},
+			{"upstream_rq_pending_overflow", b.PendingOverflow.Load()},
+			{"upstream_rq_pending_total", b.PendingTotal.Load()},
+			{"upstream_rq_retry", b.RetryTotal.Load()},
+			{"upstream_rq_retry_overflow", b.RetryOverflow.Load()},
+			{"upstream_rq_total", b.RequestTotal.Load()},
+			{"upstream_rq_overflow", b.RequestOverflow.Load()},
+		} {
+			fmt.Fprintf(w, "cluster.%s.%s: %d\n", n, kv.k, kv.v)
+		}
+	}
+}
+
+func boolU(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Wait blocks until background mirror requests finish (tests).

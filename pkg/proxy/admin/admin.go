@@ -22,6 +22,8 @@ type Source interface {
 	WriteClusters(w io.Writer)
 	// Ready reports whether the first complete config was applied.
 	Ready() bool
+	// WriteStats writes Envoy-named "cluster.NAME.STAT: VALUE" lines.
+	WriteStats(w io.Writer)
 }
 
 // Handlers builds the HTTP muxes.
@@ -51,6 +53,7 @@ func (h *Handlers) Admin() http.Handler {
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
+		h.Src.WriteStats(w)
 		_ = h.Stats.WriteText(w)
 	})
 	mux.HandleFunc("GET /stats/prometheus", h.prometheus)

@@ -17,6 +17,7 @@ type src struct{ ready atomic.Bool }
 func (s *src) ConfigDump() ([]byte, error) { return []byte(`{"clusters":[]}`), nil }
 func (s *src) WriteClusters(w io.Writer)   { _, _ = io.WriteString(w, "c::1.2.3.4:80::rq_total::0\n") }
 func (s *src) Ready() bool                 { return s.ready.Load() }
+func (s *src) WriteStats(w io.Writer)      { _, _ = io.WriteString(w, "cluster.c.upstream_rq_total: 0\n") }
 
 func TestEndpoints(t *testing.T) {
 	s := &src{}
@@ -45,6 +46,7 @@ func TestEndpoints(t *testing.T) {
 		{"not ready", "GET", health.URL + "/healthz/ready", 503, "not ready"},
 		{"config dump", "GET", admin.URL + "/config_dump", 200, "clusters"},
 		{"clusters", "GET", admin.URL + "/clusters", 200, "rq_total"},
+		{"stats", "GET", admin.URL + "/stats", 200, "cluster.c.upstream_rq_total: 0"},
 		{"prometheus", "GET", status.URL + "/stats/prometheus", 200, "istio_requests_total"},
 		{"logging bad level", "POST", admin.URL + "/logging?level=loud", 400, "bad level"},
 		{"logging debug", "POST", admin.URL + "/logging?level=debug", 200, "debug"},

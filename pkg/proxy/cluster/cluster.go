@@ -80,10 +80,15 @@ type Thresholds struct {
 	MaxConnections, MaxPending, MaxRequests, MaxRetries int64
 }
 
-// Breakers are a cluster's live circuit-breaker counters.
+// Breakers are a cluster's live circuit-breaker gauges and the cluster's
+// counters, named after Envoy's cluster statistics.
 type Breakers struct {
+	// Gauges: pending requests, active requests, active retries.
 	Pending, Requests, Retries atomic.Int64
-	Overflows                  atomic.Uint64
+	// Counters.
+	PendingOverflow, RequestOverflow, RetryOverflow atomic.Uint64
+	PendingTotal, RequestTotal, RetryTotal          atomic.Uint64
+	Ejections                                       atomic.Uint64
 }
 
 // Outlier is a compiled outlier_detection.
@@ -198,8 +203,21 @@ func (c *Cluster) eject(h *Host) {
 		d = c.Outlier.MaxEjection
 	}
 	h.ejectedUntil.Store(now.Add(d).UnixNano())
+	c.Breakers.Ejections.Add(1)
 	h.consec5xx.Store(0)
 	h.consecGw.Store(0)
+}
+
+// EjectedCount is the number of hosts ejected now.
+func (c *Cluster) EjectedCount() int {
+	now := c.clock().UnixNano()
+	n := 0
+	for _, h := range c.Hosts {
+		if !h.Healthy(now) {
+			n++
+		}
+	}
+	return n
 }
 
 // Ejected reports whether h is ejected now.

@@ -37,9 +37,10 @@ const (
 func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Request, ri *reqInfo, c *cluster.Cluster,
 	up *upstreamReq, hash uint64, retry *router.RetryPolicy, respHdr func(http.Header)) {
 	br := c.Breakers
+	br.RequestTotal.Add(1)
 	if br.Requests.Add(1) > c.Thresholds.MaxRequests {
 		br.Requests.Add(-1)
-		br.Overflows.Add(1)
+		br.RequestOverflow.Add(1)
 		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UO", "upstream max requests overflow")
 		return
 	}
@@ -58,9 +59,10 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		if attempt > 0 {
 			if br.Retries.Add(1) > c.Thresholds.MaxRetries {
 				br.Retries.Add(-1)
-				br.Overflows.Add(1)
+				br.RetryOverflow.Add(1)
 				break
 			}
+			br.RetryTotal.Add(1)
 			backoff := 25 * time.Millisecond << min(attempt-1, 3)
 			backoff = backoff/2 + time.Duration(h.rnd()%uint64(backoff/2+1))
 			t := time.NewTimer(backoff)
@@ -123,7 +125,7 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	}
 	switch out {
 	case outOverflow:
-		br.Overflows.Add(1)
+		br.PendingOverflow.Add(1)
 		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UO", "upstream connection pool overflow")
 		return
 	case outRouteTimeout, outPerTryTimeout:
@@ -195,6 +197,7 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		actx, cancel = context.WithTimeout(ctx, retry.PerTryTimeout)
 	}
 	br := c.Breakers
+	br.PendingTotal.Add(1)
 	if br.Pending.Add(1) > c.Thresholds.MaxPending {
 		br.Pending.Add(-1)
 		cancel()
