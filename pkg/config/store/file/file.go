@@ -315,10 +315,6 @@ func (s *Store) reload() (retry bool, err error) {
 	seen := map[string]bool{}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
-		if len(data) == 0 || err != nil {
-			fi, serr := os.Stat(f)
-			fmt.Fprintln(os.Stderr, "DBG", f, len(data), err, serr, time.Since(fi.ModTime()))
-		}
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
 				s.log.Warn("cannot read", "path", f, "err", err)
@@ -337,13 +333,14 @@ func (s *Store) reload() (retry bool, err error) {
 			// recently, wait for its content before dropping its resources.
 			// (Emptying a file on purpose takes effect after emptyGrace.)
 			if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) < max(s.opts.Debounce, emptyGrace) {
+				s.log.Debug("file was just emptied; waiting for its content", "path", f, "modified", fi.ModTime())
 				retry = true
 				continue
 			}
+			s.log.Debug("file emptied", "path", f)
 		}
 		st.data = data
 		rs, errs := s.opts.Parse(f, data)
-		if len(rs) == 0 { fmt.Fprintln(os.Stderr, "DBG0", f, len(data), errs) }
 		if len(errs.Errors()) > 0 {
 			st.errs = errs // keep st.good: the last good state of this file
 			continue
@@ -352,6 +349,7 @@ func (s *Store) reload() (retry bool, err error) {
 	}
 	for f := range s.files {
 		if !seen[f] {
+			s.log.Debug("file removed", "path", f)
 			delete(s.files, f)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -64,9 +65,15 @@ func replace(t *testing.T, path, data string) {
 	}
 }
 
+// testLogger logs at debug level into the test's output (shown on failure
+// or with -v).
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
 func openStore(t *testing.T, dir string) *Store {
 	t.Helper()
-	s, err := Open(dir, Options{Debounce: 20 * time.Millisecond})
+	s, err := Open(dir, Options{Debounce: 20 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
