@@ -562,3 +562,21 @@ func TestUnrelatedWritesDoNotStarveReloads(t *testing.T) {
 		t.Fatal("no reload within 3s while a config file is written every 10ms")
 	}
 }
+
+// TestEmptiedFile: emptying a file on purpose removes its resources, after a
+// grace period that protects against catching a writer mid-rewrite.
+func TestEmptiedFile(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.yaml")
+	write(t, a, vsYAML("a", "v1"))
+	s := openStore(t, dir)
+	ch := watch(t, s)
+	start := time.Now()
+	write(t, a, "")
+	expect(t, ch, store.Deleted, config.KindVirtualService, "default", "a")
+	if d := time.Since(start); d < emptyGrace-100*time.Millisecond {
+		t.Fatalf("resources dropped %v after the file was emptied, want after the %v grace", d, emptyGrace)
+	}
+	write(t, a, vsYAML("a", "v2"))
+	expect(t, ch, store.Added, config.KindVirtualService, "default", "a")
+}
