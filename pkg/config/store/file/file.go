@@ -4,9 +4,16 @@
 // watch events for what changed, so `weft control-plane --store file` follows
 // edits to a GitOps checkout or a mounted ConfigMap.
 //
-// A file that stops parsing keeps its last good resources; the problem is
-// logged and reported by Errors until the file is fixed. Names starting with
-// "." (editor swap files, ConfigMap "..data" directories) are ignored.
+// A file that stops parsing or validating keeps its last good resources; the
+// problem is logged and reported by Errors (with file:line) until the file is
+// fixed. A resource (kind, namespace, name) defined in two files is kept from
+// the first file in path order and reported as an error at the second. Names
+// starting with "." (editor swap files, ConfigMap "..data" directories) are
+// ignored; symlinked files are followed.
+//
+// Revisions live in memory: the initial load is revision 1 (when the
+// directory holds resources) and each reload that changes something adds
+// one; they start again after a restart.
 package file
 
 import (
@@ -42,7 +49,8 @@ type Options struct {
 	// Logger receives reload results and file errors. Nil discards logs.
 	Logger *slog.Logger
 	// Debounce is how long the directory must be quiet after a change
-	// before it is reloaded. Default 100ms.
+	// before it is reloaded; while changes keep coming, a reload still
+	// happens every 10 Debounce periods. Default 100ms.
 	Debounce time.Duration
 	// History is how many revisions of events Watch can replay. Default 1000.
 	History int
