@@ -160,7 +160,13 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	w.WriteHeader(resp.StatusCode)
 	rc := http.NewResponseController(w)
 	stream := resp.ContentLength < 0 || r.ProtoMajor == 2
-	buf := make([]byte, 32*1024)
+	bp, _ := h.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 32*1024)
+		bp = &b
+	}
+	defer h.bufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {

@@ -64,6 +64,7 @@ type Handler struct {
 	once2     sync.Once
 	direct    *cluster.Cluster
 	mirrorsWG sync.WaitGroup
+	bufs      sync.Pool // *[]byte response copy buffers
 }
 
 // reqInfo accumulates what telemetry needs about one request.
