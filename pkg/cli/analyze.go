@@ -36,9 +36,13 @@ carries a stable code (WEFT01xx). Exits 0 when only warnings are found unless
 			if n := len(problems.Errors()); n > 0 {
 				return &exitError{code: 1, err: fmt.Errorf("analyze: input is invalid (%s)", plural(n, "error"))}
 			}
-			msgs := analyze.Analyze(rs, analyze.WithKnownHosts(knownHosts...))
+			var opts []analyze.Option
+			if cmd.Flags().Changed("known-host") {
+				opts = append(opts, analyze.WithKnownHosts(knownHosts...))
+			}
+			msgs := analyze.Analyze(rs, opts...)
 			out := cmd.OutOrStdout()
-			nerr, nwarn := 0, len(problems)
+			nerr, nwarn, ninfo := 0, len(problems), 0
 			for _, m := range msgs {
 				if _, err := fmt.Fprintln(out, m.String()); err != nil {
 					return fmt.Errorf("write: %w", err)
@@ -48,13 +52,15 @@ carries a stable code (WEFT01xx). Exits 0 when only warnings are found unless
 					nerr++
 				case analyze.Warning:
 					nwarn++
+				default:
+					ninfo++
 				}
 			}
-			if nerr == 0 && nwarn == 0 {
+			if nerr == 0 && nwarn == 0 && ninfo == 0 {
 				_, err := fmt.Fprintf(out, "No issues found when analyzing %s\n", plural(len(rs), "resource"))
 				return err
 			}
-			if _, err := fmt.Fprintf(out, "Analyzed %s: %s, %s\n", plural(len(rs), "resource"), plural(nerr, "error"), plural(nwarn, "warning")); err != nil {
+			if _, err := fmt.Fprintf(out, "Analyzed %s: %s, %s, %d info\n", plural(len(rs), "resource"), plural(nerr, "error"), plural(nwarn, "warning"), ninfo); err != nil {
 				return fmt.Errorf("write: %w", err)
 			}
 			if nerr > 0 || (failOnWarnings && nwarn > 0) {

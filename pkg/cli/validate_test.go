@@ -96,7 +96,7 @@ func TestAnalyzeCommand(t *testing.T) {
 		{"seed warns about ext-service", []string{"analyze", "-f", seedDir}, 0, []string{
 			`virtual-service.yaml:14: Warning [WEFT0101] VirtualService default/ext-service-routes: spec.http[0].route[0].destination.host: host "ext-service"`,
 			`did you mean "extsvc.example.com", the host of ServiceEntry default/ext-service?`,
-			"Analyzed 4 resources: 0 errors, 1 warning",
+			"Analyzed 4 resources: 0 errors, 1 warning, 0 info",
 		}},
 		{"fail on warnings", []string{"analyze", "--fail-on-warnings", "-f", seedDir}, 1, []string{"[WEFT0101]"}},
 		{"known host silences", []string{"analyze", "--known-host", "ext-service.default.svc.cluster.local", "-f", seedDir}, 0, []string{"No issues found when analyzing 4 resources"}},

@@ -79,6 +79,7 @@ type Workload struct {
 
 type options struct {
 	knownHosts []string
+	registry   bool // knownHosts is the complete registry
 	workloads  []Workload
 	checkSel   bool
 	domain     string
@@ -88,9 +89,11 @@ type options struct {
 type Option func(*options)
 
 // WithKnownHosts adds hosts the registry knows besides ServiceEntries (for
-// example Kubernetes services as "name.namespace.svc.cluster.local").
+// example Kubernetes services as "name.namespace.svc.cluster.local") and
+// declares the registry complete: without it, an unknown cluster-local host
+// is only reported as Info, since it may be a Kubernetes service.
 func WithKnownHosts(hosts ...string) Option {
-	return func(o *options) { o.knownHosts = append(o.knownHosts, hosts...) }
+	return func(o *options) { o.knownHosts = append(o.knownHosts, hosts...); o.registry = true }
 }
 
 // WithWorkloads turns on selector checks against these workloads (and the
@@ -193,10 +196,14 @@ func (a *analyzer) checkDestination(r *config.Resource, path string, d *networki
 	fq := a.fqdn(d.GetHost(), r.Meta.Namespace)
 	if !a.hostKnown(fq) {
 		msg := fmt.Sprintf("host %q (%s) matches no ServiceEntry or known service", d.GetHost(), fq)
+		sev := Warning
 		if hint := a.hostHint(d.GetHost(), r.Meta.Namespace); hint != "" {
 			msg += "; " + hint
+		} else if !a.o.registry && strings.HasSuffix(fq, ".svc."+a.o.domain) {
+			sev = Info
+			msg += " here; fine if it is a Kubernetes service (pass known hosts to check)"
 		}
-		a.report(r, Warning, CodeHostNotFound, path+".host", "%s", msg)
+		a.report(r, sev, CodeHostNotFound, path+".host", "%s", msg)
 	}
 	if d.GetSubset() != "" {
 		a.checkSubset(r, path+".subset", fq, d.GetSubset())
@@ -328,7 +335,7 @@ func (a *analyzer) virtualServices() {
 }
 
 func (a *analyzer) destinationRules() {
-	if len(a.o.knownHosts) == 0 {
+	if !a.o.registry {
 		// Without a registry most DestinationRules target Kubernetes
 		// services we cannot see; do not guess.
 		return

@@ -76,6 +76,20 @@ spec:
     - destination:
         host: ext-service
 `, nil, []string{`in.yaml:38: Warning [WEFT0101] VirtualService default/seed: spec.http[0].route[0].destination.host: host "ext-service" (ext-service.default.svc.cluster.local) matches no ServiceEntry or known service; did you mean "extsvc.example.com", the host of ServiceEntry default/ext-service?`}},
+		{"unknown cluster-local host is info without a registry", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}]}]
+`, nil, []string{`in.yaml:35: Info [WEFT0101] VirtualService default/r: spec.http[0].route[0].destination.host: host "reviews" (reviews.default.svc.cluster.local) matches no ServiceEntry or known service here; fine if it is a Kubernetes service`}},
+		{"unknown host is a warning with a registry", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}}]}]
+`, []Option{WithKnownHosts("ratings.default.svc.cluster.local")}, []string{`in.yaml:35: Warning [WEFT0101]`}},
 		{"known hosts", base + `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: r}

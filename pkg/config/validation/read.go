@@ -37,7 +37,8 @@ func ParseFile(file string, data []byte) ([]*config.Resource, config.ErrorList) 
 // ReadSources reads, decodes and validates every input named in paths: a
 // file, a directory (searched recursively for *.yaml, *.yml and *.json, in
 // lexical order) or "-" for stdin. The same resource (kind, namespace, name)
-// defined twice is an error. If any entry of the returned list is an error,
+// defined twice draws a warning; both are returned, in input order, so
+// applying them in order leaves the later one (as kubectl apply does). If any entry of the returned list is an error,
 // no resources are returned; otherwise the list holds only warnings.
 func ReadSources(paths []string, stdin io.Reader) ([]*config.Resource, config.ErrorList) {
 	var out []*config.Resource
@@ -49,8 +50,7 @@ func ReadSources(paths []string, stdin io.Reader) ([]*config.Resource, config.Er
 		for _, r := range rs {
 			k := r.Key()
 			if prev, dup := seen[k]; dup {
-				errs = append(errs, r.FieldError("metadata.name", false, "defined twice (also at %s)", prev))
-				continue
+				errs = append(errs, r.FieldError("metadata.name", true, "also defined at %s; the later definition wins", prev))
 			}
 			seen[k] = r.Source
 			out = append(out, r)
