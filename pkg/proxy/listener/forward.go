@@ -9,6 +9,7 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -226,12 +227,13 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	if h2 || c.UpstreamH2 {
 		t = c.H2C
 	}
+	done := func() {}
 	if host != nil {
-		done := host.Begin()
-		defer done()
+		done = host.Begin()
 	}
 	resp, err := t.RoundTrip(req)
 	if err != nil {
+		done()
 		cancel()
 		switch {
 		case ctx.Err() != nil && up.orig.Context().Err() != nil:
@@ -246,18 +248,20 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		return nil, outReset
 	}
 	// Keep the per-try context alive while the body streams; cancel on close.
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	// The host stays active (for LEAST_REQUEST) until the body is closed.
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: func() { cancel(); done() }}
 	return resp, outOK
 }
 
 type cancelBody struct {
 	io.ReadCloser
-	cancel context.CancelFunc
+	cancel func()
+	once   sync.Once
 }
 
 func (b *cancelBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.cancel()
+	b.once.Do(b.cancel)
 	return err
 }
 
