@@ -246,6 +246,9 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 			p.log.Warn("cluster config not fully executed", "cluster", c.Name, "warning", w)
 		}
 	}
+	for _, w := range rt.Warnings {
+		p.log.Warn("listener config not fully executed", "warning", w)
+	}
 	p.rt.Store(rt)
 	p.stats.Counter("xds.update_success").Add(1)
 	if rt.Complete {
@@ -427,7 +430,7 @@ func (p *Proxy) ConfigDump() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var warnings []string
+	warnings := append([]string{}, rt.Warnings...)
 	for _, c := range rt.Clusters.Clusters {
 		for _, w := range c.Warnings {
 			warnings = append(warnings, c.Name+": "+w)

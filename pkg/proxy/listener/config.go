@@ -35,6 +35,8 @@ type Runtime struct {
 	Resources  *xdsclient.Resources
 	// Complete is true when every referenced RDS/EDS resource is present.
 	Complete bool
+	// Warnings list configuration accepted but not executed.
+	Warnings []string
 	// Passthrough is the cluster virtualOutbound's tcp_proxy sends unknown
 	// destinations to ("PassthroughCluster" under ALLOW_ANY); empty when
 	// unknown destinations are refused (REGISTRY_ONLY → BlackHoleCluster).
@@ -101,7 +103,19 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime) (*Runti
 				}
 			}
 		}
+		for _, fc := range chains {
+			for _, f := range fc.GetFilters() {
+				if !executableNetworkFilters[f.GetName()] {
+					rt.Warnings = append(rt.Warnings, fmt.Sprintf("listener %q: network filter %q not executed", name, f.GetName()))
+				}
+			}
+		}
 		for _, h := range xdsclient.ListenerHCMs(l) {
+			for _, hf := range h.GetHttpFilters() {
+				if !executableHTTPFilters[hf.GetName()] {
+					rt.Warnings = append(rt.Warnings, fmt.Sprintf("listener %q: http filter %q not executed", name, hf.GetName()))
+				}
+			}
 			if rc := h.GetRouteConfig(); rc != nil && !inbound {
 				t, err := router.Compile(rc)
 				if err != nil {
@@ -124,6 +138,22 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime) (*Runti
 	rt.Clusters = set
 	return rt, nil
 }
+
+// Filters the proxy executes (others are reported as warnings).
+var (
+	executableNetworkFilters = map[string]bool{
+		"envoy.filters.network.http_connection_manager": true,
+		"envoy.filters.network.tcp_proxy":               true,
+	}
+	executableHTTPFilters = map[string]bool{
+		"envoy.filters.http.router": true,
+		"envoy.filters.http.fault":  true,
+		"envoy.filters.http.cors":   true,
+		// Telemetry is built in.
+		"istio.stats":                   true,
+		"envoy.filters.http.grpc_stats": true,
+	}
+)
 
 func hcmOf(fc *listenerv3.FilterChain) []*hcmv3.HttpConnectionManager {
 	l := &listenerv3.Listener{FilterChains: []*listenerv3.FilterChain{fc}}

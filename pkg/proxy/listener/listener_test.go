@@ -6,6 +6,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
+	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
 
 func TestServiceOf(t *testing.T) {
@@ -100,5 +108,28 @@ func TestSniff(t *testing.T) {
 				t.Fatal("not classified")
 			}
 		})
+	}
+}
+
+func TestBuildReportsUnexecutedFilters(t *testing.T) {
+	l := xdstest.HTTPListener(9080)
+	h, err := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: "x",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: xdstest.RouteConfig(9080, "a", xdstest.ToCluster("r", "c"))},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.rbac"}, {Name: "envoy.filters.http.router"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: h}
+	res := xdsclient.NewResources()
+	res.Listeners[l.Name] = l
+	rt, err := Build(res, cluster.NewManager(nil, nil, nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rt.Warnings) != 1 || !strings.Contains(rt.Warnings[0], "envoy.filters.http.rbac") {
+		t.Fatalf("warnings %q", rt.Warnings)
+	}
+	if rt.Routes["9080"] == nil {
+		t.Fatal("inline route config of an outbound listener not compiled under its port")
 	}
 }
