@@ -115,7 +115,7 @@ func TestBuildReportsUnexecutedFilters(t *testing.T) {
 	l := xdstest.HTTPListener(9080)
 	h, err := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: "x",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: xdstest.RouteConfig(9080, "a", xdstest.ToCluster("r", "c"))},
-		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.rbac"}, {Name: "envoy.filters.http.router"}}})
+		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.rbac"}, {Name: "envoy.filters.http.router"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
