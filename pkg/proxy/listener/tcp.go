@@ -206,7 +206,9 @@ func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	up, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		h.Log.Debug("inbound tcp: dial app", "addr", addr, "err", err)
+		if h.Log != nil {
+			h.Log.Debug("inbound tcp: dial app", "addr", addr, "err", err)
+		}
 		return
 	}
 	defer up.Close()
