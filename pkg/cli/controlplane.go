@@ -42,6 +42,7 @@ The admin API address may use port 0; the bound address is logged
 	f.StringVar(&o.ConfigDir, "config-dir", "", "serve the YAML files of this directory, read-only, instead of the embedded database")
 	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:8080", "admin API listen address (port 0: pick a free port)")
 	f.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "xDS (ADS) gRPC listen address")
+	f.StringVar(&o.MonitoringAddress, "monitoring-address", "127.0.0.1:15014", "Prometheus metrics listen address")
 	f.StringVar(&o.ReadyFile, "ready-file", "", "write the admin API URL to this file once serving")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd

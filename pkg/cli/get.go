@@ -96,6 +96,11 @@ func runGet(ctx context.Context, out, errOut io.Writer, c *admin.Client, o getOp
 			return apiError(err)
 		}
 		items = lr.Items
+		if kind == "" {
+			// Group by kind, as kubectl get all does; the store sorts by
+			// namespace and name within.
+			sort.SliceStable(items, func(i, j int) bool { return items[i].Kind < items[j].Kind })
+		}
 	}
 	single := len(names) == 1
 	switch o.output {

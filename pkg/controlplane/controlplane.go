@@ -37,6 +37,9 @@ type Options struct {
 	// XDSAddress is host:port for the xDS server, passed to extensions
 	// through Env.Options. Default "127.0.0.1:15010".
 	XDSAddress string
+	// MonitoringAddress is host:port for Prometheus metrics, passed to
+	// extensions through Env.Options. Default "127.0.0.1:15014".
+	MonitoringAddress string
 	// ReadyFile, when set, receives the admin API URL
 	// ("http://127.0.0.1:PORT\n") once every listener is up.
 	ReadyFile string
@@ -76,9 +79,11 @@ func (e *Env) Go(name string, fn func(ctx context.Context) error) {
 	})
 }
 
-// Extension adds a component to the control plane. Setup is called once,
-// serially, before the admin API starts serving; it registers routes and
-// starts long-lived work with env.Go. An error aborts start-up.
+// Extension adds a component to the control plane (the xDS server, the
+// dashboard, ...). Setup is called once, serially, before the admin API
+// starts serving: it should bind its listeners (so that the ready file means
+// every port is up, and port-0 addresses can be logged), register admin
+// routes, and start long-lived work with env.Go. An error aborts start-up.
 type Extension interface {
 	Setup(ctx context.Context, env *Env) error
 }
@@ -106,6 +111,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.XDSAddress == "" {
 		o.XDSAddress = "127.0.0.1:15010"
+	}
+	if o.MonitoringAddress == "" {
+		o.MonitoringAddress = "127.0.0.1:15014"
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
