@@ -93,8 +93,20 @@ func AsErrorList(err error) (ErrorList, bool) {
 // resources. Every field is checked against the kind's protobuf schema, so
 // unknown fields and wrong types are reported with the line of the field and
 // its path. It returns every problem found as an ErrorList; on any error no
-// resources are returned, so callers never half-apply a file.
+// resources are returned, so callers never half-apply a file. Documents of
+// other APIs (a Kubernetes Namespace or Deployment) are skipped; DecodeAll
+// reports them as warnings.
 func Decode(file string, data []byte) ([]*Resource, error) {
+	rs, errs := DecodeAll(file, data)
+	if len(errs.Errors()) > 0 {
+		return nil, errs
+	}
+	return rs, nil
+}
+
+// DecodeAll is Decode that also returns warnings (skipped documents). If the
+// list holds any error, no resources are returned.
+func DecodeAll(file string, data []byte) ([]*Resource, ErrorList) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var out []*Resource
 	var errs ErrorList
@@ -115,10 +127,10 @@ func Decode(file string, data []byte) ([]*Resource, error) {
 		out = append(out, rs...)
 		errs = append(errs, derrs...)
 	}
-	if len(errs) > 0 {
+	if len(errs.Errors()) > 0 {
 		return nil, errs
 	}
-	return out, nil
+	return out, errs
 }
 
 // yamlErrLine extracts "line N" from a yaml.v3 syntax error, or 0.
@@ -155,10 +167,10 @@ func decodeNode(file string, n *yaml.Node, depth int) ([]*Resource, ErrorList) {
 		return out, errs
 	}
 	r, errs := decodeResource(file, n)
-	if len(errs) > 0 {
+	if r == nil {
 		return nil, errs
 	}
-	return []*Resource{r}, nil
+	return []*Resource{r}, errs
 }
 
 func mapValue(n *yaml.Node, key string) *yaml.Node {
@@ -219,6 +231,10 @@ func decodeResource(file string, n *yaml.Node) (*Resource, ErrorList) {
 		return nil, w.errs
 	}
 	s, ok := SchemaForKind(kind)
+	if !ok && isKubernetesKind(apiVersion, kind) || ok && isKubernetesGroup(apiVersion) {
+		return nil, ErrorList{{Source: Source{File: file, Line: n.Line}, Kind: kind, Path: "apiVersion",
+			Msg: fmt.Sprintf("skipped: %s (%s) is not an Istio resource", kind, apiVersion), Warning: true}}
+	}
 	if !ok {
 		names := make([]string, len(schemas))
 		for i := range schemas {
@@ -268,6 +284,35 @@ func decodeResource(file string, n *yaml.Node) (*Resource, ErrorList) {
 	}
 	r.Source = Source{File: file, Line: n.Line, Lines: &LineIndex{lines: w.lines}}
 	return r, nil
+}
+
+// isKubernetesGroup reports whether apiVersion belongs to a Kubernetes API
+// group (apps/v1, networking.k8s.io/v1, gateway.networking.k8s.io/v1, ...).
+func isKubernetesGroup(apiVersion string) bool {
+	group, _, ok := strings.Cut(apiVersion, "/")
+	if !ok {
+		return false
+	}
+	switch group {
+	case "apps", "batch", "policy", "autoscaling":
+		return true
+	}
+	return strings.HasSuffix(group, ".k8s.io")
+}
+
+var coreKinds = map[string]bool{
+	"Namespace": true, "Service": true, "ServiceAccount": true, "ConfigMap": true, "Secret": true,
+	"Pod": true, "Endpoints": true, "PersistentVolumeClaim": true, "PersistentVolume": true,
+	"LimitRange": true, "ResourceQuota": true, "ReplicationController": true,
+}
+
+// isKubernetesKind reports whether a document is a Kubernetes object weft
+// does not manage (skipped with a warning rather than rejected).
+func isKubernetesKind(apiVersion, kind string) bool {
+	if isKubernetesGroup(apiVersion) {
+		return true
+	}
+	return apiVersion == "v1" && coreKinds[kind]
 }
 
 // meta decodes metadata, checking names and types.
@@ -396,6 +441,9 @@ func (r *Resource) UnmarshalJSON(b []byte) error {
 	res, errs := decodeResource("", n2)
 	if len(errs) > 0 {
 		return errs
+	}
+	if res == nil {
+		return fmt.Errorf("decode resource: not an Istio resource")
 	}
 	res.Source = Source{}
 	*r = *res

@@ -120,6 +120,8 @@ func TestDecodeJSONListAndMultiDoc(t *testing.T) {
 			[]string{"DestinationRule default/a", "PeerAuthentication x/p"}},
 		{"snake case and proto names", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a\n  traffic_policy:\n    connection_pool: {tcp: {max_connections: 5}}\n",
 			[]string{"DestinationRule default/a"}},
+		{"kubernetes objects skipped", "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: istio}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n",
+			[]string{"DestinationRule default/a"}},
 		{"kubectl metadata ignored", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, uid: 123-4, managedFields: []}\nspec: {host: a}\nstatus: {foo: bar}\n",
 			[]string{"DestinationRule default/a"}},
 	}
@@ -150,6 +152,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad doc among good", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: b}\nspec: {hots: b}\n",
 			[]string{`f.yaml:9: DestinationRule default/b: spec.hots: unknown field "hots" in DestinationRule; did you mean "host"?`}},
 		{"list item", "kind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  kind: Gatway\n", []string{`f.yaml:4: kind: unknown kind "Gatway"; did you mean "Gateway"?`}},
+		{"unknown core kind", "apiVersion: v1\nkind: Nope\nmetadata: {name: a}\n", []string{`f.yaml:2: kind: unknown kind "Nope"`}},
 		{"list without items", "kind: List\n", []string{"items: a List needs an items sequence"}},
 		{"well-known wrapper type", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: many\n",
 			[]string{"f.yaml:8: DestinationRule default/a: spec.trafficPolicy.outlierDetection.consecutive5xxErrors: expected a non-negative 32-bit integer"}},

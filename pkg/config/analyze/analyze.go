@@ -116,7 +116,7 @@ type analyzer struct {
 
 // Analyze returns the cross-resource findings for rs, sorted by source.
 func Analyze(rs []*config.Resource, opts ...Option) []Message {
-	a := &analyzer{rs: rs, hosts: map[string]string{}, o: options{domain: "cluster.local"}}
+	a := &analyzer{rs: latest(rs), hosts: map[string]string{}, o: options{domain: "cluster.local"}}
 	for _, opt := range opts {
 		opt(&a.o)
 	}
@@ -135,6 +135,22 @@ func Analyze(rs []*config.Resource, opts ...Option) []Message {
 		return si.Line < sj.Line
 	})
 	return a.msgs
+}
+
+// latest keeps the last definition of each resource, as applying rs in order
+// would.
+func latest(rs []*config.Resource) []*config.Resource {
+	last := map[config.Key]int{}
+	for i, r := range rs {
+		last[r.Key()] = i
+	}
+	out := make([]*config.Resource, 0, len(last))
+	for i, r := range rs {
+		if last[r.Key()] == i {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func (a *analyzer) report(r *config.Resource, sev Severity, code, path, format string, args ...any) {

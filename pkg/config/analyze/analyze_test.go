@@ -128,6 +128,20 @@ spec:
   - extsvc.example.com
   http: [{route: [{destination: {host: extsvc.example.com}}]}]
 `, nil, []string{"in.yaml:42: Warning [WEFT0104] VirtualService default/b: spec.hosts[0]: host extsvc.example.com on gateway mesh is also routed by VirtualService default/a"}},
+		{"redefinition is not a conflict", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [extsvc.example.com]
+  http: [{route: [{destination: {host: extsvc.example.com, subset: v9}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [extsvc.example.com]
+  http: [{route: [{destination: {host: extsvc.example.com}}]}]
+`, nil, nil},
 		{"same host different gateways is fine", base + `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: a}

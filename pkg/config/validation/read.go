@@ -17,14 +17,10 @@ import (
 // any entry is an error, no resources are returned.
 // It has the signature of the file store's ParseFunc.
 func ParseFile(file string, data []byte) ([]*config.Resource, config.ErrorList) {
-	rs, err := config.Decode(file, data)
-	if err != nil {
-		if l, ok := config.AsErrorList(err); ok {
-			return nil, l
-		}
-		return nil, config.ErrorList{{Source: config.Source{File: file}, Msg: err.Error()}}
+	rs, errs := config.DecodeAll(file, data)
+	if len(errs.Errors()) > 0 {
+		return nil, errs
 	}
-	var errs config.ErrorList
 	for _, r := range rs {
 		errs = append(errs, Validate(r)...)
 	}

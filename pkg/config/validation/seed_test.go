@@ -51,3 +51,26 @@ func TestSeedEnvoyFilterRejected(t *testing.T) {
 		t.Errorf("got %d errors, want 2:\n%s", len(errs), msg)
 	}
 }
+
+func TestKubernetesObjectsSkipped(t *testing.T) {
+	f := filepath.Join("..", "testdata", "kube", "namespace-deployment.yaml")
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, errs := ParseFile(f, data)
+	if len(rs) != 1 || rs[0].Key().String() != "PeerAuthentication myapp/default-mtls" {
+		t.Fatalf("got %v, want only the PeerAuthentication; problems:\n%v", rs, errs)
+	}
+	if len(errs) != 2 || len(errs.Errors()) != 0 {
+		t.Fatalf("want 2 warnings, got:\n%v", errs)
+	}
+	for i, want := range []string{
+		"namespace-deployment.yaml:2: warning: Namespace: apiVersion: skipped: Namespace (v1) is not an Istio resource",
+		"namespace-deployment.yaml:9: warning: Deployment: apiVersion: skipped: Deployment (apps/v1) is not an Istio resource",
+	} {
+		if !strings.HasSuffix(errs[i].Error(), want) && !strings.Contains(errs[i].Error(), want) {
+			t.Errorf("problem %d = %q, want %q", i, errs[i], want)
+		}
+	}
+}
