@@ -7,12 +7,27 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/weftmesh/weft/pkg/cli.Version=$(VERSION)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test test-short vet fmt-check demo bench bench-controlplane bench-proxy fuzz clean
+.PHONY: all build web test test-short vet fmt-check demo bench bench-controlplane bench-proxy fuzz clean
 
 all: build
 
-build:
+build: web
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(WEFT) ./cmd/weft
+
+# The dashboard SPA (web/) is built with npm into pkg/dashboard/dist, which
+# is embedded with go:embed. The built dist is committed so `go build ./...`
+# works on a fresh clone without Node; `make web` rebuilds it only when a web/
+# source is newer than dist/index.html (the stamp), and keeps the committed
+# build (with a warning) when npm is not installed.
+WEB_SRCS := $(shell find web/src -type f 2>/dev/null) web/index.html web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json
+WEB_STAMP := pkg/dashboard/dist/index.html
+
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): $(WEB_SRCS)
+	@if command -v npm >/dev/null 2>&1; then \
+	  WEFT_DEPS=web bash hack/install-deps.sh && cd web && npm run build && touch ../$(WEB_STAMP); \
+	else echo "warning: npm not found; keeping the committed dashboard build in pkg/dashboard/dist"; fi
 
 vet:
 	$(GO) vet ./...

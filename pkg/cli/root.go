@@ -47,6 +47,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newDemoCmd(),
 		newDemoAppCmd(),
 		newProxyCmd(),
+		newDashboardCmd(),
 		newProxyStatusCmd(),
 		newProxyConfigCmd(),
 		newControlPlaneCmd(),
