@@ -3,15 +3,19 @@ package proxy_test
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
@@ -110,5 +114,41 @@ func TestFaultAbortPercentage(t *testing.T) {
 	t.Logf("30%% abort: %d of 500 aborted", aborted)
 	if aborted < 110 || aborted > 190 {
 		t.Fatalf("%d of 500 aborted, want about 150", aborted)
+	}
+}
+
+func TestMaxRequestsPerConnection(t *testing.T) {
+	skipShort(t)
+	cp := xdstest.Start(t)
+	var mu sync.Mutex
+	conns := map[string]int{}
+	m := newMesh(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		conns[r.RemoteAddr]++
+		mu.Unlock()
+	}, nil)
+	po, err := anypb.New(&httpv3.HttpProtocolOptions{CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(3)},
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.clusters[cv1].TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": po}
+	cp.Set(t, nodeID, m.resources(prefixRoute("v1", "/", toCluster(cv1))))
+	p := startProxy(t, cp)
+	c := client(p)
+	for i := 0; i < 9; i++ {
+		if res := get(t, c, svcURL+"/"); res.status != 200 {
+			t.Fatalf("request %d: %d %s", i, res.status, res.flags)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(conns) != 3 {
+		t.Fatalf("9 requests used %d upstream connections %v, want 3 (3 requests each)", len(conns), conns)
+	}
+	for addr, n := range conns {
+		if n != 3 {
+			t.Fatalf("connection %s carried %d requests, want 3", addr, n)
+		}
 	}
 }

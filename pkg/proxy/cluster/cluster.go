@@ -374,9 +374,6 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		c.UpstreamH2 = true
 	}
 	localityWeighted := pc.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
-	if c.MaxRequestsPerConnection > 1 {
-		c.Warnings = append(c.Warnings, fmt.Sprintf("max_requests_per_connection %d treated as unlimited (only 1 is enforced)", c.MaxRequestsPerConnection))
-	}
 	if pc.GetTransportSocket() != nil {
 		c.Warnings = append(c.Warnings, "transport_socket "+pc.GetTransportSocket().GetName()+" not executed: upstream connections are plaintext")
 	}
@@ -576,6 +573,19 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
+// CountedConn is an HTTP/1.1 upstream connection with a request budget
+// (max_requests_per_connection). The forwarding code calls Use when the
+// transport hands it the connection and closes the connection after the
+// response that used the last request.
+type CountedConn struct {
+	net.Conn
+	uses  atomic.Uint32
+	limit uint32
+}
+
+// Use counts one request and reports whether it exhausted the budget.
+func (c *CountedConn) Use() bool { return c.uses.Add(1) >= c.limit }
+
 func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
 	dial := d.DialContext
@@ -584,9 +594,19 @@ func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 		limiter = &connLimiter{d: d, slots: make(chan struct{}, c.Thresholds.MaxConnections)}
 		dial = limiter.dial
 	}
+	dial1 := dial
+	if n := c.MaxRequestsPerConnection; n > 1 {
+		dial1 = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &CountedConn{Conn: conn, limit: n}, nil
+		}
+	}
 	mk := func() *http.Transport {
 		t := &http.Transport{
-			DialContext:           dial,
+			DialContext:           dial1,
 			MaxIdleConns:          1024,
 			MaxIdleConnsPerHost:   256,
 			IdleConnTimeout:       90 * time.Second,
@@ -603,6 +623,7 @@ func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 	}
 	t1 := mk()
 	t2 := mk()
+	t2.DialContext = dial // HTTP/2 multiplexes: no per-connection request cap
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
 	t2.Protocols = p

@@ -217,7 +217,13 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		}
 	}
 	defer release()
-	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { release() }})
+	var spent *cluster.CountedConn // connection whose request budget this request used up
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		release()
+		if cc, ok := info.Conn.(*cluster.CountedConn); ok && cc.Use() {
+			spent = cc
+		}
+	}})
 	req, err := up.build(actx, addr)
 	if err != nil {
 		cancel()
@@ -235,6 +241,9 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	if err != nil {
 		done()
 		cancel()
+		if spent != nil {
+			_ = spent.Close()
+		}
 		switch {
 		case ctx.Err() != nil && up.orig.Context().Err() != nil:
 			return nil, outDownstreamGone
@@ -249,7 +258,13 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	}
 	// Keep the per-try context alive while the body streams; cancel on close.
 	// The host stays active (for LEAST_REQUEST) until the body is closed.
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: func() { cancel(); done() }}
+	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: func() {
+		cancel()
+		done()
+		if spent != nil { // max_requests_per_connection reached
+			_ = spent.Close()
+		}
+	}}
 	return resp, outOK
 }
 
