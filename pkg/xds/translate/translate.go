@@ -5,7 +5,13 @@
 package translate
 
 import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/registry"
@@ -21,10 +27,11 @@ type Input struct {
 	Registry *registry.Snapshot
 	// DomainSuffix is the cluster DNS suffix (default "cluster.local").
 	DomainSuffix string
-	// RootNamespace holds mesh-wide Sidecar defaults (default
-	// "weft-system"; "istio-system" is accepted as a root too).
+	// RootNamespace holds mesh-wide Sidecar and DestinationRule defaults
+	// (default "weft-system"; "istio-system" is accepted as a root too).
 	RootNamespace string
-	// Credentials looks up a gateway TLS credentialName; nil means none.
+	// Credentials looks up a gateway TLS credentialName (PEM certificate
+	// chain and key); nil means no credentials are known.
 	Credentials func(name string) (certPEM, keyPEM []byte, ok bool)
 }
 
@@ -33,7 +40,313 @@ type Output struct {
 	Listeners, Routes, Clusters, Endpoints, Secrets []types.Resource
 }
 
+// Names of the well-known clusters and listeners.
+const (
+	PassthroughCluster = "PassthroughCluster"
+	BlackHoleCluster   = "BlackHoleCluster"
+	VirtualOutbound    = "virtualOutbound"
+	VirtualInbound     = "virtualInbound"
+	// VirtualOutboundPort and VirtualInboundPort are Istio's capture ports.
+	VirtualOutboundPort = 15001
+	VirtualInboundPort  = 15006
+)
+
+// ErrInvalid wraps every error about a generated resource failing Validate.
+var ErrInvalid = errors.New("invalid generated resource")
+
+// validator is what every generated Envoy message implements.
+type validator interface {
+	types.Resource
+	Validate() error
+}
+
 // Build translates in for proxy p.
 func Build(in *Input, p *model.Proxy) (*Output, error) {
-	return &Output{}, nil
+	if in == nil {
+		in = &Input{}
+	}
+	if p == nil {
+		return nil, errors.New("translate: nil proxy")
+	}
+	b := newBuilder(in, p)
+	switch p.Type {
+	case model.Router:
+		b.buildGateway()
+	case model.Proxyless:
+		b.buildProxyless()
+	default:
+		b.buildSidecar()
+	}
+	return b.finish()
 }
+
+// builder holds the per-proxy state of one Build call.
+type builder struct {
+	in     *Input
+	p      *model.Proxy
+	suffix string
+	root   map[string]bool
+	reg    *registry.Snapshot
+
+	vss      []*config.Resource // VirtualServices visible to the proxy, ordered
+	drs      []*config.Resource // DestinationRules visible to the proxy, ordered
+	gateways []*config.Resource
+	sidecar  *networking.Sidecar
+	sidecarR *config.Resource
+
+	services []*registry.Service // services the proxy sees, ordered
+
+	listeners map[string]validator
+	routes    map[string]validator
+	clusters  map[string]validator
+	endpoints map[string]validator
+	secrets   map[string]validator
+}
+
+func newBuilder(in *Input, p *model.Proxy) *builder {
+	b := &builder{
+		in: in, p: p, reg: in.Registry,
+		suffix:    in.DomainSuffix,
+		root:      map[string]bool{"istio-system": true},
+		listeners: map[string]validator{}, routes: map[string]validator{},
+		clusters: map[string]validator{}, endpoints: map[string]validator{}, secrets: map[string]validator{},
+	}
+	if b.suffix == "" {
+		b.suffix = registry.DefaultDomainSuffix
+	}
+	if in.RootNamespace != "" {
+		b.root[in.RootNamespace] = true
+	} else {
+		b.root["weft-system"] = true
+	}
+	cfgs := append([]*config.Resource(nil), in.Configs...)
+	sort.SliceStable(cfgs, func(i, j int) bool {
+		a, c := cfgs[i], cfgs[j]
+		if !a.Meta.CreationTimestamp.Equal(c.Meta.CreationTimestamp) {
+			return a.Meta.CreationTimestamp.Before(c.Meta.CreationTimestamp)
+		}
+		if nsOf(a) != nsOf(c) {
+			return nsOf(a) < nsOf(c)
+		}
+		return a.Meta.Name < c.Meta.Name
+	})
+	var rootSidecar, nsSidecar *config.Resource
+	for _, c := range cfgs {
+		switch spec := c.Spec.(type) {
+		case *networking.VirtualService:
+			if exported(spec.GetExportTo(), nsOf(c), p.Namespace) {
+				b.vss = append(b.vss, c)
+			}
+		case *networking.DestinationRule:
+			if !exported(spec.GetExportTo(), nsOf(c), p.Namespace) {
+				continue
+			}
+			if sel := spec.GetWorkloadSelector().GetMatchLabels(); len(sel) > 0 && (nsOf(c) != p.Namespace || !labelsMatch(sel, p.Labels)) {
+				continue
+			}
+			b.drs = append(b.drs, c)
+		case *networking.Gateway:
+			b.gateways = append(b.gateways, c)
+		case *networking.Sidecar:
+			sel := spec.GetWorkloadSelector().GetLabels()
+			switch {
+			case nsOf(c) == p.Namespace && len(sel) > 0 && labelsMatch(sel, p.Labels):
+				if b.sidecarR == nil {
+					b.sidecarR = c
+				}
+			case nsOf(c) == p.Namespace && len(sel) == 0:
+				if nsSidecar == nil {
+					nsSidecar = c
+				}
+			case b.root[nsOf(c)] && len(sel) == 0:
+				if rootSidecar == nil {
+					rootSidecar = c
+				}
+			}
+		}
+	}
+	if b.sidecarR == nil {
+		b.sidecarR = nsSidecar
+	}
+	if b.sidecarR == nil {
+		b.sidecarR = rootSidecar
+	}
+	if b.sidecarR != nil {
+		b.sidecar = b.sidecarR.Spec.(*networking.Sidecar)
+	}
+	if b.reg != nil {
+		for _, s := range b.reg.Services {
+			if s.VisibleTo(p.Namespace) && b.sidecarAllows(s) {
+				b.services = append(b.services, s)
+			}
+		}
+	}
+	return b
+}
+
+// sidecarAllows applies the Sidecar egress hosts ("ns/host") to a service.
+func (b *builder) sidecarAllows(s *registry.Service) bool {
+	if b.sidecar == nil || len(b.sidecar.GetEgress()) == 0 || b.p.Type == model.Router {
+		return true
+	}
+	sidecarNS := nsOf(b.sidecarR)
+	for _, eg := range b.sidecar.GetEgress() {
+		for _, h := range eg.GetHosts() {
+			ns, host, ok := strings.Cut(h, "/")
+			if !ok {
+				ns, host = "*", h
+			}
+			switch ns {
+			case "*":
+			case ".":
+				if s.Namespace != sidecarNS {
+					continue
+				}
+			case "~":
+				continue
+			default:
+				if s.Namespace != ns {
+					continue
+				}
+			}
+			if hostMatch(host, s.Hostname) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// outboundPolicyBlocks reports REGISTRY_ONLY.
+func (b *builder) registryOnly() bool {
+	return b.sidecar.GetOutboundTrafficPolicy().GetMode() == networking.OutboundTrafficPolicy_REGISTRY_ONLY
+}
+
+func (b *builder) finish() (*Output, error) {
+	out := &Output{}
+	var errs []error
+	collect := func(m map[string]validator, typ string) []types.Resource {
+		names := make([]string, 0, len(m))
+		for n := range m {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		res := make([]types.Resource, 0, len(names))
+		for _, n := range names {
+			if err := m[n].Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %s %q: %w", ErrInvalid, typ, n, err))
+				continue
+			}
+			res = append(res, m[n])
+		}
+		return res
+	}
+	out.Listeners = collect(b.listeners, "listener")
+	out.Routes = collect(b.routes, "route configuration")
+	out.Clusters = collect(b.clusters, "cluster")
+	out.Endpoints = collect(b.endpoints, "cluster load assignment")
+	out.Secrets = collect(b.secrets, "secret")
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// resolve maps a host written in a resource of namespace ns to a
+// registered host name.
+func (b *builder) resolve(host, ns string) string {
+	if b.reg != nil {
+		if len(b.reg.ServicesByHost(host)) > 0 {
+			return host
+		}
+	}
+	return registry.ResolveShortName(host, ns, b.suffix)
+}
+
+// service returns the visible service for host.
+func (b *builder) service(host string) *registry.Service {
+	if b.reg == nil {
+		return nil
+	}
+	return b.reg.Service(host, b.p.Namespace)
+}
+
+func nsOf(c *config.Resource) string {
+	if c == nil || c.Meta.Namespace == "" {
+		return config.DefaultNamespace
+	}
+	return c.Meta.Namespace
+}
+
+// exported applies an exportTo list of a resource in namespace own.
+func exported(exportTo []string, own, to string) bool {
+	if len(exportTo) == 0 {
+		return true
+	}
+	for _, e := range exportTo {
+		switch e {
+		case "*":
+			return true
+		case ".":
+			if own == to {
+				return true
+			}
+		default:
+			if e == to {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func labelsMatch(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// hostMatch matches a host pattern ("*", "*.example.com", exact) to a host.
+func hostMatch(pattern, host string) bool {
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasPrefix(pattern, "*."):
+		return strings.HasSuffix(host, pattern[1:])
+	case strings.HasPrefix(pattern, "*"):
+		return strings.HasSuffix(host, pattern[1:])
+	default:
+		return pattern == host
+	}
+}
+
+// protocolOf returns the port's protocol (upper case), inferring it from
+// the name prefix ("http-web") when unset; unknown means HTTP.
+func protocolOf(p registry.Port) string {
+	pr := strings.ToUpper(p.Protocol)
+	if pr == "" {
+		name := strings.ToUpper(p.Name)
+		for _, c := range []string{"HTTP2", "HTTPS", "HTTP", "GRPC-WEB", "GRPC", "TCP", "TLS", "MONGO", "MYSQL", "REDIS"} {
+			if name == c || strings.HasPrefix(name, c+"-") {
+				return c
+			}
+		}
+		return "HTTP"
+	}
+	return pr
+}
+
+func isHTTP(proto string) bool {
+	switch proto {
+	case "HTTP", "HTTP2", "GRPC", "GRPC-WEB":
+		return true
+	}
+	return false
+}
+
+func isTLS(proto string) bool { return proto == "TLS" || proto == "HTTPS" }
+
+func isHTTP2(proto string) bool { return proto == "HTTP2" || proto == "GRPC" || proto == "GRPC-WEB" }

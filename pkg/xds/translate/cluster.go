@@ -1,0 +1,560 @@
+package translate
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/registry"
+)
+
+// ClusterName returns Istio's outbound cluster name outbound|PORT|SUBSET|HOST.
+func ClusterName(port uint32, subset, host string) string {
+	return "outbound|" + strconv.Itoa(int(port)) + "|" + subset + "|" + host
+}
+
+// InboundClusterName returns inbound|PORT||.
+func InboundClusterName(port uint32) string { return "inbound|" + strconv.Itoa(int(port)) + "||" }
+
+const (
+	defaultConnectTimeout  = 10 * time.Second
+	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	tlsTransportSocket     = "envoy.transport_sockets.tls"
+)
+
+func ads() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		// anypb.New fails only for messages that cannot be marshalled,
+		// which generated Envoy types always can.
+		panic(fmt.Sprintf("translate: marshal %T: %v", m, err))
+	}
+	return a
+}
+
+func socketAddress(addr string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// destinationRule returns the DestinationRule for host as Istio picks it:
+// the proxy's namespace first, then the service's namespace, then the root
+// namespace, then any other exported one.
+func (b *builder) destinationRule(host string) (*networking.DestinationRule, *config.Resource) {
+	svcNS := ""
+	if s := b.service(host); s != nil {
+		svcNS = s.Namespace
+	}
+	var best *config.Resource
+	bestRank := 99
+	for _, c := range b.drs {
+		dr := c.Spec.(*networking.DestinationRule)
+		h := b.resolve(dr.GetHost(), nsOf(c))
+		if !hostMatch(h, host) {
+			continue
+		}
+		rank := 3
+		switch ns := nsOf(c); {
+		case ns == b.p.Namespace:
+			rank = 0
+		case ns == svcNS:
+			rank = 1
+		case b.root[ns]:
+			rank = 2
+		}
+		if h != host {
+			rank += 4 // wildcard hosts lose to exact ones
+		}
+		if rank < bestRank {
+			best, bestRank = c, rank
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	return best.Spec.(*networking.DestinationRule), best
+}
+
+// mergePolicy overlays over's set fields (each as a whole, as Istio does)
+// onto base, then the port-level settings for port.
+func mergePolicy(base, over *networking.TrafficPolicy, port uint32) *networking.TrafficPolicy {
+	out := &networking.TrafficPolicy{}
+	apply := func(tp *networking.TrafficPolicy) {
+		if tp == nil {
+			return
+		}
+		if tp.LoadBalancer != nil {
+			out.LoadBalancer = tp.LoadBalancer
+		}
+		if tp.ConnectionPool != nil {
+			out.ConnectionPool = tp.ConnectionPool
+		}
+		if tp.OutlierDetection != nil {
+			out.OutlierDetection = tp.OutlierDetection
+		}
+		if tp.Tls != nil {
+			out.Tls = tp.Tls
+		}
+		for _, pl := range tp.GetPortLevelSettings() {
+			if pl.GetPort().GetNumber() != port {
+				continue
+			}
+			if pl.LoadBalancer != nil {
+				out.LoadBalancer = pl.LoadBalancer
+			}
+			if pl.ConnectionPool != nil {
+				out.ConnectionPool = pl.ConnectionPool
+			}
+			if pl.OutlierDetection != nil {
+				out.OutlierDetection = pl.OutlierDetection
+			}
+			if pl.Tls != nil {
+				out.Tls = pl.Tls
+			}
+		}
+	}
+	apply(base)
+	apply(over)
+	return out
+}
+
+// buildClusters emits outbound clusters (and EDS) for every port of svc,
+// plus one per DestinationRule subset.
+func (b *builder) buildClusters(svc *registry.Service) {
+	dr, _ := b.destinationRule(svc.Hostname)
+	for _, port := range svc.Ports {
+		policy := mergePolicy(dr.GetTrafficPolicy(), nil, port.Number)
+		b.addCluster(svc, port, "", nil, policy)
+		for _, ss := range dr.GetSubsets() {
+			b.addCluster(svc, port, ss.GetName(), ss.GetLabels(), mergePolicy(dr.GetTrafficPolicy(), ss.GetTrafficPolicy(), port.Number))
+		}
+	}
+}
+
+func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset string, labels map[string]string, tp *networking.TrafficPolicy) {
+	name := ClusterName(port.Number, subset, svc.Hostname)
+	c := &clusterv3.Cluster{
+		Name:           name,
+		ConnectTimeout: durationpb.New(defaultConnectTimeout),
+		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+	}
+	cla := b.loadAssignment(name, svc, port, labels, tp)
+	switch {
+	case svc.Resolution == registry.ResolutionDNS || svc.Resolution == registry.ResolutionDNSRoundRobin:
+		t := clusterv3.Cluster_STRICT_DNS
+		if svc.Resolution == registry.ResolutionDNSRoundRobin {
+			t = clusterv3.Cluster_LOGICAL_DNS
+		}
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: t}
+		c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
+		if len(cla.Endpoints) == 0 {
+			// No endpoints: the host itself is resolved.
+			cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{
+				Locality:            &corev3.Locality{},
+				LoadBalancingWeight: wrapperspb.UInt32(1),
+				LbEndpoints:         []*endpointv3.LbEndpoint{lbEndpoint(svc.Hostname, port.Number, 1, svc.Hostname)},
+			}}
+		}
+		if t == clusterv3.Cluster_LOGICAL_DNS && len(cla.Endpoints) > 0 {
+			// LOGICAL_DNS takes exactly one endpoint.
+			first := cla.Endpoints[0]
+			first.LbEndpoints = first.LbEndpoints[:1]
+			cla.Endpoints = cla.Endpoints[:1]
+		}
+		c.LoadAssignment = cla
+	case svc.Resolution == registry.ResolutionNone && len(b.reg.EndpointsOf(svc.Hostname)) == 0:
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+	default:
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
+		c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: name}
+		b.endpoints[name] = cla
+	}
+	proto := protocolOf(port)
+	applyLB(c, tp.GetLoadBalancer())
+	opts := applyConnectionPool(c, tp.GetConnectionPool())
+	if isHTTP2(proto) && !tp.GetConnectionPool().GetHttp().GetUseClientProtocol() {
+		if opts == nil {
+			opts = &httpv3.HttpProtocolOptions{}
+		}
+		opts.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}}
+	}
+	if opts != nil {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(opts)}
+	}
+	c.OutlierDetection = outlier(tp.GetOutlierDetection())
+	if od := tp.GetOutlierDetection(); od != nil && od.GetMinHealthPercent() > 0 {
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: float64(od.GetMinHealthPercent())}}
+	}
+	c.TransportSocket = upstreamTLS(tp.GetTls(), svc.Hostname, port.Number)
+	b.clusters[name] = c
+}
+
+func applyLB(c *clusterv3.Cluster, lb *networking.LoadBalancerSettings) {
+	if lb == nil {
+		return
+	}
+	switch {
+	case lb.GetConsistentHash() != nil:
+		ch := lb.GetConsistentHash()
+		if mg := ch.GetMaglev(); mg != nil {
+			c.LbPolicy = clusterv3.Cluster_MAGLEV
+			if mg.GetTableSize() > 0 {
+				c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(mg.GetTableSize())}}
+			}
+			return
+		}
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		size := ch.GetRingHash().GetMinimumRingSize()
+		if size == 0 {
+			size = ch.GetMinimumRingSize()
+		}
+		if size > 0 {
+			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: wrapperspb.UInt64(size)}}
+		}
+	default:
+		if _, ok := lb.GetLbPolicy().(*networking.LoadBalancerSettings_Simple); !ok {
+			return
+		}
+		switch lb.GetSimple() {
+		case networking.LoadBalancerSettings_LEAST_CONN, networking.LoadBalancerSettings_LEAST_REQUEST:
+			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		case networking.LoadBalancerSettings_RANDOM:
+			c.LbPolicy = clusterv3.Cluster_RANDOM
+		default:
+			c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+		}
+	}
+}
+
+// applyConnectionPool sets circuit breakers and connect timeout and
+// returns the HTTP protocol options it implies (nil if none).
+func applyConnectionPool(c *clusterv3.Cluster, cp *networking.ConnectionPoolSettings) *httpv3.HttpProtocolOptions {
+	if cp == nil {
+		return nil
+	}
+	th := &clusterv3.CircuitBreakers_Thresholds{}
+	set := false
+	if t := cp.GetTcp(); t != nil {
+		if t.GetMaxConnections() > 0 {
+			th.MaxConnections, set = wrapperspb.UInt32(uint32(t.GetMaxConnections())), true
+		}
+		if t.GetConnectTimeout() != nil {
+			c.ConnectTimeout = durationpb.New(t.GetConnectTimeout().AsDuration())
+		}
+	}
+	var opts *httpv3.HttpProtocolOptions
+	if h := cp.GetHttp(); h != nil {
+		if h.GetHttp1MaxPendingRequests() > 0 {
+			th.MaxPendingRequests, set = wrapperspb.UInt32(uint32(h.GetHttp1MaxPendingRequests())), true
+		}
+		if h.GetHttp2MaxRequests() > 0 {
+			th.MaxRequests, set = wrapperspb.UInt32(uint32(h.GetHttp2MaxRequests())), true
+		}
+		if h.GetMaxRetries() > 0 {
+			th.MaxRetries, set = wrapperspb.UInt32(uint32(h.GetMaxRetries())), true
+		}
+		common := &corev3.HttpProtocolOptions{}
+		commonSet := false
+		if h.GetMaxRequestsPerConnection() > 0 {
+			common.MaxRequestsPerConnection, commonSet = wrapperspb.UInt32(uint32(h.GetMaxRequestsPerConnection())), true
+		}
+		if h.GetIdleTimeout() != nil {
+			common.IdleTimeout, commonSet = durationpb.New(h.GetIdleTimeout().AsDuration()), true
+		}
+		if commonSet || h.GetUseClientProtocol() {
+			opts = &httpv3.HttpProtocolOptions{}
+			if commonSet {
+				opts.CommonHttpProtocolOptions = common
+			}
+			if h.GetUseClientProtocol() {
+				opts.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+					HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				}}
+			}
+		}
+		if h.GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE {
+			if opts == nil {
+				opts = &httpv3.HttpProtocolOptions{}
+			}
+			opts.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}}
+		}
+	}
+	if set {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
+	}
+	return opts
+}
+
+func outlier(od *networking.OutlierDetection) *clusterv3.OutlierDetection {
+	if od == nil {
+		return nil
+	}
+	out := &clusterv3.OutlierDetection{}
+	if od.GetConsecutiveErrors() > 0 { // deprecated field: gateway errors
+		out.ConsecutiveGatewayFailure = wrapperspb.UInt32(uint32(od.GetConsecutiveErrors()))
+		out.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(100)
+		out.EnforcingConsecutive_5Xx = wrapperspb.UInt32(0)
+	}
+	if e := od.GetConsecutiveGatewayErrors(); e != nil {
+		out.ConsecutiveGatewayFailure = wrapperspb.UInt32(e.GetValue())
+		enf := uint32(0)
+		if e.GetValue() > 0 {
+			enf = 100
+		}
+		out.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(enf)
+	}
+	if e := od.GetConsecutive_5XxErrors(); e != nil {
+		out.Consecutive_5Xx = wrapperspb.UInt32(e.GetValue())
+		enf := uint32(0)
+		if e.GetValue() > 0 {
+			enf = 100
+		}
+		out.EnforcingConsecutive_5Xx = wrapperspb.UInt32(enf)
+	}
+	if d := od.GetInterval(); d != nil {
+		out.Interval = durationpb.New(d.AsDuration())
+	}
+	if d := od.GetBaseEjectionTime(); d != nil {
+		out.BaseEjectionTime = durationpb.New(d.AsDuration())
+	}
+	if p := od.GetMaxEjectionPercent(); p > 0 {
+		out.MaxEjectionPercent = wrapperspb.UInt32(uint32(p))
+	}
+	return out
+}
+
+// upstreamTLS builds the TLS transport socket for a ClientTLSSettings.
+func upstreamTLS(t *networking.ClientTLSSettings, host string, port uint32) *corev3.TransportSocket {
+	if t == nil || t.GetMode() == networking.ClientTLSSettings_DISABLE {
+		return nil
+	}
+	ctx := &tlsv3.UpstreamTlsContext{Sni: t.GetSni(), CommonTlsContext: &tlsv3.CommonTlsContext{}}
+	var sans []*tlsv3.SubjectAltNameMatcher
+	for _, s := range t.GetSubjectAltNames() {
+		typ := tlsv3.SubjectAltNameMatcher_DNS
+		if strings.HasPrefix(s, "spiffe://") {
+			typ = tlsv3.SubjectAltNameMatcher_URI
+		}
+		sans = append(sans, &tlsv3.SubjectAltNameMatcher{SanType: typ, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}}})
+	}
+	validation := &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans}
+	if t.GetInsecureSkipVerify().GetValue() {
+		validation.TrustChainVerification = tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
+	}
+	switch t.GetMode() {
+	case networking.ClientTLSSettings_ISTIO_MUTUAL:
+		if ctx.Sni == "" {
+			ctx.Sni = "outbound_." + strconv.Itoa(int(port)) + "_._." + host
+		}
+		ctx.CommonTlsContext.AlpnProtocols = []string{"istio-peer-exchange", "istio"}
+		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "default", SdsConfig: ads()}}
+		ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+			DefaultValidationContext:         validation,
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "ROOTCA", SdsConfig: ads()},
+		}}
+	case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
+		if ctx.Sni == "" && !strings.Contains(host, "*") {
+			ctx.Sni = host
+		}
+		if t.GetMode() == networking.ClientTLSSettings_MUTUAL {
+			if cn := t.GetCredentialName(); cn != "" {
+				ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "kubernetes://" + cn, SdsConfig: ads()}}
+			} else if t.GetClientCertificate() != "" {
+				ctx.CommonTlsContext.TlsCertificates = []*tlsv3.TlsCertificate{{
+					CertificateChain: fileSource(t.GetClientCertificate()),
+					PrivateKey:       fileSource(t.GetPrivateKey()),
+				}}
+			}
+		}
+		if ca := t.GetCaCertificates(); ca != "" {
+			validation.TrustedCa = fileSource(ca)
+		}
+		ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: validation}
+	}
+	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+}
+
+func fileSource(path string) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path}}
+}
+
+// loadAssignment groups the service's endpoints (filtered by subset labels)
+// by locality. Every LocalityLbEndpoints has a Locality and a weight.
+func (b *builder) loadAssignment(name string, svc *registry.Service, port registry.Port, labels map[string]string, tp *networking.TrafficPolicy) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	type group struct {
+		loc    string
+		eps    []*endpointv3.LbEndpoint
+		weight uint32
+	}
+	groups := map[string]*group{}
+	for _, e := range b.reg.EndpointsOf(svc.Hostname) {
+		if !labelsMatch(labels, e.Labels) {
+			continue
+		}
+		w := e.Weight
+		if w == 0 {
+			w = 1
+		}
+		g := groups[e.Locality]
+		if g == nil {
+			g = &group{loc: e.Locality}
+			groups[e.Locality] = g
+		}
+		g.eps = append(g.eps, lbEndpoint(e.Address, e.PortFor(port), w, e.Workload))
+		g.weight += w
+	}
+	locs := make([]string, 0, len(groups))
+	for l := range groups {
+		locs = append(locs, l)
+	}
+	sort.Strings(locs)
+	prio := b.localityPriorities(locs, tp.GetLoadBalancer().GetLocalityLbSetting())
+	for _, l := range locs {
+		g := groups[l]
+		region, zone, sub := splitLocality(l)
+		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
+			Locality:            &corev3.Locality{Region: region, Zone: zone, SubZone: sub},
+			LbEndpoints:         g.eps,
+			LoadBalancingWeight: wrapperspb.UInt32(g.weight),
+			Priority:            prio[l],
+		})
+	}
+	if len(prio) > 0 {
+		sort.SliceStable(cla.Endpoints, func(i, j int) bool { return cla.Endpoints[i].Priority < cla.Endpoints[j].Priority })
+	}
+	return cla
+}
+
+// localityPriorities assigns Istio's failover priorities relative to the
+// proxy's locality (metadata LOCALITY "region/zone/subzone"): same
+// subzone 0, same zone 1, same region 2, a configured failover region 3,
+// anything else 4; priorities are then made contiguous. It returns nil when
+// locality load balancing is off or the proxy has no locality.
+func (b *builder) localityPriorities(locs []string, s *networking.LocalityLoadBalancerSetting) map[string]uint32 {
+	if s == nil || (s.GetEnabled() != nil && !s.GetEnabled().GetValue()) || len(s.GetDistribute()) > 0 {
+		return nil
+	}
+	mine := b.p.Metadata["LOCALITY"]
+	if mine == "" {
+		return nil
+	}
+	r, z, sz := splitLocality(mine)
+	failTo := map[string]bool{}
+	for _, f := range s.GetFailover() {
+		if f.GetFrom() == r {
+			failTo[f.GetTo()] = true
+		}
+	}
+	raw := map[string]uint32{}
+	used := map[uint32]bool{}
+	for _, l := range locs {
+		lr, lz, lsz := splitLocality(l)
+		var p uint32
+		switch {
+		case lr == r && lz == z && lsz == sz:
+			p = 0
+		case lr == r && lz == z:
+			p = 1
+		case lr == r:
+			p = 2
+		case failTo[lr]:
+			p = 3
+		default:
+			p = 4
+		}
+		raw[l] = p
+		used[p] = true
+	}
+	remap := map[uint32]uint32{}
+	next := uint32(0)
+	for p := uint32(0); p <= 4; p++ {
+		if used[p] {
+			remap[p] = next
+			next++
+		}
+	}
+	for l, p := range raw {
+		raw[l] = remap[p]
+	}
+	return raw
+}
+
+func splitLocality(l string) (region, zone, subzone string) {
+	parts := strings.SplitN(l, "/", 3)
+	for len(parts) < 3 {
+		parts = append(parts, "")
+	}
+	return parts[0], parts[1], parts[2]
+}
+
+func lbEndpoint(addr string, port, weight uint32, workload string) *endpointv3.LbEndpoint {
+	ep := &endpointv3.LbEndpoint{
+		HostIdentifier:      &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(addr, port)}},
+		LoadBalancingWeight: wrapperspb.UInt32(weight),
+	}
+	if workload != "" {
+		ep.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+			"istio": {Fields: map[string]*structpb.Value{"workload": structpb.NewStringValue(workload)}},
+		}}
+	}
+	return ep
+}
+
+// staticCluster is a STATIC cluster with one endpoint (inbound clusters).
+func staticCluster(name, addr string, port uint32) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(defaultConnectTimeout),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			Locality:            &corev3.Locality{},
+			LoadBalancingWeight: wrapperspb.UInt32(1),
+			LbEndpoints:         []*endpointv3.LbEndpoint{lbEndpoint(addr, port, 1, "")},
+		}}},
+	}
+}
+
+func (b *builder) addWellKnownClusters() {
+	b.clusters[PassthroughCluster] = &clusterv3.Cluster{
+		Name:                 PassthroughCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(defaultConnectTimeout),
+	}
+	b.clusters[BlackHoleCluster] = &clusterv3.Cluster{
+		Name:                 BlackHoleCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(defaultConnectTimeout),
+	}
+}

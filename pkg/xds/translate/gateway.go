@@ -1,0 +1,339 @@
+package translate
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+)
+
+// gwServer is one Gateway server with the gateway it belongs to.
+type gwServer struct {
+	gw    *config.Resource
+	srv   *networking.Server
+	index int
+}
+
+func (s gwServer) gatewayName() string { return nsOf(s.gw) + "/" + s.gw.Meta.Name }
+
+// hosts returns the server's hosts without their namespace prefix.
+func (s gwServer) hosts() []string {
+	var out []string
+	for _, h := range s.srv.GetHosts() {
+		if _, host, ok := strings.Cut(h, "/"); ok {
+			h = host
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// buildGateway emits listeners for the servers of every Gateway whose
+// selector matches the proxy, their routes, and clusters for all services.
+func (b *builder) buildGateway() {
+	b.addWellKnownClusters()
+	for _, svc := range b.services {
+		b.buildClusters(svc)
+	}
+	byPort := map[uint32][]gwServer{}
+	for _, c := range b.gateways {
+		gw := c.Spec.(*networking.Gateway)
+		if len(gw.GetSelector()) == 0 || !labelsMatch(gw.GetSelector(), b.p.Labels) {
+			continue
+		}
+		for i, s := range gw.GetServers() {
+			byPort[s.GetPort().GetNumber()] = append(byPort[s.GetPort().GetNumber()], gwServer{c, s, i})
+		}
+	}
+	for port, servers := range byPort {
+		b.gatewayListener(port, servers)
+	}
+}
+
+func (b *builder) gatewayListener(port uint32, servers []gwServer) {
+	lname := ListenerName("0.0.0.0", port)
+	l := listener(lname, "0.0.0.0", port, corev3.TrafficDirection_OUTBOUND)
+	ps := strconv.Itoa(int(port))
+	var plainHTTP []gwServer
+	tlsUsed := false
+	for _, s := range servers {
+		proto := strings.ToUpper(s.srv.GetPort().GetProtocol())
+		mode := s.srv.GetTls().GetMode()
+		switch {
+		case (proto == "HTTP" || proto == "HTTP2" || proto == "GRPC") || (proto == "HTTPS" && s.srv.GetTls() == nil):
+			plainHTTP = append(plainHTTP, s)
+		case mode == networking.ServerTLSSettings_PASSTHROUGH || mode == networking.ServerTLSSettings_AUTO_PASSTHROUGH:
+			tlsUsed = true
+			l.FilterChains = append(l.FilterChains, b.passthroughChains(s, port)...)
+		case proto == "HTTPS" || (proto == "TLS" && s.srv.GetTls() != nil && isTerminating(mode)):
+			tlsUsed = true
+			rname := "https." + ps + "." + serverName(s)
+			b.routes[rname] = b.gatewayRoutes(rname, port, []gwServer{s})
+			fc := &listenerv3.FilterChain{
+				Name:            rname,
+				Filters:         []*listenerv3.Filter{hcmFilter(hcmRDS(rname, rname, false))},
+				TransportSocket: b.downstreamTLS(s.srv.GetTls()),
+			}
+			if sni := sniNames(s.hosts()); len(sni) > 0 {
+				fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: sni}
+			}
+			l.FilterChains = append(l.FilterChains, fc)
+		default: // TCP and terminated TLS to tcp routes
+			for _, w := range b.gatewayTCP(s, port) {
+				fc := &listenerv3.FilterChain{Name: "tcp." + serverName(s), Filters: []*listenerv3.Filter{tcpProxy(w[0].Name, w)}}
+				if s.srv.GetTls() != nil {
+					fc.TransportSocket = b.downstreamTLS(s.srv.GetTls())
+				}
+				l.FilterChains = append(l.FilterChains, fc)
+				break
+			}
+		}
+	}
+	if len(plainHTTP) > 0 {
+		rname := "http." + ps
+		b.routes[rname] = b.gatewayRoutes(rname, port, plainHTTP)
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Name: rname, Filters: []*listenerv3.Filter{hcmFilter(hcmRDS(rname, rname, false))}})
+	}
+	if tlsUsed {
+		l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: TLSInspector, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}}
+	}
+	if len(l.FilterChains) == 0 {
+		return
+	}
+	sort.SliceStable(l.FilterChains, func(i, j int) bool { return l.FilterChains[i].Name < l.FilterChains[j].Name })
+	b.listeners[lname] = l
+}
+
+func isTerminating(m networking.ServerTLSSettings_TLSmode) bool {
+	return m == networking.ServerTLSSettings_SIMPLE || m == networking.ServerTLSSettings_MUTUAL || m == networking.ServerTLSSettings_OPTIONAL_MUTUAL
+}
+
+func serverName(s gwServer) string {
+	if n := s.srv.GetName(); n != "" {
+		return n + "." + s.gw.Meta.Name + "." + nsOf(s.gw)
+	}
+	return strconv.Itoa(s.index) + "." + s.gw.Meta.Name + "." + nsOf(s.gw)
+}
+
+// sniNames returns the SNI names of server hosts; "*" means any (none).
+func sniNames(hosts []string) []string {
+	var out []string
+	for _, h := range hosts {
+		if h == "*" {
+			return nil
+		}
+		out = append(out, h)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// downstreamTLS builds a server-side TLS context for a Gateway server.
+func (b *builder) downstreamTLS(t *networking.ServerTLSSettings) *corev3.TransportSocket {
+	common := &tlsv3.CommonTlsContext{}
+	if cn := t.GetCredentialName(); cn != "" {
+		if b.in.Credentials != nil {
+			if cert, key, ok := b.in.Credentials(cn); ok {
+				common.TlsCertificates = []*tlsv3.TlsCertificate{{
+					CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert}},
+					PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: key}},
+				}}
+			}
+		}
+		if len(common.TlsCertificates) == 0 {
+			// Unknown credential: reference it by SDS name so the gap is visible.
+			common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "kubernetes://" + cn, SdsConfig: ads()}}
+		}
+	} else if t.GetServerCertificate() != "" {
+		common.TlsCertificates = []*tlsv3.TlsCertificate{{CertificateChain: fileSource(t.GetServerCertificate()), PrivateKey: fileSource(t.GetPrivateKey())}}
+	}
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: common}
+	if m := t.GetMode(); m == networking.ServerTLSSettings_MUTUAL || m == networking.ServerTLSSettings_OPTIONAL_MUTUAL {
+		ctx.RequireClientCertificate = wrapperspb.Bool(m == networking.ServerTLSSettings_MUTUAL)
+		v := &tlsv3.CertificateValidationContext{}
+		if ca := t.GetCaCertificates(); ca != "" {
+			v.TrustedCa = fileSource(ca)
+		} else if cn := t.GetCredentialName(); cn != "" {
+			common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "kubernetes://" + cn + "-cacert", SdsConfig: ads()}}
+		}
+		if common.ValidationContextType == nil {
+			common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: v}
+		}
+	}
+	if len(t.GetCipherSuites()) > 0 {
+		common.TlsParams = &tlsv3.TlsParameters{CipherSuites: t.GetCipherSuites()}
+	}
+	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}}
+}
+
+// gatewayRoutes builds the route configuration for HTTP servers: one
+// virtual host per VirtualService host (bound to the gateway) that the
+// servers' hosts admit.
+func (b *builder) gatewayRoutes(name string, port uint32, servers []gwServer) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: name, ValidateClusters: wrapperspb.Bool(false)}
+	ps := strconv.Itoa(int(port))
+	type vhInfo struct {
+		vh       *routev3.VirtualHost
+		redirect bool
+	}
+	vhs := map[string]*vhInfo{}
+	for _, s := range servers {
+		gwName := s.gatewayName()
+		for _, c := range b.vss {
+			vs := c.Spec.(*networking.VirtualService)
+			if !gatewayListed(vs.GetGateways(), nsOf(c), gwName) {
+				continue
+			}
+			for _, h := range vs.GetHosts() {
+				if !serverAdmits(s, h, nsOf(c)) {
+					continue
+				}
+				key := h
+				vi := vhs[key]
+				if vi == nil {
+					vi = &vhInfo{vh: &routev3.VirtualHost{Name: h + ":" + ps, Domains: []string{h, h + ":" + ps}}}
+					vhs[key] = vi
+					vi.vh.Routes = b.httpRoutes(c, routeCtx{port: port, gateway: gwName})
+				}
+				if s.srv.GetTls().GetHttpsRedirect() {
+					vi.redirect = true
+				}
+			}
+		}
+		if s.srv.GetTls().GetHttpsRedirect() {
+			// Hosts with no VirtualService still redirect.
+			for _, h := range s.hosts() {
+				if _, ok := vhs[h]; !ok {
+					vhs[h] = &vhInfo{vh: &routev3.VirtualHost{Name: h + ":" + ps, Domains: []string{h, h + ":" + ps}}, redirect: true}
+					if h == "*" {
+						vhs[h].vh.Domains = []string{"*"}
+					}
+				}
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, k := range sortedKeys(vhs) {
+		vi := vhs[k]
+		var doms []string
+		for _, d := range vi.vh.Domains {
+			if !seen[d] {
+				seen[d] = true
+				doms = append(doms, d)
+			}
+		}
+		if len(doms) == 0 {
+			continue
+		}
+		vi.vh.Domains = doms
+		if vi.redirect {
+			vi.vh.RequireTls = routev3.VirtualHost_ALL
+			if len(vi.vh.Routes) == 0 {
+				vi.vh.Routes = []*routev3.Route{{Name: "https_redirect", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}}}}}
+			}
+		}
+		if len(vi.vh.Routes) == 0 {
+			continue
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, vi.vh)
+	}
+	return rc
+}
+
+// serverAdmits reports whether a VirtualService host (from namespace vsNS)
+// is allowed by a server's "ns/host" entries.
+func serverAdmits(s gwServer, vsHost, vsNS string) bool {
+	for _, h := range s.srv.GetHosts() {
+		ns, host, ok := strings.Cut(h, "/")
+		if !ok {
+			ns, host = "*", h
+		}
+		if ns == "." {
+			ns = nsOf(s.gw)
+		}
+		if ns != "*" && ns != vsNS {
+			continue
+		}
+		if hostMatch(host, vsHost) || hostMatch(vsHost, host) {
+			return true
+		}
+	}
+	return false
+}
+
+// passthroughChains routes TLS by SNI to the VirtualService tls routes
+// bound to the gateway.
+func (b *builder) passthroughChains(s gwServer, port uint32) []*listenerv3.FilterChain {
+	gwName := s.gatewayName()
+	var out []*listenerv3.FilterChain
+	seen := map[string]bool{}
+	for _, c := range b.vss {
+		vs := c.Spec.(*networking.VirtualService)
+		if !gatewayListed(vs.GetGateways(), nsOf(c), gwName) {
+			continue
+		}
+		for i, tr := range vs.GetTls() {
+			for _, m := range tr.GetMatch() {
+				if m.GetPort() != 0 && m.GetPort() != port {
+					continue
+				}
+				if len(m.GetGateways()) > 0 && !gatewayListed(m.GetGateways(), nsOf(c), gwName) {
+					continue
+				}
+				var snis []string
+				for _, sni := range m.GetSniHosts() {
+					if !seen[sni] && serverAdmits(s, sni, nsOf(c)) {
+						seen[sni] = true
+						snis = append(snis, sni)
+					}
+				}
+				ws := b.l4Weights(tr.GetRoute(), nsOf(c), port)
+				if len(snis) == 0 || len(ws) == 0 {
+					continue
+				}
+				sort.Strings(snis)
+				out = append(out, &listenerv3.FilterChain{
+					Name:             "passthrough." + serverName(s) + "." + c.Meta.Name + "." + strconv.Itoa(i),
+					FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: snis},
+					Filters:          []*listenerv3.Filter{tcpProxy(ws[0].Name, ws)},
+				})
+			}
+		}
+	}
+	return out
+}
+
+// gatewayTCP returns the weighted clusters of tcp routes bound to the
+// gateway for a TCP server.
+func (b *builder) gatewayTCP(s gwServer, port uint32) [][]*tcpWeight {
+	gwName := s.gatewayName()
+	var out [][]*tcpWeight
+	for _, c := range b.vss {
+		vs := c.Spec.(*networking.VirtualService)
+		if !gatewayListed(vs.GetGateways(), nsOf(c), gwName) {
+			continue
+		}
+		for _, tr := range vs.GetTcp() {
+			if !b.l4MatchApplies(tr.GetMatch(), port, gwName, nsOf(c)) {
+				continue
+			}
+			if ws := b.l4Weights(tr.GetRoute(), nsOf(c), port); len(ws) > 0 {
+				out = append(out, ws)
+			}
+		}
+	}
+	return out
+}
+
+type tcpWeight = tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight

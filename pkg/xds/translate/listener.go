@@ -1,0 +1,426 @@
+package translate
+
+import (
+	"net"
+	"sort"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/registry"
+)
+
+// Network filter names.
+const (
+	HCMFilter      = "envoy.filters.network.http_connection_manager"
+	TCPProxyFilter = "envoy.filters.network.tcp_proxy"
+	TLSInspector   = "envoy.filters.listener.tls_inspector"
+)
+
+// ListenerName returns ADDRESS_PORT.
+func ListenerName(addr string, port uint32) string { return addr + "_" + strconv.Itoa(int(port)) }
+
+func httpFilters(proxyless bool) []*hcmv3.HttpFilter {
+	fs := []*hcmv3.HttpFilter{{Name: FaultFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&faultv3.HTTPFault{})}}}
+	if !proxyless {
+		fs = append(fs, &hcmv3.HttpFilter{Name: CorsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&corsv3.Cors{})}})
+	}
+	return append(fs, &hcmv3.HttpFilter{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
+}
+
+func hcmRDS(statPrefix, routeName string, proxyless bool) *hcmv3.HttpConnectionManager {
+	return &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: ads(), RouteConfigName: routeName,
+		}},
+		HttpFilters: httpFilters(proxyless),
+	}
+}
+
+func hcmFilter(h *hcmv3.HttpConnectionManager) *listenerv3.Filter {
+	return &listenerv3.Filter{Name: HCMFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)}}
+}
+
+func tcpProxy(statPrefix string, weights []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight) *listenerv3.Filter {
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix}
+	if len(weights) == 1 {
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: weights[0].Name}
+	} else {
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: weights}}
+	}
+	return &listenerv3.Filter{Name: TCPProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}}
+}
+
+func one(cluster string) []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight {
+	return []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: cluster, Weight: 1}}
+}
+
+func listener(name, addr string, port uint32, dir corev3.TrafficDirection) *listenerv3.Listener {
+	return &listenerv3.Listener{Name: name, Address: socketAddress(addr, port), TrafficDirection: dir}
+}
+
+// buildSidecar emits everything a sidecar needs.
+func (b *builder) buildSidecar() {
+	b.addWellKnownClusters()
+	b.buildOutbound()
+	b.buildInbound()
+}
+
+// buildOutbound emits clusters, route configurations and listeners for
+// every visible service port.
+func (b *builder) buildOutbound() {
+	type tlsChain struct {
+		sni      []string
+		clusters []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
+		name     string
+	}
+	httpPorts := map[uint32][]*registry.Service{}
+	tcpListeners := map[string]*listenerv3.Listener{}
+	tlsChains := map[string][]tlsChain{} // listener name -> chains
+	tlsPorts := map[string]uint32{}
+	for _, svc := range b.services {
+		b.buildClusters(svc)
+		for _, port := range svc.Ports {
+			proto := protocolOf(port)
+			switch {
+			case isHTTP(proto):
+				httpPorts[port.Number] = append(httpPorts[port.Number], svc)
+			case isTLS(proto):
+				addr := "0.0.0.0"
+				lname := ListenerName(addr, port.Number)
+				tlsPorts[lname] = port.Number
+				chains := b.tlsRoutes(svc, port.Number)
+				for _, c := range chains {
+					tlsChains[lname] = append(tlsChains[lname], tlsChain{c.sni, c.clusters, c.name})
+				}
+			default:
+				addr := "0.0.0.0"
+				if len(svc.Addresses) > 0 && net.ParseIP(svc.Addresses[0]) != nil {
+					addr = svc.Addresses[0]
+				}
+				lname := ListenerName(addr, port.Number)
+				if _, taken := tcpListeners[lname]; taken {
+					continue // first service (by host name) wins the wildcard port
+				}
+				l := listener(lname, addr, port.Number, corev3.TrafficDirection_OUTBOUND)
+				l.FilterChains = []*listenerv3.FilterChain{{
+					Filters: []*listenerv3.Filter{tcpProxy(ClusterName(port.Number, "", svc.Hostname), b.tcpRoute(svc, port.Number))},
+				}}
+				tcpListeners[lname] = l
+			}
+		}
+	}
+	for port, svcs := range httpPorts {
+		b.routes[strconv.Itoa(int(port))] = b.routeConfig(strconv.Itoa(int(port)), port, svcs)
+		lname := ListenerName("0.0.0.0", port)
+		l := listener(lname, "0.0.0.0", port, corev3.TrafficDirection_OUTBOUND)
+		l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcmFilter(hcmRDS("outbound_"+strconv.Itoa(int(port)), strconv.Itoa(int(port)), false))}}}
+		b.listeners[lname] = l
+	}
+	for name, l := range tcpListeners {
+		if _, clash := b.listeners[name]; !clash {
+			b.listeners[name] = l
+		}
+	}
+	for lname, chains := range tlsChains {
+		if _, clash := b.listeners[lname]; clash {
+			continue
+		}
+		sort.SliceStable(chains, func(i, j int) bool { return chains[i].name < chains[j].name })
+		l := listener(lname, "0.0.0.0", tlsPorts[lname], corev3.TrafficDirection_OUTBOUND)
+		l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: TLSInspector, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}}
+		seen := map[string]bool{}
+		for _, c := range chains {
+			var snis []string
+			for _, s := range c.sni {
+				if !seen[s] {
+					seen[s] = true
+					snis = append(snis, s)
+				}
+			}
+			if len(snis) == 0 {
+				continue
+			}
+			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+				Name:             c.name,
+				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: snis},
+				Filters:          []*listenerv3.Filter{tcpProxy(c.name, c.clusters)},
+			})
+		}
+		b.listeners[lname] = l
+	}
+	// virtualOutbound: everything not matched goes out as addressed
+	// (ALLOW_ANY) or nowhere (REGISTRY_ONLY).
+	fallback := PassthroughCluster
+	if b.registryOnly() {
+		fallback = BlackHoleCluster
+	}
+	vo := listener(VirtualOutbound, "0.0.0.0", VirtualOutboundPort, corev3.TrafficDirection_OUTBOUND)
+	vo.UseOriginalDst = wrapperspb.Bool(true)
+	vo.FilterChains = []*listenerv3.FilterChain{{Name: fallback, Filters: []*listenerv3.Filter{tcpProxy(fallback, one(fallback))}}}
+	b.listeners[VirtualOutbound] = vo
+}
+
+// routeConfig builds the RouteConfiguration for one outbound HTTP port.
+func (b *builder) routeConfig(name string, port uint32, svcs []*registry.Service) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: name, ValidateClusters: wrapperspb.Bool(false)}
+	seen := map[string]bool{}
+	for _, svc := range svcs {
+		vh := &routev3.VirtualHost{
+			Name:    svc.Hostname + ":" + strconv.Itoa(int(port)),
+			Domains: b.domains(svc, port, seen),
+		}
+		if len(vh.Domains) == 0 {
+			continue
+		}
+		vh.Routes = b.serviceRoutes(svc, port, false)
+		rc.VirtualHosts = append(rc.VirtualHosts, vh)
+	}
+	if b.registryOnly() {
+		// Unknown hosts: 502 from BlackHoleCluster, like Istio's block_all.
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: "block_all", Domains: []string{"*"}, Routes: []*routev3.Route{{
+			Name: "block_all", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 502}},
+		}}})
+	} else {
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: "allow_any", Domains: []string{"*"}, Routes: []*routev3.Route{{
+			Name: "allow_any", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PassthroughCluster}, Timeout: durationpb.New(0)}},
+		}}})
+	}
+	return rc
+}
+
+// serviceRoutes returns the routes of svc on port: its VirtualService's
+// (mesh) routes, or a default route when no VirtualService applies.
+func (b *builder) serviceRoutes(svc *registry.Service, port uint32, proxyless bool) []*routev3.Route {
+	if vs := b.virtualServiceFor(svc.Hostname, MeshGateway); vs != nil {
+		if len(vs.Spec.(*networking.VirtualService).GetHttp()) > 0 {
+			return b.httpRoutes(vs, routeCtx{port: port, proxyless: proxyless})
+		}
+	}
+	return []*routev3.Route{defaultRoute(ClusterName(port, "", svc.Hostname))}
+}
+
+// tcpRoute returns the weighted clusters of the first VirtualService tcp
+// route that applies to svc on port, else the service cluster.
+func (b *builder) tcpRoute(svc *registry.Service, port uint32) []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight {
+	if c := b.virtualServiceFor(svc.Hostname, MeshGateway); c != nil {
+		for _, tr := range c.Spec.(*networking.VirtualService).GetTcp() {
+			if !b.l4MatchApplies(tr.GetMatch(), port, MeshGateway, nsOf(c)) {
+				continue
+			}
+			if ws := b.l4Weights(tr.GetRoute(), nsOf(c), port); len(ws) > 0 {
+				return ws
+			}
+		}
+	}
+	return one(ClusterName(port, "", svc.Hostname))
+}
+
+func (b *builder) l4MatchApplies(ms []*networking.L4MatchAttributes, port uint32, gateway, vsNS string) bool {
+	if len(ms) == 0 {
+		return true
+	}
+	for _, m := range ms {
+		if m.GetPort() != 0 && m.GetPort() != port {
+			continue
+		}
+		if len(m.GetSourceLabels()) > 0 && !labelsMatch(m.GetSourceLabels(), b.p.Labels) {
+			continue
+		}
+		if len(m.GetGateways()) > 0 && !gatewayListed(m.GetGateways(), vsNS, gateway) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func (b *builder) l4Weights(ds []*networking.RouteDestination, ns string, port uint32) []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight {
+	var out []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
+	for _, d := range ds {
+		w := uint32(d.GetWeight())
+		if w == 0 && len(ds) > 1 {
+			continue
+		}
+		if w == 0 {
+			w = 1
+		}
+		name, _, _ := b.destCluster(d.GetDestination(), ns, port)
+		out = append(out, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: name, Weight: w})
+	}
+	return out
+}
+
+type sniChain struct {
+	name     string
+	sni      []string
+	clusters []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
+}
+
+// tlsRoutes returns SNI filter chains for a TLS service port: one per
+// VirtualService tls route that applies, then the service's own host.
+func (b *builder) tlsRoutes(svc *registry.Service, port uint32) []sniChain {
+	var out []sniChain
+	if c := b.virtualServiceFor(svc.Hostname, MeshGateway); c != nil {
+		for i, tr := range c.Spec.(*networking.VirtualService).GetTls() {
+			for _, m := range tr.GetMatch() {
+				if m.GetPort() != 0 && m.GetPort() != port {
+					continue
+				}
+				if len(m.GetSourceLabels()) > 0 && !labelsMatch(m.GetSourceLabels(), b.p.Labels) {
+					continue
+				}
+				ws := b.l4Weights(tr.GetRoute(), nsOf(c), port)
+				if len(ws) == 0 {
+					continue
+				}
+				out = append(out, sniChain{
+					name:     svc.Hostname + "|" + strconv.Itoa(i) + "|" + c.Meta.Name + "." + nsOf(c),
+					sni:      m.GetSniHosts(),
+					clusters: ws,
+				})
+			}
+		}
+	}
+	out = append(out, sniChain{name: svc.Hostname + "|~default", sni: []string{svc.Hostname}, clusters: one(ClusterName(port, "", svc.Hostname))})
+	return out
+}
+
+// inboundPort is one port the local application serves.
+type inboundPort struct {
+	port     uint32
+	protocol string
+	endpoint string // host:port of the app, default 127.0.0.1:port
+}
+
+// inboundPorts collects the ports of services the proxy is an endpoint of,
+// APP_PORTS, and Sidecar ingress listeners.
+func (b *builder) inboundPorts() []inboundPort {
+	ports := map[uint32]inboundPort{}
+	for _, ap := range b.p.AppPorts {
+		ports[ap] = inboundPort{port: ap, protocol: "HTTP"}
+	}
+	if b.reg != nil {
+		for _, svc := range b.reg.Services {
+			if svc.Namespace != b.p.Namespace {
+				continue
+			}
+			mine := false
+			for _, e := range b.reg.EndpointsOf(svc.Hostname) {
+				if e.Workload == b.p.Workload && e.Namespace == b.p.Namespace && b.p.Workload != "" {
+					mine = true
+					break
+				}
+			}
+			if !mine {
+				continue
+			}
+			for _, sp := range svc.Ports {
+				n := sp.TargetPort
+				if n == 0 {
+					n = sp.Number
+				}
+				if _, ok := ports[n]; !ok || ports[n].protocol == "HTTP" {
+					ports[n] = inboundPort{port: n, protocol: protocolOf(sp)}
+				}
+			}
+		}
+	}
+	for _, in := range b.sidecar.GetIngress() {
+		n := in.GetPort().GetNumber()
+		ip := inboundPort{port: n, protocol: protocolOf(registry.Port{Name: in.GetPort().GetName(), Protocol: in.GetPort().GetProtocol()})}
+		if ep := in.GetDefaultEndpoint(); ep != "" {
+			ip.endpoint = ep
+		}
+		ports[n] = ip
+	}
+	out := make([]inboundPort, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].port < out[j].port })
+	return out
+}
+
+// buildInbound emits virtualInbound and the inbound|PORT|| clusters.
+func (b *builder) buildInbound() {
+	ports := b.inboundPorts()
+	if len(ports) == 0 {
+		return
+	}
+	vi := listener(VirtualInbound, "0.0.0.0", VirtualInboundPort, corev3.TrafficDirection_INBOUND)
+	vi.UseOriginalDst = wrapperspb.Bool(true)
+	for _, ip := range ports {
+		cname := InboundClusterName(ip.port)
+		host, port := "127.0.0.1", ip.port
+		if ip.endpoint != "" {
+			if h, ps, err := net.SplitHostPort(ip.endpoint); err == nil {
+				if n, err := strconv.ParseUint(ps, 10, 16); err == nil {
+					host, port = h, uint32(n)
+				}
+			}
+		}
+		c := staticCluster(cname, host, port)
+		b.clusters[cname] = c
+		fc := &listenerv3.FilterChain{
+			Name:             cname,
+			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(ip.port)},
+		}
+		if isHTTP(ip.protocol) {
+			h := &hcmv3.HttpConnectionManager{
+				StatPrefix: "inbound_" + strconv.Itoa(int(ip.port)),
+				RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+					Name: cname,
+					VirtualHosts: []*routev3.VirtualHost{{
+						Name: "inbound|http|" + strconv.Itoa(int(ip.port)), Domains: []string{"*"},
+						Routes: []*routev3.Route{{
+							Name:  "default",
+							Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+							Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+								ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cname}, Timeout: durationpb.New(0),
+							}},
+						}},
+					}},
+				}},
+				HttpFilters: []*hcmv3.HttpFilter{{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}},
+			}
+			fc.Filters = []*listenerv3.Filter{hcmFilter(h)}
+		} else {
+			fc.Filters = []*listenerv3.Filter{tcpProxy(cname, one(cname))}
+		}
+		vi.FilterChains = append(vi.FilterChains, fc)
+	}
+	b.listeners[VirtualInbound] = vi
+}
+
+// buildProxyless emits, for every visible service port, a HOST:PORT
+// api_listener, its RouteConfiguration, and the clusters and endpoints.
+func (b *builder) buildProxyless() {
+	for _, svc := range b.services {
+		b.buildClusters(svc)
+		for _, port := range svc.Ports {
+			name := svc.Hostname + ":" + strconv.Itoa(int(port.Number))
+			b.listeners[name] = &listenerv3.Listener{
+				Name:        name,
+				ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcmRDS(name, name, true))},
+			}
+			vh := &routev3.VirtualHost{Name: name, Domains: b.domains(svc, port.Number, map[string]bool{})}
+			vh.Routes = b.serviceRoutes(svc, port.Number, true)
+			b.routes[name] = &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}}
+		}
+	}
+}
