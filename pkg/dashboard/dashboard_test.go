@@ -301,12 +301,13 @@ func TestErrorsAPI(t *testing.T) {
 func TestProxiesAPIAndScrapeFailures(t *testing.T) {
 	b := newBookinfo(t)
 	b.src.proxies = append(b.src.proxies, ProxyInfo{ID: "router~10.0.0.9~gw.istio-system~x", Sync: map[string]SyncStatus{
-		"LDS": {Status: SyncNacked, Error: "unknown filter"}}})
+		"LDS": {Status: SyncNacked, Error: "unknown filter"}}},
+		ProxyInfo{ID: "sidecar~10.0.0.8~old.default~x", Workload: "old", MetricsAddress: b.reviews.addr(), Disconnected: true})
 	b.reviews.setFail(true)
 	b.scrape(t)
 	var ps []ProxyView
 	getJSON(t, b.d.Handler(), "/api/proxies", http.StatusOK, &ps)
-	if len(ps) != 3 {
+	if len(ps) != 4 {
 		t.Fatalf("proxies = %+v", ps)
 	}
 	byWorkload := map[string]ProxyView{}
@@ -321,6 +322,10 @@ func TestProxiesAPIAndScrapeFailures(t *testing.T) {
 	}
 	if p := byWorkload[""]; p.Sync["LDS"].Status != SyncNacked || p.Scrape == nil || !strings.Contains(p.Scrape.Error, "METRICS_ADDRESS") {
 		t.Errorf("gateway = %+v %+v", p, p.Scrape)
+	}
+
+	if p := byWorkload["old"]; p.Scrape == nil || !strings.Contains(p.Scrape.Error, "not connected") {
+		t.Errorf("disconnected proxy scrape = %+v, want skipped", p.Scrape)
 	}
 
 	b.src.err = errors.New("control plane down")

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,6 +103,10 @@ func (d *Dashboard) scrapeOnce(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, p := range proxies {
 		results[i].id = p.ID
+		if p.Disconnected {
+			results[i].err = errDisconnected
+			continue
+		}
 		if p.MetricsAddress == "" {
 			results[i].err = errNoMetricsAddress
 			continue
@@ -124,7 +129,10 @@ func (d *Dashboard) scrapeOnce(ctx context.Context) error {
 	return nil
 }
 
-var errNoMetricsAddress = fmt.Errorf("proxy announced no METRICS_ADDRESS")
+var (
+	errNoMetricsAddress = errors.New("proxy announced no METRICS_ADDRESS")
+	errDisconnected     = errors.New("proxy is not connected to the control plane")
+)
 
 func (d *Dashboard) fetch(ctx context.Context, addr string) (map[string]rawSample, error) {
 	u := addr

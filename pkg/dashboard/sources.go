@@ -41,6 +41,9 @@ type ProxyInfo struct {
 	MetricsAddress string `json:"metricsAddress,omitempty"`
 	// Sync maps a short xDS type name (CDS, EDS, LDS, RDS, SDS, ...) to its state.
 	Sync map[string]SyncStatus `json:"sync,omitempty"`
+	// Disconnected marks a proxy the control plane remembers but that has
+	// no ADS stream; it is not scraped.
+	Disconnected bool `json:"disconnected,omitempty"`
 	// ConnectedAt is when the proxy's ADS stream started, if known.
 	ConnectedAt time.Time `json:"connectedAt,omitzero"`
 }
@@ -128,9 +131,18 @@ type wireProxy struct {
 	MetricsAddress string            `json:"metricsAddress"`
 	Metadata       map[string]any    `json:"metadata"`
 	ConnectedAt    time.Time         `json:"connectedAt"`
-	// Sync is either {"CDS": {"status": "SYNCED"}} or {"CDS": "SYNCED"}.
+	Connected      *bool             `json:"connected"`
+	// Sync is {"CDS": {"status": "SYNCED"}}, {"CDS": {"state": "SYNCED"}}
+	// (pkg/xds/server's "types") or {"CDS": "SYNCED"}.
 	Sync   map[string]json.RawMessage `json:"sync"`
+	Types  map[string]json.RawMessage `json:"types"`
 	Status map[string]json.RawMessage `json:"status"`
+}
+
+type wireSync struct {
+	Status string `json:"status"`
+	State  string `json:"state"`
+	Error  string `json:"error"`
 }
 
 func decodeProxies(body []byte) ([]ProxyInfo, error) {
@@ -177,7 +189,11 @@ func decodeProxies(body []byte) ([]ProxyInfo, error) {
 				}
 			}
 		}
+		p.Disconnected = w.Connected != nil && !*w.Connected
 		sync := w.Sync
+		if sync == nil {
+			sync = w.Types
+		}
 		if sync == nil {
 			sync = w.Status
 		}
@@ -186,8 +202,15 @@ func decodeProxies(body []byte) ([]ProxyInfo, error) {
 			var s string
 			if err := json.Unmarshal(raw, &s); err == nil {
 				st.Status = s
-			} else if err := json.Unmarshal(raw, &st); err != nil {
-				return nil, fmt.Errorf("decode proxy %s sync status %s: %w", p.ID, typ, err)
+			} else {
+				var ws wireSync
+				if err := json.Unmarshal(raw, &ws); err != nil {
+					return nil, fmt.Errorf("decode proxy %s sync status %s: %w", p.ID, typ, err)
+				}
+				st = SyncStatus{Status: ws.Status, Error: ws.Error}
+				if st.Status == "" {
+					st.Status = ws.State
+				}
 			}
 			st.Status = normalizeSync(st.Status)
 			if p.Sync == nil {
@@ -268,4 +291,28 @@ func warningText(obj map[string]any) string {
 		return msg
 	}
 	return strings.Join(parts, " ") + ": " + msg
+}
+
+// FuncSources adapts two functions to Sources, for wiring the dashboard into
+// the control plane process (e.g. the ADS server's status and the config
+// store's list).
+type FuncSources struct {
+	ProxiesFunc   func(ctx context.Context) ([]ProxyInfo, error)
+	ResourcesFunc func(ctx context.Context) ([]*config.Resource, []string, error)
+}
+
+// Proxies implements Sources; a nil ProxiesFunc lists no proxies.
+func (f FuncSources) Proxies(ctx context.Context) ([]ProxyInfo, error) {
+	if f.ProxiesFunc == nil {
+		return nil, nil
+	}
+	return f.ProxiesFunc(ctx)
+}
+
+// Resources implements Sources; a nil ResourcesFunc lists no resources.
+func (f FuncSources) Resources(ctx context.Context) ([]*config.Resource, []string, error) {
+	if f.ResourcesFunc == nil {
+		return nil, nil, nil
+	}
+	return f.ResourcesFunc(ctx)
 }

@@ -62,6 +62,14 @@ func TestHTTPSourcesProxies(t *testing.T) {
 			code: 200, wantID: "sidecar~1~a.ns~ns.svc.cluster.local", wantAddr: "127.0.0.1:9", wantWL: "a",
 			wantLDS: SyncStatus{Status: SyncNotSent},
 		},
+		{
+			name: "pkg/xds/server ProxyStatus shape",
+			body: `[{"id":"sidecar~10.0.0.2~details-v1.default~default.svc.cluster.local","type":"sidecar","namespace":"default",
+			  "workload":"details-v1","connected":true,"revision":3,"metricsAddress":"127.0.0.1:15091","labels":{"app":"details"},
+			  "types":{"CDS":{"state":"SYNCED","version":"3"},"LDS":{"state":"STALE","version":"3","acked":"2"}}}]`,
+			code: 200, wantID: "sidecar~10.0.0.2~details-v1.default~default.svc.cluster.local", wantAddr: "127.0.0.1:15091",
+			wantWL: "details-v1", wantLDS: SyncStatus{Status: SyncStale},
+		},
 		{name: "server error", body: `{"error":"boom"}`, code: 500, wantErr: "500"},
 		{name: "not JSON", body: `<html>`, code: 200, wantErr: "decode proxies"},
 	}
