@@ -102,6 +102,10 @@ type ProxyStatus struct {
 	Error string `json:"error,omitempty"`
 	// Types is keyed by CDS, LDS, EDS, RDS.
 	Types map[string]TypeStatus `json:"types"`
+	// Labels and MetricsAddress (node metadata METRICS_ADDRESS) let the
+	// dashboard place the proxy in the graph and scrape its metrics.
+	Labels         map[string]string `json:"labels,omitempty"`
+	MetricsAddress string            `json:"metricsAddress,omitempty"`
 }
 
 // Status reports every known proxy, sorted by ID.
@@ -118,7 +122,8 @@ func (s *Server) Status() []ProxyStatus {
 
 func (s *Server) statusLocked(p *proxyState) ProxyStatus {
 	ps := ProxyStatus{ID: p.proxy.ID, Type: string(p.proxy.Type), Namespace: p.proxy.Namespace, Workload: p.proxy.Workload,
-		Connected: p.streams > 0, Revision: p.rev, Types: map[string]TypeStatus{}}
+		Connected: p.streams > 0, Revision: p.rev, Types: map[string]TypeStatus{},
+		Labels: p.proxy.Labels, MetricsAddress: p.proxy.Metadata["METRICS_ADDRESS"]}
 	if p.genErr != nil {
 		ps.Error = p.genErr.Error()
 	}
