@@ -53,9 +53,8 @@ transaction.`,
 			if err != nil {
 				return apiError(err)
 			}
-			for _, w := range resp.Warnings {
-				fmt.Fprintln(cmd.ErrOrStderr(), "Warning:", w)
-			}
+			// resp.Warnings repeats the local warnings readResources
+			// printed (with "request" as the file name), so it is not shown.
 			suffix := ""
 			if resp.DryRun {
 				suffix = " (dry run)"

@@ -34,6 +34,9 @@ The admin API address may use port 0; the bound address is logged
 			}
 			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
 			o.Version = Version
+			// Components that run inside the control plane (xDS server,
+			// CA, dashboard, ...) are added to o.Extensions here; see
+			// controlplane.Extension.
 			return controlplane.Run(cmd.Context(), o)
 		},
 	}
