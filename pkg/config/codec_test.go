@@ -153,6 +153,8 @@ func TestDecodeErrors(t *testing.T) {
 			[]string{`f.yaml:9: DestinationRule default/b: spec.hots: unknown field "hots" in DestinationRule; did you mean "host"?`}},
 		{"list item", "kind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  kind: Gatway\n", []string{`f.yaml:4: kind: unknown kind "Gatway"; did you mean "Gateway"?`}},
 		{"unknown core kind", "apiVersion: v1\nkind: Nope\nmetadata: {name: a}\n", []string{`f.yaml:2: kind: unknown kind "Nope"`}},
+		{"alias bomb", "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a}\nx0: &a0 [1, 2, 3, 4, 5, 6, 7, 8]\nx1: &a1 [*a0, *a0, *a0, *a0, *a0, *a0, *a0, *a0]\nx2: &a2 [*a1, *a1, *a1, *a1, *a1, *a1, *a1, *a1]\nx3: &a3 [*a2, *a2, *a2, *a2, *a2, *a2, *a2, *a2]\nx4: &a4 [*a3, *a3, *a3, *a3, *a3, *a3, *a3, *a3]\nx5: &a5 [*a4, *a4, *a4, *a4, *a4, *a4, *a4, *a4]\nx6: &a6 [*a5, *a5, *a5, *a5, *a5, *a5, *a5, *a5]\nx7: &a7 [*a6, *a6, *a6, *a6, *a6, *a6, *a6, *a6]\nx8: &a8 [*a7, *a7, *a7, *a7, *a7, *a7, *a7, *a7]\nspec:\n  configPatches:\n  - applyTo: CLUSTER\n    patch:\n      operation: MERGE\n      value: {a: [*a8, *a8, *a8, *a8, *a8, *a8, *a8, *a8]}\n",
+			[]string{"document too large"}},
 		{"list without items", "kind: List\n", []string{"items: a List needs an items sequence"}},
 		{"well-known wrapper type", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a\n  trafficPolicy:\n    outlierDetection:\n      consecutive5xxErrors: many\n",
 			[]string{"f.yaml:8: DestinationRule default/a: spec.trafficPolicy.outlierDetection.consecutive5xxErrors: expected a non-negative 32-bit integer"}},

@@ -22,6 +22,21 @@ type walker struct {
 	name    string // namespace/name once known
 	lines   map[string]int
 	errs    ErrorList
+	// visits counts nodes walked; aliases can make a small document expand
+	// exponentially ("billion laughs"), so the walk stops at maxVisits.
+	visits int
+}
+
+// maxVisits bounds the nodes walked per document, aliases expanded.
+const maxVisits = 1 << 17
+
+// spent counts one node and reports whether the budget is exhausted (once).
+func (w *walker) spent(n *yaml.Node, path string) bool {
+	w.visits++
+	if w.visits == maxVisits+1 {
+		w.errorf(n.Line, path, "document too large: more than %d values after expanding aliases", maxVisits)
+	}
+	return w.visits > maxVisits
 }
 
 func (w *walker) errorf(line int, path, format string, args ...any) {
@@ -104,7 +119,7 @@ func (w *walker) strMap(path string, n *yaml.Node) map[string]string {
 // message converts a mapping node for message md.
 func (w *walker) message(path string, n *yaml.Node, md protoreflect.MessageDescriptor) any {
 	n = deref(n)
-	if isNull(n) {
+	if isNull(n) || w.spent(n, path) {
 		return nil
 	}
 	if v, ok := w.wellKnown(path, n, md); ok {
@@ -207,7 +222,7 @@ func (w *walker) field(path string, n *yaml.Node, fd protoreflect.FieldDescripto
 // value converts a singular value (or one list/map entry) of field fd.
 func (w *walker) value(path string, n *yaml.Node, fd protoreflect.FieldDescriptor) any {
 	n = deref(n)
-	if isNull(n) {
+	if isNull(n) || w.spent(n, path) {
 		return nil
 	}
 	switch fd.Kind() {
@@ -387,7 +402,7 @@ func formatDuration(d time.Duration) string {
 // generic converts any YAML to JSON values (for Struct/Value/Any).
 func (w *walker) generic(path string, n *yaml.Node) any {
 	n = deref(n)
-	if n == nil {
+	if n == nil || w.spent(n, path) {
 		return nil
 	}
 	w.lines[path] = lineOr(w.lines[path], n.Line)
@@ -412,12 +427,14 @@ func (w *walker) generic(path string, n *yaml.Node) any {
 		case "!!null":
 			return nil
 		case "!!bool":
-			var b bool
-			_ = n.Decode(&b)
-			return b
+			return strings.EqualFold(n.Value, "true")
 		case "!!int", "!!float":
-			var f float64
-			if err := n.Decode(&f); err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+			v := strings.ReplaceAll(n.Value, "_", "")
+			if i, err := strconv.ParseInt(v, 0, 64); err == nil {
+				return float64(i)
+			}
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
 				return n.Value
 			}
 			return f
