@@ -476,3 +476,29 @@ func TestWatchStreamsEvents(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchCompacted(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "config.db"), bolt.Options{Retention: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	e := newEnvStore(t, st)
+	c := ctx(t)
+	for _, subset := range []string{"v1", "v2", "v3"} {
+		if _, err := e.c.Apply(c, decode(t, strings.Replace(vsYAML, "subset: v1", "subset: "+subset, 1)), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, err = e.c.Watch(c, 1)
+	var ae *admin.APIError
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusGone || !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("Watch from a compacted revision: err = %v, want 410 compacted", err)
+	}
+	// The latest revision is still watchable.
+	wctx, cancel := context.WithCancel(c)
+	defer cancel()
+	if _, _, err := e.c.Watch(wctx, st.Revision()); err != nil {
+		t.Fatalf("Watch from the latest revision: %v", err)
+	}
+}

@@ -96,6 +96,9 @@ func runGet(ctx context.Context, out, errOut io.Writer, c *admin.Client, o getOp
 			return apiError(err)
 		}
 		items = lr.Items
+		for _, w := range lr.Warnings {
+			fmt.Fprintln(errOut, "Warning:", w)
+		}
 		if kind == "" {
 			// Group by kind, as kubectl get all does; the store sorts by
 			// namespace and name within.

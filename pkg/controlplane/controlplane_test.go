@@ -112,12 +112,18 @@ func TestRunConfigDirIsReadOnly(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "se.yaml"), []byte(seYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("apiVersion: networking.istio.io/v1\nkind: Gatewayy\nmetadata: {name: x}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	url, cancel, done := start(t, controlplane.Options{ConfigDir: dir})
 	defer stop(t, cancel, done)
 	c := &admin.Client{BaseURL: url}
 	lr, err := c.List(context.Background(), "", "")
 	if err != nil || len(lr.Items) != 1 {
 		t.Fatalf("List = %+v, %v", lr, err)
+	}
+	if len(lr.Warnings) == 0 || !strings.Contains(strings.Join(lr.Warnings, "\n"), "bad.yaml") {
+		t.Fatalf("List warnings %q do not report bad.yaml", lr.Warnings)
 	}
 	if _, err := c.ApplyRaw(context.Background(), []byte(seYAML), "application/yaml", false); !errors.Is(err, store.ErrReadOnly) {
 		t.Fatalf("Apply to --config-dir control plane: err = %v, want read-only", err)
