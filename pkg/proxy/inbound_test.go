@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/pkg/proxy"
+	"github.com/weftmesh/weft/pkg/proxy/listener"
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
 
@@ -162,5 +164,79 @@ func TestOutboundTrafficPolicy(t *testing.T) {
 				t.Fatalf("status %d (%s), want %d", res.status, res.flags, tc.wantCode)
 			}
 		})
+	}
+}
+
+type denyPath string
+
+func (d denyPath) Filter(w http.ResponseWriter, r *http.Request) bool {
+	if r.URL.Path != string(d) {
+		return false
+	}
+	http.Error(w, "RBAC: access denied", http.StatusForbidden)
+	return true
+}
+
+func TestExtensionHTTPFilter(t *testing.T) {
+	skipShort(t)
+	cp := xdstest.Start(t)
+	app := startBackend(t, "app", nil)
+	_, ps, _ := net.SplitHostPort(app.addr)
+	port, _ := strconv.Atoi(ps)
+	withFilter := func(cfg string) *listenerv3.Listener {
+		l := virtualInbound(t, port)
+		h := &hcmv3.HttpConnectionManager{}
+		if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(h); err != nil {
+			t.Fatal(err)
+		}
+		tc, err := anypb.New(wrapperspb.String(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.HttpFilters = []*hcmv3.HttpFilter{{Name: "test.deny", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: tc}}}
+		a, err := anypb.New(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+		return l
+	}
+	factory := func(a *anypb.Any) (listener.HTTPFilter, error) {
+		s := &wrapperspb.StringValue{}
+		if err := a.UnmarshalTo(s); err != nil {
+			return nil, err
+		}
+		if !strings.HasPrefix(s.GetValue(), "/") {
+			return nil, fmt.Errorf("bad path %q", s.GetValue())
+		}
+		return denyPath(s.GetValue()), nil
+	}
+	res := func(cfg string) *xdstest.Resources {
+		return &xdstest.Resources{Listeners: []types.Resource{withFilter(cfg)},
+			Clusters: []types.Resource{staticCluster("inbound|"+ps+"||", app.addr)}}
+	}
+	cp.Set(t, nodeID, res("/deny"))
+	p := startProxy(t, cp, func(o *proxy.Options) {
+		o.AppPort = port
+		o.HTTPFilters = map[string]listener.FilterFactory{"test.deny": factory}
+	})
+	in := "http://" + p.Addresses().Inbound
+	if code, _ := httpGet(t, in+"/deny"); code != 403 {
+		t.Fatalf("filtered path: %d, want 403", code)
+	}
+	if code, body := httpGet(t, in+"/ok"); code != 200 || body != "app" {
+		t.Fatalf("allowed path: %d %q", code, body)
+	}
+	cp.Set(t, nodeID, res("no-slash")) // the factory rejects it: NACK
+	select {
+	case n := <-cp.NACKs:
+		if !strings.Contains(n.GetErrorDetail().GetMessage(), "bad path") {
+			t.Fatalf("NACK %q", n.GetErrorDetail().GetMessage())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no NACK for a filter config its factory rejects")
+	}
+	if code, _ := httpGet(t, in+"/deny"); code != 403 {
+		t.Fatalf("after NACK the last good filter must still apply: %d", code)
 	}
 }

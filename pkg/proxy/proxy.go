@@ -68,6 +68,9 @@ type Options struct {
 	// Rand and Clock are injectable for tests; nil means defaults.
 	Rand  lb.Rand
 	Clock cluster.Clock
+	// HTTPFilters adds HTTP filter implementations by http_filters name
+	// (e.g. "envoy.filters.http.rbac"); see listener.FilterFactory.
+	HTTPFilters map[string]listener.FilterFactory
 	// BackoffMin/BackoffMax tune xDS reconnects (defaults 100ms / 5s).
 	BackoffMin, BackoffMax time.Duration
 }
@@ -236,7 +239,7 @@ func (p *Proxy) Node() *corev3.Node {
 
 // update is the xDS client's UpdateFunc: compile, then swap atomically.
 func (p *Proxy) update(res *xdsclient.Resources) error {
-	rt, err := listener.Build(res, p.cm, p.rt.Load())
+	rt, err := listener.Build(res, p.cm, p.rt.Load(), p.opts.HTTPFilters)
 	if err != nil {
 		p.stats.Counter("xds.update_rejected").Add(1)
 		return err

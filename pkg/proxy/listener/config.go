@@ -7,12 +7,14 @@ package listener
 
 import (
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/router"
@@ -35,6 +37,11 @@ type Runtime struct {
 	Resources  *xdsclient.Resources
 	// Complete is true when every referenced RDS/EDS resource is present.
 	Complete bool
+	// InboundFilters are virtualInbound's extension HTTP filters by
+	// destination port (0: a chain without a port), run before routing.
+	InboundFilters map[int][]HTTPFilter
+	// OutboundFilters are outbound listeners' extension HTTP filters by port.
+	OutboundFilters map[int][]HTTPFilter
 	// Warnings list configuration accepted but not executed.
 	Warnings []string
 	// Passthrough is the cluster virtualOutbound's tcp_proxy sends unknown
@@ -43,11 +50,28 @@ type Runtime struct {
 	Passthrough string
 }
 
+// HTTPFilter is an extension HTTP filter run before routing. Filter returns
+// true when it wrote the response itself (e.g. an authorization deny), which
+// ends the request. Implementations must be safe for concurrent use.
+type HTTPFilter interface {
+	Filter(w http.ResponseWriter, r *http.Request) (handled bool)
+}
+
+// FilterFactory builds an HTTPFilter from an http_filters entry's typed
+// config. It is called on every accepted update, serially.
+type FilterFactory func(typedConfig *anypb.Any) (HTTPFilter, error)
+
 // Build compiles resources into a Runtime. It returns an error for anything
 // the proxy cannot execute, so the caller can NACK.
-func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime) (*Runtime, error) {
+//
+// filters maps HTTP filter names (as in an HCM's http_filters) to
+// factories for filters implemented outside this package (e.g. RBAC); a
+// factory error rejects the update. Filters neither built in nor in
+// filters are reported in Warnings.
+func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters map[string]FilterFactory) (*Runtime, error) {
 	rt := &Runtime{Routes: map[string]*router.Table{}, TCP: map[int]string{}, Inbound: map[int]*router.Table{},
-		InboundTCP: map[int]string{}, Resources: res, Complete: res.Complete()}
+		InboundTCP: map[int]string{}, InboundFilters: map[int][]HTTPFilter{}, OutboundFilters: map[int][]HTTPFilter{},
+		Resources: res, Complete: res.Complete()}
 	for name, rc := range res.Routes {
 		t, err := router.Compile(rc)
 		if err != nil {
@@ -110,12 +134,37 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime) (*Runti
 				}
 			}
 		}
-		for _, h := range xdsclient.ListenerHCMs(l) {
-			for _, hf := range h.GetHttpFilters() {
-				if !executableHTTPFilters[hf.GetName()] {
-					rt.Warnings = append(rt.Warnings, fmt.Sprintf("listener %q: http filter %q not executed", name, hf.GetName()))
+		for _, fc := range chains {
+			port := int(fc.GetFilterChainMatch().GetDestinationPort().GetValue())
+			for _, h := range hcmOf(fc) {
+				var chain []HTTPFilter
+				for _, hf := range h.GetHttpFilters() {
+					if executableHTTPFilters[hf.GetName()] {
+						continue
+					}
+					factory := filters[hf.GetName()]
+					if factory == nil {
+						rt.Warnings = append(rt.Warnings, fmt.Sprintf("listener %q: http filter %q not executed", name, hf.GetName()))
+						continue
+					}
+					f, err := factory(hf.GetTypedConfig())
+					if err != nil {
+						return nil, fmt.Errorf("listener %q: http filter %q: %w", name, hf.GetName(), err)
+					}
+					chain = append(chain, f)
+				}
+				switch {
+				case len(chain) == 0:
+				case inbound:
+					rt.InboundFilters[port] = chain
+				default:
+					if p := listenerPort(l); p > 0 {
+						rt.OutboundFilters[p] = chain
+					}
 				}
 			}
+		}
+		for _, h := range xdsclient.ListenerHCMs(l) {
 			if rc := h.GetRouteConfig(); rc != nil && !inbound {
 				t, err := router.Compile(rc)
 				if err != nil {

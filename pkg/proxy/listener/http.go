@@ -148,8 +148,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var table *router.Table
 	if h.Direction == Outbound {
-		table = rt.Routes[strconv.Itoa(hostPort(host, 80))]
+		port := hostPort(host, 80)
+		if h.runFilters(cw, r, ri, rt.OutboundFilters[port]) {
+			return
+		}
+		table = rt.Routes[strconv.Itoa(port)]
 	} else {
+		fs, ok := rt.InboundFilters[h.AppPort]
+		if !ok {
+			fs = rt.InboundFilters[0]
+		}
+		if h.runFilters(cw, r, ri, fs) {
+			return
+		}
 		table = rt.Inbound[h.AppPort]
 		if table == nil {
 			table = rt.Inbound[0]
@@ -190,6 +201,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.serveRoute(cw, r, ri, rt, vh, route, rreq)
+}
+
+// runFilters runs extension filters; true means one answered the request.
+func (h *Handler) runFilters(w *countingWriter, r *http.Request, ri *reqInfo, fs []HTTPFilter) bool {
+	for _, f := range fs {
+		if f.Filter(w, r) {
+			ri.status = w.status
+			return true
+		}
+	}
+	return false
 }
 
 // cors handles CORS; it returns true when it answered a preflight.

@@ -122,7 +122,7 @@ func TestBuildReportsUnexecutedFilters(t *testing.T) {
 	l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: h}
 	res := xdsclient.NewResources()
 	res.Listeners[l.Name] = l
-	rt, err := Build(res, cluster.NewManager(nil, nil, nil), nil)
+	rt, err := Build(res, cluster.NewManager(nil, nil, nil), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
