@@ -83,7 +83,7 @@ var conditionKeys = []string{
 	"source.serviceAccount",
 }
 
-var bracketKeyRE = regexp.MustCompile(`^(request\.headers|request\.auth\.claims)(\[[^\[\]]+\])+$`)
+var bracketKeyRE = regexp.MustCompile(`^(request\.headers|request\.auth\.claims|experimental\.envoy\.filters\.[a-z_.]+)(\[[^\[\]]+\])+$`)
 
 func (v *validator) authorizationPolicy(ap *security.AuthorizationPolicy) {
 	v.checkSelector("spec.selector", ap.GetSelector())
