@@ -223,6 +223,11 @@ spec:
 			txt, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.querySelector('main').innerText`))
 			t.Errorf("tab %s lacks %q: %v\n%s", tc.tab, tc.want, err, txt)
 		}
+		if dir := os.Getenv("WEFT_DASHBOARD_SHOTS_DIR"); dir != "" { // for eyeballing the tabs
+			if shot, err := chromedp.Run(bctx, chromedp.CaptureScreenshot()); err == nil {
+				_ = os.WriteFile(filepath.Join(dir, tc.tab+".png"), shot, 0o644)
+			}
+		}
 	}
 }
 

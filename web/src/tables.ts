@@ -1,5 +1,5 @@
 // The Config, Proxies and Errors tabs.
-import { api, type Resource, type SyncStatus } from "./api";
+import { api, type ErrorEvent, type Resource, type SyncStatus } from "./api";
 import { describeFlags, fmtTime, h } from "./format";
 
 export interface View {
@@ -138,7 +138,7 @@ export class ProxiesView implements View {
             p.id,
             ...errors.map(([t, s]) => h("div", { class: "row-error" }, `${t}: ${s.error}`)),
           ),
-          h("td", {}, p.workload ? `${p.workload}.${p.namespace}` : h("span", { class: "muted" }, "–")),
+          h("td", { class: "nowrap" }, p.workload ? `${p.workload}.${p.namespace}` : h("span", { class: "muted" }, "–")),
           ...syncTypes.map((t) => h("td", {}, syncPill(p.sync?.[t]))),
           h(
             "td",
@@ -155,8 +155,47 @@ export class ProxiesView implements View {
   }
 }
 
+interface ErrorGroup {
+  key: string;
+  first: ErrorEvent;
+  last: string;
+  count: number;
+}
+
+function errorRow(e: ErrorEvent, count: number, when: string): HTMLTableRowElement {
+  const code = Number(e.code);
+  return h(
+    "tr",
+    {},
+    h("td", { class: "mono small" }, fmtTime(when)),
+    h("td", {}, e.sourceWorkload === "unknown" ? h("span", { class: "muted" }, "unknown") : `${e.sourceWorkload}.${e.sourceNamespace}`),
+    h("td", {}, e.destinationService || e.destination, h("div", { class: "muted small" }, e.destinationWorkload)),
+    h("td", {}, h("span", { class: `pill ${code >= 500 ? "bad" : code >= 400 ? "warn" : "muted"}` }, e.code)),
+    h("td", { title: describeFlags(e.flags) }, h("span", { class: "mono" }, e.flags), e.flags !== "-" ? h("div", { class: "muted small" }, describeFlags(e.flags)) : null),
+    h("td", { class: "num" }, String(Math.round(count))),
+  );
+}
+
+function errorTable(body: HTMLElement, timeTitle: string): HTMLElement {
+  return h(
+    "div",
+    { class: "card" },
+    h(
+      "table",
+      { class: "data" },
+      h(
+        "thead",
+        {},
+        h("tr", {}, h("th", {}, timeTitle), h("th", {}, "Source"), h("th", {}, "Destination"), h("th", {}, "Code"), h("th", {}, "Flags"), h("th", { class: "num" }, "Count")),
+      ),
+      body,
+    ),
+  );
+}
+
 export class ErrorsView implements View {
   readonly el: HTMLElement;
+  private grouped = h("tbody");
   private body = h("tbody");
   private count = h("span", { class: "muted" });
 
@@ -165,42 +204,35 @@ export class ErrorsView implements View {
       "section",
       { class: "page", id: "errors-view" },
       h("div", { class: "page-head" }, h("h1", {}, "Recent errors"), this.count),
-      h("p", { class: "lede" }, "Non-2xx responses per edge, newest first, with Envoy response flags."),
-      h(
-        "div",
-        { class: "card" },
-        h(
-          "table",
-          { class: "data" },
-          h(
-            "thead",
-            {},
-            h("tr", {}, h("th", {}, "Time"), h("th", {}, "Source"), h("th", {}, "Destination"), h("th", {}, "Code"), h("th", {}, "Flags"), h("th", { class: "num" }, "Count")),
-          ),
-          this.body,
-        ),
-      ),
+      h("p", { class: "lede" }, "Non-2xx responses per edge with Envoy response flags, from the proxies' metrics."),
+      h("h2", { class: "section-title" }, "By edge"),
+      errorTable(this.grouped, "Last seen"),
+      h("h2", { class: "section-title" }, "Latest scrape rounds"),
+      errorTable(this.body, "Time"),
     );
   }
 
   async refresh(): Promise<void> {
     const evs = await api.errors();
-    this.count.textContent = `${evs.length} events`;
+    const groups = new Map<string, ErrorGroup>();
+    for (const e of evs) {
+      const key = `${e.source}|${e.destination}|${e.destinationWorkload}|${e.code}|${e.flags}`;
+      const g = groups.get(key);
+      if (g) {
+        g.count += e.count;
+      } else {
+        groups.set(key, { key, first: e, last: e.time, count: e.count });
+      }
+    }
+    const total = evs.reduce((n, e) => n + e.count, 0);
+    this.count.textContent = `${Math.round(total)} responses · ${groups.size} kinds`;
+    this.grouped.replaceChildren(
+      ...(groups.size === 0 ? [emptyRow(6, "No non-2xx responses recorded.")] : []),
+      ...[...groups.values()].sort((a, b) => b.count - a.count).map((g) => errorRow(g.first, g.count, g.last)),
+    );
     this.body.replaceChildren(
       ...(evs.length === 0 ? [emptyRow(6, "No non-2xx responses recorded.")] : []),
-      ...evs.slice(0, 200).map((e) => {
-        const code = Number(e.code);
-        return h(
-          "tr",
-          {},
-          h("td", { class: "mono small" }, fmtTime(e.time)),
-          h("td", {}, e.sourceWorkload === "unknown" ? h("span", { class: "muted" }, "unknown") : `${e.sourceWorkload}.${e.sourceNamespace}`),
-          h("td", {}, e.destinationService || e.destination, h("div", { class: "muted small" }, e.destinationWorkload)),
-          h("td", {}, h("span", { class: `pill ${code >= 500 ? "bad" : code >= 400 ? "warn" : "muted"}` }, e.code)),
-          h("td", { title: describeFlags(e.flags) }, h("span", { class: "mono" }, e.flags), e.flags !== "-" ? h("div", { class: "muted small" }, describeFlags(e.flags)) : null),
-          h("td", { class: "num" }, String(Math.round(e.count))),
-        );
-      }),
+      ...evs.slice(0, 25).map((e) => errorRow(e, e.count, e.time)),
     );
   }
 }
