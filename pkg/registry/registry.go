@@ -107,6 +107,19 @@ type Endpoint struct {
 	Workload       string
 	Namespace      string
 	Network        string
+	// OnlyListedPorts means the endpoint serves only the service ports
+	// named in Ports (a proxy that joined some ports of a service through
+	// its SERVICES metadata).
+	OnlyListedPorts bool
+}
+
+// Serves reports whether the endpoint serves service port sp.
+func (e *Endpoint) Serves(sp Port) bool {
+	if !e.OnlyListedPorts {
+		return true
+	}
+	_, ok := e.Ports[sp.Name]
+	return ok
 }
 
 // PortFor returns the endpoint port that serves service port sp.
@@ -367,10 +380,12 @@ func build(configs []*config.Resource, proxies []*model.Proxy, version uint64) *
 
 	joined := map[string]map[string]bool{} // host -> proxy IDs already endpoints
 	type proxyEP struct {
-		e *Endpoint
-		p *model.Proxy
-		k svcKey
+		e     *Endpoint
+		p     *model.Proxy
+		k     svcKey
+		ports map[uint32]bool // nil: every service port
 	}
+	declared := map[string]map[string]map[uint32]bool{} // host -> proxy ID -> ports
 	var proxyEPs []proxyEP
 	for _, c := range entries {
 		se := c.Spec.(*networking.ServiceEntry)
@@ -409,7 +424,7 @@ func build(configs []*config.Resource, proxies []*model.Proxy, version uint64) *
 					}
 					e := fromProxy(h, p, ports)
 					eps[h] = append(eps[h], e)
-					proxyEPs = append(proxyEPs, proxyEP{e, p, k})
+					proxyEPs = append(proxyEPs, proxyEP{e, p, k, nil})
 					if joined[h] == nil {
 						joined[h] = map[string]bool{}
 					}
@@ -441,6 +456,13 @@ func build(configs []*config.Resource, proxies []*model.Proxy, version uint64) *
 				}
 				svc.Ports = append(svc.Ports, Port{Name: strings.ToLower(proto) + "-" + strconv.Itoa(int(port)), Number: port, Protocol: proto})
 			}
+			if declared[host] == nil {
+				declared[host] = map[string]map[uint32]bool{}
+			}
+			if declared[host][p.ID] == nil {
+				declared[host][p.ID] = map[uint32]bool{}
+			}
+			declared[host][p.ID][port] = true
 			if joined[host][p.ID] {
 				continue // already an endpoint (selector match or earlier entry)
 			}
@@ -450,13 +472,25 @@ func build(configs []*config.Resource, proxies []*model.Proxy, version uint64) *
 			joined[host][p.ID] = true
 			e := fromProxy(host, p, svc.Ports)
 			eps[host] = append(eps[host], e)
-			proxyEPs = append(proxyEPs, proxyEP{e, p, k})
+			proxyEPs = append(proxyEPs, proxyEP{e, p, k, declared[host][p.ID]})
 		}
 	}
 	// Proxy endpoints serve every port of their service through the inbound
 	// listener, including ports other proxies added later.
 	for _, pe := range proxyEPs {
-		setProxyPorts(pe.e, pe.p, services[pe.k].Ports)
+		ports := services[pe.k].Ports
+		if pe.ports != nil {
+			var listed []Port
+			for _, sp := range ports {
+				if pe.ports[sp.Number] {
+					listed = append(listed, sp)
+				}
+			}
+			ports = listed
+			pe.e.OnlyListedPorts = true
+		}
+		pe.e.Ports = nil
+		setProxyPorts(pe.e, pe.p, ports)
 	}
 
 	snap := &Snapshot{Endpoints: eps, Version: version, DomainSuffix: suffix, byHost: map[string][]*Service{}}

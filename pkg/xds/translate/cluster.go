@@ -419,7 +419,7 @@ func (b *builder) loadAssignment(name string, svc *registry.Service, port regist
 	}
 	groups := map[string]*group{}
 	for _, e := range b.reg.EndpointsOf(svc.Hostname) {
-		if !labelsMatch(labels, e.Labels) {
+		if !labelsMatch(labels, e.Labels) || !e.Serves(port) {
 			continue
 		}
 		w := e.Weight

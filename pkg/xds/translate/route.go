@@ -91,11 +91,8 @@ func (b *builder) httpRoutes(c *config.Resource, rc routeCtx) []*routev3.Route {
 		gw = MeshGateway
 	}
 	var out []*routev3.Route
-	for i, hr := range vs.GetHttp() {
-		name := hr.GetName()
-		if name == "" {
-			name = c.Meta.Name + "." + nsOf(c)
-		}
+	for _, hr := range vs.GetHttp() {
+		name := c.Meta.Name + "." + nsOf(c)
 		matches := hr.GetMatch()
 		if len(matches) == 0 {
 			out = append(out, b.httpRoute(c, hr, nil, name, rc))
@@ -116,7 +113,6 @@ func (b *builder) httpRoutes(c *config.Resource, rc routeCtx) []*routev3.Route {
 			}
 			out = append(out, b.httpRoute(c, hr, m, name, rc))
 		}
-		_ = i
 	}
 	return out
 }
@@ -124,8 +120,9 @@ func (b *builder) httpRoutes(c *config.Resource, rc routeCtx) []*routev3.Route {
 func (b *builder) httpRoute(c *config.Resource, hr *networking.HTTPRoute, m *networking.HTTPMatchRequest, name string, rc routeCtx) *routev3.Route {
 	ns := nsOf(c)
 	r := &routev3.Route{Name: name, Match: routeMatch(m)}
-	if mn := m.GetName(); mn != "" {
-		r.Name = name + "." + mn
+	if n := hr.GetName(); n != "" {
+		// The VirtualService route name is the tracing operation.
+		r.Decorator = &routev3.Decorator{Operation: n}
 	}
 	switch {
 	case hr.GetRedirect() != nil:
@@ -144,11 +141,19 @@ func (b *builder) httpRoute(c *config.Resource, hr *networking.HTTPRoute, m *net
 	default:
 		r.Action = &routev3.Route_Route{Route: b.routeAction(hr, ns, rc)}
 	}
-	if h := hr.GetHeaders(); h != nil {
-		r.RequestHeadersToAdd = headerOps(h.GetRequest())
-		r.RequestHeadersToRemove = sortedCopy(h.GetRequest().GetRemove())
-		r.ResponseHeadersToAdd = headerOps(h.GetResponse())
-		r.ResponseHeadersToRemove = sortedCopy(h.GetResponse().GetRemove())
+	hops := []*networking.Headers{hr.GetHeaders()}
+	if len(hr.GetRoute()) == 1 {
+		// A single destination's header operations apply to the route.
+		hops = append(hops, hr.GetRoute()[0].GetHeaders())
+	}
+	for _, h := range hops {
+		if h == nil {
+			continue
+		}
+		r.RequestHeadersToAdd = append(r.RequestHeadersToAdd, headerOps(h.GetRequest())...)
+		r.RequestHeadersToRemove = append(r.RequestHeadersToRemove, sortedCopy(h.GetRequest().GetRemove())...)
+		r.ResponseHeadersToAdd = append(r.ResponseHeadersToAdd, headerOps(h.GetResponse())...)
+		r.ResponseHeadersToRemove = append(r.ResponseHeadersToRemove, sortedCopy(h.GetResponse().GetRemove())...)
 	}
 	tpfc := map[string]*anypb.Any{}
 	if f := hr.GetFault(); f != nil {
@@ -284,10 +289,6 @@ func (b *builder) routeAction(hr *networking.HTTPRoute, ns string, rc routeCtx) 
 		name, host, p := b.destCluster(dests[0].GetDestination(), ns, rc.port)
 		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: name}
 		hashHost, hashPort = host, p
-		if h := dests[0].GetHeaders(); h != nil {
-			// Single destination: its header operations apply to the route.
-			a.HostRewriteSpecifier = nil
-		}
 	default:
 		wc := &routev3.WeightedCluster{}
 		for i, d := range dests {

@@ -217,9 +217,12 @@ func (b *builder) sidecarAllows(s *registry.Service) bool {
 	return false
 }
 
-// outboundPolicyBlocks reports REGISTRY_ONLY.
+// registryOnly reports an explicit REGISTRY_ONLY outbound traffic policy
+// (the enum's zero value, so an unset policy means ALLOW_ANY, the mesh
+// default).
 func (b *builder) registryOnly() bool {
-	return b.sidecar.GetOutboundTrafficPolicy().GetMode() == networking.OutboundTrafficPolicy_REGISTRY_ONLY
+	tp := b.sidecar.GetOutboundTrafficPolicy()
+	return tp != nil && tp.GetMode() == networking.OutboundTrafficPolicy_REGISTRY_ONLY
 }
 
 func (b *builder) finish() (*Output, error) {
