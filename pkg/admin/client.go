@@ -77,7 +77,7 @@ func (c *Client) httpClient() *http.Client {
 }
 
 func (c *Client) url(path string, q url.Values) string {
-	base := trimSlash(c.BaseURL)
+	base := strings.TrimRight(c.BaseURL, "/")
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}

@@ -16,8 +16,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -478,11 +476,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, reason
 	writeJSON(w, status, ErrorBody{Error: err.Error(), Reason: reason, Details: details})
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer func() { buf.Reset(); bufPool.Put(buf) }()
+	buf := new(bytes.Buffer)
 	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		status = http.StatusInternalServerError
 		buf.Reset()
@@ -494,6 +489,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
-
-// trimSlash is used by the client to join URLs.
-func trimSlash(s string) string { return strings.TrimRight(s, "/") }
