@@ -53,7 +53,7 @@ spec:
 	}{
 		{"seed fixtures valid", "", []string{"validate", "-f", seedDir}, 0, "4 resources valid\n", nil},
 		{"weights", "", []string{"validate", "-f", bad}, 1, "",
-			[]string{"routes.yaml:8: VirtualService default/reviews: spec.http[0].route: weights must sum to 100 (got 110)", "validation failed: 1 error, 0 warnings"}},
+			[]string{"routes.yaml:12: VirtualService default/reviews: spec.http[0].route[1].weight: weights must sum to 100 (got 110)", "validation failed: 1 error, 0 warnings"}},
 		{"seed envoy filter", "", []string{"validate", "-f", "../config/testdata/invalid/envoy-filter.yaml", "-f", seedDir}, 1, "",
 			[]string{`envoy-filter.yaml:14: EnvoyFilter default/custom-header-filter: spec.configPatches[0].patches: unknown field "patches" in EnvoyConfigObjectPatch; did you mean "patch"?`,
 				"EnvoyFilter is served at networking.istio.io/v1alpha3", "validation failed: 2 errors"}},

@@ -103,9 +103,11 @@ func (v *validator) routeDestinations(path string, rds []*networking.RouteDestin
 	v.checkWeightSum(path, len(rds), sum)
 }
 
+// checkWeightSum reports a bad total at the last destination's weight (the
+// line a user edits last), as in "spec.http[0].route[1].weight".
 func (v *validator) checkWeightSum(path string, n int, sum int32) {
 	if n > 1 && sum != 100 && sum != 0 {
-		v.errorf(path, "weights must sum to 100 (got %d)", sum)
+		v.errorf(idx(path, n-1)+".weight", "weights must sum to 100 (got %d)", sum)
 	}
 	if n == 1 && sum != 0 && sum != 100 {
 		v.warnf(path, "a single destination gets all traffic; its weight %d is ignored", sum)

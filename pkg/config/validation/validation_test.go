@@ -77,9 +77,9 @@ var invalidCases = []invalidCase{
 	{"snake_case unknown", doc(netv1, "DestinationRule", "host: a\ntraffic_polcy: {} # <-"), "spec.traffic_polcy", `did you mean "trafficPolicy"?`, false},
 
 	// VirtualService.
-	{"weights sum", doc(netv1, "VirtualService", "hosts: [reviews]\nhttp:\n- route: # <-\n  - destination: {host: reviews, subset: v1}\n    weight: 60\n  - destination: {host: reviews, subset: v2}\n    weight: 50"), "spec.http[0].route", "weights must sum to 100 (got 110)", false},
+	{"weights sum", doc(netv1, "VirtualService", "hosts: [reviews]\nhttp:\n- route:\n  - destination: {host: reviews, subset: v1}\n    weight: 60\n  - destination: {host: reviews, subset: v2}\n    weight: 50 # <-"), "spec.http[0].route[1].weight", "weights must sum to 100 (got 110)", false},
 	{"negative weight", doc(netv1, "VirtualService", "hosts: [reviews]\nhttp:\n- route:\n  - destination: {host: reviews}\n    weight: -10 # <-\n  - destination: {host: ratings}\n    weight: 110"), "spec.http[0].route[0].weight", "must not be negative", false},
-	{"tcp weights sum", doc(netv1, "VirtualService", "hosts: [db]\ntcp:\n- route: # <-\n  - destination: {host: db, subset: a}\n    weight: 30\n  - destination: {host: db, subset: b}\n    weight: 30"), "spec.tcp[0].route", "weights must sum to 100 (got 60)", false},
+	{"tcp weights sum", doc(netv1, "VirtualService", "hosts: [db]\ntcp:\n- route:\n  - destination: {host: db, subset: a}\n    weight: 30\n  - destination: {host: db, subset: b} # <-"), "spec.tcp[0].route[1].weight", "weights must sum to 100 (got 30)", false},
 	{"wildcard inside host", doc(netv1, "VirtualService", "hosts:\n- foo.*.com # <-\nhttp: [{route: [{destination: {host: a}}]}]"), "spec.hosts[0]", "leftmost label", false},
 	{"star host on mesh", doc(netv1, "VirtualService", "hosts:\n- '*' # <-\nhttp: [{route: [{destination: {host: a}}]}]"), "spec.hosts[0]", "mesh gateway", false},
 	{"bad host label", doc(netv1, "VirtualService", "hosts:\n- foo_bar.com # <-\nhttp: [{route: [{destination: {host: a}}]}]"), "spec.hosts[0]", "not a DNS label", false},
