@@ -1,17 +1,13 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +19,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/xds"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
 // greeter is a gRPC TestService that answers with its name in Hostname.
@@ -48,78 +46,18 @@ func startGreeter(t *testing.T, name string) int {
 	return lis.Addr().(*net.TCPAddr).Port
 }
 
-// xdsBuildWeft builds the weft binary once per test binary.
-var xdsBuild struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func xdsWeftBinary(t *testing.T) string {
+// startXDSControlPlane runs `weft control-plane` on a config dir with
+// port-0 listeners and returns it with its xDS address, read from its log
+// ("xDS server listening" address=HOST:PORT), printed before it is ready.
+func startXDSControlPlane(t *testing.T, configDir string) (*harness.ControlPlane, string) {
 	t.Helper()
-	xdsBuild.once.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		dir, err := os.MkdirTemp("", "weft-e2e-xds-")
-		if err != nil {
-			xdsBuild.err = err
-			return
-		}
-		xdsBuild.path = filepath.Join(dir, "weft")
-		cmd := exec.Command("go", "build", "-o", xdsBuild.path, "./cmd/weft")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			xdsBuild.err = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if xdsBuild.err != nil {
-		t.Fatal(xdsBuild.err)
+	cp := harness.StartControlPlane(t, weft.Binary(t), "--config-dir", configDir,
+		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--debounce", "50ms")
+	m := regexp.MustCompile(`xDS server listening.*?address=([0-9.]+:[0-9]+)`).FindStringSubmatch(cp.Stderr())
+	if m == nil {
+		t.Fatalf("control plane log names no xDS address:\n%s", cp.Stderr())
 	}
-	return xdsBuild.path
-}
-
-// startControlPlane runs `weft control-plane` on a config dir and returns
-// its xDS address, parsed from its log ("xDS server listening" address=...).
-func startControlPlane(t *testing.T, configDir string) string {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, xdsWeftBinary(t), "control-plane", "--config-dir", configDir,
-		"--xds-address", "127.0.0.1:0", "--admin-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0")
-	cmd.WaitDelay = 5 * time.Second
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); pw.Close(); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	addrRE := regexp.MustCompile(`xDS server listening.*?address=([0-9.]+:[0-9]+)`)
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := sc.Text()
-			if testing.Verbose() || strings.Contains(line, "level=ERROR") || strings.Contains(line, "NACK") {
-				t.Log("control-plane: " + line)
-			}
-			if m := addrRE.FindStringSubmatch(line); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case a := <-found:
-		return a
-	case <-done:
-		t.Fatal("control plane exited before serving xDS")
-	case <-time.After(30 * time.Second):
-		t.Fatal("control plane did not print its xDS address in 30s")
-	}
-	return ""
+	return cp, m[1]
 }
 
 const greeterHost = "greeter.default.svc.cluster.local"
@@ -207,14 +145,17 @@ func writeAtomic(t *testing.T, path, content string) {
 }
 
 func TestGRPCProxylessTrafficShifting(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test: builds weft and runs the control plane")
-	}
+	harness.SkipShort(t)
 	p1, p2 := startGreeter(t, "v1"), startGreeter(t, "v2")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "greeter.yaml")
 	writeAtomic(t, cfg, greeterConfig(p1, p2, 80, 20))
-	xdsAddr := startControlPlane(t, dir)
+	cp, xdsAddr := startXDSControlPlane(t, dir)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("control plane log:\n%s", cp.Stderr())
+		}
+	})
 
 	bootstrap, err := json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
@@ -329,6 +270,27 @@ func TestGRPCProxylessTrafficShifting(t *testing.T) {
 			if h, err := call(context.Background(), ""); err != nil || h != "v2" {
 				t.Fatalf("after the edit RPC reached %q (err %v), want v2", h, err)
 			}
+		}
+	})
+
+	t.Run("proxy-status shows the client synced", func(t *testing.T) {
+		var out string
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			r := harness.Run(t, weft.Binary(t), nil, "proxy-status", "--server", cp.URL)
+			out = r.Stdout
+			if r.ExitCode == 0 && strings.Count(out, "SYNCED") >= 4 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		want := "sidecar~127.0.0.1~client.default~default.svc.cluster.local"
+		if !strings.Contains(out, want) || strings.Count(out, "SYNCED") < 4 {
+			t.Fatalf("proxy-status does not show %s SYNCED for CDS, LDS, EDS, RDS:\n%s", want, out)
+		}
+		r := harness.Run(t, weft.Binary(t), nil, "proxy-config", "listeners", want, "--server", cp.URL)
+		if !strings.Contains(r.Stdout, greeterHost+":50051") || !strings.Contains(r.Stdout, "api_listener") {
+			t.Errorf("proxy-config listeners:\n%s%s", r.Stdout, r.Stderr)
 		}
 	})
 }

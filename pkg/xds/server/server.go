@@ -85,9 +85,10 @@ type Server struct {
 	metrics *metrics
 	now     func() time.Time
 
-	kickCh  chan struct{}
-	version atomic.Int64  // last snapshot version handed out
-	changed chan struct{} // closed and replaced on every status change
+	kickCh      chan struct{}
+	version     atomic.Int64  // last snapshot version handed out
+	lastPushDur atomic.Int64  // nanoseconds of the last flush
+	changed     chan struct{} // closed and replaced on every status change
 
 	mu         sync.Mutex
 	configs    map[config.Key]*config.Resource
@@ -325,6 +326,7 @@ func (s *Server) flush(ctx context.Context) {
 	wg.Wait()
 	d := s.now().Sub(start)
 	s.metrics.pushDuration.Observe(d.Seconds())
+	s.lastPushDur.Store(int64(d))
 	s.log.Debug("push computed", "proxies", len(ps), "configs", len(list), "revision", rev, "duration", d)
 	s.notify()
 }

@@ -1,0 +1,254 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/store"
+	"github.com/weftmesh/weft/pkg/config/store/bolt"
+	"github.com/weftmesh/weft/pkg/proxy/xdstest"
+	"github.com/weftmesh/weft/pkg/xds/model"
+)
+
+// meshGenerator builds, once per push, one EDS cluster and load assignment
+// per ServiceEntry, an outbound listener on port 80 and route config "80"
+// with one virtual host per service; a VirtualService's first http timeout
+// lands on its host's route. All proxies share the same resources, as a
+// translator with per-push caching would.
+func meshGenerator(configs []*config.Resource) func(*model.Proxy) (*Resources, error) {
+	timeouts := map[string]*durationpb.Duration{}
+	for _, c := range configs {
+		if v, ok := c.Spec.(*networking.VirtualService); ok && len(v.GetHttp()) > 0 && v.GetHttp()[0].GetTimeout() != nil {
+			for _, h := range v.GetHosts() {
+				timeouts[h] = durationpb.New(v.GetHttp()[0].GetTimeout().AsDuration())
+			}
+		}
+	}
+	out := &Resources{Listeners: []types.Resource{xdstest.HTTPListener(80)}}
+	rc := &routev3.RouteConfiguration{Name: "80"}
+	for _, c := range configs {
+		se, ok := c.Spec.(*networking.ServiceEntry)
+		if !ok {
+			continue
+		}
+		host := se.GetHosts()[0]
+		name := "outbound|80||" + host
+		out.Clusters = append(out.Clusters, xdstest.EDSCluster(name))
+		out.Endpoints = append(out.Endpoints, xdstest.Endpoints(name, c.Meta.Name, se.GetEndpoints()[0].GetAddress()+":80"))
+		r := xdstest.ToCluster(c.Meta.Name, name)
+		r.GetRoute().Timeout = timeouts[host]
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: host + ":80", Domains: []string{host, host + ":80"}, Routes: []*routev3.Route{r}})
+	}
+	out.Routes = []types.Resource{rc}
+	return func(*model.Proxy) (*Resources, error) { return out, nil }
+}
+
+// benchClient is one simulated sidecar on an ADS stream: it asks for every
+// cluster and route config "80", ACKs everything and records RDS versions.
+type benchClient struct {
+	ready      chan struct{} // closed when CDS and RDS first arrive
+	readyOnce  sync.Once
+	rdsVersion atomic.Value // string
+	rdsAt      atomic.Int64 // unix nanos of the last RDS response
+}
+
+func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, id string) error {
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	node := &corev3.Node{Id: id}
+	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType}); err != nil {
+		return err
+	}
+	if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.RouteType, ResourceNames: []string{"80"}}); err != nil {
+		return err
+	}
+	var gotCDS, gotRDS bool
+	for {
+		r, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		ack := &discoveryv3.DiscoveryRequest{TypeUrl: r.GetTypeUrl(), VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}
+		switch r.GetTypeUrl() {
+		case resourcev3.ClusterType:
+			gotCDS = true
+		case resourcev3.RouteType:
+			ack.ResourceNames = []string{"80"}
+			c.rdsVersion.Store(r.GetVersionInfo())
+			c.rdsAt.Store(time.Now().UnixNano())
+			gotRDS = true
+		}
+		if err := st.Send(ack); err != nil {
+			return err
+		}
+		if gotCDS && gotRDS {
+			c.readyOnce.Do(func() { close(c.ready) })
+		}
+	}
+}
+
+func vmRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			return strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:"))
+		}
+	}
+	return "?"
+}
+
+// BenchmarkControlPlaneScale: 1000 services, 5000 ADS clients on real gRPC
+// streams over 127.0.0.1 (100 streams per connection). It reports the time
+// to serve every client its first full config, the time for one
+// VirtualService change to reach every client (p50/p99/max), the push
+// computation time and the process RSS (clients included).
+func BenchmarkControlPlaneScale(b *testing.B) {
+	const (
+		services      = 1000
+		clients       = 5000
+		streamsPerCon = 100
+	)
+	for range b.N {
+		st, err := bolt.Open(filepath.Join(b.TempDir(), "weft.db"), bolt.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var rs []*config.Resource
+		for i := range services {
+			host := fmt.Sprintf("svc-%d.bench.svc.cluster.local", i)
+			rs = append(rs, &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindServiceEntry,
+				Meta: config.Meta{Name: fmt.Sprintf("svc-%d", i), Namespace: "bench"},
+				Spec: &networking.ServiceEntry{Hosts: []string{host}, Ports: []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}},
+					Resolution: networking.ServiceEntry_STATIC, Endpoints: []*networking.WorkloadEntry{{Address: fmt.Sprintf("10.%d.%d.1", i/250, i%250)}}}})
+		}
+		vsRes := func(timeout time.Duration) *config.Resource {
+			return &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindVirtualService,
+				Meta: config.Meta{Name: "svc-0", Namespace: "bench"},
+				Spec: &networking.VirtualService{Hosts: []string{"svc-0.bench.svc.cluster.local"},
+					Http: []*networking.HTTPRoute{{Timeout: durationpb.New(timeout),
+						Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "svc-0.bench.svc.cluster.local"}}}}}}}
+		}
+		rs = append(rs, vsRes(time.Second))
+		if _, err := st.Apply(context.Background(), store.Upsert, rs); err != nil {
+			b.Fatal(err)
+		}
+		srv, err := New(Options{Store: st, Generate: meshGenerator, Logger: slog.New(slog.DiscardHandler), RemoveGrace: time.Minute})
+		if err != nil {
+			b.Fatal(err)
+		}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var bg sync.WaitGroup
+		bg.Add(2)
+		go func() { defer bg.Done(); _ = srv.Run(ctx) }()
+		go func() { defer bg.Done(); _ = srv.Serve(ctx, lis) }()
+		for srv.Revision() == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+
+		start := time.Now()
+		var conns []*grpc.ClientConn
+		cs := make([]*benchClient, clients)
+		var failed atomic.Int64
+		var cw sync.WaitGroup
+		for i := range clients {
+			if i%streamsPerCon == 0 {
+				cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					b.Fatal(err)
+				}
+				conns = append(conns, cc)
+			}
+			c := &benchClient{ready: make(chan struct{})}
+			cs[i] = c
+			cw.Add(1)
+			go func() {
+				defer cw.Done()
+				cc := conns[len(conns)-1]
+				id := fmt.Sprintf("sidecar~10.9.%d.%d~app-%d.bench~bench.svc.cluster.local", i/250, i%250, i)
+				for ctx.Err() == nil { // reconnect like a real client
+					if err := c.run(ctx, cc, id); err != nil && ctx.Err() == nil {
+						if failed.Add(1) == 1 {
+							b.Logf("first stream error (the client retries): %v", err)
+						}
+						time.Sleep(100 * time.Millisecond)
+					}
+				}
+			}()
+		}
+		for _, c := range cs {
+			select {
+			case <-c.ready:
+			case <-time.After(3 * time.Minute):
+				b.Fatalf("clients not served within 3 minutes (%d stream errors)", failed.Load())
+			}
+		}
+		full := time.Since(start)
+		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v; RSS %s",
+			services, services, services, clients, full, vmRSS())
+
+		// One VirtualService change that reaches every client's route "80".
+		old := cs[0].rdsVersion.Load()
+		changed := time.Now()
+		if _, err := st.Apply(context.Background(), store.Upsert, []*config.Resource{vsRes(3 * time.Second)}); err != nil {
+			b.Fatal(err)
+		}
+		lat := make([]time.Duration, 0, clients)
+		deadline := time.Now().Add(2 * time.Minute)
+		for _, c := range cs {
+			for c.rdsVersion.Load() == old {
+				if time.Now().After(deadline) {
+					b.Fatal("VirtualService change did not reach every client within 2 minutes")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			lat = append(lat, time.Unix(0, c.rdsAt.Load()).Sub(changed))
+		}
+		slices.Sort(lat)
+		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v); stream errors %d; RSS %s",
+			clients, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()), failed.Load(), vmRSS())
+		b.ReportMetric(full.Seconds(), "full-push-s")
+		b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "change-p50-ms")
+		b.ReportMetric(lat[len(lat)*99/100].Seconds()*1000, "change-p99-ms")
+		rss, _ := strconv.Atoi(strings.Fields(vmRSS() + " 0")[0])
+		b.ReportMetric(float64(rss)/1024, "rss-MiB")
+
+		cancel()
+		for _, cc := range conns {
+			_ = cc.Close()
+		}
+		cw.Wait()
+		bg.Wait()
+		_ = st.Close()
+	}
+}

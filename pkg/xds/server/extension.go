@@ -1,0 +1,48 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/weftmesh/weft/pkg/controlplane"
+	"github.com/weftmesh/weft/pkg/registry"
+)
+
+// ExtensionOptions configure the control-plane extension.
+type ExtensionOptions struct {
+	// Debounce is the quiet time before a push (default 100ms).
+	Debounce time.Duration
+}
+
+// Extension runs the registry and the ADS server inside `weft control-plane`:
+// xDS on Options.XDSAddress, /metrics on Options.MonitoringAddress, and the
+// proxy-status / proxy-config routes on the admin API. It logs the bound
+// addresses ("xDS server listening" address=HOST:PORT), so port 0 works.
+func Extension(o ExtensionOptions) controlplane.Extension {
+	return controlplane.ExtensionFunc(func(_ context.Context, env *controlplane.Env) error {
+		log := env.Logger.With("component", "xds")
+		reg := registry.New(env.Logger.With("component", "registry"))
+		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: TranslateGenerator(reg), Logger: log, Debounce: o.Debounce})
+		if err != nil {
+			return err
+		}
+		lis, err := net.Listen("tcp", env.Options.XDSAddress)
+		if err != nil {
+			return fmt.Errorf("xDS: listen: %w", err)
+		}
+		mlis, err := net.Listen("tcp", env.Options.MonitoringAddress)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("monitoring: listen: %w", err)
+		}
+		srv.RegisterHTTP(env.Admin.Mux())
+		log.Info("xDS server listening", "address", lis.Addr().String())
+		log.Info("monitoring listening", "address", mlis.Addr().String(), "url", "http://"+mlis.Addr().String()+"/metrics")
+		env.Go("xds push loop", srv.Run)
+		env.Go("xds server", func(ctx context.Context) error { return srv.Serve(ctx, lis) })
+		env.Go("monitoring", func(ctx context.Context) error { return srv.ServeMonitoring(ctx, mlis) })
+		return nil
+	})
+}
