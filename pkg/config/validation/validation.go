@@ -7,6 +7,7 @@ package validation
 import (
 	extensions "istio.io/api/extensions/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+	networkingv1beta1 "istio.io/api/networking/v1beta1"
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
@@ -19,6 +20,12 @@ func Validate(r *config.Resource) config.ErrorList {
 		return nil
 	}
 	v := &validator{r: r}
+	v.checkLabels("metadata.labels", r.Meta.Labels)
+	for k := range r.Meta.Annotations {
+		if msg := labelKeyError(k); msg != "" {
+			v.errorf(key("metadata.annotations", k), "invalid annotation key %q: %s", k, msg)
+		}
+	}
 	switch spec := r.Spec.(type) {
 	case *networking.VirtualService:
 		v.virtualService(spec)
@@ -46,6 +53,11 @@ func Validate(r *config.Resource) config.ErrorList {
 		v.telemetry(spec)
 	case *extensions.WasmPlugin:
 		v.wasmPlugin(spec)
+	case *networkingv1beta1.ProxyConfig:
+		v.checkSelector("spec.selector", spec.GetSelector())
+		if c := spec.GetConcurrency(); c != nil && c.GetValue() < 0 {
+			v.errorf("spec.concurrency", "concurrency must not be negative (0 means one worker per core)")
+		}
 	}
 	return v.errs
 }
