@@ -25,6 +25,7 @@ type getOptions struct {
 	namespace     string
 	allNamespaces bool
 	output        string
+	watch         bool
 	timeout       time.Duration
 }
 
@@ -46,16 +47,15 @@ name (virtualservice, virtualservices, vs, ...), or "all".`,
 			default:
 				return &exitError{code: 2, err: fmt.Errorf("-o %q: want one of yaml, json, wide, name", o.output)}
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
-			defer cancel()
-			return runGet(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), &admin.Client{BaseURL: o.server}, o, args[0], args[1:])
+			return runGet(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), &admin.Client{BaseURL: o.server}, o, args[0], args[1:])
 		},
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.namespace, "namespace", "n", config.DefaultNamespace, "namespace")
 	f.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "list resources of every namespace")
 	f.StringVarP(&o.output, "output", "o", "", "output format: yaml, json, wide or name")
-	f.DurationVar(&o.timeout, "timeout", requestTimeout, "how long to wait for the control plane")
+	f.BoolVarP(&o.watch, "watch", "w", false, "after listing, print a row for every change until interrupted (table output)")
+	f.DurationVar(&o.timeout, "timeout", requestTimeout, "how long to wait for the control plane (per request)")
 	controlPlaneFlag(cmd, &o.server)
 	return cmd
 }
@@ -75,7 +75,16 @@ func runGet(ctx context.Context, out, errOut io.Writer, c *admin.Client, o getOp
 	if o.allNamespaces {
 		ns = ""
 	}
-	var items []*config.Resource
+	if o.watch && (len(names) > 0 || (o.output != "" && o.output != "wide")) {
+		return &exitError{code: 2, err: errors.New("--watch lists a kind (no names) in table output (-o wide at most)")}
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	var (
+		items   []*config.Resource
+		listRev int64
+	)
 	if len(names) > 0 {
 		if ns == "" {
 			return &exitError{code: 2, err: errors.New("a resource name needs one namespace (-n), not -A")}
@@ -95,7 +104,7 @@ func runGet(ctx context.Context, out, errOut io.Writer, c *admin.Client, o getOp
 		if err != nil {
 			return apiError(err)
 		}
-		items = lr.Items
+		items, listRev = lr.Items, lr.Revision
 		for _, w := range lr.Warnings {
 			fmt.Fprintln(errOut, "Warning:", w)
 		}
@@ -131,6 +140,12 @@ func runGet(ctx context.Context, out, errOut io.Writer, c *admin.Client, o getOp
 		}
 		return nil
 	}
+	if o.watch {
+		if err := printTables(out, items, kind == "", o.allNamespaces, o.output == "wide", time.Now()); err != nil {
+			return err
+		}
+		return watchRows(parent, out, c, kind, ns, listRev, o)
+	}
 	if len(items) == 0 {
 		if ns == "" {
 			fmt.Fprintln(errOut, "No resources found")
@@ -158,7 +173,7 @@ func printTables(out io.Writer, items []*config.Resource, qualify, withNS, wide 
 			fmt.Fprintln(out)
 		}
 		tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
-		extra, cells := wideColumns(kind)
+		extra, _ := wideColumns(kind)
 		head := []string{"NAME", "AGE"}
 		if withNS {
 			head = append([]string{"NAMESPACE"}, head...)
@@ -168,24 +183,55 @@ func printTables(out io.Writer, items []*config.Resource, qualify, withNS, wide 
 		}
 		fmt.Fprintln(tw, strings.Join(head, "\t"))
 		for _, r := range byKind[kind] {
-			name := r.Meta.Name
-			if qualify {
-				name = resourceName(r.Kind, name)
-			}
-			row := []string{name, age(r.Meta.CreationTimestamp, now)}
-			if withNS {
-				row = append([]string{r.Meta.Namespace}, row...)
-			}
-			if wide {
-				row = append(row, cells(r)...)
-			}
-			fmt.Fprintln(tw, strings.Join(row, "\t"))
+			fmt.Fprintln(tw, strings.Join(tableRow(r, qualify, withNS, wide, now), "\t"))
 		}
 		if err := tw.Flush(); err != nil {
 			return fmt.Errorf("write table: %w", err)
 		}
 	}
 	return nil
+}
+
+// watchRows prints a table row for every change after rev until ctx ends.
+func watchRows(ctx context.Context, out io.Writer, c *admin.Client, kind, ns string, rev int64, o getOptions) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, streamErr, err := c.Watch(ctx, rev)
+	if err != nil {
+		return apiError(err)
+	}
+	for ev := range events {
+		r := ev.Object
+		if r == nil || (kind != "" && r.Kind != kind) || (ns != "" && r.Meta.Namespace != ns) {
+			continue
+		}
+		tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(tableRow(r, kind == "", o.allNamespaces, o.output == "wide", time.Now()), "\t"))
+		if err := tw.Flush(); err != nil {
+			return fmt.Errorf("write row: %w", err)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return streamErr()
+}
+
+// tableRow is one resource's row of printTables.
+func tableRow(r *config.Resource, qualify, withNS, wide bool, now time.Time) []string {
+	name := r.Meta.Name
+	if qualify {
+		name = resourceName(r.Kind, name)
+	}
+	row := []string{name, age(r.Meta.CreationTimestamp, now)}
+	if withNS {
+		row = append([]string{r.Meta.Namespace}, row...)
+	}
+	if wide {
+		_, cells := wideColumns(r.Kind)
+		row = append(row, cells(r)...)
+	}
+	return row
 }
 
 // wideColumns returns the kind-specific columns of -o wide (those of

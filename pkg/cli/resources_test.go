@@ -2,10 +2,12 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,5 +141,76 @@ func TestAge(t *testing.T) {
 	}
 	if got := age(time.Time{}, now); got != "<unknown>" {
 		t.Errorf("age(zero) = %q", got)
+	}
+}
+
+// lockedBuffer is written by a running command and read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestGetWatch(t *testing.T) {
+	url := adminServer(t)
+	c := &admin.Client{BaseURL: url}
+	seed, err := os.ReadFile(filepath.Join(seedFixtures, "service-entry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ApplyRaw(context.Background(), seed, "application/yaml", false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut lockedBuffer
+	root := NewRoot(strings.NewReader(""), &out, &errOut)
+	root.SetArgs([]string{"get", "all", "-w", "-o", "wide", "--server", url})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("output lacks %q after 5s:\n%s\nstderr:\n%s", want, out.String(), errOut.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("serviceentry.networking.istio.io/ext-service")
+	pa, err := os.ReadFile(filepath.Join(seedFixtures, "peer-authentication.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ApplyRaw(context.Background(), pa, "application/yaml", false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("peerauthentication.security.istio.io/default-mtls")
+	waitFor("STRICT")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("get -w after interrupt: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("get -w did not stop on interrupt")
+	}
+	// --watch needs a table of a kind.
+	if _, _, code := execCLI(t, "get", "vs", "x", "-w", "--server", url); code != 2 {
+		t.Fatalf("get NAME -w: exit %d, want 2", code)
 	}
 }
