@@ -45,7 +45,7 @@ type Source struct {
 	Line int    // 1-based line of the document's first line
 	// Lines maps field paths of the document to their lines; nil when the
 	// resource was not decoded from text. It is shared, read-only data.
-	Lines *LineIndex
+	Lines *LineIndex `json:"-"`
 }
 
 // LineIndex maps field paths ("spec.http[0].route[1].weight",
