@@ -84,6 +84,24 @@ func (e *Env) Go(name string, fn func(ctx context.Context) error) {
 // starts serving: it should bind its listeners (so that the ready file means
 // every port is up, and port-0 addresses can be logged), register admin
 // routes, and start long-lived work with env.Go. An error aborts start-up.
+//
+// For example, the xDS server:
+//
+//	controlplane.ExtensionFunc(func(ctx context.Context, env *controlplane.Env) error {
+//		srv, err := server.New(server.Options{Store: env.Store, Logger: env.Logger.With("component", "xds"), ...})
+//		if err != nil {
+//			return err
+//		}
+//		lis, err := net.Listen("tcp", env.Options.XDSAddress)
+//		if err != nil {
+//			return fmt.Errorf("xDS: listen: %w", err)
+//		}
+//		env.Logger.Info("xDS server listening", "address", lis.Addr().String())
+//		srv.RegisterHTTP(env.Admin.Mux())
+//		env.Go("xDS pushes", srv.Run)
+//		env.Go("xDS server", func(ctx context.Context) error { return srv.Serve(ctx, lis) })
+//		return nil
+//	})
 type Extension interface {
 	Setup(ctx context.Context, env *Env) error
 }
