@@ -34,6 +34,9 @@ func (v *validator) virtualService(vs *networking.VirtualService) {
 			v.checkHost(p, h, true)
 		}
 	}
+	for i, ns := range vs.GetExportTo() {
+		v.checkExportTo(idx("spec.exportTo", i), ns)
+	}
 	if delegate && len(vs.GetGateways()) > 0 {
 		v.errorf("spec.gateways", "a delegate virtual service (no hosts) must not set gateways")
 	}
@@ -387,6 +390,9 @@ func (v *validator) destinationRule(dr *networking.DestinationRule) {
 	}
 	if ws := dr.GetWorkloadSelector(); ws != nil {
 		v.checkLabels("spec.workloadSelector.matchLabels", ws.GetMatchLabels())
+	}
+	for i, ns := range dr.GetExportTo() {
+		v.checkExportTo(idx("spec.exportTo", i), ns)
 	}
 }
 

@@ -106,7 +106,10 @@ var invalidCases = []invalidCase{
 	{"gateway ref", doc(netv1, "VirtualService", "hosts: [a]\ngateways:\n- a/b/c # <-\nhttp: [{route: [{destination: {host: a}}]}]"), "spec.gateways[0]", "invalid gateway reference", false},
 	{"single weight warning", doc(netv1, "VirtualService", "hosts: [a]\nhttp:\n- route: # <-\n  - destination: {host: a}\n    weight: 50"), "spec.http[0].route", "is ignored", true},
 
+	{"vs exportTo", doc(netv1, "VirtualService", "hosts: [a]\nexportTo:\n- Bad_NS # <-\nhttp: [{route: [{destination: {host: a}}]}]"), "spec.exportTo[0]", "exportTo", false},
+
 	// DestinationRule.
+	{"dr exportTo", doc(netv1, "DestinationRule", "host: a\nexportTo:\n- '-' # <-"), "spec.exportTo[0]", "exportTo", false},
 	{"subset without name", doc(netv1, "DestinationRule", "host: reviews\nsubsets:\n- labels: {version: v1} # <-"), "spec.subsets[0].name", "subset name is required", false},
 	{"duplicate subset", doc(netv1, "DestinationRule", "host: reviews\nsubsets:\n- name: v1\n  labels: {version: v1}\n- name: v1 # <-\n  labels: {version: v2}"), "spec.subsets[1].name", "duplicate subset name", false},
 	{"subset without labels", doc(netv1, "DestinationRule", "host: reviews\nsubsets:\n- name: v1 # <-"), "spec.subsets[0].labels", "no labels", true},
