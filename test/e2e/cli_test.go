@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
@@ -199,7 +200,7 @@ spec:
 	wantLines(t, "delete -f", out, `peerauthentication.security.istio.io "default-mtls" deleted`)
 
 	// Restart on the same data dir: the remaining resources are still there.
-	if err := cp.Stop(10e9); err != nil {
+	if err := cp.Stop(10 * time.Second); err != nil {
 		t.Fatalf("control plane did not stop cleanly on SIGTERM: %v\n%s", err, cp.Stderr())
 	}
 	cp2 := harness.StartControlPlane(t, bin, "--data-dir", dataDir)
