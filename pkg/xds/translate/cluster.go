@@ -71,10 +71,10 @@ func (b *builder) destinationRule(host string) (*networking.DestinationRule, *co
 		svcNS = s.Namespace
 	}
 	var best *config.Resource
-	bestRank := 99
-	for _, c := range b.drs {
-		dr := c.Spec.(*networking.DestinationRule)
-		h := b.resolve(dr.GetHost(), nsOf(c))
+	bestRank, bestIdx := 99, 0
+	cands := append(append([]int(nil), b.drExact[host]...), b.drWild...)
+	for _, i := range cands {
+		c, h := b.drs[i], b.drHosts[i]
 		if !hostMatch(h, host) {
 			continue
 		}
@@ -90,8 +90,8 @@ func (b *builder) destinationRule(host string) (*networking.DestinationRule, *co
 		if h != host {
 			rank += 4 // wildcard hosts lose to exact ones
 		}
-		if rank < bestRank {
-			best, bestRank = c, rank
+		if rank < bestRank || (rank == bestRank && i < bestIdx) {
+			best, bestRank, bestIdx = c, rank, i
 		}
 	}
 	if best == nil {

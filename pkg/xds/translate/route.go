@@ -68,13 +68,21 @@ func gatewayListed(gws []string, vsNS, gateway string) bool {
 // virtualServiceFor returns the first VirtualService (oldest first) bound to
 // gateway that names host.
 func (b *builder) virtualServiceFor(host, gateway string) *config.Resource {
-	for _, c := range b.vss {
-		vs := c.Spec.(*networking.VirtualService)
-		if !gatewayListed(vs.GetGateways(), nsOf(c), gateway) {
+	exact, wild := b.vsExact[host], b.vsWild
+	for len(exact) > 0 || len(wild) > 0 {
+		// Merge the two ordered index lists to keep creation order.
+		var i int
+		if len(wild) == 0 || (len(exact) > 0 && exact[0] < wild[0]) {
+			i, exact = exact[0], exact[1:]
+		} else {
+			i, wild = wild[0], wild[1:]
+		}
+		c := b.vss[i]
+		if !gatewayListed(c.Spec.(*networking.VirtualService).GetGateways(), nsOf(c), gateway) {
 			continue
 		}
-		for _, h := range vs.GetHosts() {
-			if hostMatch(b.resolve(h, nsOf(c)), host) {
+		for _, h := range b.vsHosts[i] {
+			if hostMatch(h, host) {
 				return c
 			}
 		}

@@ -88,8 +88,18 @@ type builder struct {
 	root   map[string]bool
 	reg    *registry.Snapshot
 
-	vss      []*config.Resource // VirtualServices visible to the proxy, ordered
-	drs      []*config.Resource // DestinationRules visible to the proxy, ordered
+	vss     []*config.Resource // VirtualServices visible to the proxy, ordered
+	vsHosts [][]string         // resolved hosts of vss[i]
+	drs     []*config.Resource // DestinationRules visible to the proxy, ordered
+	// drExact maps a resolved exact DestinationRule host to indexes into
+	// drs; drWild lists the indexes of wildcard hosts.
+	drExact map[string][]int
+	drWild  []int
+	drHosts []string
+	// vsExact maps an exact resolved VirtualService host to indexes into
+	// vss (in order); vsWild lists the indexes with wildcard hosts.
+	vsExact  map[string][]int
+	vsWild   []int
 	gateways []*config.Resource
 	sidecar  *networking.Sidecar
 	sidecarR *config.Resource
@@ -165,6 +175,7 @@ func newBuilder(in *Input, p *model.Proxy) *builder {
 			}
 		}
 	}
+	b.indexHosts()
 	if b.sidecarR == nil {
 		b.sidecarR = nsSidecar
 	}
@@ -182,6 +193,37 @@ func newBuilder(in *Input, p *model.Proxy) *builder {
 		}
 	}
 	return b
+}
+
+// indexHosts resolves VirtualService and DestinationRule hosts once.
+func (b *builder) indexHosts() {
+	b.drExact, b.vsExact = map[string][]int{}, map[string][]int{}
+	for i, c := range b.drs {
+		h := b.resolve(c.Spec.(*networking.DestinationRule).GetHost(), nsOf(c))
+		b.drHosts = append(b.drHosts, h)
+		if strings.Contains(h, "*") {
+			b.drWild = append(b.drWild, i)
+		} else {
+			b.drExact[h] = append(b.drExact[h], i)
+		}
+	}
+	for i, c := range b.vss {
+		var hosts []string
+		wild := false
+		for _, h := range c.Spec.(*networking.VirtualService).GetHosts() {
+			rh := b.resolve(h, nsOf(c))
+			hosts = append(hosts, rh)
+			if strings.Contains(rh, "*") {
+				wild = true
+			} else if l := b.vsExact[rh]; len(l) == 0 || l[len(l)-1] != i {
+				b.vsExact[rh] = append(l, i)
+			}
+		}
+		b.vsHosts = append(b.vsHosts, hosts)
+		if wild {
+			b.vsWild = append(b.vsWild, i)
+		}
+	}
 }
 
 // sidecarAllows applies the Sidecar egress hosts ("ns/host") to a service.
