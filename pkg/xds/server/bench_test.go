@@ -206,11 +206,12 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 				}
 			}()
 		}
-		for _, c := range cs {
+		served := time.After(3 * time.Minute)
+		for i, c := range cs {
 			select {
 			case <-c.ready:
-			case <-time.After(3 * time.Minute):
-				b.Fatalf("clients not served within 3 minutes (%d stream errors)", failed.Load())
+			case <-served:
+				b.Fatalf("only %d of %d clients served within 3 minutes (%d stream errors); RSS %s", i, clients, failed.Load(), vmRSS())
 			}
 		}
 		full := time.Since(start)

@@ -95,6 +95,10 @@ type Server struct {
 	storeRev   int64
 	configList []*config.Resource // as of the last flush
 	flushedRev int64
+	// curBuild and curMemo are the last flush's prepared generator and
+	// digest memo, reused for proxies that connect until the next flush.
+	curBuild func(*model.Proxy) (*Resources, error)
+	curMemo  *sync.Map
 	proxies    map[string]*proxyState
 	streams    map[int64]*streamState
 }
@@ -298,16 +302,17 @@ func (s *Server) flush(ctx context.Context) {
 		}
 	}
 	s.metrics.setConfigCounts(list)
+	build := s.opts.Generate(list)
+	memo := &sync.Map{}
 	s.mu.Lock()
 	s.configList, s.flushedRev = list, rev
+	s.curBuild, s.curMemo = build, memo
 	ps := make([]*proxyState, 0, len(s.proxies))
 	for _, p := range s.proxies {
 		ps = append(ps, p)
 	}
 	s.mu.Unlock()
 
-	build := s.opts.Generate(list)
-	memo := &sync.Map{}
 	work := make(chan *proxyState)
 	var wg sync.WaitGroup
 	for range max(1, runtime.GOMAXPROCS(0)) {

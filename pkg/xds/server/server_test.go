@@ -406,3 +406,49 @@ func TestHashResourcesIgnoresOrder(t *testing.T) {
 		t.Error("different sets hash equal")
 	}
 }
+
+func TestDeltaStreamStatus(t *testing.T) {
+	h := start(t, 20*time.Millisecond)
+	h.apply(t, vs("reviews"))
+	waitFor(t, "config flushed", func() bool { return h.srv.Revision() > 0 })
+	cc, err := grpc.NewClient(h.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: testNode}, TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "reviews" {
+		t.Fatalf("delta resources = %v", r.GetResources())
+	}
+	waitFor(t, "STALE before ACK", func() bool { return statusOf(t, h.srv, testNode).Types["CDS"].State == StateStale })
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: r.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "SYNCED after delta ACK", func() bool { return statusOf(t, h.srv, testNode).Types["CDS"].State == StateSynced })
+	// A change arrives as a delta with only the new resource.
+	h.apply(t, vs("ratings"))
+	r, err = st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.GetResources()) != 1 || r.GetResources()[0].GetName() != "ratings" {
+		t.Fatalf("second delta resources = %v, want only ratings", r.GetResources())
+	}
+	if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResponseNonce: r.GetNonce(),
+		ErrorDetail: &status.Status{Code: 3, Message: "bad cluster ratings"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "NACKED after delta NACK", func() bool { return statusOf(t, h.srv, testNode).Types["CDS"].State == StateNacked })
+}

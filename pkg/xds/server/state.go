@@ -308,7 +308,7 @@ func (s *Server) connect(id int64, st *streamState, node *corev3.Node) error {
 		p.removeTimer.Stop()
 		p.removeTimer = nil
 	}
-	configs, rev := s.configList, s.flushedRev
+	configs, rev, build, memo := s.configList, s.flushedRev, s.curBuild, s.curMemo
 	s.mu.Unlock()
 	if !isNew {
 		return nil
@@ -317,7 +317,10 @@ func (s *Server) connect(id int64, st *streamState, node *corev3.Node) error {
 	if s.opts.Registry != nil {
 		s.opts.Registry.UpsertProxy(px)
 	}
-	s.pushProxy(context.Background(), p, s.opts.Generate(configs), rev, nil)
+	if build == nil {
+		build = s.opts.Generate(configs)
+	}
+	s.pushProxy(context.Background(), p, build, rev, memo)
 	return nil
 }
 
