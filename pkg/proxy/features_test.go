@@ -152,3 +152,23 @@ func TestMaxRequestsPerConnection(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryPrefersAnotherHost(t *testing.T) {
+	skipShort(t)
+	cp := xdstest.Start(t)
+	m := newMesh(t, func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", 503) }, nil)
+	m.clusters[cAll].LbPolicy = clusterv3.Cluster_RANDOM
+	act := toCluster(cAll)
+	act.RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(1)}
+	cp.Set(t, nodeID, m.resources(prefixRoute("retry", "/", act)))
+	p := startProxy(t, cp)
+	c := client(p)
+	for i := 0; i < 60; i++ {
+		if res := get(t, c, svcURL+"/"); res.status != 200 || res.body != "v2" {
+			t.Fatalf("request %d: %d %q: the retry went back to the failing host", i, res.status, res.body)
+		}
+	}
+	if m.v1.hits.Load() == 0 {
+		t.Fatal("the failing host was never tried: test proves nothing")
+	}
+}

@@ -416,8 +416,8 @@ func (p *Proxy) ConfigDump() ([]byte, error) {
 		var list []json.RawMessage
 		for _, n := range names {
 			b, err := m.Marshal(get(n))
-			if err != nil {
-				return fmt.Errorf("marshal %s %q: %w", key, n, err)
+			if err != nil { // e.g. an Any of a type not linked in: still show the rest
+				b, _ = json.Marshal(map[string]string{"name": n, "error": err.Error()})
 			}
 			list = append(list, b)
 		}
