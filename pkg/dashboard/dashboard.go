@@ -214,13 +214,24 @@ func (d *Dashboard) snapshot() []tick {
 	return append([]tick(nil), d.hist.ordered()...)
 }
 
+// knownProxies returns the proxies seen by the latest scrape round.
+func (d *Dashboard) knownProxies() []ProxyInfo {
+	d.hist.mu.RLock()
+	defer d.hist.mu.RUnlock()
+	out := make([]ProxyInfo, 0, len(d.hist.proxies))
+	for _, st := range d.hist.proxies {
+		out = append(out, st.info)
+	}
+	return out
+}
+
 func (d *Dashboard) handleGraph(w http.ResponseWriter, r *http.Request) {
 	win, err := durationParam(r, "window", d.opts.Window)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	writeJSON(w, buildGraph(d.snapshot(), d.opts.Clock(), win))
+	writeJSON(w, buildGraph(d.snapshot(), d.knownProxies(), d.opts.Clock(), win))
 }
 
 func (d *Dashboard) handleDetail(kind string) http.HandlerFunc {

@@ -125,10 +125,26 @@ func TestScrapeRatesErrorsP99AndMTLS(t *testing.T) {
 	b := newBookinfo(t)
 	// Counters exist before the dashboard starts: the first scrape is a baseline.
 	b.productpage.add(ppReviewsOK, 1000, 3)
+	b.src.proxies = append(b.src.proxies,
+		ProxyInfo{ID: "a", Namespace: "default", Workload: "details-v1", Labels: map[string]string{"app": "details"}},
+		ProxyInfo{ID: "b", Namespace: "default", Workload: "reviews-v3", Labels: map[string]string{"app": "reviews"}},
+		ProxyInfo{ID: "c", Namespace: "istio-system", Workload: "ingressgateway"})
 	b.scrape(t)
-	if g := b.graph(t); len(g.Edges) != 1 || g.Edges[0].Requests != 0 {
+	g := b.graph(t)
+	if len(g.Edges) != 1 || g.Edges[0].Requests != 0 {
 		t.Fatalf("after baseline scrape: edges %+v, want one idle edge", g.Edges)
 	}
+	// Proxies without traffic are idle nodes: details by its app label, the
+	// gateway as a workload; reviews-v3 joins the existing reviews service.
+	for _, id := range []string{svcDetails, "wl:istio-system/ingressgateway"} {
+		if n := findNode(g, id); n == nil || n.Health != HealthIdle {
+			t.Errorf("idle node %s = %+v", id, n)
+		}
+	}
+	if n := findNode(g, svcReviews); n == nil || strings.Join(n.Workloads, ",") != "reviews-v1,reviews-v3" {
+		t.Errorf("reviews node = %+v, want workloads reviews-v1,reviews-v3", n)
+	}
+	b.src.proxies = b.src.proxies[:2]
 
 	b.clock.advance(10 * time.Second)
 	b.productpage.add(ppReviewsOK, 100, 20)
@@ -139,7 +155,7 @@ func TestScrapeRatesErrorsP99AndMTLS(t *testing.T) {
 	b.reviews.add(ingressPP, 20, 40) // reported by reviews only to keep the test small
 	b.scrape(t)
 
-	g := b.graph(t)
+	g = b.graph(t)
 	tests := []struct {
 		src, dst    string
 		rps, errs   float64

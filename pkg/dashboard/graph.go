@@ -191,8 +191,10 @@ func health(s Signals) string {
 
 // buildGraph aggregates the edges of all stored ticks into a service graph
 // whose numbers cover the last win. Edges seen earlier in the retention but
-// idle in the window stay, with zero rates.
-func buildGraph(ticks []tick, now time.Time, win time.Duration) Graph {
+// idle in the window stay, with zero rates. Proxies that never carried
+// traffic appear as idle nodes (by their app label's service, else as a
+// workload).
+func buildGraph(ticks []tick, proxies []ProxyInfo, now time.Time, win time.Duration) Graph {
 	ix := newNodeIndex(ticks)
 	recent, covered := window(ticks, now, win)
 	type agg struct {
@@ -234,6 +236,24 @@ func buildGraph(ticks []tick, now time.Time, win time.Duration) Graph {
 			}
 			inbound[dst].add(st)
 		}
+	}
+	for _, p := range proxies {
+		if p.Workload == "" {
+			continue
+		}
+		if _, ok := ix.svcOf[[2]string{p.Namespace, p.Workload}]; ok {
+			continue
+		}
+		if app := p.Labels["app"]; app != "" {
+			id := "svc:" + p.Namespace + "/" + app
+			if n, ok := nodes[id]; ok {
+				n.Workloads = appendUnique(n.Workloads, p.Workload)
+			} else {
+				addNode(Node{ID: id, Kind: NodeService, Namespace: p.Namespace, Name: app, Workloads: []string{p.Workload}})
+			}
+			continue
+		}
+		addNode(Node{ID: "wl:" + p.Namespace + "/" + p.Workload, Kind: NodeWorkload, Namespace: p.Namespace, Name: p.Workload})
 	}
 	g := Graph{Timestamp: now, Window: win.String(), Nodes: []Node{}, Edges: []Edge{}}
 	for id, n := range nodes {
@@ -315,7 +335,7 @@ func buildDetail(kind, ns, name string, ticks []tick, now time.Time, win, span t
 	}
 	d.Inbound = signals(&in, covered)
 	d.Outbound = signals(&out, covered)
-	g := buildGraph(ticks, now, win)
+	g := buildGraph(ticks, nil, now, win)
 	for _, e := range g.Edges {
 		// Graph edges are service-level; for a workload, match the nodes
 		// its edges map to.

@@ -21,6 +21,7 @@ type tick struct {
 
 // proxyState is the scraper's memory of one proxy.
 type proxyState struct {
+	info       ProxyInfo
 	last       map[string]rawSample
 	lastScrape time.Time
 	lastErr    string
@@ -87,6 +88,7 @@ func (h *history) push(t tick) {
 // scrapeResult is one proxy's parsed metrics or the reason there are none.
 type scrapeResult struct {
 	id      string
+	info    ProxyInfo
 	samples map[string]rawSample
 	err     error
 }
@@ -102,7 +104,7 @@ func (d *Dashboard) scrapeOnce(ctx context.Context) error {
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	for i, p := range proxies {
-		results[i].id = p.ID
+		results[i].id, results[i].info = p.ID, p
 		if p.Disconnected {
 			results[i].err = errDisconnected
 			continue
@@ -191,6 +193,7 @@ func (d *Dashboard) record(now time.Time, results []scrapeResult) {
 			h.proxies[r.id] = st
 		}
 		st.lastScrape = now
+		st.info = r.info
 		if r.err != nil {
 			st.lastErr = r.err.Error()
 			continue

@@ -1,7 +1,7 @@
 // The service graph view: cytoscape canvas, legend and the side panel.
 import cytoscape from "cytoscape";
 import type { Core, ElementDefinition, NodeSingular } from "cytoscape";
-import { api, type Detail, type Graph, type GraphEdge, type GraphNode } from "./api";
+import { api, APIError, type Detail, type Graph, type GraphEdge, type GraphNode } from "./api";
 import { fmtMs, fmtPct, fmtRate, h } from "./format";
 import { sparkline } from "./sparkline";
 
@@ -302,7 +302,12 @@ export class GraphView {
       try {
         detail = await api.detail(node.kind === "service" ? "services" : "workloads", node.namespace, node.name);
       } catch (e) {
-        failure = e instanceof Error ? e.message : String(e);
+        failure =
+          e instanceof APIError && e.status === 404
+            ? "No traffic recorded for this node yet."
+            : e instanceof Error
+              ? e.message
+              : String(e);
       }
     }
     if (this.selected !== id) return; // the user moved on meanwhile
@@ -345,7 +350,7 @@ export class GraphView {
         ),
         h("div", { class: "panel-actions" }, h("span", { class: `pill health ${node.health}` }, node.health), close),
       ),
-      failure ? h("div", { class: "notice error" }, failure) : null,
+      failure ? h("div", { class: `notice ${detail === null && failure.startsWith("No traffic") ? "info" : "error"}` }, failure) : null,
       h(
         "div",
         { class: "stats" },
