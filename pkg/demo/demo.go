@@ -45,6 +45,9 @@ type Options struct {
 	// Load is the request rate (per second) of the built-in load generator
 	// against the ingress; 0 disables it.
 	Load int
+	// NoGateway skips the ingress gateway; the entry URL is then
+	// productpage's sidecar inbound listener.
+	NoGateway bool
 	// ReadyTimeout bounds start-up (default 60s).
 	ReadyTimeout time.Duration
 	// Out receives the human-readable banner.
@@ -61,6 +64,7 @@ type Workload struct {
 	Admin            int
 	Metrics          int
 	Health           int
+	Status           int // /quitquitquit and merged metrics
 }
 
 // Name is the workload name, e.g. reviews-v2.
@@ -131,7 +135,7 @@ func MakePlan(o Options) (*Plan, error) {
 	}
 	mk := func(service, version string, app bool) (Workload, error) {
 		w := Workload{Service: service, Version: version}
-		for _, f := range []*int{&w.Inbound, &w.Outbound, &w.Admin, &w.Metrics, &w.Health} {
+		for _, f := range []*int{&w.Inbound, &w.Outbound, &w.Admin, &w.Metrics, &w.Health, &w.Status} {
 			v, err := port()
 			if err != nil {
 				return w, err
@@ -280,11 +284,17 @@ func (m *mesh) start(ctx context.Context) error {
 			return err
 		}
 	}
-	g := p.Ingress
-	if err := m.spawn("ingressgateway", append(m.proxyArgs(g), "--gateway", "--gateway-address", p.IngressHP)...); err != nil {
-		return err
+	ready := append([]Workload(nil), p.Workloads...)
+	if !m.o.NoGateway {
+		g := p.Ingress
+		if err := m.spawn("ingressgateway", append(m.proxyArgs(g), "--gateway", "--gateway-address", p.IngressHP)...); err != nil {
+			return err
+		}
+		ready = append(ready, g)
+	} else {
+		p.IngressHP = fmt.Sprintf("127.0.0.1:%d", p.Workloads[0].Inbound)
 	}
-	for _, w := range append(append([]Workload(nil), p.Workloads...), g) {
+	for _, w := range ready {
 		if err := m.waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", w.Health), w.Name()+" proxy"); err != nil {
 			return err
 		}
@@ -301,7 +311,8 @@ func (m *mesh) proxyArgs(w Workload) []string {
 	return []string{"proxy", "--control-plane", m.plan.XDS, "--namespace", ns, "--workload", w.Name(),
 		"--labels", labels, "--service-account", "bookinfo-" + w.Service,
 		"--inbound-address", hp(w.Inbound), "--outbound-address", hp(w.Outbound),
-		"--admin-address", hp(w.Admin), "--metrics-address", hp(w.Metrics), "--health-address", hp(w.Health)}
+		"--admin-address", hp(w.Admin), "--metrics-address", hp(w.Metrics), "--health-address", hp(w.Health),
+		"--status-address", hp(w.Status), "--access-log", filepath.Join(m.o.DataDir, "logs", w.Name()+".access.log")}
 }
 
 func (m *mesh) applyStarterConfig(ctx context.Context) error {
