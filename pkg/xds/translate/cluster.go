@@ -439,14 +439,26 @@ func (b *builder) loadAssignment(name string, svc *registry.Service, port regist
 		locs = append(locs, l)
 	}
 	sort.Strings(locs)
-	prio := b.localityPriorities(locs, tp.GetLoadBalancer().GetLocalityLbSetting())
+	lbs := tp.GetLoadBalancer().GetLocalityLbSetting()
+	prio := b.localityPriorities(locs, lbs)
+	counts := map[string]int{}
+	for l, g := range groups {
+		counts[l] = len(g.eps)
+	}
+	dist := b.localityDistribution(counts, lbs)
 	for _, l := range locs {
 		g := groups[l]
+		w := g.weight
+		if dist != nil {
+			if w = dist[l]; w == 0 {
+				continue // not a distribute target: no traffic
+			}
+		}
 		region, zone, sub := splitLocality(l)
 		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
 			Locality:            &corev3.Locality{Region: region, Zone: zone, SubZone: sub},
 			LbEndpoints:         g.eps,
-			LoadBalancingWeight: wrapperspb.UInt32(g.weight),
+			LoadBalancingWeight: wrapperspb.UInt32(w),
 			Priority:            prio[l],
 		})
 	}
@@ -508,6 +520,66 @@ func (b *builder) localityPriorities(locs []string, s *networking.LocalityLoadBa
 		raw[l] = remap[p]
 	}
 	return raw
+}
+
+// localityDistribution applies the first localityLbSetting.distribute rule
+// whose from matches the proxy's locality: each to pattern's percentage is
+// shared by the matching localities in proportion to their endpoint counts.
+// It returns nil when no rule applies; localities absent from the result
+// get no traffic.
+func (b *builder) localityDistribution(counts map[string]int, s *networking.LocalityLoadBalancerSetting) map[string]uint32 {
+	if s == nil || (s.GetEnabled() != nil && !s.GetEnabled().GetValue()) {
+		return nil
+	}
+	mine := b.p.Metadata["LOCALITY"]
+	for _, d := range s.GetDistribute() {
+		if !localityMatch(d.GetFrom(), mine) {
+			continue
+		}
+		out := map[string]uint32{}
+		for _, pat := range sortedKeys(d.GetTo()) {
+			total := 0
+			for l, n := range counts {
+				if localityMatch(pat, l) {
+					total += n
+				}
+			}
+			if total == 0 {
+				continue
+			}
+			for l, n := range counts {
+				if localityMatch(pat, l) {
+					w := uint32(uint64(d.GetTo()[pat]) * 1000 * uint64(n) / uint64(total))
+					if w == 0 {
+						w = 1
+					}
+					out[l] += w
+				}
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// localityMatch matches "region/zone/subzone" patterns with "*" segments
+// ("us-west/*" matches every locality of us-west).
+func localityMatch(pattern, loc string) bool {
+	if pattern == "" {
+		return false
+	}
+	ps := strings.Split(pattern, "/")
+	lr, lz, lsz := splitLocality(loc)
+	ls := []string{lr, lz, lsz}
+	for i, p := range ps {
+		if p == "*" {
+			return true
+		}
+		if i >= 3 || p != ls[i] {
+			return false
+		}
+	}
+	return len(ps) == 3 || ls[len(ps)] == ""
 }
 
 func splitLocality(l string) (region, zone, subzone string) {
