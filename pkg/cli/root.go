@@ -56,6 +56,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newDeleteCmd(),
 		newValidateCmd(),
 		newAnalyzeCmd(),
+		newAuthzCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
