@@ -237,11 +237,12 @@ func (b *builder) gatewayRoutes(name string, port uint32, servers []gwServer) *r
 		}
 		vi.vh.Domains = doms
 		if vi.redirect {
+			// Envoy redirects on require_tls before routing; the explicit
+			// redirect route does the same for proxies that do not
+			// implement require_tls.
 			vi.vh.RequireTls = routev3.VirtualHost_ALL
-			if len(vi.vh.Routes) == 0 {
-				vi.vh.Routes = []*routev3.Route{{Name: "https_redirect", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-					Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}}}}}
-			}
+			vi.vh.Routes = []*routev3.Route{{Name: "https_redirect", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}}}}}
 		}
 		if len(vi.vh.Routes) == 0 {
 			continue
