@@ -80,7 +80,12 @@ type Options struct {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
+	// cache serves sidecars and gateways in ADS mode (responses ordered
+	// CDS, EDS, LDS, RDS); plCache serves proxyless gRPC clients without ADS
+	// mode, whose name check would ignore requests naming only some of the
+	// snapshot's clusters or listeners, as gRPC's always do.
 	cache   cachev3.SnapshotCache
+	plCache cachev3.SnapshotCache
 	xds     serverv3.Server
 	metrics *metrics
 	now     func() time.Time
@@ -153,7 +158,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = m
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cpLogger{opts.Logger})
-	s.xds = serverv3.NewServer(context.Background(), &holdCache{SnapshotCache: s.cache, s: s}, s.callbacks())
+	s.plCache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cpLogger{opts.Logger})
+	s.xds = serverv3.NewServer(context.Background(), &holdCache{s: s}, s.callbacks())
 	return s, nil
 }
 
@@ -384,7 +390,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 			return
 		}
 	}
-	if err := s.cache.SetSnapshot(ctx, p.proxy.ID, snap); err != nil {
+	if err := s.cacheFor(p.proxy.Type).SetSnapshot(ctx, p.proxy.ID, snap); err != nil {
 		s.log.Error("set snapshot", "node", p.proxy.ID, "err", err)
 		return
 	}

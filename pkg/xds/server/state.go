@@ -353,7 +353,7 @@ func (s *Server) removeProxy(nodeID string, p *proxyState) {
 	delete(s.proxies, nodeID)
 	s.mu.Unlock()
 	s.metrics.connected.WithLabelValues(string(p.proxy.Type)).Dec()
-	s.cache.ClearSnapshot(nodeID)
+	s.cacheFor(p.proxy.Type).ClearSnapshot(nodeID)
 	if s.opts.Registry != nil {
 		s.opts.Registry.RemoveProxy(nodeID)
 	}
@@ -391,20 +391,40 @@ func (s *Server) nackedVersion(nodeID, typeURL string) string {
 	return ""
 }
 
-// holdCache wraps the snapshot cache so that a NACK does not make it resend
-// the rejected version at once (go-control-plane answers a NACK, whose
-// version_info is the last accepted version, with the current snapshot):
-// the NACK's watch is opened as if the client had the current version, so
-// it fires only when a new version exists for that type.
+func (s *Server) cacheFor(t model.ProxyType) cachev3.SnapshotCache {
+	if t == model.Proxyless {
+		return s.plCache
+	}
+	return s.cache
+}
+
+// cacheForNode picks the cache of a connected node (connect runs before
+// the server asks the cache for a watch).
+func (s *Server) cacheForNode(node *corev3.Node) cachev3.SnapshotCache {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.proxies[node.GetId()]; p != nil {
+		return s.cacheFor(p.proxy.Type)
+	}
+	return s.cache
+}
+
+// holdCache dispatches to the node's snapshot cache, and keeps a NACK from
+// making it resend the rejected version at once (go-control-plane answers a
+// NACK, whose version_info is the last accepted version, with the current
+// snapshot): the NACK's watch is opened as if the client had the current
+// version, so it fires only when a new version exists for that type.
 type holdCache struct {
-	cachev3.SnapshotCache
 	s *Server
 }
 
+var _ cachev3.Cache = (*holdCache)(nil)
+
 func (h *holdCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
+	c := h.s.cacheForNode(req.GetNode())
 	if req.GetErrorDetail() != nil {
 		nodeID := req.GetNode().GetId()
-		if snap, err := h.SnapshotCache.GetSnapshot(nodeID); err == nil {
+		if snap, err := c.GetSnapshot(nodeID); err == nil {
 			cur := snap.GetVersion(req.GetTypeUrl())
 			if cur != "" && cur == h.s.nackedVersion(nodeID, req.GetTypeUrl()) {
 				held := proto.Clone(req).(*discoveryv3.DiscoveryRequest)
@@ -413,7 +433,15 @@ func (h *holdCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, 
 			}
 		}
 	}
-	return h.SnapshotCache.CreateWatch(req, sub, ch)
+	return c.CreateWatch(req, sub, ch)
+}
+
+func (h *holdCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
+	return h.s.cacheForNode(req.GetNode()).CreateDeltaWatch(req, sub, ch)
+}
+
+func (h *holdCache) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Response, error) {
+	return h.s.cacheForNode(req.GetNode()).Fetch(ctx, req)
 }
 
 // hashResources hashes resources in name order with deterministic
