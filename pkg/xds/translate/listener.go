@@ -413,10 +413,20 @@ func (b *builder) buildProxyless() {
 	for _, svc := range b.services {
 		b.buildClusters(svc)
 		for _, port := range svc.Ports {
-			name := svc.Hostname + ":" + strconv.Itoa(int(port.Number))
-			b.listeners[name] = &listenerv3.Listener{
-				Name:        name,
-				ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcmRDS(name, name, true))},
+			ps := strconv.Itoa(int(port.Number))
+			name := svc.Hostname + ":" + ps
+			// gRPC clients may dial short names (xds:///echo.ns:7070, or
+			// xds:///echo:7070 within the namespace); each alias is its own
+			// listener sharing the HOST:PORT route configuration.
+			for _, alias := range append([]string{svc.Hostname}, b.shortNames(svc)...) {
+				ln := alias + ":" + ps
+				if _, taken := b.listeners[ln]; taken {
+					continue
+				}
+				b.listeners[ln] = &listenerv3.Listener{
+					Name:        ln,
+					ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcmRDS(name, name, true))},
+				}
 			}
 			vh := &routev3.VirtualHost{Name: name, Domains: b.domains(svc, port.Number, map[string]bool{})}
 			vh.Routes = b.serviceRoutes(svc, port.Number, true)

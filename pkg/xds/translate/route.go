@@ -543,18 +543,7 @@ func defaultRoute(cluster string) *routev3.Route {
 // domains lists the names a service is reachable by on port.
 func (b *builder) domains(svc *registry.Service, port uint32, seen map[string]bool) []string {
 	ps := ":" + strconv.Itoa(int(port))
-	names := []string{svc.Hostname}
-	suffix := ".svc." + b.suffix
-	if strings.HasSuffix(svc.Hostname, suffix) {
-		short := strings.TrimSuffix(svc.Hostname, "."+b.suffix) // name.ns.svc
-		parts := strings.Split(short, ".")
-		if len(parts) == 3 {
-			names = append(names, parts[0]+"."+parts[1], short)
-			if svc.Namespace == b.p.Namespace {
-				names = append(names, parts[0])
-			}
-		}
-	}
+	names := append([]string{svc.Hostname}, b.shortNames(svc)...)
 	names = append(names, svc.Addresses...)
 	var out []string
 	for _, n := range names {
@@ -566,6 +555,25 @@ func (b *builder) domains(svc *registry.Service, port uint32, seen map[string]bo
 		}
 	}
 	return out
+}
+
+// shortNames returns NAME.NS, NAME.NS.svc and (for a proxy in the same
+// namespace) NAME for a NAME.NS.svc.SUFFIX host; nothing for other hosts.
+func (b *builder) shortNames(svc *registry.Service) []string {
+	suffix := ".svc." + b.suffix
+	if !strings.HasSuffix(svc.Hostname, suffix) {
+		return nil
+	}
+	short := strings.TrimSuffix(svc.Hostname, "."+b.suffix) // name.ns.svc
+	parts := strings.Split(short, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	names := []string{parts[0] + "." + parts[1], short}
+	if svc.Namespace == b.p.Namespace {
+		names = append(names, parts[0])
+	}
+	return names
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -172,6 +172,16 @@ func TestProxylessHasNoCORSFilter(t *testing.T) {
 	if h.GetRds().GetRouteConfigName() != "echo.default.svc.cluster.local:7070" {
 		t.Errorf("RDS name = %q", h.GetRds().GetRouteConfigName())
 	}
+	// Short-name aliases share the FQDN route configuration.
+	for _, alias := range []string{"echo:7070", "echo.default:7070"} {
+		var ah hcmv3.HttpConnectionManager
+		if err := find[*listenerv3.Listener](t, out.Listeners, alias).GetApiListener().GetApiListener().UnmarshalTo(&ah); err != nil {
+			t.Fatal(err)
+		}
+		if ah.GetRds().GetRouteConfigName() != "echo.default.svc.cluster.local:7070" {
+			t.Errorf("%s: RDS name = %q", alias, ah.GetRds().GetRouteConfigName())
+		}
+	}
 	for _, r := range routesOf(t, out, "echo.default.svc.cluster.local:7070", "echo.default.svc.cluster.local:7070") {
 		if _, ok := r.GetTypedPerFilterConfig()[CorsFilter]; ok {
 			t.Error("proxyless route carries a CORS config")
