@@ -78,8 +78,8 @@ type Options struct {
 
 // Server is the ADS server. Create it with New, then run Run and Serve.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
+	opts Options
+	log  *slog.Logger
 	// cache serves sidecars and gateways in ADS mode (responses ordered
 	// CDS, EDS, LDS, RDS); plCache serves proxyless gRPC clients without ADS
 	// mode, whose name check would ignore requests naming only some of the
@@ -104,8 +104,8 @@ type Server struct {
 	// digest memo, reused for proxies that connect until the next flush.
 	curBuild func(*model.Proxy) (*Resources, error)
 	curMemo  *sync.Map
-	proxies    map[string]*proxyState
-	streams    map[int64]*streamState
+	proxies  map[string]*proxyState
+	streams  map[int64]*streamState
 }
 
 type streamState struct {
