@@ -7,6 +7,7 @@ package registry
 import (
 	"log/slog"
 	"net"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -258,15 +259,19 @@ func (r *Registry) SetConfigs(rs []*config.Resource) {
 	r.mu.Unlock()
 }
 
-// UpsertProxy adds or replaces a self-registered proxy (keyed by p.ID).
+// UpsertProxy adds or replaces a self-registered proxy (keyed by p.ID). The
+// registry keeps p: callers must not modify it afterwards.
 func (r *Registry) UpsertProxy(p *model.Proxy) {
 	if p == nil {
 		return
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.proxies[p.ID]; ok && reflect.DeepEqual(old, p) {
+		return // a reconnect with the same metadata is not a change
+	}
 	r.proxies[p.ID] = p
 	r.rebuildLocked()
-	r.mu.Unlock()
 }
 
 // RemoveProxy forgets the proxy with node ID id.

@@ -196,8 +196,9 @@ func TestSubscribe(t *testing.T) {
 	if n.Load() != before {
 		t.Error("callback after cancel")
 	}
-	// Removing an unknown proxy is not a change.
+	// Removing an unknown proxy, or upserting an identical one, is not a change.
 	v := r.Snapshot().Version
+	r.UpsertProxy(proxy("sidecar~1.1.1.1~x.default~default.svc.cluster.local", nil, nil))
 	r.RemoveProxy("nope")
 	if r.Snapshot().Version != v {
 		t.Error("RemoveProxy of unknown id bumped the version")
