@@ -1,0 +1,106 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/store"
+	"github.com/weftmesh/weft/pkg/config/store/bolt"
+	"github.com/weftmesh/weft/pkg/registry"
+)
+
+const meshYAML = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: 19080}, labels: {version: v1}}
+  - {address: 127.0.0.1, ports: {http: 19081}, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - route:
+    - {destination: {host: reviews.default.svc.cluster.local, subset: v1}, weight: 50}
+    - {destination: {host: reviews.default.svc.cluster.local, subset: v2}, weight: 50}
+`
+
+// TestTranslatedSidecarSnapshot runs the production generator (registry +
+// translator) for a sidecar with node metadata and checks that its
+// snapshot passes the consistency gate and reaches the client.
+func TestTranslatedSidecarSnapshot(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rs, err := config.Decode("mesh.yaml", []byte(meshYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Apply(context.Background(), store.Upsert, rs); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	reg := registry.New(log)
+	srv, err := New(Options{Store: st, Registry: reg, Generate: TranslateGenerator(reg), Logger: log, Debounce: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
+	go func() { _ = srv.Serve(ctx, lis); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done }()
+	waitFor(t, "config flushed", func() bool { return srv.Revision() > 0 })
+
+	md, _ := structpb.NewStruct(map[string]any{"NAMESPACE": "default", "WORKLOAD_NAME": "productpage", "INBOUND_ADDRESS": "127.0.0.1:15006",
+		"APP_PORTS": "9081", "SERVICES": "productpage:9080/HTTP", "LABELS": map[string]any{"app": "productpage"}})
+	node := &corev3.Node{Id: "sidecar~127.0.0.1~productpage.default~default.svc.cluster.local", Metadata: md}
+	c := dial(t, lis.Addr().String())
+	c.send(t, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
+	r := c.next(t)
+	names := clusterNames(t, r)
+	want := "outbound|9080|v2|reviews.default.svc.cluster.local"
+	found := false
+	for _, n := range names {
+		found = found || n == want
+	}
+	if !found {
+		t.Errorf("clusters %v lack %s", names, want)
+	}
+	if e := statusOf(t, srv, node.Id).Error; e != "" {
+		t.Errorf("generation error: %s", e)
+	}
+}
