@@ -152,6 +152,23 @@ func (c *Cluster) Pick(hash uint64) (*Host, error) {
 	return nil, ErrNoHealthyHost
 }
 
+// Other returns a healthy host other than h in the lowest priority level
+// that has one, starting the scan at offset n; it returns h when there is
+// none. Retries use it to avoid the host that just failed.
+func (c *Cluster) Other(h *Host, n uint64) *Host {
+	now := c.clock().UnixNano()
+	for i := range c.levels {
+		hs := c.levels[i].hosts
+		for k := range hs {
+			x := hs[(n+uint64(k))%uint64(len(hs))].(*Host)
+			if x != h && x.Healthy(now) {
+				return x
+			}
+		}
+	}
+	return h
+}
+
 // Report feeds a request's outcome to outlier detection. status is the
 // HTTP status, or 0 for a connect failure / reset.
 func (c *Cluster) Report(h *Host, status int) {

@@ -265,3 +265,23 @@ func TestMaxConnectionsPerCluster(t *testing.T) {
 	}
 	c2.Close()
 }
+
+func TestOther(t *testing.T) {
+	m, _ := newTestManager()
+	set, err := m.Build(map[string]*clusterv3.Cluster{"c": eds("c")}, map[string]*endpointv3.ClusterLoadAssignment{"c": cla("c", []string{"10.0.0.1", "10.0.0.2"})}, edsName, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := set.Clusters["c"]
+	a, b := cl.Hosts[0], cl.Hosts[1]
+	for n := uint64(0); n < 4; n++ {
+		if got := cl.Other(a, n); got != b {
+			t.Fatalf("Other(a, %d) = %s, want the other host", n, got.Addr)
+		}
+	}
+	one, _ := m.Build(map[string]*clusterv3.Cluster{"c": eds("c")}, map[string]*endpointv3.ClusterLoadAssignment{"c": cla("c", []string{"10.0.0.1"})}, edsName, nil)
+	h := one.Clusters["c"].Hosts[0]
+	if got := one.Clusters["c"].Other(h, 0); got != h {
+		t.Fatal("single host: Other must return the same host")
+	}
+}

@@ -85,8 +85,8 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 			host, err = c.Pick(hash)
 			// Like Envoy's previous_hosts retry predicate (Istio's default):
 			// a retry prefers another host when there is one.
-			for try := 0; try < 3 && err == nil && prev != nil && host == prev && len(c.Hosts) > 1; try++ {
-				host, err = c.Pick(h.rnd())
+			if err == nil && prev != nil && host == prev {
+				host = c.Other(prev, h.rnd())
 			}
 			if err != nil {
 				if attempt > 0 {
