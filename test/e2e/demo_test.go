@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
+)
+
+// demoMesh is a running `weft demo` and what its banner says.
+type demoMesh struct {
+	proc     *harness.Process
+	entry    string            // productpage URL
+	server   string            // admin API URL
+	metrics  map[string]string // workload -> sidecar metrics address
+	logDir   string
+	bin      string
+	repoRoot string
+}
+
+var (
+	bannerEntry   = regexp.MustCompile(`(?m)^\s+Bookinfo\s+(\S+)`)
+	bannerServer  = regexp.MustCompile(`(?m)^\s+control plane API\s+(\S+)`)
+	bannerWorkRow = regexp.MustCompile(`(?m)^\s+([a-z]+-v\d)\s+\d+\s+\S+\s+(127\.0\.0\.1:\d+)\s+`)
+)
+
+func startDemo(t *testing.T, extra ...string) *demoMesh {
+	t.Helper()
+	harness.SkipShort(t)
+	bin := weft.Binary(t)
+	root, err := harness.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	args := append([]string{"demo", "--no-gateway", "--base-port", "0", "--data-dir", dir, "--ready-timeout", "60s"}, extra...)
+	p := harness.Start(t, bin, nil, args...)
+	deadline := time.Now().Add(90 * time.Second)
+	for !strings.Contains(p.Stdout(), "Press Ctrl-C to stop.") {
+		if p.Exited() || time.Now().After(deadline) {
+			t.Fatalf("demo did not become ready\nstdout:\n%s\nstderr:\n%s", p.Stdout(), p.Stderr())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out := p.Stdout()
+	m := &demoMesh{proc: p, bin: bin, repoRoot: root, logDir: filepath.Join(dir, "logs"), metrics: map[string]string{}}
+	m.entry = bannerEntry.FindStringSubmatch(out)[1]
+	m.server = bannerServer.FindStringSubmatch(out)[1]
+	for _, row := range bannerWorkRow.FindAllStringSubmatch(out, -1) {
+		m.metrics[row[1]] = row[2]
+	}
+	if len(m.metrics) != 6 {
+		t.Fatalf("banner lists %d workloads, want 6:\n%s", len(m.metrics), out)
+	}
+	return m
+}
+
+func (m *demoMesh) get(t *testing.T, hdr ...string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, m.entry, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", m.entry, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (m *demoMesh) apply(t *testing.T, file string) {
+	t.Helper()
+	r := harness.Run(t, m.bin, nil, "apply", "--server", m.server, "-f", filepath.Join(m.repoRoot, "examples/bookinfo/config", file))
+	if r.ExitCode != 0 {
+		t.Fatalf("apply %s: %s%s", file, r.Stdout, r.Stderr)
+	}
+}
+
+var reviewsVersion = regexp.MustCompile(`reviews-(v\d)`)
+
+// versions samples n productpage loads and counts which reviews version served each.
+func (m *demoMesh) versions(t *testing.T, n int, hdr ...string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for i := 0; i < n; i++ {
+		code, body := m.get(t, hdr...)
+		if code != http.StatusOK {
+			t.Fatalf("productpage answered %d", code)
+		}
+		if v := reviewsVersion.FindStringSubmatch(body); v != nil {
+			got[v[1]]++
+		} else {
+			got["none"]++
+		}
+	}
+	return got
+}
+
+// eventually retries check until it passes or 10 s pass (config propagation).
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestDemoBookinfoTasks runs `weft demo` and reproduces Istio's Bookinfo
+// tasks on it: round robin over reviews versions, request routing by
+// end-user, traffic shifting to v3, and fault injection on ratings; then it
+// checks the telemetry every hop must leave.
+func TestDemoBookinfoTasks(t *testing.T) {
+	m := startDemo(t, "--load", "20")
+
+	// No VirtualService yet: reviews round-robins over v1, v2, v3.
+	got := m.versions(t, 30)
+	for _, v := range []string{"v1", "v2", "v3"} {
+		if got[v] < 5 {
+			t.Errorf("without routing rules reviews %s served %d of 30 (%v)", v, got[v], got)
+		}
+	}
+
+	// Request routing: jason sees v2, everybody else v1.
+	m.apply(t, "virtual-service-reviews-jason-v2.yaml")
+	eventually(t, "jason routed to v2", func() error {
+		if g := m.versions(t, 10, "end-user", "jason"); g["v2"] != 10 {
+			return fmt.Errorf("end-user jason: %v", g)
+		}
+		if g := m.versions(t, 10); g["v1"] != 10 {
+			return fmt.Errorf("anonymous: %v", g)
+		}
+		return nil
+	})
+
+	// Traffic shifting: everything to v3 (red stars).
+	m.apply(t, "virtual-service-reviews-v3.yaml")
+	eventually(t, "shift to v3", func() error {
+		if g := m.versions(t, 10); g["v3"] != 10 {
+			return fmt.Errorf("after shifting to v3: %v", g)
+		}
+		return nil
+	})
+	if _, body := m.get(t); !strings.Contains(body, `class="red"`) {
+		t.Error("v3 page shows no red stars")
+	}
+
+	// Fault injection: ratings aborts with 500, the page degrades.
+	m.apply(t, "fault-ratings-abort.yaml")
+	eventually(t, "ratings fault visible", func() error {
+		code, body := m.get(t)
+		if code != http.StatusOK || !strings.Contains(body, "Ratings service is currently unavailable") {
+			return fmt.Errorf("status %d, page without the ratings error", code)
+		}
+		return nil
+	})
+
+	// Telemetry: istio_requests_total for every edge, on the sidecar that
+	// reports it (source reporter on the caller, destination on the callee).
+	edges := []struct{ reporter, workload, src, dst string }{
+		{"source", "productpage-v1", "productpage-v1", "details.default.svc.cluster.local"},
+		{"source", "productpage-v1", "productpage-v1", "reviews.default.svc.cluster.local"},
+		{"source", "reviews-v3", "reviews-v3", "ratings.default.svc.cluster.local"},
+		{"destination", "details-v1", "productpage-v1", "details.default.svc.cluster.local"},
+		{"destination", "ratings-v1", "reviews-v3", "ratings.default.svc.cluster.local"},
+	}
+	for _, e := range edges {
+		body := scrape(t, m.metrics[e.workload])
+		if !hasSeries(body, "istio_requests_total", map[string]string{
+			"reporter": e.reporter, "source_workload": e.src, "destination_service": e.dst,
+		}) {
+			t.Errorf("%s sidecar lacks istio_requests_total{reporter=%q,source_workload=%q,destination_service=%q}",
+				e.workload, e.reporter, e.src, e.dst)
+		}
+	}
+	// The injected fault shows as response_code 500 with flag FI.
+	if body := scrape(t, m.metrics["reviews-v3"]); !hasSeries(body, "istio_requests_total", map[string]string{
+		"destination_service": "ratings.default.svc.cluster.local", "response_code": "500", "response_flags": "FI",
+	}) {
+		t.Error("reviews-v3 sidecar lacks the fault-injected 500 FI series for ratings")
+	}
+
+	// Access logs: each hop leaves a line on both sides.
+	for _, w := range []string{"productpage-v1", "details-v1", "reviews-v3", "ratings-v1"} {
+		b, err := os.ReadFile(filepath.Join(m.logDir, w+".access.log"))
+		if err != nil || !strings.Contains(string(b), `"response_code":200`) {
+			t.Errorf("access log of %s has no 200 line (err %v)", w, err)
+		}
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/stats/prometheus")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// hasSeries reports whether the exposition has a sample of metric whose
+// labels include every given pair.
+func hasSeries(exposition, metric string, labels map[string]string) bool {
+	sc := bufio.NewScanner(strings.NewReader(exposition))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, metric+"{") {
+			continue
+		}
+		ok := true
+		for k, v := range labels {
+			if !strings.Contains(line, k+`="`+v+`"`) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
