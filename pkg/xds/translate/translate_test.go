@@ -336,3 +336,34 @@ spec:
 		t.Errorf("err = %v, want ErrInvalid naming the cluster", err)
 	}
 }
+
+// TestConcurrentBuild builds for several proxies at once from one Input, as
+// the ADS server does; run with -race.
+func TestConcurrentBuild(t *testing.T) {
+	in, p := loadCase(t, filepath.Join("testdata", "proxyless_grpc.yaml"))
+	want := renderOutput(t, mustBuild(t, in, p))
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			out, err := Build(in, p)
+			if err == nil && string(renderOutput(t, out)) != string(want) {
+				err = errors.New("concurrent build differs")
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func mustBuild(t *testing.T, in *Input, p *model.Proxy) *Output {
+	t.Helper()
+	out, err := Build(in, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
