@@ -23,6 +23,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/registry"
+	"github.com/weftmesh/weft/pkg/xds/model"
 )
 
 // ClusterName returns Istio's outbound cluster name outbound|PORT|SUBSET|HOST.
@@ -167,7 +168,8 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 	switch {
 	case svc.Resolution == registry.ResolutionDNS || svc.Resolution == registry.ResolutionDNSRoundRobin:
 		t := clusterv3.Cluster_STRICT_DNS
-		if svc.Resolution == registry.ResolutionDNSRoundRobin {
+		if svc.Resolution == registry.ResolutionDNSRoundRobin || b.p.Type == model.Proxyless {
+			// gRPC clients support LOGICAL_DNS only.
 			t = clusterv3.Cluster_LOGICAL_DNS
 		}
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: t}
