@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/pkg/proxy"
+	"github.com/weftmesh/weft/pkg/proxy/filter/rbac"
 )
 
 func newProxyCmd() *cobra.Command {
@@ -47,6 +48,7 @@ addresses as JSON.`,
 			o.LogLevel = lv
 			stdout, stderr := lockWriter(cmd.OutOrStdout()), lockWriter(cmd.ErrOrStderr())
 			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
+			o.HTTPFilters = rbac.Filters(o.Logger) // envoy.filters.http.rbac (AuthorizationPolicy)
 			o.DrainTimeout = drain
 			var err error
 			if o.Labels, err = parseLabels(labels); err != nil {
