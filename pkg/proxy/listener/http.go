@@ -382,6 +382,9 @@ func (u *upstreamReq) build(ctx context.Context, addr string) (*http.Request, er
 		return nil, fmt.Errorf("build upstream request: %w", err)
 	}
 	out.URL.Path = u.path
+	if u.path == u.orig.URL.Path {
+		out.URL.RawPath = u.orig.URL.RawPath // keep the client's (normalized) encoding, e.g. %2F
+	}
 	out.URL.RawQuery = u.rawQuery
 	out.Host = u.host
 	out.Header = u.orig.Header.Clone()
