@@ -160,7 +160,7 @@ input errors.`,
 	f.StringVar(&remoteIP, "remote-ip", "", "original client IP (default: --source-ip)")
 	f.StringVar(&destIP, "destination-ip", "", "destination IP")
 	f.StringVar(&sni, "sni", "", "TLS SNI")
-	f.StringVar(&root, "root-namespace", "", "mesh root namespace (default: weft-system and istio-system)")
+	f.StringVar(&root, "root-namespace", "", "mesh root namespace (default weft-system; istio-system is always a root)")
 	f.StringVar(&norm, "path-normalization", "BASE", "NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES")
 	return cmd
 }

@@ -7,9 +7,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -19,6 +21,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/registry"
+	"github.com/weftmesh/weft/pkg/xds/translate/authz"
 )
 
 // Network filter names.
@@ -364,6 +367,7 @@ func (b *builder) buildInbound() {
 	}
 	vi := listener(VirtualInbound, "0.0.0.0", VirtualInboundPort, corev3.TrafficDirection_INBOUND)
 	vi.UseOriginalDst = wrapperspb.Bool(true)
+	httpFilters := b.inboundRBAC()
 	for _, ip := range ports {
 		cname := InboundClusterName(ip.port)
 		host, port := "127.0.0.1", ip.port
@@ -396,7 +400,7 @@ func (b *builder) buildInbound() {
 						}},
 					}},
 				}},
-				HttpFilters: []*hcmv3.HttpFilter{{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}},
+				HttpFilters: append(httpFilters[:len(httpFilters):len(httpFilters)], &hcmv3.HttpFilter{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}),
 			}
 			fc.Filters = []*listenerv3.Filter{hcmFilter(h)}
 		} else {
@@ -433,4 +437,18 @@ func (b *builder) buildProxyless() {
 			b.routes[name] = &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}}
 		}
 	}
+}
+
+// inboundRBAC returns the AuthorizationPolicy RBAC http filters (DENY
+// before ALLOW) for the proxy's inbound HTTP chains; see package authz.
+func (b *builder) inboundRBAC() []*hcmv3.HttpFilter {
+	pol, err := authz.Translate(b.in.Configs, b.p, b.in.RootNamespace)
+	if err != nil { // fail closed: allow nothing
+		pol = &authz.Policies{Allow: &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}}}
+	}
+	var out []*hcmv3.HttpFilter
+	for _, c := range pol.Configs() {
+		out = append(out, &hcmv3.HttpFilter{Name: authz.FilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(c)}})
+	}
+	return out
 }

@@ -35,8 +35,9 @@ const (
 	AuthnFilter = "istio_authn"
 )
 
-// DefaultRootNamespaces are used when Translate gets an empty root namespace.
-var defaultRoots = []string{"weft-system", "istio-system"}
+// DefaultRootNamespace is the mesh root namespace when Translate gets "";
+// "istio-system" is always a root namespace too (as in the translator).
+const DefaultRootNamespace = "weft-system"
 
 // Policies are the RBAC filter configs for one proxy. A nil config means no
 // filter. Order in the filter chain: Audit, Deny, Allow (Istio puts the
@@ -79,17 +80,18 @@ func ParsePolicyName(s string) (namespace, name string, idx int, ok bool) {
 }
 
 // Translate selects the AuthorizationPolicies that apply to proxy (those
-// in the root namespace and in the proxy's namespace whose selector matches
+// in the root namespace (rootNamespace, default weft-system, and
+// istio-system) and in the proxy's namespace whose selector matches
 // its labels) and builds RBAC configs. Policies with targetRefs apply to
 // gateways/waypoints and are skipped. Other kinds in policies are ignored.
 func Translate(policies []*config.Resource, proxy *model.Proxy, rootNamespace string) (*Policies, error) {
 	if proxy == nil {
 		return nil, fmt.Errorf("authz: nil proxy")
 	}
-	roots := defaultRoots
-	if rootNamespace != "" {
-		roots = []string{rootNamespace}
+	if rootNamespace == "" {
+		rootNamespace = DefaultRootNamespace
 	}
+	roots := []string{rootNamespace, "istio-system"}
 	var sel []*config.Resource
 	for _, r := range policies {
 		if r == nil || r.Kind != config.KindAuthorizationPolicy {

@@ -462,3 +462,28 @@ func TestTranslateNilProxy(t *testing.T) {
 		t.Fatal("nil proxy accepted")
 	}
 }
+
+func TestRootNamespaces(t *testing.T) {
+	policy := func(ns string) string {
+		return "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-nothing, namespace: " + ns + "}\nspec: {}\n"
+	}
+	for _, tt := range []struct {
+		ns, root string
+		applies  bool
+	}{
+		{"weft-system", "", true},
+		{"istio-system", "", true},
+		{"mesh-root", "", false},
+		{"mesh-root", "mesh-root", true},
+		{"istio-system", "mesh-root", true},
+		{"weft-system", "mesh-root", false},
+	} {
+		pol, err := authz.Translate(decode(t, policy(tt.ns)), productpage(), tt.root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pol.Allow != nil; got != tt.applies {
+			t.Errorf("policy in %s with root %q: applies=%v want %v", tt.ns, tt.root, got, tt.applies)
+		}
+	}
+}
