@@ -48,7 +48,7 @@ addresses as JSON.`,
 			o.LogLevel = lv
 			stdout, stderr := lockWriter(cmd.OutOrStdout()), lockWriter(cmd.ErrOrStderr())
 			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-			o.HTTPFilters = rbac.Filters(o.Logger) // envoy.filters.http.rbac (AuthorizationPolicy)
+			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
 			o.DrainTimeout = drain
 			var err error
 			if o.Labels, err = parseLabels(labels); err != nil {

@@ -52,7 +52,18 @@ func rawGet(t *testing.T, addr, target string, hdr ...string) (int, string) {
 // the proxy's inbound listener (envoy.filters.http.rbac http filters).
 func TestRBACEnforcement(t *testing.T) {
 	skipShort(t)
+	app := startBackend(t, "app", nil)
+	_, ps, _ := net.SplitHostPort(app.addr)
+	port, _ := strconv.Atoi(ps)
 	rs, errs := config.DecodeAll("policies.yaml", []byte(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-port, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {ports: ["`+ps+`"], paths: ["/public/port-denied"]}}]
+---
+apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: deny-admin, namespace: default}
 spec:
@@ -76,9 +87,6 @@ spec:
 		t.Fatal(err)
 	}
 	cp := xdstest.Start(t)
-	app := startBackend(t, "app", nil)
-	_, ps, _ := net.SplitHostPort(app.addr)
-	port, _ := strconv.Atoi(ps)
 
 	var filters []*hcmv3.HttpFilter
 	for _, c := range pol.Configs() {
@@ -106,7 +114,7 @@ spec:
 	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{l}, Clusters: []types.Resource{staticCluster(inCluster, app.addr)}})
 	p := startProxy(t, cp, func(o *proxy.Options) {
 		o.AppPort = port
-		o.HTTPFilters = rbac.Filters(nil)
+		o.HTTPFilters = rbac.Filters(nil, rbac.WithDestinationPort(port))
 	})
 	in := p.Addresses().Inbound
 	eventually(t, "config applied", func() bool {
@@ -133,6 +141,7 @@ spec:
 		{target: "/private", code: 403, body: rbac.DeniedBody},
 		{target: "/public/x", hdr: []string{"X-Evil", "1"}, code: 403, body: rbac.DeniedBody},
 		{target: "/public/%00", code: 400},
+		{target: "/public/port-denied", code: 403, body: rbac.DeniedBody},
 	}
 	for _, tt := range tests {
 		before := len(app.seenPaths())

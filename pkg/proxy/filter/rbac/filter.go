@@ -16,16 +16,28 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/listener"
 )
 
+// Option configures the filters built by Filters.
+type Option func(*HTTPFilter)
+
+// WithPathNormalization sets the normalization mode (default BASE).
+func WithPathNormalization(m pathnorm.Mode) Option { return func(f *HTTPFilter) { f.Mode = m } }
+
+// WithDestinationPort sets the port RBAC sees as destination.port (the
+// workload's application port); 0 uses the listener's local port.
+func WithDestinationPort(port int) Option {
+	return func(f *HTTPFilter) { f.DestPort = uint32(port) }
+}
+
 // Filters returns the proxy's HTTP filter factories this package provides
-// (pass as proxy.Options.HTTPFilters). Requests are path-normalized with
-// Istio's default (BASE) before RBAC runs, and the upstream receives the
-// normalized path.
-func Filters(log *slog.Logger) map[string]listener.FilterFactory {
-	return map[string]listener.FilterFactory{FilterName: Factory(log, pathnorm.Base)}
+// (pass as proxy.Options.HTTPFilters). Requests are path-normalized (BASE,
+// Istio's default, unless WithPathNormalization) before RBAC runs, and the
+// upstream receives the normalized path.
+func Filters(log *slog.Logger, opts ...Option) map[string]listener.FilterFactory {
+	return map[string]listener.FilterFactory{FilterName: Factory(log, opts...)}
 }
 
 // Factory builds an RBAC HTTP filter from an http_filters typed_config.
-func Factory(log *slog.Logger, mode pathnorm.Mode) listener.FilterFactory {
+func Factory(log *slog.Logger, opts ...Option) listener.FilterFactory {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -40,7 +52,11 @@ func Factory(log *slog.Logger, mode pathnorm.Mode) listener.FilterFactory {
 		if err != nil {
 			return nil, err
 		}
-		return &HTTPFilter{Engine: e, Mode: mode, Log: log}, nil
+		f := &HTTPFilter{Engine: e, Mode: pathnorm.Base, Log: log}
+		for _, o := range opts {
+			o(f)
+		}
+		return f, nil
 	}
 }
 
@@ -49,6 +65,8 @@ type HTTPFilter struct {
 	Engine *Engine
 	Mode   pathnorm.Mode
 	Log    *slog.Logger
+	// DestPort overrides the destination port (0: the local port).
+	DestPort uint32
 }
 
 // Filter normalizes r's path in place, evaluates the engine and answers
@@ -61,6 +79,9 @@ func (f *HTTPFilter) Filter(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	req := RequestFrom(r, p)
+	if f.DestPort != 0 {
+		req.DestPort = f.DestPort
+	}
 	d := f.Engine.Check(req)
 	if len(d.Audited) > 0 {
 		f.Log.Info("rbac audit", "policies", d.Audited, "method", r.Method, "path", p, "principal", req.Principal, "allowed", d.Allowed)
