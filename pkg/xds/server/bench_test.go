@@ -215,19 +215,22 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			}
 		}
 		full := time.Since(start)
-		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v; RSS %s",
+		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v; RSS %s (clients included)",
 			services, services, services, clients, full, vmRSS())
 
 		// One VirtualService change that reaches every client's route "80".
-		old := cs[0].rdsVersion.Load()
+		old := make([]any, clients)
+		for i, c := range cs {
+			old[i] = c.rdsVersion.Load()
+		}
 		changed := time.Now()
 		if _, err := st.Apply(context.Background(), store.Upsert, []*config.Resource{vsRes(3 * time.Second)}); err != nil {
 			b.Fatal(err)
 		}
 		lat := make([]time.Duration, 0, clients)
 		deadline := time.Now().Add(2 * time.Minute)
-		for _, c := range cs {
-			for c.rdsVersion.Load() == old {
+		for i, c := range cs {
+			for c.rdsVersion.Load() == old[i] {
 				if time.Now().After(deadline) {
 					b.Fatal("VirtualService change did not reach every client within 2 minutes")
 				}

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -21,8 +25,36 @@ type ProxyConfig struct {
 var configTypes = map[string]int{"clusters": cds, "listeners": lds, "routes": rds, "endpoints": eds}
 
 // RegisterHTTP adds the proxy-status and proxy-config endpoints:
-// GET /api/v1/proxies and GET /api/v1/proxies/{id}/config?type=listeners|routes|clusters|endpoints.
+// GET /api/v1/proxies, GET /api/v1/proxies/{id}/config?type=listeners|routes|clusters|endpoints,
+// and GET /api/v1/sync?revision=N&timeout=10s, which answers 200 once every
+// connected proxy ACKed config generated from store revision N or later
+// (409 when one NACKed it, 504 on timeout), for `weft apply --wait`.
 func (s *Server) RegisterHTTP(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/sync", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		rev, err := strconv.ParseInt(q.Get("revision"), 10, 64)
+		if err != nil || rev < 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "revision must be a store revision number"})
+			return
+		}
+		timeout := 10 * time.Second
+		if t := q.Get("timeout"); t != "" {
+			if timeout, err = time.ParseDuration(t); err != nil || timeout <= 0 {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "timeout must be a positive duration such as 10s"})
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		switch err := s.WaitForRevision(ctx, rev); {
+		case err == nil:
+			writeJSON(w, http.StatusOK, map[string]any{"revision": rev, "proxies": len(s.Status())})
+		case errors.Is(err, ErrNacked):
+			writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		default:
+			writeJSON(w, http.StatusGatewayTimeout, map[string]string{"error": err.Error()})
+		}
+	})
 	mux.HandleFunc("GET /api/v1/proxies", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.Status())
 	})

@@ -103,7 +103,7 @@ type Server struct {
 	// curBuild and curMemo are the last flush's prepared generator and
 	// digest memo, reused for proxies that connect until the next flush.
 	curBuild func(*model.Proxy) (*Resources, error)
-	curMemo  *sync.Map
+	curMemo  *pushMemo
 	proxies  map[string]*proxyState
 	streams  map[int64]*streamState
 }
@@ -309,7 +309,7 @@ func (s *Server) flush(ctx context.Context) {
 	}
 	s.metrics.setConfigCounts(list)
 	build := s.opts.Generate(list)
-	memo := &sync.Map{}
+	memo := s.newPushMemo()
 	s.mu.Lock()
 	s.configList, s.flushedRev = list, rev
 	s.curBuild, s.curMemo = build, memo
@@ -344,7 +344,7 @@ func (s *Server) flush(ctx context.Context) {
 
 // pushProxy regenerates one proxy's resources and sets a new snapshot when
 // any type changed.
-func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model.Proxy) (*Resources, error), rev int64, memo *sync.Map) {
+func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model.Proxy) (*Resources, error), rev int64, memo *pushMemo) {
 	p.pushMu.Lock()
 	defer p.pushMu.Unlock()
 	if p.computed && rev < p.rev {
@@ -358,19 +358,17 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	}
 	gen := [numTypes][]types.Resource{out.Clusters, out.Listeners, out.Routes, out.Endpoints}
 	var next [numTypes]generated
+	var shared [numTypes]*sharedResources
 	changed := false
-	version := ""
 	for i := range numTypes {
-		h, size := hashResources(gen[i], memo)
+		h, size := hashResources(gen[i], &memo.digests)
 		if p.computed && p.gen[i].hash == h {
 			next[i] = p.gen[i]
 			continue
 		}
-		if version == "" {
-			version = strconv.FormatInt(s.version.Add(1), 10)
-		}
 		changed = true
-		next[i] = generated{hash: h, size: size, version: version, resources: sortByName(gen[i])}
+		shared[i] = memo.share(i, h, gen[i])
+		next[i] = generated{hash: h, size: size, version: memo.version, resources: shared[i].resources}
 	}
 	if !changed && p.computed {
 		p.rev = rev
@@ -379,7 +377,11 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	}
 	snap := &cachev3.Snapshot{}
 	for i := range numTypes {
-		snap.Resources[typeIndex[i]] = cachev3.NewResources(next[i].version, next[i].resources)
+		if shared[i] != nil {
+			snap.Resources[typeIndex[i]] = shared[i].cache
+		} else {
+			snap.Resources[typeIndex[i]] = cachev3.NewResources(next[i].version, next[i].resources)
+		}
 	}
 	if p.proxy.Type != model.Proxyless {
 		// Consistent() does not understand api_listeners, so it only gates
@@ -470,3 +472,37 @@ func (c cpLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
 func (c cpLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
 func (c cpLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
 func (c cpLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }
+
+// pushMemo is shared by every proxy of one push: it carries the push's
+// version and caches resource digests and, per type and content hash, the
+// sorted resources and the cache's index of them, so proxies with equal
+// config share one copy.
+type pushMemo struct {
+	version string
+	digests sync.Map // types.Resource -> digest
+	shared  sync.Map // sharedKey -> *sharedResources
+}
+
+type sharedKey struct {
+	typ  int
+	hash [32]byte
+}
+
+type sharedResources struct {
+	resources []types.Resource
+	cache     cachev3.Resources
+}
+
+func (s *Server) newPushMemo() *pushMemo {
+	return &pushMemo{version: strconv.FormatInt(s.version.Add(1), 10)}
+}
+
+func (m *pushMemo) share(typ int, h [32]byte, rs []types.Resource) *sharedResources {
+	k := sharedKey{typ, h}
+	if v, ok := m.shared.Load(k); ok {
+		return v.(*sharedResources)
+	}
+	sorted := sortByName(rs)
+	v, _ := m.shared.LoadOrStore(k, &sharedResources{resources: sorted, cache: cachev3.NewResources(m.version, sorted)})
+	return v.(*sharedResources)
+}

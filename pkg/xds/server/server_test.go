@@ -339,7 +339,7 @@ func TestHTTPStatusAndConfig(t *testing.T) {
 	waitFor(t, "config flushed", func() bool { return h.srv.Revision() > 0 })
 	c := dial(t, h.addr)
 	c.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: testNode}, TypeUrl: resourcev3.ClusterType})
-	c.next(t)
+	first := c.next(t)
 	mux := http.NewServeMux()
 	h.srv.RegisterHTTP(mux)
 	ts := httptest.NewServer(mux)
@@ -354,6 +354,9 @@ func TestHTTPStatusAndConfig(t *testing.T) {
 		{"/api/v1/proxies/" + testNode + "/config?type=listeners", 200, `"resources": []`},
 		{"/api/v1/proxies/" + testNode + "/config?type=secrets", 400, "type must be one of"},
 		{"/api/v1/proxies/nope/config?type=clusters", 404, "not found"},
+		{"/api/v1/sync?revision=1&timeout=300ms", 504, "wait for revision 1"},
+		{"/api/v1/sync?revision=x", 400, "revision must be"},
+		{"/api/v1/sync?revision=1&timeout=-1s", 400, "timeout must be"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.path, func(t *testing.T) {
@@ -368,6 +371,16 @@ func TestHTTPStatusAndConfig(t *testing.T) {
 				t.Errorf("GET %s = %d %s, want %d containing %s", tc.path, resp.StatusCode, b.String(), tc.code, tc.contains)
 			}
 		})
+	}
+	// After the ACK the sync endpoint answers at once.
+	c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: first.VersionInfo, ResponseNonce: first.Nonce})
+	resp, err := http.Get(ts.URL + "/api/v1/sync?revision=1&timeout=5s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("sync after ACK = %d, want 200", resp.StatusCode)
 	}
 	// Metrics.
 	rec := httptest.NewRecorder()

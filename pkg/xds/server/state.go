@@ -317,8 +317,8 @@ func (s *Server) connect(id int64, st *streamState, node *corev3.Node) error {
 	if s.opts.Registry != nil {
 		s.opts.Registry.UpsertProxy(px)
 	}
-	if build == nil {
-		build = s.opts.Generate(configs)
+	if build == nil || memo == nil {
+		build, memo = s.opts.Generate(configs), s.newPushMemo()
 	}
 	s.pushProxy(context.Background(), p, build, rev, memo)
 	return nil
