@@ -72,10 +72,11 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 		switch {
 		case (proto == "HTTP" || proto == "HTTP2" || proto == "GRPC") || (proto == "HTTPS" && s.srv.GetTls() == nil):
 			plainHTTP = append(plainHTTP, s)
-		case mode == networking.ServerTLSSettings_PASSTHROUGH || mode == networking.ServerTLSSettings_AUTO_PASSTHROUGH:
+		case s.srv.GetTls() != nil && (mode == networking.ServerTLSSettings_PASSTHROUGH || mode == networking.ServerTLSSettings_AUTO_PASSTHROUGH):
+			// PASSTHROUGH is the enum's zero value: only an explicit tls block means it.
 			tlsUsed = true
 			l.FilterChains = append(l.FilterChains, b.passthroughChains(s, port)...)
-		case proto == "HTTPS" || (proto == "TLS" && s.srv.GetTls() != nil && isTerminating(mode)):
+		case proto == "HTTPS" && isTerminating(mode):
 			tlsUsed = true
 			rname := "https." + ps + "." + serverName(s)
 			b.routes[rname] = b.gatewayRoutes(rname, port, []gwServer{s})
@@ -88,7 +89,7 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 				fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: sni}
 			}
 			l.FilterChains = append(l.FilterChains, fc)
-		default: // TCP and terminated TLS to tcp routes
+		default: // TCP, and TLS terminated here, to tcp routes
 			for _, w := range b.gatewayTCP(s, port) {
 				fc := &listenerv3.FilterChain{Name: "tcp." + serverName(s), Filters: []*listenerv3.Filter{tcpProxy(w[0].Name, w)}}
 				if s.srv.GetTls() != nil {
