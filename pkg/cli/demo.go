@@ -26,6 +26,7 @@ func newDemoCmd() *cobra.Command {
 	f.StringVar(&o.AdminAddress, "admin-address", "", "control plane admin API (default 127.0.0.1:8080)")
 	f.StringVar(&o.XDSAddress, "xds-address", "", "control plane xDS address (default 127.0.0.1:15010)")
 	f.StringVar(&o.MonitoringAddress, "monitoring-address", "", "control plane metrics address (default 127.0.0.1:15014)")
+	f.StringVar(&o.DashboardAddress, "dashboard-address", "", "web dashboard address (default 127.0.0.1:20001)")
 	f.StringVar(&o.IngressAddress, "ingress-address", "", "ingress gateway address (default 127.0.0.1:8000)")
 	f.IntVar(&o.BasePort, "base-port", 21000, "first port of the block the workloads use; 0 picks free ports")
 	f.IntVar(&o.Load, "load", 0, "send this many requests per second to the ingress so graphs move")

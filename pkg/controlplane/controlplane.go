@@ -63,6 +63,9 @@ type Env struct {
 	Admin *admin.Server
 	// Logger is the control plane's logger.
 	Logger *slog.Logger
+	// AdminURL is the admin API's bound address as a URL
+	// (http://127.0.0.1:PORT), already listening when Setup runs.
+	AdminURL string
 
 	group *errgroup.Group
 	ctx   context.Context
@@ -184,7 +187,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	env := &Env{Options: opts, Store: st, Admin: api, Logger: log, group: g, ctx: gctx}
+	env := &Env{Options: opts, Store: st, Admin: api, Logger: log, AdminURL: "http://" + lis.Addr().String(), group: g, ctx: gctx}
 	for _, ext := range opts.Extensions {
 		if err := ext.Setup(gctx, env); err != nil {
 			lis.Close()

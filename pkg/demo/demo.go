@@ -37,6 +37,8 @@ type Options struct {
 	XDSAddress string
 	// MonitoringAddress is the control plane's /metrics (default 127.0.0.1:15014).
 	MonitoringAddress string
+	// DashboardAddress is the web dashboard (default 127.0.0.1:20001).
+	DashboardAddress string
 	// IngressAddress is the ingress gateway's HTTP address (default 127.0.0.1:8000).
 	IngressAddress string
 	// BasePort is the first port of the block workloads use (10 ports each);
@@ -77,6 +79,7 @@ type Plan struct {
 	Admin     string
 	XDS       string
 	Monitor   string
+	Dashboard string
 	IngressHP string
 }
 
@@ -128,6 +131,9 @@ func MakePlan(o Options) (*Plan, error) {
 		return nil, err
 	}
 	if p.Monitor, err = addr(o.MonitoringAddress, "127.0.0.1:15014"); err != nil {
+		return nil, err
+	}
+	if p.Dashboard, err = addr(o.DashboardAddress, "127.0.0.1:20001"); err != nil {
 		return nil, err
 	}
 	if p.IngressHP, err = addr(o.IngressAddress, "127.0.0.1:8000"); err != nil {
@@ -266,7 +272,8 @@ func (m *mesh) start(ctx context.Context) error {
 	p := m.plan
 	if err := m.spawn("control-plane", "control-plane",
 		"--data-dir", filepath.Join(m.o.DataDir, "store"),
-		"--admin-address", p.Admin, "--xds-address", p.XDS, "--monitoring-address", p.Monitor); err != nil {
+		"--admin-address", p.Admin, "--xds-address", p.XDS, "--monitoring-address", p.Monitor,
+		"--dashboard-address", p.Dashboard); err != nil {
 		return err
 	}
 	if err := m.waitHTTP(ctx, "http://"+p.Admin+"/healthz", "control plane"); err != nil {
@@ -374,6 +381,7 @@ func (m *mesh) banner() {
 	p, out := m.plan, m.o.Out
 	fmt.Fprintf(out, "\nWeft demo mesh is ready.\n\n")
 	fmt.Fprintf(out, "  Bookinfo            %s\n", p.IngressURL())
+	fmt.Fprintf(out, "  dashboard           http://%s\n", p.Dashboard)
 	fmt.Fprintf(out, "  control plane API   http://%s   (export WEFT_SERVER=http://%s)\n", p.Admin, p.Admin)
 	fmt.Fprintf(out, "  xDS                 %s\n", p.XDS)
 	fmt.Fprintf(out, "  metrics             http://%s/metrics\n", p.Monitor)
@@ -394,6 +402,7 @@ func (m *mesh) banner() {
 	fmt.Fprintf(out, "  weft apply%s -f examples/bookinfo/config/virtual-service-reviews-v3.yaml   # all reviews from v3 (red stars)\n", srv)
 	fmt.Fprintf(out, "  weft apply%s -f examples/bookinfo/config/fault-ratings-abort.yaml          # ratings fails with 500\n", srv)
 	fmt.Fprintf(out, "  weft proxy-status%s                                                        # who has which config\n", srv)
+	fmt.Fprintf(out, "  open http://%s and watch the reviews → ratings edge turn red\n", p.Dashboard)
 	fmt.Fprintf(out, "\nPress Ctrl-C to stop.\n")
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 type demoMesh struct {
 	proc     *harness.Process
 	entry    string            // productpage URL
+	dash     string            // dashboard URL
 	server   string            // admin API URL
 	metrics  map[string]string // workload -> sidecar metrics address
 	logDir   string
@@ -28,6 +30,7 @@ type demoMesh struct {
 
 var (
 	bannerEntry   = regexp.MustCompile(`(?m)^\s+Bookinfo\s+(\S+)`)
+	bannerDash    = regexp.MustCompile(`(?m)^\s+dashboard\s+(\S+)`)
 	bannerServer  = regexp.MustCompile(`(?m)^\s+control plane API\s+(\S+)`)
 	bannerWorkRow = regexp.MustCompile(`(?m)^\s+([a-z]+-v\d)\s+\d+\s+\S+\s+(127\.0\.0\.1:\d+)\s+`)
 )
@@ -54,6 +57,7 @@ func startDemo(t *testing.T, extra ...string) *demoMesh {
 	m := &demoMesh{proc: p, bin: bin, repoRoot: root, logDir: filepath.Join(dir, "logs"), metrics: map[string]string{}}
 	m.entry = bannerEntry.FindStringSubmatch(out)[1]
 	m.server = bannerServer.FindStringSubmatch(out)[1]
+	m.dash = bannerDash.FindStringSubmatch(out)[1]
 	for _, row := range bannerWorkRow.FindAllStringSubmatch(out, -1) {
 		m.metrics[row[1]] = row[2]
 	}
@@ -196,6 +200,23 @@ func TestDemoBookinfoTasks(t *testing.T) {
 		t.Error("reviews-v3 sidecar lacks the fault-injected 500 FI series for ratings")
 	}
 
+	// The control plane's dashboard scrapes the sidecars and draws the
+	// graph; the injected fault shows as errors on reviews -> ratings.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		edges := graphEdges(t, m.dash)
+		_, pd := edges["svc:default/productpage->svc:default/details"]
+		_, pr := edges["svc:default/productpage->svc:default/reviews"]
+		rr := edges["svc:default/reviews->svc:default/ratings"]
+		if pd && pr && rr > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dashboard graph lacks the Bookinfo edges or the ratings errors: %v", edges)
+		}
+		time.Sleep(time.Second)
+	}
+
 	// Access logs: each hop leaves a line on both sides.
 	for _, w := range []string{"productpage-v1", "details-v1", "reviews-v3", "ratings-v1"} {
 		b, err := os.ReadFile(filepath.Join(m.logDir, w+".access.log"))
@@ -203,6 +224,31 @@ func TestDemoBookinfoTasks(t *testing.T) {
 			t.Errorf("access log of %s has no 200 line (err %v)", w, err)
 		}
 	}
+}
+
+// graphEdges returns the dashboard's service-graph edges as "src->dst" and
+// their error rates.
+func graphEdges(t *testing.T, dash string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(dash + "/api/graph")
+	if err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	defer resp.Body.Close()
+	var g struct {
+		Edges []struct {
+			Source, Target string
+			ErrorRate      float64
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
+		t.Fatalf("dashboard graph: %v", err)
+	}
+	out := map[string]float64{}
+	for _, e := range g.Edges {
+		out[e.Source+"->"+e.Target] = e.ErrorRate
+	}
+	return out
 }
 
 func scrape(t *testing.T, addr string) string {
