@@ -186,6 +186,7 @@ func (b *builder) gatewayRoutes(name string, port uint32, servers []gwServer) *r
 	type vhInfo struct {
 		vh       *routev3.VirtualHost
 		redirect bool
+		merged   map[*config.Resource]bool
 	}
 	vhs := map[string]*vhInfo{}
 	for _, s := range servers {
@@ -199,12 +200,16 @@ func (b *builder) gatewayRoutes(name string, port uint32, servers []gwServer) *r
 				if !serverAdmits(s, h, nsOf(c)) {
 					continue
 				}
-				key := h
-				vi := vhs[key]
+				vi := vhs[h]
 				if vi == nil {
-					vi = &vhInfo{vh: &routev3.VirtualHost{Name: h + ":" + ps, Domains: []string{h, h + ":" + ps}}}
-					vhs[key] = vi
-					vi.vh.Routes = b.httpRoutes(c, routeCtx{port: port, gateway: gwName})
+					vi = &vhInfo{vh: &routev3.VirtualHost{Name: h + ":" + ps, Domains: []string{h, h + ":" + ps}}, merged: map[*config.Resource]bool{}}
+					vhs[h] = vi
+				}
+				if !vi.merged[c] {
+					// Gateways merge the routes of every VirtualService
+					// naming the host, oldest first (as Istio does).
+					vi.merged[c] = true
+					vi.vh.Routes = append(vi.vh.Routes, b.httpRoutes(c, routeCtx{port: port, gateway: gwName})...)
 				}
 				if s.srv.GetTls().GetHttpsRedirect() {
 					vi.redirect = true
