@@ -224,6 +224,7 @@ type Registry struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
+	suffix  string
 	configs []*config.Resource
 	proxies map[string]*model.Proxy
 	snap    *Snapshot
@@ -237,9 +238,24 @@ func New(logger *slog.Logger) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Registry{log: logger, proxies: map[string]*model.Proxy{}, subs: map[int]*subscription{}}
-	r.snap = build(nil, nil, 0)
+	r := &Registry{log: logger, suffix: DefaultDomainSuffix, proxies: map[string]*model.Proxy{}, subs: map[int]*subscription{}}
+	r.snap = build(nil, nil, 0, r.suffix)
 	return r
+}
+
+// SetDomainSuffix sets the cluster DNS suffix of host names made for
+// proxies' SERVICES entries (default "cluster.local"); it should match
+// translate.Input.DomainSuffix.
+func (r *Registry) SetDomainSuffix(suffix string) {
+	if suffix == "" {
+		suffix = DefaultDomainSuffix
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if suffix != r.suffix {
+		r.suffix = suffix
+		r.rebuildLocked()
+	}
 }
 
 // SetConfigs replaces the config-derived part of the registry with the
@@ -346,7 +362,7 @@ func (r *Registry) rebuildLocked() {
 		proxies = append(proxies, p)
 	}
 	sort.Slice(proxies, func(i, j int) bool { return proxies[i].ID < proxies[j].ID })
-	r.snap = build(r.configs, proxies, r.version)
+	r.snap = build(r.configs, proxies, r.version, r.suffix)
 	r.log.Debug("registry rebuilt", "version", r.version, "services", len(r.snap.Services), "proxies", len(proxies))
 	for _, s := range r.subs {
 		select {
@@ -360,8 +376,7 @@ func (r *Registry) rebuildLocked() {
 type svcKey struct{ host, ns string }
 
 // build derives a snapshot; it is pure.
-func build(configs []*config.Resource, proxies []*model.Proxy, version uint64) *Snapshot {
-	suffix := DefaultDomainSuffix
+func build(configs []*config.Resource, proxies []*model.Proxy, version uint64, suffix string) *Snapshot {
 	services := map[svcKey]*Service{}
 	eps := map[string][]*Endpoint{}
 	groups := map[svcKey]*networking.WorkloadGroup{} // name, ns

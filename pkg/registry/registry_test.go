@@ -166,6 +166,10 @@ func TestSelfRegisteredProxies(t *testing.T) {
 			t.Errorf("details-2 = %+v, want only 9080 -> 16000", e)
 		}
 	}
+	r.SetDomainSuffix("mesh.example")
+	if s := r.Snapshot(); s.Service("details.default.svc.mesh.example", "default") == nil || s.DomainSuffix != "mesh.example" {
+		t.Error("SetDomainSuffix: details.default.svc.mesh.example missing")
+	}
 	r.RemoveProxy(pr.ID)
 	r.RemoveProxy(p2.ID)
 	if s := r.Snapshot(); s.Service("details.default.svc.cluster.local", "default") != nil {
