@@ -90,13 +90,14 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 			}
 			l.FilterChains = append(l.FilterChains, fc)
 		default: // TCP, and TLS terminated here, to tcp routes
-			for _, w := range b.gatewayTCP(s, port) {
+			// The first tcp route that applies wins, as in Istio.
+			if routes := b.gatewayTCP(s, port); len(routes) > 0 {
+				w := routes[0]
 				fc := &listenerv3.FilterChain{Name: "tcp." + serverName(s), Filters: []*listenerv3.Filter{tcpProxy(w[0].Name, w)}}
 				if s.srv.GetTls() != nil {
 					fc.TransportSocket = b.downstreamTLS(s.srv.GetTls())
 				}
 				l.FilterChains = append(l.FilterChains, fc)
-				break
 			}
 		}
 	}
