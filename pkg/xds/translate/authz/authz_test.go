@@ -27,6 +27,11 @@ func engineFor(t testing.TB, y string, p *model.Proxy) (*rbac.Engine, *authz.Pol
 	if err != nil {
 		t.Fatalf("Translate: %v", err)
 	}
+	for _, c := range pol.Configs() {
+		if err := c.Validate(); err != nil {
+			t.Fatalf("generated RBAC fails Envoy validation: %v", err)
+		}
+	}
 	e, err := rbac.New(pol.Configs()...)
 	if err != nil {
 		t.Fatalf("rbac.New: %v", err)
