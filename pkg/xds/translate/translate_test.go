@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/weftmesh/weft/pkg/config"
@@ -366,4 +367,83 @@ func mustBuild(t *testing.T, in *Input, p *model.Proxy) *Output {
 		t.Fatal(err)
 	}
 	return out
+}
+
+func TestGatewayHTTPS(t *testing.T) {
+	out := build(t, "gateway_https")
+	l := find[*listenerv3.Listener](t, out.Listeners, "0.0.0.0_443")
+	if len(l.GetFilterChains()) != 2 || len(l.GetListenerFilters()) != 1 {
+		t.Fatalf("443: %d chains, %d listener filters; want 2 SNI chains and tls_inspector", len(l.GetFilterChains()), len(l.GetListenerFilters()))
+	}
+	var tls tlsv3.DownstreamTlsContext
+	fc := l.GetFilterChains()[0]
+	if err := fc.GetTransportSocket().GetTypedConfig().UnmarshalTo(&tls); err != nil {
+		t.Fatal(err)
+	}
+	if sn := fc.GetFilterChainMatch().GetServerNames(); len(sn) != 1 || sn[0] != "bookinfo.example.com" {
+		t.Errorf("server names = %v", sn)
+	}
+	if c := tls.GetCommonTlsContext().GetTlsCertificates(); len(c) != 1 || !strings.Contains(string(c[0].GetCertificateChain().GetInlineBytes()), "BEGIN CERTIFICATE") {
+		t.Errorf("credentialName not inlined: %v", c)
+	}
+	var mtls tlsv3.DownstreamTlsContext
+	if err := l.GetFilterChains()[1].GetTransportSocket().GetTypedConfig().UnmarshalTo(&mtls); err != nil {
+		t.Fatal(err)
+	}
+	if !mtls.GetRequireClientCertificate().GetValue() {
+		t.Error("MUTUAL server must require a client certificate")
+	}
+	vhs := find[*routev3.RouteConfiguration](t, out.Routes, "http.80").GetVirtualHosts()
+	if len(vhs) != 1 || vhs[0].GetRequireTls() != routev3.VirtualHost_ALL || !vhs[0].GetRoutes()[0].GetRedirect().GetHttpsRedirect() {
+		t.Errorf("httpsRedirect virtual hosts = %v", vhs)
+	}
+}
+
+func TestSubsetPolicyInheritance(t *testing.T) {
+	out := build(t, "dr_port_level_subset")
+	for _, tc := range []struct {
+		name    string
+		lb      clusterv3.Cluster_LbPolicy
+		maxConn uint32
+		maxReq  uint32
+		outlier bool
+	}{
+		{ClusterName(9080, "", "ratings.default.svc.cluster.local"), clusterv3.Cluster_ROUND_ROBIN, 10, 0, false},
+		{ClusterName(9090, "", "ratings.default.svc.cluster.local"), clusterv3.Cluster_LEAST_REQUEST, 0, 50, false},
+		{ClusterName(9080, "v1", "ratings.default.svc.cluster.local"), clusterv3.Cluster_RANDOM, 10, 0, true},
+		{ClusterName(9090, "v1", "ratings.default.svc.cluster.local"), clusterv3.Cluster_RANDOM, 0, 50, false},
+	} {
+		c := find[*clusterv3.Cluster](t, out.Clusters, tc.name)
+		th := c.GetCircuitBreakers().GetThresholds()
+		var maxConn, maxReq uint32
+		if len(th) > 0 {
+			maxConn, maxReq = th[0].GetMaxConnections().GetValue(), th[0].GetMaxRequests().GetValue()
+		}
+		if c.GetLbPolicy() != tc.lb || maxConn != tc.maxConn || maxReq != tc.maxReq || (c.GetOutlierDetection() != nil) != tc.outlier {
+			t.Errorf("%s: lb=%v maxConn=%d maxReq=%d outlier=%v; want %v %d %d %v", tc.name, c.GetLbPolicy(), maxConn, maxReq, c.GetOutlierDetection() != nil, tc.lb, tc.maxConn, tc.maxReq, tc.outlier)
+		}
+	}
+	// The endpoint's named port overrides the service port for grpc.
+	cla := find[*endpointv3.ClusterLoadAssignment](t, out.Endpoints, ClusterName(9090, "", "ratings.default.svc.cluster.local"))
+	ports := map[string]uint32{}
+	for _, e := range cla.GetEndpoints()[0].GetLbEndpoints() {
+		sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+		ports[sa.GetAddress()] = sa.GetPortValue()
+	}
+	if ports["10.0.2.1"] != 9090 || ports["10.0.2.2"] != 19090 {
+		t.Errorf("grpc endpoint ports = %v", ports)
+	}
+}
+
+func TestLocalityFailoverPriorities(t *testing.T) {
+	out := build(t, "dr_locality_failover")
+	cla := find[*endpointv3.ClusterLoadAssignment](t, out.Endpoints, ClusterName(9080, "", "reviews.default.svc.cluster.local"))
+	got := map[string]uint32{}
+	for _, l := range cla.GetEndpoints() {
+		got[l.GetLocality().GetRegion()+"/"+l.GetLocality().GetZone()] = l.GetPriority()
+	}
+	want := map[string]uint32{"us-east/zone-a": 0, "us-east/zone-b": 1, "eu-west/zone-c": 2}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("priorities = %v, want %v", got, want)
+	}
 }
