@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -132,9 +133,12 @@ func vmRSS() string {
 func BenchmarkControlPlaneScale(b *testing.B) {
 	const (
 		services      = 1000
-		clients       = 5000
 		streamsPerCon = 100
 	)
+	clients := 5000
+	if n, err := strconv.Atoi(os.Getenv("WEFT_BENCH_CLIENTS")); err == nil && n > 0 {
+		clients = n // for profiling at a smaller scale
+	}
 	for range b.N {
 		st, err := bolt.Open(filepath.Join(b.TempDir(), "weft.db"), bolt.Options{})
 		if err != nil {
@@ -215,6 +219,12 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			}
 		}
 		full := time.Since(start)
+		if f := os.Getenv("WEFT_BENCH_HEAP"); f != "" {
+			if out, err := os.Create(f); err == nil {
+				_ = pprof.WriteHeapProfile(out)
+				out.Close()
+			}
+		}
 		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v; RSS %s (clients included)",
 			services, services, services, clients, full, vmRSS())
 
