@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -58,6 +60,16 @@ func startXDSControlPlane(t *testing.T, configDir string) (*harness.ControlPlane
 		t.Fatalf("control plane log names no xDS address:\n%s", cp.Stderr())
 	}
 	return cp, m[1]
+}
+
+// monitoringURL is the control plane's /metrics URL, read from its log.
+func monitoringURL(t *testing.T, cp *harness.ControlPlane) string {
+	t.Helper()
+	m := regexp.MustCompile(`monitoring listening.*?url=(\S+)`).FindStringSubmatch(cp.Stderr())
+	if m == nil {
+		t.Fatalf("control plane log names no monitoring URL:\n%s", cp.Stderr())
+	}
+	return m[1]
 }
 
 const greeterHost = "greeter.default.svc.cluster.local"
@@ -291,6 +303,24 @@ func TestGRPCProxylessTrafficShifting(t *testing.T) {
 		r := harness.Run(t, weft.Binary(t), nil, "proxy-config", "listeners", want, "--server", cp.URL)
 		if !strings.Contains(r.Stdout, greeterHost+":50051") || !strings.Contains(r.Stdout, "api_listener") {
 			t.Errorf("proxy-config listeners:\n%s%s", r.Stdout, r.Stderr)
+		}
+	})
+
+	t.Run("control-plane metrics", func(t *testing.T) {
+		resp, err := http.Get(monitoringURL(t, cp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{`weft_xds_connected_proxies{type="proxyless"} 1`, `weft_config_resources{kind="VirtualService"} 1`,
+			`weft_xds_pushes_total{type="RDS"}`, "weft_xds_push_duration_seconds_count"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
 		}
 	})
 }
