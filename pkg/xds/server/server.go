@@ -368,7 +368,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 		}
 		changed = true
 		shared[i] = memo.share(i, h, gen[i])
-		next[i] = generated{hash: h, size: size, version: memo.version, resources: shared[i].resources}
+		next[i] = generated{hash: h, size: size, version: memo.version, resources: shared[i].resources, cache: shared[i].cache}
 	}
 	if !changed && p.computed {
 		p.rev = rev
@@ -377,11 +377,8 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	}
 	snap := &cachev3.Snapshot{}
 	for i := range numTypes {
-		if shared[i] != nil {
-			snap.Resources[typeIndex[i]] = shared[i].cache
-		} else {
-			snap.Resources[typeIndex[i]] = cachev3.NewResources(next[i].version, next[i].resources)
-		}
+		// Unchanged types reuse their previous index (no per-push copy).
+		snap.Resources[typeIndex[i]] = next[i].cache
 	}
 	if p.proxy.Type != model.Proxyless {
 		// Consistent() does not understand api_listeners, so it only gates

@@ -43,6 +43,7 @@ type generated struct {
 	size      int
 	version   string
 	resources []types.Resource
+	cache     cachev3.Resources // the snapshot cache's index of resources
 }
 
 type typeState struct {
