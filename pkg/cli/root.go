@@ -57,6 +57,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newValidateCmd(),
 		newAnalyzeCmd(),
 		newAuthzCmd(),
+		newTokenCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
