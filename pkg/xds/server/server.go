@@ -383,7 +383,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	if p.proxy.Type != model.Proxyless {
 		// Consistent() does not understand api_listeners, so it only gates
 		// sidecars and gateways.
-		if err := snap.Consistent(); err != nil {
+		if err := memo.consistentFor(next, snap); err != nil {
 			s.log.Error("inconsistent snapshot not pushed", "node", p.proxy.ID, "err", err)
 			s.setGenErr(p, fmt.Errorf("inconsistent snapshot: %w", err))
 			return
@@ -475,9 +475,10 @@ func (c cpLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }
 // sorted resources and the cache's index of them, so proxies with equal
 // config share one copy.
 type pushMemo struct {
-	version string
-	digests sync.Map // types.Resource -> digest
-	shared  sync.Map // sharedKey -> *sharedResources
+	version    string
+	digests    sync.Map // types.Resource -> digest
+	shared     sync.Map // sharedKey -> *sharedResources
+	consistent sync.Map // [numTypes][32]byte -> error (nil allowed)
 }
 
 type sharedKey struct {
@@ -492,6 +493,21 @@ type sharedResources struct {
 
 func (s *Server) newPushMemo() *pushMemo {
 	return &pushMemo{version: strconv.FormatInt(s.version.Add(1), 10)}
+}
+
+// consistentFor runs snap.Consistent once per distinct set of content hashes.
+func (m *pushMemo) consistentFor(gen [numTypes]generated, snap *cachev3.Snapshot) error {
+	var k [numTypes][32]byte
+	for i := range numTypes {
+		k[i] = gen[i].hash
+	}
+	if v, ok := m.consistent.Load(k); ok {
+		err, _ := v.(error)
+		return err
+	}
+	err := snap.Consistent()
+	m.consistent.Store(k, err)
+	return err
 }
 
 func (m *pushMemo) share(typ int, h [32]byte, rs []types.Resource) *sharedResources {
