@@ -49,6 +49,14 @@ type TokenStore struct {
 
 	mu      sync.Mutex
 	entries map[string]tokenEntry // hex sha256 -> entry
+	stamp   fileStamp             // of the file when entries were read
+}
+
+// fileStamp detects changes by other processes without re-reading the file
+// on every unknown token.
+type fileStamp struct {
+	mod  time.Time
+	size int64
 }
 
 type tokenEntry struct {
@@ -81,11 +89,19 @@ func NewTokenStore(dataDir string, clock func() time.Time) (*TokenStore, error) 
 }
 
 func (s *TokenStore) loadLocked() error {
-	b, err := os.ReadFile(s.path)
+	st, err := os.Stat(s.path)
 	if errors.Is(err, os.ErrNotExist) {
-		s.entries = map[string]tokenEntry{}
+		s.entries, s.stamp = map[string]tokenEntry{}, fileStamp{}
 		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("ca: read token store: %w", err)
+	}
+	stamp := fileStamp{mod: st.ModTime(), size: st.Size()}
+	if s.entries != nil && stamp == s.stamp {
+		return nil // unchanged since the last read
+	}
+	b, err := os.ReadFile(s.path)
 	if err != nil {
 		return fmt.Errorf("ca: read token store: %w", err)
 	}
@@ -97,7 +113,7 @@ func (s *TokenStore) loadLocked() error {
 	for _, e := range f.Tokens {
 		m[e.Hash] = e
 	}
-	s.entries = m
+	s.entries, s.stamp = m, stamp
 	return nil
 }
 
