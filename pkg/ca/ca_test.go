@@ -473,3 +473,38 @@ func TestTokenStore(t *testing.T) {
 		t.Fatalf("non-expiring token: %v", err)
 	}
 }
+
+func TestServingCertSource(t *testing.T) {
+	now := time.Now()
+	c, err := New(Options{DataDir: t.TempDir(), DefaultTTL: time.Hour, Clock: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewServingCertSource(nil); err == nil {
+		t.Fatal("no hosts accepted")
+	}
+	s, err := c.NewServingCertSource([]string{"localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := s.GetCertificate(nil)
+	now = now.Add(20 * time.Minute)
+	if again, _ := s.GetCertificate(nil); again != first {
+		t.Fatal("re-issued before half life")
+	}
+	now = now.Add(20 * time.Minute)
+	renewed, _ := s.GetCertificate(nil)
+	if renewed == first {
+		t.Fatal("not re-issued after half life")
+	}
+	if err := c.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	rotated, _ := s.GetCertificate(nil)
+	if rotated == renewed || rotated.Leaf.CheckSignatureFrom(c.Roots()[1]) != nil {
+		t.Fatal("not re-issued from the new root after rotation")
+	}
+	if s.TLSConfig().GetCertificate == nil {
+		t.Fatal("TLSConfig without GetCertificate")
+	}
+}
