@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/config/store"
@@ -238,4 +239,13 @@ func (c *Client) Watch(ctx context.Context, from int64) (<-chan WatchEvent, func
 		}
 	}()
 	return ch, func() error { return streamErr }, nil
+}
+
+// WaitForSync blocks until every connected proxy has acknowledged config
+// computed from store revision rev (GET /api/v1/sync, served by the xDS
+// server). A proxy's NACK or the timeout is returned as an *APIError whose
+// message names the proxies.
+func (c *Client) WaitForSync(ctx context.Context, rev int64, timeout time.Duration) error {
+	q := url.Values{"revision": {strconv.FormatInt(rev, 10)}, "timeout": {timeout.String()}}
+	return c.do(ctx, http.MethodGet, c.url("/api/v1/sync", q), nil, "", nil)
 }

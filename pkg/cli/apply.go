@@ -19,11 +19,12 @@ const requestTimeout = 30 * time.Second
 
 func newApplyCmd() *cobra.Command {
 	var (
-		server  string
-		files   []string
-		dryRun  bool
-		wait    bool
-		timeout time.Duration
+		server      string
+		files       []string
+		dryRun      bool
+		wait        bool
+		waitTimeout time.Duration
+		timeout     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
@@ -39,8 +40,8 @@ transaction.`,
 			if len(files) == 0 {
 				return &exitError{code: 2, err: errors.New("give at least one -f FILE, -f DIR or -f -")}
 			}
-			if wait {
-				return &exitError{code: 2, err: errors.New("--wait is not implemented yet")}
+			if wait && dryRun {
+				return &exitError{code: 2, err: errors.New("--wait and --dry-run exclude each other")}
 			}
 			rs, err := readResources(cmd, files)
 			if err != nil {
@@ -63,13 +64,23 @@ transaction.`,
 			for _, r := range resp.Results {
 				fmt.Fprintf(out, "%s %s%s\n", resourceName(r.Kind, r.Name), r.Result, suffix)
 			}
+			if !wait {
+				return nil
+			}
+			wctx, wcancel := context.WithTimeout(cmd.Context(), waitTimeout+5*time.Second)
+			defer wcancel()
+			if err := c.WaitForSync(wctx, resp.Revision, waitTimeout); err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("change stored, but not in effect everywhere: %w", err)}
+			}
+			fmt.Fprintf(out, "in effect: every connected proxy acknowledged revision %d\n", resp.Revision)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.StringSliceVarP(&files, "filename", "f", nil, "file, directory or - (stdin) to apply; repeatable")
 	f.BoolVar(&dryRun, "dry-run", false, "validate on the server and report what would change, without storing")
-	f.BoolVar(&wait, "wait", false, "wait until connected proxies have received the change (not implemented yet)")
+	f.BoolVar(&wait, "wait", false, "return only when every connected proxy has acknowledged the change (fails naming the proxies that did not)")
+	f.DurationVar(&waitTimeout, "wait-timeout", 30*time.Second, "how long --wait waits for proxies")
 	f.DurationVar(&timeout, "timeout", requestTimeout, "how long to wait for the control plane")
 	controlPlaneFlag(cmd, &server)
 	return cmd

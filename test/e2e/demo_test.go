@@ -82,12 +82,14 @@ func (m *demoMesh) get(t *testing.T, hdr ...string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (m *demoMesh) apply(t *testing.T, file string) {
+func (m *demoMesh) apply(t *testing.T, file string, flags ...string) string {
 	t.Helper()
-	r := harness.Run(t, m.bin, nil, "apply", "--server", m.server, "-f", filepath.Join(m.repoRoot, "examples/bookinfo/config", file))
+	args := append([]string{"apply", "--server", m.server, "-f", filepath.Join(m.repoRoot, "examples/bookinfo/config", file)}, flags...)
+	r := harness.Run(t, m.bin, nil, args...)
 	if r.ExitCode != 0 {
 		t.Fatalf("apply %s: %s%s", file, r.Stdout, r.Stderr)
 	}
+	return r.Stdout
 }
 
 var reviewsVersion = regexp.MustCompile(`reviews-(v\d)`)
@@ -141,17 +143,17 @@ func TestDemoBookinfoTasks(t *testing.T) {
 		}
 	}
 
-	// Request routing: jason sees v2, everybody else v1.
-	m.apply(t, "virtual-service-reviews-jason-v2.yaml")
-	eventually(t, "jason routed to v2", func() error {
-		if g := m.versions(t, 10, "end-user", "jason"); g["v2"] != 10 {
-			return fmt.Errorf("end-user jason: %v", g)
-		}
-		if g := m.versions(t, 10); g["v1"] != 10 {
-			return fmt.Errorf("anonymous: %v", g)
-		}
-		return nil
-	})
+	// Request routing: jason sees v2, everybody else v1. With --wait the
+	// change is in effect when apply returns: no retries needed.
+	if out := m.apply(t, "virtual-service-reviews-jason-v2.yaml", "--wait", "--wait-timeout", "20s"); !strings.Contains(out, "in effect: every connected proxy acknowledged revision") {
+		t.Fatalf("apply --wait did not confirm: %s", out)
+	}
+	if g := m.versions(t, 10, "end-user", "jason"); g["v2"] != 10 {
+		t.Fatalf("right after apply --wait, end-user jason got %v", g)
+	}
+	if g := m.versions(t, 10); g["v1"] != 10 {
+		t.Fatalf("right after apply --wait, anonymous got %v", g)
+	}
 
 	// Traffic shifting: everything to v3 (red stars).
 	m.apply(t, "virtual-service-reviews-v3.yaml")

@@ -174,10 +174,38 @@ func (s *Server) WaitForRevision(ctx context.Context, rev int64) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for revision %d: %w", rev, ctx.Err())
+			s.mu.Lock()
+			pending := s.pendingLocked(rev)
+			s.mu.Unlock()
+			if len(pending) > 0 {
+				return fmt.Errorf("wait for revision %d: %w; not yet acknowledged by %s", rev, ctx.Err(), strings.Join(pending, ", "))
+			}
+			return fmt.Errorf("wait for revision %d: %w (the change has not been pushed yet)", rev, ctx.Err())
 		case <-ch:
 		}
 	}
+}
+
+// pendingLocked lists the connected proxies that have not yet acknowledged
+// config computed from store revision rev, sorted by ID.
+func (s *Server) pendingLocked(rev int64) []string {
+	var out []string
+	for _, p := range s.proxies {
+		if p.streams == 0 {
+			continue
+		}
+		pending := !p.computed || p.rev < rev
+		for i := range numTypes {
+			if st := p.xds[i].state(); st == StateStale || st == StateNacked {
+				pending = true
+			}
+		}
+		if pending {
+			out = append(out, p.proxy.ID)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (s *Server) revisionReachedLocked(rev int64) (bool, error) {
