@@ -21,6 +21,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/registry"
+	"github.com/weftmesh/weft/pkg/xds/translate/authn"
 	"github.com/weftmesh/weft/pkg/xds/translate/authz"
 )
 
@@ -447,6 +448,9 @@ func (b *builder) inboundRBAC() []*hcmv3.HttpFilter {
 		pol = &authz.Policies{Allow: &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}}}
 	}
 	var out []*hcmv3.HttpFilter
+	if ja, err := authn.Translate(b.in.Configs, b.p, b.in.RootNamespace); err == nil && ja != nil { // jwt_authn before RBAC
+		out = append(out, &hcmv3.HttpFilter{Name: authn.FilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(ja)}})
+	}
 	for _, c := range pol.Configs() {
 		out = append(out, &hcmv3.HttpFilter{Name: authz.FilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(c)}})
 	}

@@ -12,6 +12,7 @@ import (
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weftmesh/weft/pkg/proxy/filter/authctx"
 	"github.com/weftmesh/weft/pkg/proxy/filter/pathnorm"
 	"github.com/weftmesh/weft/pkg/proxy/listener"
 )
@@ -137,6 +138,9 @@ func RequestFrom(r *http.Request, p string) *Request {
 		if len(r.TLS.PeerCertificates) > 0 && len(r.TLS.PeerCertificates[0].URIs) > 0 {
 			req.Principal = r.TLS.PeerCertificates[0].URIs[0].String()
 		}
+	}
+	if a, ok := authctx.From(r.Context()); ok { // set by the JWT filter
+		req.RequestPrincipal, req.Audiences, req.Presenter, req.Claims = a.Principal, a.Audiences, a.Presenter, a.Claims
 	}
 	return req
 }
