@@ -58,6 +58,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newAnalyzeCmd(),
 		newAuthzCmd(),
 		newTokenCmd(),
+		newKubeInjectCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
