@@ -48,6 +48,7 @@ The admin API address may use port 0; the bound address is logged
 	f.StringVar(&o.MonitoringAddress, "monitoring-address", "127.0.0.1:15014", "Prometheus metrics listen address")
 	f.StringVar(&o.ReadyFile, "ready-file", "", "write the admin API URL to this file once serving")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	o.Extensions = append(o.Extensions, newXDSExtension(cmd), newDashboardExtension(cmd))
+	caExt, caf := newCAExtension(cmd)
+	o.Extensions = append(o.Extensions, caExt, newXDSExtension(cmd, caf), newDashboardExtension(cmd))
 	return cmd
 }

@@ -12,10 +12,11 @@ import (
 
 // newXDSExtension adds the xDS server's flags to the control-plane command
 // and returns the extension that runs it (reading the flags at start-up).
-func newXDSExtension(cmd *cobra.Command) controlplane.Extension {
+func newXDSExtension(cmd *cobra.Command, caf *caFlags) controlplane.Extension {
 	o := &xdsserver.ExtensionOptions{}
 	cmd.Flags().DurationVar(&o.Debounce, "debounce", 100*time.Millisecond, "quiet time after a config or registry change before pushing to proxies")
 	return controlplane.ExtensionFunc(func(ctx context.Context, env *controlplane.Env) error {
+		o.MTLS = caf.enabled()
 		return xdsserver.Extension(*o).Setup(ctx, env)
 	})
 }

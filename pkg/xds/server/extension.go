@@ -14,6 +14,9 @@ import (
 type ExtensionOptions struct {
 	// Debounce is the quiet time before a push (default 100ms).
 	Debounce time.Duration
+	// MTLS turns on mutual TLS in the translation (translate.Input.MTLS):
+	// set when the control plane runs the workload CA.
+	MTLS bool
 }
 
 // Extension runs the registry and the ADS server inside `weft control-plane`:
@@ -24,7 +27,7 @@ func Extension(o ExtensionOptions) controlplane.Extension {
 	return controlplane.ExtensionFunc(func(_ context.Context, env *controlplane.Env) error {
 		log := env.Logger.With("component", "xds")
 		reg := registry.New(env.Logger.With("component", "registry"))
-		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: TranslateGenerator(reg), Logger: log, Debounce: o.Debounce})
+		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS), Logger: log, Debounce: o.Debounce})
 		if err != nil {
 			return err
 		}

@@ -11,9 +11,13 @@ import (
 
 // TranslateGenerator is the production Generator: it snapshots reg once per
 // push and builds each proxy's resources with translate.Build.
-func TranslateGenerator(reg *registry.Registry) Generator {
+func TranslateGenerator(reg *registry.Registry) Generator { return translateGenerator(reg, false) }
+
+// translateGenerator is TranslateGenerator with mutual TLS on or off (see
+// translate.Input.MTLS).
+func translateGenerator(reg *registry.Registry, mtls bool) Generator {
 	return func(configs []*config.Resource) func(*model.Proxy) (*Resources, error) {
-		in := &translate.Input{Configs: configs, Registry: reg.Snapshot()}
+		in := &translate.Input{Configs: configs, Registry: reg.Snapshot(), MTLS: mtls}
 		return func(p *model.Proxy) (*Resources, error) {
 			out, err := translate.Build(in, p)
 			if err != nil {

@@ -33,6 +33,10 @@ type Input struct {
 	// Credentials looks up a gateway TLS credentialName (PEM certificate
 	// chain and key); nil means no credentials are known.
 	Credentials func(name string) (certPEM, keyPEM []byte, ok bool)
+	// MTLS is set when the mesh has a workload CA: PeerAuthentication is
+	// applied to virtualInbound and clusters to sidecar endpoints get auto
+	// mutual TLS (see peerauthn.go). Without it everything stays plaintext.
+	MTLS bool
 }
 
 // Output is the resources for one proxy, each list sorted by name.

@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/weftmesh/weft/pkg/ca"
+	"github.com/weftmesh/weft/pkg/controlplane"
+)
+
+// caFlags are the control plane's CA settings. enabled reports whether the
+// CA runs, so that the xDS extension can turn on mutual TLS in the
+// translation (PeerAuthentication, auto mTLS) only when workloads can get
+// certificates.
+type caFlags struct {
+	addr, trustDomain, cacertsDir string
+}
+
+func (f *caFlags) enabled() bool { return f.addr != "" }
+
+// newCAExtension adds the CA's flags to the control-plane command and
+// returns the extension that serves Istio's IstioCertificateService over
+// TLS on --ca-address (the control plane's serving certificate is issued by
+// the CA itself; its root is DataDir/ca/root-cert.pem). Workloads
+// authenticate with join tokens from 'weft token create'.
+func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
+	f := &caFlags{}
+	fl := cmd.Flags()
+	fl.StringVar(&f.addr, "ca-address", "", "serve the workload CA (gRPC over TLS) on this address, e.g. 127.0.0.1:15012; also turns on mutual TLS between sidecars (empty: no CA, plaintext mesh)")
+	fl.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of issued workload certificates")
+	fl.StringVar(&f.cacertsDir, "cacerts-dir", "", "Istio-style plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem) instead of a generated root")
+	return controlplane.ExtensionFunc(func(ctx context.Context, env *controlplane.Env) error {
+		if !f.enabled() {
+			return nil
+		}
+		log := env.Logger.With("component", "ca")
+		c, err := ca.New(ca.Options{DataDir: env.Options.DataDir, CACertsDir: f.cacertsDir, TrustDomain: f.trustDomain, Logger: log})
+		if err != nil {
+			return fmt.Errorf("CA: %w", err)
+		}
+		tokens, err := ca.NewTokenStore(env.Options.DataDir, nil)
+		if err != nil {
+			return fmt.Errorf("CA: %w", err)
+		}
+		hosts := []string{"localhost", "127.0.0.1"}
+		if h, _, err := net.SplitHostPort(f.addr); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
+			hosts = append(hosts, h)
+		}
+		src, err := c.NewServingCertSource(hosts)
+		if err != nil {
+			return fmt.Errorf("CA: serving certificate: %w", err)
+		}
+		lis, err := net.Listen("tcp", f.addr)
+		if err != nil {
+			return fmt.Errorf("CA: listen: %w", err)
+		}
+		srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
+		ca.RegisterGRPC(srv, c, tokens)
+		log.Info("CA listening", "address", lis.Addr().String(), "trust_domain", c.TrustDomain())
+		env.Go("ca server", func(ctx context.Context) error {
+			stop := context.AfterFunc(ctx, srv.GracefulStop)
+			defer stop()
+			return srv.Serve(lis)
+		})
+		return nil
+	}), f
+}
