@@ -54,8 +54,14 @@ bench: bench-controlplane bench-proxy
 bench-controlplane:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./pkg/xds/... 
 
-bench-proxy:
+# Data-plane benchmark: pkg/proxy micro-benchmarks, then direct vs two weft
+# sidecars vs two HAProxy hops under fortio (test/bench). BENCH_DURATION
+# (default 60s) shortens the constant-rate runs, e.g. BENCH_DURATION=10s.
+bench-proxy: build
+	@WEFT_DEPS=bench bash hack/install-deps.sh
+	@[ "$$(.cache/bin/fortio version 2>/dev/null)" = 1.68.2 ] || GOBIN=$(CURDIR)/.cache/bin $(GO) install fortio.org/fortio@v1.68.2
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/proxy/...
+	WEFT_BIN=$(CURDIR)/$(WEFT) FORTIO_BIN=$(CURDIR)/.cache/bin/fortio $(GO) run ./test/bench/cmd/benchproxy
 
 # Longer fuzzing of parsers and validators (make test runs each seed corpus only).
 FUZZTIME ?= 60s

@@ -15,12 +15,18 @@ npm_ci() {
   echo "$sum" > "$stamp"
 }
 if [ "${WEFT_DEPS:-}" = web ]; then npm_ci; exit 0; fi
+# HAProxy is the baseline of `make bench-proxy` (test/bench).
+if [ "${WEFT_DEPS:-}" = bench ]; then
+  command -v haproxy >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq haproxy; }
+  exit 0
+fi
 
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v iptables-restore >/dev/null 2>&1 || need_apt+=(iptables)
 # Headless Chromium drives the dashboard's browser test.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -1,0 +1,125 @@
+// Package bench is the data-plane benchmark behind `make bench-proxy`: it
+// compares a direct client → server path with the same traffic through two
+// weft sidecars (outbound → inbound, configured by a real control plane) and
+// through two HAProxy hops, driving load with fortio, all on 127.0.0.1.
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// FortioResult is the part of fortio's `-json` output the benchmark reads.
+type FortioResult struct {
+	RequestedQPS      string         `json:"RequestedQPS"`
+	ActualQPS         float64        `json:"ActualQPS"`
+	ActualDuration    int64          `json:"ActualDuration"` // nanoseconds
+	NumThreads        int            `json:"NumThreads"`
+	RetCodes          map[string]int `json:"RetCodes"`
+	DurationHistogram struct {
+		Count       int64   `json:"Count"`
+		Avg         float64 `json:"Avg"`
+		Percentiles []struct {
+			Percentile float64 `json:"Percentile"`
+			Value      float64 `json:"Value"` // seconds
+		} `json:"Percentiles"`
+	} `json:"DurationHistogram"`
+}
+
+// ParseFortio decodes fortio's JSON result.
+func ParseFortio(b []byte) (*FortioResult, error) {
+	var r FortioResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decode fortio result: %w", err)
+	}
+	if r.DurationHistogram.Count == 0 {
+		return nil, fmt.Errorf("fortio result has no requests")
+	}
+	return &r, nil
+}
+
+// Percentile returns the latency (seconds) at percentile p, or an error if
+// fortio was not asked for it.
+func (r *FortioResult) Percentile(p float64) (float64, error) {
+	for _, x := range r.DurationHistogram.Percentiles {
+		if x.Percentile == p {
+			return x.Value, nil
+		}
+	}
+	return 0, fmt.Errorf("fortio result has no p%g", p)
+}
+
+// Requests is the number of requests fortio sent.
+func (r *FortioResult) Requests() int64 { return r.DurationHistogram.Count }
+
+// OK is the number of 200 answers.
+func (r *FortioResult) OK() int64 { return int64(r.RetCodes["200"]) }
+
+// ClockTicks is USER_HZ, the unit of utime/stime in /proc/PID/stat; it is
+// 100 on every Linux architecture Go supports.
+const ClockTicks = 100
+
+// ParseStatCPU returns utime+stime in seconds from the text of /proc/PID/stat.
+func ParseStatCPU(stat string) (float64, error) {
+	// The command name (field 2) is in parentheses and may hold spaces, so
+	// count fields from the last ')'.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc stat: no ')'")
+	}
+	f := strings.Fields(stat[i+1:])
+	// After ')': state(3) ppid(4) ... utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("malformed /proc stat: %d fields after comm", len(f))
+	}
+	ut, err := strconv.ParseUint(f[11], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("utime: %w", err)
+	}
+	st, err := strconv.ParseUint(f[12], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stime: %w", err)
+	}
+	return float64(ut+st) / ClockTicks, nil
+}
+
+// ParseStatusRSS returns VmRSS in bytes from the text of /proc/PID/status.
+func ParseStatusRSS(status string) (int64, error) {
+	for _, line := range strings.Split(status, "\n") {
+		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("malformed VmRSS line %q", line)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("VmRSS: %w", err)
+		}
+		return kb * 1024, nil
+	}
+	return 0, fmt.Errorf("no VmRSS line")
+}
+
+// ProcCPU reads the CPU seconds (user+system) process pid has used.
+func ProcCPU(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return ParseStatCPU(string(b))
+}
+
+// ProcRSS reads the resident set size of process pid in bytes.
+func ProcRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return ParseStatusRSS(string(b))
+}

@@ -1,0 +1,99 @@
+// Command benchproxy runs the data-plane benchmark (`make bench-proxy`) and
+// prints its table. Environment: BENCH_DURATION (constant-rate run per
+// topology, default 60s), BENCH_MAX_DURATION (max-throughput run, default
+// 20s), BENCH_QPS (default 1000), WEFT_BIN, FORTIO_BIN, HAPROXY_BIN,
+// BENCH_WORKDIR (keep configs, logs and fortio JSON there).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/weftmesh/weft/test/bench"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "benchproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func envDuration(name string) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	return d, nil
+}
+
+func lookBin(env, def string) string {
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	for _, c := range []string{def, "/usr/sbin/" + def} {
+		if p, err := exec.LookPath(c); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func run() error {
+	cfg := bench.Config{
+		Weft:    lookBin("WEFT_BIN", "weft"),
+		Fortio:  lookBin("FORTIO_BIN", "fortio"),
+		HAProxy: lookBin("HAPROXY_BIN", "haproxy"),
+		WorkDir: os.Getenv("BENCH_WORKDIR"),
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	if cfg.Weft == "" || cfg.Fortio == "" {
+		return fmt.Errorf("need weft and fortio binaries (WEFT_BIN, FORTIO_BIN or PATH)")
+	}
+	var err error
+	if cfg.Duration, err = envDuration("BENCH_DURATION"); err != nil {
+		return err
+	}
+	if cfg.MaxDuration, err = envDuration("BENCH_MAX_DURATION"); err != nil {
+		return err
+	}
+	if v := os.Getenv("BENCH_QPS"); v != "" {
+		if cfg.QPS, err = strconv.Atoi(v); err != nil {
+			return fmt.Errorf("BENCH_QPS: %w", err)
+		}
+	}
+	if cfg.WorkDir != "" {
+		if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Bound the whole run: three topologies × (warm-up + both runs) + start-up.
+	d, md := cfg.Duration, cfg.MaxDuration
+	if d == 0 {
+		d = 60 * time.Second
+	}
+	if md == 0 {
+		md = 20 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*(d+md+10*time.Second)+3*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	rep.Print(os.Stdout)
+	return nil
+}

@@ -1,0 +1,101 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// Targets are issue 4's goals for the weft data plane.
+const (
+	TargetAddedP99Ratio = 1.0  // weft added p99 / HAProxy added p99, at most
+	TargetMaxRPSRatio   = 0.8  // weft max rps / HAProxy max rps, at least
+	TargetRSSMB         = 20.0 // per proxy with 100 services, at most
+	TargetVCPUPer1K     = 0.1  // vCPU per proxy per 1000 rps, at most
+)
+
+func ms(s float64) string { return fmt.Sprintf("%.3f", s*1000) }
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// Find returns the topology whose name starts with prefix.
+func (r *Report) Find(prefix string) *Topology {
+	for i := range r.Topologies {
+		t := &r.Topologies[i]
+		if len(t.Name) >= len(prefix) && t.Name[:len(prefix)] == prefix && t.Skipped == "" {
+			return t
+		}
+	}
+	return nil
+}
+
+// Print writes the table and the target ratios.
+func (r *Report) Print(w io.Writer) {
+	c := r.Config
+	fmt.Fprintf(w, "Data-plane benchmark: %d B bodies, %d rps × %s over %d connections; max throughput: -qps 0, %d connections × %s\n\n",
+		c.BodySize, c.QPS, c.Duration, c.Conns, c.MaxConns, c.MaxDuration)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "topology\tp50 ms\tp90 ms\tp99 ms\t+p50 ms\t+p90 ms\t+p99 ms\tmax rps\tproxy RSS MB (sum)\tproxy CPU s/1k req (sum)\terrors\t")
+	var skipped []string
+	direct := r.Find("A")
+	for _, t := range r.Topologies {
+		if t.Skipped != "" {
+			skipped = append(skipped, fmt.Sprintf("  %s: skipped (%s)\n", t.Name, t.Skipped))
+			continue
+		}
+		add := func(v, base float64) string {
+			if direct == nil || t.Name == direct.Name {
+				return "-"
+			}
+			return ms(v - base)
+		}
+		rss, cpu := "-", "-"
+		if t.Procs > 0 {
+			rss, cpu = fmt.Sprintf("%.1f", mb(t.RSS)), fmt.Sprintf("%.4f", t.CPUPer1K)
+		}
+		var d Topology
+		if direct != nil {
+			d = *direct
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%s\t%s\t%d\t\n", t.Name, ms(t.P50), ms(t.P90), ms(t.P99),
+			add(t.P50, d.P50), add(t.P90, d.P90), add(t.P99, d.P99), t.MaxRPS, rss, cpu, t.Errors)
+	}
+	tw.Flush()
+	for _, s := range skipped {
+		fmt.Fprint(w, s)
+	}
+
+	weft, ha := r.Find("B"), r.Find("C")
+	fmt.Fprintln(w, "\nTargets:")
+	verdict := func(ok bool) string {
+		if ok {
+			return "MET"
+		}
+		return "MISSED"
+	}
+	if weft != nil && ha != nil && direct != nil {
+		wa, ha99 := weft.P99-direct.P99, ha.P99-direct.P99
+		if ha99 > 0 {
+			ratio := wa / ha99
+			fmt.Fprintf(w, "  weft added p99 / HAProxy added p99  = %.3f / %.3f ms = %.2f  (target ≤ %.1f)  %s\n",
+				wa*1000, ha99*1000, ratio, TargetAddedP99Ratio, verdict(ratio <= TargetAddedP99Ratio))
+		} else {
+			fmt.Fprintf(w, "  weft added p99 / HAProxy added p99  = %.3f / %.3f ms: HAProxy added no p99; ratio undefined\n", wa*1000, ha99*1000)
+		}
+		ratio := weft.MaxRPS / ha.MaxRPS
+		fmt.Fprintf(w, "  weft max rps / HAProxy max rps      = %.0f / %.0f = %.2f  (target ≥ %.1f)  %s\n",
+			weft.MaxRPS, ha.MaxRPS, ratio, TargetMaxRPSRatio, verdict(ratio >= TargetMaxRPSRatio))
+	}
+	if weft != nil {
+		fmt.Fprintf(w, "  weft RSS per proxy, %d services     = %.1f MB (largest of the two)  (target ≤ %.0f MB)  %s\n",
+			c.Services, mb(weft.RSSMax), TargetRSSMB, verdict(mb(weft.RSSMax) <= TargetRSSMB))
+		per := weft.CPUPer1K / float64(weft.Procs)
+		fmt.Fprintf(w, "  weft vCPU per proxy per 1000 rps    = %.4f (both proxies: %.4f)  (target ≤ %.1f)  %s\n",
+			per, weft.CPUPer1K, TargetVCPUPer1K, verdict(per <= TargetVCPUPer1K))
+	}
+	if ha != nil {
+		fmt.Fprintf(w, "  HAProxy vCPU per proxy per 1000 rps = %.4f, RSS per proxy %.1f MB (for reference)\n",
+			ha.CPUPer1K/float64(ha.Procs), mb(ha.RSS)/float64(ha.Procs))
+	}
+	fmt.Fprintln(w, "\nCPU seconds per 1000 requests equal vCPU per 1000 rps. Client (fortio), upstream and proxies share the machine's cores.")
+}

@@ -1,0 +1,264 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config is one benchmark run. Zero durations take the defaults below.
+type Config struct {
+	Weft    string // weft binary
+	Fortio  string // fortio binary
+	HAProxy string // haproxy binary; empty skips topology C
+	// Duration of the constant-rate run per topology (default 60s).
+	Duration time.Duration
+	// QPS of the constant-rate run (default 1000) and its connections (default 8).
+	QPS, Conns int
+	// MaxDuration and MaxConns shape the -qps 0 run (default 20s, 16).
+	MaxDuration time.Duration
+	MaxConns    int
+	// Services is how many extra ServiceEntries are applied before the
+	// "RSS with N services" sample (default 100).
+	Services int
+	// BodySize is the upstream's response body in bytes (default 1024).
+	BodySize int
+	// WorkDir holds configs, logs and fortio output (default: a temp dir).
+	WorkDir string
+	Logger  *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Duration == 0 {
+		c.Duration = 60 * time.Second
+	}
+	if c.QPS == 0 {
+		c.QPS = 1000
+	}
+	if c.Conns == 0 {
+		c.Conns = 8
+	}
+	if c.MaxDuration == 0 {
+		c.MaxDuration = 20 * time.Second
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 16
+	}
+	if c.Services == 0 {
+		c.Services = 100
+	}
+	if c.BodySize == 0 {
+		c.BodySize = 1024
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Topology is the measurement of one path.
+type Topology struct {
+	Name     string
+	Skipped  string  // why it was not measured, if it was not
+	P50      float64 // seconds, constant-rate run
+	P90      float64
+	P99      float64
+	Requests int64 // constant-rate run
+	Errors   int64 // non-200 answers in both runs
+	MaxRPS   float64
+	Procs    int     // proxy processes on the path
+	RSS      int64   // bytes, summed over the proxies, after the constant-rate run
+	CPUPer1K float64 // proxy CPU seconds per 1000 requests, summed, constant-rate run
+	RSSMax   int64   // bytes, largest single proxy, after the extra services (weft only)
+}
+
+// Report is the result of Run.
+type Report struct {
+	Config     Config
+	Topologies []Topology
+}
+
+// Run starts the upstream, the proxies and the control plane, measures every
+// topology in turn and stops everything before returning.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.defaults()
+	if cfg.WorkDir == "" {
+		d, err := os.MkdirTemp("", "weft-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		cfg.WorkDir = d
+	}
+	r := &runner{cfg: cfg, log: cfg.Logger}
+	defer r.stopAll()
+
+	upstream, err := r.startUpstream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Config: cfg}
+
+	direct := Topology{Name: "A direct"}
+	if err := r.measure(ctx, &direct, "direct", "http://"+upstream+"/", "", nil); err != nil {
+		return nil, fmt.Errorf("direct: %w", err)
+	}
+	rep.Topologies = append(rep.Topologies, direct)
+
+	weft := Topology{Name: "B weft→weft", Procs: 2}
+	if err := r.weft(ctx, &weft, upstream); err != nil {
+		return nil, fmt.Errorf("weft: %w", err)
+	}
+	rep.Topologies = append(rep.Topologies, weft)
+
+	ha := Topology{Name: "C haproxy→haproxy", Procs: 2}
+	if cfg.HAProxy == "" {
+		ha.Skipped = "haproxy not found"
+	} else if err := r.haproxy(ctx, &ha, upstream); err != nil {
+		return nil, fmt.Errorf("haproxy: %w", err)
+	}
+	rep.Topologies = append(rep.Topologies, ha)
+	rep.Topologies = append(rep.Topologies, Topology{Name: "D weft mTLS", Skipped: "mTLS not implemented yet"})
+	return rep, nil
+}
+
+type runner struct {
+	cfg   Config
+	log   *slog.Logger
+	procs []*exec.Cmd
+	stops []func()
+}
+
+func (r *runner) stopAll() {
+	for i := len(r.procs) - 1; i >= 0; i-- {
+		_ = syscall.Kill(-r.procs[i].Process.Pid, syscall.SIGTERM)
+	}
+	for _, c := range r.procs {
+		done := make(chan struct{})
+		go func() { _ = c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}
+	r.procs = nil
+	for i := len(r.stops) - 1; i >= 0; i-- {
+		r.stops[i]()
+	}
+}
+
+// spawn starts a long-running child in its own process group, logging to
+// WorkDir/NAME.log.
+func (r *runner) spawn(name, bin string, args ...string) (*exec.Cmd, error) {
+	f, err := os.Create(filepath.Join(r.cfg.WorkDir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	r.stops = append(r.stops, func() { f.Close() })
+	r.procs = append(r.procs, cmd)
+	r.log.Info("started", "name", name, "pid", cmd.Process.Pid)
+	return cmd, nil
+}
+
+func (r *runner) logTail(name string) string {
+	b, _ := os.ReadFile(filepath.Join(r.cfg.WorkDir, name+".log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+func (r *runner) startUpstream(ctx context.Context) (string, error) {
+	body := []byte(strings.Repeat("x", r.cfg.BodySize))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	r.stops = append(r.stops, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	return l.Addr().String(), nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func freeAddrs(n int) ([]string, error) {
+	out := make([]string, n)
+	for i := range out {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+// waitHTTP polls url (with an optional Host override) until it answers 200.
+func waitHTTP(ctx context.Context, url, host string, timeout time.Duration, died <-chan struct{}) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: 2 * time.Second}
+	last := "no attempt"
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-died:
+			return errors.New("process exited")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready after %s (last: %s)", url, timeout, last)
+}
