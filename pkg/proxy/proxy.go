@@ -314,7 +314,13 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	p.outH = &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort,
 		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx}
-	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort,
+	var inSvc string
+	for _, e := range o.Services {
+		if s, err := ParseService(e); err == nil && (inSvc == "" || s.Port == o.AppPort) {
+			inSvc = listener.ServiceFQDN(s.Name, o.Namespace)
+		}
+	}
+	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort, Service: inSvc,
 		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx}
 	h := &admin.Handlers{Src: adminSource{p}, Stats: p.stats, Level: o.LogLevel, Quit: p.Quit}
 	p.inSniff = &listener.SniffListener{Listener: lns[1], Log: p.log, OnTCP: func(c net.Conn) { p.inH.ServeTCP(ctx, c) }}

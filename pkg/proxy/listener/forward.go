@@ -417,7 +417,10 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	} else if r.Method == http.MethodConnect {
 		proto = "tcp"
 	}
-	svc := serviceOf(ri.cluster, r.Host)
+	svc := ServiceFQDN(serviceOf(ri.cluster, r.Host), h.Ident.Namespace)
+	if svc == "" && h.Direction == Inbound {
+		svc = h.Service
+	}
 	svcName, svcNS, _ := strings.Cut(svc, ".")
 	if svcNS != "" {
 		svcNS, _, _ = strings.Cut(svcNS, ".")
@@ -440,7 +443,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		l.SourceWorkloadNamespace = orUnknown(r.Header.Get(PeerNamespaceHeader))
 		l.SourceApp = orUnknown(r.Header.Get(PeerAppHeader))
 		l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
-		if svcNS == "" {
+		if svc == "" {
 			l.DestinationServiceNamespace = h.Ident.Namespace
 		}
 		l.ConnectionSecurityPolicy = "none"
@@ -472,6 +475,50 @@ func serviceOf(clusterName, authority string) string {
 		return ""
 	}
 	return h
+}
+
+// commonTLDs are top-level domains that make a one-dot host an external
+// name rather than NAME.NAMESPACE.
+var commonTLDs = map[string]bool{"com": true, "org": true, "net": true, "io": true, "dev": true, "edu": true,
+	"gov": true, "info": true, "biz": true, "app": true, "co": true, "cloud": true, "local": true, "internal": true}
+
+// ServiceFQDN expands a service host as Istio reports it in
+// destination_service: a short name ("details") becomes
+// details.NS.svc.cluster.local for the proxy's namespace NS, "name.ns" and
+// "name.ns.svc" become name.ns.svc.cluster.local; cluster-local FQDNs,
+// external names (extsvc.example.com, example.com) and IPs stay as they are.
+func ServiceFQDN(host, ns string) string {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "" || net.ParseIP(host) != nil || strings.HasSuffix(host, ".svc.cluster.local") {
+		return host
+	}
+	if ns == "" {
+		ns = "default"
+	}
+	parts := strings.Split(host, ".")
+	switch {
+	case len(parts) == 1:
+		return host + "." + ns + ".svc.cluster.local"
+	case len(parts) == 2 && dnsLabel(parts[1]) && !commonTLDs[parts[1]]:
+		return host + ".svc.cluster.local"
+	case len(parts) == 3 && parts[2] == "svc":
+		return host + ".cluster.local"
+	}
+	return host
+}
+
+// dnsLabel reports whether s is an RFC 1123 label (a namespace-like name).
+func dnsLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func orUnknown(s string) string {

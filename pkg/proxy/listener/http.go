@@ -51,12 +51,21 @@ type Handler struct {
 	Ident   Identity
 	// AppPort is the local application's port (inbound fallback).
 	AppPort int
+	// Service is the FQDN of the service this workload serves; inbound
+	// telemetry reports it as destination_service when the request's
+	// authority names no service (e.g. an IP address).
+	Service string
 	Log     *slog.Logger
 	Stats   *stats.Registry
 	Access  *stats.AccessLog
 	Rnd     lb.Rand
 	// Ctx bounds background work (mirrors); cancelled on shutdown.
 	Ctx context.Context
+	// RouteFor, when set, makes this a gateway handler: requests are routed
+	// by the RDS route configuration it names (e.g. "http.8000") and run
+	// the filters of the gateway listener port it returns, instead of
+	// choosing the route table by the Host port. Telemetry is as outbound.
+	RouteFor func(r *http.Request) (route string, port int)
 
 	// fallback transports for inbound direct-to-app and passthrough.
 	once      sync.Once
@@ -147,7 +156,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("X-Request-Id", newRequestID(h.rnd()))
 	}
 	var table *router.Table
-	if h.Direction == Outbound {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if h.RouteFor != nil {
+		name, port := h.RouteFor(r)
+		if h.runFilters(cw, r, ri, rt.OutboundFilters[port]) {
+			return
+		}
+		if table = rt.Routes[name]; table == nil {
+			h.localReply(cw, r, ri, http.StatusNotFound, "NR", "no route configuration "+name)
+			return
+		}
+	} else if h.Direction == Outbound {
 		port := hostPort(host, 80)
 		if h.runFilters(cw, r, ri, rt.OutboundFilters[port]) {
 			return
@@ -182,7 +204,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.localReply(cw, r, ri, http.StatusNotFound, "NR", "no route configuration for port")
 		return
 	}
-	rreq := &router.Request{Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Method: r.Method, Scheme: "http", Header: r.Header}
+	rreq := &router.Request{Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Method: r.Method, Scheme: scheme, Header: r.Header}
 	vh, route := table.Match(rreq)
 	if route == nil {
 		if vh != nil && vh.Cors != nil && h.cors(cw, r, vh.Cors) {

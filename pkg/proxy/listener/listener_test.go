@@ -30,6 +30,29 @@ func TestServiceOf(t *testing.T) {
 	}
 }
 
+func TestServiceFQDN(t *testing.T) {
+	tests := []struct{ host, ns, want string }{
+		{"details", "default", "details.default.svc.cluster.local"},
+		{"details", "", "details.default.svc.cluster.local"},
+		{"reviews", "bookinfo", "reviews.bookinfo.svc.cluster.local"},
+		{"details.other", "default", "details.other.svc.cluster.local"},
+		{"details.other.svc", "default", "details.other.svc.cluster.local"},
+		{"details.default.svc.cluster.local", "x", "details.default.svc.cluster.local"},
+		{"Details.Default.svc.cluster.local.", "x", "details.default.svc.cluster.local"},
+		{"extsvc.example.com", "default", "extsvc.example.com"},
+		{"example.com", "default", "example.com"},
+		{"httpbin.org", "default", "httpbin.org"},
+		{"a.b.c.d", "default", "a.b.c.d"},
+		{"10.0.0.1", "default", "10.0.0.1"},
+		{"", "default", ""},
+	}
+	for _, tc := range tests {
+		if got := ServiceFQDN(tc.host, tc.ns); got != tc.want {
+			t.Errorf("ServiceFQDN(%q, %q) = %q, want %q", tc.host, tc.ns, got, tc.want)
+		}
+	}
+}
+
 func TestHTTPToGRPC(t *testing.T) {
 	for status, want := range map[int]int{503: 14, 504: 14, 404: 12, 403: 7, 401: 16, 400: 13, 500: 2} {
 		if got := httpToGRPC(status); got != want {

@@ -168,7 +168,10 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 }
 
 func (h *Handler) tcpLabels(clusterName, authority, destWorkload, peer string) stats.Labels {
-	svc := serviceOf(clusterName, authority)
+	svc := ServiceFQDN(serviceOf(clusterName, authority), h.Ident.Namespace)
+	if svc == "" && h.Direction == Inbound {
+		svc = h.Service
+	}
 	name, ns, _ := strings.Cut(svc, ".")
 	ns, _, _ = strings.Cut(ns, ".")
 	l := stats.Labels{RequestProtocol: "tcp", ResponseCode: "0", ResponseFlags: "-",
@@ -333,4 +336,47 @@ func (p *peekedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return p.Conn.Close()
+}
+
+// ServeTCPCluster proxies an opaque connection to a host of the named
+// cluster, as a gateway's tcp_proxy filter chain does (e.g. TLS
+// passthrough routed by SNI). It reports outbound TCP telemetry.
+func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterName string) {
+	defer conn.Close()
+	rt := h.Runtime()
+	if rt == nil {
+		return
+	}
+	c := rt.Clusters.Clusters[clusterName]
+	if c == nil {
+		if h.Log != nil {
+			h.Log.Debug("tcp proxy: unknown cluster", "cluster", clusterName)
+		}
+		return
+	}
+	host, err := c.Pick(0)
+	if err != nil {
+		if h.Log != nil {
+			h.Log.Debug("tcp proxy: no healthy host", "cluster", clusterName, "err", err)
+		}
+		return
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	up, err := d.DialContext(ctx, "tcp", host.Addr)
+	if err != nil {
+		c.Report(host, 0)
+		if h.Log != nil {
+			h.Log.Debug("tcp proxy: dial", "cluster", clusterName, "addr", host.Addr, "err", err)
+		}
+		return
+	}
+	defer up.Close()
+	l := h.tcpLabels(clusterName, "", host.Workload, "")
+	if h.Stats != nil {
+		h.Stats.TCPOpened(l)
+	}
+	sent, recv := pipe(ctx, conn, up)
+	if h.Stats != nil {
+		h.Stats.TCPClosed(l, sent, recv)
+	}
 }
