@@ -216,6 +216,9 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: float64(od.GetMinHealthPercent())}}
 	}
 	c.TransportSocket = upstreamTLS(tp.GetTls(), svc.Hostname, port.Number)
+	if ts := b.autoMTLS(tp, svc, port, labels); ts != nil {
+		c.TransportSocket = ts
+	}
 	b.clusters[name] = c
 }
 

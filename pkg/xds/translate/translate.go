@@ -80,6 +80,7 @@ func Build(in *Input, p *model.Proxy) (*Output, error) {
 		b.buildProxyless()
 	default:
 		b.buildSidecar()
+		b.applyPeerAuthn()
 	}
 	return b.finish()
 }
