@@ -6,8 +6,8 @@ package inject
 
 import (
 	"encoding/json"
-	"net"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
