@@ -1,0 +1,54 @@
+package crd
+
+import (
+	"bytes"
+	"os"
+	"testing"
+
+	"github.com/weftmesh/weft/pkg/config"
+)
+
+func TestGeneratedFileUpToDate(t *testing.T) {
+	want, err := YAML(All())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("../../../manifests/crds/istio.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("manifests/crds/istio.yaml is stale: run go run ./pkg/kube/crdgen")
+	}
+}
+
+func TestForSchema(t *testing.T) {
+	all := All()
+	if len(all) != len(config.Schemas()) {
+		t.Fatalf("%d CRDs for %d schemas", len(all), len(config.Schemas()))
+	}
+	s, _ := config.SchemaForKind(config.KindVirtualService)
+	c := ForSchema(*s)
+	if c.Metadata.Name != "virtualservices.networking.istio.io" || c.Spec.Names.ShortNames[0] != "vs" || c.Spec.Names.ListKind != "VirtualServiceList" {
+		t.Fatalf("names: %+v %+v", c.Metadata, c.Spec.Names)
+	}
+	storage := 0
+	for i, v := range c.Spec.Versions {
+		if v.Storage {
+			storage++
+			if i != 0 {
+				t.Errorf("storage version at index %d", i)
+			}
+		}
+		if !v.Served || !*v.Schema.OpenAPIV3Schema.Properties["spec"].PreserveUnknownFields {
+			t.Errorf("version %s: %+v", v.Name, v)
+		}
+	}
+	if storage != 1 || c.Spec.Versions[0].Name != "v1" || len(c.Spec.Versions) != 3 {
+		t.Fatalf("versions %+v", c.Spec.Versions)
+	}
+	ep, _ := config.SchemaForKind(config.KindEnvoyFilter)
+	if v := ForSchema(*ep).Spec.Versions; len(v) != 1 || v[0].Name != "v1alpha3" || !v[0].Storage {
+		t.Fatalf("EnvoyFilter versions %+v", v)
+	}
+}
