@@ -60,8 +60,9 @@ bench-controlplane:
 bench-proxy: build
 	@WEFT_DEPS=bench bash hack/install-deps.sh
 	@[ "$$(.cache/bin/fortio version 2>/dev/null)" = 1.68.2 ] || GOBIN=$(CURDIR)/.cache/bin $(GO) install fortio.org/fortio@v1.68.2
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/proxy/...
-	WEFT_BIN=$(CURDIR)/$(WEFT) FORTIO_BIN=$(CURDIR)/.cache/bin/fortio $(GO) run ./test/bench/cmd/benchproxy
+	@rc=0; $(GO) test -run '^$$' -bench . -benchmem ./pkg/proxy/... || rc=1; \
+	WEFT_BIN=$(CURDIR)/$(WEFT) FORTIO_BIN=$(CURDIR)/.cache/bin/fortio $(GO) run ./test/bench/cmd/benchproxy || rc=1; \
+	exit $$rc
 
 # Longer fuzzing of parsers and validators (make test runs each seed corpus only).
 FUZZTIME ?= 60s

@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 )
 
@@ -98,4 +99,7 @@ func (r *Report) Print(w io.Writer) {
 			ha.CPUPer1K/float64(ha.Procs), mb(ha.RSS)/float64(ha.Procs))
 	}
 	fmt.Fprintln(w, "\nCPU seconds per 1000 requests equal vCPU per 1000 rps. Client (fortio), upstream and proxies share the machine's cores.")
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(w, "Load average at the end (other work on the machine skews the numbers): %s", la)
+	}
 }
