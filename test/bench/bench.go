@@ -87,23 +87,25 @@ func ParseStatCPU(stat string) (float64, error) {
 }
 
 // ParseStatusRSS returns VmRSS in bytes from the text of /proc/PID/status.
-func ParseStatusRSS(status string) (int64, error) {
+func ParseStatusRSS(status string) (int64, error) { return parseStatusKB(status, "VmRSS") }
+
+func parseStatusKB(status, field string) (int64, error) {
 	for _, line := range strings.Split(status, "\n") {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		rest, ok := strings.CutPrefix(line, field+":")
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("malformed VmRSS line %q", line)
+			return 0, fmt.Errorf("malformed %s line %q", field, line)
 		}
 		kb, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("VmRSS: %w", err)
+			return 0, fmt.Errorf("%s: %w", field, err)
 		}
 		return kb * 1024, nil
 	}
-	return 0, fmt.Errorf("no VmRSS line")
+	return 0, fmt.Errorf("no %s line", field)
 }
 
 // ProcCPU reads the CPU seconds (user+system) process pid has used.
@@ -113,6 +115,16 @@ func ProcCPU(pid int) (float64, error) {
 		return 0, err
 	}
 	return ParseStatCPU(string(b))
+}
+
+// ProcRSSAnon reads the anonymous part of the resident set (heap, stacks),
+// without the pages that map the executable, in bytes.
+func ProcRSSAnon(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatusKB(string(b), "RssAnon")
 }
 
 // ProcRSS reads the resident set size of process pid in bytes.

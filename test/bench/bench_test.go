@@ -108,6 +108,10 @@ func TestProcSelf(t *testing.T) {
 	if err != nil || rss < 1<<20 {
 		t.Fatalf("own RSS = %d, %v", rss, err)
 	}
+	anon, err := ProcRSSAnon(os.Getpid())
+	if err != nil || anon <= 0 || anon > rss {
+		t.Fatalf("own RssAnon = %d (RSS %d), %v", anon, rss, err)
+	}
 	if _, err := ProcCPU(os.Getpid()); err != nil {
 		t.Fatal(err)
 	}

@@ -94,6 +94,10 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  weft vCPU per proxy per 1000 rps    = %.4f (both proxies: %.4f)  (target ≤ %.1f)  %s\n",
 			per, weft.CPUPer1K, TargetVCPUPer1K, verdict(per <= TargetVCPUPer1K))
 	}
+	if weft != nil {
+		fmt.Fprintf(w, "  (weft RSS per proxy after the %d rps run: %.1f MB, of which anonymous %.1f MB; the rest maps the weft binary)\n",
+			c.QPS, mb(weft.RSS)/float64(weft.Procs), mb(weft.RSSAnon)/float64(weft.Procs))
+	}
 	if ha != nil {
 		fmt.Fprintf(w, "  HAProxy vCPU per proxy per 1000 rps = %.4f, RSS per proxy %.1f MB (for reference)\n",
 			ha.CPUPer1K/float64(ha.Procs), mb(ha.RSS)/float64(ha.Procs))

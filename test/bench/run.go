@@ -36,7 +36,10 @@ type Config struct {
 	BodySize int
 	// WorkDir holds configs, logs and fortio output (default: a temp dir).
 	WorkDir string
-	Logger  *slog.Logger
+	// Perf, when set, records each proxy with `perf record -g` during the
+	// max-throughput run into WorkDir/perf-NAME-PID.data (Linux perf needed).
+	Perf   bool
+	Logger *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -80,6 +83,7 @@ type Topology struct {
 	RSS      int64   // bytes, summed over the proxies, after the constant-rate run
 	CPUPer1K float64 // proxy CPU seconds per 1000 requests, summed, constant-rate run
 	RSSMax   int64   // bytes, largest single proxy, after the extra services (weft only)
+	RSSAnon  int64   // bytes, RssAnon part of RSS (the rest maps the binary), summed
 }
 
 // Report is the result of Run.

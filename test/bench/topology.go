@@ -238,9 +238,29 @@ func (r *runner) measure(ctx context.Context, t *Topology, tag, url, host string
 				return err
 			}
 			t.RSS += rss
+			anon, err := ProcRSSAnon(pid)
+			if err != nil {
+				return err
+			}
+			t.RSSAnon += anon
+		}
+	}
+	var perfs []*exec.Cmd
+	if r.cfg.Perf {
+		for _, pid := range pids {
+			out := filepath.Join(r.cfg.WorkDir, fmt.Sprintf("perf-%s-%d.data", tag, pid))
+			c := exec.CommandContext(ctx, "perf", "record", "-g", "-F", "499", "-o", out, "-p", strconv.Itoa(pid),
+				"--", "sleep", strconv.Itoa(int(r.cfg.MaxDuration.Seconds())))
+			if err := c.Start(); err != nil {
+				return fmt.Errorf("perf record: %w", err)
+			}
+			perfs = append(perfs, c)
 		}
 	}
 	mx, err := r.fortio(ctx, tag+"-max", url, host, 0, r.cfg.MaxConns, r.cfg.MaxDuration)
+	for _, c := range perfs {
+		_ = c.Wait()
+	}
 	if err != nil {
 		return err
 	}

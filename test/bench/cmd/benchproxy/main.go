@@ -2,7 +2,9 @@
 // prints its table. Environment: BENCH_DURATION (constant-rate run per
 // topology, default 60s), BENCH_MAX_DURATION (max-throughput run, default
 // 20s), BENCH_QPS (default 1000), WEFT_BIN, FORTIO_BIN, HAPROXY_BIN,
-// BENCH_WORKDIR (keep configs, logs and fortio JSON there).
+// BENCH_WORKDIR (keep configs, logs and fortio JSON there), BENCH_PERF=1
+// (record the proxies with perf during the max-throughput runs; set
+// BENCH_WORKDIR to keep the recordings).
 package main
 
 import (
@@ -56,6 +58,7 @@ func run() error {
 		Fortio:  lookBin("FORTIO_BIN", "fortio"),
 		HAProxy: lookBin("HAPROXY_BIN", "haproxy"),
 		WorkDir: os.Getenv("BENCH_WORKDIR"),
+		Perf:    os.Getenv("BENCH_PERF") == "1",
 		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	if cfg.Weft == "" || cfg.Fortio == "" {
