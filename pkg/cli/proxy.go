@@ -29,6 +29,7 @@ func newProxyCmd() *cobra.Command {
 		logLevel          string
 		drain             time.Duration
 	)
+	mt := &proxyMTLSFlags{}
 	cmd := &cobra.Command{
 		Use:   "proxy [flags] [-- CMD ARGS...]",
 		Short: "Run the Weft sidecar proxy (xDS-driven data plane)",
@@ -69,6 +70,9 @@ addresses as JSON.`,
 				defer f.Close()
 				o.AccessLog = f
 			}
+			if o.MTLS, err = mt.start(cmd.Context(), o.Logger); err != nil {
+				return err
+			}
 			p, err := proxy.New(o)
 			if err != nil {
 				return &exitError{code: 2, err: err}
@@ -77,6 +81,7 @@ addresses as JSON.`,
 		},
 	}
 	f := cmd.Flags()
+	mt.register(f)
 	f.StringVar(&o.ControlPlane, "control-plane", "127.0.0.1:15010", "control plane ADS address HOST:PORT")
 	f.StringVar(&o.Namespace, "namespace", "default", "workload namespace")
 	f.StringVar(&o.Workload, "workload", "", "workload (pod) name (required)")

@@ -73,6 +73,10 @@ type Options struct {
 	HTTPFilters map[string]listener.FilterFactory
 	// BackoffMin/BackoffMax tune xDS reconnects (defaults 100ms / 5s).
 	BackoffMin, BackoffMax time.Duration
+	// MTLS, when set, gives the proxy its mesh certificate: ISTIO_MUTUAL
+	// clusters dial mutual TLS and the inbound listener applies
+	// PeerAuthentication (see mtls.go). Nil keeps the proxy plaintext.
+	MTLS WorkloadCerts
 }
 
 // Addresses are the actually bound listener addresses.
@@ -198,7 +202,7 @@ func (p *Proxy) Node() *corev3.Node {
 		ip = h
 	}
 	labels := map[string]any{}
-	for k, v := range o.Labels {
+	for k, v := range mtlsLabels(o) {
 		labels[k] = v
 	}
 	appPorts := ""
@@ -323,6 +327,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort, Service: inSvc,
 		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx}
 	h := &admin.Handlers{Src: adminSource{p}, Stats: p.stats, Level: o.LogLevel, Quit: p.Quit}
+	lns[1] = p.setupMTLS(ctx, lns[1])
 	p.inSniff = &listener.SniffListener{Listener: lns[1], Log: p.log, OnTCP: func(c net.Conn) { p.inH.ServeTCP(ctx, c) }}
 	handlers := []http.Handler{p.outH, p.inH, h.Admin(), h.Metrics(), h.Health(), h.Status()}
 	for i, l := range lns {
@@ -338,6 +343,10 @@ func (p *Proxy) Start(ctx context.Context) error {
 			pr.SetHTTP1(true)
 			pr.SetUnencryptedHTTP2(true)
 			srv.Protocols = pr
+		}
+		if i == 1 && o.MTLS != nil {
+			srv.ConnContext = peerTLSContext
+			srv.Handler = peerTLSHandler(handlers[i])
 		}
 		p.servers = append(p.servers, srv)
 		p.listeners = append(p.listeners, l)

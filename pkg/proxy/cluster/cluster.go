@@ -126,8 +126,11 @@ type Cluster struct {
 	H2C       *http.Transport
 	// Warnings lists configuration accepted but not executed.
 	Warnings []string
+	// MTLS, when set, makes upstream connections mutual TLS (see tls.go).
+	MTLS *UpstreamMTLS
 
-	clock Clock
+	clock   Clock
+	mtlsCfg MTLSClient
 }
 
 type level struct {
@@ -248,6 +251,7 @@ type Manager struct {
 
 	mu    sync.Mutex
 	state map[string]*clusterState
+	mtls  MTLSClient
 }
 
 type clusterState struct {
@@ -391,8 +395,8 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		c.UpstreamH2 = true
 	}
 	localityWeighted := pc.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
-	if pc.GetTransportSocket() != nil {
-		c.Warnings = append(c.Warnings, "transport_socket "+pc.GetTransportSocket().GetName()+" not executed: upstream connections are plaintext")
+	if err := m.compileTLS(pc, c); err != nil {
+		return nil, nil, err
 	}
 	if od := pc.GetOutlierDetection(); od != nil {
 		o := &Outlier{Consecutive5xx: 5, ConsecutiveGateway: 5, Interval: 10 * time.Second,
@@ -543,7 +547,7 @@ func (m *Manager) picker(pc *clusterv3.Cluster, hosts []lb.Host) (lb.Picker, boo
 }
 
 func transportKey(c *Cluster) string {
-	return fmt.Sprintf("%d|%d|%s|%t", c.Thresholds.MaxConnections, c.MaxRequestsPerConnection, c.ConnectTimeout, c.UpstreamH2)
+	return fmt.Sprintf("%d|%d|%s|%t|%s", c.Thresholds.MaxConnections, c.MaxRequestsPerConnection, c.ConnectTimeout, c.UpstreamH2, c.MTLS.key())
 }
 
 // connLimiter bounds a cluster's open upstream connections (Envoy's
@@ -610,6 +614,9 @@ func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 	if c.Thresholds.MaxConnections < 1024 && c.Thresholds.MaxConnections > 0 {
 		limiter = &connLimiter{d: d, slots: make(chan struct{}, c.Thresholds.MaxConnections)}
 		dial = limiter.dial
+	}
+	if c.MTLS != nil && c.mtlsCfg != nil {
+		dial = c.MTLS.tlsDial(c.mtlsCfg, dial)
 	}
 	dial1 := dial
 	if n := c.MaxRequestsPerConnection; n > 1 {

@@ -447,6 +447,9 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 			l.DestinationServiceNamespace = h.Ident.Namespace
 		}
 		l.ConnectionSecurityPolicy = "none"
+		if PeerPrincipal(r.TLS) != "" {
+			l.ConnectionSecurityPolicy = "mutual_tls"
+		}
 	}
 	if h.Stats != nil && proto != "tcp" {
 		h.Stats.ObserveHTTP(l, float64(dur.Microseconds())/1000, ri.bytesIn.Load(), w.n)
@@ -458,7 +461,8 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	h.Access.Log(&stats.AccessEntry{StartTime: ri.start.UTC(), Method: r.Method, Path: r.URL.RequestURI(), Protocol: r.Proto,
 		ResponseCode: ri.status, ResponseFlags: ri.flagString(), BytesReceived: ri.bytesIn.Load(), BytesSent: w.n,
 		DurationMs: dur.Milliseconds(), UpstreamHost: ri.upstreamHost, UpstreamCluster: ri.cluster,
-		XRequestID: r.Header.Get("X-Request-Id"), RouteName: ri.routeName, Authority: r.Host, Direction: dir})
+		XRequestID: r.Header.Get("X-Request-Id"), RouteName: ri.routeName, Authority: r.Host, Direction: dir,
+		DownstreamPeerURISAN: PeerPrincipal(r.TLS)})
 }
 
 // serviceOf extracts the service host from an Istio cluster name

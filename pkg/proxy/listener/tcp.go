@@ -216,6 +216,9 @@ func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 	}
 	defer up.Close()
 	l := h.tcpLabels(name, "", "", "")
+	if PeerPrincipal(PeerTLS(conn)) != "" {
+		l.ConnectionSecurityPolicy = "mutual_tls"
+	}
 	if h.Stats != nil {
 		h.Stats.TCPOpened(l)
 	}

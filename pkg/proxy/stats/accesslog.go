@@ -24,6 +24,9 @@ type AccessEntry struct {
 	RouteName       string    `json:"route_name"`
 	Authority       string    `json:"authority"`
 	Direction       string    `json:"direction"`
+	// DownstreamPeerURISAN is the client certificate's SPIFFE ID on
+	// inbound mutual TLS (Envoy's %DOWNSTREAM_PEER_URI_SAN%).
+	DownstreamPeerURISAN string `json:"downstream_peer_uri_san,omitempty"`
 }
 
 // AccessLog writes JSON lines to w; a nil *AccessLog discards.

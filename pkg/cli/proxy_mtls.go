@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/weftmesh/weft/pkg/ca/caclient"
+	"github.com/weftmesh/weft/pkg/proxy"
+)
+
+// proxyMTLSFlags are weft proxy's workload-certificate flags.
+type proxyMTLSFlags struct {
+	addr, rootCert, token, tokenFile string
+	wait                             time.Duration
+}
+
+func (m *proxyMTLSFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&m.addr, "ca-address", "", "control plane CA HOST:PORT (e.g. 127.0.0.1:15012); with it the proxy gets a SPIFFE workload certificate and speaks mutual TLS to other sidecars")
+	f.StringVar(&m.rootCert, "ca-root-cert", "", "PEM root the CA's serving certificate chains to (the control plane's <data-dir>/ca/root-cert.pem)")
+	f.StringVar(&m.token, "ca-token", "", "join token from 'weft token create' (its identity is the certificate's)")
+	f.StringVar(&m.tokenFile, "ca-token-file", "", "file holding the join token")
+	f.DurationVar(&m.wait, "ca-wait", 30*time.Second, "how long to wait for the first workload certificate")
+}
+
+// start returns nil without --ca-address; otherwise it runs a certificate
+// rotator until ctx ends and returns it once it holds a certificate.
+func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger) (proxy.WorkloadCerts, error) {
+	if m.addr == "" {
+		if m.rootCert != "" || m.token != "" || m.tokenFile != "" {
+			return nil, &exitError{code: 2, err: errors.New("--ca-root-cert/--ca-token need --ca-address")}
+		}
+		return nil, nil
+	}
+	if m.rootCert == "" {
+		return nil, &exitError{code: 2, err: errors.New("--ca-address needs --ca-root-cert")}
+	}
+	roots, err := os.ReadFile(m.rootCert)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("--ca-root-cert: %w", err)}
+	}
+	tok := m.token
+	if m.tokenFile != "" {
+		b, err := os.ReadFile(m.tokenFile)
+		if err != nil {
+			return nil, &exitError{code: 2, err: fmt.Errorf("--ca-token-file: %w", err)}
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		return nil, &exitError{code: 2, err: errors.New("--ca-address needs --ca-token or --ca-token-file")}
+	}
+	cfg := caclient.Config{Addr: m.addr, RootsPEM: roots, Token: tok}
+	r := caclient.NewRotator(caclient.RotatorOptions{
+		Fetch:  func(ctx context.Context) (*caclient.Bundle, error) { return caclient.Fetch(ctx, cfg) },
+		Logger: log.With("component", "cert-rotator"),
+	})
+	go func() {
+		if err := r.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("certificate rotator stopped", "err", err)
+		}
+	}()
+	t := time.NewTimer(m.wait)
+	defer t.Stop()
+	select {
+	case <-r.Ready():
+		log.Info("workload certificate issued", "spiffe_id", r.Current().Leaf.URIs[0].String(), "expires", r.Current().Leaf.NotAfter)
+		return r, nil
+	case <-t.C:
+		return nil, fmt.Errorf("no workload certificate from %s after %s (%d failed attempts)", m.addr, m.wait, r.Failures())
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

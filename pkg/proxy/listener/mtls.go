@@ -1,0 +1,236 @@
+package listener
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+
+	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
+)
+
+// InboundTLS is what virtualInbound's filter chains for one destination
+// port accept (PeerAuthentication as translated): TLS chains
+// (transport_protocol "tls" with a DownstreamTlsContext) and plaintext
+// chains ("raw_buffer" or no transport protocol match).
+type InboundTLS struct {
+	TLS, Plain bool
+}
+
+// Mode names the policy as Istio's PeerAuthentication modes.
+func (m InboundTLS) Mode() string {
+	switch {
+	case m.TLS && m.Plain:
+		return "PERMISSIVE"
+	case m.TLS:
+		return "STRICT"
+	}
+	return "DISABLE"
+}
+
+// InboundTLSFor inspects virtualInbound's filter chains for destination
+// port (falling back to chains without a port). Without a virtualInbound
+// listener or chains, plaintext only is accepted.
+func InboundTLSFor(res *xdsclient.Resources, port int) InboundTLS {
+	var m, fallback InboundTLS
+	found := false
+	if res == nil {
+		return InboundTLS{Plain: true}
+	}
+	l := res.Listeners["virtualInbound"]
+	for _, fc := range l.GetFilterChains() {
+		tgt := &fallback
+		switch p := int(fc.GetFilterChainMatch().GetDestinationPort().GetValue()); {
+		case p == port:
+			tgt, found = &m, true
+		case p != 0:
+			continue
+		}
+		isTLS := fc.GetFilterChainMatch().GetTransportProtocol() == "tls"
+		if isTLS && fc.GetTransportSocket() != nil && fc.GetTransportSocket().GetTypedConfig().MessageIs(&tlsv3.DownstreamTlsContext{}) {
+			tgt.TLS = true
+		} else if !isTLS {
+			tgt.Plain = true
+		}
+	}
+	if !found {
+		m = fallback
+	}
+	if !m.TLS && !m.Plain {
+		m.Plain = true
+	}
+	return m
+}
+
+// PeerAddr is the RemoteAddr of a connection accepted over mutual TLS; it
+// carries the handshake state (peer certificates) through wrappers such as
+// SniffListener, which delegate RemoteAddr.
+type PeerAddr struct {
+	net.Addr
+	State *tls.ConnectionState
+}
+
+// PeerTLS returns the mutual-TLS state of a connection accepted by an
+// MTLSListener, or nil for plaintext.
+func PeerTLS(c net.Conn) *tls.ConnectionState {
+	if c == nil {
+		return nil
+	}
+	if pa, ok := c.RemoteAddr().(*PeerAddr); ok {
+		return pa.State
+	}
+	return nil
+}
+
+// PeerPrincipal is the peer's SPIFFE ID (first URI SAN of its certificate),
+// or "".
+func PeerPrincipal(st *tls.ConnectionState) string {
+	if st == nil || len(st.PeerCertificates) == 0 || len(st.PeerCertificates[0].URIs) == 0 {
+		return ""
+	}
+	return st.PeerCertificates[0].URIs[0].String()
+}
+
+// MTLSListener terminates inbound mutual TLS before protocol sniffing:
+// each connection is classified by its first byte (a TLS handshake record
+// or plaintext) and accepted or refused according to Policy (STRICT
+// refuses plaintext, DISABLE refuses TLS, PERMISSIVE takes both). TLS
+// connections are handshaken with Config (client certificates required) and
+// returned with a PeerAddr remote address.
+type MTLSListener struct {
+	net.Listener
+	// Config returns the server mTLS configuration per handshake.
+	Config func() *tls.Config
+	// Policy returns the current policy (from the latest Runtime).
+	Policy func() InboundTLS
+	// OnRefused is called for each refused connection (for metrics); may be
+	// nil.
+	OnRefused func(reason string)
+	// HandshakeTimeout bounds classification and the handshake (default 10s).
+	HandshakeTimeout time.Duration
+	Log              *slog.Logger
+	// Ctx ends background work; nil means context.Background().
+	Ctx context.Context
+
+	once  sync.Once
+	conns chan net.Conn
+	errc  chan error
+	done  chan struct{}
+}
+
+func (m *MTLSListener) start() {
+	m.conns = make(chan net.Conn)
+	m.errc = make(chan error, 1)
+	m.done = make(chan struct{})
+	if m.HandshakeTimeout <= 0 {
+		m.HandshakeTimeout = 10 * time.Second
+	}
+	if m.Log == nil {
+		m.Log = slog.New(slog.DiscardHandler)
+	}
+	if m.Ctx == nil {
+		m.Ctx = context.Background()
+	}
+	go func() {
+		for {
+			c, err := m.Listener.Accept()
+			if err != nil {
+				m.errc <- err
+				return
+			}
+			go m.classify(c)
+		}
+	}()
+}
+
+func (m *MTLSListener) refuse(c net.Conn, reason string) {
+	m.Log.Debug("inbound connection refused", "peer", c.RemoteAddr().String(), "reason", reason)
+	if m.OnRefused != nil {
+		m.OnRefused(reason)
+	}
+	c.Close()
+}
+
+func (m *MTLSListener) classify(c net.Conn) {
+	pol := m.Policy()
+	deadline := time.Now().Add(m.HandshakeTimeout)
+	if pol.Plain {
+		// Server-first plaintext protocols send nothing: do not hold them
+		// for the whole handshake timeout.
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	} else {
+		_ = c.SetReadDeadline(deadline)
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	b, err := br.Peek(1)
+	_ = c.SetDeadline(deadline)
+	isTLS := err == nil && b[0] == 0x16
+	if err != nil && !isTimeout(err) {
+		c.Close()
+		return
+	}
+	pc := &peekedConn{Conn: c, r: br}
+	var out net.Conn
+	switch {
+	case isTLS && pol.TLS:
+		tc := tls.Server(pc, m.Config())
+		ctx, cancel := context.WithDeadline(m.Ctx, deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			m.refuse(c, "tls handshake: "+err.Error())
+			return
+		}
+		st := tc.ConnectionState()
+		out = &mtlsConn{Conn: tc, addr: &PeerAddr{Addr: c.RemoteAddr(), State: &st}}
+	case isTLS:
+		m.refuse(c, "tls on a plaintext-only port (PeerAuthentication DISABLE)")
+		return
+	case pol.Plain:
+		out = pc
+	default:
+		m.refuse(c, "plaintext on an mTLS STRICT port")
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	select {
+	case m.conns <- out:
+	case <-m.done:
+		c.Close()
+	}
+}
+
+// Accept returns the next admitted connection.
+func (m *MTLSListener) Accept() (net.Conn, error) {
+	m.once.Do(m.start)
+	select {
+	case c := <-m.conns:
+		return c, nil
+	case err := <-m.errc:
+		m.errc <- err
+		return nil, err
+	}
+}
+
+// Close closes the underlying listener.
+func (m *MTLSListener) Close() error {
+	m.once.Do(m.start)
+	select {
+	case <-m.done:
+	default:
+		close(m.done)
+	}
+	return m.Listener.Close()
+}
+
+type mtlsConn struct {
+	*tls.Conn
+	addr *PeerAddr
+}
+
+func (c *mtlsConn) RemoteAddr() net.Addr { return c.addr }

@@ -1,0 +1,95 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"maps"
+	"net"
+	"net/http"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/listener"
+)
+
+// WorkloadCerts supplies the workload's mesh certificate, e.g. a
+// caclient.Rotator that is already Ready: ServerConfig requires and
+// verifies client certificates (SPIFFE ID, mesh roots), ClientConfig
+// presents the certificate and verifies the server's SPIFFE ID.
+type WorkloadCerts interface {
+	ServerConfig() *tls.Config
+	ClientConfig() *tls.Config
+}
+
+// TLSModeLabel is the label Istio's injector puts on meshed pods; a proxy
+// with a workload certificate advertises it so that the control plane's
+// auto mTLS sends it mutual TLS.
+const TLSModeLabel = "security.istio.io/tlsMode"
+
+// mtlsLabels returns labels with the tlsMode label added when the proxy
+// has a workload certificate.
+func mtlsLabels(o Options) map[string]string {
+	if o.MTLS == nil {
+		return o.Labels
+	}
+	l := maps.Clone(o.Labels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	if _, ok := l[TLSModeLabel]; !ok {
+		l[TLSModeLabel] = "istio"
+	}
+	return l
+}
+
+// setupMTLS turns on mutual TLS when Options.MTLS is set: clusters with
+// ISTIO_MUTUAL transport sockets dial TLS, and the inbound listener is
+// wrapped to terminate mTLS per PeerAuthentication. It returns the inbound
+// listener to serve.
+func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
+	o := p.opts
+	if o.MTLS == nil {
+		return in
+	}
+	p.cm.SetMTLS(cluster.MTLSClient(o.MTLS.ClientConfig))
+	refused := p.stats.Counter("inbound.mtls_refused")
+	return &listener.MTLSListener{
+		Listener: in,
+		Config: func() *tls.Config {
+			c := o.MTLS.ServerConfig()
+			c.NextProtos = []string{"istio-peer-exchange", "istio", "h2", "http/1.1"}
+			return c
+		},
+		Policy: func() listener.InboundTLS {
+			rt := p.rt.Load()
+			if rt == nil {
+				return listener.InboundTLS{Plain: true}
+			}
+			return listener.InboundTLSFor(rt.Resources, o.AppPort)
+		},
+		OnRefused: func(string) { refused.Add(1) },
+		Log:       p.log,
+		Ctx:       ctx,
+	}
+}
+
+type peerTLSKey struct{}
+
+// peerTLSContext is the inbound http.Server's ConnContext: it keeps the
+// connection's mTLS state for peerTLSHandler.
+func peerTLSContext(ctx context.Context, c net.Conn) context.Context {
+	if st := listener.PeerTLS(c); st != nil {
+		return context.WithValue(ctx, peerTLSKey{}, st)
+	}
+	return ctx
+}
+
+// peerTLSHandler exposes the mTLS state as r.TLS, where the RBAC filter
+// reads the source principal and the handler the security policy label.
+func peerTLSHandler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st, ok := r.Context().Value(peerTLSKey{}).(*tls.ConnectionState); ok && r.TLS == nil {
+			r.TLS = st
+		}
+		next.ServeHTTP(w, r)
+	})
+}
