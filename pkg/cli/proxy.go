@@ -28,6 +28,7 @@ func newProxyCmd() *cobra.Command {
 		labels, accessLog string
 		logLevel          string
 		drain             time.Duration
+		gwAddrs           []string
 	)
 	mt := &proxyMTLSFlags{}
 	cmd := &cobra.Command{
@@ -42,7 +43,14 @@ With "-- CMD ARGS", the command is started once the proxy has its first
 complete configuration, signals are forwarded to it, and weft exits with its
 exit code. POST /quitquitquit on the status (or admin) address drains and exits.
 Use HOST:0 addresses to bind ephemeral ports; --ready-file receives the bound
-addresses as JSON.`,
+addresses as JSON.
+
+With --gateway the proxy is an ingress/egress gateway (node type "router",
+no application): it binds the listeners the control plane sends for the
+Gateway servers selecting its --labels, on --gateway-bind-host:PORT, or where
+--gateway-address PORT=HOST:PORT says (e.g. 8000=127.0.0.1:18000). Listeners
+come and go with the configuration; HTTPS servers terminate TLS with the
+credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			lv := new(slog.LevelVar)
 			if err := lv.UnmarshalText([]byte(strings.ToUpper(logLevel))); err != nil {
@@ -54,6 +62,14 @@ addresses as JSON.`,
 			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
 			maps.Copy(o.HTTPFilters, jwt.Filters(o.Logger))                             // envoy.filters.http.jwt_authn (RequestAuthentication)
 			o.DrainTimeout = drain
+			o.GatewayAddresses = map[int]string{}
+			for _, a := range gwAddrs {
+				port, addr, err := proxy.ParseGatewayAddress(a)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--gateway-address: %w", err)}
+				}
+				o.GatewayAddresses[port] = addr
+			}
 			var err error
 			if o.Labels, err = parseLabels(labels); err != nil {
 				return &exitError{code: 2, err: err}
@@ -98,6 +114,9 @@ addresses as JSON.`,
 	f.StringVar(&o.ReadyFile, "ready-file", "", "write the bound addresses as JSON to this file once listening")
 	f.StringVar(&accessLog, "access-log", "-", "JSON access log destination: - for stdout, a file path, or empty to disable")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.BoolVar(&o.Gateway, "gateway", false, "run as a gateway (router node) serving the Gateway listeners from LDS")
+	f.StringVar(&o.GatewayBindHost, "gateway-bind-host", "127.0.0.1", "host gateway listeners bind on (their port comes from the Gateway server)")
+	f.StringArrayVar(&gwAddrs, "gateway-address", nil, "bind a gateway listener elsewhere: PORT=HOST:PORT, or HOST:PORT for the same port (repeatable)")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Second, "how long to wait for in-flight requests on shutdown")
 	return cmd
 }

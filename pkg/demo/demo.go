@@ -294,7 +294,7 @@ func (m *mesh) start(ctx context.Context) error {
 	ready := append([]Workload(nil), p.Workloads...)
 	if !m.o.NoGateway {
 		g := p.Ingress
-		if err := m.spawn("ingressgateway", append(m.proxyArgs(g), "--gateway", "--gateway-address", p.IngressHP)...); err != nil {
+		if err := m.spawn("ingressgateway", append(m.proxyArgs(g), "--gateway", "--gateway-address", "8000="+p.IngressHP)...); err != nil {
 			return err
 		}
 		ready = append(ready, g)

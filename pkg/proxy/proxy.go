@@ -77,6 +77,14 @@ type Options struct {
 	// clusters dial mutual TLS and the inbound listener applies
 	// PeerAuthentication (see mtls.go). Nil keeps the proxy plaintext.
 	MTLS WorkloadCerts
+
+	// Gateway runs the proxy as a gateway (node type "router", no app):
+	// it binds the listeners it receives over LDS, one per Gateway server
+	// port, on GatewayBindHost:PORT unless GatewayAddresses maps the port
+	// to another HOST:PORT.
+	Gateway          bool
+	GatewayBindHost  string         // default 127.0.0.1
+	GatewayAddresses map[int]string // listener port → bind address
 }
 
 // Addresses are the actually bound listener addresses.
@@ -108,6 +116,8 @@ type Proxy struct {
 	servers   []*http.Server
 	listeners []net.Listener
 	inSniff   *listener.SniffListener
+	access    *stats.AccessLog
+	gw        *gateway
 }
 
 // New validates options and prepares a proxy; Run starts it.
@@ -234,8 +244,12 @@ func (p *Proxy) Node() *corev3.Node {
 	if err != nil { // only strings and string maps: cannot fail
 		st = &structpb.Struct{}
 	}
+	typ := "sidecar"
+	if o.Gateway {
+		typ = "router"
+	}
 	return &corev3.Node{
-		Id:       fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", ip, o.Workload, o.Namespace, o.Namespace),
+		Id:       fmt.Sprintf("%s~%s~%s.%s~%s.svc.cluster.local", typ, ip, o.Workload, o.Namespace, o.Namespace),
 		Cluster:  o.Workload + "." + o.Namespace,
 		Metadata: st,
 	}
@@ -253,10 +267,23 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 			p.log.Warn("cluster config not fully executed", "cluster", c.Name, "warning", w)
 		}
 	}
+	var gwCfgs map[string]*gwConfig
+	if p.gw != nil {
+		var warnings []string
+		gwCfgs, warnings, err = compileGateway(res.Listeners)
+		if err != nil {
+			p.stats.Counter("xds.update_rejected").Add(1)
+			return err
+		}
+		rt.Warnings = append(rt.Warnings, warnings...)
+	}
 	for _, w := range rt.Warnings {
 		p.log.Warn("listener config not fully executed", "warning", w)
 	}
 	p.rt.Store(rt)
+	if p.gw != nil {
+		p.gw.sync(res.Listeners, gwCfgs)
+	}
 	p.stats.Counter("xds.update_success").Add(1)
 	if rt.Complete {
 		p.readyOnce.Do(func() {
@@ -315,6 +342,10 @@ func (p *Proxy) Start(ctx context.Context) error {
 	var access *stats.AccessLog
 	if o.AccessLog != nil {
 		access = stats.NewAccessLog(o.AccessLog)
+	}
+	p.access = access
+	if o.Gateway {
+		p.gw = &gateway{p: p, ctx: ctx, log: p.log.With("mode", "gateway"), lns: map[string]*gwListener{}}
 	}
 	p.outH = &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort,
 		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx}
@@ -394,6 +425,13 @@ func (p *Proxy) Shutdown() error {
 		go func() {
 			defer wg.Done()
 			errs[i] = s.Shutdown(dctx)
+		}()
+	}
+	if p.gw != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.gw.shutdown()
 		}()
 	}
 	wg.Wait()

@@ -1,0 +1,564 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
+	"github.com/weftmesh/weft/pkg/proxy/listener"
+)
+
+// gwChain is one compiled gateway filter chain.
+type gwChain struct {
+	name        string
+	serverNames []string    // SNI match; empty matches any
+	tls         *tls.Config // non-nil: terminate TLS
+	route       string      // HCM: the RDS route configuration name
+	tcpCluster  string      // tcp_proxy: the upstream cluster
+}
+
+// gwConfig is the compiled form of one gateway listener.
+type gwConfig struct {
+	port   int
+	chains []*gwChain
+}
+
+// match picks the filter chain for a connection as Envoy does with the TLS
+// inspector: TLS connections prefer the chain with the most specific
+// matching server name (exact, then the longest wildcard), then a TLS chain
+// without server names; plaintext connections take a chain that neither
+// terminates TLS nor matches server names.
+func (c *gwConfig) match(isTLS bool, sni string) *gwChain {
+	if !isTLS {
+		for _, ch := range c.chains {
+			if ch.tls == nil && len(ch.serverNames) == 0 {
+				return ch
+			}
+		}
+		return nil
+	}
+	sni = strings.ToLower(sni)
+	var best *gwChain
+	bestScore := -1
+	for _, ch := range c.chains {
+		if len(ch.serverNames) == 0 {
+			if ch.tls != nil && bestScore < 0 {
+				best, bestScore = ch, 0
+			}
+			continue
+		}
+		for _, n := range ch.serverNames {
+			n = strings.ToLower(n)
+			score := -1
+			switch {
+			case n == sni:
+				score = 1 << 20
+			case strings.HasPrefix(n, "*.") && strings.HasSuffix(sni, n[1:]) && len(sni) > len(n)-1:
+				score = len(n)
+			}
+			if score > bestScore {
+				best, bestScore = ch, score
+			}
+		}
+	}
+	return best
+}
+
+// compileGateway compiles the gateway listeners (every listener except the
+// sidecar's virtual ones) into per-listener configs by name.
+// Chains whose TLS certificate is not inline (an unresolved credential)
+// are skipped with a warning rather than rejecting the whole update.
+func compileGateway(ls map[string]*listenerv3.Listener) (map[string]*gwConfig, []string, error) {
+	var warnings []string
+	out := map[string]*gwConfig{}
+	for name, l := range ls {
+		if name == "virtualInbound" || name == "virtualOutbound" {
+			continue
+		}
+		port := int(l.GetAddress().GetSocketAddress().GetPortValue())
+		if port == 0 {
+			continue
+		}
+		cfg := &gwConfig{port: port}
+		chains := l.GetFilterChains()
+		if d := l.GetDefaultFilterChain(); d != nil {
+			chains = append(append([]*listenerv3.FilterChain{}, chains...), d)
+		}
+		for _, fc := range chains {
+			ch, err := compileChain(fc)
+			if errors.Is(err, errNoCert) {
+				warnings = append(warnings, fmt.Sprintf("listener %q: filter chain %q skipped: %v", name, fc.GetName(), err))
+				continue
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("listener %q: filter chain %q: %w", name, fc.GetName(), err)
+			}
+			if ch != nil {
+				cfg.chains = append(cfg.chains, ch)
+			}
+		}
+		out[name] = cfg
+	}
+	return out, warnings, nil
+}
+
+func compileChain(fc *listenerv3.FilterChain) (*gwChain, error) {
+	ch := &gwChain{name: fc.GetName(), serverNames: fc.GetFilterChainMatch().GetServerNames()}
+	for _, f := range fc.GetFilters() {
+		tc := f.GetTypedConfig()
+		if tc == nil {
+			continue
+		}
+		hcm := &hcmv3.HttpConnectionManager{}
+		tp := &tcpv3.TcpProxy{}
+		switch {
+		case tc.MessageIs(hcm):
+			if err := tc.UnmarshalTo(hcm); err != nil {
+				return nil, fmt.Errorf("http_connection_manager: %w", err)
+			}
+			ch.route = hcm.GetRds().GetRouteConfigName()
+			if ch.route == "" {
+				return nil, fmt.Errorf("%w: gateway http_connection_manager without RDS", ErrUnsupported)
+			}
+		case tc.MessageIs(tp):
+			if err := tc.UnmarshalTo(tp); err != nil {
+				return nil, fmt.Errorf("tcp_proxy: %w", err)
+			}
+			ch.tcpCluster = tp.GetCluster()
+			if ws := tp.GetWeightedClusters().GetClusters(); ch.tcpCluster == "" && len(ws) > 0 {
+				ch.tcpCluster = ws[0].GetName()
+			}
+		}
+	}
+	if ch.route == "" && ch.tcpCluster == "" {
+		return nil, nil
+	}
+	if ts := fc.GetTransportSocket(); ts != nil {
+		ctx := &tlsv3.DownstreamTlsContext{}
+		if tc := ts.GetTypedConfig(); tc == nil || !tc.MessageIs(ctx) {
+			return nil, fmt.Errorf("%w: transport socket %q", ErrUnsupported, ts.GetName())
+		} else if err := tc.UnmarshalTo(ctx); err != nil {
+			return nil, fmt.Errorf("downstream tls context: %w", err)
+		}
+		cfg, err := serverTLS(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch.tls = cfg
+	}
+	return ch, nil
+}
+
+// ErrUnsupported marks configuration the gateway cannot execute (NACKed).
+var ErrUnsupported = errors.New("unsupported")
+
+// errNoCert marks a TLS chain without an inline certificate.
+var errNoCert = errors.New("no inline certificate")
+
+func dataSource(d *corev3.DataSource) ([]byte, error) {
+	switch {
+	case d == nil:
+		return nil, errors.New("missing data source")
+	case d.GetInlineBytes() != nil:
+		return d.GetInlineBytes(), nil
+	case d.GetInlineString() != "":
+		return []byte(d.GetInlineString()), nil
+	case d.GetFilename() != "":
+		b, err := os.ReadFile(d.GetFilename())
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", d.GetFilename(), err)
+		}
+		return b, nil
+	}
+	return nil, errors.New("empty data source")
+}
+
+// serverTLS builds a server tls.Config from a DownstreamTlsContext with
+// inline (or file) certificates; SDS references are not resolved.
+func serverTLS(ctx *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
+	common := ctx.GetCommonTlsContext()
+	certs := common.GetTlsCertificates()
+	if len(certs) == 0 {
+		names := []string{}
+		for _, s := range common.GetTlsCertificateSdsSecretConfigs() {
+			names = append(names, s.GetName())
+		}
+		return nil, fmt.Errorf("%w (SDS secrets %v are not served)", errNoCert, names)
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	for _, c := range certs {
+		chain, err := dataSource(c.GetCertificateChain())
+		if err != nil {
+			return nil, fmt.Errorf("certificate chain: %w", err)
+		}
+		key, err := dataSource(c.GetPrivateKey())
+		if err != nil {
+			return nil, fmt.Errorf("private key: %w", err)
+		}
+		pair, err := tls.X509KeyPair(chain, key)
+		if err != nil {
+			return nil, fmt.Errorf("certificate: %w", err)
+		}
+		cfg.Certificates = append(cfg.Certificates, pair)
+	}
+	if vc := common.GetValidationContext(); vc != nil && vc.GetTrustedCa() != nil {
+		pem, err := dataSource(vc.GetTrustedCa())
+		if err != nil {
+			return nil, fmt.Errorf("trusted ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("trusted ca: no PEM certificates")
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		if ctx.GetRequireClientCertificate().GetValue() {
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	} else if ctx.GetRequireClientCertificate().GetValue() {
+		return nil, fmt.Errorf("%w: client certificates required without an inline trusted CA", ErrUnsupported)
+	}
+	return cfg, nil
+}
+
+// gwListener is one bound gateway listener; its config is swapped on
+// updates without rebinding.
+type gwListener struct {
+	name   string
+	port   int
+	ln     net.Listener
+	cfg    atomic.Pointer[gwConfig]
+	srv    *http.Server
+	conns  chan net.Conn
+	done   chan struct{}
+	closed sync.Once
+	h      *listener.Handler
+	raw    []byte
+}
+
+// Accept implements net.Listener for the listener's http.Server: it
+// returns connections the dispatcher classified as HTTP.
+func (g *gwListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-g.conns:
+		return c, nil
+	case <-g.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close implements net.Listener.
+func (g *gwListener) Close() error {
+	g.closed.Do(func() { close(g.done) })
+	return g.ln.Close()
+}
+
+// Addr implements net.Listener.
+func (g *gwListener) Addr() net.Addr { return g.ln.Addr() }
+
+// gateway manages the listeners a router proxy receives over LDS.
+type gateway struct {
+	p   *Proxy
+	ctx context.Context
+	log *slog.Logger
+
+	mu      sync.Mutex
+	lns     map[string]*gwListener
+	stopped bool
+}
+
+// GatewayListeners returns the bound gateway listener addresses by
+// listener name (e.g. "0.0.0.0_8000" → "127.0.0.1:8000").
+func (p *Proxy) GatewayListeners() map[string]string {
+	out := map[string]string{}
+	if p.gw == nil {
+		return out
+	}
+	p.gw.mu.Lock()
+	defer p.gw.mu.Unlock()
+	for n, l := range p.gw.lns {
+		out[n] = l.ln.Addr().String()
+	}
+	return out
+}
+
+// ParseGatewayAddress parses a --gateway-address value: PORT=HOST:PORT
+// binds the gateway listener for PORT there; a bare HOST:PORT binds the
+// listener for that same port on HOST.
+func ParseGatewayAddress(s string) (port int, addr string, err error) {
+	ps, addr, ok := strings.Cut(s, "=")
+	if !ok {
+		addr = s
+	}
+	_, aport, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, "", fmt.Errorf("gateway address %q: %w", s, err)
+	}
+	if !ok {
+		ps = aport
+	}
+	port, err = strconv.Atoi(ps)
+	if err != nil || port <= 0 || port > 65535 {
+		return 0, "", fmt.Errorf("gateway address %q: bad listener port %q", s, ps)
+	}
+	return port, addr, nil
+}
+
+func (g *gateway) bindAddr(port int) string {
+	if a, ok := g.p.opts.GatewayAddresses[port]; ok {
+		return a
+	}
+	host := g.p.opts.GatewayBindHost
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// sync binds new listeners, swaps the config of existing ones and drains
+// removed ones.
+func (g *gateway) sync(ls map[string]*listenerv3.Listener, cfgs map[string]*gwConfig) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped || g.ctx.Err() != nil {
+		return
+	}
+	for name, gl := range g.lns {
+		if _, ok := cfgs[name]; !ok {
+			delete(g.lns, name)
+			g.log.Info("gateway listener removed, draining", "listener", name, "addr", gl.ln.Addr().String())
+			go g.drain(gl)
+		}
+	}
+	names := mapKeys(cfgs)
+	sort.Strings(names)
+	for _, name := range names {
+		cfg := cfgs[name]
+		raw, _ := proto.MarshalOptions{Deterministic: true}.Marshal(ls[name])
+		if gl := g.lns[name]; gl != nil {
+			if gl.port == cfg.port {
+				gl.cfg.Store(cfg)
+				if !bytes.Equal(raw, gl.raw) {
+					gl.raw = raw
+					g.log.Info("gateway listener updated", "listener", name, "chains", len(cfg.chains))
+				}
+				continue
+			}
+			delete(g.lns, name)
+			go g.drain(gl)
+		}
+		addr := g.bindAddr(cfg.port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			g.log.Error("gateway listener: bind failed", "listener", name, "addr", addr, "err", err)
+			continue
+		}
+		gl := &gwListener{name: name, port: cfg.port, ln: ln, conns: make(chan net.Conn), done: make(chan struct{}), raw: raw}
+		gl.cfg.Store(cfg)
+		gl.h = g.handler(gl)
+		gl.srv = &http.Server{Handler: gl.h, ReadHeaderTimeout: 30 * time.Second,
+			ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
+		pr := new(http.Protocols)
+		pr.SetHTTP1(true)
+		pr.SetHTTP2(true)
+		pr.SetUnencryptedHTTP2(true)
+		gl.srv.Protocols = pr
+		g.lns[name] = gl
+		g.log.Info("gateway listener bound", "listener", name, "addr", ln.Addr().String(), "chains", len(cfg.chains))
+		go func() {
+			if err := gl.srv.Serve(gl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.log.Debug("gateway http server stopped", "listener", name, "err", err)
+			}
+		}()
+		go g.accept(gl)
+	}
+}
+
+func (g *gateway) handler(gl *gwListener) *listener.Handler {
+	p := g.p
+	o := p.opts
+	ident := listener.Identity{Workload: o.Workload, Namespace: o.Namespace, App: o.Labels["app"], ServiceAccount: o.ServiceAccount}
+	var access = p.access
+	return &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, Log: g.log, Stats: p.stats,
+		Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: g.ctx,
+		RouteFor: func(r *http.Request) (string, int) {
+			cfg := gl.cfg.Load()
+			var ch *gwChain
+			if r.TLS != nil {
+				ch = cfg.match(true, r.TLS.ServerName)
+			} else {
+				ch = cfg.match(false, "")
+			}
+			if ch == nil {
+				return "", cfg.port
+			}
+			return ch.route, cfg.port
+		}}
+}
+
+func (g *gateway) drain(gl *gwListener) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.p.opts.DrainTimeout)
+	defer cancel()
+	_ = gl.srv.Shutdown(ctx) // closes gl (and the socket) first
+	gl.h.Wait()
+}
+
+// shutdown drains every gateway listener.
+func (g *gateway) shutdown() {
+	g.mu.Lock()
+	lns := g.lns
+	g.lns = map[string]*gwListener{}
+	g.stopped = true
+	g.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, gl := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.drain(gl)
+		}()
+	}
+	wg.Wait()
+}
+
+func (g *gateway) accept(gl *gwListener) {
+	for {
+		c, err := gl.ln.Accept()
+		if err != nil {
+			return
+		}
+		go g.dispatch(gl, c)
+	}
+}
+
+// maxClientHello bounds how much of a TLS ClientHello record is peeked.
+const maxClientHello = 16*1024 + 5
+
+// dispatch classifies a connection (TLS and its SNI, or plaintext), picks
+// the filter chain and hands the connection to HTTP serving (terminating
+// TLS if the chain says so) or to the chain's tcp_proxy.
+func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReaderSize(c, maxClientHello)
+	first, err := br.Peek(1)
+	if err != nil {
+		c.Close()
+		return
+	}
+	isTLS := first[0] == 0x16 // handshake record
+	sni := ""
+	if isTLS {
+		sni = peekSNI(br)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	pc := &bufConn{Conn: c, r: br}
+	ch := gl.cfg.Load().match(isTLS, sni)
+	if ch == nil {
+		g.log.Debug("gateway: no filter chain matches", "listener", gl.name, "tls", isTLS, "sni", sni)
+		c.Close()
+		return
+	}
+	var hc net.Conn = pc
+	switch {
+	case ch.tcpCluster != "" && ch.tls == nil:
+		gl.h.ServeTCPCluster(g.ctx, pc, ch.tcpCluster)
+		return
+	case ch.tls != nil:
+		tc := tls.Server(pc, ch.tls)
+		hctx, cancel := context.WithTimeout(g.ctx, 10*time.Second)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			g.log.Debug("gateway: TLS handshake failed", "listener", gl.name, "sni", sni, "err", err)
+			c.Close()
+			return
+		}
+		if ch.tcpCluster != "" { // TLS terminated here, then opaque TCP
+			gl.h.ServeTCPCluster(g.ctx, tc, ch.tcpCluster)
+			return
+		}
+		hc = tc
+	}
+	select {
+	case gl.conns <- hc:
+	case <-gl.done:
+		c.Close()
+	}
+}
+
+// peekSNI returns the server name of the ClientHello at the head of br
+// without consuming it ("" if there is none or it cannot be parsed).
+func peekSNI(br *bufio.Reader) string {
+	hdr, err := br.Peek(5)
+	if err != nil {
+		return ""
+	}
+	n := int(hdr[3])<<8 | int(hdr[4])
+	rec, err := br.Peek(min(5+n, maxClientHello))
+	if err != nil {
+		return ""
+	}
+	var sni string
+	errDone := errors.New("done")
+	srv := tls.Server(&readOnlyConn{r: bytes.NewReader(rec)}, &tls.Config{
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			sni = hello.ServerName
+			return nil, errDone
+		}})
+	_ = srv.Handshake()
+	return sni
+}
+
+// readOnlyConn feeds a recorded ClientHello to crypto/tls.
+type readOnlyConn struct {
+	r io.Reader
+	net.Conn
+}
+
+func (c *readOnlyConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *readOnlyConn) Write(p []byte) (int, error)      { return 0, io.ErrClosedPipe }
+func (c *readOnlyConn) Close() error                     { return nil }
+func (c *readOnlyConn) SetDeadline(time.Time) error      { return nil }
+func (c *readOnlyConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *readOnlyConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *readOnlyConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *readOnlyConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+
+// bufConn is a connection whose first bytes were peeked into r.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes TCP connections.
+func (b *bufConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return b.Conn.Close()
+}
