@@ -33,4 +33,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}"
 fi
 go mod download
+# etcd (Debian etcd-server) and a kube-apiserver built from the Go modules into
+# .cache/bin, for the Kubernetes integration tests (test/kube). Both idempotent.
+hack/kube-apiserver.sh .cache/bin
 npm_ci

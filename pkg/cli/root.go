@@ -59,6 +59,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newAuthzCmd(),
 		newTokenCmd(),
 		newKubeInjectCmd(),
+		newWebhookCmd(),
 		// Each subcommand adds one line here.
 	)
 	return root
