@@ -44,7 +44,7 @@ func startDemo(t *testing.T, extra ...string) *demoMesh {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	args := append([]string{"demo", "--no-gateway", "--base-port", "0", "--data-dir", dir, "--ready-timeout", "60s"}, extra...)
+	args := append([]string{"demo", "--base-port", "0", "--data-dir", dir, "--ready-timeout", "60s"}, extra...)
 	p := harness.Start(t, bin, nil, args...)
 	deadline := time.Now().Add(90 * time.Second)
 	for !strings.Contains(p.Stdout(), "Press Ctrl-C to stop.") {
