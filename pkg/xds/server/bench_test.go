@@ -22,7 +22,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -112,14 +111,19 @@ func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, id string) e
 	}
 }
 
-func vmRSS() string {
-	b, err := os.ReadFile("/proc/self/status")
+// vmRSS is this process's resident set: in the benchmark, the control
+// plane alone (the clients run in a child process).
+func vmRSS() string { return procStatus("self", "VmRSS:") }
+
+// procStatus reads one field of /proc/PID/status.
+func procStatus(pid, field string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return "?"
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			return strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:"))
+		if strings.HasPrefix(l, field) {
+			return strings.TrimSpace(strings.TrimPrefix(l, field))
 		}
 	}
 	return "?"
@@ -181,42 +185,13 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 		}
 
 		start := time.Now()
-		var conns []*grpc.ClientConn
-		cs := make([]*benchClient, clients)
-		var failed atomic.Int64
-		var cw sync.WaitGroup
-		for i := range clients {
-			if i%streamsPerCon == 0 {
-				cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-				if err != nil {
-					b.Fatal(err)
-				}
-				conns = append(conns, cc)
-			}
-			c := &benchClient{ready: make(chan struct{})}
-			cs[i] = c
-			cw.Add(1)
-			go func() {
-				defer cw.Done()
-				cc := conns[len(conns)-1]
-				id := fmt.Sprintf("sidecar~10.9.%d.%d~app-%d.bench~bench.svc.cluster.local", i/250, i%250, i)
-				for ctx.Err() == nil { // reconnect like a real client
-					if err := c.run(ctx, cc, id); err != nil && ctx.Err() == nil {
-						if failed.Add(1) == 1 {
-							b.Logf("first stream error (the client retries): %v", err)
-						}
-						time.Sleep(100 * time.Millisecond)
-					}
-				}
-			}()
+		child, err := startBenchClients(ctx, lis.Addr().String(), clients)
+		if err != nil {
+			b.Fatal(err)
 		}
-		served := time.After(3 * time.Minute)
-		for i, c := range cs {
-			select {
-			case <-c.ready:
-			case <-served:
-				b.Fatalf("only %d of %d clients served within 3 minutes (%d stream errors); RSS %s", i, clients, failed.Load(), vmRSS())
-			}
+		served, err := child.await("READY", 3*time.Minute)
+		if err != nil {
+			b.Fatalf("clients not served: %v; server RSS %s", err, vmRSS())
 		}
 		full := time.Since(start)
 		if f := os.Getenv("WEFT_BENCH_HEAP"); f != "" {
@@ -225,43 +200,40 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 				out.Close()
 			}
 		}
-		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v; RSS %s (clients included)",
-			services, services, services, clients, full, vmRSS())
+		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v (clients, stream errors: %s); control-plane RSS %s, client process RSS %s",
+			services, services, services, clients, full, strings.Join(served[1:], " "), vmRSS(), child.rss())
 
 		// One VirtualService change that reaches every client's route "80".
-		old := make([]any, clients)
-		for i, c := range cs {
-			old[i] = c.rdsVersion.Load()
-		}
 		changed := time.Now()
 		if _, err := st.Apply(context.Background(), store.Upsert, []*config.Resource{vsRes(3 * time.Second)}); err != nil {
 			b.Fatal(err)
 		}
+		at, err := child.await("CHANGED", 2*time.Minute)
+		if err != nil {
+			b.Fatalf("VirtualService change did not reach every client: %v", err)
+		}
 		lat := make([]time.Duration, 0, clients)
-		deadline := time.Now().Add(2 * time.Minute)
-		for i, c := range cs {
-			for c.rdsVersion.Load() == old[i] {
-				if time.Now().After(deadline) {
-					b.Fatal("VirtualService change did not reach every client within 2 minutes")
-				}
-				time.Sleep(5 * time.Millisecond)
+		for _, f := range at[1:] {
+			n, err := strconv.ParseInt(f, 10, 64)
+			if err != nil {
+				b.Fatalf("client process: bad time %q", f)
 			}
-			lat = append(lat, time.Unix(0, c.rdsAt.Load()).Sub(changed))
+			lat = append(lat, time.Unix(0, n).Sub(changed))
+		}
+		if len(lat) != clients {
+			b.Fatalf("client process reported %d of %d clients", len(lat), clients)
 		}
 		slices.Sort(lat)
-		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v); stream errors %d; RSS %s",
-			clients, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()), failed.Load(), vmRSS())
+		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v); control-plane RSS %s (peak %s), client process RSS %s",
+			clients, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()), vmRSS(), procStatus("self", "VmHWM:"), child.rss())
 		b.ReportMetric(full.Seconds(), "full-push-s")
 		b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "change-p50-ms")
 		b.ReportMetric(lat[len(lat)*99/100].Seconds()*1000, "change-p99-ms")
 		rss, _ := strconv.Atoi(strings.Fields(vmRSS() + " 0")[0])
-		b.ReportMetric(float64(rss)/1024, "rss-MiB")
+		b.ReportMetric(float64(rss)/1024, "cp-rss-MiB")
 
+		child.stop()
 		cancel()
-		for _, cc := range conns {
-			_ = cc.Close()
-		}
-		cw.Wait()
 		bg.Wait()
 		_ = st.Close()
 	}

@@ -25,6 +25,8 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	encodingproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/weftmesh/weft/pkg/config"
@@ -106,6 +108,10 @@ type Server struct {
 	curMemo  *pushMemo
 	proxies  map[string]*proxyState
 	streams  map[int64]*streamState
+
+	// prepared maps shared marshaled responses to their encoded bodies for
+	// the gRPC codec.
+	prepared preparedRegistry
 }
 
 type streamState struct {
@@ -368,7 +374,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 		}
 		changed = true
 		shared[i] = memo.share(i, h, gen[i])
-		next[i] = generated{hash: h, size: size, version: memo.version, resources: shared[i].resources, cache: shared[i].cache}
+		next[i] = generated{hash: h, size: size, version: memo.version, resources: shared[i].resources, cache: shared[i].cache, shared: shared[i]}
 	}
 	if !changed && p.computed {
 		p.rev = rev
@@ -389,6 +395,11 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 			return
 		}
 	}
+	// SetSnapshot answers open watches at once; pending lets sharedResponse
+	// find their shared sets before p.gen is updated.
+	s.mu.Lock()
+	p.pending = shared
+	s.mu.Unlock()
 	if err := s.cacheFor(p.proxy.Type).SetSnapshot(ctx, p.proxy.ID, snap); err != nil {
 		s.log.Error("set snapshot", "node", p.proxy.ID, "err", err)
 		return
@@ -398,6 +409,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	}
 	s.mu.Lock()
 	p.gen, p.computed, p.rev, p.genErr = next, true, rev, nil
+	p.pending = [numTypes]*sharedResources{}
 	s.mu.Unlock()
 }
 
@@ -411,6 +423,7 @@ func (s *Server) setGenErr(p *proxyState, err error) {
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	g := grpc.NewServer(
 		grpc.MaxConcurrentStreams(1<<20),
+		grpc.ForceServerCodecV2(sharedCodec{base: encoding.GetCodecV2(encodingproto.Name), reg: &s.prepared}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
@@ -489,6 +502,9 @@ type sharedKey struct {
 type sharedResources struct {
 	resources []types.Resource
 	cache     cachev3.Resources
+	// responses holds the marshaled responses for this set, by requested
+	// name set (see prepare).
+	responses sync.Map
 }
 
 func (s *Server) newPushMemo() *pushMemo {

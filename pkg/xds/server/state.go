@@ -34,6 +34,8 @@ type proxyState struct {
 	rev      int64 // store revision the resources were generated from
 	gen      [numTypes]generated
 	genErr   error
+	// pending are the sets being handed to the cache, before gen has them.
+	pending [numTypes]*sharedResources
 
 	xds [numTypes]typeState
 }
@@ -44,6 +46,7 @@ type generated struct {
 	version   string
 	resources []types.Resource
 	cache     cachev3.Resources // the snapshot cache's index of resources
+	shared    *sharedResources  // the push memo's set these came from
 }
 
 type typeState struct {
@@ -462,7 +465,35 @@ func (h *holdCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, 
 			}
 		}
 	}
-	return c.CreateWatch(req, sub, ch)
+	// The cache answers into mid; each answer is swapped for one with
+	// shared, already marshaled resources before the server sees it.
+	mid := make(chan cachev3.Response, 1)
+	cancel, err := c.CreateWatch(req, sub, mid)
+	if err != nil {
+		return cancel, err
+	}
+	done := make(chan struct{})
+	var once sync.Once
+	nodeID := req.GetNode().GetId()
+	go func() {
+		select {
+		case r := <-mid:
+			r = h.s.sharedResponse(nodeID, r)
+			select {
+			case ch <- r:
+			case <-done:
+			}
+		case <-done:
+		}
+	}()
+	return func() {
+		once.Do(func() {
+			if cancel != nil {
+				cancel()
+			}
+			close(done)
+		})
+	}, nil
 }
 
 func (h *holdCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
