@@ -38,8 +38,10 @@ type Config struct {
 	WorkDir string
 	// Perf, when set, records each proxy with `perf record -g` during the
 	// max-throughput run into WorkDir/perf-NAME-PID.data (Linux perf needed).
-	Perf   bool
-	Logger *slog.Logger
+	Perf bool
+	// ProxyEnv is added to the weft proxies' environment (e.g. GOMAXPROCS=1).
+	ProxyEnv []string
+	Logger   *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -166,12 +168,20 @@ func (r *runner) stopAll() {
 // spawn starts a long-running child in its own process group, logging to
 // WorkDir/NAME.log.
 func (r *runner) spawn(name, bin string, args ...string) (*exec.Cmd, error) {
+	return r.spawnEnv(name, nil, bin, args...)
+}
+
+// spawnEnv is spawn with extra environment variables.
+func (r *runner) spawnEnv(name string, env []string, bin string, args ...string) (*exec.Cmd, error) {
 	f, err := os.Create(filepath.Join(r.cfg.WorkDir, name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		f.Close()

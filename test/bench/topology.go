@@ -50,7 +50,7 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string) error {
 			"--inbound-address", p[0], "--outbound-address", p[1], "--admin-address", p[2],
 			"--health-address", p[3], "--metrics-address", p[4], "--status-address", p[5],
 			"--access-log", "", "--log-level", "warn"}, extra...)
-		if s.cmd, err = r.spawn(name, r.cfg.Weft, args...); err != nil {
+		if s.cmd, err = r.spawnEnv(name, r.cfg.ProxyEnv, r.cfg.Weft, args...); err != nil {
 			return nil, err
 		}
 		if err := waitHTTP(ctx, "http://"+s.health+"/healthz/ready", "", 30*time.Second, nil); err != nil {
