@@ -1,0 +1,3 @@
+module github.com/weftmesh/weft/examples/wasm
+
+go 1.26
