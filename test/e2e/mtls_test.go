@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
+)
+
+// peerAuthn is the seed's default-mtls PeerAuthentication, mesh-wide in the
+// root namespace.
+func peerAuthn(mode string) string {
+	return "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata:\n  name: default-mtls\n  namespace: weft-system\nspec:\n  mtls:\n    mode: " + mode + "\n"
+}
+
+type proxyAddrs struct {
+	Outbound, Inbound, Metrics string
+}
+
+// startMeshedProxy runs `weft proxy` with a join token for sa and returns
+// its bound addresses.
+func startMeshedProxy(t *testing.T, dataDir, xds, caAddr, workload string, extra ...string) (proxyAddrs, *harness.Process) {
+	t.Helper()
+	tok := harness.Run(t, weft.Binary(t), nil, "token", "create", "--data-dir", dataDir, "--namespace", "default", "--service-account", workload)
+	if tok.ExitCode != 0 {
+		t.Fatalf("token create: %s", tok.Stderr)
+	}
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte(tok.Stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ready := filepath.Join(t.TempDir(), "ready.json")
+	args := append([]string{"proxy", "--control-plane", xds, "--namespace", "default", "--workload", workload,
+		"--service-account", workload, "--labels", "app=" + workload,
+		"--ca-address", caAddr, "--ca-root-cert", filepath.Join(dataDir, "ca", "root-cert.pem"), "--ca-token-file", tokFile,
+		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
+		"--metrics-address", "127.0.0.1:0", "--health-address", "", "--status-address", "", "--ready-file", ready}, extra...)
+	p := harness.Start(t, weft.Binary(t), nil, args...)
+	var a proxyAddrs
+	if err := json.Unmarshal([]byte(harness.WaitForFile(t, ready, 30*time.Second, p)), &a); err != nil {
+		t.Fatal(err)
+	}
+	return a, p
+}
+
+// plainGet sends one plaintext HTTP/1.1 request straight to addr.
+func plainGet(addr string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: server\r\nConnection: close\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// TestMutualTLS runs a control plane with the CA, a server and a client
+// sidecar with workload certificates, and the seed's STRICT
+// PeerAuthentication: meshed traffic is mutual TLS, plaintext is refused;
+// PERMISSIVE takes both.
+func TestMutualTLS(t *testing.T) {
+	harness.SkipShort(t)
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "hello from server")
+	})}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Serve(lis) }()
+	t.Cleanup(func() { app.Close() })
+	appPort := lis.Addr().(*net.TCPAddr).Port
+
+	dataDir, configDir := t.TempDir(), t.TempDir()
+	paFile := filepath.Join(configDir, "peer-authentication.yaml")
+	if err := os.WriteFile(paFile, []byte(peerAuthn("STRICT")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp := harness.StartControlPlane(t, weft.Binary(t), "--config-dir", configDir, "--data-dir", dataDir,
+		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
+		"--ca-address", "127.0.0.1:0", "--debounce", "50ms")
+	find := func(re string) string {
+		m := regexp.MustCompile(re).FindStringSubmatch(cp.Stderr())
+		if m == nil {
+			t.Fatalf("control plane log has no %q:\n%s", re, cp.Stderr())
+		}
+		return m[1]
+	}
+	xds := find(`xDS server listening.*?address=([0-9.]+:[0-9]+)`)
+	caAddr := find(`CA listening.*?address=([0-9.]+:[0-9]+)`)
+
+	server, serverProc := startMeshedProxy(t, dataDir, xds, caAddr, "server",
+		"--app-port", strconv.Itoa(appPort), "--service", "server:8080/http")
+	client, _ := startMeshedProxy(t, dataDir, xds, caAddr, "client")
+	u, _ := url.Parse("http://" + client.Outbound)
+	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(u), DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	meshed := func() (int, string) {
+		resp, err := hc.Get("http://server:8080/")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	eventually := func(what string, f func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !f() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	// STRICT: the meshed client succeeds over mutual TLS ...
+	eventually("meshed request through the sidecars", func() bool { s, _ := meshed(); return s == 200 })
+	if s, body := meshed(); s != 200 || body != "hello from server" {
+		t.Fatalf("meshed: %d %q", s, body)
+	}
+	// ... and a plaintext client without a sidecar is refused.
+	if s, err := plainGet(server.Inbound); err == nil {
+		t.Fatalf("STRICT: plaintext request got %d, want the connection refused", s)
+	}
+	metrics := func() string {
+		resp, err := http.Get("http://" + server.Metrics + "/stats/prometheus")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	mtlsLine := `connection_security_policy="mutual_tls"`
+	if m := metrics(); !hasLine(m, "istio_requests_total{", mtlsLine, `reporter="destination"`) {
+		t.Errorf("server sidecar metrics have no mutual_tls request:\n%s", grepLines(m, "istio_requests_total"))
+	}
+	if !strings.Contains(serverProc.Stdout(), `"downstream_peer_uri_san":"spiffe://cluster.local/ns/default/sa/client"`) {
+		t.Errorf("server access log has no client SPIFFE ID:\n%s", serverProc.Stdout())
+	}
+
+	t.Logf("STRICT: server sidecar metrics:\n%s", grepLines(metrics(), "istio_requests_total{"))
+	// PERMISSIVE: both.
+	if err := os.WriteFile(paFile, []byte(peerAuthn("PERMISSIVE")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually("plaintext accepted under PERMISSIVE", func() bool { s, err := plainGet(server.Inbound); return err == nil && s == 200 })
+	if s, body := meshed(); s != 200 || body != "hello from server" {
+		t.Fatalf("PERMISSIVE meshed: %d %q", s, body)
+	}
+	m := metrics()
+	if !hasLine(m, "istio_requests_total{", `connection_security_policy="none"`, `reporter="destination"`) ||
+		!hasLine(m, "istio_requests_total{", mtlsLine, `reporter="destination"`) {
+		t.Errorf("PERMISSIVE: want both none and mutual_tls requests:\n%s", grepLines(m, "istio_requests_total"))
+	}
+}
+
+// hasLine reports whether a line of s contains every one of subs.
+func hasLine(s string, subs ...string) bool {
+	for _, l := range strings.Split(s, "\n") {
+		ok := true
+		for _, sub := range subs {
+			ok = ok && strings.Contains(l, sub)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
