@@ -174,6 +174,24 @@ func TestMutualTLS(t *testing.T) {
 		!hasLine(m, "istio_requests_total{", mtlsLine, `reporter="destination"`) {
 		t.Errorf("PERMISSIVE: want both none and mutual_tls requests:\n%s", grepLines(m, "istio_requests_total"))
 	}
+
+	// The peer's SPIFFE ID is the RBAC source principal: only the client's
+	// service account is allowed, so plaintext (no principal) gets 403.
+	authz := `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-client, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/client"]}}]
+`
+	if err := os.WriteFile(filepath.Join(configDir, "authz.yaml"), []byte(authz), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually("plaintext denied by principal policy", func() bool { s, err := plainGet(server.Inbound); return err == nil && s == 403 })
+	if s, body := meshed(); s != 200 {
+		t.Fatalf("principal policy: meshed client got %d %q, want 200", s, body)
+	}
 }
 
 // hasLine reports whether a line of s contains every one of subs.
