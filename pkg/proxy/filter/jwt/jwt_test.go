@@ -5,10 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	jwtauthnv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -66,6 +69,11 @@ type chain struct {
 }
 
 func buildChain(t *testing.T, yaml string, opts ...jwt.Option) *chain {
+	t.Helper()
+	return buildChainTB(t, yaml, opts...)
+}
+
+func buildChainTB(t testing.TB, yaml string, opts ...jwt.Option) *chain {
 	t.Helper()
 	rs, errs := config.DecodeAll("policies.yaml", []byte(yaml))
 	if len(errs.Errors()) > 0 {
@@ -412,5 +420,74 @@ func TestInvalidInlineJWKSFailsClosed(t *testing.T) {
 	}
 	if code, _ := c.do(get("/")); code != 200 {
 		t.Fatalf("no token: %d, want 200", code)
+	}
+}
+
+// FuzzVerify: no token string, however malformed, panics the filter or
+// authenticates a request (the fuzzer cannot forge signatures).
+func FuzzVerify(f *testing.F) {
+	k := newKeys(f)
+	c := buildChainTB(f, seedYAML(k.jwks, ""))
+	valid := k.sign(f, "RS256", "rsa-1", claims(testNow, nil), nil)
+	parts := strings.Split(valid, ".")
+	f.Add(parts[0] + "." + parts[1] + ".")
+	f.Add(k.sign(f, "none", "", claims(testNow, nil), nil))
+	f.Add(k.sign(f, "HS256", "rsa-1", claims(testNow, nil), k.rsaPublicPEM(f)))
+	f.Add("e30.e30.e30")
+	f.Add("..")
+	f.Fuzz(func(t *testing.T, tok string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		code, _ := c.do(r)
+		if code == 200 {
+			if a, ok := authctx.From(c.seen.Context()); ok {
+				t.Fatalf("token %q authenticated as %q", tok, a.Principal)
+			}
+		} else if code != 401 {
+			t.Fatalf("token %q: status %d", tok, code)
+		}
+	})
+}
+
+// TestRemoteJWKSConcurrent: concurrent first requests share one fetch.
+func TestRemoteJWKSConcurrent(t *testing.T) {
+	k := newKeys(t)
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		time.Sleep(20 * time.Millisecond)
+		fmt.Fprint(w, k.jwks)
+	}))
+	defer srv.Close()
+	f, err := jwt.New(&jwtauthnv3.JwtAuthentication{
+		Providers: map[string]*jwtauthnv3.JwtProvider{"p": {Issuer: "your-issuer", JwksSourceSpecifier: &jwtauthnv3.JwtProvider_RemoteJwks{
+			RemoteJwks: &jwtauthnv3.RemoteJwks{HttpUri: &corev3.HttpUri{Uri: srv.URL}}}}},
+		Rules: []*jwtauthnv3.RequirementRule{{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			RequirementType: &jwtauthnv3.RequirementRule_Requires{Requires: &jwtauthnv3.JwtRequirement{RequiresType: &jwtauthnv3.JwtRequirement_ProviderName{ProviderName: "p"}}}}},
+	}, nil, jwt.WithClock(clock), jwt.WithHTTPClient(srv.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := k.sign(t, "RS256", "rsa-1", claims(testNow, nil), nil)
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := httptest.NewRecorder()
+			if f.Filter(w, get("/", bearer(tok)...)) {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() != 0 || fetches.Load() != 1 {
+		t.Fatalf("failed %d, fetches %d; want 0, 1", failed.Load(), fetches.Load())
+	}
+	// provider_name alone: a missing token is rejected.
+	w := httptest.NewRecorder()
+	if !f.Filter(w, get("/")) || w.Code != 401 || w.Body.String() != jwt.ErrMissing.Error() {
+		t.Fatalf("missing token: %d %q, want 401 %q", w.Code, w.Body.String(), jwt.ErrMissing)
 	}
 }
