@@ -62,6 +62,14 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
 			maps.Copy(o.HTTPFilters, jwt.Filters(o.Logger))                             // envoy.filters.http.jwt_authn (RequestAuthentication)
 			o.DrainTimeout = drain
+			if o.Capture { // redirected traffic arrives on the pod's addresses
+				if !cmd.Flags().Changed("outbound-address") {
+					o.OutboundAddress = "0.0.0.0:15001"
+				}
+				if !cmd.Flags().Changed("inbound-address") {
+					o.InboundAddress = "0.0.0.0:15006"
+				}
+			}
 			o.GatewayAddresses = map[int]string{}
 			for _, a := range gwAddrs {
 				port, addr, err := proxy.ParseGatewayAddress(a)
@@ -114,6 +122,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 	f.StringVar(&o.ReadyFile, "ready-file", "", "write the bound addresses as JSON to this file once listening")
 	f.StringVar(&accessLog, "access-log", "-", "JSON access log destination: - for stdout, a file path, or empty to disable")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.BoolVar(&o.Capture, "capture", false, "transparent capture mode: route by SO_ORIGINAL_DST on the outbound/inbound listeners (use with `weft iptables`; run the proxy as gid 1337)")
 	f.BoolVar(&o.Gateway, "gateway", false, "run as a gateway (router node) serving the Gateway listeners from LDS")
 	f.StringVar(&o.GatewayBindHost, "gateway-bind-host", "127.0.0.1", "host gateway listeners bind on (their port comes from the Gateway server)")
 	f.StringArrayVar(&gwAddrs, "gateway-address", nil, "bind a gateway listener elsewhere: PORT=HOST:PORT, or HOST:PORT for the same port (repeatable)")

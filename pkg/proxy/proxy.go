@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/pkg/iptables"
 	"github.com/weftmesh/weft/pkg/proxy/admin"
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
@@ -85,6 +87,12 @@ type Options struct {
 	Gateway          bool
 	GatewayBindHost  string         // default 127.0.0.1
 	GatewayAddresses map[int]string // listener port → bind address
+
+	// Capture is transparent capture mode (iptables REDIRECT, see `weft
+	// iptables`): connections on the outbound and inbound listeners are
+	// routed by their original destination (SO_ORIGINAL_DST). Outbound and
+	// inbound addresses then default to 0.0.0.0:15001 and 0.0.0.0:15006.
+	Capture bool
 }
 
 // Addresses are the actually bound listener addresses.
@@ -135,6 +143,10 @@ func New(opts Options) (*Proxy, error) {
 		if *s == "" {
 			*s = v
 		}
+	}
+	if opts.Capture {
+		def(&opts.OutboundAddress, "0.0.0.0:15001")
+		def(&opts.InboundAddress, "0.0.0.0:15006")
 	}
 	def(&opts.OutboundAddress, "127.0.0.1:15001")
 	def(&opts.InboundAddress, "127.0.0.1:15006")
@@ -369,6 +381,14 @@ func (p *Proxy) Start(ctx context.Context) error {
 			l = p.inSniff
 		}
 		srv := &http.Server{Handler: handlers[i], ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
+		if i <= 1 && o.Capture {
+			srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+				if od, ok := originalDst(c); ok {
+					return listener.WithOriginalDst(ctx, od)
+				}
+				return ctx
+			}
+		}
 		if i <= 1 {
 			pr := new(http.Protocols)
 			pr.SetHTTP1(true)
@@ -436,6 +456,16 @@ func (p *Proxy) Shutdown() error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// originalDst reads SO_ORIGINAL_DST from a captured connection.
+func originalDst(c net.Conn) (netip.AddrPort, bool) {
+	tc := listener.UnderlyingTCP(c)
+	if tc == nil {
+		return netip.AddrPort{}, false
+	}
+	od, err := iptables.OriginalDst(tc)
+	return od, err == nil
 }
 
 type adminSource struct{ *Proxy }

@@ -74,7 +74,9 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 			}
 		}
 		var addr string
-		if c.Passthrough {
+		if c.Passthrough && up.dialAddr != "" {
+			addr = up.dialAddr
+		} else if c.Passthrough {
 			addr = up.orig.Host
 			if _, _, err := net.SplitHostPort(addr); err != nil {
 				addr = net.JoinHostPort(addr, "80")
@@ -387,16 +389,27 @@ func httpToGRPC(s int) int {
 	return 2
 }
 
-func (h *Handler) forwardInboundDirect(w *countingWriter, r *http.Request, ri *reqInfo, rt *Runtime) {
-	name := "inbound|" + strconv.Itoa(h.AppPort) + "||"
+func (h *Handler) forwardInboundDirect(w *countingWriter, r *http.Request, ri *reqInfo, rt *Runtime, appPort int) {
+	name := "inbound|" + strconv.Itoa(appPort) + "||"
 	c := rt.Clusters.Clusters[name]
-	if c == nil {
+	if c == nil && appPort == h.AppPort {
 		c = h.directCluster()
+	} else if c == nil {
+		c = h.portCluster(appPort)
 	}
 	ri.cluster = name
 	up := &upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
 		buffered: r.Body == nil || r.Body == http.NoBody}
 	h.forward(r.Context(), w, r, ri, c, up, h.rnd(), nil, func(http.Header) {})
+}
+
+// portCluster is the capture-mode direct cluster for 127.0.0.1:port.
+func (h *Handler) portCluster(port int) *cluster.Cluster {
+	if c, ok := h.ports.Load(port); ok {
+		return c.(*cluster.Cluster)
+	}
+	c, _ := h.ports.LoadOrStore(port, cluster.Static("inbound|"+strconv.Itoa(port)+"||", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))))
+	return c.(*cluster.Cluster)
 }
 
 func (h *Handler) directCluster() *cluster.Cluster {

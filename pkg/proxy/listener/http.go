@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,12 +67,19 @@ type Handler struct {
 	// the filters of the gateway listener port it returns, instead of
 	// choosing the route table by the Host port. Telemetry is as outbound.
 	RouteFor func(r *http.Request) (route string, port int)
+	// OrigDst, when set (transparent capture mode), returns the original
+	// destination of a redirected connection: outbound routes by its port
+	// (and unknown destinations pass through to it), inbound forwards to
+	// 127.0.0.1:ITS_PORT. HTTP requests carry it in their context
+	// (WithOriginalDst); opaque TCP looks it up on the connection.
+	OrigDst func(net.Conn) (netip.AddrPort, bool)
 
 	// fallback transports for inbound direct-to-app and passthrough.
 	once      sync.Once
 	t1, t2    *http.Transport
 	once2     sync.Once
 	direct    *cluster.Cluster
+	ports     sync.Map // capture mode: app port → direct *cluster.Cluster
 	mirrorsWG sync.WaitGroup
 	bufs      sync.Pool // *[]byte response copy buffers
 }
@@ -171,24 +179,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	} else if h.Direction == Outbound {
 		port := hostPort(host, 80)
+		if od, ok := OriginalDst(r.Context()); ok {
+			port = int(od.Port())
+		}
 		if h.runFilters(cw, r, ri, rt.OutboundFilters[port]) {
 			return
 		}
 		table = rt.Routes[strconv.Itoa(port)]
 	} else {
-		fs, ok := rt.InboundFilters[h.AppPort]
+		appPort := h.AppPort
+		if od, ok := OriginalDst(r.Context()); ok {
+			appPort = int(od.Port())
+		}
+		fs, ok := rt.InboundFilters[appPort]
 		if !ok {
 			fs = rt.InboundFilters[0]
 		}
 		if h.runFilters(cw, r, ri, fs) {
 			return
 		}
-		table = rt.Inbound[h.AppPort]
+		table = rt.Inbound[appPort]
 		if table == nil {
 			table = rt.Inbound[0]
 		}
 		if table == nil {
-			h.forwardInboundDirect(cw, r, ri, rt)
+			h.forwardInboundDirect(cw, r, ri, rt, appPort)
 			return
 		}
 	}
@@ -198,6 +213,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ri.cluster = c.Name
 			up := &upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
 				buffered: r.Body == nil || r.Body == http.NoBody}
+			if od, ok := OriginalDst(r.Context()); ok {
+				up.dialAddr = od.String()
+			}
 			h.forward(r.Context(), cw, r, ri, c, up, 0, nil, func(http.Header) {})
 			return
 		}
@@ -206,6 +224,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rreq := &router.Request{Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Method: r.Method, Scheme: scheme, Header: r.Header}
 	vh, route := table.Match(rreq)
+	if od, ok := OriginalDst(r.Context()); ok && vh == nil && h.Direction == Outbound {
+		// Captured traffic addressed by IP: match the original destination.
+		rreq.Host = od.String()
+		vh, route = table.Match(rreq)
+	}
 	if route == nil {
 		if vh != nil && vh.Cors != nil && h.cors(cw, r, vh.Cors) {
 			return
@@ -384,6 +407,7 @@ type upstreamReq struct {
 	path, rawQuery, host string
 	body                 []byte
 	buffered             bool
+	dialAddr             string // passthrough: the captured original destination
 	consumed             bool
 }
 

@@ -129,8 +129,11 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 		return
 	}
 	ri.upstreamHost = addr
-	d := net.Dialer{Timeout: 10 * time.Second}
-	up, err := d.DialContext(r.Context(), "tcp", addr)
+	dial := (&net.Dialer{Timeout: 10 * time.Second}).DialContext
+	if c != nil && !c.Passthrough {
+		dial = c.DialContext // mutual TLS for ISTIO_MUTUAL clusters
+	}
+	up, err := dial(r.Context(), "tcp", addr)
 	if err != nil {
 		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", "upstream connect error")
 		return
@@ -194,10 +197,16 @@ func (h *Handler) tcpLabels(clusterName, authority, destWorkload, peer string) s
 // (the inbound tcp_proxy cluster for the app port, else 127.0.0.1:APP_PORT).
 func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.AppPort))
-	name := "inbound|" + strconv.Itoa(h.AppPort) + "||"
+	appPort := h.AppPort
+	if h.OrigDst != nil {
+		if od, ok := h.OrigDst(conn); ok {
+			appPort = int(od.Port())
+		}
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort))
+	name := "inbound|" + strconv.Itoa(appPort) + "||"
 	if rt := h.Runtime(); rt != nil {
-		if n, ok := rt.InboundTCP[h.AppPort]; ok {
+		if n, ok := rt.InboundTCP[appPort]; ok {
 			name = n
 		}
 		if c := rt.Clusters.Clusters[name]; c != nil {
@@ -333,6 +342,9 @@ type peekedConn struct {
 
 func (p *peekedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
+// NetConn returns the wrapped connection.
+func (p *peekedConn) NetConn() net.Conn { return p.Conn }
+
 // CloseWrite half-closes TCP connections.
 func (p *peekedConn) CloseWrite() error {
 	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
@@ -364,8 +376,7 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 		}
 		return
 	}
-	d := net.Dialer{Timeout: 10 * time.Second}
-	up, err := d.DialContext(ctx, "tcp", host.Addr)
+	up, err := c.DialContext(ctx, "tcp", host.Addr)
 	if err != nil {
 		c.Report(host, 0)
 		if h.Log != nil {
@@ -375,6 +386,44 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 	}
 	defer up.Close()
 	l := h.tcpLabels(clusterName, "", host.Workload, "")
+	if h.Stats != nil {
+		h.Stats.TCPOpened(l)
+	}
+	sent, recv := pipe(ctx, conn, up)
+	if h.Stats != nil {
+		h.Stats.TCPClosed(l, sent, recv)
+	}
+}
+
+// ServeTCPOutbound proxies an opaque captured outbound connection: to the
+// tcp_proxy cluster of the original destination port's listener if there
+// is one, else (ALLOW_ANY) to the original destination itself.
+func (h *Handler) ServeTCPOutbound(ctx context.Context, conn net.Conn) {
+	if h.OrigDst == nil {
+		conn.Close()
+		return
+	}
+	od, ok := h.OrigDst(conn)
+	rt := h.Runtime()
+	if !ok || rt == nil {
+		conn.Close()
+		return
+	}
+	if name, ok := rt.TCP[int(od.Port())]; ok && rt.Clusters.Clusters[name] != nil && !rt.Clusters.Clusters[name].Passthrough {
+		h.ServeTCPCluster(ctx, conn, name)
+		return
+	}
+	defer conn.Close()
+	if c := rt.Clusters.Clusters[rt.Passthrough]; c == nil || !c.Passthrough {
+		return // REGISTRY_ONLY: unknown destinations are refused
+	}
+	d := net.Dialer{Timeout: 10 * time.Second}
+	up, err := d.DialContext(ctx, "tcp", od.String())
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	l := h.tcpLabels(rt.Passthrough, "", "", "")
 	if h.Stats != nil {
 		h.Stats.TCPOpened(l)
 	}
