@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,6 +116,15 @@ func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, id string) e
 // plane alone (the clients run in a child process).
 func vmRSS() string { return procStatus("self", "VmRSS:") }
 
+// cpuTime is the CPU time (user+system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // procStatus reads one field of /proc/PID/status.
 func procStatus(pid, field string) string {
 	b, err := os.ReadFile("/proc/" + pid + "/status")
@@ -184,7 +194,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			time.Sleep(10 * time.Millisecond)
 		}
 
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		child, err := startBenchClients(ctx, lis.Addr().String(), clients)
 		if err != nil {
 			b.Fatal(err)
@@ -193,18 +203,18 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 		if err != nil {
 			b.Fatalf("clients not served: %v; server RSS %s", err, vmRSS())
 		}
-		full := time.Since(start)
+		full, fullCPU := time.Since(start), cpuTime()-cpu0
 		if f := os.Getenv("WEFT_BENCH_HEAP"); f != "" {
 			if out, err := os.Create(f); err == nil {
 				_ = pprof.WriteHeapProfile(out)
 				out.Close()
 			}
 		}
-		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v (clients, stream errors: %s); control-plane RSS %s, client process RSS %s",
-			services, services, services, clients, full, strings.Join(served[1:], " "), vmRSS(), child.rss())
+		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v, control-plane CPU %v (clients, stream errors: %s); control-plane RSS %s, client process RSS %s",
+			services, services, services, clients, full, fullCPU.Round(time.Millisecond), strings.Join(served[1:], " "), vmRSS(), child.rss())
 
 		// One VirtualService change that reaches every client's route "80".
-		changed := time.Now()
+		changed, cpu1 := time.Now(), cpuTime()
 		if _, err := st.Apply(context.Background(), store.Upsert, []*config.Resource{vsRes(3 * time.Second)}); err != nil {
 			b.Fatal(err)
 		}
@@ -212,6 +222,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 		if err != nil {
 			b.Fatalf("VirtualService change did not reach every client: %v", err)
 		}
+		changeCPU := cpuTime() - cpu1
 		lat := make([]time.Duration, 0, clients)
 		for _, f := range at[1:] {
 			n, err := strconv.ParseInt(f, 10, 64)
@@ -224,8 +235,8 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			b.Fatalf("client process reported %d of %d clients", len(lat), clients)
 		}
 		slices.Sort(lat)
-		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v); control-plane RSS %s (peak %s), client process RSS %s",
-			clients, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()), vmRSS(), procStatus("self", "VmHWM:"), child.rss())
+		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v; control-plane CPU %v); control-plane RSS %s (peak %s), client process RSS %s",
+			clients, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()), changeCPU.Round(time.Millisecond), vmRSS(), procStatus("self", "VmHWM:"), child.rss())
 		b.ReportMetric(full.Seconds(), "full-push-s")
 		b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "change-p50-ms")
 		b.ReportMetric(lat[len(lat)*99/100].Seconds()*1000, "change-p99-ms")

@@ -367,7 +367,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	var shared [numTypes]*sharedResources
 	changed := false
 	for i := range numTypes {
-		h, size := hashResources(gen[i], &memo.digests)
+		h, size := memo.hash(gen[i])
 		if p.computed && p.gen[i].hash == h {
 			next[i] = p.gen[i]
 			continue
@@ -492,6 +492,35 @@ type pushMemo struct {
 	digests    sync.Map // types.Resource -> digest
 	shared     sync.Map // sharedKey -> *sharedResources
 	consistent sync.Map // [numTypes][32]byte -> error (nil allowed)
+	// sets caches hashResources by slice identity: a generator that hands
+	// many proxies the same slice gets it hashed once per push.
+	sets sync.Map // sliceKey -> setHash
+}
+
+type sliceKey struct {
+	first *types.Resource
+	n     int
+}
+
+type setHash struct {
+	sum  [32]byte
+	size int
+}
+
+// hash is hashResources with the push's memos. Generated slices must not
+// change after the generator returns them.
+func (m *pushMemo) hash(rs []types.Resource) ([32]byte, int) {
+	if len(rs) == 0 {
+		return hashResources(rs, &m.digests)
+	}
+	k := sliceKey{&rs[0], len(rs)}
+	if v, ok := m.sets.Load(k); ok {
+		h := v.(setHash)
+		return h.sum, h.size
+	}
+	sum, size := hashResources(rs, &m.digests)
+	m.sets.Store(k, setHash{sum, size})
+	return sum, size
 }
 
 type sharedKey struct {

@@ -18,6 +18,7 @@ import (
 	"github.com/weftmesh/weft/pkg/config/store"
 	"github.com/weftmesh/weft/pkg/config/store/bolt"
 	"github.com/weftmesh/weft/pkg/registry"
+	"github.com/weftmesh/weft/pkg/xds/model"
 )
 
 const meshYAML = `apiVersion: networking.istio.io/v1
@@ -102,5 +103,45 @@ func TestTranslatedSidecarSnapshot(t *testing.T) {
 	}
 	if e := statusOf(t, srv, node.Id).Error; e != "" {
 		t.Errorf("generation error: %s", e)
+	}
+}
+
+// Proxies equal in everything but the node ID share one build per push;
+// any other difference gets a build of its own.
+func TestTranslateGeneratorSharesClasses(t *testing.T) {
+	base := func() *model.Proxy {
+		return &model.Proxy{ID: "sidecar~10.0.0.1~app.default~default.svc.cluster.local", Type: model.Sidecar, IP: "10.0.0.1",
+			Namespace: "default", Workload: "app", Labels: map[string]string{"app": "a", "version": "v1"}, Metadata: map[string]string{}}
+	}
+	build := TranslateGenerator(registry.New(slog.New(slog.DiscardHandler)))(nil)
+	first, err := build(base())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*model.Proxy)
+		shared bool
+	}{
+		{"other node ID", func(p *model.Proxy) { p.ID = "sidecar~10.0.0.1~app.default~other" }, true},
+		{"labels in another map", func(p *model.Proxy) { p.Labels = map[string]string{"version": "v1", "app": "a"} }, true},
+		{"other labels", func(p *model.Proxy) { p.Labels["version"] = "v2" }, false},
+		{"other namespace", func(p *model.Proxy) { p.Namespace = "prod" }, false},
+		{"other workload", func(p *model.Proxy) { p.Workload = "app-2" }, false},
+		{"other IP", func(p *model.Proxy) { p.IP = "10.0.0.2" }, false},
+		{"locality", func(p *model.Proxy) { p.Metadata["LOCALITY"] = "r/z" }, false},
+		{"gateway", func(p *model.Proxy) { p.Type = model.Router }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := base()
+			tc.change(p)
+			got, err := build(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got == first) != tc.shared {
+				t.Errorf("shared the first build = %v, want %v", got == first, tc.shared)
+			}
+		})
 	}
 }
