@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -137,4 +138,19 @@ func matchURISAN(rawCerts [][]byte, sans []string) error {
 		}
 	}
 	return fmt.Errorf("peer identity %v is not one of %v", leaf.URIs, sans)
+}
+
+// DialContext opens an opaque upstream connection (tcp_proxy, CONNECT) to
+// addr, a host of the cluster: mutual TLS when the cluster's transport
+// socket is an executed ISTIO_MUTUAL one, plaintext otherwise.
+func (c *Cluster) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	timeout := c.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	d := &net.Dialer{Timeout: timeout}
+	if c.MTLS != nil && c.mtlsCfg != nil {
+		return c.MTLS.tlsDial(c.mtlsCfg, d.DialContext)(ctx, network, addr)
+	}
+	return d.DialContext(ctx, network, addr)
 }
