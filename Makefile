@@ -7,11 +7,11 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/weftmesh/weft/pkg/cli.Version=$(VERSION)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build web test test-short vet fmt-check demo bench bench-controlplane bench-proxy fuzz clean
+.PHONY: all build web wasm-examples test test-short vet fmt-check demo bench bench-controlplane bench-proxy fuzz clean
 
 all: build
 
-build: web
+build: web wasm-examples
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(WEFT) ./cmd/weft
 
 # The dashboard SPA (web/) is built with npm into pkg/dashboard/dist, which
@@ -31,6 +31,18 @@ $(WEB_STAMP): $(WEB_SRCS)
 	elif git diff --quiet HEAD -- web 2>/dev/null; then \
 	  echo "warning: could not build web/ with npm; using the committed pkg/dashboard/dist (matches web/)"; touch $(WEB_STAMP); \
 	else echo "error: web/ has changes but npm could not build it"; exit 1; fi
+
+# proxy-wasm example plugins (examples/wasm, its own Go module) built to
+# bin/wasm/NAME.wasm; make rebuilds one only when a source under
+# examples/wasm changed, and go's build cache keeps rebuilds cheap.
+WASM_EXAMPLES := go-header go-deny
+WASM_SRCS := $(shell find examples/wasm -name '*.go' -o -name go.mod 2>/dev/null)
+
+wasm-examples: $(patsubst %,$(BIN)/wasm/%.wasm,$(WASM_EXAMPLES))
+
+$(BIN)/wasm/%.wasm: $(WASM_SRCS)
+	@mkdir -p $(BIN)/wasm
+	cd examples/wasm && GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $(CURDIR)/$@ ./$*
 
 vet:
 	$(GO) vet ./...
