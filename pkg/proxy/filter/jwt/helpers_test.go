@@ -66,6 +66,13 @@ func (k *keys) sign(t testing.TB, alg, kid string, claims map[string]any, hsKey 
 	if kid != "" {
 		hdr["kid"] = kid
 	}
+	return k.signHeader(t, hdr, claims, hsKey)
+}
+
+// signHeader signs claims with the JWS header hdr (its alg chooses the key).
+func (k *keys) signHeader(t testing.TB, hdr, claims map[string]any, hsKey []byte) string {
+	t.Helper()
+	alg, _ := hdr["alg"].(string)
 	in := segment(t, hdr) + "." + segment(t, claims)
 	h := sha256.Sum256([]byte(in))
 	var sig []byte

@@ -505,11 +505,14 @@ func (p *provider) verify(ctx context.Context, t found, audOverride []string, e 
 		return nil, ErrFormat
 	}
 	var hdr struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
+		Alg  string          `json:"alg"`
+		Kid  string          `json:"kid"`
+		Crit json.RawMessage `json:"crit"`
+		B64  json.RawMessage `json:"b64"`
 	}
 	hb, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[0], "="))
-	if err != nil || json.Unmarshal(hb, &hdr) != nil {
+	if err != nil || json.Unmarshal(hb, &hdr) != nil || hdr.Crit != nil || hdr.B64 != nil {
+		// No critical extensions (e.g. RFC 7797 unencoded payloads).
 		return nil, ErrVerification
 	}
 	pb, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))

@@ -171,6 +171,8 @@ func TestSeedRequestAuthentication(t *testing.T) {
 		{name: "HS256 with RSA kid", req: get("/", bearer(k.sign(t, "HS256", "rsa-1", claims(testNow, nil), k.rsaPublicPEM(t)))...), code: 401},
 		{name: "RS256 with EC kid", req: get("/", bearer(k.sign(t, "RS256", "ec-1", claims(testNow, nil), nil))...), code: 401},
 		{name: "unknown kid", req: get("/", bearer(k.sign(t, "RS256", "rsa-9", claims(testNow, nil), nil))...), code: 401},
+		{name: "crit header", req: get("/", bearer(k.signHeader(t, map[string]any{"alg": "RS256", "kid": "rsa-1", "crit": []string{"exp"}}, claims(testNow, nil), nil))...), code: 401, body: "Jwt verification fails"},
+		{name: "embedded jwk header is not trusted", req: get("/", bearer(k.signHeader(t, map[string]any{"alg": "HS256", "jwk": map[string]string{"kty": "oct", "k": "c2VjcmV0"}}, claims(testNow, nil), []byte("secret")))...), code: 401},
 		{name: "not a jwt", req: get("/", bearer("abc")...), code: 401},
 		{name: "garbage segments", req: get("/", bearer("a.b.c")...), code: 401, body: "Jwt verification fails"},
 		{name: "string exp", req: get("/", bearer(k.sign(t, "RS256", "rsa-1", claims(testNow, map[string]any{"exp": "tomorrow"}), nil))...), code: 401},
