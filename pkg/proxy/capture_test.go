@@ -1,0 +1,250 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/pkg/iptables"
+	"github.com/weftmesh/weft/pkg/proxy"
+	"github.com/weftmesh/weft/pkg/proxy/xdstest"
+)
+
+// The capture test re-executes this test binary inside network namespaces;
+// captureHelperEnv selects the helper's role.
+const captureHelperEnv = "WEFT_PROXY_CAPTURE_HELPER"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(captureHelperEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "app":
+		helperApp()
+	case "proxy":
+		helperProxy()
+	case "apply":
+		if err := iptables.Apply(context.Background(), iptables.Defaults()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	case "client":
+		helperClient(os.Getenv("WEFT_TARGET"))
+	}
+	os.Exit(0)
+}
+
+// helperApp is an unmodified HTTP server on 0.0.0.0:8080.
+func helperApp() {
+	ln, err := net.Listen("tcp", "0.0.0.0:8080")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app got %s host=%s", r.URL.Path, r.Host)
+	}))
+}
+
+// helperProxy runs a capture-mode proxy configured from the environment.
+func helperProxy() {
+	f, err := os.OpenFile(os.Getenv("WEFT_ACCESS"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer f.Close()
+	p, err := proxy.New(proxy.Options{ControlPlane: os.Getenv("WEFT_CP"), Namespace: ns, Workload: os.Getenv("WEFT_WORKLOAD"),
+		Capture: true, AccessLog: f, Services: strings.Fields(os.Getenv("WEFT_SERVICES")),
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, DrainTimeout: time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	select {
+	case <-p.Ready():
+		fmt.Println("ready")
+	case err := <-errc:
+		fmt.Fprintln(os.Stderr, "proxy:", err)
+		os.Exit(1)
+	case <-time.After(10 * time.Second):
+		fmt.Fprintln(os.Stderr, "proxy: not ready")
+		os.Exit(1)
+	}
+	<-errc
+}
+
+func helperClient(target string) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(target)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Printf("%d %s", resp.StatusCode, b)
+}
+
+func requireNetnsRoot(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("netns test skipped under -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	for _, bin := range []string{"ip", "iptables", "iptables-restore"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not installed", bin)
+		}
+	}
+}
+
+func sh(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// helperInNS starts a helper inside netns nsName (as gid, if non-zero) and
+// waits for its "ready" line.
+func helperInNS(t *testing.T, nsName, role string, gid uint32, env ...string) {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", nsName, os.Args[0])
+	cmd.Env = append(os.Environ(), append(env, captureHelperEnv+"="+role)...)
+	if gid != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: gid}}
+	}
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- line
+	}()
+	select {
+	case l := <-ready:
+		if strings.TrimSpace(l) != "ready" {
+			t.Fatalf("%s in %s: %q", role, nsName, l)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s in %s did not start", role, nsName)
+	}
+}
+
+func runInNS(t *testing.T, nsName, role string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", nsName, os.Args[0])
+	cmd.Env = append(os.Environ(), append(env, captureHelperEnv+"="+role)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s in %s: %v\n%s", role, nsName, err, out)
+	}
+	return string(out)
+}
+
+// TestCaptureMode joins two network namespaces with a veth pair, applies
+// the capture rules in both, and runs a capture-mode proxy (gid 1337) in
+// each: an unmodified client calling the server by IP goes through the
+// client's outbound proxy (routed by the original destination) and the
+// server's inbound proxy (to 127.0.0.1:8080), as both access logs show.
+func TestCaptureMode(t *testing.T) {
+	requireNetnsRoot(t)
+	cp := xdstest.Start(t)
+	// The proxies reach the control plane over a unix socket: it is
+	// visible from every network namespace.
+	sock := filepath.Join(t.TempDir(), "xds.sock")
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(context.Background(), cp.Cache, nil))
+	go func() { _ = gs.Serve(ul) }()
+	t.Cleanup(gs.Stop)
+
+	suffix := fmt.Sprintf("%d", os.Getpid()%100000)
+	cli, srv := "wpc"+suffix, "wps"+suffix
+	vc, vs := "wpvc"+suffix, "wpvs"+suffix
+	sh(t, "ip", "netns", "add", cli)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", cli).Run() })
+	sh(t, "ip", "netns", "add", srv)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", srv).Run() })
+	sh(t, "ip", "link", "add", vc, "netns", cli, "type", "veth", "peer", "name", vs, "netns", srv)
+	sh(t, "ip", "-n", cli, "addr", "add", "10.214.0.1/24", "dev", vc)
+	sh(t, "ip", "-n", srv, "addr", "add", "10.214.0.2/24", "dev", vs)
+	for _, n := range []string{cli, srv} {
+		sh(t, "ip", "-n", n, "link", "set", "lo", "up")
+	}
+	sh(t, "ip", "-n", cli, "link", "set", vc, "up")
+	sh(t, "ip", "-n", srv, "link", "set", vs, "up")
+
+	const cApp = "outbound|8080||app.default.svc.cluster.local"
+	cp.Set(t, xdstest.NodeID("client-v1", ns), &xdstest.Resources{
+		Listeners: []types.Resource{xdstest.HTTPListener(8080)},
+		Routes:    []types.Resource{xdstest.RouteConfig(8080, "10.214.0.2", xdstest.ToCluster("app", cApp))},
+		Clusters:  []types.Resource{xdstest.EDSCluster(cApp)},
+		Endpoints: []types.Resource{xdstest.Endpoints(cApp, "server-v1", "10.214.0.2:8080")},
+	})
+	cp.Set(t, xdstest.NodeID("server-v1", ns), &xdstest.Resources{Listeners: []types.Resource{}, Clusters: []types.Resource{}})
+
+	helperInNS(t, srv, "app", 0)
+	if got := runInNS(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:8080/direct"); !strings.HasPrefix(got, "200 app got /direct") {
+		t.Fatalf("direct call before capture: %q", got)
+	}
+	runInNS(t, cli, "apply")
+	runInNS(t, srv, "apply")
+	dir := t.TempDir()
+	cliLog, srvLog := filepath.Join(dir, "client.log"), filepath.Join(dir, "server.log")
+	helperInNS(t, cli, "proxy", 1337, "WEFT_CP=unix://"+sock, "WEFT_WORKLOAD=client-v1", "WEFT_ACCESS="+cliLog)
+	helperInNS(t, srv, "proxy", 1337, "WEFT_CP=unix://"+sock, "WEFT_WORKLOAD=server-v1", "WEFT_ACCESS="+srvLog, "WEFT_SERVICES=app:8080/http")
+
+	got := runInNS(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:8080/captured")
+	if !strings.HasPrefix(got, "200 app got /captured host=10.214.0.2:8080") {
+		t.Fatalf("captured call: %q", got)
+	}
+	read := func(p string) string {
+		var b []byte
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			b, _ = os.ReadFile(p)
+			if strings.Contains(string(b), "/captured") {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return string(b)
+	}
+	if l := read(cliLog); !strings.Contains(l, `"path":"/captured"`) || !strings.Contains(l, `"upstream_cluster":"`+cApp+`"`) ||
+		!strings.Contains(l, `"upstream_host":"10.214.0.2:8080"`) {
+		t.Errorf("client proxy access log lacks the routed request:\n%s", l)
+	}
+	if l := read(srvLog); !strings.Contains(l, `"path":"/captured"`) || !strings.Contains(l, `"upstream_host":"127.0.0.1:8080"`) {
+		t.Errorf("server proxy access log lacks the inbound request:\n%s", l)
+	}
+}
