@@ -89,8 +89,9 @@ func (c *gwConfig) match(isTLS bool, sni string) *gwChain {
 
 // compileGateway compiles the gateway listeners (every listener except the
 // sidecar's virtual ones) into per-listener configs by name.
-// Chains whose TLS certificate is not inline (an unresolved credential)
-// are skipped with a warning rather than rejecting the whole update.
+// Chains whose TLS certificate is not inline (an unresolved credential) or
+// does not parse are skipped with a warning rather than rejecting the whole
+// update.
 func compileGateway(ls map[string]*listenerv3.Listener) (map[string]*gwConfig, []string, error) {
 	var warnings []string
 	out := map[string]*gwConfig{}
@@ -165,7 +166,7 @@ func compileChain(fc *listenerv3.FilterChain) (*gwChain, error) {
 		}
 		cfg, err := serverTLS(ctx)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", errNoCert, err)
 		}
 		ch.tls = cfg
 	}
@@ -175,8 +176,10 @@ func compileChain(fc *listenerv3.FilterChain) (*gwChain, error) {
 // ErrUnsupported marks configuration the gateway cannot execute (NACKed).
 var ErrUnsupported = errors.New("unsupported")
 
-// errNoCert marks a TLS chain without an inline certificate.
-var errNoCert = errors.New("no inline certificate")
+// errNoCert marks a TLS chain without a usable certificate: the chain is
+// skipped (like Envoy warming a listener whose secret is missing), the rest
+// of the update applies.
+var errNoCert = errors.New("no usable certificate")
 
 func dataSource(d *corev3.DataSource) ([]byte, error) {
 	switch {
@@ -206,7 +209,7 @@ func serverTLS(ctx *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
 		for _, s := range common.GetTlsCertificateSdsSecretConfigs() {
 			names = append(names, s.GetName())
 		}
-		return nil, fmt.Errorf("%w (SDS secrets %v are not served)", errNoCert, names)
+		return nil, fmt.Errorf("no inline certificate (SDS secrets %v are not served)", names)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	for _, c := range certs {
