@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
@@ -48,17 +49,23 @@ func TestMain(m *testing.M) {
 	os.Exit(0)
 }
 
-// helperApp is an unmodified HTTP server on 0.0.0.0:8080.
+// helperApp is an unmodified HTTP server on 0.0.0.0:8080 and :9090.
 func helperApp() {
-	ln, err := net.Listen("tcp", "0.0.0.0:8080")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app got %s host=%s", r.URL.Path, r.Host)
+	})
+	var lns []net.Listener
+	for _, a := range []string{"0.0.0.0:8080", "0.0.0.0:9090"} { // 9090 is not a mesh service
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		lns = append(lns, ln)
 	}
 	fmt.Println("ready")
-	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "app got %s host=%s", r.URL.Path, r.Host)
-	}))
+	go func() { _ = http.Serve(lns[1], h) }()
+	_ = http.Serve(lns[0], h)
 }
 
 // helperProxy runs a capture-mode proxy configured from the environment.
@@ -205,10 +212,12 @@ func TestCaptureMode(t *testing.T) {
 	sh(t, "ip", "-n", srv, "link", "set", vs, "up")
 
 	const cApp = "outbound|8080||app.default.svc.cluster.local"
+	passthrough := &clusterv3.Cluster{Name: "PassthroughCluster", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED}
 	cp.Set(t, xdstest.NodeID("client-v1", ns), &xdstest.Resources{
-		Listeners: []types.Resource{xdstest.HTTPListener(8080)},
+		Listeners: []types.Resource{xdstest.HTTPListener(8080), virtualOutbound(t, "PassthroughCluster")},
 		Routes:    []types.Resource{xdstest.RouteConfig(8080, "10.214.0.2", xdstest.ToCluster("app", cApp))},
-		Clusters:  []types.Resource{xdstest.EDSCluster(cApp)},
+		Clusters:  []types.Resource{xdstest.EDSCluster(cApp), passthrough},
 		Endpoints: []types.Resource{xdstest.Endpoints(cApp, "server-v1", "10.214.0.2:8080")},
 	})
 	cp.Set(t, xdstest.NodeID("server-v1", ns), &xdstest.Resources{Listeners: []types.Resource{}, Clusters: []types.Resource{}})
@@ -228,12 +237,17 @@ func TestCaptureMode(t *testing.T) {
 	if !strings.HasPrefix(got, "200 app got /captured host=10.214.0.2:8080") {
 		t.Fatalf("captured call: %q", got)
 	}
+	// Not a mesh service: ALLOW_ANY passes it through to the original
+	// destination, and the server side still captures it.
+	if got := runInNS(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:9090/unknown"); !strings.HasPrefix(got, "200 app got /unknown") {
+		t.Fatalf("passthrough call: %q", got)
+	}
 	read := func(p string) string {
 		var b []byte
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
 			b, _ = os.ReadFile(p)
-			if strings.Contains(string(b), "/captured") {
+			if strings.Contains(string(b), "/captured") && strings.Contains(string(b), "/unknown") {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
@@ -243,6 +257,12 @@ func TestCaptureMode(t *testing.T) {
 	if l := read(cliLog); !strings.Contains(l, `"path":"/captured"`) || !strings.Contains(l, `"upstream_cluster":"`+cApp+`"`) ||
 		!strings.Contains(l, `"upstream_host":"10.214.0.2:8080"`) {
 		t.Errorf("client proxy access log lacks the routed request:\n%s", l)
+	}
+	if l := read(cliLog); !strings.Contains(l, `"upstream_host":"10.214.0.2:9090","upstream_cluster":"PassthroughCluster"`) {
+		t.Errorf("client proxy access log lacks the passthrough request:\n%s", l)
+	}
+	if l := read(srvLog); !strings.Contains(l, `"upstream_host":"127.0.0.1:9090"`) {
+		t.Errorf("server proxy access log lacks the inbound request to 9090:\n%s", l)
 	}
 	if l := read(srvLog); !strings.Contains(l, `"path":"/captured"`) || !strings.Contains(l, `"upstream_host":"127.0.0.1:8080"`) {
 		t.Errorf("server proxy access log lacks the inbound request:\n%s", l)
