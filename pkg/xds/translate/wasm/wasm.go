@@ -59,7 +59,7 @@ const (
 // skipped; a resource that cannot be translated is reported in the joined
 // error while the others are still returned.
 func Translate(plugins []*config.Resource, envoyFilters []*config.Resource, proxy *model.Proxy) ([]*hcmv3.HttpFilter, error) {
-	chain, err := Apply([]*hcmv3.HttpFilter{{Name: RouterName}}, plugins, envoyFilters, proxy, Inbound)
+	chain, err := Apply([]*hcmv3.HttpFilter{{Name: RouterName}}, plugins, envoyFilters, proxy, Inbound, "")
 	return slices.DeleteFunc(chain, func(f *hcmv3.HttpFilter) bool { return f.GetName() == RouterName }), err
 }
 
@@ -67,8 +67,12 @@ func Translate(plugins []*config.Resource, envoyFilters []*config.Resource, prox
 // the WasmPlugins placed by phase (AUTHN before jwt_authn, AUTHZ before
 // rbac, STATS before istio.stats, unspecified before the router; higher
 // priority first within a phase) and then the EnvoyFilter patches applied.
-// chain is not modified.
-func Apply(chain []*hcmv3.HttpFilter, plugins []*config.Resource, envoyFilters []*config.Resource, proxy *model.Proxy, dir Direction) ([]*hcmv3.HttpFilter, error) {
+// chain is not modified. Resources in rootNamespace (default
+// RootNamespace) apply to every proxy.
+func Apply(chain []*hcmv3.HttpFilter, plugins []*config.Resource, envoyFilters []*config.Resource, proxy *model.Proxy, dir Direction, rootNamespace string) ([]*hcmv3.HttpFilter, error) {
+	if rootNamespace == "" {
+		rootNamespace = RootNamespace
+	}
 	out := slices.Clone(chain)
 	var errs []error
 	type wp struct {
@@ -78,7 +82,7 @@ func Apply(chain []*hcmv3.HttpFilter, plugins []*config.Resource, envoyFilters [
 	var wps []wp
 	for _, r := range plugins {
 		s, ok := r.Spec.(*extensionsv1alpha1.WasmPlugin)
-		if !ok || !selects(r, s.GetSelector().GetMatchLabels(), proxy) || !pluginApplies(s, dir) {
+		if !ok || !selects(r, rootNamespace, s.GetSelector().GetMatchLabels(), proxy) || !pluginApplies(s, dir) {
 			continue
 		}
 		if s.GetSelector() == nil && len(s.GetTargetRefs())+btoi(s.GetTargetRef() != nil) > 0 && dir != Gateway {
@@ -108,7 +112,7 @@ func Apply(chain []*hcmv3.HttpFilter, plugins []*config.Resource, envoyFilters [
 	}
 	efs := slices.Clone(envoyFilters)
 	slices.SortStableFunc(efs, func(a, b *config.Resource) int {
-		ra, rb := btoi(a.Meta.Namespace != RootNamespace), btoi(b.Meta.Namespace != RootNamespace)
+		ra, rb := btoi(a.Meta.Namespace != rootNamespace), btoi(b.Meta.Namespace != rootNamespace)
 		if c := cmp.Compare(ra, rb); c != 0 {
 			return c
 		}
@@ -122,7 +126,7 @@ func Apply(chain []*hcmv3.HttpFilter, plugins []*config.Resource, envoyFilters [
 	})
 	for _, r := range efs {
 		s, ok := r.Spec.(*networkingv1alpha3.EnvoyFilter)
-		if !ok || !selects(r, s.GetWorkloadSelector().GetLabels(), proxy) {
+		if !ok || !selects(r, rootNamespace, s.GetWorkloadSelector().GetLabels(), proxy) {
 			continue
 		}
 		for i, p := range s.GetConfigPatches() {
@@ -152,12 +156,12 @@ func efPriority(r *config.Resource) int32 {
 
 // selects reports whether a resource in r's namespace with these labels
 // applies to proxy (root namespace resources apply mesh-wide).
-func selects(r *config.Resource, labels map[string]string, proxy *model.Proxy) bool {
+func selects(r *config.Resource, root string, labels map[string]string, proxy *model.Proxy) bool {
 	ns := r.Meta.Namespace
 	if ns == "" {
 		ns = config.DefaultNamespace
 	}
-	if ns != RootNamespace && ns != proxy.Namespace {
+	if ns != root && ns != proxy.Namespace {
 		return false
 	}
 	for k, v := range labels {

@@ -194,7 +194,7 @@ spec: {url: "http://h/x.wasm"}
 			if efs == "SEED" {
 				efs = seed(t)
 			}
-			got, err := Apply(base, decode(t, tt.plugins), decode(t, efs), proxy, tt.dir)
+			got, err := Apply(base, decode(t, tt.plugins), decode(t, efs), proxy, tt.dir, "")
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("err = %v", err)
 			}
@@ -249,5 +249,13 @@ func TestTranslateFields(t *testing.T) {
 	}
 	if d := desc(t, fs); d != "wasm:istio-system.authn-high,wasm:prod.other-ns" {
 		t.Fatalf("prod: %s", d)
+	}
+	// With another root namespace, istio-system plugins are not mesh-wide.
+	got, err := Apply(nil, decode(t, plugins), nil, &model.Proxy{Namespace: "prod"}, Inbound, "mesh-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := desc(t, got); d != "wasm:prod.other-ns" {
+		t.Fatalf("mesh-root: %s", d)
 	}
 }
