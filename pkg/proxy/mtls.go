@@ -59,12 +59,18 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 			c.NextProtos = []string{"istio-peer-exchange", "istio", "h2", "http/1.1"}
 			return c
 		},
-		Policy: func() listener.InboundTLS {
+		Policy: func(c net.Conn) listener.InboundTLS {
 			rt := p.rt.Load()
 			if rt == nil {
 				return listener.InboundTLS{Plain: true}
 			}
-			return listener.InboundTLSFor(rt.Resources, o.AppPort)
+			port := o.AppPort
+			if o.Capture { // the captured connection's original port
+				if od, ok := originalDst(c); ok {
+					port = int(od.Port())
+				}
+			}
+			return listener.InboundTLSFor(rt.Resources, port)
 		},
 		OnRefused: func(string) { refused.Add(1) },
 		Log:       p.log,
@@ -74,13 +80,19 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 
 type peerTLSKey struct{}
 
-// peerTLSContext is the inbound http.Server's ConnContext: it keeps the
-// connection's mTLS state for peerTLSHandler.
-func peerTLSContext(ctx context.Context, c net.Conn) context.Context {
-	if st := listener.PeerTLS(c); st != nil {
-		return context.WithValue(ctx, peerTLSKey{}, st)
+// peerTLSContext returns the inbound http.Server's ConnContext: after
+// next (may be nil) it keeps the connection's mTLS state for
+// peerTLSHandler.
+func peerTLSContext(next func(context.Context, net.Conn) context.Context) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, c net.Conn) context.Context {
+		if next != nil {
+			ctx = next(ctx, c)
+		}
+		if st := listener.PeerTLS(c); st != nil {
+			return context.WithValue(ctx, peerTLSKey{}, st)
+		}
+		return ctx
 	}
-	return ctx
 }
 
 // peerTLSHandler exposes the mTLS state as r.TLS, where the RBAC filter

@@ -396,7 +396,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 			srv.Protocols = pr
 		}
 		if i == 1 && o.MTLS != nil {
-			srv.ConnContext = peerTLSContext
+			srv.ConnContext = peerTLSContext(srv.ConnContext)
 			srv.Handler = peerTLSHandler(handlers[i])
 		}
 		p.servers = append(p.servers, srv)

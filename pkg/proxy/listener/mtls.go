@@ -106,8 +106,9 @@ type MTLSListener struct {
 	net.Listener
 	// Config returns the server mTLS configuration per handshake.
 	Config func() *tls.Config
-	// Policy returns the current policy (from the latest Runtime).
-	Policy func() InboundTLS
+	// Policy returns the current policy for a new connection (from the
+	// latest Runtime and the connection's destination port).
+	Policy func(c net.Conn) InboundTLS
 	// OnRefused is called for each refused connection (for metrics); may be
 	// nil.
 	OnRefused func(reason string)
@@ -157,7 +158,7 @@ func (m *MTLSListener) refuse(c net.Conn, reason string) {
 }
 
 func (m *MTLSListener) classify(c net.Conn) {
-	pol := m.Policy()
+	pol := m.Policy(c)
 	deadline := time.Now().Add(m.HandshakeTimeout)
 	if pol.Plain {
 		// Server-first plaintext protocols send nothing: do not hold them

@@ -134,7 +134,7 @@ func TestMTLSListener(t *testing.T) {
 				Config: func() *tls.Config {
 					return &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.pool}
 				},
-				Policy: func() InboundTLS { return tc.pol },
+				Policy: func(net.Conn) InboundTLS { return tc.pol },
 			}
 			defer ml.Close()
 			go func() {
