@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/tetratelabs/wazero"
@@ -132,8 +131,8 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 
 const rootContextID = 1
 
-// call calls an export if present; a missing one returns (1, nil) so that
-// boolean callbacks count as success and actions as... callers check.
+// call calls an export. A missing optional export succeeds: boolean
+// callbacks (vm_start, configure, done) return true, others 0 (Continue).
 func (in *instance) call(ctx context.Context, name string, args ...uint64) (uint64, error) {
 	f := in.fns[name]
 	if f == nil {
@@ -269,7 +268,6 @@ type callState struct {
 	w     http.ResponseWriter
 	local *localReply
 	done  bool
-	mu    sync.Mutex
 }
 
 type localReply struct {
