@@ -112,6 +112,23 @@ func TestMutualTLS(t *testing.T) {
 	server, serverProc := startMeshedProxy(t, dataDir, xds, caAddr, "server",
 		"--app-port", strconv.Itoa(appPort), "--service", "server:8080/http")
 	client, _ := startMeshedProxy(t, dataDir, xds, caAddr, "client")
+	// An opaque TCP service (echo) behind its own sidecar.
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	db, _ := startMeshedProxy(t, dataDir, xds, caAddr, "db",
+		"--app-port", strconv.Itoa(echo.Addr().(*net.TCPAddr).Port), "--service", "db:9000/tcp")
 	u, _ := url.Parse("http://" + client.Outbound)
 	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(u), DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	meshed := func() (int, string) {
@@ -138,6 +155,24 @@ func TestMutualTLS(t *testing.T) {
 	eventually("meshed request through the sidecars", func() bool { s, _ := meshed(); return s == 200 })
 	if s, body := meshed(); s != 200 || body != "hello from server" {
 		t.Fatalf("meshed: %d %q", s, body)
+	}
+	// Opaque TCP through a CONNECT tunnel: client sidecar → mTLS → db sidecar.
+	eventually("TCP echo through the sidecars", func() bool { return tcpEcho(client.Outbound, "db:9000") == nil })
+	dbMetrics := func() string {
+		resp, err := http.Get("http://" + db.Metrics + "/stats/prometheus")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if m := dbMetrics(); !hasLine(m, "istio_tcp_connections_opened_total{", `connection_security_policy="mutual_tls"`) {
+		t.Errorf("db sidecar: no mutual_tls TCP connection:\n%s", grepLines(m, "istio_tcp"))
+	}
+	t.Logf("db sidecar TCP metrics:\n%s", grepLines(dbMetrics(), "istio_tcp_connections_opened_total{"))
+	if err := tcpEchoDirect(db.Inbound); err == nil {
+		t.Errorf("STRICT: plaintext TCP to the db sidecar echoed, want refused")
 	}
 	// ... and a plaintext client without a sidecar is refused.
 	if s, err := plainGet(server.Inbound); err == nil {
@@ -192,6 +227,54 @@ spec:
 	if s, body := meshed(); s != 200 {
 		t.Fatalf("principal policy: meshed client got %d %q, want 200", s, body)
 	}
+}
+
+// tcpEcho opens a CONNECT tunnel to target through an outbound listener
+// and checks that a line comes back.
+func tcpEcho(outbound, target string) error {
+	c, err := net.DialTimeout("tcp", outbound, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
+		return err
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("CONNECT: %d", resp.StatusCode)
+	}
+	return echoLine(c, br)
+}
+
+// tcpEchoDirect sends a line in plaintext straight to addr.
+func tcpEchoDirect(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	return echoLine(c, bufio.NewReader(c))
+}
+
+func echoLine(c net.Conn, br *bufio.Reader) error {
+	if _, err := io.WriteString(c, "hello mesh\n"); err != nil {
+		return err
+	}
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "hello mesh\n" {
+		return fmt.Errorf("echo: %q", line)
+	}
+	return nil
 }
 
 // hasLine reports whether a line of s contains every one of subs.
