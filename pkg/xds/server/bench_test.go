@@ -214,6 +214,12 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			services, services, services, clients, full, fullCPU.Round(time.Millisecond), strings.Join(served[1:], " "), vmRSS(), child.rss())
 
 		// One VirtualService change that reaches every client's route "80".
+		stopProfile := func() {}
+		if f := os.Getenv("WEFT_BENCH_CHANGE_CPU"); f != "" { // profile only the change
+			if out, err := os.Create(f); err == nil && pprof.StartCPUProfile(out) == nil {
+				stopProfile = func() { pprof.StopCPUProfile(); out.Close() }
+			}
+		}
 		changed, cpu1 := time.Now(), cpuTime()
 		if _, err := st.Apply(context.Background(), store.Upsert, []*config.Resource{vsRes(3 * time.Second)}); err != nil {
 			b.Fatal(err)
@@ -223,6 +229,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			b.Fatalf("VirtualService change did not reach every client: %v", err)
 		}
 		changeCPU := cpuTime() - cpu1
+		stopProfile()
 		lat := make([]time.Duration, 0, clients)
 		for _, f := range at[1:] {
 			n, err := strconv.ParseInt(f, 10, 64)

@@ -112,6 +112,8 @@ type Server struct {
 	// prepared maps shared marshaled responses to their encoded bodies for
 	// the gRPC codec.
 	prepared preparedRegistry
+	// watches are the open SotW watches, checked after each SetSnapshot.
+	watches watchSet
 }
 
 type streamState struct {
@@ -400,7 +402,9 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	s.mu.Lock()
 	p.pending = shared
 	s.mu.Unlock()
-	if err := s.cacheFor(p.proxy.Type).SetSnapshot(ctx, p.proxy.ID, snap); err != nil {
+	err = s.cacheFor(p.proxy.Type).SetSnapshot(ctx, p.proxy.ID, snap)
+	s.watches.forward(p.proxy.ID)
+	if err != nil {
 		s.log.Error("set snapshot", "node", p.proxy.ID, "err", err)
 		return
 	}

@@ -29,11 +29,13 @@ func TestSharedResponsesMarshalOnce(t *testing.T) {
 	before := h.srv.prepared.marshals.Load()
 	const n = 3
 	var resps []*discoveryv3.DiscoveryResponse
+	var clients []*adsClient
 	for i := range n {
 		c := dial(t, h.addr)
 		id := fmt.Sprintf("sidecar~127.0.0.%d~app-%d.default~default.svc.cluster.local", i+1, i)
 		c.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: id}, TypeUrl: resourcev3.ClusterType})
 		resps = append(resps, c.next(t))
+		clients = append(clients, c)
 	}
 	for i, r := range resps {
 		if got := clusterNames(t, r); !slices.Equal(got, []string{"a", "b"}) {
@@ -48,6 +50,31 @@ func TestSharedResponsesMarshalOnce(t *testing.T) {
 	}
 	if got := h.srv.prepared.hits.Load(); got < n {
 		t.Errorf("codec wrote %d responses from the shared body, want >= %d", got, n)
+	}
+
+	// ACKed watches wait for the next push, which answers them all from
+	// one new shared set.
+	for i, c := range clients {
+		c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: resps[i].GetVersionInfo(), ResponseNonce: resps[i].GetNonce()})
+	}
+	waitFor(t, "watches open", func() bool {
+		h.srv.watches.mu.Lock()
+		defer h.srv.watches.mu.Unlock()
+		return len(h.srv.watches.m) == n
+	})
+	before = h.srv.prepared.marshals.Load()
+	h.apply(t, vs("c"))
+	for i, c := range clients {
+		r := c.next(t)
+		if got := clusterNames(t, r); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Errorf("client %d after the change: clusters = %v, want [a b c]", i, got)
+		}
+		if r.GetVersionInfo() == resps[i].GetVersionInfo() {
+			t.Errorf("client %d: version %q did not change", i, r.GetVersionInfo())
+		}
+	}
+	if got := h.srv.prepared.marshals.Load() - before; got != 1 {
+		t.Errorf("prepared %d CDS responses after the change, want 1", got)
 	}
 }
 

@@ -465,35 +465,120 @@ func (h *holdCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, 
 			}
 		}
 	}
-	// The cache answers into mid; each answer is swapped for one with
-	// shared, already marshaled resources before the server sees it.
-	mid := make(chan cachev3.Response, 1)
-	cancel, err := c.CreateWatch(req, sub, mid)
+	// The cache answers into w.mid; each answer is swapped for one with
+	// shared, already marshaled resources before the server sees it. The
+	// cache answers only inside CreateWatch or SetSnapshot, so the watch is
+	// checked right after each, without a goroutine per open watch.
+	w := &sotwWatch{s: h.s, nodeID: req.GetNode().GetId(), mid: make(chan cachev3.Response, 1), out: ch, done: make(chan struct{})}
+	cancel, err := c.CreateWatch(req, sub, w.mid)
 	if err != nil {
 		return cancel, err
 	}
-	done := make(chan struct{})
-	var once sync.Once
-	nodeID := req.GetNode().GetId()
-	go func() {
-		select {
-		case r := <-mid:
-			r = h.s.sharedResponse(nodeID, r)
+	w.cancel = cancel
+	if !w.forward() {
+		h.s.watches.add(w)
+	}
+	return w.close, nil
+}
+
+// sotwWatch is one open SotW watch between the snapshot cache and a stream.
+type sotwWatch struct {
+	s      *Server
+	nodeID string
+	mid    chan cachev3.Response // the cache answers here (at most once)
+	out    chan cachev3.Response // the stream's response channel
+	done   chan struct{}
+	cancel func()
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// forward passes the cache's answer, if there is one, to the stream and
+// reports whether the watch is finished.
+func (w *sotwWatch) forward() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return true
+	}
+	var r cachev3.Response
+	select {
+	case r = <-w.mid:
+	default:
+		return false
+	}
+	r = w.s.sharedResponse(w.nodeID, r)
+	select {
+	case w.out <- r: // the stream's channel has room for one answer per type
+	default:
+		go func() {
 			select {
-			case ch <- r:
-			case <-done:
+			case w.out <- r:
+			case <-w.done:
 			}
-		case <-done:
+		}()
+	}
+	return true
+}
+
+func (w *sotwWatch) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	w.closed = true
+	close(w.done)
+	if w.cancel != nil {
+		w.cancel()
+	}
+	w.s.watches.remove(w)
+}
+
+// watchSet holds the open SotW watches per node.
+type watchSet struct {
+	mu sync.Mutex
+	m  map[string]map[*sotwWatch]struct{}
+}
+
+func (ws *watchSet) add(w *sotwWatch) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.m == nil {
+		ws.m = map[string]map[*sotwWatch]struct{}{}
+	}
+	if ws.m[w.nodeID] == nil {
+		ws.m[w.nodeID] = map[*sotwWatch]struct{}{}
+	}
+	ws.m[w.nodeID][w] = struct{}{}
+}
+
+func (ws *watchSet) remove(w *sotwWatch) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if set := ws.m[w.nodeID]; set != nil {
+		delete(set, w)
+		if len(set) == 0 {
+			delete(ws.m, w.nodeID)
 		}
-	}()
-	return func() {
-		once.Do(func() {
-			if cancel != nil {
-				cancel()
-			}
-			close(done)
-		})
-	}, nil
+	}
+}
+
+// forward passes on what the cache answered to nodeID's open watches
+// (after SetSnapshot).
+func (ws *watchSet) forward(nodeID string) {
+	ws.mu.Lock()
+	var open []*sotwWatch
+	for w := range ws.m[nodeID] {
+		open = append(open, w)
+	}
+	ws.mu.Unlock()
+	for _, w := range open {
+		if w.forward() {
+			ws.remove(w)
+		}
+	}
 }
 
 func (h *holdCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
