@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/weftmesh/weft/pkg/ca"
+)
+
+// TestProxyMTLSFlags checks weft proxy's CA flags against a real CA served
+// over gRPC/TLS on 127.0.0.1.
+func TestProxyMTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	c, err := ca.New(ca.Options{DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := ca.NewTokenStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokens.Create("shop", "cart", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := c.NewServingCertSource([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
+	ca.RegisterGRPC(srv, c, tokens)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	root := filepath.Join(dir, "ca", "root-cert.pem")
+	tokFile := filepath.Join(t.TempDir(), "tok")
+	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	cases := []struct {
+		name    string
+		f       proxyMTLSFlags
+		wantID  string // "" with wantErr "" means no mTLS
+		wantErr string
+	}{
+		{name: "no flags: plaintext", f: proxyMTLSFlags{}},
+		{name: "token without address", f: proxyMTLSFlags{token: tok}, wantErr: "need --ca-address"},
+		{name: "no root", f: proxyMTLSFlags{addr: addr, token: tok}, wantErr: "--ca-root-cert"},
+		{name: "missing root file", f: proxyMTLSFlags{addr: addr, rootCert: filepath.Join(dir, "nope.pem"), token: tok}, wantErr: "--ca-root-cert"},
+		{name: "no token", f: proxyMTLSFlags{addr: addr, rootCert: root}, wantErr: "--ca-token"},
+		{name: "bad token", f: proxyMTLSFlags{addr: addr, rootCert: root, token: "wrong", wait: 500 * time.Millisecond}, wantErr: "no workload certificate"},
+		{name: "token", f: proxyMTLSFlags{addr: addr, rootCert: root, token: tok, wait: 10 * time.Second}, wantID: "spiffe://cluster.local/ns/shop/sa/cart"},
+		{name: "token file", f: proxyMTLSFlags{addr: addr, rootCert: root, tokenFile: tokFile, wait: 10 * time.Second}, wantID: "spiffe://cluster.local/ns/shop/sa/cart"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			certs, err := tc.f.start(ctx, slog.New(slog.DiscardHandler))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				var ee *exitError
+				if strings.HasPrefix(tc.wantErr, "--") && !errors.As(err, &ee) {
+					t.Errorf("flag error %v is not a usage (exit 2) error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantID == "" {
+				if certs != nil {
+					t.Fatalf("certs = %v, want nil", certs)
+				}
+				return
+			}
+			cert, err := certs.ClientConfig().GetClientCertificate(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cert.Leaf == nil || len(cert.Leaf.URIs) == 0 || cert.Leaf.URIs[0].String() != tc.wantID {
+				t.Fatalf("certificate identity %v, want %s", cert.Leaf, tc.wantID)
+			}
+		})
+	}
+}
