@@ -140,10 +140,15 @@ func procStatus(pid, field string) string {
 }
 
 // BenchmarkControlPlaneScale: 1000 services, 5000 ADS clients on real gRPC
-// streams over 127.0.0.1 (100 streams per connection). It reports the time
-// to serve every client its first full config, the time for one
-// VirtualService change to reach every client (p50/p99/max), the push
-// computation time and the process RSS (clients included).
+// streams over 127.0.0.1 (100 streams per connection), run in a child
+// process (see startBenchClients). It reports the time to serve every
+// client its first full config, the time for one VirtualService change to
+// reach every client (p50/p99/max), the push computation time, the control
+// plane's CPU time for each phase (wall times stretch on a busy machine;
+// CPU time does much less) and its RSS, clients excluded.
+// WEFT_BENCH_CLIENTS scales it down; WEFT_BENCH_HEAP writes a heap profile
+// once every client is served, WEFT_BENCH_CHANGE_CPU a CPU profile of the
+// change alone.
 func BenchmarkControlPlaneScale(b *testing.B) {
 	const (
 		services      = 1000
