@@ -247,6 +247,18 @@ func TestGateway(t *testing.T) {
 		if r := do(c, "https://"+addr+"/productpage", "secure.example.com"); r.status != 200 || r.body != "productpage-app" {
 			t.Fatalf("https: %d %q", r.status, r.body)
 		}
+		// HTTP/2 over TLS (ALPN h2).
+		h2 := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{ForceAttemptHTTP2: true,
+			TLSClientConfig: &tls.Config{RootCAs: sPool, ServerName: "secure.example.com"}}}
+		resp, err := h2.Get("https://" + addr + "/productpage")
+		if err != nil {
+			t.Fatalf("h2: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(b) != "productpage-app" {
+			t.Fatalf("h2: %s %d %q", resp.Proto, resp.StatusCode, b)
+		}
 		// A client trusting only the passthrough backend's CA must fail:
 		// the gateway answered with its own certificate.
 		bad := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pPool, ServerName: "secure.example.com"}}}

@@ -652,7 +652,7 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 			return
 		}
 		t := c.Transport
-		if up.orig.ProtoMajor == 2 || c.UpstreamH2 {
+		if (up.orig.ProtoMajor == 2 && (h.RouteFor == nil || isGRPC(up.orig))) || c.UpstreamH2 {
 			t = c.H2C
 		}
 		resp, err := t.RoundTrip(req)
