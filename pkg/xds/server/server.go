@@ -427,6 +427,9 @@ func (s *Server) setGenErr(p *proxyState, err error) {
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	g := grpc.NewServer(
 		grpc.MaxConcurrentStreams(1<<20),
+		// With a connection per proxy, per-connection write buffers add up
+		// (32 KiB each); a shared pool holds them only while writing.
+		grpc.SharedWriteBuffer(true),
 		grpc.ForceServerCodecV2(sharedCodec{base: encoding.GetCodecV2(encodingproto.Name), reg: &s.prepared}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
