@@ -144,3 +144,47 @@ func TestSharedCodecAndPrepare(t *testing.T) {
 		t.Errorf("prepared %d responses, want 2 (all, subset)", got)
 	}
 }
+
+// Answers a snapshot gives several open watches of one node reach the
+// stream in ADS order, whatever order the watches were opened in.
+func TestWatchForwardKeepsADSOrder(t *testing.T) {
+	s := &Server{proxies: map[string]*proxyState{}}
+	out := make(chan cachev3.Response, 8)
+	urls := []string{resourcev3.RouteType, resourcev3.ListenerType, resourcev3.EndpointType, resourcev3.ClusterType, resourcev3.SecretType}
+	for _, u := range urls {
+		w := &sotwWatch{s: s, nodeID: "n", order: adsOrder(u), mid: make(chan cachev3.Response, 1), out: out, done: make(chan struct{})}
+		s.watches.add(w)
+		if w.forward() {
+			t.Fatal("a watch with no answer yet was finished")
+		}
+		w.mid <- &cachev3.PassthroughResponse{Request: &discoveryv3.DiscoveryRequest{TypeUrl: u}}
+	}
+	other := &sotwWatch{s: s, nodeID: "other", mid: make(chan cachev3.Response, 1), out: out, done: make(chan struct{})}
+	s.watches.add(other)
+	other.mid <- &cachev3.PassthroughResponse{Request: &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType}}
+
+	s.watches.forward("n")
+	want := []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType}
+	for i, u := range want {
+		select {
+		case r := <-out:
+			if got := r.GetRequest().GetTypeUrl(); got != u {
+				t.Errorf("answer %d is %s, want %s", i, got, u)
+			}
+		default:
+			t.Fatalf("only %d answers forwarded, want %d", i, len(want))
+		}
+	}
+	select {
+	case r := <-out:
+		t.Errorf("another node's answer was forwarded: %s", r.GetRequest().GetTypeUrl())
+	default:
+	}
+	if _, ok := s.watches.m["n"]; ok {
+		t.Error("answered watches stay registered")
+	}
+	other.close()
+	if len(s.watches.m) != 0 {
+		t.Errorf("closed watch stays registered: %v", s.watches.m)
+	}
+}

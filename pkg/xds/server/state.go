@@ -469,7 +469,7 @@ func (h *holdCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, 
 	// shared, already marshaled resources before the server sees it. The
 	// cache answers only inside CreateWatch or SetSnapshot, so the watch is
 	// checked right after each, without a goroutine per open watch.
-	w := &sotwWatch{s: h.s, nodeID: req.GetNode().GetId(), mid: make(chan cachev3.Response, 1), out: ch, done: make(chan struct{})}
+	w := &sotwWatch{s: h.s, nodeID: req.GetNode().GetId(), order: adsOrder(req.GetTypeUrl()), mid: make(chan cachev3.Response, 1), out: ch, done: make(chan struct{})}
 	cancel, err := c.CreateWatch(req, sub, w.mid)
 	if err != nil {
 		return cancel, err
@@ -485,6 +485,7 @@ func (h *holdCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, 
 type sotwWatch struct {
 	s      *Server
 	nodeID string
+	order  int                   // ADS response order of its type
 	mid    chan cachev3.Response // the cache answers here (at most once)
 	out    chan cachev3.Response // the stream's response channel
 	done   chan struct{}
@@ -536,6 +537,22 @@ func (w *sotwWatch) close() {
 	w.s.watches.remove(w)
 }
 
+// adsOrder ranks a type URL in the order ADS responses go out: clusters,
+// endpoints, listeners, routes, then anything else.
+func adsOrder(typeURL string) int {
+	switch typeOf(typeURL) {
+	case cds:
+		return 0
+	case eds:
+		return 1
+	case lds:
+		return 2
+	case rds:
+		return 3
+	}
+	return 4
+}
+
 // watchSet holds the open SotW watches per node.
 type watchSet struct {
 	mu sync.Mutex
@@ -574,6 +591,8 @@ func (ws *watchSet) forward(nodeID string) {
 		open = append(open, w)
 	}
 	ws.mu.Unlock()
+	// Keep the cache's ADS order (CDS, EDS, LDS, RDS) on the stream.
+	sort.Slice(open, func(i, j int) bool { return open[i].order < open[j].order })
 	for _, w := range open {
 		if w.forward() {
 			ws.remove(w)
