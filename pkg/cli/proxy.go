@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/weftmesh/weft/pkg/proxy/filter/wasm"
 	"io"
 	"log/slog"
 	"maps"
@@ -61,6 +62,12 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
 			maps.Copy(o.HTTPFilters, jwt.Filters(o.Logger))                             // envoy.filters.http.jwt_authn (RequestAuthentication)
+			wasmEngine, err := wasm.NewEngine(cmd.Context(), o.Logger.With("component", "wasm"))
+			if err != nil {
+				return fmt.Errorf("wasm runtime: %w", err)
+			}
+			defer wasmEngine.Close(context.Background())
+			maps.Copy(o.HTTPFilters, wasmEngine.Filters()) // envoy.filters.http.wasm (WasmPlugin, EnvoyFilter)
 			o.DrainTimeout = drain
 			if o.Capture { // redirected traffic arrives on the pod's addresses
 				if !cmd.Flags().Changed("outbound-address") {
@@ -78,7 +85,6 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				}
 				o.GatewayAddresses[port] = addr
 			}
-			var err error
 			if o.Labels, err = parseLabels(labels); err != nil {
 				return &exitError{code: 2, err: err}
 			}

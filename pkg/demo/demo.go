@@ -93,21 +93,47 @@ var workloads = []struct{ service, version string }{
 // ServicePort is the port every Bookinfo service is called on.
 const ServicePort = 9080
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// portPicker hands out distinct free ports from 20000-31999, below Linux's
+// ephemeral range (32768+), so ports the kernel gives other sockets (tests
+// running in parallel, outgoing connections) cannot take them between
+// planning and binding. The start is spread by pid so concurrent demos
+// rarely probe the same ports.
+type portPicker struct {
+	next int
+	used map[int]bool
+}
+
+func newPortPicker() *portPicker {
+	return &portPicker{next: 20000 + (os.Getpid()*97)%12000, used: map[int]bool{}}
+}
+
+func (pp *portPicker) pick() (int, error) {
+	for tries := 0; tries < 12000; tries++ {
+		pp.next++
+		if pp.next >= 32000 {
+			pp.next = 20000
+		}
+		if pp.used[pp.next] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(pp.next))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		pp.used[pp.next] = true
+		return pp.next, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("no free port in 20000-31999")
 }
 
 // MakePlan assigns ports.
 func MakePlan(o Options) (*Plan, error) {
 	next := o.BasePort
+	picker := newPortPicker()
 	port := func() (int, error) {
 		if o.BasePort == 0 {
-			return freePort()
+			return picker.pick()
 		}
 		next++
 		return next - 1, nil
@@ -119,7 +145,7 @@ func MakePlan(o Options) (*Plan, error) {
 		if o.BasePort != 0 {
 			return def, nil
 		}
-		p, err := freePort()
+		p, err := picker.pick()
 		return "127.0.0.1:" + strconv.Itoa(p), err
 	}
 	p := &Plan{}

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/xds/translate/wasm"
 	"net"
 	"sort"
 	"strconv"
@@ -368,7 +370,7 @@ func (b *builder) buildInbound() {
 	}
 	vi := listener(VirtualInbound, "0.0.0.0", VirtualInboundPort, corev3.TrafficDirection_INBOUND)
 	vi.UseOriginalDst = wrapperspb.Bool(true)
-	httpFilters := b.inboundRBAC()
+	httpFilters := b.inboundHTTPFilters()
 	for _, ip := range ports {
 		cname := InboundClusterName(ip.port)
 		host, port := "127.0.0.1", ip.port
@@ -401,7 +403,7 @@ func (b *builder) buildInbound() {
 						}},
 					}},
 				}},
-				HttpFilters: append(httpFilters[:len(httpFilters):len(httpFilters)], &hcmv3.HttpFilter{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}),
+				HttpFilters: httpFilters,
 			}
 			fc.Filters = []*listenerv3.Filter{hcmFilter(h)}
 		} else {
@@ -442,6 +444,30 @@ func (b *builder) buildProxyless() {
 
 // inboundRBAC returns the AuthorizationPolicy RBAC http filters (DENY
 // before ALLOW) for the proxy's inbound HTTP chains; see package authz.
+// inboundHTTPFilters is the inbound HCM filter chain: jwt_authn, RBAC, the
+// WasmPlugins and EnvoyFilter HTTP_FILTER patches that apply, then the router.
+// A WasmPlugin or EnvoyFilter that cannot be translated is left out; the
+// others still apply.
+func (b *builder) inboundHTTPFilters() []*hcmv3.HttpFilter {
+	chain := append(b.inboundRBAC(), &hcmv3.HttpFilter{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
+	var plugins, envoyFilters []*config.Resource
+	for _, r := range b.in.Configs {
+		switch r.Kind {
+		case config.KindWasmPlugin:
+			plugins = append(plugins, r)
+		case config.KindEnvoyFilter:
+			envoyFilters = append(envoyFilters, r)
+		}
+	}
+	if len(plugins)+len(envoyFilters) == 0 {
+		return chain
+	}
+	if out, _ := wasm.Apply(chain, plugins, envoyFilters, b.p, wasm.Inbound, b.in.RootNamespace); out != nil {
+		return out
+	}
+	return chain
+}
+
 func (b *builder) inboundRBAC() []*hcmv3.HttpFilter {
 	pol, err := authz.Translate(b.in.Configs, b.p, b.in.RootNamespace)
 	if err != nil { // fail closed: allow nothing
