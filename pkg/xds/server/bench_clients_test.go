@@ -77,6 +77,25 @@ func (c *benchChild) await(word string, timeout time.Duration) ([]string, error)
 	}
 }
 
+// cpu is the client process's CPU time so far (user+system, from
+// /proc/PID/stat in clock ticks of 1/100 s).
+func (c *benchChild) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesized command name; utime and stime are
+	// fields 14 and 15 of the whole line.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 func (c *benchChild) rss() string { return procStatus(strconv.Itoa(c.cmd.Process.Pid), "VmRSS:") }
 
 func (c *benchChild) stop() {
