@@ -95,7 +95,15 @@ func start(t testing.TB, ctx context.Context, dir, name, bin string, args ...str
 		close(done)
 	}()
 	t.Cleanup(func() {
-		<-done
+		// Stop the process here: the context may only be cancelled by a
+		// cleanup that runs after this one.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logf.Name())
 			if len(b) > 4000 {
