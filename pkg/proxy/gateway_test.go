@@ -143,6 +143,11 @@ func TestGateway(t *testing.T) {
 		o.AccessLog = &sideLog
 	})
 	cp.Set(t, xdstest.NodeID("productpage-v1", ns), &xdstest.Resources{Listeners: []types.Resource{}, Clusters: []types.Resource{}})
+	select { // requests must not reach the sidecar before its first config
+	case <-side.Ready():
+	case <-time.After(15 * time.Second):
+		t.Fatal("productpage sidecar never got its first configuration")
+	}
 
 	// A TLS server behind passthrough (its own certificate).
 	pCert, pKey, pPool := testCert(t, "pass.example.com")
