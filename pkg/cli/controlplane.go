@@ -7,12 +7,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/pkg/controlplane"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 func newControlPlaneCmd() *cobra.Command {
 	var (
-		o        controlplane.Options
-		logLevel string
+		o          controlplane.Options
+		logLevel   string
+		meshConfig string
 	)
 	cmd := &cobra.Command{
 		Use:   "control-plane",
@@ -32,6 +34,11 @@ The admin API address may use port 0; the bound address is logged
 			if err := lv.UnmarshalText([]byte(logLevel)); err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
 			}
+			mesh, err := meshconfig.Load(meshConfig)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			o.Mesh = mesh
 			o.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lv}))
 			o.Version = Version
 			// Components that run inside the control plane (xDS server,
@@ -47,6 +54,7 @@ The admin API address may use port 0; the bound address is logged
 	f.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "xDS (ADS) gRPC listen address")
 	f.StringVar(&o.MonitoringAddress, "monitoring-address", "127.0.0.1:15014", "Prometheus metrics listen address")
 	f.StringVar(&o.ReadyFile, "ready-file", "", "write the admin API URL to this file once serving")
+	f.StringVar(&meshConfig, "mesh-config", "", "Istio MeshConfig YAML (rootNamespace, extensionProviders, defaultProviders, ...); default: built-in defaults")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	caExt, caf := newCAExtension(cmd)
 	o.Extensions = append(o.Extensions, caExt, newXDSExtension(cmd, caf), newDashboardExtension(cmd))

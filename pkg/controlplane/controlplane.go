@@ -14,11 +14,13 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sync/errgroup"
+	meshv1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/weftmesh/weft/pkg/admin"
 	"github.com/weftmesh/weft/pkg/config/store"
 	"github.com/weftmesh/weft/pkg/config/store/bolt"
 	"github.com/weftmesh/weft/pkg/config/store/file"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 // Options configures Run. Only AdminAddress is needed; every other field has
@@ -47,6 +49,9 @@ type Options struct {
 	Version string
 	// Logger receives the process log. Nil discards it.
 	Logger *slog.Logger
+	// Mesh is the mesh config (root namespace, extension providers, ...);
+	// nil means meshconfig.Default().
+	Mesh *meshv1.MeshConfig
 	// Extensions run in order after the store is open and before the admin
 	// API serves, so they can add routes.
 	Extensions []Extension
@@ -138,6 +143,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Mesh == nil {
+		o.Mesh = meshconfig.Default()
 	}
 }
 

@@ -27,7 +27,7 @@ func Extension(o ExtensionOptions) controlplane.Extension {
 	return controlplane.ExtensionFunc(func(_ context.Context, env *controlplane.Env) error {
 		log := env.Logger.With("component", "xds")
 		reg := registry.New(env.Logger.With("component", "registry"))
-		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS), Logger: log, Debounce: o.Debounce})
+		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS, env.Options.Mesh), Logger: log, Debounce: o.Debounce})
 		if err != nil {
 			return err
 		}

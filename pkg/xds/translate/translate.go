@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	meshv1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/config"
@@ -30,6 +31,10 @@ type Input struct {
 	// RootNamespace holds mesh-wide Sidecar and DestinationRule defaults
 	// (default "weft-system"; "istio-system" is accepted as a root too).
 	RootNamespace string
+	// Mesh is the mesh config (extension providers for tracing, access
+	// logging and ext_authz; default providers); nil means none. Its
+	// rootNamespace is not read here: callers copy it to RootNamespace.
+	Mesh *meshv1.MeshConfig
 	// Credentials looks up a gateway TLS credentialName (PEM certificate
 	// chain and key); nil means no credentials are known.
 	Credentials func(name string) (certPEM, keyPEM []byte, ok bool)
