@@ -10,9 +10,10 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/pkg/netnstest"
 )
 
 // The netns test re-executes this test binary inside network namespaces it
@@ -120,118 +121,46 @@ func runClient(target string) {
 	fmt.Print(string(b))
 }
 
-func requireNetns(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("netns test skipped under -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	for _, bin := range []string{"ip", "iptables", "iptables-restore", "iptables-save"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
-		}
-	}
-}
-
-func run(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// startInNS starts a helper inside ns and waits for its "ready" line.
-func startInNS(t *testing.T, ns, role string, gid uint32, env ...string) {
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0])
-	cmd.Env = append(os.Environ(), append(env, helperEnv+"="+role)...)
-	if gid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: gid}}
-	}
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- line
-	}()
-	select {
-	case l := <-ready:
-		if strings.TrimSpace(l) != "ready" {
-			t.Fatalf("%s in %s: %q", role, ns, l)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s in %s did not start", role, ns)
-	}
-}
-
-func inNS(t *testing.T, ns, role string, env ...string) string {
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0])
-	cmd.Env = append(os.Environ(), append(env, helperEnv+"="+role)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s in %s: %v\n%s", role, ns, err, out)
-	}
-	return string(out)
-}
+// helpers re-execute this test binary inside the test's namespaces.
+var helpers = netnstest.Helpers{Env: helperEnv, Timeout: 10 * time.Second}
 
 // TestCaptureInNetns builds two namespaces joined by a veth pair, applies
 // the capture rules in both, and checks that an unmodified client calling
 // the server by IP passes through the client's outbound capture and the
 // server's inbound capture, with the original destination recovered.
 func TestCaptureInNetns(t *testing.T) {
-	requireNetns(t)
-	suffix := fmt.Sprintf("%d", os.Getpid()%100000)
-	cli, srv := "weftc"+suffix, "wefts"+suffix
-	vc, vs := "wvc"+suffix, "wvs"+suffix
-	run(t, "ip", "netns", "add", cli)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", cli).Run() })
-	run(t, "ip", "netns", "add", srv)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", srv).Run() })
-	run(t, "ip", "link", "add", vc, "netns", cli, "type", "veth", "peer", "name", vs, "netns", srv)
-	run(t, "ip", "-n", cli, "addr", "add", "10.213.0.1/24", "dev", vc)
-	run(t, "ip", "-n", srv, "addr", "add", "10.213.0.2/24", "dev", vs)
-	for _, ns := range []string{cli, srv} {
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	run(t, "ip", "-n", cli, "link", "set", vc, "up")
-	run(t, "ip", "-n", srv, "link", "set", vs, "up")
+	netnstest.Require(t, "iptables", "iptables-restore", "iptables-save")
+	pair := netnstest.NewPair(t, "wi", "10.213.0")
+	cli, srv := pair.A, pair.B
 
 	// Before capture: the client reaches the app directly.
-	startInNS(t, srv, "app", 0)
-	if got := inNS(t, cli, "client", "WEFT_TARGET=10.213.0.2:8080"); got != "app got: hello\n" {
+	helpers.Start(t, srv, "app", 0)
+	if got := helpers.Exec(t, cli, "client", "WEFT_TARGET=10.213.0.2:8080"); got != "app got: hello\n" {
 		t.Fatalf("direct call before capture: %q", got)
 	}
 
-	inNS(t, cli, "apply")
-	inNS(t, srv, "apply")
+	helpers.Exec(t, cli, "apply")
+	helpers.Exec(t, srv, "apply")
 	// Re-applying must not duplicate jump rules.
-	inNS(t, srv, "apply")
+	helpers.Exec(t, srv, "apply")
 	if out, _ := exec.Command("ip", "netns", "exec", srv, "iptables-save", "-t", "nat").Output(); strings.Count(string(out), "-A PREROUTING -p tcp -j ISTIO_INBOUND") != 1 {
 		t.Fatalf("re-apply duplicated the PREROUTING jump:\n%s", out)
 	}
 
 	// Capture proxies run with gid 1337, the excluded proxy identity.
-	startInNS(t, cli, "capture", 1337, "WEFT_LISTEN=0.0.0.0:15001", "WEFT_NAME=client-outbound")
-	startInNS(t, srv, "capture", 1337, "WEFT_LISTEN=0.0.0.0:15006", "WEFT_NAME=server-inbound", "WEFT_INBOUND=1")
+	helpers.Start(t, cli, "capture", 1337, "WEFT_LISTEN=0.0.0.0:15001", "WEFT_NAME=client-outbound")
+	helpers.Start(t, srv, "capture", 1337, "WEFT_LISTEN=0.0.0.0:15006", "WEFT_NAME=server-inbound", "WEFT_INBOUND=1")
 
-	got := inNS(t, cli, "client", "WEFT_TARGET=10.213.0.2:8080")
+	got := helpers.Exec(t, cli, "client", "WEFT_TARGET=10.213.0.2:8080")
 	want := "via=client-outbound orig=10.213.0.2:8080\nvia=server-inbound orig=10.213.0.2:8080\napp got: hello\n"
 	if got != want {
 		t.Fatalf("captured call:\n got %q\nwant %q", got, want)
 	}
 
 	// Cleanup restores direct traffic.
-	inNS(t, cli, "cleanup")
-	inNS(t, srv, "cleanup")
-	if got := inNS(t, cli, "client", "WEFT_TARGET=10.213.0.2:8080"); got != "app got: hello\n" {
+	helpers.Exec(t, cli, "cleanup")
+	helpers.Exec(t, srv, "cleanup")
+	if got := helpers.Exec(t, cli, "client", "WEFT_TARGET=10.213.0.2:8080"); got != "app got: hello\n" {
 		t.Fatalf("direct call after cleanup: %q", got)
 	}
 }

@@ -1,17 +1,14 @@
 package proxy_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/weftmesh/weft/pkg/iptables"
+	"github.com/weftmesh/weft/pkg/netnstest"
 	"github.com/weftmesh/weft/pkg/proxy"
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
@@ -112,68 +110,8 @@ func helperClient(target string) {
 	fmt.Printf("%d %s", resp.StatusCode, b)
 }
 
-func requireNetnsRoot(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("netns test skipped under -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	for _, bin := range []string{"ip", "iptables", "iptables-restore"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
-		}
-	}
-}
-
-func sh(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// helperInNS starts a helper inside netns nsName (as gid, if non-zero) and
-// waits for its "ready" line.
-func helperInNS(t *testing.T, nsName, role string, gid uint32, env ...string) {
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", nsName, os.Args[0])
-	cmd.Env = append(os.Environ(), append(env, captureHelperEnv+"="+role)...)
-	if gid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: gid}}
-	}
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- line
-	}()
-	select {
-	case l := <-ready:
-		if strings.TrimSpace(l) != "ready" {
-			t.Fatalf("%s in %s: %q", role, nsName, l)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("%s in %s did not start", role, nsName)
-	}
-}
-
-func runInNS(t *testing.T, nsName, role string, env ...string) string {
-	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", nsName, os.Args[0])
-	cmd.Env = append(os.Environ(), append(env, captureHelperEnv+"="+role)...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s in %s: %v\n%s", role, nsName, err, out)
-	}
-	return string(out)
-}
+// captureHelpers re-execute this test binary inside the test's namespaces.
+var captureHelpers = netnstest.Helpers{Env: captureHelperEnv}
 
 // TestCaptureMode joins two network namespaces with a veth pair, applies
 // the capture rules in both, and runs a capture-mode proxy (gid 1337) in
@@ -181,7 +119,7 @@ func runInNS(t *testing.T, nsName, role string, env ...string) string {
 // client's outbound proxy (routed by the original destination) and the
 // server's inbound proxy (to 127.0.0.1:8080), as both access logs show.
 func TestCaptureMode(t *testing.T) {
-	requireNetnsRoot(t)
+	netnstest.Require(t, "iptables", "iptables-restore")
 	cp := xdstest.Start(t)
 	// The proxies reach the control plane over a unix socket: it is
 	// visible from every network namespace.
@@ -195,21 +133,8 @@ func TestCaptureMode(t *testing.T) {
 	go func() { _ = gs.Serve(ul) }()
 	t.Cleanup(gs.Stop)
 
-	suffix := fmt.Sprintf("%d", os.Getpid()%100000)
-	cli, srv := "wpc"+suffix, "wps"+suffix
-	vc, vs := "wpvc"+suffix, "wpvs"+suffix
-	sh(t, "ip", "netns", "add", cli)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", cli).Run() })
-	sh(t, "ip", "netns", "add", srv)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", srv).Run() })
-	sh(t, "ip", "link", "add", vc, "netns", cli, "type", "veth", "peer", "name", vs, "netns", srv)
-	sh(t, "ip", "-n", cli, "addr", "add", "10.214.0.1/24", "dev", vc)
-	sh(t, "ip", "-n", srv, "addr", "add", "10.214.0.2/24", "dev", vs)
-	for _, n := range []string{cli, srv} {
-		sh(t, "ip", "-n", n, "link", "set", "lo", "up")
-	}
-	sh(t, "ip", "-n", cli, "link", "set", vc, "up")
-	sh(t, "ip", "-n", srv, "link", "set", vs, "up")
+	pair := netnstest.NewPair(t, "wp", "10.214.0")
+	cli, srv := pair.A, pair.B
 
 	const cApp = "outbound|8080||app.default.svc.cluster.local"
 	passthrough := &clusterv3.Cluster{Name: "PassthroughCluster", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
@@ -222,24 +147,24 @@ func TestCaptureMode(t *testing.T) {
 	})
 	cp.Set(t, xdstest.NodeID("server-v1", ns), &xdstest.Resources{Listeners: []types.Resource{}, Clusters: []types.Resource{}})
 
-	helperInNS(t, srv, "app", 0)
-	if got := runInNS(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:8080/direct"); !strings.HasPrefix(got, "200 app got /direct") {
+	captureHelpers.Start(t, srv, "app", 0)
+	if got := captureHelpers.Exec(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:8080/direct"); !strings.HasPrefix(got, "200 app got /direct") {
 		t.Fatalf("direct call before capture: %q", got)
 	}
-	runInNS(t, cli, "apply")
-	runInNS(t, srv, "apply")
+	captureHelpers.Exec(t, cli, "apply")
+	captureHelpers.Exec(t, srv, "apply")
 	dir := t.TempDir()
 	cliLog, srvLog := filepath.Join(dir, "client.log"), filepath.Join(dir, "server.log")
-	helperInNS(t, cli, "proxy", 1337, "WEFT_CP=unix://"+sock, "WEFT_WORKLOAD=client-v1", "WEFT_ACCESS="+cliLog)
-	helperInNS(t, srv, "proxy", 1337, "WEFT_CP=unix://"+sock, "WEFT_WORKLOAD=server-v1", "WEFT_ACCESS="+srvLog, "WEFT_SERVICES=app:8080/http")
+	captureHelpers.Start(t, cli, "proxy", 1337, "WEFT_CP=unix://"+sock, "WEFT_WORKLOAD=client-v1", "WEFT_ACCESS="+cliLog)
+	captureHelpers.Start(t, srv, "proxy", 1337, "WEFT_CP=unix://"+sock, "WEFT_WORKLOAD=server-v1", "WEFT_ACCESS="+srvLog, "WEFT_SERVICES=app:8080/http")
 
-	got := runInNS(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:8080/captured")
+	got := captureHelpers.Exec(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:8080/captured")
 	if !strings.HasPrefix(got, "200 app got /captured host=10.214.0.2:8080") {
 		t.Fatalf("captured call: %q", got)
 	}
 	// Not a mesh service: ALLOW_ANY passes it through to the original
 	// destination, and the server side still captures it.
-	if got := runInNS(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:9090/unknown"); !strings.HasPrefix(got, "200 app got /unknown") {
+	if got := captureHelpers.Exec(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:9090/unknown"); !strings.HasPrefix(got, "200 app got /unknown") {
 		t.Fatalf("passthrough call: %q", got)
 	}
 	read := func(p string) string {
