@@ -30,6 +30,8 @@ func newDemoCmd() *cobra.Command {
 	f.StringVar(&o.IngressAddress, "ingress-address", "", "ingress gateway address (default 127.0.0.1:8000)")
 	f.IntVar(&o.BasePort, "base-port", 21000, "first port of the block the workloads use; 0 picks free ports")
 	f.IntVar(&o.Load, "load", 0, "send this many requests per second to the ingress so graphs move")
+	f.StringVar(&o.CAAddress, "ca-address", "", "control plane workload CA address (default 127.0.0.1:15012)")
+	f.BoolVar(&o.Plaintext, "plaintext", false, "no CA and no mutual TLS: sidecars talk plaintext (default: STRICT mTLS mesh-wide)")
 	f.BoolVar(&o.NoGateway, "no-gateway", false, "do not start the ingress gateway; enter through productpage's sidecar")
 	f.DurationVar(&o.ReadyTimeout, "ready-timeout", 0, "how long start-up may take (default 60s)")
 	return cmd

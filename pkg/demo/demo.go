@@ -41,6 +41,12 @@ type Options struct {
 	DashboardAddress string
 	// IngressAddress is the ingress gateway's HTTP address (default 127.0.0.1:8000).
 	IngressAddress string
+	// CAAddress is the control plane's workload CA (default 127.0.0.1:15012).
+	CAAddress string
+	// Plaintext runs the mesh without the CA: no workload certificates, no
+	// PeerAuthentication, plaintext between sidecars. By default the demo
+	// turns the CA on and applies mesh-wide STRICT mutual TLS.
+	Plaintext bool
 	// BasePort is the first port of the block workloads use (10 ports each);
 	// 0 picks free ports (tests).
 	BasePort int
@@ -81,6 +87,7 @@ type Plan struct {
 	Monitor   string
 	Dashboard string
 	IngressHP string
+	CA        string
 }
 
 // IngressURL is the productpage URL through the ingress gateway.
@@ -163,6 +170,9 @@ func MakePlan(o Options) (*Plan, error) {
 		return nil, err
 	}
 	if p.IngressHP, err = addr(o.IngressAddress, "127.0.0.1:8000"); err != nil {
+		return nil, err
+	}
+	if p.CA, err = addr(o.CAAddress, "127.0.0.1:15012"); err != nil {
 		return nil, err
 	}
 	mk := func(service, version string, app bool) (Workload, error) {
@@ -296,13 +306,16 @@ func (m *mesh) spawn(name string, args ...string) error {
 func (m *mesh) start(ctx context.Context) error {
 	m.died = make(chan error, 1)
 	p := m.plan
-	if err := m.spawn("control-plane", "control-plane",
-		"--data-dir", filepath.Join(m.o.DataDir, "store"),
+	if err := m.spawn("control-plane", append([]string{"control-plane",
+		"--data-dir", m.storeDir(),
 		"--admin-address", p.Admin, "--xds-address", p.XDS, "--monitoring-address", p.Monitor,
-		"--dashboard-address", p.Dashboard); err != nil {
+		"--dashboard-address", p.Dashboard}, m.caControlPlaneArgs()...)...); err != nil {
 		return err
 	}
 	if err := m.waitHTTP(ctx, "http://"+p.Admin+"/healthz", "control plane"); err != nil {
+		return err
+	}
+	if err := m.issueTokens(); err != nil {
 		return err
 	}
 	if err := m.applyStarterConfig(ctx); err != nil {
@@ -336,26 +349,37 @@ func (m *mesh) start(ctx context.Context) error {
 }
 
 func (m *mesh) proxyArgs(w Workload) []string {
-	ns, labels := "default", fmt.Sprintf("app=%s,version=%s", w.Service, w.Version)
+	ns, sa := identity(w)
+	labels := fmt.Sprintf("app=%s,version=%s", w.Service, w.Version)
 	if w.AppPort == 0 {
-		ns, labels = "weft-system", "istio=ingressgateway,app=istio-ingressgateway"
+		labels = "istio=ingressgateway,app=istio-ingressgateway"
 	}
 	hp := func(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
-	return []string{"proxy", "--control-plane", m.plan.XDS, "--namespace", ns, "--workload", w.Name(),
-		"--labels", labels, "--service-account", "bookinfo-" + w.Service,
+	return append([]string{"proxy", "--control-plane", m.plan.XDS, "--namespace", ns, "--workload", w.Name(),
+		"--labels", labels, "--service-account", sa,
 		"--inbound-address", hp(w.Inbound), "--outbound-address", hp(w.Outbound),
 		"--admin-address", hp(w.Admin), "--metrics-address", hp(w.Metrics), "--health-address", hp(w.Health),
-		"--status-address", hp(w.Status), "--access-log", filepath.Join(m.o.DataDir, "logs", w.Name()+".access.log")}
+		"--status-address", hp(w.Status), "--access-log", filepath.Join(m.o.DataDir, "logs", w.Name()+".access.log")},
+		m.proxyCAArgs(w)...)
 }
 
 func (m *mesh) applyStarterConfig(ctx context.Context) error {
 	var docs []string
-	for _, f := range []string{"config/destination-rule-all.yaml", "config/bookinfo-gateway.yaml"} {
+	files := []string{"config/destination-rule-all.yaml", "config/bookinfo-gateway.yaml"}
+	if !m.o.Plaintext {
+		files = append(files, "config/peer-authentication-strict.yaml")
+	}
+	for _, f := range files {
 		b, err := fs.ReadFile(bookinfo.Config, f)
 		if err != nil {
 			return err
 		}
 		docs = append(docs, string(b))
+	}
+	if m.o.NoGateway && !m.o.Plaintext {
+		// Without the gateway, clients enter through productpage's sidecar in
+		// plaintext: let that one workload take both.
+		docs = append(docs, productpagePermissive)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.plan.Admin+"/api/v1/apply",
 		strings.NewReader(strings.Join(docs, "\n---\n")))
@@ -374,6 +398,21 @@ func (m *mesh) applyStarterConfig(ctx context.Context) error {
 	}
 	return nil
 }
+
+// productpagePermissive lets plaintext clients reach productpage's sidecar
+// directly (--no-gateway) while the rest of the mesh stays STRICT.
+const productpagePermissive = `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: productpage-permissive
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: productpage
+  mtls:
+    mode: PERMISSIVE
+`
 
 // waitHTTP polls url until it answers 200, the deadline passes, or a child dies.
 func (m *mesh) waitHTTP(ctx context.Context, url, what string) error {
@@ -411,6 +450,11 @@ func (m *mesh) banner() {
 	fmt.Fprintf(out, "  control plane API   http://%s   (export WEFT_SERVER=http://%s)\n", p.Admin, p.Admin)
 	fmt.Fprintf(out, "  xDS                 %s\n", p.XDS)
 	fmt.Fprintf(out, "  metrics             http://%s/metrics\n", p.Monitor)
+	if m.o.Plaintext {
+		fmt.Fprintf(out, "  mTLS                off (--plaintext)\n")
+	} else {
+		fmt.Fprintf(out, "  mTLS                STRICT mesh-wide, workload certificates from the CA at %s\n", p.CA)
+	}
 	fmt.Fprintf(out, "  logs                %s\n\n", filepath.Join(m.o.DataDir, "logs"))
 	fmt.Fprintf(out, "  %-22s %-8s %-18s %-18s %s\n", "WORKLOAD", "APP", "SIDECAR INBOUND", "SIDECAR METRICS", "ADMIN")
 	for _, w := range append(append([]Workload(nil), p.Workloads...), p.Ingress) {

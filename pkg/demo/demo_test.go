@@ -36,10 +36,29 @@ func TestMakePlanBasePort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Admin != "127.0.0.1:8080" || p.IngressHP != "127.0.0.1:8000" || p.Dashboard != "127.0.0.1:20001" {
+	if p.Admin != "127.0.0.1:8080" || p.IngressHP != "127.0.0.1:8000" || p.Dashboard != "127.0.0.1:20001" || p.CA != "127.0.0.1:15012" {
 		t.Errorf("defaults not kept: %+v", p)
 	}
 	if w := p.Workloads[0]; w.Inbound != 21000 || p.Workloads[1].Inbound != 21010 {
 		t.Errorf("blocks not aligned to 10: %d, %d", w.Inbound, p.Workloads[1].Inbound)
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	p, err := MakePlan(Options{BasePort: 21000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		w      Workload
+		ns, sa string
+	}{
+		{p.Workloads[0], "default", "bookinfo-productpage"},
+		{p.Workloads[3], "default", "bookinfo-reviews"},
+		{p.Ingress, "weft-system", "istio-ingressgateway-service-account"},
+	} {
+		if ns, sa := identity(tc.w); ns != tc.ns || sa != tc.sa {
+			t.Errorf("%s: identity %s/%s, want %s/%s", tc.w.Name(), ns, sa, tc.ns, tc.sa)
+		}
 	}
 }

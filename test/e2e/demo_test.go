@@ -135,6 +135,25 @@ func eventually(t *testing.T, what string, check func() error) {
 func TestDemoBookinfoTasks(t *testing.T) {
 	m := startDemo(t, "--load", "20")
 
+	// Before any rule: the dashboard graph marks every Bookinfo edge mTLS
+	// (drawn solid with "mTLS" in its label; plaintext edges are dashed).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		edges, plain := graphMTLS(t, m.dash), 0
+		for _, e := range edges {
+			if !e.MTLS {
+				plain++
+			}
+		}
+		if len(edges) >= 4 && plain == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dashboard graph edges not all mTLS: %+v", edges)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
 	// No VirtualService yet: reviews round-robins over v1, v2, v3.
 	got := m.versions(t, 30)
 	for _, v := range []string{"v1", "v2", "v3"} {
@@ -202,9 +221,36 @@ func TestDemoBookinfoTasks(t *testing.T) {
 		t.Error("reviews-v3 sidecar lacks the fault-injected 500 FI series for ratings")
 	}
 
+	// Mutual TLS: the demo turns the CA on and applies STRICT mesh-wide, so
+	// the destination sidecar of every edge reports mutual_tls, and no
+	// destination-reporter series anywhere says otherwise.
+	mtlsEdges := []struct{ workload, src, dst string }{
+		{"productpage-v1", "istio-ingressgateway-v1", "productpage.default.svc.cluster.local"},
+		{"details-v1", "productpage-v1", "details.default.svc.cluster.local"},
+		{"reviews-v1", "productpage-v1", "reviews.default.svc.cluster.local"},
+		{"reviews-v2", "productpage-v1", "reviews.default.svc.cluster.local"},
+		{"reviews-v3", "productpage-v1", "reviews.default.svc.cluster.local"},
+		{"ratings-v1", "reviews-v2", "ratings.default.svc.cluster.local"},
+		{"ratings-v1", "reviews-v3", "ratings.default.svc.cluster.local"},
+	}
+	for _, e := range mtlsEdges {
+		if !hasSeries(scrape(t, m.metrics[e.workload]), "istio_requests_total", map[string]string{
+			"reporter": "destination", "source_workload": e.src, "destination_service": e.dst,
+			"response_code": "200", "connection_security_policy": "mutual_tls",
+		}) {
+			t.Errorf("%s sidecar lacks a mutual_tls istio_requests_total series from %s", e.workload, e.src)
+		}
+	}
+	for w, addr := range m.metrics {
+		if line := seriesWithout(scrape(t, addr), "istio_requests_total", "reporter", "destination",
+			"connection_security_policy", "mutual_tls"); line != "" {
+			t.Errorf("%s sidecar has a destination-reporter series without mutual TLS: %s", w, line)
+		}
+	}
+
 	// The control plane's dashboard scrapes the sidecars and draws the
 	// graph; the injected fault shows as errors on reviews -> ratings.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for {
 		edges := graphEdges(t, m.dash)
 		_, pd := edges["svc:default/productpage->svc:default/details"]
@@ -251,6 +297,39 @@ func graphEdges(t *testing.T, dash string) map[string]float64 {
 		out[e.Source+"->"+e.Target] = e.ErrorRate
 	}
 	return out
+}
+
+// graphMTLS returns the dashboard graph's edges with their mTLS marks.
+func graphMTLS(t *testing.T, dash string) []graphEdge {
+	t.Helper()
+	resp, err := http.Get(dash + "/api/graph")
+	if err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	defer resp.Body.Close()
+	var g struct{ Edges []graphEdge }
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
+		t.Fatalf("dashboard graph: %v", err)
+	}
+	return g.Edges
+}
+
+type graphEdge struct {
+	Source, Target string
+	MTLS           bool    `json:"mtls"`
+	MTLSShare      float64 `json:"mtlsShare"`
+}
+
+// seriesWithout returns the first sample line of metric that has label
+// key=val but not label key2=val2 ("" if none).
+func seriesWithout(exposition, metric, key, val, key2, val2 string) string {
+	for _, line := range strings.Split(exposition, "\n") {
+		if strings.HasPrefix(line, metric+"{") && strings.Contains(line, key+`="`+val+`"`) &&
+			!strings.Contains(line, key2+`="`+val2+`"`) {
+			return line
+		}
+	}
+	return ""
 }
 
 func scrape(t *testing.T, addr string) string {
