@@ -6,12 +6,20 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/weftmesh/weft/pkg/cli"
+	"github.com/weftmesh/weft/pkg/cni"
 )
 
 func main() {
+	// Container runtimes run CNI plugins by their file name, without
+	// arguments: `weft cni install` copies this binary as weft-cni.
+	if filepath.Base(os.Args[0]) == cni.PluginType {
+		cni.Main()
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := cli.NewRoot(os.Stdin, os.Stdout, os.Stderr).ExecuteContext(ctx)
 	stop()

@@ -44,6 +44,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 	root.AddCommand(
 		newVersionCmd(),
 		newIptablesCmd(),
+		newCNICmd(),
 		newDemoCmd(),
 		newDemoAppCmd(),
 		newProxyCmd(),

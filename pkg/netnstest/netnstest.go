@@ -40,6 +40,17 @@ func Run(t testing.TB, args ...string) {
 	}
 }
 
+// New creates network namespace "<prefix><pid>" with loopback up and
+// returns its name; it is deleted in t.Cleanup.
+func New(t testing.TB, prefix string) string {
+	t.Helper()
+	ns := fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
+	Run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	return ns
+}
+
 // Pair is two network namespaces joined by a veth pair on a /24.
 type Pair struct {
 	// A and B are the namespace names; AddrA and AddrB their veth IPs.
@@ -47,26 +58,20 @@ type Pair struct {
 	AddrA, AddrB string
 }
 
-// NewPair creates namespaces "<prefix>a<pid>" and "<prefix>b<pid>" joined
-// by a veth pair, with net24 (e.g. "10.213.0") .1 in A and .2 in B, and
-// loopback up in both. The prefix keeps tests of different packages, which
+// NewPair creates namespaces "<prefix>a<pid>" and "<prefix>b<pid>" (see
+// New) joined by a veth pair, with net24 (e.g. "10.213.0") .1 in A and .2
+// in B. The prefix keeps tests of different packages, which
 // may run at the same time, apart.
 func NewPair(t testing.TB, prefix, net24 string) *Pair {
 	t.Helper()
+	p := &Pair{A: New(t, prefix+"a"), B: New(t, prefix+"b"), AddrA: net24 + ".1", AddrB: net24 + ".2"}
 	suffix := fmt.Sprintf("%d", os.Getpid()%100000)
-	p := &Pair{A: prefix + "a" + suffix, B: prefix + "b" + suffix, AddrA: net24 + ".1", AddrB: net24 + ".2"}
 	va, vb := prefix+"va"+suffix, prefix+"vb"+suffix
-	for _, ns := range []string{p.A, p.B} {
-		Run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	}
 	Run(t, "ip", "link", "add", va, "netns", p.A, "type", "veth", "peer", "name", vb, "netns", p.B)
 	Run(t, "ip", "-n", p.A, "addr", "add", p.AddrA+"/24", "dev", va)
 	Run(t, "ip", "-n", p.B, "addr", "add", p.AddrB+"/24", "dev", vb)
-	for ns, dev := range map[string]string{p.A: va, p.B: vb} {
-		Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		Run(t, "ip", "-n", ns, "link", "set", dev, "up")
-	}
+	Run(t, "ip", "-n", p.A, "link", "set", va, "up")
+	Run(t, "ip", "-n", p.B, "link", "set", vb, "up")
 	return p
 }
 

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -61,7 +60,7 @@ func TestAPIServerWebhooks(t *testing.T) {
 
 	// The API server picks up new webhook configurations asynchronously:
 	// retry until the invalid VirtualService is rejected by our webhook.
-	kc := kubeconfig(t, cl)
+	kc := cl.WriteKubeconfig(t)
 	invalid := virtualService("reviews", 110)
 	var out string
 	deadline := time.Now().Add(60 * time.Second)
@@ -257,28 +256,6 @@ spec:
     - destination: {host: reviews, subset: v2}
       weight: 0
 `, name, weight))
-}
-
-func kubeconfig(t *testing.T, cl *kubetest.Cluster) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "kubeconfig")
-	cfg := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster: {server: %q, insecure-skip-tls-verify: true}
-users:
-- name: admin
-  user: {token: %q}
-contexts:
-- name: test
-  context: {cluster: test, user: admin}
-current-context: test
-`, cl.URL, cl.Token)
-	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func kubectl(ctx context.Context, kubeconfig string, stdin []byte, args ...string) (string, error) {

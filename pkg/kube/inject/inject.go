@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weftmesh/weft/pkg/iptables"
 )
 
 // Label and annotation keys honoured by Inject (Istio's names).
@@ -70,6 +72,9 @@ type Config struct {
 	// HoldApplicationUntilProxyStarts is the mesh-wide default; the pod's
 	// proxy.istio.io/config annotation overrides it.
 	HoldApplicationUntilProxyStarts bool
+	// CNI is set when the weft CNI plugin installs the capture rules: no
+	// privileged init container is added (see pkg/cni).
+	CNI bool
 }
 
 func (c Config) uid() int64 {
@@ -98,7 +103,7 @@ func Decide(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (bool, string) {
 	if pod.Spec.HostNetwork {
 		return false, "pod uses the host network"
 	}
-	if isInjected(pod) {
+	if Injected(pod) {
 		return false, "pod already has " + ProxyContainerName
 	}
 	podOpt, podSet := podInjectValue(pod)
@@ -147,7 +152,8 @@ func podInjectValue(pod *corev1.Pod) (value, set bool) {
 	return b, true
 }
 
-func isInjected(pod *corev1.Pod) bool {
+// Injected reports whether pod already has the weft proxy container.
+func Injected(pod *corev1.Pod) bool {
 	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
 		if c.Name == ProxyContainerName {
 			return true
@@ -178,13 +184,21 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (*corev1.Pod, boo
 	if err != nil {
 		return nil, false, err
 	}
-	initC, err := initContainer(cfg, ann)
-	if err != nil {
-		return nil, false, err
+	added := []corev1.Container{proxyContainer(cfg, out, res, hold)}
+	if cfg.CNI {
+		// The CNI plugin reads the same annotations: reject bad ones now,
+		// not when the pod's sandbox is set up.
+		if _, err := CaptureConfig(cfg, ann); err != nil {
+			return nil, false, err
+		}
+	} else {
+		initC, err := initContainer(cfg, ann)
+		if err != nil {
+			return nil, false, err
+		}
+		added = append([]corev1.Container{initC}, added...)
 	}
-	proxyC := proxyContainer(cfg, out, res, hold)
-
-	out.Spec.InitContainers = append([]corev1.Container{initC, proxyC}, out.Spec.InitContainers...)
+	out.Spec.InitContainers = append(added, out.Spec.InitContainers...)
 	out.Spec.Volumes = append(out.Spec.Volumes, tokenVolume())
 
 	if out.Labels == nil {
@@ -199,8 +213,12 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (*corev1.Pod, boo
 	if _, ok := out.Annotations[AnnotationDefaultCtr]; !ok && len(out.Spec.Containers) > 0 {
 		out.Annotations[AnnotationDefaultCtr] = out.Spec.Containers[0].Name
 	}
+	names := make([]string, len(added))
+	for i, c := range added {
+		names[i] = c.Name
+	}
 	status, err := json.Marshal(map[string]any{
-		"initContainers": []string{InitContainerName, ProxyContainerName},
+		"initContainers": names,
 		"volumes":        []string{TokenVolumeName},
 	})
 	if err != nil {
@@ -283,6 +301,26 @@ func cidrList(key, v string) (string, error) {
 		out = append(out, c)
 	}
 	return strings.Join(out, ","), nil
+}
+
+// CaptureConfig returns the traffic capture rules for an injected pod with
+// annotations ann: Istio's defaults, the proxy's uid/gid, and the
+// traffic.sidecar.istio.io/* exclusions. The CNI plugin applies it; the
+// init container gets the same settings as `weft iptables` flags.
+func CaptureConfig(cfg Config, ann map[string]string) (iptables.Config, error) {
+	c := iptables.Defaults()
+	c.ProxyUID, c.ProxyGID = uint32(cfg.uid()), uint32(cfg.uid())
+	var err error
+	if c.ExcludeInboundPorts, err = iptables.ParsePorts(ann[AnnotationExcludeIn]); err != nil {
+		return c, fmt.Errorf("inject: annotation %s: %w", AnnotationExcludeIn, err)
+	}
+	if c.ExcludeOutboundPorts, err = iptables.ParsePorts(ann[AnnotationExcludeOut]); err != nil {
+		return c, fmt.Errorf("inject: annotation %s: %w", AnnotationExcludeOut, err)
+	}
+	if c.ExcludeOutboundIPRanges, err = iptables.ParseCIDRs(ann[AnnotationExcludeIPs]); err != nil {
+		return c, fmt.Errorf("inject: annotation %s: %w", AnnotationExcludeIPs, err)
+	}
+	return c, nil
 }
 
 func initContainer(cfg Config, ann map[string]string) (corev1.Container, error) {

@@ -242,3 +242,34 @@ func TestManifestsErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestInjectCNIMode(t *testing.T) {
+	cfg := testCfg
+	cfg.CNI = true
+	ann := map[string]string{AnnotationExcludeIn: "8080", AnnotationExcludeOut: "5432", AnnotationExcludeIPs: "10.0.0.0/8"}
+	out, ok, err := Inject(pod(nil, ann), nil, cfg)
+	if err != nil || !ok {
+		t.Fatalf("Inject = %v, %v", ok, err)
+	}
+	if findInit(out, InitContainerName) != nil {
+		t.Error("CNI mode added the iptables init container")
+	}
+	if findInit(out, ProxyContainerName) == nil {
+		t.Fatal("no proxy container")
+	}
+	if got := out.Annotations[AnnotationStatus]; !strings.Contains(got, `"initContainers":["weft-proxy"]`) {
+		t.Errorf("status annotation %s", got)
+	}
+	c, err := CaptureConfig(cfg, out.Annotations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ProxyUID != 1337 || c.ProxyGID != 1337 || !slices.Equal(c.ExcludeInboundPorts, []uint16{8080}) ||
+		!slices.Equal(c.ExcludeOutboundPorts, []uint16{5432}) || len(c.ExcludeOutboundIPRanges) != 1 || c.ExcludeOutboundIPRanges[0].String() != "10.0.0.0/8" {
+		t.Errorf("capture config %+v", c)
+	}
+	// Bad annotations are refused at admission, not at sandbox set-up.
+	if _, _, err := Inject(pod(nil, map[string]string{AnnotationExcludeOut: "70000"}), nil, cfg); err == nil || !strings.Contains(err.Error(), AnnotationExcludeOut) {
+		t.Errorf("bad annotation in CNI mode: %v", err)
+	}
+}

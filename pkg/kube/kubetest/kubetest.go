@@ -297,3 +297,27 @@ func (c *Cluster) Create(ctx context.Context, collection string, obj []byte, out
 	}
 	return c.Do(ctx, http.MethodPost, collection, j, out)
 }
+
+// WriteKubeconfig writes a kubeconfig for the cluster's admin token into
+// a temporary directory and returns its path (for kubectl, client-go).
+func (c *Cluster) WriteKubeconfig(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {server: %q, insecure-skip-tls-verify: true}
+users:
+- name: admin
+  user: {token: %q}
+contexts:
+- name: test
+  context: {cluster: test, user: admin}
+current-context: test
+`, c.URL, c.Token)
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
