@@ -2,6 +2,7 @@ package cli
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -32,6 +33,10 @@ func newDemoCmd() *cobra.Command {
 	f.IntVar(&o.Load, "load", 0, "send this many requests per second to the ingress so graphs move")
 	f.StringVar(&o.CAAddress, "ca-address", "", "control plane workload CA address (default 127.0.0.1:15012)")
 	f.BoolVar(&o.Plaintext, "plaintext", false, "no CA and no mutual TLS: sidecars talk plaintext (default: STRICT mTLS mesh-wide)")
+	f.StringVar(&o.Prometheus.ConfigPath, "prometheus", "", "write a Prometheus scrape config for every proxy and the control plane to this file (or DIR/prometheus.yml)")
+	f.BoolVar(&o.Prometheus.Run, "prometheus-run", false, "also run the prometheus binary (Debian package prometheus) against that config")
+	f.StringVar(&o.Prometheus.Address, "prometheus-address", "", "where --prometheus-run serves (default 127.0.0.1:9090)")
+	f.DurationVar(&o.Prometheus.Interval, "prometheus-interval", 5*time.Second, "scrape interval in the written config")
 	f.BoolVar(&o.NoGateway, "no-gateway", false, "do not start the ingress gateway; enter through productpage's sidecar")
 	f.DurationVar(&o.ReadyTimeout, "ready-timeout", 0, "how long start-up may take (default 60s)")
 	return cmd

@@ -47,6 +47,8 @@ type Options struct {
 	// PeerAuthentication, plaintext between sidecars. By default the demo
 	// turns the CA on and applies mesh-wide STRICT mutual TLS.
 	Plaintext bool
+	// Prometheus writes a scrape config and optionally runs Prometheus.
+	Prometheus PrometheusOptions
 	// BasePort is the first port of the block workloads use (10 ports each);
 	// 0 picks free ports (tests).
 	BasePort int
@@ -88,6 +90,8 @@ type Plan struct {
 	Dashboard string
 	IngressHP string
 	CA        string
+	// Prometheus is the address a started Prometheus serves on.
+	Prometheus string
 }
 
 // IngressURL is the productpage URL through the ingress gateway.
@@ -174,6 +178,11 @@ func MakePlan(o Options) (*Plan, error) {
 	}
 	if p.CA, err = addr(o.CAAddress, "127.0.0.1:15012"); err != nil {
 		return nil, err
+	}
+	if o.Prometheus.Run {
+		if p.Prometheus, err = addr(o.Prometheus.Address, "127.0.0.1:9090"); err != nil {
+			return nil, err
+		}
 	}
 	mk := func(service, version string, app bool) (Workload, error) {
 		w := Workload{Service: service, Version: version}
@@ -264,6 +273,8 @@ type mesh struct {
 	mu    sync.Mutex
 	procs []child
 	died  chan error
+	// promConfig is the written Prometheus config file ("" if none).
+	promConfig string
 }
 
 type child struct {
@@ -272,6 +283,12 @@ type child struct {
 }
 
 func (m *mesh) spawn(name string, args ...string) error {
+	return m.spawnCmd(name, m.o.Weft, args...)
+}
+
+// spawnCmd starts bin as a child in its own process group, logging to
+// DataDir/logs/NAME.log.
+func (m *mesh) spawnCmd(name, bin string, args ...string) error {
 	logPath := filepath.Join(m.o.DataDir, "logs", name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return err
@@ -280,7 +297,7 @@ func (m *mesh) spawn(name string, args ...string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(m.o.Weft, args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -345,7 +362,10 @@ func (m *mesh) start(ctx context.Context) error {
 			return err
 		}
 	}
-	return m.waitHTTP(ctx, p.IngressURL(), "productpage through the ingress gateway")
+	if err := m.waitHTTP(ctx, p.IngressURL(), "productpage through the ingress gateway"); err != nil {
+		return err
+	}
+	return m.startPrometheus(ctx)
 }
 
 func (m *mesh) proxyArgs(w Workload) []string {
@@ -455,6 +475,7 @@ func (m *mesh) banner() {
 	} else {
 		fmt.Fprintf(out, "  mTLS                STRICT mesh-wide, workload certificates from the CA at %s\n", p.CA)
 	}
+	fmt.Fprint(out, m.prometheusBanner())
 	fmt.Fprintf(out, "  logs                %s\n\n", filepath.Join(m.o.DataDir, "logs"))
 	fmt.Fprintf(out, "  %-22s %-8s %-18s %-18s %s\n", "WORKLOAD", "APP", "SIDECAR INBOUND", "SIDECAR METRICS", "ADMIN")
 	for _, w := range append(append([]Workload(nil), p.Workloads...), p.Ingress) {

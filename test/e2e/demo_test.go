@@ -22,6 +22,7 @@ type demoMesh struct {
 	entry    string            // productpage URL
 	dash     string            // dashboard URL
 	server   string            // admin API URL
+	prom     string            // Prometheus URL (--prometheus-run), else ""
 	metrics  map[string]string // workload -> sidecar metrics address
 	logDir   string
 	bin      string
@@ -32,6 +33,7 @@ var (
 	bannerEntry   = regexp.MustCompile(`(?m)^\s+Bookinfo\s+(\S+)`)
 	bannerDash    = regexp.MustCompile(`(?m)^\s+dashboard\s+(\S+)`)
 	bannerServer  = regexp.MustCompile(`(?m)^\s+control plane API\s+(\S+)`)
+	bannerProm    = regexp.MustCompile(`(?m)^\s+prometheus\s+(http\S+)`)
 	bannerWorkRow = regexp.MustCompile(`(?m)^\s+([a-z]+-v\d)\s+\d+\s+\S+\s+(127\.0\.0\.1:\d+)\s+`)
 )
 
@@ -58,6 +60,9 @@ func startDemo(t *testing.T, extra ...string) *demoMesh {
 	m.entry = bannerEntry.FindStringSubmatch(out)[1]
 	m.server = bannerServer.FindStringSubmatch(out)[1]
 	m.dash = bannerDash.FindStringSubmatch(out)[1]
+	if p := bannerProm.FindStringSubmatch(out); p != nil {
+		m.prom = p[1]
+	}
 	for _, row := range bannerWorkRow.FindAllStringSubmatch(out, -1) {
 		m.metrics[row[1]] = row[2]
 	}
