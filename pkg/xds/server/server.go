@@ -1,8 +1,9 @@
-// Package server is Weft's xDS control plane engine: an ADS server (state of
-// the world and delta, over gRPC, built on go-control-plane) that watches the
-// config store, feeds the registry, recomputes per-proxy Envoy resources
-// after a debounce, and pushes only what changed. It tracks ACK/NACK per
-// proxy and type for proxy-status and holds back versions a proxy rejected.
+// Package server is Weft's xDS control plane engine: an ADS server over gRPC
+// (state of the world served by its own stream handler, see ads.go; delta by
+// go-control-plane's delta server) that watches the config store, feeds the
+// registry, recomputes per-proxy Envoy resources after a debounce, and
+// pushes only what changed. It tracks ACK/NACK per proxy and type for
+// proxy-status and holds back versions a proxy rejected.
 package server
 
 import (
@@ -82,14 +83,11 @@ type Options struct {
 type Server struct {
 	opts Options
 	log  *slog.Logger
-	// cache serves sidecars and gateways in ADS mode (responses ordered
-	// CDS, EDS, LDS, RDS); plCache serves proxyless gRPC clients without ADS
-	// mode, whose name check would ignore requests naming only some of the
-	// snapshot's clusters or listeners, as gRPC's always do.
-	cache   cachev3.SnapshotCache
-	plCache cachev3.SnapshotCache
-	xds     serverv3.Server
-	metrics *metrics
+	// deltaCache holds snapshots of the proxies with a delta stream, for
+	// go-control-plane's delta server (delta). SotW streams do not use it.
+	deltaCache cachev3.SnapshotCache
+	delta      serverv3.Server
+	metrics    *metrics
 	now     func() time.Time
 
 	kickCh      chan struct{}
@@ -107,18 +105,15 @@ type Server struct {
 	curBuild func(*model.Proxy) (*Resources, error)
 	curMemo  *pushMemo
 	proxies  map[string]*proxyState
-	streams  map[int64]*streamState
+	// deltaStreams are the open delta streams by go-control-plane's id.
+	deltaStreams map[int64]*deltaStream
 
-	// prepared maps shared marshaled responses to their encoded bodies for
-	// the gRPC codec.
-	prepared preparedRegistry
-	// watches are the open SotW watches, checked after each SetSnapshot.
-	watches watchSet
+	// prepared counts shared response bodies built and written.
+	prepared prepStats
 }
 
-type streamState struct {
-	nodeID string
-	delta  bool
+type deltaStream struct {
+	p *proxyState // set by the first request
 }
 
 // New builds a Server. It does not start anything.
@@ -158,16 +153,16 @@ func New(opts Options) (*Server, error) {
 		changed: make(chan struct{}),
 		configs: map[config.Key]*config.Resource{},
 		proxies: map[string]*proxyState{},
-		streams: map[int64]*streamState{},
+
+		deltaStreams: map[int64]*deltaStream{},
 	}
 	m, err := newMetrics(opts.Metrics)
 	if err != nil {
 		return nil, err
 	}
 	s.metrics = m
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cpLogger{opts.Logger})
-	s.plCache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cpLogger{opts.Logger})
-	s.xds = serverv3.NewServer(context.Background(), &holdCache{s: s}, s.callbacks())
+	s.deltaCache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, cpLogger{opts.Logger})
+	s.delta = serverv3.NewServer(context.Background(), s.deltaCache, s.deltaCallbacks())
 	return s, nil
 }
 
@@ -350,12 +345,15 @@ func (s *Server) flush(ctx context.Context) {
 	s.notify()
 }
 
-// pushProxy regenerates one proxy's resources and sets a new snapshot when
-// any type changed.
+// pushProxy regenerates one proxy's resources and, when any type changed,
+// stores the new sets and wakes the proxy's streams.
 func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model.Proxy) (*Resources, error), rev int64, memo *pushMemo) {
 	p.pushMu.Lock()
 	defer p.pushMu.Unlock()
-	if p.computed && rev < p.rev {
+	s.mu.Lock()
+	computed, prevRev, prev := p.computed, p.rev, p.gen
+	s.mu.Unlock()
+	if computed && rev < prevRev {
 		return // a newer config already reached this proxy
 	}
 	out, err := build(p.proxy)
@@ -366,55 +364,56 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	}
 	gen := [numTypes][]types.Resource{out.Clusters, out.Listeners, out.Routes, out.Endpoints}
 	var next [numTypes]generated
-	var shared [numTypes]*sharedResources
 	changed := false
 	for i := range numTypes {
 		h, size := memo.hash(gen[i])
-		if p.computed && p.gen[i].hash == h {
-			next[i] = p.gen[i]
+		if computed && prev[i].hash == h {
+			next[i] = prev[i] // unchanged: the same set, not sent again
 			continue
 		}
 		changed = true
-		shared[i] = memo.share(i, h, gen[i])
-		next[i] = generated{hash: h, size: size, version: memo.version, resources: shared[i].resources, cache: shared[i].cache, shared: shared[i]}
+		sr := memo.share(i, h, gen[i])
+		next[i] = generated{hash: h, size: size, version: sr.version, resources: sr.resources, shared: sr}
 	}
-	if !changed && p.computed {
-		p.rev = rev
-		s.setGenErr(p, nil)
+	if !changed && computed {
+		s.mu.Lock()
+		p.rev, p.genErr = rev, nil
+		s.mu.Unlock()
 		return
-	}
-	snap := &cachev3.Snapshot{}
-	for i := range numTypes {
-		// Unchanged types reuse their previous index (no per-push copy).
-		snap.Resources[typeIndex[i]] = next[i].cache
 	}
 	if p.proxy.Type != model.Proxyless {
 		// Consistent() does not understand api_listeners, so it only gates
 		// sidecars and gateways.
-		if err := memo.consistentFor(next, snap); err != nil {
+		if err := memo.consistentFor(next); err != nil {
 			s.log.Error("inconsistent snapshot not pushed", "node", p.proxy.ID, "err", err)
 			s.setGenErr(p, fmt.Errorf("inconsistent snapshot: %w", err))
 			return
 		}
-	}
-	// SetSnapshot answers open watches at once; pending lets sharedResponse
-	// find their shared sets before p.gen is updated.
-	s.mu.Lock()
-	p.pending = shared
-	s.mu.Unlock()
-	err = s.cacheFor(p.proxy.Type).SetSnapshot(ctx, p.proxy.ID, snap)
-	s.watches.forward(p.proxy.ID)
-	if err != nil {
-		s.log.Error("set snapshot", "node", p.proxy.ID, "err", err)
-		return
 	}
 	for i := range numTypes {
 		s.metrics.configSize.WithLabelValues(typeNames[i]).Observe(float64(next[i].size))
 	}
 	s.mu.Lock()
 	p.gen, p.computed, p.rev, p.genErr = next, true, rev, nil
-	p.pending = [numTypes]*sharedResources{}
+	delta := p.deltaOpen > 0
 	s.mu.Unlock()
+	if delta {
+		s.setDeltaSnapshot(ctx, p, next)
+	}
+	s.wakeStreams(p)
+}
+
+// setDeltaSnapshot hands a proxy's sets to the delta server's cache.
+func (s *Server) setDeltaSnapshot(ctx context.Context, p *proxyState, gen [numTypes]generated) {
+	snap := &cachev3.Snapshot{}
+	for i := range numTypes {
+		if gen[i].shared != nil {
+			snap.Resources[typeIndex[i]] = gen[i].shared.cacheResources()
+		}
+	}
+	if err := s.deltaCache.SetSnapshot(ctx, p.proxy.ID, snap); err != nil {
+		s.log.Error("set delta snapshot", "node", p.proxy.ID, "err", err)
+	}
 }
 
 func (s *Server) setGenErr(p *proxyState, err error) {
@@ -430,10 +429,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		// With a connection per proxy, per-connection write buffers add up
 		// (32 KiB each); a shared pool holds them only while writing.
 		grpc.SharedWriteBuffer(true),
-		grpc.ForceServerCodecV2(sharedCodec{base: encoding.GetCodecV2(encodingproto.Name), reg: &s.prepared}),
+		grpc.ForceServerCodecV2(sharedCodec{base: encoding.GetCodecV2(encodingproto.Name), stats: &s.prepared}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, adsService{s})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -535,20 +534,13 @@ type sharedKey struct {
 	hash [32]byte
 }
 
-type sharedResources struct {
-	resources []types.Resource
-	cache     cachev3.Resources
-	// responses holds the marshaled responses for this set, by requested
-	// name set (see prepare).
-	responses sync.Map
-}
-
 func (s *Server) newPushMemo() *pushMemo {
 	return &pushMemo{version: strconv.FormatInt(s.version.Add(1), 10)}
 }
 
-// consistentFor runs snap.Consistent once per distinct set of content hashes.
-func (m *pushMemo) consistentFor(gen [numTypes]generated, snap *cachev3.Snapshot) error {
+// consistentFor runs Snapshot.Consistent once per distinct set of content
+// hashes.
+func (m *pushMemo) consistentFor(gen [numTypes]generated) error {
 	var k [numTypes][32]byte
 	for i := range numTypes {
 		k[i] = gen[i].hash
@@ -556,6 +548,10 @@ func (m *pushMemo) consistentFor(gen [numTypes]generated, snap *cachev3.Snapshot
 	if v, ok := m.consistent.Load(k); ok {
 		err, _ := v.(error)
 		return err
+	}
+	snap := &cachev3.Snapshot{}
+	for i := range numTypes {
+		snap.Resources[typeIndex[i]] = gen[i].shared.cacheResources()
 	}
 	err := snap.Consistent()
 	m.consistent.Store(k, err)
@@ -568,6 +564,6 @@ func (m *pushMemo) share(typ int, h [32]byte, rs []types.Resource) *sharedResour
 		return v.(*sharedResources)
 	}
 	sorted := sortByName(rs)
-	v, _ := m.shared.LoadOrStore(k, &sharedResources{resources: sorted, cache: cachev3.NewResources(m.version, sorted)})
+	v, _ := m.shared.LoadOrStore(k, &sharedResources{version: m.version, resources: sorted})
 	return v.(*sharedResources)
 }

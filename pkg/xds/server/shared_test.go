@@ -6,12 +6,10 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/encoding"
 	encodingproto "google.golang.org/grpc/encoding/proto"
@@ -30,12 +28,14 @@ func TestSharedResponsesMarshalOnce(t *testing.T) {
 	const n = 3
 	var resps []*discoveryv3.DiscoveryResponse
 	var clients []*adsClient
+	var ids []string
 	for i := range n {
 		c := dial(t, h.addr)
 		id := fmt.Sprintf("sidecar~127.0.0.%d~app-%d.default~default.svc.cluster.local", i+1, i)
 		c.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: id}, TypeUrl: resourcev3.ClusterType})
 		resps = append(resps, c.next(t))
 		clients = append(clients, c)
+		ids = append(ids, id)
 	}
 	for i, r := range resps {
 		if got := clusterNames(t, r); !slices.Equal(got, []string{"a", "b"}) {
@@ -52,16 +52,14 @@ func TestSharedResponsesMarshalOnce(t *testing.T) {
 		t.Errorf("codec wrote %d responses from the shared body, want >= %d", got, n)
 	}
 
-	// ACKed watches wait for the next push, which answers them all from
+	// ACKed streams wait for the next push, which answers them all from
 	// one new shared set.
 	for i, c := range clients {
 		c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: resps[i].GetVersionInfo(), ResponseNonce: resps[i].GetNonce()})
 	}
-	waitFor(t, "watches open", func() bool {
-		h.srv.watches.mu.Lock()
-		defer h.srv.watches.mu.Unlock()
-		return len(h.srv.watches.m) == n
-	})
+	for _, id := range ids {
+		waitFor(t, "ACK of "+id, func() bool { return statusOf(t, h.srv, id).Types["CDS"].State == StateSynced })
+	}
 	before = h.srv.prepared.marshals.Load()
 	h.apply(t, vs("c"))
 	for i, c := range clients {
@@ -82,109 +80,66 @@ func TestSharedCodecAndPrepare(t *testing.T) {
 	rs := []types.Resource{
 		&clusterv3.Cluster{Name: "a"}, &clusterv3.Cluster{Name: "b"}, &clusterv3.Cluster{Name: "c"},
 	}
-	sr := &sharedResources{resources: rs, cache: cachev3.NewResources("7", rs)}
-	reg := &preparedRegistry{}
-	codec := sharedCodec{base: encoding.GetCodecV2(encodingproto.Name), reg: reg}
-	all, err := sr.prepare(reg, resourcev3.ClusterType, map[string]string{"a": "", "b": "", "c": ""})
+	sr := &sharedResources{version: "7", resources: rs}
+	st := &prepStats{}
+	codec := sharedCodec{base: encoding.GetCodecV2(encodingproto.Name), stats: st}
+	all, err := sr.prepare(st, resourcev3.ClusterType, keyOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	some, err := sr.prepare(reg, resourcev3.ClusterType, map[string]string{"c": "", "a": ""})
+	some, err := sr.prepare(st, resourcev3.ClusterType, keyOf([]string{"c", "a", "zz"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _ := sr.prepare(reg, resourcev3.ClusterType, map[string]string{"a": "", "c": ""})
+	again, _ := sr.prepare(st, resourcev3.ClusterType, keyOf([]string{"a", "zz", "c", "a"}))
 	if &again[0] != &some[0] {
 		t.Error("the same name set was prepared twice")
 	}
-	other := []*anypb.Any{all[0]} // not prepared as a slice: the codec must marshal it
+	star, _ := sr.prepare(st, resourcev3.ClusterType, keyOf([]string{"*"}))
+	if &star[0] != &all[0] {
+		t.Error(`"*" was not prepared as the wildcard`)
+	}
+	if got := st.marshals.Load(); got != 2 {
+		t.Errorf("prepared %d bodies, want 2 (all, subset)", got)
+	}
 	for _, tc := range []struct {
-		name     string
-		msg      *discoveryv3.DiscoveryResponse
-		names    []string
-		fromBody bool
+		name  string
+		body  []byte
+		nonce string
+		names []string
 	}{
-		{"all prepared", &discoveryv3.DiscoveryResponse{VersionInfo: "7", TypeUrl: resourcev3.ClusterType, Resources: all, Nonce: "1"}, []string{"a", "b", "c"}, true},
-		{"subset prepared", &discoveryv3.DiscoveryResponse{VersionInfo: "7", TypeUrl: resourcev3.ClusterType, Resources: some, Nonce: "2"}, []string{"a", "c"}, true},
-		{"other version", &discoveryv3.DiscoveryResponse{VersionInfo: "8", TypeUrl: resourcev3.ClusterType, Resources: all, Nonce: "3"}, []string{"a", "b", "c"}, false},
-		{"shorter slice", &discoveryv3.DiscoveryResponse{VersionInfo: "7", TypeUrl: resourcev3.ClusterType, Resources: all[:2], Nonce: "4"}, []string{"a", "b"}, false},
-		{"not prepared", &discoveryv3.DiscoveryResponse{VersionInfo: "7", TypeUrl: resourcev3.ClusterType, Resources: other, Nonce: "5"}, []string{"a"}, false},
-		{"empty", &discoveryv3.DiscoveryResponse{VersionInfo: "7", TypeUrl: resourcev3.ClusterType, Nonce: "6"}, nil, false},
+		{"all", all, "1", []string{"a", "b", "c"}},
+		{"subset, missing names left out", some, "22", []string{"a", "c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			hits := reg.hits.Load()
-			buf, err := codec.Marshal(tc.msg)
+			hits := st.hits.Load()
+			buf, err := codec.Marshal(&outMsg{body: tc.body, nonce: tc.nonce})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := reg.hits.Load() > hits; got != tc.fromBody {
-				t.Errorf("written from the shared body = %v, want %v", got, tc.fromBody)
+			if st.hits.Load() != hits+1 {
+				t.Error("outMsg not written from its body")
 			}
 			var got discoveryv3.DiscoveryResponse
 			if err := proto.Unmarshal(buf.Materialize(), &got); err != nil {
 				t.Fatal(err)
 			}
-			if !proto.Equal(&got, tc.msg) {
-				t.Errorf("decoded %v, want %v", &got, tc.msg)
+			if got.GetVersionInfo() != "7" || got.GetTypeUrl() != resourcev3.ClusterType || got.GetNonce() != tc.nonce {
+				t.Errorf("decoded version %q type %q nonce %q", got.GetVersionInfo(), got.GetTypeUrl(), got.GetNonce())
 			}
-			var names []string
-			for _, a := range got.GetResources() {
-				var c clusterv3.Cluster
-				if err := a.UnmarshalTo(&c); err != nil {
-					t.Fatal(err)
-				}
-				names = append(names, c.GetName())
-			}
-			if !slices.Equal(names, tc.names) {
-				t.Errorf("clusters %v, want %v", names, tc.names)
+			if got := clusterNames(t, &got); !slices.Equal(got, tc.names) {
+				t.Errorf("clusters %v, want %v", got, tc.names)
 			}
 		})
 	}
-	if got := reg.marshals.Load(); got != 2 {
-		t.Errorf("prepared %d responses, want 2 (all, subset)", got)
+	// Other messages go through the proto codec unchanged.
+	msg := &discoveryv3.DiscoveryResponse{VersionInfo: "8", Resources: []*anypb.Any{{TypeUrl: resourcev3.ClusterType}}, Nonce: "x"}
+	buf, err := codec.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-// Answers a snapshot gives several open watches of one node reach the
-// stream in ADS order, whatever order the watches were opened in.
-func TestWatchForwardKeepsADSOrder(t *testing.T) {
-	s := &Server{proxies: map[string]*proxyState{}}
-	out := make(chan cachev3.Response, 8)
-	urls := []string{resourcev3.RouteType, resourcev3.ListenerType, resourcev3.EndpointType, resourcev3.ClusterType, resourcev3.SecretType}
-	for _, u := range urls {
-		w := &sotwWatch{s: s, nodeID: "n", order: adsOrder(u), mid: make(chan cachev3.Response, 1), out: out, done: make(chan struct{})}
-		s.watches.add(w)
-		if w.forward() {
-			t.Fatal("a watch with no answer yet was finished")
-		}
-		w.mid <- &cachev3.PassthroughResponse{Request: &discoveryv3.DiscoveryRequest{TypeUrl: u}}
-	}
-	other := &sotwWatch{s: s, nodeID: "other", mid: make(chan cachev3.Response, 1), out: out, done: make(chan struct{})}
-	s.watches.add(other)
-	other.mid <- &cachev3.PassthroughResponse{Request: &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType}}
-
-	s.watches.forward("n")
-	want := []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType}
-	for i, u := range want {
-		select {
-		case r := <-out:
-			if got := r.GetRequest().GetTypeUrl(); got != u {
-				t.Errorf("answer %d is %s, want %s", i, got, u)
-			}
-		default:
-			t.Fatalf("only %d answers forwarded, want %d", i, len(want))
-		}
-	}
-	select {
-	case r := <-out:
-		t.Errorf("another node's answer was forwarded: %s", r.GetRequest().GetTypeUrl())
-	default:
-	}
-	if _, ok := s.watches.m["n"]; ok {
-		t.Error("answered watches stay registered")
-	}
-	other.close()
-	if len(s.watches.m) != 0 {
-		t.Errorf("closed watch stays registered: %v", s.watches.m)
+	var got discoveryv3.DiscoveryResponse
+	if err := proto.Unmarshal(buf.Materialize(), &got); err != nil || !proto.Equal(&got, msg) {
+		t.Errorf("plain response decoded %v (%v), want %v", &got, err, msg)
 	}
 }

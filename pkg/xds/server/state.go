@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -28,14 +29,14 @@ type proxyState struct {
 	pushMu sync.Mutex // serializes generate+set for this proxy
 
 	streams     int
+	sotw        []*adsStream // open SotW streams (woken after a push)
+	deltaOpen   int          // open delta streams (their snapshots go to deltaCache)
 	removeTimer *time.Timer
 
 	computed bool
 	rev      int64 // store revision the resources were generated from
 	gen      [numTypes]generated
 	genErr   error
-	// pending are the sets being handed to the cache, before gen has them.
-	pending [numTypes]*sharedResources
 
 	xds [numTypes]typeState
 }
@@ -45,8 +46,7 @@ type generated struct {
 	size      int
 	version   string
 	resources []types.Resource
-	cache     cachev3.Resources // the snapshot cache's index of resources
-	shared    *sharedResources  // the push memo's set these came from
+	shared    *sharedResources // the push memo's set these came from
 }
 
 type typeState struct {
@@ -241,93 +241,89 @@ func (s *Server) Revision() int64 {
 	return s.flushedRev
 }
 
-func (s *Server) callbacks() serverv3.Callbacks {
+// deltaCallbacks track delta streams (served by go-control-plane) in the
+// proxies' status.
+func (s *Server) deltaCallbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(_ context.Context, id int64, _ string) error {
-			s.mu.Lock()
-			s.streams[id] = &streamState{}
-			s.mu.Unlock()
-			return nil
-		},
 		DeltaStreamOpenFunc: func(_ context.Context, id int64, _ string) error {
 			s.mu.Lock()
-			s.streams[id] = &streamState{delta: true}
+			s.deltaStreams[id] = &deltaStream{}
 			s.mu.Unlock()
 			return nil
 		},
-		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.streamClosed(id) },
-		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.streamClosed(id) },
-		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
-			return s.onRequest(id, r.GetNode(), r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) {
+			s.mu.Lock()
+			ds := s.deltaStreams[id]
+			delete(s.deltaStreams, id)
+			s.mu.Unlock()
+			if ds != nil && ds.p != nil {
+				s.streamClosed(ds.p, nil)
+			}
 		},
 		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			return s.onRequest(id, r.GetNode(), r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
-		},
-		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
-			s.onResponse(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetNonce())
+			return s.onDeltaRequest(id, r)
 		},
 		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
-			s.onResponse(id, r.GetTypeUrl(), r.GetSystemVersionInfo(), r.GetNonce())
+			ti := typeOf(r.GetTypeUrl())
+			s.mu.Lock()
+			ds := s.deltaStreams[id]
+			s.mu.Unlock()
+			if ti >= 0 && ds != nil && ds.p != nil {
+				s.recordSent(ds.p, ti, r.GetSystemVersionInfo(), r.GetNonce())
+			}
 		},
 	}
 }
 
-func (s *Server) onRequest(id int64, node *corev3.Node, typeURL, version, nonce, errMsg string, nack bool) error {
+func (s *Server) onDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
 	s.mu.Lock()
-	st := s.streams[id]
-	if st == nil {
-		st = &streamState{}
-		s.streams[id] = st
+	ds := s.deltaStreams[id]
+	if ds == nil {
+		ds = &deltaStream{}
+		s.deltaStreams[id] = ds
 	}
-	if st.nodeID == "" {
-		s.mu.Unlock()
-		if err := s.connect(id, st, node); err != nil {
+	p := ds.p
+	s.mu.Unlock()
+	if p == nil {
+		var err error
+		if p, err = s.connect(r.GetNode(), nil); err != nil {
 			return err
 		}
 		s.mu.Lock()
-	}
-	p := s.proxies[st.nodeID]
-	ti := typeOf(typeURL)
-	if p == nil || ti < 0 || nonce == "" {
+		ds.p = p
 		s.mu.Unlock()
+	}
+	ti := typeOf(r.GetTypeUrl())
+	if ti < 0 || r.GetResponseNonce() == "" {
 		return nil
 	}
+	if d := r.GetErrorDetail(); d != nil {
+		s.recordNACK(p, ti, d.GetMessage())
+		return nil
+	}
+	s.mu.Lock()
 	t := &p.xds[ti]
-	if nack {
-		first := t.nackVersion != t.sentVersion || t.nackErr != errMsg
-		t.nackVersion, t.nackErr = t.sentVersion, errMsg
-		s.mu.Unlock()
-		s.metrics.nacks.WithLabelValues(typeNames[ti]).Inc()
-		if first {
-			s.log.Warn("proxy rejected config (NACK)", "node", st.nodeID, "type", typeNames[ti], "version", t.sentVersion, "error", errMsg)
-		}
-		s.notify()
-		return nil
-	}
-	switch {
-	case !st.delta:
-		t.ackedVersion = version
-	case nonce == t.sentNonce:
-		t.ackedVersion = t.sentVersion
-	}
+	acked := r.GetResponseNonce() == t.sentNonce
+	version := t.sentVersion
 	s.mu.Unlock()
-	s.notify()
+	if acked {
+		s.recordACK(p, ti, version)
+	}
 	return nil
 }
 
-// connect registers the stream's proxy on its first request and computes
-// its first snapshot before the cache sees the request.
-func (s *Server) connect(id int64, st *streamState, node *corev3.Node) error {
+// connect registers a stream's proxy on its first request (a is the SotW
+// stream, nil for a delta stream) and computes its first resources.
+func (s *Server) connect(node *corev3.Node, a *adsStream) (*proxyState, error) {
 	if node.GetId() == "" {
-		return fmt.Errorf("xds stream %d: first request carries no node id", id)
+		return nil, errors.New("xds stream: first request carries no node id")
 	}
 	px, err := model.ParseNode(node.GetId(), node.GetMetadata(), node.GetUserAgentName())
 	if err != nil {
 		s.log.Warn("reject xDS client", "node", node.GetId(), "err", err)
-		return fmt.Errorf("parse node: %w", err)
+		return nil, fmt.Errorf("parse node: %w", err)
 	}
 	s.mu.Lock()
-	st.nodeID = px.ID
 	p := s.proxies[px.ID]
 	isNew := p == nil
 	if isNew {
@@ -336,43 +332,60 @@ func (s *Server) connect(id int64, st *streamState, node *corev3.Node) error {
 		s.metrics.connected.WithLabelValues(string(px.Type)).Inc()
 	}
 	p.streams++
+	if a != nil {
+		p.sotw = append(p.sotw, a)
+	} else {
+		p.deltaOpen++
+	}
 	if p.removeTimer != nil {
 		p.removeTimer.Stop()
 		p.removeTimer = nil
 	}
 	configs, rev, build, memo := s.configList, s.flushedRev, s.curBuild, s.curMemo
 	s.mu.Unlock()
-	if !isNew {
-		return nil
+	if isNew {
+		s.log.Info("proxy connected", "node", px.ID, "type", px.Type)
+		if s.opts.Registry != nil {
+			s.opts.Registry.UpsertProxy(px)
+		}
+		if build == nil || memo == nil {
+			build, memo = s.opts.Generate(configs), s.newPushMemo()
+		}
+		s.pushProxy(context.Background(), p, build, rev, memo)
 	}
-	s.log.Info("proxy connected", "node", px.ID, "type", px.Type)
-	if s.opts.Registry != nil {
-		s.opts.Registry.UpsertProxy(px)
+	if a == nil {
+		// The delta server asks the cache right after this callback.
+		p.pushMu.Lock()
+		s.mu.Lock()
+		gen, computed := p.gen, p.computed
+		s.mu.Unlock()
+		if computed {
+			s.setDeltaSnapshot(context.Background(), p, gen)
+		}
+		p.pushMu.Unlock()
 	}
-	if build == nil || memo == nil {
-		build, memo = s.opts.Generate(configs), s.newPushMemo()
-	}
-	s.pushProxy(context.Background(), p, build, rev, memo)
-	return nil
+	return p, nil
 }
 
-func (s *Server) streamClosed(id int64) {
+// streamClosed unregisters a stream of p (a: SotW stream, nil: delta); the
+// proxy is removed RemoveGrace after its last stream closed.
+func (s *Server) streamClosed(p *proxyState, a *adsStream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.streams[id]
-	delete(s.streams, id)
-	if st == nil || st.nodeID == "" {
-		return
-	}
-	p := s.proxies[st.nodeID]
-	if p == nil {
-		return
+	if a != nil {
+		i := slices.Index(p.sotw, a)
+		if i < 0 {
+			return
+		}
+		p.sotw = slices.Delete(p.sotw, i, i+1)
+	} else {
+		p.deltaOpen--
 	}
 	p.streams--
 	if p.streams > 0 {
 		return
 	}
-	nodeID := st.nodeID
+	nodeID := p.proxy.ID
 	p.removeTimer = time.AfterFunc(s.opts.RemoveGrace, func() { s.removeProxy(nodeID, p) })
 }
 
@@ -385,227 +398,12 @@ func (s *Server) removeProxy(nodeID string, p *proxyState) {
 	delete(s.proxies, nodeID)
 	s.mu.Unlock()
 	s.metrics.connected.WithLabelValues(string(p.proxy.Type)).Dec()
-	s.cacheFor(p.proxy.Type).ClearSnapshot(nodeID)
+	s.deltaCache.ClearSnapshot(nodeID)
 	if s.opts.Registry != nil {
 		s.opts.Registry.RemoveProxy(nodeID)
 	}
 	s.log.Info("proxy removed", "node", nodeID)
 	s.notify()
-}
-
-func (s *Server) onResponse(id int64, typeURL, version, nonce string) {
-	ti := typeOf(typeURL)
-	if ti < 0 {
-		return
-	}
-	s.metrics.pushes.WithLabelValues(typeNames[ti]).Inc()
-	s.mu.Lock()
-	if st := s.streams[id]; st != nil {
-		if p := s.proxies[st.nodeID]; p != nil {
-			t := &p.xds[ti]
-			t.sentVersion, t.sentNonce, t.sentAt = version, nonce, s.now()
-		}
-	}
-	s.mu.Unlock()
-}
-
-// nackedVersion is the version of typeURL the node rejected, if any.
-func (s *Server) nackedVersion(nodeID, typeURL string) string {
-	ti := typeOf(typeURL)
-	if ti < 0 {
-		return ""
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p := s.proxies[nodeID]; p != nil {
-		return p.xds[ti].nackVersion
-	}
-	return ""
-}
-
-func (s *Server) cacheFor(t model.ProxyType) cachev3.SnapshotCache {
-	if t == model.Proxyless {
-		return s.plCache
-	}
-	return s.cache
-}
-
-// cacheForNode picks the cache of a connected node (connect runs before
-// the server asks the cache for a watch).
-func (s *Server) cacheForNode(node *corev3.Node) cachev3.SnapshotCache {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p := s.proxies[node.GetId()]; p != nil {
-		return s.cacheFor(p.proxy.Type)
-	}
-	return s.cache
-}
-
-// holdCache dispatches to the node's snapshot cache, and keeps a NACK from
-// making it resend the rejected version at once (go-control-plane answers a
-// NACK, whose version_info is the last accepted version, with the current
-// snapshot): the NACK's watch is opened as if the client had the current
-// version, so it fires only when a new version exists for that type.
-type holdCache struct {
-	s *Server
-}
-
-var _ cachev3.Cache = (*holdCache)(nil)
-
-func (h *holdCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, ch chan cachev3.Response) (func(), error) {
-	c := h.s.cacheForNode(req.GetNode())
-	if req.GetErrorDetail() != nil {
-		nodeID := req.GetNode().GetId()
-		if snap, err := c.GetSnapshot(nodeID); err == nil {
-			cur := snap.GetVersion(req.GetTypeUrl())
-			if cur != "" && cur == h.s.nackedVersion(nodeID, req.GetTypeUrl()) {
-				held := proto.Clone(req).(*discoveryv3.DiscoveryRequest)
-				held.VersionInfo = cur
-				req = held
-			}
-		}
-	}
-	// The cache answers into w.mid; each answer is swapped for one with
-	// shared, already marshaled resources before the server sees it. The
-	// cache answers only inside CreateWatch or SetSnapshot, so the watch is
-	// checked right after each, without a goroutine per open watch.
-	w := &sotwWatch{s: h.s, nodeID: req.GetNode().GetId(), order: adsOrder(req.GetTypeUrl()), mid: make(chan cachev3.Response, 1), out: ch, done: make(chan struct{})}
-	cancel, err := c.CreateWatch(req, sub, w.mid)
-	if err != nil {
-		return cancel, err
-	}
-	w.cancel = cancel
-	if !w.forward() {
-		h.s.watches.add(w)
-	}
-	return w.close, nil
-}
-
-// sotwWatch is one open SotW watch between the snapshot cache and a stream.
-type sotwWatch struct {
-	s      *Server
-	nodeID string
-	order  int                   // ADS response order of its type
-	mid    chan cachev3.Response // the cache answers here (at most once)
-	out    chan cachev3.Response // the stream's response channel
-	done   chan struct{}
-	cancel func()
-
-	mu     sync.Mutex
-	closed bool
-}
-
-// forward passes the cache's answer, if there is one, to the stream and
-// reports whether the watch is finished.
-func (w *sotwWatch) forward() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return true
-	}
-	var r cachev3.Response
-	select {
-	case r = <-w.mid:
-	default:
-		return false
-	}
-	r = w.s.sharedResponse(w.nodeID, r)
-	select {
-	case w.out <- r: // the stream's channel has room for one answer per type
-	default:
-		go func() {
-			select {
-			case w.out <- r:
-			case <-w.done:
-			}
-		}()
-	}
-	return true
-}
-
-func (w *sotwWatch) close() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		return
-	}
-	w.closed = true
-	close(w.done)
-	if w.cancel != nil {
-		w.cancel()
-	}
-	w.s.watches.remove(w)
-}
-
-// adsOrder ranks a type URL in the order ADS responses go out: clusters,
-// endpoints, listeners, routes, then anything else.
-func adsOrder(typeURL string) int {
-	switch typeOf(typeURL) {
-	case cds:
-		return 0
-	case eds:
-		return 1
-	case lds:
-		return 2
-	case rds:
-		return 3
-	}
-	return 4
-}
-
-// watchSet holds the open SotW watches per node.
-type watchSet struct {
-	mu sync.Mutex
-	m  map[string]map[*sotwWatch]struct{}
-}
-
-func (ws *watchSet) add(w *sotwWatch) {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if ws.m == nil {
-		ws.m = map[string]map[*sotwWatch]struct{}{}
-	}
-	if ws.m[w.nodeID] == nil {
-		ws.m[w.nodeID] = map[*sotwWatch]struct{}{}
-	}
-	ws.m[w.nodeID][w] = struct{}{}
-}
-
-func (ws *watchSet) remove(w *sotwWatch) {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if set := ws.m[w.nodeID]; set != nil {
-		delete(set, w)
-		if len(set) == 0 {
-			delete(ws.m, w.nodeID)
-		}
-	}
-}
-
-// forward passes on what the cache answered to nodeID's open watches
-// (after SetSnapshot).
-func (ws *watchSet) forward(nodeID string) {
-	ws.mu.Lock()
-	var open []*sotwWatch
-	for w := range ws.m[nodeID] {
-		open = append(open, w)
-	}
-	ws.mu.Unlock()
-	// Keep the cache's ADS order (CDS, EDS, LDS, RDS) on the stream.
-	sort.Slice(open, func(i, j int) bool { return open[i].order < open[j].order })
-	for _, w := range open {
-		if w.forward() {
-			ws.remove(w)
-		}
-	}
-}
-
-func (h *holdCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.Subscription, ch chan cachev3.DeltaResponse) (func(), error) {
-	return h.s.cacheForNode(req.GetNode()).CreateDeltaWatch(req, sub, ch)
-}
-
-func (h *holdCache) Fetch(ctx context.Context, req *cachev3.Request) (cachev3.Response, error) {
-	return h.s.cacheForNode(req.GetNode()).Fetch(ctx, req)
 }
 
 // hashResources hashes resources in name order with deterministic
