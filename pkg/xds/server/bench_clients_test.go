@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +172,11 @@ func runBenchClients(ctx context.Context, addr string, clients int) error {
 		old[i] = c.rdsVersion.Load()
 	}
 	fmt.Printf("%sREADY %d %d\n", benchLinePrefix, clients, failed.Load())
+	if f := os.Getenv("WEFT_BENCH_CLIENT_CPU"); f != "" { // profile the clients during the change
+		if out, err := os.Create(f); err == nil && pprof.StartCPUProfile(out) == nil {
+			defer func() { pprof.StopCPUProfile(); out.Close() }()
+		}
+	}
 	var b strings.Builder
 	b.WriteString(benchLinePrefix + "CHANGED")
 	for i, c := range cs {
@@ -182,6 +188,7 @@ func runBenchClients(ctx context.Context, addr string, clients int) error {
 		}
 		fmt.Fprintf(&b, " %d", c.rdsAt.Load())
 	}
+	pprof.StopCPUProfile()
 	fmt.Println(b.String())
 	<-ctx.Done() // the benchmark kills this process
 	return nil

@@ -63,6 +63,31 @@ type harness struct {
 	gens  *atomic.Int64
 }
 
+// startWith runs a server with generator gen (debounce 20ms).
+func startWith(t *testing.T, gen Generator) (store.Store, *Server, string) {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := New(Options{Store: st, Generate: gen, Logger: log, Debounce: 20 * time.Millisecond, RemoveGrace: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
+	go func() { _ = srv.Serve(ctx, lis); done <- struct{}{} }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	return st, srv, lis.Addr().String()
+}
+
 func start(t *testing.T, debounce time.Duration) *harness {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})

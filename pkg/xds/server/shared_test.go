@@ -15,6 +15,10 @@ import (
 	encodingproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/store"
 )
 
 // Proxies with equal config get responses marshaled once, written from one
@@ -141,5 +145,113 @@ func TestSharedCodecAndPrepare(t *testing.T) {
 	var got discoveryv3.DiscoveryResponse
 	if err := proto.Unmarshal(buf.Materialize(), &got); err != nil || !proto.Equal(&got, msg) {
 		t.Errorf("plain response decoded %v (%v), want %v", &got, err, msg)
+	}
+}
+
+// A gRPC-style client subscribes to clusters by name: it gets only those,
+// gets an answer when it asks for more names (same version), none when it
+// ACKs with unchanged names, and stale requests are ignored.
+func TestResourceNameSubscriptions(t *testing.T) {
+	h := start(t, 20*time.Millisecond)
+	h.apply(t, vs("a"), vs("b"), vs("c"))
+	waitFor(t, "first push", func() bool { return h.srv.Revision() > 0 })
+	c := dial(t, h.addr)
+	const node = "proxyless~127.0.0.1~client.default~default.svc.cluster.local"
+	c.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"b", "nope"}})
+	r1 := c.next(t)
+	if got := clusterNames(t, r1); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("subscribed to [b nope]: clusters %v, want [b]", got)
+	}
+	// More names, carrying the latest nonce (and the ACKed version).
+	c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: r1.VersionInfo, ResponseNonce: r1.Nonce, ResourceNames: []string{"c", "a"}})
+	r2 := c.next(t)
+	if got := clusterNames(t, r2); !slices.Equal(got, []string{"a", "c"}) || r2.VersionInfo != r1.VersionInfo || r2.Nonce == r1.Nonce {
+		t.Fatalf("resubscribed to [c a]: clusters %v version %s nonce %s (before %s/%s)", got, r2.VersionInfo, r2.Nonce, r1.VersionInfo, r1.Nonce)
+	}
+	// A stale request (old nonce, other names) is ignored; the ACK of r2
+	// with the same names is not answered.
+	c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: r1.VersionInfo, ResponseNonce: r1.Nonce, ResourceNames: []string{"b"}})
+	c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: r2.VersionInfo, ResponseNonce: r2.Nonce, ResourceNames: []string{"a", "c"}})
+	select {
+	case r := <-c.resps:
+		t.Fatalf("unexpected response %s %v", r.VersionInfo, clusterNames(t, r))
+	case <-time.After(300 * time.Millisecond):
+	}
+	waitFor(t, "SYNCED", func() bool { return statusOf(t, h.srv, node).Types["CDS"].State == StateSynced })
+	// A change of a subscribed cluster's set reaches the client, filtered.
+	h.apply(t, vs("d"))
+	r3 := c.next(t)
+	if got := clusterNames(t, r3); !slices.Equal(got, []string{"a", "c"}) || r3.VersionInfo == r2.VersionInfo {
+		t.Fatalf("after a change: clusters %v version %s (before %s)", got, r3.VersionInfo, r2.VersionInfo)
+	}
+	// A new stream of the same proxy is answered at once, even when it
+	// claims the current version.
+	c2 := dial(t, h.addr)
+	c2.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resourcev3.ClusterType, VersionInfo: r3.VersionInfo})
+	if got := clusterNames(t, c2.next(t)); !slices.Equal(got, []string{"a", "b", "c", "d"}) {
+		t.Fatalf("wildcard on a new stream: clusters %v", got)
+	}
+}
+
+// Types that change in one push reach the stream in ADS order (CDS, EDS,
+// LDS, RDS) whatever order they were subscribed in, and types whose
+// resources did not change are not sent again.
+func TestADSOrderAndUnchangedTypes(t *testing.T) {
+	st, srv, addr := startWith(t, meshGenerator)
+	se := func(name string) *config.Resource {
+		return &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindServiceEntry,
+			Meta: config.Meta{Name: name, Namespace: "default"},
+			Spec: &networking.ServiceEntry{Hosts: []string{name + ".example"}, Ports: []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}},
+				Resolution: networking.ServiceEntry_STATIC, Endpoints: []*networking.WorkloadEntry{{Address: "10.0.0.1"}}}}
+	}
+	if _, err := st.Apply(t.Context(), store.Upsert, []*config.Resource{se("a")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "first push", func() bool { return srv.Revision() > 0 })
+	c := dial(t, addr)
+	subs := []struct {
+		url   string
+		names []string
+	}{{resourcev3.RouteType, []string{"80"}}, {resourcev3.ListenerType, nil}, {resourcev3.EndpointType, []string{"outbound|80||a.example", "outbound|80||b.example"}}, {resourcev3.ClusterType, nil}}
+	for i, s := range subs {
+		r := &discoveryv3.DiscoveryRequest{TypeUrl: s.url, ResourceNames: s.names}
+		if i == 0 {
+			r.Node = &corev3.Node{Id: testNode}
+		}
+		c.send(t, r)
+	}
+	for range subs {
+		r := c.next(t)
+		var names []string
+		for _, s := range subs {
+			if s.url == r.TypeUrl {
+				names = s.names
+			}
+		}
+		c.send(t, &discoveryv3.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce, ResourceNames: names})
+	}
+	waitFor(t, "all SYNCED", func() bool {
+		for _, ts := range statusOf(t, srv, testNode).Types {
+			if ts.State != StateSynced {
+				return false
+			}
+		}
+		return true
+	})
+	// A second service changes clusters, endpoints and routes, not listeners.
+	if _, err := st.Apply(t.Context(), store.Upsert, []*config.Resource{se("b")}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 3 {
+		got = append(got, c.next(t).TypeUrl)
+	}
+	if want := []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.RouteType}; !slices.Equal(got, want) {
+		t.Errorf("responses after the change: %v, want %v", got, want)
+	}
+	select {
+	case r := <-c.resps:
+		t.Errorf("unexpected %s response (unchanged type resent?)", r.TypeUrl)
+	case <-time.After(300 * time.Millisecond):
 	}
 }
