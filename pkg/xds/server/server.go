@@ -88,7 +88,7 @@ type Server struct {
 	deltaCache cachev3.SnapshotCache
 	delta      serverv3.Server
 	metrics    *metrics
-	now     func() time.Time
+	now        func() time.Time
 
 	kickCh      chan struct{}
 	version     atomic.Int64  // last snapshot version handed out
