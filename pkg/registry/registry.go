@@ -1,7 +1,8 @@
 // Package registry is Weft's service registry: it derives services and
-// endpoints from ServiceEntry, WorkloadEntry and WorkloadGroup resources and
-// from self-registered proxies (xDS node metadata), and hands out immutable
-// snapshots for translation.
+// endpoints from ServiceEntry, WorkloadEntry and WorkloadGroup resources,
+// from self-registered proxies (xDS node metadata) and from external
+// sources such as Kubernetes (pkg/registry/kube, fed through
+// UpdateSource), and hands out immutable snapshots for translation.
 package registry
 
 import (
@@ -227,6 +228,7 @@ type Registry struct {
 	suffix  string
 	configs []*config.Resource
 	proxies map[string]*model.Proxy
+	sources map[string]map[ServiceKey]SourceService
 	snap    *Snapshot
 	version uint64
 	subs    map[int]*subscription
@@ -238,8 +240,8 @@ func New(logger *slog.Logger) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Registry{log: logger, suffix: DefaultDomainSuffix, proxies: map[string]*model.Proxy{}, subs: map[int]*subscription{}}
-	r.snap = build(nil, nil, 0, r.suffix)
+	r := &Registry{log: logger, suffix: DefaultDomainSuffix, proxies: map[string]*model.Proxy{}, sources: map[string]map[ServiceKey]SourceService{}, subs: map[int]*subscription{}}
+	r.snap = build(nil, nil, nil, 0, r.suffix)
 	return r
 }
 
@@ -362,7 +364,7 @@ func (r *Registry) rebuildLocked() {
 		proxies = append(proxies, p)
 	}
 	sort.Slice(proxies, func(i, j int) bool { return proxies[i].ID < proxies[j].ID })
-	r.snap = build(r.configs, proxies, r.version, r.suffix)
+	r.snap = build(r.configs, r.sourceServicesLocked(), proxies, r.version, r.suffix)
 	r.log.Debug("registry rebuilt", "version", r.version, "services", len(r.snap.Services), "proxies", len(proxies))
 	for _, s := range r.subs {
 		select {
@@ -376,9 +378,21 @@ func (r *Registry) rebuildLocked() {
 type svcKey struct{ host, ns string }
 
 // build derives a snapshot; it is pure.
-func build(configs []*config.Resource, proxies []*model.Proxy, version uint64, suffix string) *Snapshot {
+func build(configs []*config.Resource, ext []SourceService, proxies []*model.Proxy, version uint64, suffix string) *Snapshot {
 	services := map[svcKey]*Service{}
 	eps := map[string][]*Endpoint{}
+	// External sources (Kubernetes) first: they win over ServiceEntries of
+	// the same host and namespace.
+	for _, s := range ext {
+		k := svcKey{s.Service.Hostname, s.Service.Namespace}
+		if _, dup := services[k]; dup {
+			continue
+		}
+		c := *s.Service
+		c.Ports = append([]Port(nil), s.Service.Ports...)
+		services[k] = &c
+		eps[c.Hostname] = append(eps[c.Hostname], s.Endpoints...)
+	}
 	groups := map[svcKey]*networking.WorkloadGroup{} // name, ns
 	var entries []*config.Resource
 	var wes []*config.Resource
