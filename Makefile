@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/weftmesh/weft/pkg/cli.Version=$(VERSION)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build web wasm-examples test test-short vet fmt-check demo bench bench-controlplane bench-proxy fuzz clean
+.PHONY: all build web wasm-examples test test-short vet fmt-check demo quickstart-check bench bench-controlplane bench-proxy fuzz clean
 
 all: build
 
@@ -58,8 +58,16 @@ test: build fmt-check vet
 test-short:
 	$(GO) test -short -count=1 ./...
 
+# DEMO_FLAGS passes flags to `weft demo`, e.g. DEMO_FLAGS="--load 20" or,
+# non-interactively, DEMO_FLAGS="--base-port 0 --exit-after 30s".
+DEMO_FLAGS ?=
 demo: build
-	./$(WEFT) demo
+	./$(WEFT) demo $(DEMO_FLAGS)
+
+# The README's quick start, taken literally from README.md, run in a fresh
+# clone of this repository's HEAD (hack/quickstart-check.sh; a few minutes).
+quickstart-check:
+	bash hack/quickstart-check.sh
 
 bench: bench-controlplane bench-proxy
 

@@ -38,6 +38,7 @@ func newDemoCmd() *cobra.Command {
 	f.StringVar(&o.Prometheus.Address, "prometheus-address", "", "where --prometheus-run serves (default 127.0.0.1:9090)")
 	f.DurationVar(&o.Prometheus.Interval, "prometheus-interval", 5*time.Second, "scrape interval in the written config")
 	f.BoolVar(&o.NoGateway, "no-gateway", false, "do not start the ingress gateway; enter through productpage's sidecar")
+	f.DurationVar(&o.ExitAfter, "exit-after", 0, "stop the mesh this long after it is ready (0: run until Ctrl-C)")
 	f.DurationVar(&o.ReadyTimeout, "ready-timeout", 0, "how long start-up may take (default 60s)")
 	return cmd
 }

@@ -60,6 +60,10 @@ type Options struct {
 	NoGateway bool
 	// ReadyTimeout bounds start-up (default 60s).
 	ReadyTimeout time.Duration
+	// ExitAfter stops the mesh this long after it is ready (0: run until
+	// ctx ends, i.e. Ctrl-C). For non-interactive runs such as
+	// hack/quickstart-check.sh.
+	ExitAfter time.Duration
 	// Out receives the human-readable banner.
 	Out    io.Writer
 	Logger *slog.Logger
@@ -258,8 +262,14 @@ func Run(ctx context.Context, o Options) error {
 	if o.Load > 0 {
 		go m.load(ctx, o.Load)
 	}
+	var exit <-chan time.Time
+	if o.ExitAfter > 0 {
+		fmt.Fprintf(o.Out, "(--exit-after %s: stopping by itself)\n", o.ExitAfter)
+		exit = time.After(o.ExitAfter)
+	}
 	select {
 	case <-ctx.Done():
+	case <-exit:
 	case err := <-m.died:
 		return err
 	}
