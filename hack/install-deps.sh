@@ -40,4 +40,6 @@ go mod download
 # etcd (Debian etcd-server) and a kube-apiserver built from the Go modules into
 # .cache/bin, for the Kubernetes integration tests (test/kube). Both idempotent.
 hack/kube-apiserver.sh .cache/bin
+# helm, for the chart tests (pkg/install).
+hack/helm.sh .cache/bin
 npm_ci

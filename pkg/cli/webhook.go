@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/pkg/kube/inject"
@@ -23,6 +24,9 @@ func newWebhookCmd() *cobra.Command {
 		keyFile, hosts, url string
 		configOut, logLevel string
 		svcNS, svcName      string
+		patch               bool
+		mutName, valName    string
+		kubeconfig          string
 	)
 	cmd := &cobra.Command{
 		Use:   "webhook",
@@ -79,6 +83,18 @@ pointing at --url or at the service --service-namespace/--service-name.`,
 			if err != nil {
 				return fmt.Errorf("webhook: %w", err)
 			}
+			if patch {
+				rc, err := kubeRESTConfig(kubeconfig, "")
+				if err != nil {
+					return err
+				}
+				cs, err := kubernetes.NewForConfig(rc)
+				if err != nil {
+					return err
+				}
+				p := &webhook.CABundlePatcher{Client: cs, Mutating: mutName, Validating: valName, CABundle: certPEM, Logger: log}
+				go p.Run(cmd.Context(), 30*time.Second)
+			}
 			log.Info("webhook listening", "address", "https://"+ln.Addr().String())
 			return srv.Serve(cmd.Context(), ln, cert)
 		},
@@ -90,6 +106,10 @@ pointing at --url or at the service --service-namespace/--service-name.`,
 	f.StringVar(&hosts, "hosts", "weft.weft-system.svc,localhost,127.0.0.1", "comma list of names/IPs for the self-signed certificate")
 	f.StringVar(&configOut, "config-out", "", "write the webhook configurations (YAML) to this file")
 	f.StringVar(&url, "url", "", "base URL the API server calls (instead of the service)")
+	f.BoolVar(&patch, "patch-ca-bundle", false, "keep the caBundle of --mutating-configuration/--validating-configuration equal to this webhook's certificate (in-cluster or --kubeconfig)")
+	f.StringVar(&mutName, "mutating-configuration", "weft-sidecar-injector", "MutatingWebhookConfiguration whose caBundle --patch-ca-bundle maintains (empty: none)")
+	f.StringVar(&valName, "validating-configuration", "weft-validator", "ValidatingWebhookConfiguration whose caBundle --patch-ca-bundle maintains (empty: none)")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig for --patch-ca-bundle (default: $KUBECONFIG, ~/.kube/config, or in-cluster)")
 	f.StringVar(&svcNS, "service-namespace", "weft-system", "namespace of the webhook service")
 	f.StringVar(&svcName, "service-name", "weft", "name of the webhook service")
 	f.StringVar(&cfg.Image, "image", "ghcr.io/weftmesh/weft:"+Version, "weft image for injected containers")

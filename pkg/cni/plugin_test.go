@@ -161,20 +161,6 @@ func TestPluginAgainstAPIServer(t *testing.T) {
 			t.Fatalf("want a CNI error naming the pod, got %v: %s", err, out)
 		}
 	})
-	t.Run("installer manifest", func(t *testing.T) {
-		out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kc, "apply", "-f", "../../manifests/cni/weft-cni.yaml").CombinedOutput()
-		if err != nil {
-			if _, lerr := exec.LookPath("kubectl"); lerr != nil {
-				t.Skip("kubectl not installed")
-			}
-			t.Fatalf("kubectl apply: %v\n%s", err, out)
-		}
-		for _, want := range []string{"daemonset.apps/weft-cni-node created", "clusterrole.rbac.authorization.k8s.io/weft-cni created"} {
-			if !strings.Contains(string(out), want) {
-				t.Errorf("kubectl apply output lacks %q:\n%s", want, out)
-			}
-		}
-	})
 	t.Run("version and del", func(t *testing.T) {
 		out, err := runPlugin(t, kc, invocation{command: "VERSION"})
 		if err != nil || !strings.Contains(out, `"1.0.0"`) {

@@ -1,5 +1,6 @@
 // Command crdgen writes the Istio CustomResourceDefinitions Weft serves to
-// manifests/crds/istio.yaml (or the file given as its only argument).
+// manifests/crds/istio.yaml and the Helm chart's crds/istio.yaml (or to
+// the files given as arguments).
 // Run it from the repository root: go run ./pkg/kube/crdgen
 package main
 
@@ -11,13 +12,15 @@ import (
 )
 
 func main() {
-	out := "manifests/crds/istio.yaml"
+	outs := []string{"manifests/crds/istio.yaml", "manifests/charts/weft/crds/istio.yaml"}
 	if len(os.Args) > 1 {
-		out = os.Args[1]
+		outs = os.Args[1:]
 	}
 	b, err := crd.YAML(crd.All())
-	if err == nil {
-		err = os.WriteFile(out, b, 0o644)
+	for _, out := range outs {
+		if err == nil {
+			err = os.WriteFile(out, b, 0o644)
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crdgen:", err)

@@ -17,8 +17,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/weftmesh/weft/pkg/kube/inject"
+	"github.com/weftmesh/weft/pkg/kube/kubetest"
 )
 
 // startServer runs a webhook over real TLS on 127.0.0.1:0 and returns its
@@ -237,5 +240,82 @@ func TestConfigurations(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("virtualservices not covered: %+v", v.Webhooks[0].Rules)
+	}
+}
+
+// TestCABundlePatcher patches configurations stored in a real API server
+// (created without a bundle, as the chart does) and repairs one that is
+// re-created.
+func TestCABundlePatcher(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and kube-apiserver")
+	}
+	cl := kubetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rc, err := clientcmd.BuildConfigFromFlags("", cl.WriteKubeconfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(rc)
+	cc := ClientConfig{ServiceNamespace: "weft-system", ServiceName: "weft"}
+	mw := MutatingConfiguration("inj", cc)
+	vw := ValidatingConfiguration("val", cc)
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mw, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, vw, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ca, _, err := SelfSigned([]string{"weft.weft-system.svc"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &CABundlePatcher{Client: cs, Mutating: "inj", Validating: "val", CABundle: ca}
+	check := func() {
+		t.Helper()
+		m, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "inj", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "val", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range m.Webhooks {
+			if !bytes.Equal(w.ClientConfig.CABundle, ca) {
+				t.Errorf("mutating %s: caBundle not patched", w.Name)
+			}
+		}
+		for _, w := range v.Webhooks {
+			if !bytes.Equal(w.ClientConfig.CABundle, ca) {
+				t.Errorf("validating %s: caBundle not patched", w.Name)
+			}
+		}
+	}
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check()
+	if err := p.Sync(ctx); err != nil { // nothing to change: no update
+		t.Fatal(err)
+	}
+	// Re-created without a bundle (uninstall + install): Run repairs it.
+	if err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, "inj", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, MutatingConfiguration("inj", cc), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { p.Run(rctx, 50*time.Millisecond); close(done) }()
+	time.Sleep(500 * time.Millisecond)
+	rcancel()
+	<-done
+	check()
+	missing := &CABundlePatcher{Client: cs, Mutating: "nope", CABundle: ca}
+	if err := missing.Sync(ctx); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("missing configuration: %v", err)
 	}
 }
