@@ -406,7 +406,7 @@ func (g *gateway) handler(gl *gwListener) *listener.Handler {
 	ident := listener.Identity{Workload: o.Workload, Namespace: o.Namespace, App: o.Labels["app"], ServiceAccount: o.ServiceAccount}
 	var access = p.access
 	return &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, Log: g.log, Stats: p.stats,
-		Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: g.ctx,
+		Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: g.ctx, Tracer: p.tracer,
 		RouteFor: func(r *http.Request) (string, int) {
 			cfg := gl.cfg.Load()
 			var ch *gwChain

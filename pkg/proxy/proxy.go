@@ -34,6 +34,7 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
 	"github.com/weftmesh/weft/pkg/proxy/listener"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
+	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
 )
 
@@ -126,6 +127,7 @@ type Proxy struct {
 	inSniff   *listener.SniffListener
 	access    *stats.AccessLog
 	gw        *gateway
+	tracer    *tracing.Tracer
 }
 
 // New validates options and prepares a proxy; Run starts it.
@@ -356,11 +358,12 @@ func (p *Proxy) Start(ctx context.Context) error {
 		access = stats.NewAccessLog(o.AccessLog)
 	}
 	p.access = access
+	p.tracer = tracing.NewTracer(tracing.Options{Log: p.log, Counter: p.stats.Counter})
 	if o.Gateway {
 		p.gw = &gateway{p: p, ctx: ctx, log: p.log.With("mode", "gateway"), lns: map[string]*gwListener{}}
 	}
 	p.outH = &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort,
-		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx}
+		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer}
 	var inSvc string
 	for _, e := range o.Services {
 		if s, err := ParseService(e); err == nil && (inSvc == "" || s.Port == o.AppPort) {
@@ -368,7 +371,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		}
 	}
 	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort, Service: inSvc,
-		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx}
+		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer}
 	h := &admin.Handlers{Src: adminSource{p}, Stats: p.stats, Level: o.LogLevel, Quit: p.Quit}
 	lns[1] = p.setupMTLS(ctx, lns[1])
 	p.inSniff = &listener.SniffListener{Listener: lns[1], Log: p.log, OnTCP: func(c net.Conn) { p.inH.ServeTCP(ctx, c) }}
@@ -455,6 +458,7 @@ func (p *Proxy) Shutdown() error {
 		}()
 	}
 	wg.Wait()
+	errs = append(errs, p.tracer.Close()) // export the spans still queued
 	return errors.Join(errs...)
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/router"
+	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
 )
 
@@ -48,6 +49,14 @@ type Runtime struct {
 	// destinations to ("PassthroughCluster" under ALLOW_ANY); empty when
 	// unknown destinations are refused (REGISTRY_ONLY → BlackHoleCluster).
 	Passthrough string
+	// InboundTracing and OutboundTracing are compiled from the HCM
+	// `tracing` field of virtualInbound and of the outbound (or gateway)
+	// listeners; nil means no tracing work at all.
+	InboundTracing, OutboundTracing *tracing.Config
+	// InboundAccessLog and OutboundAccessLog are the HCM `access_log`
+	// decision; nil keeps the proxy's own setting (log every request when
+	// an access log sink is configured).
+	InboundAccessLog, OutboundAccessLog *AccessLogPolicy
 }
 
 // HTTPFilter is an extension HTTP filter run before routing. Filter returns
@@ -185,6 +194,9 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 		return nil, err
 	}
 	rt.Clusters = set
+	if err := rt.buildTelemetry(res); err != nil {
+		return nil, err
+	}
 	return rt, nil
 }
 

@@ -349,6 +349,7 @@ func (h *Handler) localReply(w http.ResponseWriter, r *http.Request, ri *reqInfo
 	if flag != "" {
 		ri.flag(flag)
 	}
+	ri.details = msg
 	if len(ri.flags) > 0 {
 		w.Header().Set(ResponseFlagsHeader, ri.flagString())
 	}
@@ -469,11 +470,19 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	if h.Stats != nil && proto != "tcp" {
 		h.Stats.ObserveHTTP(l, float64(dur.Microseconds())/1000, ri.bytesIn.Load(), w.n)
 	}
+	if ri.span != nil {
+		h.finishSpan(r, ri, svc, ri.start.Add(dur))
+	}
+	if h.Access == nil || !h.accessPolicy(h.Runtime()).Allows(ri.status) {
+		return
+	}
 	dir := "outbound"
 	if h.Direction == Inbound {
 		dir = "inbound"
 	}
-	h.Access.Log(&stats.AccessEntry{StartTime: ri.start.UTC(), Method: r.Method, Path: r.URL.RequestURI(), Protocol: r.Proto,
+	traceID, spanID := traceIDs(r, ri)
+	h.Access.Log(&stats.AccessEntry{TraceID: traceID, SpanID: spanID, ResponseCodeDetails: ri.details,
+		SourceWorkload: l.SourceWorkload, DestinationWorkload: l.DestinationWorkload, StartTime: ri.start.UTC(), Method: r.Method, Path: r.URL.RequestURI(), Protocol: r.Proto,
 		ResponseCode: ri.status, ResponseFlags: ri.flagString(), BytesReceived: ri.bytesIn.Load(), BytesSent: w.n,
 		DurationMs: dur.Milliseconds(), UpstreamHost: ri.upstreamHost, UpstreamCluster: ri.cluster,
 		XRequestID: r.Header.Get("X-Request-Id"), RouteName: ri.routeName, Authority: r.Host, Direction: dir,

@@ -20,6 +20,7 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
 	"github.com/weftmesh/weft/pkg/proxy/router"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
+	"github.com/weftmesh/weft/pkg/proxy/tracing"
 )
 
 // Direction of a listener.
@@ -73,6 +74,9 @@ type Handler struct {
 	// 127.0.0.1:ITS_PORT. HTTP requests carry it in their context
 	// (WithOriginalDst); opaque TCP looks it up on the connection.
 	OrigDst func(net.Conn) (netip.AddrPort, bool)
+	// Tracer exports spans when the listener's HCM configures tracing;
+	// nil drops them (headers are still propagated).
+	Tracer *tracing.Tracer
 
 	// fallback transports for inbound direct-to-app and passthrough.
 	once      sync.Once
@@ -95,6 +99,8 @@ type reqInfo struct {
 	bytesIn      atomic.Int64
 	bytesOut     int64
 	destWorkload string
+	span         *tracing.Span // nil unless tracing sampled this request
+	details      string        // why the proxy answered itself (access log)
 }
 
 func (ri *reqInfo) flag(f string) {
@@ -162,6 +168,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Header.Get("X-Request-Id") == "" {
 		r.Header.Set("X-Request-Id", newRequestID(h.rnd()))
+	}
+	if tc := h.tracingConfig(rt); tc != nil {
+		h.startSpan(tc, r, ri)
 	}
 	var table *router.Table
 	scheme := "http"
@@ -252,7 +261,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) runFilters(w *countingWriter, r *http.Request, ri *reqInfo, fs []HTTPFilter) bool {
 	for _, f := range fs {
 		if f.Filter(w, r) {
-			ri.status = w.status
+			ri.status, ri.details = w.status, w.details
 			return true
 		}
 	}
@@ -590,8 +599,9 @@ func newRequestID(n uint64) string {
 
 type countingWriter struct {
 	http.ResponseWriter
-	n      int64
-	status int
+	n       int64
+	status  int
+	details string // set by filters that answer (SetResponseDetails)
 }
 
 func (c *countingWriter) WriteHeader(code int) {

@@ -27,6 +27,18 @@ type AccessEntry struct {
 	// DownstreamPeerURISAN is the client certificate's SPIFFE ID on
 	// inbound mutual TLS (Envoy's %DOWNSTREAM_PEER_URI_SAN%).
 	DownstreamPeerURISAN string `json:"downstream_peer_uri_san,omitempty"`
+	// TraceID and SpanID are the request's trace context (the proxy's
+	// span when sampled, else the incoming one), hex.
+	TraceID string `json:"trace_id,omitempty"`
+	SpanID  string `json:"span_id,omitempty"`
+	// ResponseCodeDetails says why the proxy answered itself (Envoy's
+	// %RESPONSE_CODE_DETAILS%), e.g. "no healthy upstream", "upstream max
+	// requests overflow" (circuit breaker), "RBAC: access denied" with the
+	// deciding policy.
+	ResponseCodeDetails string `json:"response_code_details,omitempty"`
+	// SourceWorkload and DestinationWorkload are the telemetry peers.
+	SourceWorkload      string `json:"source_workload,omitempty"`
+	DestinationWorkload string `json:"destination_workload,omitempty"`
 }
 
 // AccessLog writes JSON lines to w; a nil *AccessLog discards.

@@ -14,8 +14,10 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/encoding/protojson"
 	"gopkg.in/yaml.v3"
+	meshv1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/xds/model"
 )
@@ -49,12 +51,29 @@ func loadCase(t testing.TB, path string) (*Input, *model.Proxy) {
 	var istio []string
 	var proxies []*model.Proxy
 	var target *model.Proxy
+	var mesh *meshv1.MeshConfig
 	for _, doc := range docSep.Split(string(data), -1) {
 		var head struct {
 			Kind string `yaml:"kind"`
 		}
 		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
 			t.Fatalf("%s: %v", path, err)
+		}
+		if head.Kind == "TestMeshConfig" { // the mesh config, under `mesh:`
+			var mc struct {
+				Mesh yaml.Node `yaml:"mesh"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &mc); err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			b, err := yaml.Marshal(&mc.Mesh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mesh, err = meshconfig.Parse(path, b); err != nil {
+				t.Fatal(err)
+			}
+			continue
 		}
 		if head.Kind != "TestProxy" {
 			istio = append(istio, doc)
@@ -95,7 +114,7 @@ func loadCase(t testing.TB, path string) (*Input, *model.Proxy) {
 	for _, p := range proxies {
 		reg.UpsertProxy(p)
 	}
-	return &Input{Configs: rs, Registry: reg.Snapshot(), Credentials: testCredentials}, target
+	return &Input{Configs: rs, Registry: reg.Snapshot(), Credentials: testCredentials, Mesh: mesh}, target
 }
 
 func testCredentials(name string) ([]byte, []byte, bool) {

@@ -81,11 +81,13 @@ func Build(in *Input, p *model.Proxy) (*Output, error) {
 	switch p.Type {
 	case model.Router:
 		b.buildGateway()
+		b.applyTelemetry()
 	case model.Proxyless:
 		b.buildProxyless()
 	default:
 		b.buildSidecar()
 		b.applyPeerAuthn()
+		b.applyTelemetry()
 	}
 	return b.finish()
 }

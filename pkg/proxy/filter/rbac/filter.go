@@ -91,6 +91,9 @@ func (f *HTTPFilter) Filter(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	f.Log.Debug(DeniedDetails, "policy", d.Policy, "method", r.Method, "path", p, "principal", req.Principal)
+	if ds, ok := w.(interface{ SetResponseDetails(string) }); ok { // access log reason
+		ds.SetResponseDetails(DeniedBody + " (" + DeniedDetails + "_matched_policy[" + d.Policy + "])")
+	}
 	reply(w, r, http.StatusForbidden, DeniedBody)
 	return true
 }

@@ -1,0 +1,416 @@
+package translate
+
+import (
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	filelogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	meshv1 "istio.io/api/mesh/v1alpha1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/xds/model"
+)
+
+// Envoy extension names used for telemetry.
+const (
+	FileAccessLog       = "envoy.access_loggers.file"
+	CELAccessLogFilter  = "envoy.access_loggers.extension_filters.cel"
+	ZipkinTracer        = "envoy.tracers.zipkin"
+	OpenTelemetryTracer = "envoy.tracers.opentelemetry"
+)
+
+// TelemetryMode is the side of the traffic a Telemetry rule applies to.
+type TelemetryMode int
+
+// Modes: CLIENT is outbound (and gateway) listeners, SERVER is
+// virtualInbound.
+const (
+	ModeClient TelemetryMode = iota
+	ModeServer
+)
+
+// TracingPolicy is the effective tracing of one proxy side, after Istio's
+// Telemetry resolution.
+type TracingPolicy struct {
+	// Provider is the mesh extension provider spans go to (nil: none, so
+	// no tracing is configured).
+	Provider *meshv1.MeshConfig_ExtensionProvider
+	// Sampling is the random sampling percentage (0–100).
+	Sampling float64
+	// DisableReporting keeps propagation and sampling but sends nothing.
+	DisableReporting bool
+	// CustomTags are sorted by name.
+	CustomTags map[string]*telemetry.Tracing_CustomTag
+}
+
+// AccessLogPolicy is the effective access logging of one proxy side; nil
+// from ResolveAccessLogging means no Telemetry or mesh setting applies.
+type AccessLogPolicy struct {
+	Disabled  bool
+	Providers []*meshv1.MeshConfig_ExtensionProvider // file providers; empty: stdout
+	Filter    string                                 // CEL expression, e.g. response.code >= 400
+}
+
+// telemetries returns the Telemetry resources that apply to p, least
+// specific first: root namespace (no selector), p's namespace (no
+// selector), then those in p's namespace whose selector matches p. Within
+// a level the oldest wins, as in Istio; only the first of each level is
+// used.
+func telemetries(configs []*config.Resource, p *model.Proxy, roots map[string]bool) []*telemetry.Telemetry {
+	var levels [3]*config.Resource
+	cfgs := append([]*config.Resource(nil), configs...)
+	sort.SliceStable(cfgs, func(i, j int) bool {
+		a, c := cfgs[i], cfgs[j]
+		if !a.Meta.CreationTimestamp.Equal(c.Meta.CreationTimestamp) {
+			return a.Meta.CreationTimestamp.Before(c.Meta.CreationTimestamp)
+		}
+		if nsOf(a) != nsOf(c) {
+			return nsOf(a) < nsOf(c)
+		}
+		return a.Meta.Name < c.Meta.Name
+	})
+	for _, c := range cfgs {
+		t, ok := c.Spec.(*telemetry.Telemetry)
+		if !ok {
+			continue
+		}
+		sel := t.GetSelector().GetMatchLabels()
+		lvl := -1
+		switch {
+		case len(sel) > 0 && nsOf(c) == p.Namespace && labelsMatch(sel, p.Labels):
+			lvl = 2
+		case len(sel) == 0 && len(t.GetTargetRefs()) == 0 && t.GetTargetRef() == nil && nsOf(c) == p.Namespace && !roots[p.Namespace]:
+			lvl = 1
+		case len(sel) == 0 && len(t.GetTargetRefs()) == 0 && t.GetTargetRef() == nil && roots[nsOf(c)]:
+			lvl = 0
+		}
+		if lvl >= 0 && levels[lvl] == nil {
+			levels[lvl] = c
+		}
+	}
+	var out []*telemetry.Telemetry
+	for _, c := range levels {
+		if c != nil {
+			out = append(out, c.Spec.(*telemetry.Telemetry))
+		}
+	}
+	return out
+}
+
+func modeApplies(m telemetry.WorkloadMode, mode TelemetryMode) bool {
+	switch m {
+	case telemetry.WorkloadMode_CLIENT:
+		return mode == ModeClient
+	case telemetry.WorkloadMode_SERVER:
+		return mode == ModeServer
+	}
+	return true
+}
+
+// ResolveTracing computes p's tracing for one side: mesh defaults
+// (defaultConfig.tracing: sampling, default 1 %; zipkin.address;
+// defaultProviders.tracing) overridden field by field by the Telemetry
+// tracing rules of the root namespace, the namespace and the workload (in
+// that order; a rule whose match.mode excludes the side is skipped;
+// custom tags merge by name). It returns nil when no provider results.
+func ResolveTracing(mesh *meshv1.MeshConfig, configs []*config.Resource, p *model.Proxy, roots map[string]bool, mode TelemetryMode) *TracingPolicy {
+	pol := &TracingPolicy{Sampling: 1, CustomTags: map[string]*telemetry.Tracing_CustomTag{}}
+	if t := mesh.GetDefaultConfig().GetTracing(); t != nil && t.GetSampling() > 0 {
+		pol.Sampling = t.GetSampling()
+	}
+	var providerName string
+	if names := mesh.GetDefaultProviders().GetTracing(); len(names) > 0 {
+		providerName = names[0]
+	}
+	touched := false
+	for _, tm := range telemetries(configs, p, roots) {
+		for _, tr := range tm.GetTracing() {
+			if !modeApplies(tr.GetMatch().GetMode(), mode) {
+				continue
+			}
+			touched = true
+			if len(tr.GetProviders()) > 0 {
+				providerName = tr.GetProviders()[0].GetName()
+			}
+			if v := tr.GetRandomSamplingPercentage(); v != nil {
+				pol.Sampling = v.GetValue()
+			}
+			if v := tr.GetDisableSpanReporting(); v != nil {
+				pol.DisableReporting = v.GetValue()
+			}
+			for k, v := range tr.GetCustomTags() {
+				pol.CustomTags[k] = v
+			}
+		}
+	}
+	if providerName != "" {
+		pol.Provider = providerLookup(mesh, providerName)
+	}
+	if pol.Provider == nil && !touched {
+		// Istio's legacy mesh setting: defaultConfig.tracing.zipkin.address.
+		if addr := mesh.GetDefaultConfig().GetTracing().GetZipkin().GetAddress(); addr != "" && mesh.GetEnableTracing() {
+			host, port, err := net.SplitHostPort(addr)
+			if n, perr := strconv.Atoi(port); err == nil && perr == nil {
+				pol.Provider = &meshv1.MeshConfig_ExtensionProvider{Name: "zipkin", Provider: &meshv1.MeshConfig_ExtensionProvider_Zipkin{
+					Zipkin: &meshv1.MeshConfig_ExtensionProvider_ZipkinTracingProvider{Service: host, Port: uint32(n)}}}
+			}
+		}
+	}
+	if pol.Provider == nil {
+		return nil
+	}
+	return pol
+}
+
+func providerLookup(mesh *meshv1.MeshConfig, name string) *meshv1.MeshConfig_ExtensionProvider {
+	for _, p := range mesh.GetExtensionProviders() {
+		if p.GetName() == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// ResolveAccessLogging computes p's access logging for one side, as
+// ResolveTracing does: mesh accessLogFile / defaultProviders.accessLogging,
+// then Telemetry accessLogging rules (root, namespace, workload; the more
+// specific rule's providers, disabled and filter replace the others).
+// nil means nothing configures access logging (the proxy keeps its own
+// default).
+func ResolveAccessLogging(mesh *meshv1.MeshConfig, configs []*config.Resource, p *model.Proxy, roots map[string]bool, mode TelemetryMode) *AccessLogPolicy {
+	var pol *AccessLogPolicy
+	var names []string
+	if f := mesh.GetAccessLogFile(); f != "" {
+		pol = &AccessLogPolicy{Providers: []*meshv1.MeshConfig_ExtensionProvider{{Name: "envoy", Provider: &meshv1.MeshConfig_ExtensionProvider_EnvoyFileAccessLog{
+			EnvoyFileAccessLog: &meshv1.MeshConfig_ExtensionProvider_EnvoyFileAccessLogProvider{Path: f}}}}}
+	}
+	if d := mesh.GetDefaultProviders().GetAccessLogging(); len(d) > 0 {
+		names = d
+		pol = &AccessLogPolicy{}
+	}
+	for _, tm := range telemetries(configs, p, roots) {
+		for _, al := range tm.GetAccessLogging() {
+			if !modeApplies(al.GetMatch().GetMode(), mode) {
+				continue
+			}
+			if pol == nil {
+				pol = &AccessLogPolicy{}
+			}
+			if len(al.GetProviders()) > 0 {
+				names = names[:0:0]
+				for _, pr := range al.GetProviders() {
+					names = append(names, pr.GetName())
+				}
+				pol.Providers = nil
+			}
+			if v := al.GetDisabled(); v != nil {
+				pol.Disabled = v.GetValue()
+			}
+			if f := al.GetFilter(); f != nil {
+				pol.Filter = f.GetExpression()
+			}
+		}
+	}
+	if pol == nil {
+		return nil
+	}
+	for _, n := range names {
+		if pr := providerLookup(mesh, n); pr != nil && pr.GetEnvoyFileAccessLog() != nil {
+			pol.Providers = append(pol.Providers, pr)
+		}
+	}
+	return pol
+}
+
+// applyTelemetry sets the HCM `tracing` and `access_log` fields of every
+// HTTP connection manager the proxy got: virtualInbound's chains with the
+// SERVER side, every other listener (outbound, gateway) with the CLIENT
+// side.
+func (b *builder) applyTelemetry() {
+	var tr [2]*hcmv3.HttpConnectionManager_Tracing
+	var al [2][]*accesslogv3.AccessLog
+	for _, mode := range []TelemetryMode{ModeClient, ModeServer} {
+		if pol := ResolveTracing(b.in.Mesh, b.in.Configs, b.p, b.root, mode); pol != nil {
+			tr[mode] = b.hcmTracing(pol)
+		}
+		if pol := ResolveAccessLogging(b.in.Mesh, b.in.Configs, b.p, b.root, mode); pol != nil {
+			al[mode] = hcmAccessLog(pol)
+		}
+	}
+	if tr[0] == nil && tr[1] == nil && al[0] == nil && al[1] == nil {
+		return
+	}
+	for name, v := range b.listeners {
+		l, ok := v.(*listenerv3.Listener)
+		if !ok {
+			continue
+		}
+		mode := ModeClient
+		if name == VirtualInbound {
+			mode = ModeServer
+		}
+		chains := l.GetFilterChains()
+		if l.GetDefaultFilterChain() != nil {
+			chains = append(append([]*listenerv3.FilterChain(nil), chains...), l.GetDefaultFilterChain())
+		}
+		for _, fc := range chains {
+			for _, f := range fc.GetFilters() {
+				if f.GetName() != HCMFilter || f.GetTypedConfig() == nil {
+					continue
+				}
+				h := &hcmv3.HttpConnectionManager{}
+				if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
+					continue
+				}
+				h.Tracing = tr[mode]
+				h.AccessLog = al[mode]
+				f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)}
+			}
+		}
+	}
+}
+
+// providerCluster is Istio's cluster name for an extension provider's
+// service ("outbound|PORT||HOST"; a "ns/host" service drops the ns).
+func providerCluster(service string, port uint32) (string, string) {
+	if _, h, ok := strings.Cut(service, "/"); ok {
+		service = h
+	}
+	return "outbound|" + strconv.Itoa(int(port)) + "||" + service, service
+}
+
+func (b *builder) hcmTracing(pol *TracingPolicy) *hcmv3.HttpConnectionManager_Tracing {
+	t := &hcmv3.HttpConnectionManager_Tracing{
+		ClientSampling:  &typev3.Percent{Value: 100},
+		RandomSampling:  &typev3.Percent{Value: pol.Sampling},
+		OverallSampling: &typev3.Percent{Value: 100},
+	}
+	names := make([]string, 0, len(pol.CustomTags))
+	for k := range pol.CustomTags {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		ct := pol.CustomTags[k]
+		tag := &tracingtypev3.CustomTag{Tag: k}
+		switch {
+		case ct.GetLiteral() != nil:
+			tag.Type = &tracingtypev3.CustomTag_Literal_{Literal: &tracingtypev3.CustomTag_Literal{Value: ct.GetLiteral().GetValue()}}
+		case ct.GetEnvironment() != nil:
+			tag.Type = &tracingtypev3.CustomTag_Environment_{Environment: &tracingtypev3.CustomTag_Environment{
+				Name: ct.GetEnvironment().GetName(), DefaultValue: ct.GetEnvironment().GetDefaultValue()}}
+		case ct.GetHeader() != nil:
+			tag.Type = &tracingtypev3.CustomTag_RequestHeader{RequestHeader: &tracingtypev3.CustomTag_Header{
+				Name: ct.GetHeader().GetName(), DefaultValue: ct.GetHeader().GetDefaultValue()}}
+		default:
+			continue // formatter tags are not supported
+		}
+		t.CustomTags = append(t.CustomTags, tag)
+	}
+	if pol.DisableReporting {
+		return t // no provider: sample and propagate, report nothing
+	}
+	pr := pol.Provider
+	switch {
+	case pr.GetZipkin() != nil:
+		z := pr.GetZipkin()
+		cl, host := providerCluster(z.GetService(), z.GetPort())
+		path := z.GetPath()
+		if path == "" {
+			path = "/api/v2/spans"
+		}
+		if n := z.GetMaxTagLength(); n > 0 {
+			t.MaxPathTagLength = wrapperspb.UInt32(n)
+		}
+		t.Provider = &tracev3.Tracing_Http{Name: ZipkinTracer, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(&tracev3.ZipkinConfig{
+			CollectorCluster: cl, CollectorEndpoint: path, CollectorEndpointVersion: tracev3.ZipkinConfig_HTTP_JSON,
+			TraceId_128Bit: !z.GetEnable_64BitTraceId(), SharedSpanContext: wrapperspb.Bool(false), CollectorHostname: host,
+		})}}
+	case pr.GetOpentelemetry() != nil:
+		o := pr.GetOpentelemetry()
+		cl, host := providerCluster(o.GetService(), o.GetPort())
+		oc := &tracev3.OpenTelemetryConfig{ServiceName: b.serviceName()}
+		if hs := o.GetHttp(); hs != nil {
+			path := hs.GetPath()
+			if path == "" {
+				path = "/v1/traces"
+			}
+			if !strings.HasPrefix(path, "/") {
+				path = "/" + path
+			}
+			timeout := hs.GetTimeout()
+			if timeout == nil {
+				timeout = durationpb.New(5e9)
+			}
+			oc.HttpService = &corev3.HttpService{HttpUri: &corev3.HttpUri{
+				Uri: "http://" + net.JoinHostPort(host, strconv.Itoa(int(o.GetPort()))) + path, HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: cl},
+				Timeout: timeout}}
+		} else {
+			oc.GrpcService = &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+				ClusterName: cl, Authority: host}}}
+		}
+		if n := o.GetMaxTagLength(); n > 0 {
+			t.MaxPathTagLength = wrapperspb.UInt32(n)
+		}
+		t.Provider = &tracev3.Tracing_Http{Name: OpenTelemetryTracer, ConfigType: &tracev3.Tracing_Http_TypedConfig{TypedConfig: mustAny(oc)}}
+	default:
+		return nil // provider kind not supported for tracing (e.g. an access log provider)
+	}
+	return t
+}
+
+// serviceName is Istio's default tracing service name: APP.NAMESPACE.
+func (b *builder) serviceName() string {
+	app := b.p.Labels["app"]
+	if app == "" {
+		app = b.p.Labels["app.kubernetes.io/name"]
+	}
+	if app == "" {
+		app = b.p.Workload
+	}
+	return app + "." + b.p.Namespace
+}
+
+func hcmAccessLog(pol *AccessLogPolicy) []*accesslogv3.AccessLog {
+	if pol.Disabled {
+		// Envoy's own way of "log nothing": a 0 % runtime filter.
+		return []*accesslogv3.AccessLog{{Name: FileAccessLog,
+			Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_RuntimeFilter{RuntimeFilter: &accesslogv3.RuntimeFilter{
+				RuntimeKey: "weft.access_log.disabled", PercentSampled: &typev3.FractionalPercent{Numerator: 0}}}},
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{Path: "/dev/stdout"})}}}
+	}
+	paths := []string{"/dev/stdout"}
+	if len(pol.Providers) > 0 {
+		paths = paths[:0]
+		for _, p := range pol.Providers {
+			path := p.GetEnvoyFileAccessLog().GetPath()
+			if path == "" {
+				path = "/dev/stdout"
+			}
+			paths = append(paths, path)
+		}
+	}
+	var out []*accesslogv3.AccessLog
+	for _, path := range paths {
+		al := &accesslogv3.AccessLog{Name: FileAccessLog, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{Path: path})}}
+		if pol.Filter != "" {
+			al.Filter = &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{ExtensionFilter: &accesslogv3.ExtensionFilter{
+				Name: CELAccessLogFilter, ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: mustAny(&celv3.ExpressionFilter{Expression: pol.Filter})}}}}
+		}
+		out = append(out, al)
+	}
+	return out
+}
