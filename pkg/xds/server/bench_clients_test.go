@@ -121,7 +121,10 @@ func TestBenchClientProcess(t *testing.T) {
 }
 
 func runBenchClients(ctx context.Context, addr string, clients int) error {
-	const streamsPerCon = 100
+	streamsPerCon := 100
+	if n, err := strconv.Atoi(os.Getenv("WEFT_BENCH_STREAMS_PER_CONN")); err == nil && n > 0 {
+		streamsPerCon = n
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var conns []*grpc.ClientConn

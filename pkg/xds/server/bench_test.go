@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
 	"fmt"
 	"log/slog"
 	"net"
@@ -132,36 +134,40 @@ func (c benchCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.base.Unmarshal(data, v)
 	}
-	b := data.Materialize()
+	rd := data.Reader()
+	defer rd.Close()
 	resources := 0
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
+	for rd.Remaining() > 0 {
+		tag, err := binary.ReadUvarint(rd)
+		if err != nil {
+			return fmt.Errorf("response tag: %w", err)
 		}
-		b = b[n:]
+		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
 		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return protowire.ParseError(n)
+			return fmt.Errorf("response field %d: unexpected wire type %d", num, typ)
+		}
+		n, err := binary.ReadUvarint(rd)
+		if err != nil || n > uint64(rd.Remaining()) {
+			return fmt.Errorf("response field %d: bad length", num)
+		}
+		if num == 2 { // a resource: counted, skipped
+			resources++
+			if _, err := rd.Discard(int(n)); err != nil {
+				return err
 			}
-			b = b[n:]
 			continue
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return protowire.ParseError(n)
+		b := make([]byte, n)
+		if _, err := io.ReadFull(rd, b); err != nil {
+			return err
 		}
-		b = b[n:]
 		switch num {
 		case 1:
-			r.VersionInfo = string(v)
-		case 2:
-			resources++
+			r.VersionInfo = string(b)
 		case 4:
-			r.TypeUrl = string(v)
+			r.TypeUrl = string(b)
 		case 5:
-			r.Nonce = string(v)
+			r.Nonce = string(b)
 		}
 	}
 	if resources == 0 {
