@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	meshv1 "istio.io/api/mesh/v1alpha1"
@@ -21,16 +23,16 @@ func TranslateGenerator(reg *registry.Registry) Generator {
 
 // translateGenerator is TranslateGenerator with mutual TLS on or off (see
 // translate.Input.MTLS). Within one push, proxies of the same class (equal
-// in every field but the node ID, which translate.Build does not read) are
-// built once and share the output, so the server hashes and marshals it
-// once too.
+// in every field translate.Build reads, see classKey) are built once and
+// share the output, so the server hashes and marshals it once too.
 func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConfig) Generator {
 	return func(configs []*config.Resource) func(*model.Proxy) (*Resources, error) {
 		in := &translate.Input{Configs: configs, Registry: reg.Snapshot(), MTLS: mtls,
 			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh)}
 		var classes sync.Map // classKey -> *classBuild
+		backs := workloadServices(in.Registry)
 		return func(p *model.Proxy) (*Resources, error) {
-			v, _ := classes.LoadOrStore(classKey(p), &classBuild{})
+			v, _ := classes.LoadOrStore(classKey(p, backs), &classBuild{})
 			c := v.(*classBuild)
 			c.once.Do(func() {
 				out, err := translate.Build(in, p)
@@ -54,12 +56,51 @@ type classBuild struct {
 	err  error
 }
 
-// classKey identifies the proxies translate.Build gives equal output: every
-// field but the ID (fmt prints maps in key order).
-func classKey(p *model.Proxy) string {
-	q := *p
-	q.ID = ""
-	return fmt.Sprintf("%#v", q)
+// classKey identifies the proxies translate.Build gives equal output. Build
+// reads a proxy's type, namespace, labels, LOCALITY metadata and app ports,
+// and its workload name only to find the services (of its namespace) the
+// workload is an endpoint of; backs lists those per namespace/workload. The
+// node ID, IP, pod and service account names and other metadata do not
+// change the output, so the pods of one deployment share one build.
+// TestClassKeyFieldsDoNotChangeOutput checks this against the translator.
+func classKey(p *model.Proxy, backs map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\x00%s\x00", p.Type, p.Namespace)
+	keys := make([]string, 0, len(p.Labels))
+	for k := range p.Labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%q=%q,", k, p.Labels[k])
+	}
+	fmt.Fprintf(&b, "\x00%q\x00%v\x00", p.Metadata["LOCALITY"], p.AppPorts)
+	if p.Workload != "" {
+		b.WriteString(backs[p.Namespace+"/"+p.Workload])
+	}
+	return b.String()
+}
+
+// workloadServices maps namespace/workload to the services of that
+// namespace the workload is an endpoint of (the inbound ports translation
+// gives its proxy), as one string.
+func workloadServices(reg *registry.Snapshot) map[string]string {
+	out := map[string]string{}
+	if reg == nil {
+		return out
+	}
+	for _, svc := range reg.Services {
+		seen := map[string]bool{}
+		for _, e := range reg.EndpointsOf(svc.Hostname) {
+			if e.Workload == "" || e.Namespace != svc.Namespace || seen[e.Workload] {
+				continue
+			}
+			seen[e.Workload] = true
+			k := e.Namespace + "/" + e.Workload
+			out[k] += fmt.Sprintf("%q,", svc.Hostname)
+		}
+	}
+	return out
 }
 
 var _ Registry = (*registry.Registry)(nil)

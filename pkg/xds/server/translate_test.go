@@ -11,6 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -106,8 +107,8 @@ func TestTranslatedSidecarSnapshot(t *testing.T) {
 	}
 }
 
-// Proxies equal in everything but the node ID share one build per push;
-// any other difference gets a build of its own.
+// Proxies equal in every field translation reads share one build per push;
+// any difference there gets a build of its own.
 func TestTranslateGeneratorSharesClasses(t *testing.T) {
 	base := func() *model.Proxy {
 		return &model.Proxy{ID: "sidecar~10.0.0.1~app.default~default.svc.cluster.local", Type: model.Sidecar, IP: "10.0.0.1",
@@ -127,8 +128,10 @@ func TestTranslateGeneratorSharesClasses(t *testing.T) {
 		{"labels in another map", func(p *model.Proxy) { p.Labels = map[string]string{"version": "v1", "app": "a"} }, true},
 		{"other labels", func(p *model.Proxy) { p.Labels["version"] = "v2" }, false},
 		{"other namespace", func(p *model.Proxy) { p.Namespace = "prod" }, false},
-		{"other workload", func(p *model.Proxy) { p.Workload = "app-2" }, false},
-		{"other IP", func(p *model.Proxy) { p.IP = "10.0.0.2" }, false},
+		{"other workload (backing no service)", func(p *model.Proxy) { p.Workload = "app-2" }, true},
+		{"other IP", func(p *model.Proxy) { p.IP = "10.0.0.2" }, true},
+		{"other metrics address", func(p *model.Proxy) { p.Metadata["METRICS_ADDRESS"] = "10.0.0.2:15020" }, true},
+		{"app ports", func(p *model.Proxy) { p.AppPorts = []uint32{8080} }, false},
 		{"locality", func(p *model.Proxy) { p.Metadata["LOCALITY"] = "r/z" }, false},
 		{"gateway", func(p *model.Proxy) { p.Type = model.Router }, false},
 	} {
@@ -143,5 +146,92 @@ func TestTranslateGeneratorSharesClasses(t *testing.T) {
 				t.Errorf("shared the first build = %v, want %v", got == first, tc.shared)
 			}
 		})
+	}
+}
+
+// The fields classKey leaves out do not change translate.Build's output,
+// and those it keeps do: proxies are built from a registry where workload
+// "productpage" backs productpage:9080.
+func TestClassKeyFieldsDoNotChangeOutput(t *testing.T) {
+	rs, err := config.Decode("mesh.yaml", []byte(meshYAML+`---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: productpage, namespace: default}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(slog.New(slog.DiscardHandler))
+	reg.SetConfigs(rs)
+	node := func(ip, pod, workload, sa string, extra map[string]any) *model.Proxy {
+		m := map[string]any{"NAMESPACE": "default", "WORKLOAD_NAME": workload, "INBOUND_ADDRESS": ip + ":15006", "SERVICE_ACCOUNT": sa,
+			"APP_PORTS": "9081", "SERVICES": "productpage:9080/HTTP", "LABELS": map[string]any{"app": "productpage"}}
+		for k, v := range extra {
+			m[k] = v
+		}
+		md, err := structpb.NewStruct(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := model.ParseNode("sidecar~"+ip+"~"+pod+".default~default.svc.cluster.local", md, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := node("10.0.0.1", "productpage-a", "productpage", "bookinfo", nil)
+	reg.UpsertProxy(base)
+	same := []*model.Proxy{
+		node("10.0.0.2", "productpage-b", "productpage", "bookinfo", map[string]any{"METRICS_ADDRESS": "10.0.0.2:15020", "INSTANCE_IPS": "10.0.0.2"}),
+		node("10.0.0.3", "productpage-c", "productpage", "other-sa", nil),
+	}
+	for _, p := range same {
+		reg.UpsertProxy(p)
+	}
+	differ := []*model.Proxy{
+		node("10.0.0.4", "other-a", "other", "bookinfo", nil), // backs nothing: no inbound port 9080
+		node("10.0.0.5", "productpage-d", "productpage", "bookinfo", map[string]any{"LOCALITY": "r1/z1"}),
+	}
+	gen := TranslateGenerator(reg)(rs)
+	hashes := func(p *model.Proxy) [numTypes][32]byte {
+		out, err := gen(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h [numTypes][32]byte
+		for i, rs := range [numTypes][]types.Resource{out.Clusters, out.Listeners, out.Routes, out.Endpoints} {
+			h[i], _ = hashResources(rs, nil)
+		}
+		return h
+	}
+	backs := workloadServices(reg.Snapshot())
+	want := hashes(base)
+	for _, p := range same {
+		if classKey(p, backs) != classKey(base, backs) {
+			t.Errorf("%s: class key differs from %s", p.ID, base.ID)
+		}
+		// Build it on its own (a fresh generator has no class cache).
+		out, err := TranslateGenerator(reg)(rs)(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, got := range [numTypes][]types.Resource{out.Clusters, out.Listeners, out.Routes, out.Endpoints} {
+			if h, _ := hashResources(got, nil); h != want[i] {
+				t.Errorf("%s: %s differ from %s's although the class key ignores what differs", p.ID, typeNames[i], base.ID)
+			}
+		}
+	}
+	for _, p := range differ {
+		if classKey(p, backs) == classKey(base, backs) {
+			t.Errorf("%s: same class key as %s", p.ID, base.ID)
+		}
+	}
+	if hashes(differ[0])[lds] == want[lds] {
+		t.Error("a workload backing no service got productpage's inbound listeners")
 	}
 }
