@@ -36,6 +36,7 @@ import (
 	"github.com/weftmesh/weft/pkg/config/store"
 	"github.com/weftmesh/weft/pkg/config/store/bolt"
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
+	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/xds/model"
 )
 
@@ -210,7 +211,8 @@ func procStatus(pid, field string) string {
 // reach every client (p50/p99/max), the push computation time, the control
 // plane's CPU time for each phase (wall times stretch on a busy machine;
 // CPU time does much less) and its RSS, clients excluded.
-// WEFT_BENCH_CLIENTS scales it down; WEFT_BENCH_HEAP writes a heap profile
+// WEFT_BENCH_CLIENTS scales it down; WEFT_BENCH_TRANSLATE=1 uses the
+// registry and the real translator instead of meshGenerator; WEFT_BENCH_HEAP writes a heap profile
 // once every client is served, WEFT_BENCH_CHANGE_CPU a CPU profile of the
 // change alone.
 func BenchmarkControlPlaneScale(b *testing.B) {
@@ -246,7 +248,12 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 		if _, err := st.Apply(context.Background(), store.Upsert, rs); err != nil {
 			b.Fatal(err)
 		}
-		srv, err := New(Options{Store: st, Generate: meshGenerator, Logger: slog.New(slog.DiscardHandler), RemoveGrace: time.Minute})
+		opts := Options{Store: st, Generate: meshGenerator, Logger: slog.New(slog.DiscardHandler), RemoveGrace: time.Minute}
+		if os.Getenv("WEFT_BENCH_TRANSLATE") != "" { // the production generator
+			reg := registry.New(slog.New(slog.DiscardHandler))
+			opts.Registry, opts.Generate = reg, TranslateGenerator(reg)
+		}
+		srv, err := New(opts)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -289,7 +296,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 				stopProfile = func() { pprof.StopCPUProfile(); out.Close() }
 			}
 		}
-		changed, cpu1, childCPU := time.Now(), cpuTime(), child.cpu()
+		changed, cpu1, childCPU, sent0, marshals0 := time.Now(), cpuTime(), child.cpu(), srv.prepared.hits.Load(), srv.prepared.marshals.Load()
 		if _, err := st.Apply(context.Background(), store.Upsert, []*config.Resource{vsRes(3 * time.Second)}); err != nil {
 			b.Fatal(err)
 		}
@@ -298,6 +305,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			b.Fatalf("VirtualService change did not reach every client: %v", err)
 		}
 		changeCPU, changeChildCPU := cpuTime()-cpu1, child.cpu()-childCPU
+		sent, marshals := srv.prepared.hits.Load()-sent0, srv.prepared.marshals.Load()-marshals0
 		stopProfile()
 		lat := make([]time.Duration, 0, clients)
 		for _, f := range at[1:] {
@@ -311,8 +319,8 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			b.Fatalf("client process reported %d of %d clients", len(lat), clients)
 		}
 		slices.Sort(lat)
-		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v; CPU: control plane %v, clients %v); control-plane RSS %s (peak %s), client process RSS %s",
-			clients, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()), changeCPU.Round(time.Millisecond), changeChildCPU, vmRSS(), procStatus("self", "VmHWM:"), child.rss())
+		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v; %d responses sent from %d encoded bodies; CPU: control plane %v, clients %v); control-plane RSS %s (peak %s), client process RSS %s",
+			clients, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()), sent, marshals, changeCPU.Round(time.Millisecond), changeChildCPU, vmRSS(), procStatus("self", "VmHWM:"), child.rss())
 		b.ReportMetric(full.Seconds(), "full-push-s")
 		b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "change-p50-ms")
 		b.ReportMetric(lat[len(lat)*99/100].Seconds()*1000, "change-p99-ms")
