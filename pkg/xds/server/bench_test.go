@@ -3,8 +3,8 @@ package server
 import (
 	"context"
 	"encoding/binary"
-	"io"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
