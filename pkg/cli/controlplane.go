@@ -57,6 +57,6 @@ The admin API address may use port 0; the bound address is logged
 	f.StringVar(&meshConfig, "mesh-config", "", "Istio MeshConfig YAML (rootNamespace, extensionProviders, defaultProviders, ...); default: built-in defaults")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	caExt, caf := newCAExtension(cmd)
-	o.Extensions = append(o.Extensions, caExt, newXDSExtension(cmd, caf), newDashboardExtension(cmd))
+	o.Extensions = append(o.Extensions, caExt, newXDSExtension(cmd, caf), newDashboardExtension(cmd), newTracingExtension(cmd))
 	return cmd
 }

@@ -32,6 +32,8 @@ func newDemoCmd() *cobra.Command {
 	f.IntVar(&o.BasePort, "base-port", 21000, "first port of the block the workloads use; 0 picks free ports")
 	f.IntVar(&o.Load, "load", 0, "send this many requests per second to the ingress so graphs move")
 	f.StringVar(&o.CAAddress, "ca-address", "", "control plane workload CA address (default 127.0.0.1:15012)")
+	f.Float64Var(&o.Tracing.Sampling, "trace-sampling", 100, "percentage of requests traced (to the control plane's built-in Zipkin collector)")
+	f.StringVar(&o.Tracing.Address, "zipkin-address", "", "the control plane's built-in Zipkin collector (default 127.0.0.1:9411)")
 	f.BoolVar(&o.Plaintext, "plaintext", false, "no CA and no mutual TLS: sidecars talk plaintext (default: STRICT mTLS mesh-wide)")
 	f.StringVar(&o.Prometheus.ConfigPath, "prometheus", "", "write a Prometheus scrape config for every proxy and the control plane to this file (or DIR/prometheus.yml)")
 	f.BoolVar(&o.Prometheus.Run, "prometheus-run", false, "also run the prometheus binary (Debian package prometheus) against that config")

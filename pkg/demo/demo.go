@@ -43,6 +43,8 @@ type Options struct {
 	IngressAddress string
 	// CAAddress is the control plane's workload CA (default 127.0.0.1:15012).
 	CAAddress string
+	// Tracing configures the built-in trace collector (see tracing.go).
+	Tracing TracingOptions
 	// Plaintext runs the mesh without the CA: no workload certificates, no
 	// PeerAuthentication, plaintext between sidecars. By default the demo
 	// turns the CA on and applies mesh-wide STRICT mutual TLS.
@@ -96,6 +98,8 @@ type Plan struct {
 	CA        string
 	// Prometheus is the address a started Prometheus serves on.
 	Prometheus string
+	// Zipkin is the control plane's built-in trace collector.
+	Zipkin string
 }
 
 // IngressURL is the productpage URL through the ingress gateway.
@@ -181,6 +185,9 @@ func MakePlan(o Options) (*Plan, error) {
 		return nil, err
 	}
 	if p.CA, err = addr(o.CAAddress, "127.0.0.1:15012"); err != nil {
+		return nil, err
+	}
+	if p.Zipkin, err = addr(o.Tracing.Address, "127.0.0.1:9411"); err != nil {
 		return nil, err
 	}
 	if o.Prometheus.Run {
@@ -336,7 +343,7 @@ func (m *mesh) start(ctx context.Context) error {
 	if err := m.spawn("control-plane", append([]string{"control-plane",
 		"--data-dir", m.storeDir(),
 		"--admin-address", p.Admin, "--xds-address", p.XDS, "--monitoring-address", p.Monitor,
-		"--dashboard-address", p.Dashboard}, m.caControlPlaneArgs()...)...); err != nil {
+		"--dashboard-address", p.Dashboard}, append(m.caControlPlaneArgs(), m.tracingControlPlaneArgs()...)...)...); err != nil {
 		return err
 	}
 	if err := m.waitHTTP(ctx, "http://"+p.Admin+"/healthz", "control plane"); err != nil {
@@ -480,6 +487,7 @@ func (m *mesh) banner() {
 	fmt.Fprintf(out, "  control plane API   http://%s   (export WEFT_SERVER=http://%s)\n", p.Admin, p.Admin)
 	fmt.Fprintf(out, "  xDS                 %s\n", p.XDS)
 	fmt.Fprintf(out, "  metrics             http://%s/metrics\n", p.Monitor)
+	m.tracingBanner(out)
 	if m.o.Plaintext {
 		fmt.Fprintf(out, "  mTLS                off (--plaintext)\n")
 	} else {
