@@ -19,7 +19,26 @@
 #   QUICKSTART_KEEP=1   keep the clone and logs
 #   DEMO_FLAGS          override the flags above, e.g. "--exit-after 15s" to
 #                       use the fixed ports 8000/8080/20001 like a newcomer
+#
+# `hack/quickstart-check.sh --list [README]` only prints the commands it would
+# run (test/e2e checks the README this way in `make test`).
 set -euo pipefail
+
+# quickstart_commands README: the first ```sh block after the "## Quick
+# start" heading, comments and blank lines dropped.
+quickstart_commands() {
+  awk '
+    /^## Quick start/ { inqs = 1; next }
+    inqs && /^## / { exit }
+    inqs && !inblock && /^```sh/ { inblock = 1; next }
+    inblock && /^```/ { exit }
+    inblock { print }
+  ' "$1" | sed -e 's/[[:space:]]*#.*$//' -e 's/^[[:space:]]*//' | { grep -v '^$' || true; }
+}
+if [ "${1:-}" = --list ]; then
+  quickstart_commands "${2:-$(dirname "$0")/../README.md}"
+  exit 0
+fi
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 repo=${QUICKSTART_REPO:-$here}
@@ -39,15 +58,7 @@ git clone -q "$repo" "$work/weft"
 cd "$work/weft"
 echo "   at $(git log --oneline -1)"
 
-# The first ```sh block after the "## Quick start" heading, comments and
-# blank lines dropped.
-mapfile -t cmds < <(awk '
-  /^## Quick start/ { inqs = 1; next }
-  inqs && /^## / { exit }
-  inqs && !inblock && /^```sh/ { inblock = 1; next }
-  inblock && /^```/ { exit }
-  inblock { print }
-' README.md | sed -e 's/[[:space:]]*#.*$//' -e 's/^[[:space:]]*//' | grep -v '^$')
+mapfile -t cmds < <(quickstart_commands README.md)
 if [ ${#cmds[@]} -eq 0 ]; then
   echo "FAIL: README.md has no \`\`\`sh block under '## Quick start'"; exit 1
 fi

@@ -187,6 +187,7 @@ func TestDemoPrometheusGrafana(t *testing.T) {
 		t.Skip("prometheus not installed (hack/install-deps.sh installs Debian's prometheus)")
 	}
 	confDir := t.TempDir()
+	weft.Binary(t) // build first: the timing below is the demo's
 	start := time.Now()
 	m := startDemo(t, "--load", "20", "--prometheus", confDir+"/", "--prometheus-run", "--prometheus-interval", "1s")
 	ready := time.Now()
@@ -408,5 +409,14 @@ func TestDemoPrometheusGrafana(t *testing.T) {
 		t.Errorf("only %d expressions found in the dashboards; the parsing above missed some", total)
 	}
 
+	// STRICT mTLS mesh-wide: every request a sidecar received came over
+	// mutual TLS (the mesh dashboard's mTLS Share stat).
+	r, err := pc.query(`sum(rate(istio_requests_total{reporter="destination", connection_security_policy="mutual_tls"}[1m])) / sum(rate(istio_requests_total{reporter="destination"}[1m]))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := r.samples(); err != nil || len(s) != 1 || s[0] != 1 {
+		t.Errorf("mTLS share of received requests = %v (err %v), want 1", s, err)
+	}
 	t.Logf("%d dashboard expressions evaluated against Prometheus, %d with data", total, withData)
 }
