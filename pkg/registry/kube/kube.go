@@ -77,8 +77,9 @@ type Controller struct {
 	nodeRefs refIndex // node name <-> services
 	kick     chan struct{}
 
-	synced  atomic.Bool
-	updates atomic.Uint64
+	synced   atomic.Bool
+	syncedCh chan struct{}
+	updates  atomic.Uint64
 }
 
 // New builds the controller and its informers; nothing runs until Run.
@@ -105,6 +106,7 @@ func New(opts Options) (*Controller, error) {
 		podRefs:  newRefIndex(),
 		nodeRefs: newRefIndex(),
 		kick:     make(chan struct{}, 1),
+		syncedCh: make(chan struct{}),
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.ResyncPeriod,
 		informers.WithTransform(stripManagedFields))
@@ -178,6 +180,9 @@ func stripManagedFields(obj any) (any, error) {
 // the registry.
 func (c *Controller) HasSynced() bool { return c.synced.Load() }
 
+// Synced is closed once the first full view has reached the registry.
+func (c *Controller) Synced() <-chan struct{} { return c.syncedCh }
+
 // Updates counts the batches handed to the registry (for tests and
 // metrics).
 func (c *Controller) Updates() uint64 { return c.updates.Load() }
@@ -203,6 +208,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	c.process()
 	c.synced.Store(true)
+	close(c.syncedCh)
 	c.log.Info("kubernetes registry synced", "services", len(c.produced))
 	for {
 		select {

@@ -17,6 +17,10 @@ type ExtensionOptions struct {
 	// MTLS turns on mutual TLS in the translation (translate.Input.MTLS):
 	// set when the control plane runs the workload CA.
 	MTLS bool
+	// Registry, when set, is the registry the server uses (so that other
+	// extensions, such as the Kubernetes source, can feed it); nil makes a
+	// new one.
+	Registry *registry.Registry
 }
 
 // Extension runs the registry and the ADS server inside `weft control-plane`:
@@ -26,7 +30,10 @@ type ExtensionOptions struct {
 func Extension(o ExtensionOptions) controlplane.Extension {
 	return controlplane.ExtensionFunc(func(_ context.Context, env *controlplane.Env) error {
 		log := env.Logger.With("component", "xds")
-		reg := registry.New(env.Logger.With("component", "registry"))
+		reg := o.Registry
+		if reg == nil {
+			reg = registry.New(env.Logger.With("component", "registry"))
+		}
 		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS, env.Options.Mesh), Logger: log, Debounce: o.Debounce})
 		if err != nil {
 			return err

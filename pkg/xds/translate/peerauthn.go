@@ -200,12 +200,16 @@ const TLSModeLabel = "security.istio.io/tlsMode"
 // autoMTLS returns the ISTIO_MUTUAL transport socket for a cluster without
 // DestinationRule TLS (Istio's auto mTLS) when the mesh has a CA and every
 // endpoint of the cluster (service port, subset labels) is a meshed sidecar;
-// nil otherwise.
+// nil otherwise. When every endpoint names its service account (Kubernetes
+// pods, WorkloadEntries, self-registered proxies), the server's certificate
+// must carry one of their SPIFFE IDs (spiffe://TRUST_DOMAIN/ns/NS/sa/SA).
 func (b *builder) autoMTLS(tp *networking.TrafficPolicy, svc *registry.Service, port registry.Port, subset map[string]string) *corev3.TransportSocket {
 	if !b.in.MTLS || tp.GetTls() != nil || b.reg == nil {
 		return nil
 	}
 	n := 0
+	sans := map[string]bool{}
+	allNamed := true
 	for _, e := range b.reg.EndpointsOf(svc.Hostname) {
 		if !e.Serves(port) || !labelsMatch(subset, e.Labels) {
 			continue
@@ -214,11 +218,31 @@ func (b *builder) autoMTLS(tp *networking.TrafficPolicy, svc *registry.Service, 
 			return nil
 		}
 		n++
+		if e.ServiceAccount == "" || e.Namespace == "" {
+			allNamed = false
+		} else {
+			sans["spiffe://"+b.trustDomain()+"/ns/"+e.Namespace+"/sa/"+e.ServiceAccount] = true
+		}
 	}
 	if n == 0 {
 		return nil
 	}
-	return upstreamTLS(&networking.ClientTLSSettings{Mode: networking.ClientTLSSettings_ISTIO_MUTUAL}, svc.Hostname, port.Number)
+	settings := &networking.ClientTLSSettings{Mode: networking.ClientTLSSettings_ISTIO_MUTUAL}
+	if allNamed {
+		for s := range sans {
+			settings.SubjectAltNames = append(settings.SubjectAltNames, s)
+		}
+		sort.Strings(settings.SubjectAltNames)
+	}
+	return upstreamTLS(settings, svc.Hostname, port.Number)
+}
+
+// trustDomain is the mesh's trust domain (default "cluster.local").
+func (b *builder) trustDomain() string {
+	if td := b.in.Mesh.GetTrustDomain(); td != "" {
+		return td
+	}
+	return "cluster.local"
 }
 
 // applyPeerAuthn applies PeerAuthentication to the sidecar's virtualInbound
