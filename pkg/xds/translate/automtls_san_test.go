@@ -30,7 +30,7 @@ func TestAutoMTLSSubjectAltNames(t *testing.T) {
 	}, nil)
 	p := &model.Proxy{ID: "c.shop", Namespace: "shop", Workload: "c", Labels: map[string]string{}}
 	for _, tc := range []struct {
-		td          string
+		td           string
 		wantA, wantB string
 	}{
 		{"", "[spiffe://cluster.local/ns/shop/sa/a spiffe://cluster.local/ns/shop/sa/a-canary]", "[]"},
