@@ -48,6 +48,8 @@ is left alone.`,
 	f.StringVar(&cfg.Image, "image", "ghcr.io/weftmesh/weft:"+Version, "weft image for the injected containers")
 	f.StringVar(&cfg.ControlPlane, "control-plane", "weft.weft-system.svc:15010", "control plane xDS address HOST:PORT")
 	f.StringVar(&cfg.Revision, "revision", "", "istio.io/rev this injection is for")
+	f.StringVar(&cfg.ProxyCPU, "proxy-cpu", "", "proxy CPU request (default 100m; annotation sidecar.istio.io/proxyCPU overrides)")
+	f.StringVar(&cfg.ProxyMemory, "proxy-memory", "", "proxy memory request (default 128Mi; annotation sidecar.istio.io/proxyMemory overrides)")
 	f.BoolVar(&cfg.CNI, "cni", false, "the weft CNI plugin installs the capture rules: add no iptables init container")
 	f.BoolVar(&cfg.HoldApplicationUntilProxyStarts, "hold-application-until-proxy-starts", false, "start application containers only once the proxy is ready")
 	return cmd

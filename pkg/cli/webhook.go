@@ -115,6 +115,8 @@ pointing at --url or at the service --service-namespace/--service-name.`,
 	f.StringVar(&cfg.Image, "image", "ghcr.io/weftmesh/weft:"+Version, "weft image for injected containers")
 	f.StringVar(&cfg.ControlPlane, "control-plane", "weft.weft-system.svc:15010", "control plane xDS address for injected proxies")
 	f.StringVar(&cfg.Revision, "revision", "", "istio.io/rev this injector serves")
+	f.StringVar(&cfg.ProxyCPU, "proxy-cpu", "", "proxy CPU request (default 100m; annotation sidecar.istio.io/proxyCPU overrides)")
+	f.StringVar(&cfg.ProxyMemory, "proxy-memory", "", "proxy memory request (default 128Mi; annotation sidecar.istio.io/proxyMemory overrides)")
 	f.BoolVar(&cfg.CNI, "cni", false, "the weft CNI plugin installs the capture rules: add no iptables init container")
 	f.BoolVar(&cfg.HoldApplicationUntilProxyStarts, "hold-application-until-proxy-starts", false, "mesh default for holding application start until the proxy is ready")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
