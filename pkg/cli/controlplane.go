@@ -49,6 +49,8 @@ The admin API address may use port 0; the bound address is logged
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.DataDir, "data-dir", controlplane.DefaultDataDir(), "directory of the embedded config database (config.db)")
+	f.BoolVar(&o.Kube, "kube", false, "Kubernetes mode: Istio CRDs are the config store and the cluster the registry (in-cluster or kubectl's kubeconfig)")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "Kubernetes mode with this kubeconfig (implies --kube)")
 	f.StringVar(&o.ConfigDir, "config-dir", "", "serve the YAML files of this directory, read-only, instead of the embedded database")
 	f.StringVar(&o.AdminAddress, "admin-address", "127.0.0.1:8080", "admin API listen address (port 0: pick a free port)")
 	f.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "xDS (ADS) gRPC listen address")

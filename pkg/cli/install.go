@@ -7,10 +7,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/weftmesh/weft/manifests/charts"
 	"github.com/weftmesh/weft/pkg/install"
+	"github.com/weftmesh/weft/pkg/kube/kubeclient"
 )
 
 // installFlags are the values and cluster flags shared by install,
@@ -48,19 +48,7 @@ func (f *installFlags) options() (install.Options, error) {
 }
 
 func (f *installFlags) restConfig() (*rest.Config, error) {
-	return kubeRESTConfig(f.kubeconfig, f.context)
-}
-
-// kubeRESTConfig loads kubectl's way: the explicit file, else $KUBECONFIG,
-// else ~/.kube/config, else the in-cluster service account.
-func kubeRESTConfig(kubeconfig, context string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
-	}
-	return cfg, nil
+	return kubeclient.Config(f.kubeconfig, f.context)
 }
 
 func loadChart() (*install.Chart, error) { return install.Load(charts.FS, "weft") }

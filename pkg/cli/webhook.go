@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/pkg/kube/inject"
+	"github.com/weftmesh/weft/pkg/kube/kubeclient"
 	"github.com/weftmesh/weft/pkg/kube/webhook"
 )
 
@@ -84,7 +85,7 @@ pointing at --url or at the service --service-namespace/--service-name.`,
 				return fmt.Errorf("webhook: %w", err)
 			}
 			if patch {
-				rc, err := kubeRESTConfig(kubeconfig, "")
+				rc, err := kubeclient.Config(kubeconfig, "")
 				if err != nil {
 					return err
 				}

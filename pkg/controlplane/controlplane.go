@@ -49,6 +49,12 @@ type Options struct {
 	Version string
 	// Logger receives the process log. Nil discards it.
 	Logger *slog.Logger
+	// Kube selects Kubernetes mode: Istio resources are the cluster's
+	// CRDs (the kube store) and services come from the cluster, using
+	// Kubeconfig, or kubectl's defaults / the in-cluster service account
+	// when it is "". Setting Kubeconfig implies Kube.
+	Kube       bool
+	Kubeconfig string
 	// Mesh is the mesh config (root namespace, extension providers, ...);
 	// nil means meshconfig.Default().
 	Mesh *meshv1.MeshConfig
@@ -152,6 +158,9 @@ func (o *Options) setDefaults() {
 // OpenStore opens the store Options select: the file store over ConfigDir,
 // or the bolt store at DataDir/config.db.
 func OpenStore(opts Options, log *slog.Logger) (store.Store, string, error) {
+	if opts.Kube || opts.Kubeconfig != "" {
+		return nil, "", errors.New("Kubernetes mode (--kube, --kubeconfig): the CRD config store is not implemented yet")
+	}
 	if opts.ConfigDir != "" {
 		st, err := file.Open(opts.ConfigDir, file.Options{Logger: log.With("store", "file")})
 		if err != nil {

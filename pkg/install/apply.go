@@ -80,7 +80,7 @@ func NewClient(cfg *rest.Config, out io.Writer) (*Client, error) {
 	// client-go's default 5 requests/s would make an install of ~50
 	// objects (plus discovery) take half a minute.
 	cfg = rest.CopyConfig(cfg)
-	cfg.QPS, cfg.Burst = 50, 100
+	cfg.QPS, cfg.Burst = max(cfg.QPS, 50), max(cfg.Burst, 100)
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
