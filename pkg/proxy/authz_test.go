@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -112,9 +113,11 @@ spec:
 			Filters:          []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: h}}},
 		}}}
 	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{l}, Clusters: []types.Resource{staticCluster(inCluster, app.addr)}})
+	var accessLog syncBuffer
 	p := startProxy(t, cp, func(o *proxy.Options) {
 		o.AppPort = port
 		o.HTTPFilters = rbac.Filters(nil, rbac.WithDestinationPort(port))
+		o.AccessLog = &accessLog
 	})
 	in := p.Addresses().Inbound
 	eventually(t, "config applied", func() bool {
@@ -158,4 +161,9 @@ spec:
 			t.Errorf("GET %s: denied request reached the app: %q", tt.target, seen)
 		}
 	}
+	// The access log says which policy denied.
+	eventually(t, "access log names the deny policy", func() bool {
+		return strings.Contains(accessLog.String(), `"response_code":403,`) &&
+			strings.Contains(accessLog.String(), `"response_code_details":"RBAC: access denied (rbac_access_denied_matched_policy[ns[default]-policy[deny-admin]`)
+	})
 }

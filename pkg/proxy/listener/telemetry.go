@@ -203,11 +203,15 @@ func (h *Handler) startSpan(cfg *tracing.Config, r *http.Request, ri *reqInfo) {
 // finishSpan tags the span like Envoy and queues it for export.
 func (h *Handler) finishSpan(r *http.Request, ri *reqInfo, svc string, end time.Time) {
 	sp := ri.span
+	// The service port: the outbound cluster's, else the authority's (an
+	// inbound cluster names the app port, not the service port).
 	port := ""
-	if parts := strings.Split(ri.cluster, "|"); len(parts) == 4 {
+	if parts := strings.Split(ri.cluster, "|"); len(parts) == 4 && parts[0] == "outbound" {
 		port = parts[1]
 	} else if _, p, err := net.SplitHostPort(r.Host); err == nil {
 		port = p
+	} else if len(parts) == 4 {
+		port = parts[1]
 	}
 	switch {
 	case svc != "" && port != "":
