@@ -10,7 +10,9 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/weftmesh/weft/pkg/ca"
+	"github.com/weftmesh/weft/pkg/ca/kubeca"
 	"github.com/weftmesh/weft/pkg/controlplane"
+	"github.com/weftmesh/weft/pkg/kube/kubeclient"
 )
 
 // caFlags are the control plane's CA settings. enabled reports whether the
@@ -47,6 +49,20 @@ func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
 		if err != nil {
 			return fmt.Errorf("CA: %w", err)
 		}
+		var auth ca.Authenticator = tokens
+		if kc := env.Options.Kubeconfig; kc != "" {
+			cs, err := kubeclient.Clientset(kc)
+			if err != nil {
+				return fmt.Errorf("CA: %w", err)
+			}
+			auth = ca.Chain{tokens, kubeca.NewTokenReview(cs)}
+			pub, err := kubeca.NewRootPublisher(kubeca.RootPublisherOptions{Client: cs, Roots: c.RootsPEM, Logger: log.With("component", "root-publisher")})
+			if err != nil {
+				return fmt.Errorf("CA: %w", err)
+			}
+			env.Go("CA root publisher", pub.Run)
+			log.Info("CA accepts Kubernetes service-account tokens (TokenReview, audience "+kubeca.DefaultAudience+") and publishes "+kubeca.RootCertConfigMap, "kubeconfig", kc)
+		}
 		hosts := []string{"localhost", "127.0.0.1"}
 		if h, _, err := net.SplitHostPort(f.addr); err == nil && h != "" && h != "0.0.0.0" && h != "::" {
 			hosts = append(hosts, h)
@@ -60,7 +76,7 @@ func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
 			return fmt.Errorf("CA: listen: %w", err)
 		}
 		srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
-		ca.RegisterGRPC(srv, c, tokens)
+		ca.RegisterGRPC(srv, c, auth)
 		log.Info("CA listening", "address", lis.Addr().String(), "trust_domain", c.TrustDomain())
 		env.Go("ca server", func(ctx context.Context) error {
 			stop := context.AfterFunc(ctx, srv.GracefulStop)

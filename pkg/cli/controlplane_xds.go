@@ -2,21 +2,73 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+	meshv1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/weftmesh/weft/pkg/controlplane"
+	"github.com/weftmesh/weft/pkg/kube/kubeclient"
+	"github.com/weftmesh/weft/pkg/registry"
+	regkube "github.com/weftmesh/weft/pkg/registry/kube"
 	xdsserver "github.com/weftmesh/weft/pkg/xds/server"
 )
 
+// kubeSyncTimeout bounds how long start-up waits for the Kubernetes
+// registry's first full view (so that the first pushes are complete).
+const kubeSyncTimeout = 60 * time.Second
+
 // newXDSExtension adds the xDS server's flags to the control-plane command
 // and returns the extension that runs it (reading the flags at start-up).
+// With a kubeconfig, the registry is also fed from the cluster's Services,
+// EndpointSlices, Pods, Nodes and Namespaces.
 func newXDSExtension(cmd *cobra.Command, caf *caFlags) controlplane.Extension {
 	o := &xdsserver.ExtensionOptions{}
 	cmd.Flags().DurationVar(&o.Debounce, "debounce", 100*time.Millisecond, "quiet time after a config or registry change before pushing to proxies")
 	return controlplane.ExtensionFunc(func(ctx context.Context, env *controlplane.Env) error {
 		o.MTLS = caf.enabled()
+		if caf.enabled() && caf.trustDomain != env.Options.Mesh.GetTrustDomain() {
+			// Auto mTLS checks peers' SPIFFE IDs in the CA's trust domain.
+			m := proto.Clone(env.Options.Mesh).(*meshv1.MeshConfig)
+			m.TrustDomain = caf.trustDomain
+			e := *env
+			e.Options.Mesh = m
+			env = &e
+		}
+		if env.Options.Kubeconfig != "" {
+			reg, err := startKubeRegistry(ctx, env)
+			if err != nil {
+				return err
+			}
+			o.Registry = reg
+		}
 		return xdsserver.Extension(*o).Setup(ctx, env)
 	})
+}
+
+// startKubeRegistry runs the Kubernetes registry source and waits for its
+// first full view.
+func startKubeRegistry(ctx context.Context, env *controlplane.Env) (*registry.Registry, error) {
+	cs, err := kubeclient.Clientset(env.Options.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes registry: %w", err)
+	}
+	reg := registry.New(env.Logger.With("component", "registry"))
+	ctl, err := regkube.New(regkube.Options{Client: cs, Registry: reg, Logger: env.Logger.With("component", "kube-registry")})
+	if err != nil {
+		return nil, err
+	}
+	env.Go("kubernetes registry", ctl.Run)
+	t := time.NewTimer(kubeSyncTimeout)
+	defer t.Stop()
+	select {
+	case <-ctl.Synced():
+		return reg, nil
+	case <-t.C:
+		return nil, fmt.Errorf("kubernetes registry: no full view of the cluster after %s (is the API server at %s reachable?)", kubeSyncTimeout, env.Options.Kubeconfig)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
