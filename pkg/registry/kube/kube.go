@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -167,9 +168,19 @@ func New(opts Options) (*Controller, error) {
 	return c, nil
 }
 
-// stripManagedFields drops what the conversion never reads to keep the
-// informer caches small.
+// stripManagedFields keeps only what the conversion reads, to keep the
+// informer caches small: pods and nodes shrink to their names, labels and
+// the few spec fields used; other objects lose their managed fields.
 func stripManagedFields(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels},
+			Spec:       corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName, NodeName: o.Spec.NodeName},
+		}, nil
+	case *corev1.Node:
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels}}, nil
+	}
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)
 	}
@@ -188,7 +199,7 @@ func (c *Controller) Synced() <-chan struct{} { return c.syncedCh }
 func (c *Controller) Updates() uint64 { return c.updates.Load() }
 
 // Run starts the informers, waits for their caches, hands the registry the
-// full view, then follows changes until ctx ends. It returns nil when ctx
+// full view, then follows changes until ctx ends. Call it once. It returns nil when ctx
 // ends, or an error when the caches never sync.
 func (c *Controller) Run(ctx context.Context) error {
 	c.factory.Start(ctx.Done())
