@@ -12,7 +12,6 @@ import (
 	"github.com/weftmesh/weft/pkg/ca"
 	"github.com/weftmesh/weft/pkg/ca/kubeca"
 	"github.com/weftmesh/weft/pkg/controlplane"
-	"github.com/weftmesh/weft/pkg/kube/kubeclient"
 )
 
 // caFlags are the control plane's CA settings. enabled reports whether the
@@ -50,8 +49,8 @@ func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
 			return fmt.Errorf("CA: %w", err)
 		}
 		var auth ca.Authenticator = tokens
-		if kc := env.Options.Kubeconfig; kc != "" {
-			cs, err := kubeclient.Clientset(kc)
+		if kubeMode(env.Options) {
+			cs, err := kubeClientset(env.Options)
 			if err != nil {
 				return fmt.Errorf("CA: %w", err)
 			}
@@ -61,7 +60,7 @@ func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
 				return fmt.Errorf("CA: %w", err)
 			}
 			env.Go("CA root publisher", pub.Run)
-			log.Info("CA accepts Kubernetes service-account tokens (TokenReview, audience "+kubeca.DefaultAudience+") and publishes "+kubeca.RootCertConfigMap, "kubeconfig", kc)
+			log.Info("CA accepts Kubernetes service-account tokens (TokenReview, audience " + kubeca.DefaultAudience + ") and publishes " + kubeca.RootCertConfigMap)
 		}
 		hosts := []string{"localhost", "127.0.0.1"}
 		if h, _, err := net.SplitHostPort(f.addr); err == nil && h != "" && h != "0.0.0.0" && h != "::" {

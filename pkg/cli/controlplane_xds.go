@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 	meshv1 "istio.io/api/mesh/v1alpha1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftmesh/weft/pkg/controlplane"
 	"github.com/weftmesh/weft/pkg/kube/kubeclient"
@@ -22,7 +23,7 @@ const kubeSyncTimeout = 60 * time.Second
 
 // newXDSExtension adds the xDS server's flags to the control-plane command
 // and returns the extension that runs it (reading the flags at start-up).
-// With a kubeconfig, the registry is also fed from the cluster's Services,
+// In Kubernetes mode (--kube, --kubeconfig) the registry is also fed from the cluster's Services,
 // EndpointSlices, Pods, Nodes and Namespaces.
 func newXDSExtension(cmd *cobra.Command, caf *caFlags) controlplane.Extension {
 	o := &xdsserver.ExtensionOptions{}
@@ -37,7 +38,7 @@ func newXDSExtension(cmd *cobra.Command, caf *caFlags) controlplane.Extension {
 			e.Options.Mesh = m
 			env = &e
 		}
-		if env.Options.Kubeconfig != "" {
+		if kubeMode(env.Options) {
 			reg, err := startKubeRegistry(ctx, env)
 			if err != nil {
 				return err
@@ -48,10 +49,28 @@ func newXDSExtension(cmd *cobra.Command, caf *caFlags) controlplane.Extension {
 	})
 }
 
+// kubeMode reports whether the control plane serves a Kubernetes cluster
+// (--kube or --kubeconfig).
+func kubeMode(o controlplane.Options) bool { return o.Kube || o.Kubeconfig != "" }
+
+// kubeClientset connects to the cluster of --kubeconfig, else kubectl's
+// default kubeconfig or the in-cluster service account.
+func kubeClientset(o controlplane.Options) (kubernetes.Interface, error) {
+	rc, err := kubeclient.Config(o.Kubeconfig, "")
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cs, nil
+}
+
 // startKubeRegistry runs the Kubernetes registry source and waits for its
 // first full view.
 func startKubeRegistry(ctx context.Context, env *controlplane.Env) (*registry.Registry, error) {
-	cs, err := kubeclient.Clientset(env.Options.Kubeconfig)
+	cs, err := kubeClientset(env.Options)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes registry: %w", err)
 	}
@@ -67,7 +86,7 @@ func startKubeRegistry(ctx context.Context, env *controlplane.Env) (*registry.Re
 	case <-ctl.Synced():
 		return reg, nil
 	case <-t.C:
-		return nil, fmt.Errorf("kubernetes registry: no full view of the cluster after %s (is the API server at %s reachable?)", kubeSyncTimeout, env.Options.Kubeconfig)
+		return nil, fmt.Errorf("kubernetes registry: no full view of the cluster after %s (is the API server reachable, and may the control plane list services, endpointslices, pods, nodes and namespaces?)", kubeSyncTimeout)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

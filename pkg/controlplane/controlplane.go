@@ -158,7 +158,9 @@ func (o *Options) setDefaults() {
 // OpenStore opens the store Options select: the file store over ConfigDir,
 // or the bolt store at DataDir/config.db.
 func OpenStore(opts Options, log *slog.Logger) (store.Store, string, error) {
-	if opts.Kube || opts.Kubeconfig != "" {
+	// --config-dir wins over the CRD store in Kubernetes mode: Istio
+	// config from the directory, services and identities from the cluster.
+	if (opts.Kube || opts.Kubeconfig != "") && opts.ConfigDir == "" {
 		return nil, "", errors.New("Kubernetes mode (--kube, --kubeconfig): the CRD config store is not implemented yet")
 	}
 	if opts.ConfigDir != "" {

@@ -167,7 +167,9 @@ func TestKubernetesMesh(t *testing.T) {
 
 	bin := weft.Binary(t)
 	dataDir := t.TempDir()
-	cp := harness.StartControlPlane(t, bin, "--kubeconfig", kc, "--data-dir", dataDir,
+	// Istio config from a directory (the CRD store is another piece), the
+	// registry and the CA's identities from the cluster.
+	cp := harness.StartControlPlane(t, bin, "--kubeconfig", kc, "--config-dir", t.TempDir(), "--data-dir", dataDir,
 		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
 		"--ca-address", "127.0.0.1:0", "--debounce", "20ms")
 	find := func(re string) string {
