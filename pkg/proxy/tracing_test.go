@@ -14,6 +14,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	statsv1 "istio.io/api/envoy/extensions/stats"
 
 	"github.com/weftmesh/weft/pkg/proxy"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
@@ -150,5 +151,58 @@ func BenchmarkProxyRequestTracing(b *testing.B) {
 				resp.Body.Close()
 			}
 		})
+	}
+}
+
+// TestMetricsOverrides: an istio.stats filter (Telemetry metrics overrides)
+// drops istio_request_bytes and removes the request_protocol label from
+// the outbound metrics; other metrics keep their labels.
+func TestMetricsOverrides(t *testing.T) {
+	be := startBackend(t, "v1", nil)
+	cp := xdstest.Start(t)
+	l := xdstest.HTTPListener(9080)
+	f := l.FilterChains[0].Filters[0]
+	h := &hcmv3.HttpConnectionManager{}
+	if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
+		t.Fatal(err)
+	}
+	pc, _ := anypb.New(&statsv1.PluginConfig{Metrics: []*statsv1.MetricConfig{
+		{Name: "request_bytes", Drop: true},
+		{Name: "requests_total", TagsToRemove: []string{"request_protocol"}},
+	}})
+	h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "istio.stats", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pc}}}, h.HttpFilters...)
+	a, _ := anypb.New(h)
+	f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+	res := &xdstest.Resources{}
+	res.Listeners = append(res.Listeners, l)
+	res.Routes = append(res.Routes, xdstest.RouteConfig(9080, "reviews", xdstest.ToCluster("r", cAll)))
+	res.Clusters = append(res.Clusters, xdstest.EDSCluster(cAll))
+	res.Endpoints = append(res.Endpoints, xdstest.Endpoints(cAll, "reviews-v1", be.addr))
+	cp.Set(t, nodeID, res)
+	p := startProxy(t, cp)
+	if r := get(t, client(p), svcURL+"/x"); r.status != 200 {
+		t.Fatalf("status %d", r.status)
+	}
+	resp, err := http.Get("http://" + p.Addresses().Metrics + "/stats/prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	out := string(b)
+	var reqLine string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "istio_requests_total{") {
+			reqLine = line
+		}
+		if strings.HasPrefix(line, "istio_request_bytes_") {
+			t.Errorf("dropped metric rendered: %s", line)
+		}
+	}
+	if reqLine == "" || strings.Contains(reqLine, "request_protocol=") || !strings.Contains(reqLine, `response_code="200"`) {
+		t.Errorf("istio_requests_total line %q", reqLine)
+	}
+	if !strings.Contains(out, "istio_request_duration_milliseconds_count{") {
+		t.Errorf("duration histogram missing:\n%s", out)
 	}
 }

@@ -57,6 +57,9 @@ type Runtime struct {
 	// decision; nil keeps the proxy's own setting (log every request when
 	// an access log sink is configured).
 	InboundAccessLog, OutboundAccessLog *AccessLogPolicy
+	// InboundMetrics and OutboundMetrics are Telemetry metrics overrides
+	// (the istio.stats filter's stats.PluginConfig); nil: all metrics.
+	InboundMetrics, OutboundMetrics *MetricsPolicy
 }
 
 // HTTPFilter is an extension HTTP filter run before routing. Filter returns

@@ -467,7 +467,11 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 			l.ConnectionSecurityPolicy = "mutual_tls"
 		}
 	}
-	if h.Stats != nil && proto != "tcp" {
+	if mp := h.metricsPolicy(h.Runtime()); mp != nil { // Telemetry metrics overrides
+		l.Remove(mp.Remove)
+		l.Dropped = mp.Drop
+	}
+	if h.Stats != nil && proto != "tcp" && l.Dropped != stats.DropAllHTTP {
 		h.Stats.ObserveHTTP(l, float64(dur.Microseconds())/1000, ri.bytesIn.Load(), w.n)
 	}
 	if ri.span != nil {

@@ -12,7 +12,9 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3" // access_log typed configs decode
 	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	statsv1 "istio.io/api/envoy/extensions/stats"
 
+	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
 )
@@ -75,6 +77,15 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 			al, err := accessLogPolicy(h)
 			if err != nil {
 				return fmt.Errorf("listener %q: %w", name, err)
+			}
+			mp, err := metricsPolicy(h)
+			if err != nil {
+				return fmt.Errorf("listener %q: %w", name, err)
+			}
+			if inbound {
+				rt.InboundMetrics = firstNonNil(rt.InboundMetrics, mp)
+			} else {
+				rt.OutboundMetrics = firstNonNil(rt.OutboundMetrics, mp)
 			}
 			if inbound {
 				rt.InboundTracing = firstNonNil(rt.InboundTracing, tc)
@@ -288,3 +299,65 @@ func traceIDs(r *http.Request, ri *reqInfo) (string, string) {
 // SetResponseDetails lets a filter that answers a request say why (the
 // access log's response_code_details).
 func (c *countingWriter) SetResponseDetails(s string) { c.details = s }
+
+// StatsFilter is Istio's telemetry HTTP filter; its typed config
+// (stats.PluginConfig) carries Telemetry metrics overrides.
+const StatsFilter = "istio.stats"
+
+// MetricsPolicy is a side's metrics overrides: Drop has a stats.DropX bit
+// per disabled HTTP metric, Remove a bit per removed label
+// (stats.LabelNames).
+type MetricsPolicy struct {
+	Drop   uint8
+	Remove uint16
+}
+
+var metricBits = map[string]uint8{"requests_total": stats.DropRequests, "request_duration_milliseconds": stats.DropDuration,
+	"request_bytes": stats.DropRequestSize, "response_bytes": stats.DropResponseSize, "": stats.DropAllHTTP}
+
+// metricsPolicy reads an HCM's istio.stats filter config: entries with
+// drop disable a metric ("" = every metric), tags_to_remove remove labels.
+// TCP metrics and dimensions (tag upserts) are not executed.
+func metricsPolicy(h *hcmv3.HttpConnectionManager) (*MetricsPolicy, error) {
+	for _, f := range h.GetHttpFilters() {
+		if f.GetName() != StatsFilter || f.GetTypedConfig() == nil {
+			continue
+		}
+		pc := &statsv1.PluginConfig{}
+		if !f.GetTypedConfig().MessageIs(pc) {
+			continue // Istio's TypedStruct form: not understood, metrics unchanged
+		}
+		if err := f.GetTypedConfig().UnmarshalTo(pc); err != nil {
+			return nil, fmt.Errorf("%s: %w", StatsFilter, err)
+		}
+		p := &MetricsPolicy{}
+		for _, m := range pc.GetMetrics() {
+			bits, ok := metricBits[m.GetName()]
+			if !ok {
+				continue // TCP or custom metrics
+			}
+			if m.GetDrop() {
+				p.Drop |= bits
+			}
+			for _, tag := range m.GetTagsToRemove() {
+				for i, n := range stats.LabelNames {
+					if n == tag {
+						p.Remove |= 1 << i
+					}
+				}
+			}
+		}
+		return p, nil
+	}
+	return nil, nil
+}
+
+func (h *Handler) metricsPolicy(rt *Runtime) *MetricsPolicy {
+	if rt == nil {
+		return nil
+	}
+	if h.Direction == Inbound {
+		return rt.InboundMetrics
+	}
+	return rt.OutboundMetrics
+}

@@ -31,6 +31,43 @@ type Labels struct {
 	ResponseCode                 string
 	ResponseFlags                string
 	ConnectionSecurityPolicy     string
+	// Removed has bit i set when label i (in LabelNames order) is removed
+	// by a Telemetry tagOverride; Dropped has a DropX bit per HTTP metric
+	// a Telemetry override disabled for this series.
+	Removed uint16
+	Dropped uint8
+}
+
+// LabelNames are the label keys in render order (bit i of Labels.Removed).
+var LabelNames = [...]string{"reporter", "source_workload", "source_workload_namespace", "source_app",
+	"destination_workload", "destination_workload_namespace", "destination_service", "destination_service_name",
+	"destination_service_namespace", "destination_app", "request_protocol", "response_code", "response_flags",
+	"connection_security_policy"}
+
+// Dropped bits: Istio's metric names (stats.PluginConfig) they stand for.
+const (
+	DropRequests     uint8 = 1 << iota // requests_total
+	DropDuration                       // request_duration_milliseconds
+	DropRequestSize                    // request_bytes
+	DropResponseSize                   // response_bytes
+	DropAllHTTP      = DropRequests | DropDuration | DropRequestSize | DropResponseSize
+)
+
+// Remove blanks the labels in mask (bit i = LabelNames[i]) so their series
+// aggregate, and marks them omitted from the output.
+func (l *Labels) Remove(mask uint16) {
+	if mask == 0 {
+		return
+	}
+	f := [...]*string{&l.Reporter, &l.SourceWorkload, &l.SourceWorkloadNamespace, &l.SourceApp, &l.DestinationWorkload,
+		&l.DestinationWorkloadNamespace, &l.DestinationService, &l.DestinationServiceName, &l.DestinationServiceNamespace,
+		&l.DestinationApp, &l.RequestProtocol, &l.ResponseCode, &l.ResponseFlags, &l.ConnectionSecurityPolicy}
+	for i := range f {
+		if mask&(1<<i) != 0 {
+			*f[i] = ""
+		}
+	}
+	l.Removed |= mask
 }
 
 func (l *Labels) render(b *strings.Builder) {
@@ -43,10 +80,15 @@ func (l *Labels) render(b *strings.Builder) {
 		{"request_protocol", l.RequestProtocol}, {"response_code", l.ResponseCode},
 		{"response_flags", l.ResponseFlags}, {"connection_security_policy", l.ConnectionSecurityPolicy},
 	}
+	first := true
 	for i, p := range kv {
-		if i > 0 {
+		if l.Removed&(1<<i) != 0 {
+			continue
+		}
+		if !first {
 			b.WriteByte(',')
 		}
+		first = false
 		b.WriteString(p[0])
 		b.WriteString(`="`)
 		b.WriteString(escape(p[1]))
@@ -213,26 +255,35 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 	b.WriteString("# TYPE istio_requests_total counter\n")
 	series := func(l Labels) *httpSeries { r.mu.RLock(); defer r.mu.RUnlock(); return r.http[l] }
 	for _, l := range hl {
-		fmt.Fprintf(&b, "istio_requests_total{%s} %d\n", key(l), series(l).requests.Load())
+		if l.Dropped&DropRequests == 0 {
+			fmt.Fprintf(&b, "istio_requests_total{%s} %d\n", key(l), series(l).requests.Load())
+		}
 	}
-	hist := func(name string, get func(*httpSeries) *histogram) {
+	hist := func(name string, drop uint8, get func(*httpSeries) *histogram) {
 		fmt.Fprintf(&b, "# TYPE %s histogram\n", name)
 		for _, l := range hl {
+			if l.Dropped&drop != 0 {
+				continue
+			}
 			h := get(series(l))
 			k := key(l)
+			if k != "" {
+				k += ","
+			}
 			var cum uint64
 			for i, bound := range h.bounds {
 				cum += h.counts[i].Load()
-				fmt.Fprintf(&b, "%s_bucket{%s,le=\"%s\"} %d\n", name, k, strconv.FormatFloat(bound, 'g', -1, 64), cum)
+				fmt.Fprintf(&b, "%s_bucket{%sle=\"%s\"} %d\n", name, k, strconv.FormatFloat(bound, 'g', -1, 64), cum)
 			}
-			fmt.Fprintf(&b, "%s_bucket{%s,le=\"+Inf\"} %d\n", name, k, h.count.Load())
+			fmt.Fprintf(&b, "%s_bucket{%sle=\"+Inf\"} %d\n", name, k, h.count.Load())
+			k = strings.TrimSuffix(k, ",")
 			fmt.Fprintf(&b, "%s_sum{%s} %s\n", name, k, strconv.FormatFloat(math.Float64frombits(h.sum.Load()), 'g', -1, 64))
 			fmt.Fprintf(&b, "%s_count{%s} %d\n", name, k, h.count.Load())
 		}
 	}
-	hist("istio_request_duration_milliseconds", func(s *httpSeries) *histogram { return s.duration })
-	hist("istio_request_bytes", func(s *httpSeries) *histogram { return s.reqSize })
-	hist("istio_response_bytes", func(s *httpSeries) *histogram { return s.respSize })
+	hist("istio_request_duration_milliseconds", DropDuration, func(s *httpSeries) *histogram { return s.duration })
+	hist("istio_request_bytes", DropRequestSize, func(s *httpSeries) *histogram { return s.reqSize })
+	hist("istio_response_bytes", DropResponseSize, func(s *httpSeries) *histogram { return s.respSize })
 	tcp := func(name string, get func(*tcpSeries) uint64) {
 		fmt.Fprintf(&b, "# TYPE %s counter\n", name)
 		for _, l := range tl {

@@ -17,6 +17,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	statsv1 "istio.io/api/envoy/extensions/stats"
 	meshv1 "istio.io/api/mesh/v1alpha1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 
@@ -242,7 +243,9 @@ func ResolveAccessLogging(mesh *meshv1.MeshConfig, configs []*config.Resource, p
 func (b *builder) applyTelemetry() {
 	var tr [2]*hcmv3.HttpConnectionManager_Tracing
 	var al [2][]*accesslogv3.AccessLog
+	var mt [2]*statsv1.PluginConfig
 	for _, mode := range []TelemetryMode{ModeClient, ModeServer} {
+		mt[mode] = ResolveMetrics(b.in.Configs, b.p, b.root, mode)
 		if pol := ResolveTracing(b.in.Mesh, b.in.Configs, b.p, b.root, mode); pol != nil {
 			tr[mode] = b.hcmTracing(pol)
 		}
@@ -250,7 +253,7 @@ func (b *builder) applyTelemetry() {
 			al[mode] = hcmAccessLog(pol)
 		}
 	}
-	if tr[0] == nil && tr[1] == nil && al[0] == nil && al[1] == nil {
+	if tr[0] == nil && tr[1] == nil && al[0] == nil && al[1] == nil && mt[0] == nil && mt[1] == nil {
 		return
 	}
 	for name, v := range b.listeners {
@@ -277,6 +280,9 @@ func (b *builder) applyTelemetry() {
 				}
 				h.Tracing = tr[mode]
 				h.AccessLog = al[mode]
+				if mt[mode] != nil {
+					h.HttpFilters = withStatsFilter(h.HttpFilters, mt[mode])
+				}
 				f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)}
 			}
 		}
@@ -411,6 +417,105 @@ func hcmAccessLog(pol *AccessLogPolicy) []*accesslogv3.AccessLog {
 				Name: CELAccessLogFilter, ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: mustAny(&celv3.ExpressionFilter{Expression: pol.Filter})}}}}
 		}
 		out = append(out, al)
+	}
+	return out
+}
+
+// StatsFilter is Istio's telemetry HTTP filter; the translator emits it
+// (typed config stats.PluginConfig) only to carry metrics overrides.
+const StatsFilter = "istio.stats"
+
+// istioMetricNames maps Telemetry metric selectors to Istio's metric names
+// in stats.PluginConfig (without the istio_ prefix).
+var istioMetricNames = map[telemetry.MetricSelector_IstioMetric]string{
+	telemetry.MetricSelector_REQUEST_COUNT: "requests_total", telemetry.MetricSelector_REQUEST_DURATION: "request_duration_milliseconds",
+	telemetry.MetricSelector_REQUEST_SIZE: "request_bytes", telemetry.MetricSelector_RESPONSE_SIZE: "response_bytes",
+	telemetry.MetricSelector_TCP_OPENED_CONNECTIONS: "tcp_connections_opened_total", telemetry.MetricSelector_TCP_CLOSED_CONNECTIONS: "tcp_connections_closed_total",
+	telemetry.MetricSelector_TCP_SENT_BYTES: "tcp_sent_bytes_total", telemetry.MetricSelector_TCP_RECEIVED_BYTES: "tcp_received_bytes_total",
+}
+
+// ResolveMetrics computes p's metrics overrides for one side (Telemetry
+// metrics[].overrides, root → namespace → workload; a more specific
+// `disabled` replaces a less specific one, tag REMOVEs accumulate and an
+// UPSERT of the same tag cancels a REMOVE — upsert values are not
+// executed). nil means no override.
+func ResolveMetrics(configs []*config.Resource, p *model.Proxy, roots map[string]bool, mode TelemetryMode) *statsv1.PluginConfig {
+	drop := map[string]bool{}
+	remove := map[string]map[string]bool{}
+	touched := false
+	for _, tm := range telemetries(configs, p, roots) {
+		for _, m := range tm.GetMetrics() {
+			for _, o := range m.GetOverrides() {
+				if !modeApplies(o.GetMatch().GetMode(), mode) || o.GetMatch().GetCustomMetric() != "" {
+					continue
+				}
+				var names []string
+				if n, ok := istioMetricNames[o.GetMatch().GetMetric()]; ok {
+					names = []string{n}
+				} else if o.GetMatch().GetMetric() == telemetry.MetricSelector_ALL_METRICS {
+					for _, n := range istioMetricNames {
+						names = append(names, n)
+					}
+				}
+				for _, n := range names {
+					touched = true
+					if d := o.GetDisabled(); d != nil {
+						drop[n] = d.GetValue()
+					}
+					for tag, to := range o.GetTagOverrides() {
+						if remove[n] == nil {
+							remove[n] = map[string]bool{}
+						}
+						remove[n][tag] = to.GetOperation() == telemetry.MetricsOverrides_TagOverride_REMOVE
+					}
+				}
+			}
+		}
+	}
+	if !touched {
+		return nil
+	}
+	names := make([]string, 0, len(istioMetricNames))
+	for _, n := range istioMetricNames {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	pc := &statsv1.PluginConfig{}
+	for _, n := range names {
+		mc := &statsv1.MetricConfig{Name: n, Drop: drop[n]}
+		for tag, rm := range remove[n] {
+			if rm {
+				mc.TagsToRemove = append(mc.TagsToRemove, tag)
+			}
+		}
+		sort.Strings(mc.TagsToRemove)
+		if mc.Drop || len(mc.TagsToRemove) > 0 {
+			pc.Metrics = append(pc.Metrics, mc)
+		}
+	}
+	if len(pc.Metrics) == 0 {
+		return nil
+	}
+	return pc
+}
+
+// withStatsFilter puts an istio.stats filter with pc before the router
+// (replacing one already there).
+func withStatsFilter(fs []*hcmv3.HttpFilter, pc *statsv1.PluginConfig) []*hcmv3.HttpFilter {
+	f := &hcmv3.HttpFilter{Name: StatsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(pc)}}
+	out := make([]*hcmv3.HttpFilter, 0, len(fs)+1)
+	for _, x := range fs {
+		if x.GetName() == StatsFilter {
+			continue
+		}
+		if x.GetName() == RouterFilter {
+			out = append(out, f)
+			f = nil
+		}
+		out = append(out, x)
+	}
+	if f != nil {
+		out = append(out, f)
 	}
 	return out
 }
