@@ -46,8 +46,8 @@ type Edge struct {
 	Source string `json:"source"`
 	Target string `json:"target"`
 	Signals
-	MTLS      bool    `json:"mtls"`      // most requests used mutual TLS
-	MTLSShare float64 `json:"mtlsShare"` // 0..1
+	MTLS      bool    `json:"mtls"`      // most requests (whose reporter knew the policy) used mutual TLS
+	MTLSShare float64 `json:"mtlsShare"` // 0..1 of the requests with a known connection_security_policy
 	Protocol  string  `json:"protocol,omitempty"`
 }
 
@@ -266,8 +266,8 @@ func buildGraph(ticks []tick, proxies []ProxyInfo, now time.Time, win time.Durat
 	for _, a := range edges {
 		e := a.edge
 		e.Signals = signals(&a.stats, covered)
-		if a.stats.Requests > 0 {
-			e.MTLSShare = round(a.stats.MTLS/a.stats.Requests, 4)
+		if a.stats.SecKnown > 0 {
+			e.MTLSShare = round(a.stats.MTLS/a.stats.SecKnown, 4)
 			e.MTLS = e.MTLSShare >= 0.5
 		}
 		g.Edges = append(g.Edges, e)

@@ -22,8 +22,11 @@ const (
 // edgeKey is the finest grain the dashboard keeps: one source workload
 // talking to one destination workload behind one service.
 type edgeKey struct {
-	SrcNS, SrcWorkload, SrcApp       string
-	DstNS, DstWorkload, DstApp       string
+	SrcNS, SrcWorkload, SrcApp string
+	// destination_app is not part of the key: a source reporter may not
+	// know it ("unknown") while the destination reporter does, and both
+	// must land on one edge so requests are not counted twice.
+	DstNS, DstWorkload               string
 	DstService, DstSvcName, DstSvcNS string
 	Protocol                         string
 }
@@ -44,6 +47,7 @@ type rawSample struct {
 	code     string  // response_code (requests only)
 	flags    string  // response_flags (requests only)
 	mtls     bool    // connection_security_policy="mutual_tls"
+	secKnown bool    // connection_security_policy says (not "unknown", as source reporters label it)
 	le       float64 // bucket upper bound (buckets only)
 	value    float64
 	seriesID string
@@ -133,8 +137,6 @@ func sampleFromLabels(lps []*dto.LabelPair) rawSample {
 			s.edge.DstWorkload = v
 		case "destination_workload_namespace":
 			s.edge.DstNS = v
-		case "destination_app":
-			s.edge.DstApp = v
 		case "destination_service":
 			s.edge.DstService = v
 		case "destination_service_name":
@@ -149,6 +151,7 @@ func sampleFromLabels(lps []*dto.LabelPair) rawSample {
 			s.flags = v
 		case "connection_security_policy":
 			s.mtls = v == "mutual_tls"
+			s.secKnown = v != "" && v != "unknown"
 		}
 	}
 	for _, p := range []*string{&s.edge.SrcWorkload, &s.edge.SrcNS, &s.edge.DstWorkload, &s.edge.DstNS, &s.edge.DstSvcName, &s.edge.DstSvcNS} {
@@ -184,6 +187,7 @@ type edgeStats struct {
 	Requests float64
 	Errors   float64 // 5xx responses
 	MTLS     float64 // requests over mutual TLS
+	SecKnown float64 // requests whose reporter knew the connection security policy
 	// Buckets maps a histogram upper bound (ms) to the cumulative count delta.
 	Buckets map[float64]float64
 	// NonOK maps "CODE FLAGS" of non-2xx responses to their count delta.
@@ -199,6 +203,7 @@ func (e *edgeStats) add(o *edgeStats) {
 	e.Requests += o.Requests
 	e.Errors += o.Errors
 	e.MTLS += o.MTLS
+	e.SecKnown += o.SecKnown
 	for le, v := range o.Buckets {
 		if e.Buckets == nil {
 			e.Buckets = map[float64]float64{}
@@ -220,6 +225,9 @@ func (e *edgeStats) addSample(s rawSample, delta float64) {
 		e.Requests += delta
 		if s.mtls {
 			e.MTLS += delta
+		}
+		if s.secKnown {
+			e.SecKnown += delta
 		}
 		code, _ := strconv.Atoi(s.code)
 		if code >= 500 {

@@ -244,6 +244,11 @@ func (d *Dashboard) record(now time.Time, results []scrapeResult) {
 		st := e.dst
 		if e.srcPresent {
 			st = e.src
+			if st.SecKnown == 0 {
+				// Source reporters label the policy "unknown": the
+				// destination side says whether it was mutual TLS.
+				st.MTLS, st.SecKnown = e.dst.MTLS, e.dst.SecKnown
+			}
 		}
 		s := st
 		t.Edges[k] = &s
