@@ -229,10 +229,12 @@ type Registry struct {
 	configs []*config.Resource
 	proxies map[string]*model.Proxy
 	sources map[string]map[ServiceKey]SourceService
-	snap    *Snapshot
-	version uint64
-	subs    map[int]*subscription
-	nextSub int
+	// workloads are the external sources' workload instances (pods).
+	workloads map[string]map[WorkloadKey]*Workload
+	snap      *Snapshot
+	version   uint64
+	subs      map[int]*subscription
+	nextSub   int
 }
 
 // New returns an empty registry.
@@ -240,8 +242,8 @@ func New(logger *slog.Logger) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Registry{log: logger, suffix: DefaultDomainSuffix, proxies: map[string]*model.Proxy{}, sources: map[string]map[ServiceKey]SourceService{}, subs: map[int]*subscription{}}
-	r.snap = build(nil, nil, nil, 0, r.suffix)
+	r := &Registry{log: logger, suffix: DefaultDomainSuffix, proxies: map[string]*model.Proxy{}, sources: map[string]map[ServiceKey]SourceService{}, workloads: map[string]map[WorkloadKey]*Workload{}, subs: map[int]*subscription{}}
+	r.snap = build(nil, nil, nil, nil, 0, r.suffix)
 	return r
 }
 
@@ -364,7 +366,7 @@ func (r *Registry) rebuildLocked() {
 		proxies = append(proxies, p)
 	}
 	sort.Slice(proxies, func(i, j int) bool { return proxies[i].ID < proxies[j].ID })
-	r.snap = build(r.configs, r.sourceServicesLocked(), proxies, r.version, r.suffix)
+	r.snap = build(r.configs, r.sourceServicesLocked(), r.sourceWorkloadsLocked(), proxies, r.version, r.suffix)
 	r.log.Debug("registry rebuilt", "version", r.version, "services", len(r.snap.Services), "proxies", len(proxies))
 	for _, s := range r.subs {
 		select {
@@ -378,7 +380,7 @@ func (r *Registry) rebuildLocked() {
 type svcKey struct{ host, ns string }
 
 // build derives a snapshot; it is pure.
-func build(configs []*config.Resource, ext []SourceService, proxies []*model.Proxy, version uint64, suffix string) *Snapshot {
+func build(configs []*config.Resource, ext []SourceService, workloads []*Workload, proxies []*model.Proxy, version uint64, suffix string) *Snapshot {
 	services := map[svcKey]*Service{}
 	eps := map[string][]*Endpoint{}
 	// External sources (Kubernetes) first: they win over ServiceEntries of
@@ -451,6 +453,13 @@ func build(configs []*config.Resource, ext []SourceService, proxies []*model.Pro
 						continue
 					}
 					eps[h] = append(eps[h], fromWorkloadEntry(h, ns, w.Meta.Name, spec))
+				}
+				for _, w := range workloads {
+					if w.Namespace != ns || !matches(sel, w.Labels) {
+						continue
+					}
+					eps[h] = append(eps[h], &Endpoint{Hostname: h, Address: w.Address, Labels: copyLabels(w.Labels),
+						Locality: w.Locality, ServiceAccount: w.ServiceAccount, Workload: w.Name, Namespace: ns, Network: w.Network})
 				}
 				for _, p := range proxies {
 					if p.Namespace != ns || !matches(sel, p.Labels) {

@@ -31,6 +31,9 @@ type Source interface {
 	UpdateSource(source string, upsert []SourceService, remove []ServiceKey)
 	// ReplaceSource replaces every service of the named source.
 	ReplaceSource(source string, all []SourceService)
+	// UpdateWorkloads upserts and removes workload instances (pods) of
+	// the named source in one change.
+	UpdateWorkloads(source string, upsert []*Workload, remove []WorkloadKey)
 }
 
 var _ Source = (*Registry)(nil)
@@ -114,6 +117,80 @@ func (r *Registry) sourceServicesLocked() []SourceService {
 				return a.Hostname < b.Hostname
 			}
 			return a.Namespace < b.Namespace
+		})
+	}
+	return out
+}
+
+// Workload is a workload instance an external source knows, such as a
+// Kubernetes pod: ServiceEntries with a workloadSelector select workloads
+// of their namespace by labels, as they select WorkloadEntries.
+type Workload struct {
+	Name, Namespace string
+	// Address is the workload's IP.
+	Address        string
+	Labels         map[string]string
+	ServiceAccount string
+	Locality       string // region/zone/subzone
+	Network        string
+}
+
+// WorkloadKey identifies a workload.
+type WorkloadKey struct {
+	Namespace, Name string
+}
+
+// Key returns the workload's key.
+func (w *Workload) Key() WorkloadKey { return WorkloadKey{Namespace: w.Namespace, Name: w.Name} }
+
+// UpdateWorkloads upserts and removes workloads of the named source as one
+// change. The registry keeps the given values: callers must not modify
+// them afterwards.
+func (r *Registry) UpdateWorkloads(source string, upsert []*Workload, remove []WorkloadKey) {
+	if len(upsert) == 0 && len(remove) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.workloads[source]
+	if m == nil {
+		m = map[WorkloadKey]*Workload{}
+		r.workloads[source] = m
+	}
+	for _, k := range remove {
+		delete(m, k)
+	}
+	for _, w := range upsert {
+		if w != nil {
+			m[w.Key()] = w
+		}
+	}
+	if len(m) == 0 {
+		delete(r.workloads, source)
+	}
+	r.rebuildLocked()
+}
+
+// sourceWorkloadsLocked flattens the sources' workloads by source name,
+// then namespace and name.
+func (r *Registry) sourceWorkloadsLocked() []*Workload {
+	names := make([]string, 0, len(r.workloads))
+	for n := range r.workloads {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []*Workload
+	for _, n := range names {
+		start := len(out)
+		for _, w := range r.workloads[n] {
+			out = append(out, w)
+		}
+		part := out[start:]
+		sort.Slice(part, func(i, j int) bool {
+			if part[i].Namespace != part[j].Namespace {
+				return part[i].Namespace < part[j].Namespace
+			}
+			return part[i].Name < part[j].Name
 		})
 	}
 	return out

@@ -50,3 +50,33 @@ func TestSourceMergesWithConfigs(t *testing.T) {
 		t.Fatal("ReplaceSource(nil) kept the service")
 	}
 }
+
+func TestWorkloadsSelectedByServiceEntry(t *testing.T) {
+	r := New(nil)
+	r.SetConfigs(decode(t, configs))
+	const host = "reviews.example.com" // ServiceEntry default/reviews selects app=reviews
+	base := len(r.Snapshot().EndpointsOf(host))
+	pod := &Workload{Name: "reviews-7", Namespace: "default", Address: "10.8.0.7", Labels: map[string]string{"app": "reviews", "version": "v7"},
+		ServiceAccount: "reviews", Locality: "eu/eu-1"}
+	other := &Workload{Name: "reviews-x", Namespace: "other", Address: "10.8.0.8", Labels: map[string]string{"app": "reviews"}}
+	nomatch := &Workload{Name: "ratings-1", Namespace: "default", Address: "10.8.0.9", Labels: map[string]string{"app": "ratings"}}
+	r.UpdateWorkloads("kubernetes", []*Workload{pod, other, nomatch}, nil)
+	eps := r.Snapshot().EndpointsOf(host)
+	if len(eps) != base+1 {
+		t.Fatalf("endpoints %d, want %d (only the matching pod of the namespace)", len(eps), base+1)
+	}
+	var got *Endpoint
+	for _, e := range eps {
+		if e.Address == "10.8.0.7" {
+			got = e
+		}
+	}
+	if got == nil || got.ServiceAccount != "reviews" || got.Workload != "reviews-7" || got.Locality != "eu/eu-1" || got.Labels["version"] != "v7" ||
+		got.PortFor(Port{Name: "http", Number: 9080, TargetPort: 8080}) != 8080 {
+		t.Fatalf("pod endpoint %+v", got)
+	}
+	r.UpdateWorkloads("kubernetes", nil, []WorkloadKey{pod.Key()})
+	if n := len(r.Snapshot().EndpointsOf(host)); n != base {
+		t.Fatalf("after removal %d endpoints, want %d", n, base)
+	}
+}

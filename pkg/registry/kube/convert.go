@@ -267,3 +267,30 @@ func network(pod *corev1.Pod, ns *corev1.Namespace) string {
 	}
 	return ""
 }
+
+// PodWorkload turns a pod with an IP that is not finished into a registry
+// workload (for ServiceEntry workloadSelector); nil otherwise.
+func PodWorkload(pod *corev1.Pod, lk Lookup) *registry.Workload {
+	if pod.Status.PodIP == "" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.DeletionTimestamp != nil {
+		return nil
+	}
+	w := &registry.Workload{Name: pod.Name, Namespace: pod.Namespace, Address: pod.Status.PodIP,
+		Labels: map[string]string{}, ServiceAccount: pod.Spec.ServiceAccountName}
+	for k, v := range pod.Labels {
+		w.Labels[k] = v
+	}
+	if w.ServiceAccount == "" {
+		w.ServiceAccount = "default"
+	}
+	var node *corev1.Node
+	if pod.Spec.NodeName != "" && lk.Node != nil {
+		node = lk.Node(pod.Spec.NodeName)
+	}
+	w.Locality = locality(pod, node, nil)
+	var ns *corev1.Namespace
+	if lk.Namespace != nil {
+		ns = lk.Namespace(pod.Namespace)
+	}
+	w.Network = network(pod, ns)
+	return w
+}

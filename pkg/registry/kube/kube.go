@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,9 +75,14 @@ type Controller struct {
 	all   bool            // every Service is dirty (node/namespace change)
 	// What the last conversion of each Service produced and read.
 	produced map[string][]registry.ServiceKey
-	podRefs  refIndex // pod "ns/name" <-> services
-	nodeRefs refIndex // node name <-> services
-	kick     chan struct{}
+	// Pods as registry workloads (selected by ServiceEntry
+	// workloadSelector): the dirty ones, and those the registry holds.
+	dirtyPods map[string]bool
+	allPods   bool
+	podsSent  map[string]bool
+	podRefs   refIndex // pod "ns/name" <-> services
+	nodeRefs  refIndex // node name <-> services
+	kick      chan struct{}
 
 	synced   atomic.Bool
 	syncedCh chan struct{}
@@ -102,12 +108,14 @@ func New(opts Options) (*Controller, error) {
 	}
 	c := &Controller{
 		opts: opts, log: opts.Logger,
-		dirty:    map[string]bool{},
-		produced: map[string][]registry.ServiceKey{},
-		podRefs:  newRefIndex(),
-		nodeRefs: newRefIndex(),
-		kick:     make(chan struct{}, 1),
-		syncedCh: make(chan struct{}),
+		dirty:     map[string]bool{},
+		dirtyPods: map[string]bool{},
+		podsSent:  map[string]bool{},
+		produced:  map[string][]registry.ServiceKey{},
+		podRefs:   newRefIndex(),
+		nodeRefs:  newRefIndex(),
+		kick:      make(chan struct{}, 1),
+		syncedCh:  make(chan struct{}),
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.ResyncPeriod,
 		informers.WithTransform(stripManagedFields))
@@ -121,8 +129,12 @@ func New(opts Options) (*Controller, error) {
 
 	add := func(inf cache.SharedIndexInformer, fn func(obj any)) error {
 		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    fn,
-			UpdateFunc: func(_, obj any) { fn(obj) },
+			AddFunc: fn,
+			UpdateFunc: func(old, obj any) {
+				if relevantChange(old, obj) {
+					fn(obj)
+				}
+			},
 			DeleteFunc: func(obj any) {
 				if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 					obj = t.Obj
@@ -148,12 +160,15 @@ func New(opts Options) (*Controller, error) {
 		}),
 		add(podInf.Informer(), func(obj any) {
 			if m, err := meta.Accessor(obj); err == nil {
-				c.markRefs(c.podRefs, m.GetNamespace()+"/"+m.GetName())
+				key := m.GetNamespace() + "/" + m.GetName()
+				c.markPod(key)
+				c.markRefs(c.podRefs, key)
 			}
 		}),
 		add(nodeInf.Informer(), func(obj any) {
 			if m, err := meta.Accessor(obj); err == nil {
 				c.markRefs(c.nodeRefs, m.GetName())
+				c.markNodePods(m.GetName())
 			}
 		}),
 		add(nsInf.Informer(), func(obj any) {
@@ -175,8 +190,10 @@ func stripManagedFields(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		return &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels},
-			Spec:       corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName, NodeName: o.Spec.NodeName},
+			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels,
+				DeletionTimestamp: o.DeletionTimestamp},
+			Spec:   corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName, NodeName: o.Spec.NodeName},
+			Status: corev1.PodStatus{Phase: o.Status.Phase, PodIP: o.Status.PodIP},
 		}, nil
 	case *corev1.Node:
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion, Labels: o.Labels}}, nil
@@ -185,6 +202,27 @@ func stripManagedFields(obj any) (any, error) {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
+}
+
+// relevantChange reports whether an update changed what the conversion
+// reads (informers also deliver status heartbeats and resyncs).
+func relevantChange(old, obj any) bool {
+	switch n := obj.(type) {
+	case *corev1.Pod:
+		o, ok := old.(*corev1.Pod)
+		return !ok || !maps.Equal(o.Labels, n.Labels) || o.Spec.NodeName != n.Spec.NodeName ||
+			o.Spec.ServiceAccountName != n.Spec.ServiceAccountName || o.Status.PodIP != n.Status.PodIP || o.Status.Phase != n.Status.Phase ||
+			(o.DeletionTimestamp == nil) != (n.DeletionTimestamp == nil)
+	case *corev1.Node:
+		o, ok := old.(*corev1.Node)
+		return !ok || !maps.Equal(o.Labels, n.Labels)
+	case *corev1.Namespace:
+		o, ok := old.(*corev1.Namespace)
+		return !ok || !maps.Equal(o.Labels, n.Labels)
+	}
+	om, err1 := meta.Accessor(old)
+	nm, err2 := meta.Accessor(obj)
+	return err1 != nil || err2 != nil || om.GetResourceVersion() != nm.GetResourceVersion()
 }
 
 // HasSynced reports whether the first full view of the cluster has reached
@@ -215,7 +253,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return errors.New("registry/kube: informer caches did not sync")
 	}
 	c.mu.Lock()
-	c.all = true
+	c.all, c.allPods = true, true
 	c.mu.Unlock()
 	c.process()
 	c.synced.Store(true)
@@ -259,16 +297,41 @@ func (c *Controller) markRefs(refs refIndex, ref string) {
 }
 
 func (c *Controller) markNamespace(ns string) {
-	svcs, err := c.services.Services(ns).List(labels.Everything())
-	if err != nil {
-		return
-	}
+	svcs, _ := c.services.Services(ns).List(labels.Everything())
+	pods, _ := c.pods.Pods(ns).List(labels.Everything())
 	c.mu.Lock()
 	for _, s := range svcs {
 		c.dirty[s.Namespace+"/"+s.Name] = true
 	}
+	for _, p := range pods {
+		c.dirtyPods[p.Namespace+"/"+p.Name] = true
+	}
 	c.mu.Unlock()
-	if len(svcs) > 0 {
+	if len(svcs)+len(pods) > 0 {
+		c.signal()
+	}
+}
+
+func (c *Controller) markPod(key string) {
+	c.mu.Lock()
+	c.dirtyPods[key] = true
+	c.mu.Unlock()
+	c.signal()
+}
+
+// markNodePods marks the pods scheduled on node (their locality).
+func (c *Controller) markNodePods(node string) {
+	pods, _ := c.pods.List(labels.Everything())
+	n := 0
+	c.mu.Lock()
+	for _, p := range pods {
+		if p.Spec.NodeName == node {
+			c.dirtyPods[p.Namespace+"/"+p.Name] = true
+			n++
+		}
+	}
+	c.mu.Unlock()
+	if n > 0 {
 		c.signal()
 	}
 }
@@ -277,10 +340,17 @@ func (c *Controller) markNamespace(ns string) {
 // registry in one batch. It runs on Run's goroutine only.
 func (c *Controller) process() {
 	c.mu.Lock()
-	dirty := c.dirty
-	all := c.all
+	dirty, dirtyPods := c.dirty, c.dirtyPods
+	all, allPods := c.all, c.allPods
 	c.dirty, c.all = map[string]bool{}, false
+	c.dirtyPods, c.allPods = map[string]bool{}, false
 	c.mu.Unlock()
+	if allPods {
+		pods, _ := c.pods.List(labels.Everything())
+		for _, p := range pods {
+			dirtyPods[p.Namespace+"/"+p.Name] = true
+		}
+	}
 	if all {
 		svcs, err := c.services.List(labels.Everything())
 		if err != nil {
@@ -294,9 +364,6 @@ func (c *Controller) process() {
 			dirty[k] = true // services deleted while not watched
 		}
 		c.mu.Unlock()
-	}
-	if len(dirty) == 0 {
-		return
 	}
 	lk := Lookup{
 		Pod: func(ns, name string) *corev1.Pod {
@@ -315,7 +382,6 @@ func (c *Controller) process() {
 	var upsert []registry.SourceService
 	var remove []registry.ServiceKey
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for key := range dirty {
 		ns, name := splitKey(key)
 		svc, err := c.services.Services(ns).Get(name)
@@ -346,12 +412,34 @@ func (c *Controller) process() {
 		c.nodeRefs.set(key, refs.Nodes)
 		upsert = append(upsert, out...)
 	}
-	if len(upsert) == 0 && len(remove) == 0 {
-		return
+	var wUpsert []*registry.Workload
+	var wRemove []registry.WorkloadKey
+	for key := range dirtyPods {
+		ns, name := splitKey(key)
+		pod, err := c.pods.Pods(ns).Get(name)
+		if err == nil {
+			if w := PodWorkload(pod, lk); w != nil {
+				wUpsert = append(wUpsert, w)
+				c.podsSent[key] = true
+				continue
+			}
+		}
+		if c.podsSent[key] {
+			delete(c.podsSent, key)
+			wRemove = append(wRemove, registry.WorkloadKey{Namespace: ns, Name: name})
+		}
 	}
-	c.opts.Registry.UpdateSource(c.opts.SourceName, upsert, remove)
-	c.updates.Add(1)
-	c.log.Debug("kubernetes registry update", "services", len(dirty), "upserted", len(upsert), "removed", len(remove))
+	c.mu.Unlock()
+	// Outside c.mu: event handlers keep marking while the registry rebuilds.
+	if len(wUpsert) > 0 || len(wRemove) > 0 {
+		c.opts.Registry.UpdateWorkloads(c.opts.SourceName, wUpsert, wRemove)
+		c.updates.Add(1)
+	}
+	if len(upsert) > 0 || len(remove) > 0 {
+		c.opts.Registry.UpdateSource(c.opts.SourceName, upsert, remove)
+		c.updates.Add(1)
+	}
+	c.log.Debug("kubernetes registry update", "services", len(dirty), "upserted", len(upsert), "removed", len(remove), "pods", len(dirtyPods))
 }
 
 // refIndex maps referenced objects to the Services whose conversion read

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/kube/kubetest"
 	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/registry/kube"
@@ -250,6 +251,38 @@ func TestRegistryFromAPIServer(t *testing.T) {
 		}
 		if got := addresses(s.EndpointsOf(svc.Hostname)); got != "pay.example.com" {
 			return fmt.Errorf("endpoints %q", got)
+		}
+		return nil
+	})
+
+	// A ServiceEntry's workloadSelector selects pods with an IP.
+	se, err := config.Decode("se.yaml", []byte(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: shop}
+spec:
+  hosts: [legacy.example.com]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  workloadSelector: {labels: {app: reviews}}
+`))
+	must(err)
+	reg.SetConfigs(se)
+	pod1, err := cs.CoreV1().Pods(ns).Get(ctx, "reviews-1", metav1.GetOptions{})
+	must(err)
+	pod1.Status.PodIP, pod1.Status.PodIPs, pod1.Status.Phase = "10.1.0.1", []corev1.PodIP{{IP: "10.1.0.1"}}, corev1.PodRunning
+	_, err = cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod1, metav1.UpdateOptions{})
+	must(err)
+	waitFor(t, reg, "pod selected by a ServiceEntry", func(s *registry.Snapshot) error {
+		eps := s.EndpointsOf("legacy.example.com")
+		if len(eps) != 1 || eps[0].Address != "10.1.0.1" || eps[0].ServiceAccount != "reviews" || eps[0].Locality != "eu/eu-2/rack7" {
+			return fmt.Errorf("endpoints %+v", eps)
+		}
+		return nil
+	})
+	must(cs.CoreV1().Pods(ns).Delete(ctx, "reviews-1", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}))
+	waitFor(t, reg, "deleted pod unselected", func(s *registry.Snapshot) error {
+		if eps := s.EndpointsOf("legacy.example.com"); len(eps) != 0 {
+			return fmt.Errorf("endpoints %+v", eps)
 		}
 		return nil
 	})
