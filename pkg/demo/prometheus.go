@@ -110,14 +110,16 @@ func (m *mesh) startPrometheus(ctx context.Context) error {
 	return m.waitHTTP(ctx, "http://"+m.plan.Prometheus+"/-/ready", "prometheus")
 }
 
+const grafanaHint = "  grafana dashboards  manifests/grafana/*.json (import them; data source: this Prometheus)\n"
+
 // prometheusBanner describes the Prometheus side for the banner.
 func (m *mesh) prometheusBanner() string {
 	switch {
 	case m.promConfig == "":
 		return ""
 	case m.o.Prometheus.Run:
-		return fmt.Sprintf("  prometheus          http://%s   (config %s)\n", m.plan.Prometheus, m.promConfig)
+		return fmt.Sprintf("  prometheus          http://%s   (config %s)\n", m.plan.Prometheus, m.promConfig) + grafanaHint
 	default:
-		return fmt.Sprintf("  prometheus config   %s   (run: prometheus --config.file=%s)\n", m.promConfig, m.promConfig)
+		return fmt.Sprintf("  prometheus config   %s   (run: prometheus --config.file=%s)\n", m.promConfig, m.promConfig) + grafanaHint
 	}
 }
