@@ -58,7 +58,17 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger) (proxy.Wor
 	}
 	cfg := caclient.Config{Addr: m.addr, RootsPEM: roots, Token: tok}
 	r := caclient.NewRotator(caclient.RotatorOptions{
-		Fetch:  func(ctx context.Context) (*caclient.Bundle, error) { return caclient.Fetch(ctx, cfg) },
+		Fetch: func(ctx context.Context) (*caclient.Bundle, error) {
+			c := cfg
+			if m.tokenFile != "" {
+				// Re-read on every renewal: Kubernetes rotates projected
+				// service-account tokens in place (they expire).
+				if b, err := os.ReadFile(m.tokenFile); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+					c.Token = strings.TrimSpace(string(b))
+				}
+			}
+			return caclient.Fetch(ctx, c)
+		},
 		Logger: log.With("component", "cert-rotator"),
 	})
 	go func() {
