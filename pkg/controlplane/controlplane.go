@@ -12,14 +12,19 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	meshv1 "istio.io/api/mesh/v1alpha1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftmesh/weft/pkg/admin"
 	"github.com/weftmesh/weft/pkg/config/store"
 	"github.com/weftmesh/weft/pkg/config/store/bolt"
 	"github.com/weftmesh/weft/pkg/config/store/file"
+	"github.com/weftmesh/weft/pkg/config/store/kube"
+	"github.com/weftmesh/weft/pkg/kube/kubeclient"
+	"github.com/weftmesh/weft/pkg/kube/leader"
 	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
@@ -155,13 +160,22 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// OpenStore opens the store Options select: the file store over ConfigDir,
-// or the bolt store at DataDir/config.db.
+// OpenStore opens the store Options select: the Kubernetes CRD store in
+// Kube mode, the file store over ConfigDir, or the bolt store at
+// DataDir/config.db.
 func OpenStore(opts Options, log *slog.Logger) (store.Store, string, error) {
 	// --config-dir wins over the CRD store in Kubernetes mode: Istio
 	// config from the directory, services and identities from the cluster.
 	if (opts.Kube || opts.Kubeconfig != "") && opts.ConfigDir == "" {
-		return nil, "", errors.New("Kubernetes mode (--kube, --kubeconfig): the CRD config store is not implemented yet")
+		cfg, err := kubeclient.Config(opts.Kubeconfig, "")
+		if err != nil {
+			return nil, "", err
+		}
+		st, err := kube.Open(context.Background(), kube.Options{Config: cfg, Logger: log.With("store", "kube")})
+		if err != nil {
+			return nil, "", err
+		}
+		return st, "kube:" + cfg.Host, nil
 	}
 	if opts.ConfigDir != "" {
 		st, err := file.Open(opts.ConfigDir, file.Options{Logger: log.With("store", "file")})
@@ -214,6 +228,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 			return errors.Join(fmt.Errorf("start control plane: %w", err), g.Wait())
 		}
 	}
+	if ks, ok := st.(*kube.Store); ok {
+		if err := runStatusWriter(env, ks); err != nil {
+			lis.Close()
+			cancel()
+			return errors.Join(err, g.Wait())
+		}
+	}
 	adminURL := "http://" + lis.Addr().String()
 	env.Go("admin API", func(ctx context.Context) error { return api.Serve(ctx, lis) })
 	log.Info("admin API listening on "+adminURL, "store", storeDesc, "xds", opts.XDSAddress)
@@ -223,6 +244,29 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}
 	return g.Wait()
+}
+
+// runStatusWriter writes Istio resources' status.validationMessages from
+// the replica that holds the "weft-status" Lease in the control plane's
+// namespace ($POD_NAMESPACE, else "default").
+func runStatusWriter(env *Env, ks *kube.Store) error {
+	cfg, err := kubeclient.Config(env.Options.Kubeconfig, "")
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("status writer: %w", err)
+	}
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "default"
+	}
+	lo := leader.Options{Client: cs, Namespace: ns, Name: "weft-status", Logger: env.Logger.With("component", "status")}
+	env.Go("status writer", func(ctx context.Context) error {
+		return leader.Run(ctx, lo, func(ctx context.Context) { ks.RunStatusWriter(ctx, 500*time.Millisecond) })
+	})
+	return nil
 }
 
 func writeFileAtomic(path string, data []byte) error {

@@ -1,0 +1,209 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/store"
+	"github.com/weftmesh/weft/pkg/config/store/storetest"
+	"github.com/weftmesh/weft/pkg/kube/kubetest"
+)
+
+// cluster starts an API server with the Istio CRDs installed and returns
+// a client configuration and the kubeconfig path.
+func cluster(t *testing.T) (*rest.Config, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts etcd and kube-apiserver")
+	}
+	cl := kubetest.Start(t)
+	kc := cl.WriteKubeconfig(t)
+	out, err := exec.Command("kubectl", "--kubeconfig", kc, "apply", "-f", "../../../../manifests/crds/istio.yaml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("install CRDs: %v\n%s", err, out)
+	}
+	// Kubernetes namespaces must exist before anything is stored in them.
+	for _, ns := range []string{"ns1", "ns2", "ns3"} {
+		if out, err := exec.Command("kubectl", "--kubeconfig", kc, "create", "namespace", ns).CombinedOutput(); err != nil {
+			t.Fatalf("create namespace %s: %v\n%s", ns, err, out)
+		}
+	}
+	if out, err := exec.Command("kubectl", "--kubeconfig", kc, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all").CombinedOutput(); err != nil {
+		t.Fatalf("CRDs not established: %v\n%s", err, out)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	return cfg, kc
+}
+
+// wipe deletes every Istio custom resource, so each conformance test
+// starts from an empty store.
+func wipe(t *testing.T, cfg *rest.Config) {
+	t.Helper()
+	ctx := context.Background()
+	dyn := dynamic.NewForConfigOrDie(cfg)
+	s, err := Open(ctx, Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, gvr := range s.gvrs {
+		list, err := dyn.Resource(gvr).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range list.Items {
+			if err := dyn.Resource(gvr).Namespace(u.GetNamespace()).Delete(ctx, u.GetName(), metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rs, _, _ := s.List(ctx, "", "")
+		if len(rs) == 0 && len(s.Invalid()) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d resources left after wipe", len(rs))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKubeStore shares one API server between its parts (each start
+// costs ~10 s).
+func TestKubeStore(t *testing.T) {
+	cfg, kc := cluster(t)
+	t.Run("Conformance", func(t *testing.T) { testConformance(t, cfg) })
+	t.Run("KubectlAndInvalid", func(t *testing.T) { wipe(t, cfg); testKubectlAndInvalid(t, cfg, kc) })
+}
+
+func testConformance(t *testing.T, cfg *rest.Config) {
+	storetest.RunWith(t, func(t *testing.T) store.Store {
+		wipe(t, cfg)
+		// The suite checks storage semantics with minimal resources that
+		// Istio's validation would reject (a VirtualService without
+		// routes); validation has its own test below.
+		s, err := Open(context.Background(), Options{Config: cfg, History: 100,
+			Validate: func(*config.Resource) config.ErrorList { return nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}, storetest.Options{PerObjectVersions: true})
+}
+
+// testKubectlAndInvalid: resources written with kubectl appear in the
+// store; one that fails weft's validation (written while no validating
+// webhook runs) is kept out and reported, and fixing it brings it in.
+func testKubectlAndInvalid(t *testing.T, cfg *rest.Config, kc string) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	events, err := s.Watch(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go s.RunStatusWriter(sctx, 50*time.Millisecond)
+	dyn := dynamic.NewForConfigOrDie(cfg)
+	// waitStatus polls the VirtualService's status messages until one
+	// contains want.
+	waitStatus := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			u, err := dyn.Resource(s.gvrs["VirtualService"]).Namespace("default").Get(ctx, "reviews", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs, _, _ := unstructured.NestedSlice(u.Object, "status", "validationMessages")
+			b, _ := json.Marshal(msgs)
+			if strings.Contains(string(b), want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status.validationMessages %s lacks %q", b, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	kubectl := func(yaml string) {
+		t.Helper()
+		cmd := exec.Command("kubectl", "--kubeconfig", kc, "apply", "-f", "-")
+		cmd.Stdin = strings.NewReader(yaml)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+	}
+	kubectl(`apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 110
+    - destination: {host: reviews, subset: v2}
+      weight: 0
+`)
+	deadline := time.Now().Add(20 * time.Second)
+	key := config.Key{Kind: "VirtualService", Namespace: "default", Name: "reviews"}
+	for len(s.Invalid()[key]) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("invalid VirtualService not reported")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := s.Get(ctx, key); err == nil {
+		t.Fatal("invalid VirtualService is in the store")
+	}
+	if got := s.Invalid()[key].Error(); !strings.Contains(got, "spec.http[0].route[1].weight: weights must sum to 100 (got 110)") {
+		t.Errorf("problem does not name the field: %s", got)
+	}
+	waitStatus(`"level":"ERROR","type":{"code":"WEFT0001"}`)
+	waitStatus("spec.http[0].route[1].weight: weights must sum to 100 (got 110)")
+	kubectl(`apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+`)
+	select {
+	case ev := <-events:
+		if ev.Type != store.Added || ev.Resource.Key() != key {
+			t.Fatalf("event %s %s", ev.Type, ev.Resource.Key())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no event for the fixed VirtualService")
+	}
+	if len(s.Invalid()) != 0 {
+		t.Errorf("still reported invalid: %v", s.Invalid())
+	}
+	// Valid now; the analyzer still warns that no DestinationRule
+	// declares subset v1.
+	waitStatus(`"type":{"code":"WEFT0102"}`)
+}
