@@ -27,7 +27,7 @@ func newDashboardExtension(cmd *cobra.Command) controlplane.Extension {
 			return err
 		}
 		log := env.Logger.With("component", "dashboard")
-		d, err := dashboard.New(dashboard.Options{Sources: src, Logger: log})
+		d, err := dashboard.New(dashboard.Options{Sources: src, Logger: log, TracesURL: env.AdminURL})
 		if err != nil {
 			return err
 		}

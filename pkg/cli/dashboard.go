@@ -37,7 +37,7 @@ every proxy's /stats/prometheus (the METRICS_ADDRESS each proxy announces) every
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("--server: %w", err)}
 			}
-			d, err := dashboard.New(dashboard.Options{Sources: src, Logger: logger, ScrapeInterval: interval})
+			d, err := dashboard.New(dashboard.Options{Sources: src, Logger: logger, ScrapeInterval: interval, TracesURL: server})
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,7 +59,9 @@ spec:
 		resources: vs,
 		warnings:  []string{"VirtualService default/reviews: subset v1 is not defined by any DestinationRule"},
 	}
-	d, err := New(Options{Sources: src, ScrapeInterval: time.Second})
+	traces := httptest.NewServer(sampleTraces().Handler()) // the control plane's trace read API
+	defer traces.Close()
+	d, err := New(Options{Sources: src, ScrapeInterval: time.Second, TracesURL: traces.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +216,7 @@ spec:
 		{"config", "subset v1 is not defined"},
 		{"proxies", "SYNCED"},
 		{"errors", "UF"},
+		{"traces", "ratings.default"},
 	} {
 		if err := chromedp.Do(bctx, chromedp.Navigate(base+"/#/"+tc.tab)); err != nil {
 			t.Fatal(err)
@@ -227,6 +231,21 @@ spec:
 			if shot, err := chromedp.Run(bctx, chromedp.CaptureScreenshot()); err == nil {
 				_ = os.WriteFile(filepath.Join(dir, tc.tab+".png"), shot, 0o644)
 			}
+		}
+	}
+	// Clicking a trace shows its span waterfall.
+	if _, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`(document.querySelector('#traces-table tbody tr[data-trace]').click(), true)`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](`document.querySelectorAll('#trace-detail tr.span-row').length === 3 &&
+		document.querySelector('#trace-detail').innerText.includes('ratings.default')`,
+		chromedp.WithPollingTimeout(10*time.Second), chromedp.WithPollingInterval(200*time.Millisecond))); err != nil {
+		txt, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.querySelector('main').innerText`))
+		t.Errorf("trace waterfall: %v\n%s", err, txt)
+	}
+	if dir := os.Getenv("WEFT_DASHBOARD_SHOTS_DIR"); dir != "" {
+		if shot, err := chromedp.Run(bctx, chromedp.CaptureScreenshot()); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, "trace-detail.png"), shot, 0o644)
 		}
 	}
 }

@@ -55,6 +55,10 @@ type Options struct {
 	Assets fs.FS
 	// HTTPClient is used for scraping; default a plain client.
 	HTTPClient *http.Client
+	// TracesURL is the base URL of a trace read API (GET
+	// /api/v1/traces?service=S, /api/v1/traces/{id}), e.g. the control
+	// plane's admin API; empty: the Traces tab has no data.
+	TracesURL string
 }
 
 // Dashboard scrapes proxies and serves the UI and its JSON API.
@@ -174,6 +178,8 @@ func (d *Dashboard) Handler() http.Handler {
 	mux.HandleFunc("GET /api/config", d.handleConfig)
 	mux.HandleFunc("GET /api/proxies", d.handleProxies)
 	mux.HandleFunc("GET /api/errors", d.handleErrors)
+	mux.HandleFunc("GET /api/traces", d.handleTraces)
+	mux.HandleFunc("GET /api/traces/{id}", d.handleTraces)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API: "+r.Method+" "+r.URL.Path)
 	})

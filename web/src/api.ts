@@ -104,6 +104,18 @@ export interface ErrorEvent {
   count: number;
 }
 
+export interface ZipkinSpan {
+  traceId: string;
+  id: string;
+  parentId?: string;
+  name?: string;
+  kind?: string;
+  timestamp?: number; // µs since the epoch
+  duration?: number; // µs
+  localEndpoint?: { serviceName?: string };
+  tags?: Record<string, string>;
+}
+
 export class APIError extends Error {
   constructor(
     public readonly status: number,
@@ -135,4 +147,6 @@ export const api = {
   config: () => get<ConfigView>("/api/config"),
   proxies: () => get<ProxyView[]>("/api/proxies"),
   errors: () => get<ErrorEvent[]>("/api/errors"),
+  traces: (service: string, limit: number) =>
+    get<ZipkinSpan[][]>(`/api/traces?limit=${limit}${service ? `&service=${encodeURIComponent(service)}` : ""}`),
 };

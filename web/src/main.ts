@@ -3,15 +3,17 @@ import "./style.css";
 import { h } from "./format";
 import { GraphView } from "./graph";
 import { ConfigView, ErrorsView, ProxiesView, type View } from "./tables";
+import { TracesView } from "./traces";
 
 const REFRESH_MS = 5000;
 
-type Tab = "graph" | "config" | "proxies" | "errors";
+type Tab = "graph" | "config" | "proxies" | "errors" | "traces";
 const tabs: Array<[Tab, string]> = [
   ["graph", "Graph"],
   ["config", "Config"],
   ["proxies", "Proxies"],
   ["errors", "Errors"],
+  ["traces", "Traces"],
 ];
 
 const graph = new GraphView();
@@ -20,6 +22,7 @@ const views: Record<Tab, View> = {
   config: new ConfigView(),
   proxies: new ProxiesView(),
   errors: new ErrorsView(),
+  traces: new TracesView(),
 };
 
 const status = h("span", { class: "status", id: "status" }, "connecting…");
