@@ -31,7 +31,7 @@ func TestTracesAPI(t *testing.T) {
 	t.Cleanup(noCollector.Close)
 	for _, tc := range []struct {
 		name, tracesURL, path string
-		code, n              int
+		code, n               int
 	}{
 		{"list by service", traces.URL, "/api/traces?service=ratings&limit=5", 200, 1},
 		{"list other service", traces.URL, "/api/traces?service=details", 200, 0},
