@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -98,5 +99,72 @@ func TestProxyMTLSFlags(t *testing.T) {
 				t.Fatalf("certificate identity %v, want %s", cert.Leaf, tc.wantID)
 			}
 		})
+	}
+}
+
+// TestProxyMTLSTokenFileReread: renewals read --ca-token-file again, as
+// Kubernetes rotates projected service-account tokens in place.
+func TestProxyMTLSTokenFileReread(t *testing.T) {
+	dir := t.TempDir()
+	c, err := ca.New(ca.Options{DataDir: dir, DefaultTTL: 3 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := ca.NewTokenStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := tokens.Create("shop", "cart", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := tokens.Create("shop", "cart-v2", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := c.NewServingCertSource([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
+	ca.RegisterGRPC(srv, c, tokens)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	tokFile := filepath.Join(t.TempDir(), "istio-token")
+	if err := os.WriteFile(tokFile, []byte(first), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := proxyMTLSFlags{addr: lis.Addr().String(), rootCert: filepath.Join(dir, "ca", "root-cert.pem"), tokenFile: tokFile, wait: 10 * time.Second}
+	certs, err := f.start(ctx, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := func() string {
+		cert, err := certs.ClientConfig().GetClientCertificate(nil)
+		if err != nil || cert.Leaf == nil || len(cert.Leaf.URIs) == 0 {
+			return fmt.Sprint(err)
+		}
+		return cert.Leaf.URIs[0].String()
+	}
+	if got := id(); got != "spiffe://cluster.local/ns/shop/sa/cart" {
+		t.Fatalf("first certificate %s", got)
+	}
+	// The kubelet replaces the token; the next renewal (at half of the 3s
+	// lifetime) must present the new one.
+	if err := os.WriteFile(tokFile, []byte(second), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for id() != "spiffe://cluster.local/ns/shop/sa/cart-v2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("certificate after renewal %s, want the rotated token's identity", id())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
