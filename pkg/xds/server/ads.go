@@ -87,6 +87,7 @@ type adsStream struct {
 
 	mu     sync.Mutex
 	p      *proxyState // set by the first request
+	closed bool        // the handler returned: p must not be set any more
 	nonces uint64
 	types  [numTypes]streamType
 }
@@ -112,7 +113,10 @@ func (x adsService) StreamAggregatedResources(srv discoveryv3.AggregatedDiscover
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- a.recvLoop() }()
 	defer func() {
+		// Either this sees the proxy the first request registered, or
+		// onRequest sees closed and unregisters it itself.
 		a.mu.Lock()
+		a.closed = true
 		p := a.p
 		a.mu.Unlock()
 		if p != nil {
@@ -166,6 +170,11 @@ func (a *adsStream) onRequest(req *discoveryv3.DiscoveryRequest) error {
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 		a.mu.Lock()
+		if a.closed {
+			a.mu.Unlock()
+			s.streamClosed(p, a)
+			return status.Error(codes.Canceled, "stream closed")
+		}
 		a.p = p
 		a.mu.Unlock()
 	}
