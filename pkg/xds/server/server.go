@@ -322,21 +322,26 @@ func (s *Server) flush(ctx context.Context) {
 	}
 	s.mu.Unlock()
 
-	work := make(chan *proxyState)
+	// GOMAXPROCS workers take the next proxy by index; a proxy's streams
+	// are woken as soon as its resources are stored, so the first proxies
+	// receive while the others are computed.
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range max(1, runtime.GOMAXPROCS(0)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for p := range work {
-				s.pushProxy(ctx, p, build, rev, memo)
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(ps) {
+					return
+				}
+				if s.pushProxy(ctx, ps[i], build, rev, memo) {
+					s.wakeStreams(ps[i])
+				}
 			}
 		}()
 	}
-	for _, p := range ps {
-		work <- p
-	}
-	close(work)
 	wg.Wait()
 	d := s.now().Sub(start)
 	s.metrics.pushDuration.Observe(d.Seconds())
@@ -346,21 +351,21 @@ func (s *Server) flush(ctx context.Context) {
 }
 
 // pushProxy regenerates one proxy's resources and, when any type changed,
-// stores the new sets and wakes the proxy's streams.
-func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model.Proxy) (*Resources, error), rev int64, memo *pushMemo) {
+// stores the new sets and reports true: the caller wakes its streams.
+func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model.Proxy) (*Resources, error), rev int64, memo *pushMemo) bool {
 	p.pushMu.Lock()
 	defer p.pushMu.Unlock()
 	s.mu.Lock()
 	computed, prevRev, prev := p.computed, p.rev, p.gen
 	s.mu.Unlock()
 	if computed && rev < prevRev {
-		return // a newer config already reached this proxy
+		return false // a newer config already reached this proxy
 	}
 	out, err := build(p.proxy)
 	if err != nil {
 		s.log.Error("generate xDS resources", "node", p.proxy.ID, "err", err)
 		s.setGenErr(p, err)
-		return
+		return false
 	}
 	gen := [numTypes][]types.Resource{out.Clusters, out.Listeners, out.Routes, out.Endpoints}
 	var next [numTypes]generated
@@ -379,7 +384,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 		s.mu.Lock()
 		p.rev, p.genErr = rev, nil
 		s.mu.Unlock()
-		return
+		return false
 	}
 	if p.proxy.Type != model.Proxyless {
 		// Consistent() does not understand api_listeners, so it only gates
@@ -387,7 +392,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 		if err := memo.consistentFor(next); err != nil {
 			s.log.Error("inconsistent snapshot not pushed", "node", p.proxy.ID, "err", err)
 			s.setGenErr(p, fmt.Errorf("inconsistent snapshot: %w", err))
-			return
+			return false
 		}
 	}
 	for i := range numTypes {
@@ -400,7 +405,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	if delta {
 		s.setDeltaSnapshot(ctx, p, next)
 	}
-	s.wakeStreams(p)
+	return true
 }
 
 // setDeltaSnapshot hands a proxy's sets to the delta server's cache.

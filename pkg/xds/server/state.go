@@ -351,7 +351,9 @@ func (s *Server) connect(node *corev3.Node, a *adsStream) (*proxyState, error) {
 		if build == nil || memo == nil {
 			build, memo = s.opts.Generate(configs), s.newPushMemo()
 		}
-		s.pushProxy(context.Background(), p, build, rev, memo)
+		if s.pushProxy(context.Background(), p, build, rev, memo) {
+			s.wakeStreams(p)
+		}
 	}
 	if a == nil {
 		// The delta server asks the cache right after this callback.
