@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -44,6 +45,8 @@ type Resources struct {
 // configuration (so it can snapshot the registry once) and returns the
 // per-proxy builder. The builder is called concurrently for different
 // proxies and must be thread-safe.
+// A builder that returns the same *Resources it returned for the proxy in
+// the previous push declares the proxy's config unchanged.
 type Generator func(configs []*config.Resource) func(*model.Proxy) (*Resources, error)
 
 // Registry is what the server needs from pkg/registry. Implementations must
@@ -301,7 +304,10 @@ func (s *Server) flush(ctx context.Context) {
 		}
 		return a.Name < b.Name
 	})
-	if s.opts.Registry != nil {
+	s.mu.Lock()
+	sameConfigs := s.configList != nil && slices.Equal(list, s.configList)
+	s.mu.Unlock()
+	if s.opts.Registry != nil && !sameConfigs { // the registry has these already
 		s.opts.Registry.SetConfigs(list)
 		// A synchronous registry notification for our own SetConfigs is
 		// already covered by this flush.
@@ -356,7 +362,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	p.pushMu.Lock()
 	defer p.pushMu.Unlock()
 	s.mu.Lock()
-	computed, prevRev, prev := p.computed, p.rev, p.gen
+	computed, prevRev, prev, prevOut := p.computed, p.rev, p.gen, p.out
 	s.mu.Unlock()
 	if computed && rev < prevRev {
 		return false // a newer config already reached this proxy
@@ -365,6 +371,14 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	if err != nil {
 		s.log.Error("generate xDS resources", "node", p.proxy.ID, "err", err)
 		s.setGenErr(p, err)
+		return false
+	}
+	if computed && out == prevOut {
+		// The generator handed back the very output of the last push
+		// (nothing it depends on changed): nothing to hash or send.
+		s.mu.Lock()
+		p.rev, p.genErr = rev, nil
+		s.mu.Unlock()
 		return false
 	}
 	gen := [numTypes][]types.Resource{out.Clusters, out.Listeners, out.Routes, out.Endpoints}
@@ -382,7 +396,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 	}
 	if !changed && computed {
 		s.mu.Lock()
-		p.rev, p.genErr = rev, nil
+		p.rev, p.genErr, p.out = rev, nil, out
 		s.mu.Unlock()
 		return false
 	}
@@ -399,7 +413,7 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 		s.metrics.configSize.WithLabelValues(typeNames[i]).Observe(float64(next[i].size))
 	}
 	s.mu.Lock()
-	p.gen, p.computed, p.rev, p.genErr = next, true, rev, nil
+	p.gen, p.computed, p.rev, p.genErr, p.out = next, true, rev, nil, out
 	delta := p.deltaOpen > 0
 	s.mu.Unlock()
 	if delta {

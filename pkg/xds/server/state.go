@@ -36,6 +36,7 @@ type proxyState struct {
 	computed bool
 	rev      int64 // store revision the resources were generated from
 	gen      [numTypes]generated
+	out      *Resources // the generator's output gen was computed from
 	genErr   error
 
 	xds [numTypes]typeState

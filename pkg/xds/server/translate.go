@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -25,28 +27,72 @@ func TranslateGenerator(reg *registry.Registry) Generator {
 // translate.Input.MTLS). Within one push, proxies of the same class (equal
 // in every field translate.Build reads, see classKey) are built once and
 // share the output, so the server hashes and marshals it once too.
+//
+// A push whose inputs equal the previous push's (the same config objects
+// and a registry snapshot with the same content, e.g. after a proxy that
+// adds no endpoint connected) reuses the previous push's builder: known
+// classes get their previous output, which the server recognizes as
+// unchanged without hashing it, so such pushes cost almost nothing.
 func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConfig) Generator {
+	var last struct {
+		sync.Mutex
+		configs []*config.Resource
+		regSum  [32]byte
+		build   func(*model.Proxy) (*Resources, error)
+	}
 	return func(configs []*config.Resource) func(*model.Proxy) (*Resources, error) {
-		in := &translate.Input{Configs: configs, Registry: reg.Snapshot(), MTLS: mtls,
-			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh)}
-		var classes sync.Map // classKey -> *classBuild
-		backs := workloadServices(in.Registry)
-		return func(p *model.Proxy) (*Resources, error) {
-			v, _ := classes.LoadOrStore(classKey(p, backs), &classBuild{})
-			c := v.(*classBuild)
-			c.once.Do(func() {
-				out, err := translate.Build(in, p)
-				if err != nil {
-					c.err = err
-					return
-				}
-				c.res = &Resources{Listeners: out.Listeners, Routes: out.Routes, Clusters: out.Clusters, Endpoints: out.Endpoints}
-			})
-			if c.err != nil {
-				return nil, fmt.Errorf("translate for %s: %w", p.ID, c.err)
-			}
-			return c.res, nil
+		snap := reg.Snapshot()
+		sum, sumOK := registrySum(snap)
+		last.Lock()
+		defer last.Unlock()
+		if sumOK && last.build != nil && sum == last.regSum && slices.Equal(configs, last.configs) {
+			return last.build
 		}
+		build := newTranslateBuild(&translate.Input{Configs: configs, Registry: snap, MTLS: mtls,
+			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh)})
+		last.configs, last.regSum, last.build = configs, sum, nil
+		if sumOK {
+			last.build = build
+		}
+		return build
+	}
+}
+
+// registrySum hashes a registry snapshot's content (all but its version);
+// ok is false when it cannot be encoded.
+func registrySum(snap *registry.Snapshot) (sum [32]byte, ok bool) {
+	if snap == nil {
+		return sum, true
+	}
+	c := *snap
+	c.Version = 0
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return sum, false
+	}
+	return sha256.Sum256(b), true
+}
+
+// newTranslateBuild returns the builder of one push: translate.Build once
+// per proxy class.
+func newTranslateBuild(in *translate.Input) func(*model.Proxy) (*Resources, error) {
+	var classes sync.Map // classKey -> *classBuild
+	backs := workloadServices(in.Registry)
+	return func(p *model.Proxy) (*Resources, error) {
+		v, _ := classes.LoadOrStore(classKey(p, backs), &classBuild{})
+		c := v.(*classBuild)
+		c.once.Do(func() {
+			out, err := translate.Build(in, p)
+			if err != nil {
+				c.err = err
+				return
+			}
+			c.res = &Resources{Listeners: out.Listeners, Routes: out.Routes, Clusters: out.Clusters, Endpoints: out.Endpoints}
+		})
+		if c.err != nil {
+			return nil, fmt.Errorf("translate for %s: %w", p.ID, c.err)
+		}
+		return c.res, nil
 	}
 }
 

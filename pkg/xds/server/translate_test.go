@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -233,5 +234,55 @@ spec:
 	}
 	if hashes(differ[0])[lds] == want[lds] {
 		t.Error("a workload backing no service got productpage's inbound listeners")
+	}
+}
+
+// A push with the same config objects and registry content reuses the
+// previous push's output (so the server skips it without hashing); a
+// registry change that adds endpoints does not.
+func TestTranslateGeneratorReusesUnchangedPush(t *testing.T) {
+	rs, err := config.Decode("mesh.yaml", []byte(meshYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(slog.New(slog.DiscardHandler))
+	reg.SetConfigs(rs)
+	gen := TranslateGenerator(reg)
+	p, err := model.ParseNodeID("sidecar~10.0.0.9~client.default~default.svc.cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := gen(rs)(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A proxy without services joins: the registry changes, its content
+	// (services, endpoints) does not.
+	other, _ := model.ParseNodeID("sidecar~10.0.0.10~other.default~default.svc.cluster.local")
+	reg.UpsertProxy(other)
+	again, err := gen(slices.Clone(rs))(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != first {
+		t.Error("an unchanged push was translated again")
+	}
+	// A proxy that joins a service adds an endpoint: translated again.
+	md, _ := structpb.NewStruct(map[string]any{"NAMESPACE": "default", "SERVICES": "reviews:9080/HTTP", "INBOUND_ADDRESS": "10.0.0.11:15006"})
+	joined, err := model.ParseNode("sidecar~10.0.0.11~reviews-v3.default~default.svc.cluster.local", md, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.UpsertProxy(joined)
+	changed, err := gen(rs)(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed == first {
+		t.Error("a registry change with a new endpoint reused the old output")
+	}
+	// Other config objects: translated again.
+	if out, _ := gen(append(slices.Clone(rs), vs("extra")))(p); out == changed {
+		t.Error("a config change reused the old output")
 	}
 }
