@@ -244,6 +244,7 @@ func (a *adsStream) sendDue() error {
 		if err := a.srv.SendMsg(&outMsg{body: body, nonce: nonce}); err != nil {
 			return fmt.Errorf("send %s to %s: %w", typeNames[ti], p.proxy.ID, err)
 		}
+		s.lastSend.Store(s.now().UnixNano())
 	}
 	return nil
 }

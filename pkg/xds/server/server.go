@@ -96,6 +96,7 @@ type Server struct {
 	kickCh      chan struct{}
 	version     atomic.Int64  // last snapshot version handed out
 	lastPushDur atomic.Int64  // nanoseconds of the last flush
+	lastSend    atomic.Int64  // unix nanos when a SotW response was last handed to gRPC
 	changed     chan struct{} // closed and replaced on every status change
 
 	mu         sync.Mutex
