@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -30,6 +32,19 @@ import (
 )
 
 func ptr[T any](v T) *T { return &v }
+
+func kubectl(ctx context.Context, kubeconfig string, stdin []byte, args ...string) (string, error) {
+	bin, err := exec.LookPath("kubectl")
+	if err != nil {
+		return "", fmt.Errorf("kubectl: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -119,11 +134,13 @@ func hostsAre(admin, cluster string, want ...string) func() error {
 	}
 }
 
-// TestKubernetesMesh: the control plane watches the API server; a proxy
+// TestKubernetesMesh: the control plane watches the API server (Istio
+// CRDs as the store, the cluster as the registry); a proxy
 // started as pod shop/productpage-1 with its service account's projected
 // token gets its certificate from the CA (TokenReview) and the reviews
-// endpoints from EndpointSlices, following scale up and down; headless and
-// ExternalName services become clusters; istio-ca-root-cert appears in new
+// endpoints from EndpointSlices, following scale up and down; a
+// ServiceEntry selects pods; headless and ExternalName services become
+// clusters; auto mTLS checks the endpoint pods' service accounts; istio-ca-root-cert appears in new
 // namespaces.
 func TestKubernetesMesh(t *testing.T) {
 	harness.SkipShort(t)
@@ -165,11 +182,19 @@ func TestKubernetesMesh(t *testing.T) {
 		podEndpoint("10.1.0.1", "reviews-1"), podEndpoint("10.1.0.2", "reviews-2")), metav1.CreateOptions{})
 	must(t, err)
 
+	// Istio config from the CRDs (the kube store), services and the CA's
+	// identities from the cluster.
+	modRoot, err := harness.ModuleRoot()
+	must(t, err)
+	if out, err := kubectl(ctx, kc, nil, "apply", "-f", filepath.Join(modRoot, "manifests/crds/istio.yaml")); err != nil {
+		t.Fatalf("install CRDs: %v\n%s", err, out)
+	}
+	if out, err := kubectl(ctx, kc, nil, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
+		t.Fatalf("CRDs: %v\n%s", err, out)
+	}
 	bin := weft.Binary(t)
 	dataDir := t.TempDir()
-	// Istio config from a directory (the CRD store is another piece), the
-	// registry and the CA's identities from the cluster.
-	cp := harness.StartControlPlane(t, bin, "--kubeconfig", kc, "--config-dir", t.TempDir(), "--data-dir", dataDir,
+	cp := harness.StartControlPlane(t, bin, "--kubeconfig", kc, "--data-dir", dataDir,
 		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
 		"--ca-address", "127.0.0.1:0", "--debounce", "20ms")
 	find := func(re string) string {
@@ -234,6 +259,28 @@ func TestKubernetesMesh(t *testing.T) {
 	must(t, err)
 	must(t, cs.DiscoveryV1().EndpointSlices(ns).Delete(ctx, "reviews-2", metav1.DeleteOptions{}))
 	waitFor(t, "scale down", 30*time.Second, hostsAre(addrs.Admin, reviews, "10.1.0.1:9080"))
+
+	// A ServiceEntry applied with kubectl selects pods by label: the pod's
+	// IP and the entry's targetPort reach the proxy.
+	pod2, err := cs.CoreV1().Pods(ns).Get(ctx, "reviews-2", metav1.GetOptions{})
+	must(t, err)
+	pod2.Status.PodIP, pod2.Status.PodIPs, pod2.Status.Phase = "10.1.0.2", []corev1.PodIP{{IP: "10.1.0.2"}}, corev1.PodRunning
+	_, err = cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod2, metav1.UpdateOptions{})
+	must(t, err)
+	se := []byte(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: shop}
+spec:
+  hosts: [legacy.example.com]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+  workloadSelector: {labels: {app: reviews}}
+`)
+	if out, err := kubectl(ctx, kc, se, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply ServiceEntry: %v\n%s", err, out)
+	}
+	waitFor(t, "pod selected by a ServiceEntry", 30*time.Second, hostsAre(addrs.Admin, "outbound|80||legacy.example.com", "10.1.0.2:8080"))
 
 	// Headless: one endpoint per pod, and a host per pod hostname.
 	_, err = cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db"},
