@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -40,9 +42,35 @@ func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
 			return nil
 		}
 		log := env.Logger.With("component", "ca")
-		c, err := ca.New(ca.Options{DataDir: env.Options.DataDir, CACertsDir: f.cacertsDir, TrustDomain: f.trustDomain, Logger: log})
+		caOpts := ca.Options{DataDir: env.Options.DataDir, CACertsDir: f.cacertsDir, TrustDomain: f.trustDomain, Logger: log}
+		var rootSecret *kubeca.RootSecret
+		if kubeMode(env.Options) && f.cacertsDir == "" {
+			// Every replica and restart signs with one root, kept in a Secret.
+			cs, err := kubeClientset(env.Options)
+			if err != nil {
+				return fmt.Errorf("CA: %w", err)
+			}
+			rootSecret = &kubeca.RootSecret{Client: cs, Namespace: env.Options.Namespace, Dir: filepath.Join(env.Options.DataDir, "ca")}
+			if _, err := rootSecret.Load(ctx); err != nil {
+				return fmt.Errorf("CA: %w", err)
+			}
+		}
+		c, err := ca.New(caOpts)
 		if err != nil {
 			return fmt.Errorf("CA: %w", err)
+		}
+		if rootSecret != nil {
+			switch err := rootSecret.Store(ctx); {
+			case errors.Is(err, kubeca.ErrLostRace):
+				if _, err := rootSecret.Load(ctx); err != nil {
+					return fmt.Errorf("CA: %w", err)
+				}
+				if c, err = ca.New(caOpts); err != nil {
+					return fmt.Errorf("CA: %w", err)
+				}
+			case err != nil:
+				return fmt.Errorf("CA: %w", err)
+			}
 		}
 		tokens, err := ca.NewTokenStore(env.Options.DataDir, nil)
 		if err != nil {

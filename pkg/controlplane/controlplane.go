@@ -60,6 +60,10 @@ type Options struct {
 	// when it is "". Setting Kubeconfig implies Kube.
 	Kube       bool
 	Kubeconfig string
+	// Namespace is the control plane's own namespace in Kubernetes mode,
+	// where its Leases and CA root Secret live. Default $POD_NAMESPACE,
+	// else "default".
+	Namespace string
 	// Mesh is the mesh config (root namespace, extension providers, ...);
 	// nil means meshconfig.Default().
 	Mesh *meshv1.MeshConfig
@@ -158,6 +162,12 @@ func (o *Options) setDefaults() {
 	if o.Mesh == nil {
 		o.Mesh = meshconfig.Default()
 	}
+	if o.Namespace == "" {
+		o.Namespace = os.Getenv("POD_NAMESPACE")
+	}
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
 }
 
 // OpenStore opens the store Options select: the Kubernetes CRD store in
@@ -248,7 +258,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 // runStatusWriter writes Istio resources' status.validationMessages from
 // the replica that holds the "weft-status" Lease in the control plane's
-// namespace ($POD_NAMESPACE, else "default").
+// namespace.
 func runStatusWriter(env *Env, ks *kube.Store) error {
 	cfg, err := kubeclient.Config(env.Options.Kubeconfig, "")
 	if err != nil {
@@ -258,11 +268,7 @@ func runStatusWriter(env *Env, ks *kube.Store) error {
 	if err != nil {
 		return fmt.Errorf("status writer: %w", err)
 	}
-	ns := os.Getenv("POD_NAMESPACE")
-	if ns == "" {
-		ns = "default"
-	}
-	lo := leader.Options{Client: cs, Namespace: ns, Name: "weft-status", Logger: env.Logger.With("component", "status")}
+	lo := leader.Options{Client: cs, Namespace: env.Options.Namespace, Name: "weft-status", Logger: env.Logger.With("component", "status")}
 	env.Go("status writer", func(ctx context.Context) error {
 		return leader.Run(ctx, lo, func(ctx context.Context) { ks.RunStatusWriter(ctx, 500*time.Millisecond) })
 	})

@@ -38,7 +38,8 @@ func TestControlPlaneKubeMode(t *testing.T) {
 		t.Fatalf("CRDs: %v\n%s", err, out)
 	}
 	bin := weft.Binary(t)
-	cp := harness.StartControlPlane(t, bin, "--kubeconfig", kc, "--data-dir", t.TempDir(), "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "")
+	cp := harness.StartControlPlane(t, bin, "--kubeconfig", kc, "--data-dir", t.TempDir(), "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
+		"--ca-address", "127.0.0.1:0")
 
 	ready := filepath.Join(t.TempDir(), "ready.json")
 	p := harness.Start(t, bin, nil, "proxy", "--control-plane", cp.XDSAddress, "--namespace", "default", "--workload", "client",
@@ -103,4 +104,10 @@ func TestControlPlaneKubeMode(t *testing.T) {
 		t.Fatalf("kubectl delete: %v\n%s", err, out)
 	}
 	waitDump(`"/v2"`, false)
+
+	// The CA keeps its root in a Secret (one root for every replica and
+	// restart) and publishes it for workloads.
+	if out, err := kubectl(ctx, kc, nil, "get", "secret", "-n", "default", "weft-ca-root", "-o", "jsonpath={.data.root-cert\\.pem}"); err != nil || out == "" {
+		t.Errorf("CA root secret: %v %q", err, out)
+	}
 }
