@@ -30,6 +30,8 @@ func newProxyCmd() *cobra.Command {
 		logLevel          string
 		drain             time.Duration
 		gwAddrs           []string
+		rts               proxy.RuntimeSettings
+		memLimit          string
 	)
 	mt := &proxyMTLSFlags{}
 	cmd := &cobra.Command{
@@ -58,6 +60,12 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
 			}
 			o.LogLevel = lv
+			ml, err := proxy.ParseByteSize(memLimit)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--memory-limit: %w", err)}
+			}
+			rts.MemoryLimit = ml
+			rts.Apply(cmd.Flags().Changed)
 			stdout, stderr := lockWriter(cmd.OutOrStdout()), lockWriter(cmd.ErrOrStderr())
 			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
@@ -133,6 +141,9 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 	f.StringVar(&o.GatewayBindHost, "gateway-bind-host", "127.0.0.1", "host gateway listeners bind on (their port comes from the Gateway server)")
 	f.StringArrayVar(&gwAddrs, "gateway-address", nil, "bind a gateway listener elsewhere: PORT=HOST:PORT, or HOST:PORT for the same port (repeatable)")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Second, "how long to wait for in-flight requests on shutdown")
+	f.IntVar(&rts.Concurrency, "concurrency", 2, "OS threads running proxy code (GOMAXPROCS), like Istio's proxy concurrency; 0 uses every CPU; $GOMAXPROCS wins unless the flag is set")
+	f.IntVar(&rts.GOGC, "gogc", 0, "Go GC target percent (GOGC); 0 keeps the runtime default or $GOGC")
+	f.StringVar(&memLimit, "memory-limit", "", "Go soft memory limit (GOMEMLIMIT), e.g. 64MiB; empty keeps the runtime default or $GOMEMLIMIT")
 	return cmd
 }
 
