@@ -182,6 +182,7 @@ func TestDemoTracing(t *testing.T) {
 	// Access log lines of every hop carry the trace id.
 	files, _ := filepath.Glob(filepath.Join(m.logDir, "*"))
 	withID := map[string]bool{}
+	principals := map[string]int{} // lines of this trace naming the peer's SPIFFE ID, by direction
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -190,8 +191,19 @@ func TestDemoTracing(t *testing.T) {
 		for _, line := range strings.Split(string(b), "\n") {
 			if strings.Contains(line, `"trace_id":"`+w3c+`"`) {
 				withID[filepath.Base(f)] = true
+				if strings.Contains(line, `"direction":"outbound"`) && strings.Contains(line, `"upstream_peer_uri_san":"spiffe://cluster.local/ns/default/sa/`) {
+					principals["outbound"]++
+				}
+				if strings.Contains(line, `"direction":"inbound"`) && strings.Contains(line, `"downstream_peer_uri_san":"spiffe://cluster.local/ns/`) {
+					principals["inbound"]++
+				}
 			}
 		}
+	}
+	// The demo runs mutual TLS: both principals of every hop are logged
+	// (ingress→productpage, productpage→details, productpage→reviews, reviews→ratings).
+	if principals["outbound"] < 4 || principals["inbound"] < 4 {
+		t.Errorf("access log lines with peer principals: %v, want >= 4 each", principals)
 	}
 	for _, w := range []string{"productpage", "reviews", "ratings"} {
 		found := false

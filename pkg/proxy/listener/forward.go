@@ -113,6 +113,7 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		// A gateway does not carry downstream HTTP/2 (TLS ALPN) to HTTP/1
 		// backends: only gRPC or clusters asking for HTTP/2 go upstream as h2c.
 		resp, out = h.attempt(ctx, c, host, addr, up, retry, r.ProtoMajor == 2 && (h.RouteFor == nil || isGRPC(r)))
+		ri.upstreamPeer = up.peerSAN
 		if attempt > 0 {
 			br.Retries.Add(-1)
 		}
@@ -232,6 +233,9 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		release()
 		if cc, ok := info.Conn.(*cluster.CountedConn); ok && cc.Use() {
 			spent = cc
+		}
+		if h.Access != nil && c.MTLS != nil {
+			up.peerSAN = upstreamPeerURI(info.Conn) // access log upstream_peer_uri_san
 		}
 	}})
 	req, err := up.build(actx, addr)
@@ -485,7 +489,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		dir = "inbound"
 	}
 	traceID, spanID := traceIDs(r, ri)
-	h.Access.Log(&stats.AccessEntry{TraceID: traceID, SpanID: spanID, ResponseCodeDetails: ri.details,
+	h.Access.Log(&stats.AccessEntry{TraceID: traceID, SpanID: spanID, ResponseCodeDetails: ri.details, UpstreamPeerURISAN: ri.upstreamPeer,
 		SourceWorkload: l.SourceWorkload, DestinationWorkload: l.DestinationWorkload, StartTime: ri.start.UTC(), Method: r.Method, Path: r.URL.RequestURI(), Protocol: r.Proto,
 		ResponseCode: ri.status, ResponseFlags: ri.flagString(), BytesReceived: ri.bytesIn.Load(), BytesSent: w.n,
 		DurationMs: dur.Milliseconds(), UpstreamHost: ri.upstreamHost, UpstreamCluster: ri.cluster,

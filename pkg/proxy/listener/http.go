@@ -101,6 +101,7 @@ type reqInfo struct {
 	destWorkload string
 	span         *tracing.Span // nil unless tracing sampled this request
 	details      string        // why the proxy answered itself (access log)
+	upstreamPeer string        // upstream mTLS peer URI SAN (access log)
 }
 
 func (ri *reqInfo) flag(f string) {
@@ -418,6 +419,7 @@ type upstreamReq struct {
 	buffered             bool
 	dialAddr             string // passthrough: the captured original destination
 	consumed             bool
+	peerSAN              string // upstream mTLS peer's URI SAN (access log)
 }
 
 func (u *upstreamReq) build(ctx context.Context, addr string) (*http.Request, error) {

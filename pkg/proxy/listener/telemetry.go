@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
@@ -360,4 +362,21 @@ func (h *Handler) metricsPolicy(rt *Runtime) *MetricsPolicy {
 		return rt.InboundMetrics
 	}
 	return rt.OutboundMetrics
+}
+
+// upstreamPeerURI returns the first URI SAN of an upstream mutual TLS
+// connection's peer certificate ("" for plaintext).
+func upstreamPeerURI(c net.Conn) string {
+	if cc, ok := c.(*cluster.CountedConn); ok {
+		c = cc.Conn
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	st := tc.ConnectionState()
+	if len(st.PeerCertificates) == 0 || len(st.PeerCertificates[0].URIs) == 0 {
+		return ""
+	}
+	return st.PeerCertificates[0].URIs[0].String()
 }

@@ -27,6 +27,9 @@ type AccessEntry struct {
 	// DownstreamPeerURISAN is the client certificate's SPIFFE ID on
 	// inbound mutual TLS (Envoy's %DOWNSTREAM_PEER_URI_SAN%).
 	DownstreamPeerURISAN string `json:"downstream_peer_uri_san,omitempty"`
+	// UpstreamPeerURISAN is the upstream's SPIFFE ID on outbound mutual
+	// TLS (Envoy's %UPSTREAM_PEER_URI_SAN%): the destination principal.
+	UpstreamPeerURISAN string `json:"upstream_peer_uri_san,omitempty"`
 	// TraceID and SpanID are the request's trace context (the proxy's
 	// span when sampled, else the incoming one), hex.
 	TraceID string `json:"trace_id,omitempty"`
