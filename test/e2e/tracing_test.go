@@ -51,7 +51,7 @@ func fetchTrace(server, id string) ([]zspan, error) {
 // are continued, a "not sampled" decision is honoured, and the access log
 // lines of each hop carry the trace id.
 func TestDemoTracing(t *testing.T) {
-	m := startDemo(t)
+	m := startDemo(t, "--load", "10") // as the acceptance test runs it: with background load
 	rid := 0
 	// sendUntilRatings sends requests carrying the trace headers hdr(i)
 	// until reviews v2/v3 (which call ratings) answered; it returns the
