@@ -29,6 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -76,6 +77,8 @@ type Store struct {
 	history   []store.Event
 	compacted int64
 	changed   chan struct{} // closed and replaced on every cache change
+	// tombstones: deleting resourceVersion by UID, until Delete takes it.
+	tombstones map[types.UID]string
 
 	closeOnce sync.Once
 }
@@ -113,6 +116,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		dyn: dyn, log: o.Logger, opts: o, bc: store.NewBroadcaster(0), gvrs: map[string]schema.GroupVersionResource{},
 		resources: map[config.Key]*config.Resource{}, invalid: map[config.Key]config.ErrorList{},
 		objects: map[config.Key]*unstructured.Unstructured{}, changed: make(chan struct{}), done: make(chan struct{}),
+		tombstones: map[types.UID]string{},
 	}
 	for _, sc := range config.Schemas() {
 		gvr, ok := served(dc, sc)
@@ -223,6 +227,10 @@ func (s *Store) observe(obj any, deleted bool) {
 	switch {
 	case deleted:
 		delete(s.objects, k)
+		if len(s.tombstones) >= 1000 {
+			clear(s.tombstones) // nobody waits for them (deleted by others)
+		}
+		s.tombstones[u.GetUID()] = u.GetResourceVersion()
 		delete(s.invalid, k)
 		if old != nil {
 			delete(s.resources, k)
@@ -575,7 +583,10 @@ func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Re
 	return stored, nil
 }
 
-// Delete implements store.Store.
+// Delete implements store.Store. A custom resource the store ignores
+// because it is invalid can be deleted too (it is returned with the spec it
+// has, or none when the spec does not decode). The returned resource
+// carries the deleting resourceVersion, as its watch event does.
 func (s *Store) Delete(ctx context.Context, key config.Key, resourceVersion string) (*config.Resource, error) {
 	if key.Namespace == "" {
 		key.Namespace = config.DefaultNamespace
@@ -584,19 +595,62 @@ func (s *Store) Delete(ctx context.Context, key config.Key, resourceVersion stri
 	if err != nil {
 		return nil, err
 	}
-	old, err := s.Get(ctx, key)
-	if err != nil {
-		return nil, err
+	s.mu.RLock()
+	obj := s.objects[key]
+	var old *config.Resource
+	if r := s.resources[key]; r != nil {
+		old = r.DeepCopy()
 	}
-	opts := metav1.DeleteOptions{}
+	s.mu.RUnlock()
+	if obj == nil {
+		return nil, fmt.Errorf("delete %s: %w", key, store.ErrNotFound)
+	}
+	if old == nil {
+		old = &config.Resource{APIVersion: obj.GetAPIVersion(), Kind: key.Kind, Meta: config.Meta{
+			Name: key.Name, Namespace: key.Namespace, Labels: obj.GetLabels(), Annotations: obj.GetAnnotations(),
+			Generation: obj.GetGeneration(), CreationTimestamp: obj.GetCreationTimestamp().Time,
+		}}
+		if sc, ok := config.SchemaForKind(key.Kind); ok {
+			old.Spec = sc.NewSpec()
+		}
+	}
+	// The UID precondition makes sure the object deleted is the one whose
+	// deletion we then wait for, not a re-created one.
+	uid := obj.GetUID()
+	opts := metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}}
 	if resourceVersion != "" {
-		opts.Preconditions = &metav1.Preconditions{ResourceVersion: &resourceVersion}
+		opts.Preconditions.ResourceVersion = &resourceVersion
 	}
 	if err := rc.Delete(ctx, key.Name, opts); err != nil {
 		return nil, mapErr("delete", key, err)
 	}
-	if err := s.waitCached(ctx, key, "", true); err != nil {
+	rv, err := s.waitDeleted(ctx, key, uid)
+	if err != nil {
 		return nil, err
 	}
+	old.Meta.ResourceVersion = rv
 	return old, nil
+}
+
+// waitDeleted blocks until the informer has seen the deletion of the
+// object with uid and returns the deleting resourceVersion (the API server
+// answers a custom resource's DELETE with a Status, not the object).
+func (s *Store) waitDeleted(ctx context.Context, key config.Key, uid types.UID) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		s.mu.Lock()
+		rv, ok := s.tombstones[uid]
+		delete(s.tombstones, uid)
+		ch := s.changed
+		s.mu.Unlock()
+		if ok {
+			return rv, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", fmt.Errorf("waiting for the informer to see %s deleted: %w", key, ctx.Err())
+		}
+	}
 }

@@ -206,4 +206,66 @@ spec:
 	// Valid now; the analyzer still warns that no DestinationRule
 	// declares subset v1.
 	waitStatus(`"type":{"code":"WEFT0102"}`)
+
+	// An ignored (invalid) resource can still be deleted through the
+	// store, and Delete reports the deleting resourceVersion.
+	kubectl(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: default}
+spec:
+  hosts: [broken]
+  http:
+  - route:
+    - destination: {host: broken}
+      weight: 50
+    - destination: {host: broken2}
+      weight: 10
+`)
+	bkey := config.Key{Kind: "VirtualService", Namespace: "default", Name: "broken"}
+	for len(s.Invalid()[bkey]) == 0 {
+		if time.Now().After(deadline.Add(20 * time.Second)) {
+			t.Fatal("invalid VirtualService broken not reported")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before, err := dyn.Resource(s.gvrs["VirtualService"]).Namespace("default").Get(ctx, "broken", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	del, err := s.Delete(ctx, bkey, "")
+	if err != nil {
+		t.Fatalf("Delete of an invalid resource: %v", err)
+	}
+	if !newerOrEqual(del.Meta.ResourceVersion, before.GetResourceVersion()) || del.Meta.ResourceVersion == before.GetResourceVersion() {
+		t.Errorf("Delete returned resourceVersion %s, want the deleting one (after %s)", del.Meta.ResourceVersion, before.GetResourceVersion())
+	}
+	if _, err := dyn.Resource(s.gvrs["VirtualService"]).Namespace("default").Get(ctx, "broken", metav1.GetOptions{}); err == nil {
+		t.Error("broken still in the cluster after Delete")
+	}
+	if len(s.Invalid()) != 0 {
+		t.Errorf("deleted resource still reported invalid: %v", s.Invalid())
+	}
+	// A valid one: the returned resourceVersion is that of its DELETED event.
+	cur, err := s.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	del, err = s.Delete(ctx, key, cur.Meta.ResourceVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case ev := <-events:
+			if ev.Type != store.Deleted {
+				continue
+			}
+			if ev.Resource.Meta.ResourceVersion != del.Meta.ResourceVersion || del.Meta.ResourceVersion == cur.Meta.ResourceVersion {
+				t.Fatalf("Delete returned resourceVersion %s, DELETED event %s, before %s", del.Meta.ResourceVersion, ev.Resource.Meta.ResourceVersion, cur.Meta.ResourceVersion)
+			}
+			return
+		case <-time.After(20 * time.Second):
+			t.Fatal("no DELETED event")
+		}
+	}
 }
