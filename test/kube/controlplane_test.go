@@ -105,6 +105,46 @@ func TestControlPlaneKubeMode(t *testing.T) {
 	}
 	waitDump(`"/v2"`, false)
 
+	// Status written back by the control plane (the weft-status Lease
+	// holder): an analyzer warning on a valid resource, and the errors of
+	// one that fails validation (no webhook runs here, so the API server
+	// stores it); the invalid one never reaches the proxy, and `weft
+	// delete` removes it from the cluster.
+	warn := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: warn, namespace: default}\nspec:\n  hosts: [warn.example.com]\n  gateways: [missing-gateway]\n  http:\n  - route:\n    - destination: {host: warn.example.com}\n"
+	invalid := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: broken, namespace: default}\nspec:\n  hosts: [extsvc.example.com]\n  http:\n  - match: [{uri: {prefix: /never-pushed}}]\n    route:\n    - destination: {host: extsvc.example.com}\n      weight: 50\n    - destination: {host: other.example.com}\n      weight: 10\n"
+	for _, y := range []string{warn, invalid} {
+		if out, err := kubectl(ctx, kc, []byte(y), "apply", "-f", "-"); err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+	}
+	waitStatus := func(name, want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, err := kubectl(ctx, kc, nil, "get", "virtualservice", "-n", "default", name, "-o", "jsonpath={.status.validationMessages}")
+			if err == nil && strings.Contains(out, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: status.validationMessages %q (err %v) lacks %q\ncontrol plane: %s", name, out, err, want, cp.Stderr())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitStatus("warn", "missing-gateway")
+	waitStatus("broken", `"level":"ERROR"`)
+	waitStatus("broken", "weights must sum to 100")
+	waitDump("RANDOM", true) // still serving the rest
+	if strings.Contains(configDump(), "/never-pushed") {
+		t.Fatal("the invalid VirtualService reached the proxy")
+	}
+	if res := harness.Run(t, bin, nil, "delete", "virtualservice", "broken", "-n", "default", "--server", cp.URL); res.ExitCode != 0 {
+		t.Fatalf("weft delete of the invalid VirtualService: %+v", res)
+	}
+	if out, err := kubectl(ctx, kc, nil, "get", "virtualservice", "-n", "default", "broken", "--ignore-not-found", "-o", "name"); err != nil || out != "" {
+		t.Fatalf("broken still in the cluster after weft delete: %v %q", err, out)
+	}
+
 	// The CA keeps its root in a Secret (one root for every replica and
 	// restart) and publishes it for workloads.
 	if out, err := kubectl(ctx, kc, nil, "get", "secret", "-n", "default", "weft-ca-root", "-o", "jsonpath={.data.root-cert\\.pem}"); err != nil || out == "" {
