@@ -124,6 +124,9 @@ type Cluster struct {
 	// Transport is the HTTP/1.1 pool; H2C the prior-knowledge HTTP/2 pool.
 	Transport *http.Transport
 	H2C       *http.Transport
+	// H1, when set, is the own HTTP/1.1 pool plain requests use instead of
+	// Transport (see H1Pool); nil for clusters with a connection limit.
+	H1 *H1Pool
 	// Warnings lists configuration accepted but not executed.
 	Warnings []string
 	// MTLS, when set, makes upstream connections mutual TLS (see tls.go).
@@ -259,6 +262,7 @@ type clusterState struct {
 	breakers *Breakers
 	tkey     string
 	t1, t2   *http.Transport
+	h1       *H1Pool
 }
 
 // NewManager returns a Manager. rnd and clock may be nil for defaults.
@@ -323,7 +327,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", n, err)
 		}
-		built = append(built, pending{c, &clusterState{hosts: newHosts, breakers: st.breakers, tkey: st.tkey, t1: st.t1, t2: st.t2}})
+		built = append(built, pending{c, &clusterState{hosts: newHosts, breakers: st.breakers, tkey: st.tkey, t1: st.t1, t2: st.t2, h1: st.h1}})
 		out.Clusters[n] = c
 	}
 	// Commit live state only once everything compiled.
@@ -335,16 +339,23 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 				b.st.t1.CloseIdleConnections()
 				b.st.t2.CloseIdleConnections()
 			}
+			if b.st.h1 != nil {
+				b.st.h1.Close()
+			}
 			b.st.t1, b.st.t2 = newTransports(b.c)
+			b.st.h1 = newH1Pool(b.c)
 			b.st.tkey = key
 		}
-		b.c.Transport, b.c.H2C = b.st.t1, b.st.t2
+		b.c.Transport, b.c.H2C, b.c.H1 = b.st.t1, b.st.t2, b.st.h1
 		newState[b.c.Name] = b.st
 	}
 	for n, st := range m.state {
 		if newState[n] == nil && st.t1 != nil {
 			st.t1.CloseIdleConnections()
 			st.t2.CloseIdleConnections()
+		}
+		if newState[n] == nil && st.h1 != nil {
+			st.h1.Close()
 		}
 	}
 	m.state = newState
@@ -668,5 +679,22 @@ func Static(name, addr string) *Cluster {
 		Thresholds: Thresholds{MaxConnections: 1024, MaxPending: 1024, MaxRequests: 1024, MaxRetries: 3}}
 	c.levels = []level{{hosts: []lb.Host{h}, picker: &lb.RoundRobin{}}}
 	c.Transport, c.H2C = newTransports(c)
+	c.H1 = newH1Pool(c)
 	return c
+}
+
+// newH1Pool returns the own HTTP/1.1 pool for c, or nil when c limits its
+// connections (max_connections below 1024): those keep net/http's
+// Transport, whose per-host connection cap and wait queue the circuit
+// breaker semantics rely on.
+func newH1Pool(c *Cluster) *H1Pool {
+	if c.Thresholds.MaxConnections > 0 && c.Thresholds.MaxConnections < 1024 {
+		return nil
+	}
+	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
+	dial := d.DialContext
+	if c.MTLS != nil && c.mtlsCfg != nil {
+		dial = c.MTLS.tlsDial(c.mtlsCfg, dial)
+	}
+	return NewH1Pool(dial, c.MaxRequestsPerConnection)
 }

@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -251,7 +252,20 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	if host != nil {
 		done = host.Begin()
 	}
-	resp, err := t.RoundTrip(req)
+	var resp *http.Response
+	if c.H1 != nil && t == c.Transport && !isUpgrade(up.orig) && len(up.orig.Trailer) == 0 {
+		// Own HTTP/1.1 pool: this goroutine writes the request and reads
+		// the response itself (no per-connection goroutines to hand off to).
+		var replay func() (io.ReadCloser, error)
+		if up.buffered {
+			replay = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(up.body)), nil }
+		}
+		// A dial failure leaves got false (connect failure); the pool counts
+		// max_requests_per_connection itself.
+		resp, err = c.H1.RoundTrip(req, addr, replay, release)
+	} else {
+		resp, err = t.RoundTrip(req)
+	}
 	if err != nil {
 		done()
 		cancel()

@@ -1,0 +1,324 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// H1Pool is a cluster's own HTTP/1.1 upstream connection pool. Unlike
+// net/http.Transport, which runs a reader and a writer goroutine per
+// connection and hands each response to the caller through channels, the
+// calling (handler) goroutine writes the request and reads the response
+// itself, so a proxied request costs no goroutine switches. Idle
+// connections are kept per host address for keep-alive reuse.
+//
+// It serves plain HTTP/1.1 requests; protocol upgrades (WebSocket),
+// CONNECT, HTTP/2 and clusters with a connection limit keep using
+// net/http's Transport (Cluster.UsesH1Pool says which).
+type H1Pool struct {
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle     int           // idle connections kept per address
+	idleTimeout time.Duration // idle connections older than this are closed
+	maxRequests uint32        // requests per connection; 0 unlimited
+	now         func() time.Time
+
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn
+	closed bool
+}
+
+type h1Conn struct {
+	net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	uses   uint32
+	idleAt time.Time
+}
+
+// NewH1Pool returns a pool dialing with dial (nil: net.Dialer).
+func NewH1Pool(dial func(ctx context.Context, network, addr string) (net.Conn, error), maxRequestsPerConn uint32) *H1Pool {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	return &H1Pool{dial: dial, maxIdle: 256, idleTimeout: 90 * time.Second, maxRequests: maxRequestsPerConn,
+		now: time.Now, idle: map[string][]*h1Conn{}}
+}
+
+// CloseIdleConnections closes every idle connection.
+func (p *H1Pool) CloseIdleConnections() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = map[string][]*h1Conn{}
+	p.mu.Unlock()
+	for _, cs := range idle {
+		for _, c := range cs {
+			_ = c.Close()
+		}
+	}
+}
+
+// Close closes idle connections and stops pooling returned ones.
+func (p *H1Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.CloseIdleConnections()
+}
+
+// IdleCount is the number of idle connections to addr (for tests).
+func (p *H1Pool) IdleCount(addr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle[addr])
+}
+
+func (p *H1Pool) getIdle(addr string) *h1Conn {
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cs := p.idle[addr]
+	for len(cs) > 0 {
+		c := cs[len(cs)-1]
+		cs[len(cs)-1] = nil
+		cs = cs[:len(cs)-1]
+		p.idle[addr] = cs
+		if now.Sub(c.idleAt) > p.idleTimeout {
+			go c.Close()
+			continue
+		}
+		// A connection idle for a while may have been closed by the server
+		// (or have sent something unsolicited): peek without blocking.
+		if now.Sub(c.idleAt) > 50*time.Millisecond && !c.alive() {
+			go c.Close()
+			continue
+		}
+		return c
+	}
+	return nil
+}
+
+// alive peeks at the socket without blocking: an idle HTTP/1.1 connection
+// must have nothing to read (EOF means the server closed it; data would be
+// an unsolicited response).
+func (c *h1Conn) alive() bool {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return true // e.g. TLS: rely on the replay of idempotent failures
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	ok = true
+	var b [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if n > 0 || err == nil { // data, or n == 0: EOF
+			ok = false
+		} else if !errors.Is(err, syscall.EAGAIN) {
+			ok = false
+		}
+		return true
+	})
+	return ok
+}
+
+func (p *H1Pool) put(addr string, c *h1Conn) {
+	if c.br.Buffered() > 0 { // unsolicited bytes after the response
+		_ = c.Close()
+		return
+	}
+	c.idleAt = p.now()
+	p.mu.Lock()
+	if p.closed || len(p.idle[addr]) >= p.maxIdle {
+		p.mu.Unlock()
+		_ = c.Close()
+		return
+	}
+	p.idle[addr] = append(p.idle[addr], c)
+	p.mu.Unlock()
+}
+
+var bufioReaders, bufioWriters sync.Pool
+
+func (p *H1Pool) dialConn(ctx context.Context, addr string) (*h1Conn, error) {
+	nc, err := p.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	br, _ := bufioReaders.Get().(*bufio.Reader)
+	if br == nil {
+		br = bufio.NewReaderSize(nc, 4096)
+	} else {
+		br.Reset(nc)
+	}
+	bw, _ := bufioWriters.Get().(*bufio.Writer)
+	if bw == nil {
+		bw = bufio.NewWriterSize(nc, 4096)
+	} else {
+		bw.Reset(nc)
+	}
+	return &h1Conn{Conn: nc, br: br, bw: bw}, nil
+}
+
+// Close closes the connection and recycles its buffers.
+func (c *h1Conn) Close() error {
+	err := c.Conn.Close()
+	if c.br != nil {
+		c.br.Reset(nil)
+		bufioReaders.Put(c.br)
+		c.bw.Reset(nil)
+		bufioWriters.Put(c.bw)
+		c.br, c.bw = nil, nil
+	}
+	return err
+}
+
+// ErrDial wraps a failure to open an upstream connection.
+type ErrDial struct{ Err error }
+
+func (e *ErrDial) Error() string { return "dial upstream: " + e.Err.Error() }
+func (e *ErrDial) Unwrap() error { return e.Err }
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// RoundTrip sends req (client form: Host, URL.Path/RawQuery, Header,
+// Body/ContentLength) to addr on a pooled or new connection and returns the
+// response; its Body must be closed, which returns the connection to the
+// pool when the response was read to its end and both sides keep it alive.
+// gotConn runs once a connection is in hand. Cancelling req's context
+// interrupts the exchange, including reads of the body. A dial failure is
+// an *ErrDial. A request without a body (or replay, a body that can be
+// sent again) that fails on a reused connection before any response byte
+// is retried once on a new connection, as the server may have closed it.
+func (p *H1Pool) RoundTrip(req *http.Request, addr string, replay func() (io.ReadCloser, error), gotConn func()) (*http.Response, error) {
+	ctx := req.Context()
+	c := p.getIdle(addr)
+	reused := c != nil
+	if c == nil {
+		var err error
+		if c, err = p.dialConn(ctx, addr); err != nil {
+			return nil, &ErrDial{Err: err}
+		}
+	}
+	if gotConn != nil {
+		gotConn()
+	}
+	for {
+		resp, err, fresh := p.exchange(ctx, c, req, addr)
+		if err == nil {
+			return resp, nil
+		}
+		if !reused || !fresh || ctx.Err() != nil {
+			return nil, err
+		}
+		// The server closed a kept-alive connection before answering.
+		if req.Body != nil && req.Body != http.NoBody {
+			if replay == nil {
+				return nil, err
+			}
+			b, rerr := replay()
+			if rerr != nil {
+				return nil, err
+			}
+			req.Body = b
+		}
+		reused = false
+		if c, err = p.dialConn(ctx, addr); err != nil {
+			return nil, &ErrDial{Err: err}
+		}
+	}
+}
+
+// exchange writes req and reads its response on c. fresh reports that the
+// failure happened before any response byte arrived.
+func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string) (*http.Response, error, bool) {
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+	c.uses++
+	if p.maxRequests == 1 || (p.maxRequests > 0 && c.uses >= p.maxRequests) {
+		req.Close = true // last request on this connection: tell the server
+	}
+	werr := req.Write(c.bw)
+	if werr == nil {
+		werr = c.bw.Flush()
+	}
+	if werr != nil {
+		// The server may have answered early (e.g. 413) and closed; a
+		// response that is already there still counts.
+		if c.br.Buffered() == 0 {
+			stop()
+			_ = c.Close()
+			return nil, fmt.Errorf("write request: %w", werr), true
+		}
+		req.Close = true
+	}
+	var resp *http.Response
+	for {
+		if _, err := c.br.Peek(1); err != nil {
+			stop()
+			_ = c.Close()
+			return nil, fmt.Errorf("read response: %w", err), resp == nil
+		}
+		r, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			stop()
+			_ = c.Close()
+			return nil, fmt.Errorf("read response: %w", err), false
+		}
+		resp = r
+		// Skip interim 1xx (100 Continue, 103 Early Hints); 101 is final.
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		break
+	}
+	keep := !resp.Close && !req.Close && werr == nil && resp.StatusCode != http.StatusSwitchingProtocols
+	resp.Body = &h1Body{rc: resp.Body, c: c, p: p, addr: addr, stop: stop, keep: keep}
+	return resp, nil, false
+}
+
+// h1Body returns the connection to the pool at a clean end of the body and
+// closes it otherwise.
+type h1Body struct {
+	rc   io.ReadCloser
+	c    *h1Conn
+	p    *H1Pool
+	addr string
+	stop func() bool
+	keep bool
+	eof  bool
+	done bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, errors.New("read on closed response body")
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	interrupted := !b.stop() // the context fired: the deadline poisoned the conn
+	if b.eof && b.keep && !interrupted {
+		b.p.put(b.addr, b.c)
+		return nil
+	}
+	// Not read to its end: the rest would have to be drained; close instead.
+	return b.c.Close()
+}

@@ -1,0 +1,291 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func newReq(t *testing.T, ctx context.Context, method, addr, path string, body io.Reader, n int64) *http.Request {
+	t.Helper()
+	r, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ContentLength = n
+	return r
+}
+
+func do(t *testing.T, p *H1Pool, r *http.Request, addr string) (*http.Response, string) {
+	t.Helper()
+	resp, err := p.RoundTrip(r, addr, nil, nil)
+	if err != nil {
+		t.Fatalf("%s %s: %v", r.Method, r.URL.Path, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+// connServer is a net/http server that reports the remote address of each request.
+func connServer(t *testing.T, h http.HandlerFunc) (addr string) {
+	t.Helper()
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return s.Listener.Addr().String()
+}
+
+func TestH1PoolKeepAliveAndBodies(t *testing.T) {
+	addr := connServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Remote", r.RemoteAddr)
+		switch r.URL.Path {
+		case "/chunked":
+			for i := range 3 {
+				fmt.Fprintf(w, "part%d;", i)
+				w.(http.Flusher).Flush()
+			}
+		case "/echo":
+			w.Header().Set("X-Te", strings.Join(r.TransferEncoding, ","))
+			_, _ = io.Copy(w, r.Body)
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			w.Header().Set("Content-Length", "5")
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.Header().Set("Content-Length", "5")
+			_, _ = io.WriteString(w, "hello")
+		}
+	})
+	p := NewH1Pool(nil, 0)
+	t.Cleanup(p.Close)
+	ctx := context.Background()
+	first, body := do(t, p, newReq(t, ctx, "GET", addr, "/", nil, 0), addr)
+	if body != "hello" || p.IdleCount(addr) != 1 {
+		t.Fatalf("body %q, idle %d", body, p.IdleCount(addr))
+	}
+	for _, tc := range []struct{ method, path, want string }{
+		{"GET", "/chunked", "part0;part1;part2;"},
+		{"HEAD", "/", ""},
+		{"GET", "/204", ""},
+		{"GET", "/304", ""},
+		{"GET", "/", "hello"},
+	} {
+		resp, got := do(t, p, newReq(t, ctx, tc.method, addr, tc.path, nil, 0), addr)
+		if got != tc.want {
+			t.Errorf("%s %s: body %q, want %q", tc.method, tc.path, got, tc.want)
+		}
+		if r := resp.Header.Get("X-Remote"); r != first.Header.Get("X-Remote") {
+			t.Errorf("%s %s: came on connection %s, want the kept-alive %s", tc.method, tc.path, r, first.Header.Get("X-Remote"))
+		}
+	}
+	// Chunked request body (unknown length) and a large known-length one.
+	pr, pw := io.Pipe()
+	go func() {
+		for i := range 4 {
+			fmt.Fprintf(pw, "chunk%d,", i)
+		}
+		pw.Close()
+	}()
+	resp, got := do(t, p, newReq(t, ctx, "POST", addr, "/echo", pr, -1), addr)
+	if got != "chunk0,chunk1,chunk2,chunk3," || resp.Header.Get("X-Te") != "chunked" {
+		t.Errorf("chunked upload: body %q, server saw transfer-encoding %q", got, resp.Header.Get("X-Te"))
+	}
+	if p.IdleCount(addr) != 1 {
+		t.Errorf("idle connections = %d, want the one kept alive", p.IdleCount(addr))
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 512*1024) // 8 MiB
+	_, got = do(t, p, newReq(t, ctx, "POST", addr, "/echo", bytes.NewReader(big), int64(len(big))), addr)
+	if got != string(big) {
+		t.Errorf("8 MiB echo: got %d bytes back", len(got))
+	}
+	// (net/http's server closes after echoing a large body it had not read
+	// in full before answering, so the connection may or may not stay.)
+}
+
+func TestH1Pool100Continue(t *testing.T) {
+	addr := connServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body) // net/http sends "100 Continue" on this read
+		fmt.Fprintf(w, "expect=%s body=%s", r.Header.Get("Expect"), b)
+	})
+	p := NewH1Pool(nil, 0)
+	t.Cleanup(p.Close)
+	r := newReq(t, context.Background(), "PUT", addr, "/", strings.NewReader("data"), 4)
+	r.Header.Set("Expect", "100-continue")
+	resp, got := do(t, p, r, addr)
+	if resp.StatusCode != 200 || got != "expect=100-continue body=data" {
+		t.Fatalf("status %d body %q", resp.StatusCode, got)
+	}
+}
+
+// rawServer accepts connections and runs fn on each.
+func rawServer(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				fn(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func readReq(t *testing.T, br *bufio.Reader) bool {
+	r, err := http.ReadRequest(br)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	return true
+}
+
+func TestH1PoolEarlyCloseAndStaleReuse(t *testing.T) {
+	// The server answers once per connection, then closes it without
+	// saying so: the pooled connection is dead when reused.
+	var mu sync.Mutex
+	conns := 0
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		mu.Lock()
+		conns++
+		mu.Unlock()
+		if readReq(t, br) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	p := NewH1Pool(nil, 0)
+	t.Cleanup(p.Close)
+	for i := range 3 {
+		if _, got := do(t, p, newReq(t, context.Background(), "GET", addr, "/", nil, 0), addr); got != "ok" {
+			t.Fatalf("request %d: %q", i, got)
+		}
+		if i == 0 {
+			time.Sleep(10 * time.Millisecond) // the close arrives, but the peek is skipped: replay path
+		} else {
+			time.Sleep(80 * time.Millisecond) // stale enough to be peeked and dropped
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 3 {
+		t.Errorf("server saw %d connections, want 3", conns)
+	}
+
+	// A server that closes without any answer is an error, not a hang.
+	dead := rawServer(t, func(c net.Conn, br *bufio.Reader) { readReq(t, br) })
+	if _, err := p.RoundTrip(newReq(t, context.Background(), "GET", dead, "/", nil, 0), dead, nil, nil); err == nil {
+		t.Error("no error when the server closed without a response")
+	}
+	// A body that cannot be replayed is not sent twice.
+	stale := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		if readReq(t, br) {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		}
+	})
+	do(t, p, newReq(t, context.Background(), "GET", stale, "/", nil, 0), stale)
+	time.Sleep(10 * time.Millisecond)
+	if _, err := p.RoundTrip(newReq(t, context.Background(), "POST", stale, "/", strings.NewReader("x"), 1), stale, nil, nil); err == nil {
+		t.Error("a non-replayable POST on a dead connection succeeded")
+	}
+}
+
+func TestH1PoolUnsolicitedAndClose(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		for readReq(t, br) {
+			// One answer plus a pipelined one nobody asked for.
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+		}
+	})
+	p := NewH1Pool(nil, 0)
+	t.Cleanup(p.Close)
+	for i := range 2 {
+		if _, got := do(t, p, newReq(t, context.Background(), "GET", addr, "/", nil, 0), addr); got != "a" {
+			t.Fatalf("request %d got %q: an unsolicited response was taken as the answer", i, got)
+		}
+		if n := p.IdleCount(addr); n != 0 {
+			t.Fatalf("connection with unsolicited bytes pooled (%d idle)", n)
+		}
+	}
+	closer := connServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		io.WriteString(w, "bye")
+	})
+	do(t, p, newReq(t, context.Background(), "GET", closer, "/", nil, 0), closer)
+	if n := p.IdleCount(closer); n != 0 {
+		t.Errorf("Connection: close response left %d idle connections", n)
+	}
+}
+
+func TestH1PoolMaxRequestsAndCancel(t *testing.T) {
+	release := make(chan struct{})
+	addr := connServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Remote", r.RemoteAddr)
+		if r.URL.Path == "/slow" {
+			io.WriteString(w, "start")
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	t.Cleanup(func() { close(release) })
+	p := NewH1Pool(nil, 2)
+	t.Cleanup(p.Close)
+	var remotes []string
+	for range 3 {
+		resp, _ := do(t, p, newReq(t, context.Background(), "GET", addr, "/", nil, 0), addr)
+		remotes = append(remotes, resp.Header.Get("X-Remote"))
+	}
+	if remotes[0] != remotes[1] || remotes[1] == remotes[2] {
+		t.Errorf("max 2 requests per connection: connections %v", remotes)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	resp, err := p.RoundTrip(newReq(t, ctx, "GET", addr, "/slow", nil, 0), addr, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "timeout") {
+		t.Errorf("cancelled body read: err = %v", err)
+	}
+	var de *ErrDial
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+	if _, err := p.RoundTrip(newReq(t, context.Background(), "GET", closed, "/", nil, 0), closed, nil, nil); !errors.As(err, &de) {
+		t.Errorf("dial to a closed port: %v, want *ErrDial", err)
+	}
+}
