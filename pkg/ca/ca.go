@@ -355,10 +355,10 @@ func (c *CA) loadPlugin(dir string) error {
 	pool := x509.NewCertPool()
 	for _, r := range roots {
 		if now.After(r.NotAfter) {
-			return fmt.Errorf("%w: root %q in %s expired at %s", ErrBadCACerts, r.Subject.String(), rootCertFile, r.NotAfter.Format(time.RFC3339))
+			return fmt.Errorf("%w: root %q in %s expired at %s", ErrBadCACerts, r.Subject.String(), filepath.Join(dir, rootCertFile), r.NotAfter.Format(time.RFC3339))
 		}
 		if now.Before(r.NotBefore) {
-			return fmt.Errorf("%w: root %q in %s is not valid before %s", ErrBadCACerts, r.Subject.String(), rootCertFile, r.NotBefore.Format(time.RFC3339))
+			return fmt.Errorf("%w: root %q in %s is not valid before %s", ErrBadCACerts, r.Subject.String(), filepath.Join(dir, rootCertFile), r.NotBefore.Format(time.RFC3339))
 		}
 		pool.AddCert(r)
 	}

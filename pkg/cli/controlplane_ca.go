@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -22,6 +23,7 @@ import (
 // certificates.
 type caFlags struct {
 	addr, trustDomain, cacertsDir string
+	workloadTTL                   time.Duration
 }
 
 func (f *caFlags) enabled() bool { return f.addr != "" }
@@ -37,12 +39,16 @@ func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
 	fl.StringVar(&f.addr, "ca-address", "", "serve the workload CA (gRPC over TLS) on this address, e.g. 127.0.0.1:15012; also turns on mutual TLS between sidecars (empty: no CA, plaintext mesh)")
 	fl.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of issued workload certificates")
 	fl.StringVar(&f.cacertsDir, "cacerts-dir", "", "Istio-style plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem) instead of a generated root")
+	fl.DurationVar(&f.workloadTTL, "workload-cert-ttl", ca.DefaultTTL, "lifetime of workload certificates that do not ask for one (sidecars renew at half of it)")
 	return controlplane.ExtensionFunc(func(ctx context.Context, env *controlplane.Env) error {
 		if !f.enabled() {
 			return nil
 		}
 		log := env.Logger.With("component", "ca")
-		caOpts := ca.Options{DataDir: env.Options.DataDir, CACertsDir: f.cacertsDir, TrustDomain: f.trustDomain, Logger: log}
+		if f.workloadTTL < 2*time.Second {
+			return fmt.Errorf("CA: --workload-cert-ttl %s is too short (at least 2s)", f.workloadTTL)
+		}
+		caOpts := ca.Options{DataDir: env.Options.DataDir, CACertsDir: f.cacertsDir, TrustDomain: f.trustDomain, DefaultTTL: f.workloadTTL, Logger: log}
 		var rootSecret *kubeca.RootSecret
 		if kubeMode(env.Options) && f.cacertsDir == "" {
 			// Every replica and restart signs with one root, kept in a Secret.

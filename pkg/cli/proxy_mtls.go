@@ -45,6 +45,9 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger) (proxy.Wor
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("--ca-root-cert: %w", err)}
 	}
+	if _, err := caclient.ParseRoots(roots, time.Now()); err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("--ca-root-cert %s: %w", m.rootCert, err)}
+	}
 	tok := m.token
 	if m.tokenFile != "" {
 		b, err := os.ReadFile(m.tokenFile)

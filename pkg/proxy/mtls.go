@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"maps"
 	"net"
 	"net/http"
@@ -104,4 +105,27 @@ func peerTLSHandler(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// workloadChain returns the workload certificate chain new handshakes
+// present (leaf first), or nil without mTLS; admin /certs shows it.
+func (p *Proxy) workloadChain() []*x509.Certificate {
+	if p.opts.MTLS == nil {
+		return nil
+	}
+	c := p.opts.MTLS.ServerConfig()
+	if c.GetCertificate == nil {
+		return nil
+	}
+	cert, err := c.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil || cert == nil {
+		return nil
+	}
+	var out []*x509.Certificate
+	for _, der := range cert.Certificate {
+		if x, err := x509.ParseCertificate(der); err == nil {
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -372,7 +372,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort, Service: inSvc,
 		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer}
-	h := &admin.Handlers{Src: adminSource{p}, Stats: p.stats, Level: o.LogLevel, Quit: p.Quit}
+	h := &admin.Handlers{Src: adminSource{p}, Stats: p.stats, Level: o.LogLevel, Quit: p.Quit, Certs: p.workloadChain}
 	lns[1] = p.setupMTLS(ctx, lns[1])
 	p.inSniff = &listener.SniffListener{Listener: lns[1], Log: p.log, OnTCP: func(c net.Conn) { p.inH.ServeTCP(ctx, c) }}
 	handlers := []http.Handler{p.outH, p.inH, h.Admin(), h.Metrics(), h.Health(), h.Status()}

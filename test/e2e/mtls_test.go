@@ -26,7 +26,7 @@ func peerAuthn(mode string) string {
 }
 
 type proxyAddrs struct {
-	Outbound, Inbound, Metrics string
+	Outbound, Inbound, Metrics, Admin string
 }
 
 // startMeshedProxy runs `weft proxy` with a join token for sa and returns

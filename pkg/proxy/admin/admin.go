@@ -1,9 +1,10 @@
 // Package admin serves the proxy's Envoy-like admin endpoints
-// (/config_dump, /clusters, /stats, /stats/prometheus, /ready, /logging)
+// (/config_dump, /clusters, /certs, /stats, /stats/prometheus, /ready, /logging)
 // and the health and status endpoints (/healthz/ready, /quitquitquit).
 package admin
 
 import (
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,6 +34,9 @@ type Handlers struct {
 	Level *slog.LevelVar
 	// Quit is called by POST /quitquitquit.
 	Quit func()
+	// Certs returns the workload certificate chain in use (leaf first), or
+	// nil without one; GET /certs shows it like Envoy's admin /certs.
+	Certs func() []*x509.Certificate
 }
 
 // Admin returns the admin mux.
@@ -58,6 +62,7 @@ func (h *Handlers) Admin() http.Handler {
 	})
 	mux.HandleFunc("GET /stats/prometheus", h.prometheus)
 	mux.HandleFunc("GET /ready", h.ready)
+	mux.HandleFunc("GET /certs", h.certs)
 	mux.HandleFunc("POST /logging", h.logging)
 	mux.HandleFunc("GET /logging", h.logging)
 	mux.HandleFunc("POST /quitquitquit", h.quit)
