@@ -520,8 +520,8 @@ func (s *Store) write(ctx context.Context, mode store.ApplyMode, r *config.Resou
 
 // Apply implements store.Store. The API server has no multi-object
 // transactions, so all-or-nothing is approached in three steps: every
-// resource is validated by weft and then by the API server with a dry run
-// (webhooks included); only then are they written; if a write still
+// resource is validated by weft and then, when there are several, by the
+// API server with a dry run (webhooks included); only then are they written; if a write still
 // fails (a concurrent change), the writes already made are reverted. It
 // returns once the store's cache shows every write.
 func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Resource) ([]*config.Resource, error) {
@@ -547,7 +547,13 @@ func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Re
 	if len(errs.Errors()) > 0 {
 		return nil, errs.Errors()
 	}
+	// The dry run protects the other resources of a batch; a single
+	// resource's write is checked by the API server (and its webhooks)
+	// atomically anyway, so it skips the extra round trips.
 	for _, r := range rs {
+		if len(rs) == 1 {
+			break
+		}
 		if _, _, err := s.write(ctx, mode, r, true); err != nil {
 			return nil, err
 		}
