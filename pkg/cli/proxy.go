@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/pkg/proxy"
+	"github.com/weftmesh/weft/pkg/proxy/filter/extauthz"
 	"github.com/weftmesh/weft/pkg/proxy/filter/jwt"
 	"github.com/weftmesh/weft/pkg/proxy/filter/rbac"
 )
@@ -70,6 +71,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
 			maps.Copy(o.HTTPFilters, jwt.Filters(o.Logger))                             // envoy.filters.http.jwt_authn (RequestAuthentication)
+			maps.Copy(o.HTTPFilters, extauthz.Filters(o.Logger))                        // envoy.filters.http.ext_authz (CUSTOM, not yet translated)
 			wasmEngine, err := wasm.NewEngine(cmd.Context(), o.Logger.With("component", "wasm"))
 			if err != nil {
 				return fmt.Errorf("wasm runtime: %w", err)

@@ -1,0 +1,121 @@
+package extauthz
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+)
+
+// maxBody bounds the denied body read from the service.
+const maxBody = 1 << 20
+
+type httpChecker struct {
+	base          *url.URL
+	prefix        string
+	client        *http.Client
+	allowed       headerList
+	add           http.Header
+	upstream      headerList
+	upstreamAdd   headerList
+	client403Hdrs headerList
+}
+
+func newHTTPChecker(s *extauthzv3.HttpService, allowed headerList, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*httpChecker, error) {
+	u, err := url.Parse(s.GetServerUri().GetUri())
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("server_uri.uri %q: not an absolute URL", s.GetServerUri().GetUri())
+	}
+	if u.Scheme != "http" {
+		return nil, fmt.Errorf("server_uri.uri %q: only http is supported", u)
+	}
+	c := &httpChecker{base: u, prefix: s.GetPathPrefix(), add: headerValues(s.GetAuthorizationRequest().GetHeadersToAdd())}
+	reqAllowed, err := compileList(s.GetAuthorizationRequest().GetAllowedHeaders())
+	if err != nil {
+		return nil, fmt.Errorf("authorization_request.allowed_headers: %w", err)
+	}
+	c.allowed = append(append(headerList{}, allowed...), reqAllowed...)
+	resp := s.GetAuthorizationResponse()
+	if c.upstream, err = compileList(resp.GetAllowedUpstreamHeaders()); err != nil {
+		return nil, fmt.Errorf("authorization_response.allowed_upstream_headers: %w", err)
+	}
+	if c.upstreamAdd, err = compileList(resp.GetAllowedUpstreamHeadersToAppend()); err != nil {
+		return nil, fmt.Errorf("authorization_response.allowed_upstream_headers_to_append: %w", err)
+	}
+	if c.client403Hdrs, err = compileList(resp.GetAllowedClientHeaders()); err != nil {
+		return nil, fmt.Errorf("authorization_response.allowed_client_headers: %w", err)
+	}
+	timeout := timeoutOf(s.GetServerUri().GetTimeout(), s.GetServerUri().GetTimeout() != nil)
+	c.client = &http.Client{
+		Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 16},
+		Timeout:   timeout,
+		// The service's redirect is its answer, not something to follow.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+// alwaysSent are the request headers Envoy's HTTP ext_authz always sends.
+var alwaysSent = map[string]bool{"authorization": true}
+
+func (c *httpChecker) check(ctx context.Context, r *http.Request) (*decision, error) {
+	u := *c.base
+	u.Path = strings.TrimSuffix(c.base.Path, "/") + c.prefix + r.URL.Path
+	u.RawPath = ""
+	u.RawQuery = r.URL.RawQuery
+	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), http.NoBody)
+	if err != nil {
+		return nil, err
+	}
+	req.Host = r.Host
+	for k, vs := range r.Header {
+		if lk := strings.ToLower(k); alwaysSent[lk] || c.allowed.match(lk) {
+			req.Header[k] = vs
+		}
+	}
+	for k, vs := range c.add {
+		req.Header[k] = vs
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ext_authz http %s: %w", c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+		d := &decision{allowed: true, set: http.Header{}, add: http.Header{}}
+		for k, vs := range resp.Header {
+			lk := strings.ToLower(k)
+			switch {
+			case c.upstream.match(lk):
+				d.set[k] = vs
+			case c.upstreamAdd.match(lk):
+				d.add[k] = vs
+			}
+		}
+		return d, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return nil, fmt.Errorf("ext_authz http %s: reading the denial: %w", c.base.Host, err)
+	}
+	d := &decision{status: resp.StatusCode, header: http.Header{}, body: body}
+	for k, vs := range resp.Header {
+		lk := strings.ToLower(k)
+		if skipClient[lk] {
+			continue
+		}
+		if len(c.client403Hdrs) == 0 || c.client403Hdrs.match(lk) {
+			d.header[k] = vs
+		}
+	}
+	return d, nil
+}
+
+// skipClient are the service's response headers never copied to the client.
+var skipClient = map[string]bool{"content-length": true, "connection": true, "transfer-encoding": true, "date": true, "keep-alive": true}
