@@ -50,6 +50,7 @@ is left alone.`,
 	f.StringVar(&cfg.Revision, "revision", "", "istio.io/rev this injection is for")
 	f.StringVar(&cfg.ProxyCPU, "proxy-cpu", "", "proxy CPU request (default 100m; annotation sidecar.istio.io/proxyCPU overrides)")
 	f.StringVar(&cfg.ProxyMemory, "proxy-memory", "", "proxy memory request (default 128Mi; annotation sidecar.istio.io/proxyMemory overrides)")
+	f.StringVar(&cfg.CAAddress, "ca-address", "", "workload CA HOST:PORT for injected proxies (with the service-account token and the istio-ca-root-cert ConfigMap); empty: no mTLS credentials")
 	f.BoolVar(&cfg.CNI, "cni", false, "the weft CNI plugin installs the capture rules: add no iptables init container")
 	f.BoolVar(&cfg.HoldApplicationUntilProxyStarts, "hold-application-until-proxy-starts", false, "start application containers only once the proxy is ready")
 	return cmd

@@ -118,6 +118,7 @@ pointing at --url or at the service --service-namespace/--service-name.`,
 	f.StringVar(&cfg.Revision, "revision", "", "istio.io/rev this injector serves")
 	f.StringVar(&cfg.ProxyCPU, "proxy-cpu", "", "proxy CPU request (default 100m; annotation sidecar.istio.io/proxyCPU overrides)")
 	f.StringVar(&cfg.ProxyMemory, "proxy-memory", "", "proxy memory request (default 128Mi; annotation sidecar.istio.io/proxyMemory overrides)")
+	f.StringVar(&cfg.CAAddress, "ca-address", "", "workload CA HOST:PORT for injected proxies (with the service-account token and the istio-ca-root-cert ConfigMap); empty: no mTLS credentials")
 	f.BoolVar(&cfg.CNI, "cni", false, "the weft CNI plugin installs the capture rules: add no iptables init container")
 	f.BoolVar(&cfg.HoldApplicationUntilProxyStarts, "hold-application-until-proxy-starts", false, "mesh default for holding application start until the proxy is ready")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -43,6 +43,9 @@ const (
 	TokenVolumeName    = "istio-token"
 	TokenMountPath     = "/var/run/secrets/tokens"
 	TokenAudience      = "istio-ca"
+	RootCertVolumeName = "istiod-ca-cert"
+	RootCertMountPath  = "/var/run/secrets/istio"
+	RootCertConfigMap  = "istio-ca-root-cert"
 )
 
 // Ports the sidecar listens on, excluded from inbound capture.
@@ -75,6 +78,10 @@ type Config struct {
 	// CNI is set when the weft CNI plugin installs the capture rules: no
 	// privileged init container is added (see pkg/cni).
 	CNI bool
+	// CAAddress is the workload CA HOST:PORT; when set the proxy gets its
+	// certificate there with its projected service-account token and
+	// trusts the root from the istio-ca-root-cert ConfigMap.
+	CAAddress string
 }
 
 func (c Config) uid() int64 {
@@ -200,6 +207,13 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (*corev1.Pod, boo
 	}
 	out.Spec.InitContainers = append(added, out.Spec.InitContainers...)
 	out.Spec.Volumes = append(out.Spec.Volumes, tokenVolume())
+	volumes := []string{TokenVolumeName}
+	if cfg.CAAddress != "" {
+		out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: RootCertVolumeName, VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: RootCertConfigMap}},
+		}})
+		volumes = append(volumes, RootCertVolumeName)
+	}
 
 	if out.Labels == nil {
 		out.Labels = map[string]string{}
@@ -219,7 +233,7 @@ func Inject(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (*corev1.Pod, boo
 	}
 	status, err := json.Marshal(map[string]any{
 		"initContainers": names,
-		"volumes":        []string{TokenVolumeName},
+		"volumes":        volumes,
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("inject: status annotation: %w", err)
@@ -393,6 +407,11 @@ func proxyContainer(cfg Config, pod *corev1.Pod, res corev1.ResourceRequirements
 		"--metrics-address", fmt.Sprintf("0.0.0.0:%d", PortMetrics),
 		"--status-address", fmt.Sprintf("0.0.0.0:%d", PortStatus),
 	}
+	if cfg.CAAddress != "" {
+		args = append(args, "--ca-address", cfg.CAAddress,
+			"--ca-root-cert", RootCertMountPath+"/root-cert.pem",
+			"--ca-token-file", TokenMountPath+"/"+TokenVolumeName)
+	}
 	if l := labelString(pod.Labels); l != "" {
 		args = append(args, "--labels", l)
 	}
@@ -435,6 +454,9 @@ func proxyContainer(cfg Config, pod *corev1.Pod, res corev1.ResourceRequirements
 			Privileged:               ptr(false),
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
+	}
+	if cfg.CAAddress != "" {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: RootCertVolumeName, MountPath: RootCertMountPath, ReadOnly: true})
 	}
 	if hold {
 		// Kubernetes starts the next container only once a native sidecar's

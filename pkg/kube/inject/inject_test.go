@@ -273,3 +273,39 @@ func TestInjectCNIMode(t *testing.T) {
 		t.Errorf("bad annotation in CNI mode: %v", err)
 	}
 }
+
+func TestInjectCACredentials(t *testing.T) {
+	cfg := testCfg
+	cfg.CAAddress = "weft.weft-system.svc:15012"
+	out, ok, err := Inject(pod(nil, nil), nil, cfg)
+	if err != nil || !ok {
+		t.Fatalf("Inject = %v, %v", ok, err)
+	}
+	args := strings.Join(findInit(out, ProxyContainerName).Args, " ")
+	for _, want := range []string{"--ca-address weft.weft-system.svc:15012", "--ca-root-cert /var/run/secrets/istio/root-cert.pem", "--ca-token-file /var/run/secrets/tokens/istio-token"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("proxy args %q lack %q", args, want)
+		}
+	}
+	var root *corev1.Volume
+	for i := range out.Spec.Volumes {
+		if out.Spec.Volumes[i].Name == RootCertVolumeName {
+			root = &out.Spec.Volumes[i]
+		}
+	}
+	if root == nil || root.ConfigMap == nil || root.ConfigMap.Name != "istio-ca-root-cert" {
+		t.Fatalf("root certificate volume = %+v", root)
+	}
+	mounted := false
+	for _, m := range findInit(out, ProxyContainerName).VolumeMounts {
+		mounted = mounted || m.Name == RootCertVolumeName && m.MountPath == RootCertMountPath
+	}
+	if !mounted {
+		t.Error("root certificate volume not mounted in the proxy")
+	}
+	// Without a CA address nothing CA-related is added.
+	plain, _, _ := Inject(pod(nil, nil), nil, testCfg)
+	if a := strings.Join(findInit(plain, ProxyContainerName).Args, " "); strings.Contains(a, "--ca-") || len(plain.Spec.Volumes) != 1 {
+		t.Errorf("CA settings without a CA address: %q, %d volumes", a, len(plain.Spec.Volumes))
+	}
+}
