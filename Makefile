@@ -35,10 +35,27 @@ $(WEB_STAMP): $(WEB_SRCS)
 # proxy-wasm example plugins (examples/wasm, its own Go module) built to
 # bin/wasm/NAME.wasm; make rebuilds one only when a source under
 # examples/wasm changed, and go's build cache keeps rebuilds cheap.
-WASM_EXAMPLES := go-header go-deny
+WASM_EXAMPLES := go-header go-deny go-trap
 WASM_SRCS := $(shell find examples/wasm -name '*.go' -o -name go.mod 2>/dev/null)
 
-wasm-examples: $(patsubst %,$(BIN)/wasm/%.wasm,$(WASM_EXAMPLES))
+# The seed's plugin in AssemblyScript (examples/wasm/assemblyscript), built
+# with npm like the dashboard: npm ci runs only when package-lock.json changed
+# (sha256 stamp in node_modules); the built module is committed, so without
+# npm an unchanged source only warns and the committed build is used.
+AS_DIR  := examples/wasm/assemblyscript
+AS_WASM := $(AS_DIR)/build/header.wasm
+AS_SRCS := $(wildcard $(AS_DIR)/assembly/*.ts) $(AS_DIR)/package.json $(AS_DIR)/package-lock.json
+
+wasm-examples: $(patsubst %,$(BIN)/wasm/%.wasm,$(WASM_EXAMPLES)) $(AS_WASM)
+
+$(AS_WASM): $(AS_SRCS)
+	@if command -v npm >/dev/null 2>&1 && (cd $(AS_DIR) && sum=$$(sha256sum package-lock.json | cut -d' ' -f1) && \
+	    { [ -d node_modules ] && [ "$$(cat node_modules/.weft-lock-sha256 2>/dev/null)" = "$$sum" ] || \
+	      { npm ci --no-audit --no-fund && echo "$$sum" > node_modules/.weft-lock-sha256; }; } && npm run build); then \
+	  touch $(AS_WASM); \
+	elif git diff --quiet HEAD -- $(AS_DIR) 2>/dev/null; then \
+	  echo "warning: could not build $(AS_DIR) with npm; using the committed $(AS_WASM)"; touch $(AS_WASM); \
+	else echo "error: $(AS_DIR) has changes but npm could not build it"; exit 1; fi
 
 $(BIN)/wasm/%.wasm: $(WASM_SRCS)
 	@mkdir -p $(BIN)/wasm

@@ -321,3 +321,29 @@ func BenchmarkHeaderPlugin(b *testing.B) {
 	b.ReportMetric(guest, "guest-mem-B/instance")
 	b.ReportMetric(host, "host-heap-B/instance")
 }
+
+// TestAssemblyScriptHeader runs the seed's plugin built from AssemblyScript
+// (examples/wasm/assemblyscript, `make wasm-examples`; the committed build
+// is the fallback when npm is missing).
+func TestAssemblyScriptHeader(t *testing.T) {
+	code, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "examples", "wasm", "assemblyscript", "build", "header.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(t)
+	for _, tt := range []struct{ config, want string }{{"", "Hello from WASM!"}, {"from config", "from config"}} {
+		p, err := e.NewPlugin(context.Background(), code, PluginConfig{Name: "as-header", Configuration: []byte(tt.config)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 200; i++ { // enough requests for the AssemblyScript GC to run
+			r := httptest.NewRequest("GET", "/x", nil)
+			if _, handled := serve(p, r); handled {
+				t.Fatal("header plugin answered the request")
+			}
+			if got := r.Header.Get("x-my-header"); got != tt.want {
+				t.Fatalf("request %d: x-my-header = %q, want %q", i, got, tt.want)
+			}
+		}
+	}
+}
