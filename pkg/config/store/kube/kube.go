@@ -518,6 +518,25 @@ func (s *Store) write(ctx context.Context, mode store.ApplyMode, r *config.Resou
 	}, nil
 }
 
+// writeRetry is write that, for a resource given without a
+// resourceVersion (kubectl apply semantics: last writer wins), retries when
+// the object changed between its read and its write (another writer, the
+// status writer) or appeared/vanished meanwhile.
+func (s *Store) writeRetry(ctx context.Context, mode store.ApplyMode, r *config.Resource, dryRun bool) (*unstructured.Unstructured, undo, error) {
+	for attempt := 1; ; attempt++ {
+		out, u, err := s.write(ctx, mode, r, dryRun)
+		if err == nil || r.Meta.ResourceVersion != "" || attempt == 10 || ctx.Err() != nil {
+			return out, u, err
+		}
+		retry := errors.Is(err, store.ErrConflict) ||
+			(mode == store.Upsert && (errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrNotFound)))
+		if !retry {
+			return out, u, err
+		}
+		s.log.Debug("apply: retrying after a concurrent change", "resource", r.Key().String(), "attempt", attempt, "err", err)
+	}
+}
+
 // Apply implements store.Store. The API server has no multi-object
 // transactions, so all-or-nothing is approached in three steps: every
 // resource is validated by weft and then, when there are several, by the
@@ -554,7 +573,7 @@ func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Re
 		if len(rs) == 1 {
 			break
 		}
-		if _, _, err := s.write(ctx, mode, r, true); err != nil {
+		if _, _, err := s.writeRetry(ctx, mode, r, true); err != nil {
 			return nil, err
 		}
 	}
@@ -563,7 +582,7 @@ func (s *Store) Apply(ctx context.Context, mode store.ApplyMode, rs []*config.Re
 		outs  []*unstructured.Unstructured
 	)
 	for _, r := range rs {
-		out, u, err := s.write(ctx, mode, r, false)
+		out, u, err := s.writeRetry(ctx, mode, r, false)
 		if err != nil {
 			for i := len(undos) - 1; i >= 0; i-- {
 				if uerr := undos[i](context.WithoutCancel(ctx)); uerr != nil {

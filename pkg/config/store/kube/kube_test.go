@@ -3,8 +3,10 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,6 +93,7 @@ func TestKubeStore(t *testing.T) {
 	cfg, kc := cluster(t)
 	t.Run("Conformance", func(t *testing.T) { testConformance(t, cfg) })
 	t.Run("KubectlAndInvalid", func(t *testing.T) { wipe(t, cfg); testKubectlAndInvalid(t, cfg, kc) })
+	t.Run("UpsertLastWriterWins", func(t *testing.T) { wipe(t, cfg); testUpsertLastWriterWins(t, cfg) })
 }
 
 func testConformance(t *testing.T, cfg *rest.Config) {
@@ -266,6 +269,43 @@ spec:
 			return
 		case <-time.After(20 * time.Second):
 			t.Fatal("no DELETED event")
+		}
+	}
+}
+
+// testUpsertLastWriterWins: an Upsert without a resourceVersion (kubectl
+// apply, weft apply) never fails with a conflict because someone else (a
+// concurrent writer, the status writer) changed the object between the
+// store's read and its write.
+func testUpsertLastWriterWins(t *testing.T, cfg *rest.Config) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Config: cfg, Validate: func(*config.Resource) config.ErrorList { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Apply(ctx, store.Upsert, []*config.Resource{storetest.VS("default", "lww", "v0")}); err != nil {
+		t.Fatal(err)
+	}
+	const rounds, writers = 5, 4
+	for round := range rounds {
+		var wg sync.WaitGroup
+		errs := make([]error, writers)
+		start := make(chan struct{})
+		for i := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, errs[i] = s.Apply(ctx, store.Upsert, []*config.Resource{storetest.VS("default", "lww", fmt.Sprintf("r%d-w%d", round, i))})
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d writer %d: %v", round, i, err)
+			}
 		}
 	}
 }
