@@ -33,6 +33,7 @@ func newProxyCmd() *cobra.Command {
 		gwAddrs           []string
 		rts               proxy.RuntimeSettings
 		memLimit          string
+		releasePages      bool
 	)
 	mt := &proxyMTLSFlags{}
 	cmd := &cobra.Command{
@@ -117,6 +118,20 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			if releasePages {
+				go func() {
+					select {
+					case <-p.Ready():
+					case <-cmd.Context().Done():
+						return
+					}
+					if n, err := proxy.ReleaseStartupPages(); err != nil {
+						o.Logger.Warn("release startup pages", "err", err)
+					} else {
+						o.Logger.Debug("released startup pages of the executable", "bytes", n)
+					}
+				}()
+			}
 			return runProxy(cmd.Context(), p, args, stdout, stderr, o.Logger)
 		},
 	}
@@ -144,6 +159,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 	f.StringArrayVar(&gwAddrs, "gateway-address", nil, "bind a gateway listener elsewhere: PORT=HOST:PORT, or HOST:PORT for the same port (repeatable)")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Second, "how long to wait for in-flight requests on shutdown")
 	f.IntVar(&rts.Concurrency, "concurrency", 2, "OS threads running proxy code (GOMAXPROCS), like Istio's proxy concurrency; 0 uses every CPU; $GOMAXPROCS wins unless the flag is set")
+	f.BoolVar(&releasePages, "release-startup-pages", true, "once configured, unmap the executable's code/read-only pages touched during startup (madvise DONTNEED; they stay in the page cache and fault back in when used), so RSS reflects the proxy's working set")
 	f.IntVar(&rts.GOGC, "gogc", 0, "Go GC target percent (GOGC); 0 keeps the runtime default or $GOGC")
 	f.StringVar(&memLimit, "memory-limit", "", "Go soft memory limit (GOMEMLIMIT), e.g. 64MiB; empty keeps the runtime default or $GOMEMLIMIT")
 	return cmd

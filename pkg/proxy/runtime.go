@@ -62,3 +62,17 @@ func ParseByteSize(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// ReleaseStartupPages drops this process's page-table mappings of its own
+// executable's read-only segments (code and read-only data) with
+// madvise(MADV_DONTNEED). Startup (package initialisation of the whole weft
+// binary, shared by the control plane, CLI and proxy) touches most of the
+// ~100 MB executable; the proxy's steady state uses a small part of it. The
+// pages stay in the shared page cache, and whatever the proxy runs next is
+// faulted back in on first use, so afterwards RSS counts the proxy's
+// working set rather than the whole binary. Writable mappings are left
+// alone. It returns the size of the address ranges advised (Linux only;
+// other systems return 0, nil).
+func ReleaseStartupPages() (int64, error) {
+	return releaseExecutablePages()
+}

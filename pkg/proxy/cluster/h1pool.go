@@ -194,12 +194,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 // Body/ContentLength) to addr on a pooled or new connection and returns the
 // response; its Body must be closed, which returns the connection to the
 // pool when the response was read to its end and both sides keep it alive.
-// gotConn runs once a connection is in hand. Cancelling req's context
+// gotConn runs once a connection is in hand, with it. Cancelling req's context
 // interrupts the exchange, including reads of the body. A dial failure is
 // an *ErrDial. A request without a body (or replay, a body that can be
 // sent again) that fails on a reused connection before any response byte
 // is retried once on a new connection, as the server may have closed it.
-func (p *H1Pool) RoundTrip(req *http.Request, addr string, replay func() (io.ReadCloser, error), gotConn func()) (*http.Response, error) {
+func (p *H1Pool) RoundTrip(req *http.Request, addr string, replay func() (io.ReadCloser, error), gotConn func(net.Conn)) (*http.Response, error) {
 	ctx := req.Context()
 	c := p.getIdle(addr)
 	reused := c != nil
@@ -210,7 +210,7 @@ func (p *H1Pool) RoundTrip(req *http.Request, addr string, replay func() (io.Rea
 		}
 	}
 	if gotConn != nil {
-		gotConn()
+		gotConn(c.Conn)
 	}
 	for {
 		resp, err, fresh := p.exchange(ctx, c, req, addr)

@@ -230,39 +230,44 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	}
 	defer release()
 	var spent *cluster.CountedConn // connection whose request budget this request used up
-	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+	gotConn := func(conn net.Conn) {
 		release()
-		if cc, ok := info.Conn.(*cluster.CountedConn); ok && cc.Use() {
+		if cc, ok := conn.(*cluster.CountedConn); ok && cc.Use() {
 			spent = cc
 		}
 		if h.Access != nil && c.MTLS != nil {
-			up.peerSAN = upstreamPeerURI(info.Conn) // access log upstream_peer_uri_san
+			up.peerSAN = upstreamPeerURI(conn) // access log upstream_peer_uri_san
 		}
-	}})
-	req, err := up.build(actx, addr)
-	if err != nil {
-		cancel()
-		return nil, outReset
 	}
 	t := c.Transport
 	if h2 || c.UpstreamH2 {
 		t = c.H2C
+	}
+	// Plain HTTP/1.1 goes through the cluster's own pool: this goroutine
+	// writes the request and reads the response itself (no per-connection
+	// goroutines to hand off to, no client trace to allocate).
+	ownH1 := c.H1 != nil && t == c.Transport && !isUpgrade(up.orig) && len(up.orig.Trailer) == 0
+	if !ownH1 {
+		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { gotConn(info.Conn) }})
+	}
+	req, err := up.build(actx, addr)
+	if err != nil {
+		cancel()
+		return nil, outReset
 	}
 	done := func() {}
 	if host != nil {
 		done = host.Begin()
 	}
 	var resp *http.Response
-	if c.H1 != nil && t == c.Transport && !isUpgrade(up.orig) && len(up.orig.Trailer) == 0 {
-		// Own HTTP/1.1 pool: this goroutine writes the request and reads
-		// the response itself (no per-connection goroutines to hand off to).
+	if ownH1 {
 		var replay func() (io.ReadCloser, error)
 		if up.buffered {
 			replay = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(up.body)), nil }
 		}
 		// A dial failure leaves got false (connect failure); the pool counts
 		// max_requests_per_connection itself.
-		resp, err = c.H1.RoundTrip(req, addr, replay, release)
+		resp, err = c.H1.RoundTrip(req, addr, replay, gotConn)
 	} else {
 		resp, err = t.RoundTrip(req)
 	}

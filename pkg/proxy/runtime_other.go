@@ -1,0 +1,5 @@
+//go:build !linux
+
+package proxy
+
+func releaseExecutablePages() (int64, error) { return 0, nil }
