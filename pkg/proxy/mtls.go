@@ -53,6 +53,7 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 	}
 	p.cm.SetMTLS(cluster.MTLSClient(o.MTLS.ClientConfig))
 	refused := p.stats.Counter("inbound.mtls_refused")
+	accepted := p.stats.Counter("inbound.connections") // per accepted inbound connection (mTLS or plaintext)
 	return &listener.MTLSListener{
 		Listener: in,
 		Config: func() *tls.Config {
@@ -61,6 +62,7 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 			return c
 		},
 		Policy: func(c net.Conn) listener.InboundTLS {
+			accepted.Add(1)
 			rt := p.rt.Load()
 			if rt == nil {
 				return listener.InboundTLS{Plain: true}

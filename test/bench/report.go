@@ -13,6 +13,9 @@ const (
 	TargetMaxRPSRatio   = 0.8  // weft max rps / HAProxy max rps, at least
 	TargetRSSMB         = 20.0 // per proxy with 100 services, at most
 	TargetVCPUPer1K     = 0.1  // vCPU per proxy per 1000 rps, at most
+	// TargetMTLSAddedP99Ratio is issue 5's goal: mTLS sidecars' added p99
+	// over the plaintext pair's, same run, at most.
+	TargetMTLSAddedP99Ratio = 1.2
 )
 
 func ms(s float64) string { return fmt.Sprintf("%.3f", s*1000) }
@@ -97,6 +100,18 @@ func (r *Report) Print(w io.Writer) {
 	if weft != nil {
 		fmt.Fprintf(w, "  (weft RSS per proxy after the %d rps run: %.1f MB, of which anonymous %.1f MB; the rest maps the weft binary)\n",
 			c.QPS, mb(weft.RSS)/float64(weft.Procs), mb(weft.RSSAnon)/float64(weft.Procs))
+	}
+	if mt := r.Find("D"); mt != nil && weft != nil && direct != nil {
+		ma, wa := mt.P99-direct.P99, weft.P99-direct.P99
+		if wa > 0 {
+			ratio := ma / wa
+			fmt.Fprintf(w, "  weft mTLS added p99 / plaintext added p99 = %.3f / %.3f ms = %.2f  (target ≤ %.1f)  %s\n",
+				ma*1000, wa*1000, ratio, TargetMTLSAddedP99Ratio, verdict(ratio <= TargetMTLSAddedP99Ratio))
+		} else {
+			fmt.Fprintf(w, "  weft mTLS added p99 / plaintext added p99 = %.3f / %.3f ms: plaintext added no p99; ratio undefined\n", ma*1000, wa*1000)
+		}
+		fmt.Fprintf(w, "  weft mTLS new connections (handshakes) at the server sidecar = %d over the measurement, %.2f/s (max rps %.0f vs plaintext %.0f)\n",
+			mt.NewConns, mt.NewConnsPerSec, mt.MaxRPS, weft.MaxRPS)
 	}
 	if ha != nil {
 		fmt.Fprintf(w, "  HAProxy vCPU per proxy per 1000 rps = %.4f, RSS per proxy %.1f MB (for reference)\n",

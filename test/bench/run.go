@@ -86,6 +86,11 @@ type Topology struct {
 	CPUPer1K float64 // proxy CPU seconds per 1000 requests, summed, constant-rate run
 	RSSMax   int64   // bytes, largest single proxy, after the extra services (weft only)
 	RSSAnon  int64   // bytes, RssAnon part of RSS (the rest maps the binary), summed
+	// NewConns is how many connections the server sidecar accepted during
+	// the measurement (mTLS topology only: each is a full handshake), and
+	// NewConnsPerSec that count over the measurement's wall time.
+	NewConns       int64
+	NewConnsPerSec float64
 }
 
 // Report is the result of Run.
@@ -122,7 +127,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Topologies = append(rep.Topologies, direct)
 
 	weft := Topology{Name: "B weft→weft", Procs: 2}
-	if err := r.weft(ctx, &weft, upstream); err != nil {
+	if err := r.weft(ctx, &weft, upstream, false); err != nil {
 		return nil, fmt.Errorf("weft: %w", err)
 	}
 	rep.Topologies = append(rep.Topologies, weft)
@@ -134,7 +139,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("haproxy: %w", err)
 	}
 	rep.Topologies = append(rep.Topologies, ha)
-	rep.Topologies = append(rep.Topologies, Topology{Name: "D weft mTLS", Skipped: "mTLS not implemented yet"})
+	mt := Topology{Name: "D weft→weft mTLS", Procs: 2}
+	if err := r.weft(ctx, &mt, upstream, true); err != nil {
+		return nil, fmt.Errorf("weft mTLS: %w", err)
+	}
+	rep.Topologies = append(rep.Topologies, mt)
 	return rep, nil
 }
 

@@ -18,21 +18,37 @@ const (
 	benchPort    = 8080
 )
 
-// weft starts a control plane and two sidecars and measures topology B.
-func (r *runner) weft(ctx context.Context, t *Topology, upstream string) error {
-	a, err := freeAddrs(3)
+// weft starts a control plane and two sidecars and measures topology B;
+// with mtls (topology D) the control plane runs the CA with a STRICT
+// mesh-wide PeerAuthentication and both sidecars get workload
+// certificates, so the hop between them is ISTIO_MUTUAL.
+func (r *runner) weft(ctx context.Context, t *Topology, upstream string, mtls bool) error {
+	a, err := freeAddrs(4)
 	if err != nil {
 		return err
 	}
-	admin, xds, mon := a[0], a[1], a[2]
-	if _, err := r.spawn("control-plane", r.cfg.Weft, "control-plane",
-		"--data-dir", filepath.Join(r.cfg.WorkDir, "store"), "--log-level", "warn",
-		"--admin-address", admin, "--xds-address", xds, "--monitoring-address", mon,
-		"--dashboard-address", ""); err != nil {
+	admin, xds, mon, caAddr := a[0], a[1], a[2], a[3]
+	pfx, dataDir := "", filepath.Join(r.cfg.WorkDir, "store")
+	cpArgs := []string{"control-plane", "--log-level", "warn",
+		"--admin-address", admin, "--xds-address", xds, "--monitoring-address", mon, "--dashboard-address", ""}
+	if mtls {
+		pfx, dataDir = "mtls-", filepath.Join(r.cfg.WorkDir, "store-mtls")
+		cfgDir := filepath.Join(r.cfg.WorkDir, "config-mtls")
+		if err := os.MkdirAll(cfgDir, 0o755); err != nil {
+			return err
+		}
+		pa := "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: weft-system\nspec:\n  mtls:\n    mode: STRICT\n"
+		if err := os.WriteFile(filepath.Join(cfgDir, "peer-authentication.yaml"), []byte(pa), 0o644); err != nil {
+			return err
+		}
+		cpArgs = append(cpArgs, "--ca-address", caAddr, "--config-dir", cfgDir)
+	}
+	cpArgs = append(cpArgs, "--data-dir", dataDir)
+	if _, err := r.spawn(pfx+"control-plane", r.cfg.Weft, cpArgs...); err != nil {
 		return err
 	}
 	if err := waitHTTP(ctx, "http://"+admin+"/healthz", "", 30*time.Second, nil); err != nil {
-		return fmt.Errorf("control plane: %w\n%s", err, r.logTail("control-plane"))
+		return fmt.Errorf("control plane: %w\n%s", err, r.logTail(pfx+"control-plane"))
 	}
 	_, upPort, _ := strings.Cut(upstream, ":")
 	type sidecar struct {
@@ -44,17 +60,26 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string) error {
 		if err != nil {
 			return nil, err
 		}
+		if mtls {
+			out, err := exec.CommandContext(ctx, r.cfg.Weft, "token", "create", "--data-dir", dataDir,
+				"--namespace", "default", "--service-account", name).Output()
+			if err != nil {
+				return nil, fmt.Errorf("token create: %w", err)
+			}
+			extra = append(extra, "--ca-address", caAddr, "--ca-root-cert", filepath.Join(dataDir, "ca", "root-cert.pem"),
+				"--ca-token", strings.TrimSpace(string(out)))
+		}
 		s := &sidecar{inbound: p[0], outbound: p[1], adminA: p[2], health: p[3]}
 		args := append([]string{"proxy", "--control-plane", xds, "--namespace", "default",
 			"--workload", name, "--labels", labels, "--service-account", name,
 			"--inbound-address", p[0], "--outbound-address", p[1], "--admin-address", p[2],
 			"--health-address", p[3], "--metrics-address", p[4], "--status-address", p[5],
 			"--access-log", "", "--log-level", "warn"}, extra...)
-		if s.cmd, err = r.spawnEnv(name, r.cfg.ProxyEnv, r.cfg.Weft, args...); err != nil {
+		if s.cmd, err = r.spawnEnv(pfx+name, r.cfg.ProxyEnv, r.cfg.Weft, args...); err != nil {
 			return nil, err
 		}
 		if err := waitHTTP(ctx, "http://"+s.health+"/healthz/ready", "", 30*time.Second, nil); err != nil {
-			return nil, fmt.Errorf("%s: %w\n%s", name, err, r.logTail(name))
+			return nil, fmt.Errorf("%s: %w\n%s", name, err, r.logTail(pfx+name))
 		}
 		return s, nil
 	}
@@ -70,9 +95,12 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string) error {
 	host := fmt.Sprintf("%s:%d", benchService, benchPort)
 	url := "http://" + client.outbound + "/"
 	if err := waitHTTP(ctx, url, host, 30*time.Second, nil); err != nil {
-		return fmt.Errorf("bench service through the sidecars: %w\n%s\n%s", err, r.logTail("bench-client"), r.logTail("bench-server"))
+		return fmt.Errorf("bench service through the sidecars: %w\n%s\n%s", err, r.logTail(pfx+"bench-client"), r.logTail(pfx+"bench-server"))
 	}
 	pids := []int{client.cmd.Process.Pid, server.cmd.Process.Pid}
+	if mtls {
+		return r.measureMTLS(ctx, t, url, host, pids, server.adminA)
+	}
 	if err := r.measure(ctx, t, "weft", url, host, pids); err != nil {
 		return err
 	}
@@ -97,6 +125,50 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string) error {
 		t.RSSMax = max(t.RSSMax, rss)
 	}
 	return nil
+}
+
+// measureMTLS measures topology D and counts the connections the server
+// sidecar accepted (each one a full mTLS handshake) over the whole
+// measurement.
+func (r *runner) measureMTLS(ctx context.Context, t *Topology, url, host string, pids []int, serverAdmin string) error {
+	conns0, err := statCounter(ctx, "http://"+serverAdmin+"/stats", "inbound.connections")
+	if err != nil {
+		return err
+	}
+	began := time.Now()
+	if err := r.measure(ctx, t, "weft-mtls", url, host, pids); err != nil {
+		return err
+	}
+	conns1, err := statCounter(ctx, "http://"+serverAdmin+"/stats", "inbound.connections")
+	if err != nil {
+		return err
+	}
+	t.NewConns = conns1 - conns0
+	t.NewConnsPerSec = float64(t.NewConns) / time.Since(began).Seconds()
+	return nil
+}
+
+// statCounter reads one "name: value" line of a proxy's admin /stats.
+func statCounter(ctx context.Context, url, name string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+": "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s counter", url, name)
 }
 
 func applyServiceEntries(ctx context.Context, admin string, n int) error {
