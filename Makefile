@@ -88,6 +88,9 @@ quickstart-check:
 
 bench: bench-controlplane bench-proxy
 
+# Control-plane scale benchmark: 1000 services, 5000 ADS clients in a child
+# process (pkg/xds/server/README.md lists its WEFT_BENCH_* knobs, e.g.
+# WEFT_BENCH_TRANSLATE=1 for the real translator).
 bench-controlplane:
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./pkg/xds/... 
 
