@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/weftmesh/weft/pkg/cli.Version=$(VERSION)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build web wasm-examples test test-short vet fmt-check demo quickstart-check bench bench-controlplane bench-proxy fuzz clean
+.PHONY: all build web wasm-examples test test-short vet fmt-check demo quickstart-check bench bench-controlplane bench-proxy bench-wasm fuzz clean
 
 all: build
 
@@ -87,6 +87,12 @@ quickstart-check:
 	bash hack/quickstart-check.sh
 
 bench: bench-controlplane bench-proxy
+
+# proxy-wasm: p50 latency a header plugin (Go and AssemblyScript) adds to a
+# request through a real proxy vs no plugin in the same run, and the memory
+# of one plugin instance (pkg/proxy/filter/wasm/bench_test.go).
+bench-wasm: wasm-examples
+	$(GO) test -run '^$$' -bench 'WasmAddedLatency|InstanceMemory' -benchtime 1x -timeout 10m ./pkg/proxy/filter/wasm/
 
 # Control-plane scale benchmark: 1000 services, 5000 ADS clients in a child
 # process (pkg/xds/server/README.md lists its WEFT_BENCH_* knobs, e.g.

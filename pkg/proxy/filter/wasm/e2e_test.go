@@ -89,73 +89,8 @@ spec:
 		t.Fatalf("translate: %d filters, %v", len(filters), err)
 	}
 	filters = append(filters, &hcmv3.HttpFilter{Name: translatewasm.RouterName})
-
-	// The app echoes x-my-header.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "app:"+r.Header.Get("X-My-Header"))
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	_, ps, _ := net.SplitHostPort(ln.Addr().String())
-	port, _ := strconv.Atoi(ps)
-
-	inCluster := "inbound|" + ps + "||"
-	rc := &routev3.RouteConfiguration{Name: "inbound|" + ps, VirtualHosts: []*routev3.VirtualHost{{
-		Name: "inbound|http|" + ps, Domains: []string{"*"}, Routes: []*routev3.Route{xdstest.ToCluster("default", inCluster)}}}}
-	h, err := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: "inbound", HttpFilters: filters,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &listenerv3.Listener{Name: "virtualInbound",
-		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15006}}}},
-		FilterChains: []*listenerv3.FilterChain{{
-			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))},
-			Filters:          []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: h}}},
-		}}}
-	cluster := &clusterv3.Cluster{Name: inCluster, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
-		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: inCluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
-			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
-				Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}}}}}}}}}
-
-	cp := xdstest.Start(t)
-	nodeID := xdstest.NodeID("web-v1", "default")
-	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{l}, Clusters: []types.Resource{cluster}})
-
 	e := newEngine(t)
-	p, err := proxy.New(proxy.Options{
-		ControlPlane: cp.Addr, Namespace: "default", Workload: "web-v1", Labels: map[string]string{"app": "web"},
-		OutboundAddress: "127.0.0.1:0", InboundAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
-		MetricsAddress: "127.0.0.1:0", HealthAddress: "127.0.0.1:0", AppPort: port,
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, DrainTimeout: time.Second,
-		HTTPFilters: e.Filters(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Error("proxy did not stop")
-		}
-	})
-	select {
-	case <-p.Ready():
-	case err := <-done:
-		t.Fatalf("proxy exited: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("proxy not ready")
-	}
-	in := p.Addresses().Inbound
+	in, _ := startInbound(t, e, filters)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		code, _ := rawGet(t, in, "/", "x-allowed", "1")
@@ -185,6 +120,83 @@ spec:
 	if v, _ := e.Metric("wasm_go_deny_denied_total"); v < 1 {
 		t.Errorf("denied metric = %d", v)
 	}
+}
+
+// startInbound runs an app (echoing x-my-header), an xDS server and a real
+// proxy whose inbound HCM has filters; set replaces the filter chain.
+func startInbound(t testing.TB, e *Engine, filters []*hcmv3.HttpFilter) (in string, set func([]*hcmv3.HttpFilter)) {
+	t.Helper()
+
+	// The app echoes x-my-header.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "app:"+r.Header.Get("X-My-Header"))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	_, ps, _ := net.SplitHostPort(ln.Addr().String())
+	port, _ := strconv.Atoi(ps)
+
+	inCluster := "inbound|" + ps + "||"
+	rc := &routev3.RouteConfiguration{Name: "inbound|" + ps, VirtualHosts: []*routev3.VirtualHost{{
+		Name: "inbound|http|" + ps, Domains: []string{"*"}, Routes: []*routev3.Route{xdstest.ToCluster("default", inCluster)}}}}
+	mkListener := func(filters []*hcmv3.HttpFilter) *listenerv3.Listener {
+		h, err := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: "inbound", HttpFilters: filters,
+			RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &listenerv3.Listener{Name: "virtualInbound",
+			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15006}}}},
+			FilterChains: []*listenerv3.FilterChain{{
+				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(port))},
+				Filters:          []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: h}}},
+			}}}
+	}
+	cluster := &clusterv3.Cluster{Name: inCluster, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: inCluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{
+				Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}}}}}}}}}
+
+	cp := xdstest.Start(t)
+	nodeID := xdstest.NodeID("web-v1", "default")
+	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{mkListener(filters)}, Clusters: []types.Resource{cluster}})
+
+	p, err := proxy.New(proxy.Options{
+		ControlPlane: cp.Addr, Namespace: "default", Workload: "web-v1", Labels: map[string]string{"app": "web"},
+		OutboundAddress: "127.0.0.1:0", InboundAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
+		MetricsAddress: "127.0.0.1:0", HealthAddress: "127.0.0.1:0", AppPort: port,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, DrainTimeout: time.Second,
+		HTTPFilters: e.Filters(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("proxy did not stop")
+		}
+	})
+	select {
+	case <-p.Ready():
+	case err := <-done:
+		t.Fatalf("proxy exited: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("proxy not ready")
+	}
+	set = func(filters []*hcmv3.HttpFilter) {
+		cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{mkListener(filters)}, Clusters: []types.Resource{cluster}})
+	}
+	return p.Addresses().Inbound, set
 }
 
 func rawGet(t *testing.T, addr, target string, hdr ...string) (int, string) {
