@@ -14,6 +14,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/ca"
 	"github.com/weftmesh/weft/pkg/ca/kubeca"
+	"github.com/weftmesh/weft/pkg/kube/leader"
 	"github.com/weftmesh/weft/pkg/controlplane"
 )
 
@@ -89,11 +90,24 @@ func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
 				return fmt.Errorf("CA: %w", err)
 			}
 			auth = ca.Chain{tokens, kubeca.NewTokenReview(cs)}
-			pub, err := kubeca.NewRootPublisher(kubeca.RootPublisherOptions{Client: cs, Roots: c.RootsPEM, Logger: log.With("component", "root-publisher")})
-			if err != nil {
+			// One replica publishes (the holder of the weft-ca-root-publisher
+			// Lease); a new leader starts a fresh publisher.
+			pubOpts := kubeca.RootPublisherOptions{Client: cs, Roots: c.RootsPEM, Logger: log.With("component", "root-publisher")}
+			if _, err := kubeca.NewRootPublisher(pubOpts); err != nil {
 				return fmt.Errorf("CA: %w", err)
 			}
-			env.Go("CA root publisher", pub.Run)
+			lo := leader.Options{Client: cs, Namespace: env.Options.Namespace, Name: "weft-ca-root-publisher", Logger: log}
+			env.Go("CA root publisher", func(ctx context.Context) error {
+				return leader.Run(ctx, lo, func(ctx context.Context) {
+					pub, err := kubeca.NewRootPublisher(pubOpts)
+					if err == nil {
+						err = pub.Run(ctx)
+					}
+					if err != nil && ctx.Err() == nil {
+						log.Error("CA root publisher", "err", err)
+					}
+				})
+			})
 			log.Info("CA accepts Kubernetes service-account tokens (TokenReview, audience " + kubeca.DefaultAudience + ") and publishes " + kubeca.RootCertConfigMap)
 		}
 		hosts := []string{"localhost", "127.0.0.1"}
