@@ -10,6 +10,7 @@ import (
 	meshv1 "istio.io/api/mesh/v1alpha1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weftmesh/weft/pkg/ca"
 	"github.com/weftmesh/weft/pkg/controlplane"
 	"github.com/weftmesh/weft/pkg/kube/kubeclient"
 	"github.com/weftmesh/weft/pkg/registry"
@@ -30,6 +31,9 @@ func newXDSExtension(cmd *cobra.Command, caf *caFlags) controlplane.Extension {
 	cmd.Flags().DurationVar(&o.Debounce, "debounce", 100*time.Millisecond, "quiet time after a config or registry change before pushing to proxies")
 	return controlplane.ExtensionFunc(func(ctx context.Context, env *controlplane.Env) error {
 		o.MTLS = caf.enabled()
+		if caf.credentialsDir != "" {
+			o.Credentials = ca.DirCredentials(caf.credentialsDir, env.Logger.With("component", "credentials"))
+		}
 		if caf.enabled() && caf.trustDomain != env.Options.Mesh.GetTrustDomain() {
 			// Auto mTLS checks peers' SPIFFE IDs in the CA's trust domain.
 			m := proto.Clone(env.Options.Mesh).(*meshv1.MeshConfig)

@@ -21,6 +21,9 @@ type ExtensionOptions struct {
 	// extensions, such as the Kubernetes source, can feed it); nil makes a
 	// new one.
 	Registry *registry.Registry
+	// Credentials looks up gateway TLS credentialNames
+	// (translate.Input.Credentials); nil means none are known.
+	Credentials func(name string) (certPEM, keyPEM []byte, ok bool)
 }
 
 // Extension runs the registry and the ADS server inside `weft control-plane`:
@@ -34,7 +37,7 @@ func Extension(o ExtensionOptions) controlplane.Extension {
 		if reg == nil {
 			reg = registry.New(env.Logger.With("component", "registry"))
 		}
-		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS, env.Options.Mesh), Logger: log, Debounce: o.Debounce})
+		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS, env.Options.Mesh, o.Credentials), Logger: log, Debounce: o.Debounce})
 		if err != nil {
 			return err
 		}

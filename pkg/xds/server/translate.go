@@ -20,7 +20,7 @@ import (
 // TranslateGenerator is the production Generator: it snapshots reg once per
 // push and builds each proxy's resources with translate.Build.
 func TranslateGenerator(reg *registry.Registry) Generator {
-	return translateGenerator(reg, false, meshconfig.Default())
+	return translateGenerator(reg, false, meshconfig.Default(), nil)
 }
 
 // translateGenerator is TranslateGenerator with mutual TLS on or off (see
@@ -33,7 +33,7 @@ func TranslateGenerator(reg *registry.Registry) Generator {
 // adds no endpoint connected) reuses the previous push's builder: known
 // classes get their previous output, which the server recognizes as
 // unchanged without hashing it, so such pushes cost almost nothing.
-func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConfig) Generator {
+func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConfig, creds func(string) ([]byte, []byte, bool)) Generator {
 	var last struct {
 		sync.Mutex
 		configs []*config.Resource
@@ -49,7 +49,7 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 			return last.build
 		}
 		build := newTranslateBuild(&translate.Input{Configs: configs, Registry: snap, MTLS: mtls,
-			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh)})
+			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: creds})
 		last.configs, last.regSum, last.build = configs, sum, nil
 		if sumOK {
 			last.build = build
