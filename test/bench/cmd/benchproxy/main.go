@@ -2,7 +2,7 @@
 // prints its table. Environment: BENCH_DURATION (constant-rate run per
 // topology, default 60s), BENCH_MAX_DURATION (max-throughput run, default
 // 20s), BENCH_QPS (default 1000), WEFT_BIN, FORTIO_BIN, HAPROXY_BIN,
-// BENCH_PROXY_GOMAXPROCS (GOMAXPROCS of the weft proxies), BENCH_WORKDIR (keep configs, logs and fortio JSON there), BENCH_PERF=1
+// BENCH_PROXY_GOMAXPROCS (GOMAXPROCS of the weft proxies), BENCH_PROXY_ENV (more proxy environment, e.g. "GOGC=50 GOMEMLIMIT=16MiB"), BENCH_WORKDIR (keep configs, logs and fortio JSON there), BENCH_PERF=1
 // (record the proxies with perf during the max-throughput runs; set
 // BENCH_WORKDIR to keep the recordings).
 package main
@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -79,6 +80,9 @@ func run() error {
 	if v := os.Getenv("BENCH_PROXY_GOMAXPROCS"); v != "" {
 		cfg.ProxyEnv = append(cfg.ProxyEnv, "GOMAXPROCS="+v)
 	}
+	// BENCH_PROXY_ENV: more environment for the weft proxies, space
+	// separated, e.g. "GOGC=50 GOMEMLIMIT=16MiB".
+	cfg.ProxyEnv = append(cfg.ProxyEnv, strings.Fields(os.Getenv("BENCH_PROXY_ENV"))...)
 	if cfg.WorkDir != "" {
 		if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 			return err
