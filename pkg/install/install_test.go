@@ -3,6 +3,8 @@ package install
 import (
 	"bytes"
 	"context"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +36,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	cl := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cfg, err := clientcmd.BuildConfigFromFlags("", cl.WriteKubeconfig(t))
+	kc := cl.WriteKubeconfig(t)
+	cfg, err := clientcmd.BuildConfigFromFlags("", kc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,5 +112,22 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 			t.Fatal("uninstall --purge left the CRDs")
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// The same chart installs with helm itself (the seed's production
+	// path), and weft uninstall removes what helm created (same labels).
+	helm := findHelm(t)
+	if out, err := exec.CommandContext(ctx, helm, "install", "weft", chartDir, "--kubeconfig", kc, "--namespace", "weft-system",
+		"--create-namespace", "-f", filepath.Join(chartDir, "profiles", "minimal.yaml")).CombinedOutput(); err != nil {
+		t.Fatalf("helm install: %v\n%s", err, out)
+	}
+	if !exists(deployments, "weft-system", "weft") || !exists(crds, "", "virtualservices.networking.istio.io") || exists(deployments, "weft-system", "weft-ingressgateway") {
+		t.Fatal("helm install of the minimal profile did not create the expected objects")
+	}
+	if err := client.DeleteReleased(ctx, "weft", "weft-system", false); err != nil {
+		t.Fatal(err)
+	}
+	if exists(deployments, "weft-system", "weft") {
+		t.Error("weft uninstall left the helm-installed control plane")
 	}
 }
