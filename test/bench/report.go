@@ -103,11 +103,14 @@ func (r *Report) Print(w io.Writer) {
 	}
 	if mt := r.Find("D"); mt != nil && weft != nil && direct != nil {
 		ma, wa := mt.P99-direct.P99, weft.P99-direct.P99
-		if wa > 0 {
+		switch {
+		case ma <= 0:
+			fmt.Fprintf(w, "  weft mTLS added p99 / plaintext added p99 = %.3f / %.3f ms: mTLS p99 below the direct p99, a noisy run; no verdict\n", ma*1000, wa*1000)
+		case wa > 0:
 			ratio := ma / wa
 			fmt.Fprintf(w, "  weft mTLS added p99 / plaintext added p99 = %.3f / %.3f ms = %.2f  (target ≤ %.1f)  %s\n",
 				ma*1000, wa*1000, ratio, TargetMTLSAddedP99Ratio, verdict(ratio <= TargetMTLSAddedP99Ratio))
-		} else {
+		default:
 			fmt.Fprintf(w, "  weft mTLS added p99 / plaintext added p99 = %.3f / %.3f ms: plaintext added no p99; ratio undefined\n", ma*1000, wa*1000)
 		}
 		fmt.Fprintf(w, "  weft mTLS new connections (handshakes) at the server sidecar = %d over the measurement, %.2f/s (max rps %.0f vs plaintext %.0f)\n",
