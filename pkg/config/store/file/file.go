@@ -95,8 +95,7 @@ type Store struct {
 	rev       int64
 	resources map[config.Key]*config.Resource
 	errs      config.ErrorList
-	history   []store.Event // events of revisions > compacted, in order
-	compacted int64
+	history   store.History
 
 	closeOnce sync.Once
 	closeErr  error
@@ -140,6 +139,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		log:       opts.Logger.With("store", "file", "dir", dir),
 		opts:      opts,
 		bc:        store.NewBroadcaster(0),
+		history:   store.History{Limit: opts.History},
 		watcher:   w,
 		cancel:    cancel,
 		done:      make(chan struct{}),
@@ -438,8 +438,7 @@ func (s *Store) reload() (retry bool, err error) {
 	if len(events) > 0 {
 		s.rev = rev
 		s.resources = stored
-		s.history = append(s.history, events...)
-		s.trimHistory()
+		s.history.Add(rev, events...)
 	}
 	s.mu.Unlock()
 
@@ -469,18 +468,6 @@ func (s *Store) logNewErrors(errs config.ErrorList) {
 		}
 	}
 	s.logged = now
-}
-
-// trimHistory drops the oldest revisions beyond opts.History. Called with
-// s.mu held.
-func (s *Store) trimHistory() {
-	cutoff := s.rev - int64(s.opts.History)
-	if cutoff <= s.compacted {
-		return
-	}
-	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].Revision > cutoff })
-	s.history = append([]store.Event(nil), s.history[i:]...)
-	s.compacted = cutoff
 }
 
 func keyLess(a, b config.Key) bool {
@@ -557,16 +544,7 @@ func (s *Store) Watch(ctx context.Context, fromRevision int64) (<-chan store.Eve
 func (s *Store) backlog(from, to int64) ([]store.Event, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if from < s.compacted {
-		return nil, fmt.Errorf("watch from revision %d: history starts after revision %d: %w", from, s.compacted, store.ErrCompacted)
-	}
-	var out []store.Event
-	for _, ev := range s.history {
-		if ev.Revision > from && ev.Revision <= to {
-			out = append(out, store.Event{Type: ev.Type, Resource: ev.Resource.DeepCopy(), Revision: ev.Revision})
-		}
-	}
-	return out, nil
+	return s.history.Backlog(from, to)
 }
 
 // Revision implements store.Store.

@@ -74,8 +74,7 @@ type Store struct {
 	resources map[config.Key]*config.Resource
 	invalid   map[config.Key]config.ErrorList // stored objects that fail validation
 	objects   map[config.Key]*unstructured.Unstructured
-	history   []store.Event
-	compacted int64
+	history   store.History
 	changed   chan struct{} // closed and replaced on every cache change
 	// tombstones: deleting resourceVersion by UID, until Delete takes it.
 	tombstones map[types.UID]string
@@ -113,7 +112,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("kube store: %w", err)
 	}
 	s := &Store{
-		dyn: dyn, log: o.Logger, opts: o, bc: store.NewBroadcaster(0), gvrs: map[string]schema.GroupVersionResource{},
+		dyn: dyn, log: o.Logger, opts: o, bc: store.NewBroadcaster(0), history: store.History{Limit: o.History}, gvrs: map[string]schema.GroupVersionResource{},
 		resources: map[config.Key]*config.Resource{}, invalid: map[config.Key]config.ErrorList{},
 		objects: map[config.Key]*unstructured.Unstructured{}, changed: make(chan struct{}), done: make(chan struct{}),
 		tombstones: map[types.UID]string{},
@@ -264,8 +263,7 @@ func (s *Store) observe(obj any, deleted bool) {
 	if ev != nil {
 		s.rev++
 		ev.Revision = s.rev
-		s.history = append(s.history, *ev)
-		s.trimHistory()
+		s.history.Add(s.rev, *ev)
 		s.bc.Publish(s.rev, []store.Event{{Type: ev.Type, Resource: ev.Resource.DeepCopy(), Revision: ev.Revision}})
 	}
 	close(s.changed)
@@ -275,16 +273,6 @@ func (s *Store) observe(obj any, deleted bool) {
 func sameContent(a, b *config.Resource) bool {
 	return a.APIVersion == b.APIVersion && maps.Equal(a.Meta.Labels, b.Meta.Labels) &&
 		maps.Equal(a.Meta.Annotations, b.Meta.Annotations) && proto.Equal(a.Spec, b.Spec)
-}
-
-func (s *Store) trimHistory() {
-	cutoff := s.rev - int64(s.opts.History)
-	if cutoff <= s.compacted {
-		return
-	}
-	i := sort.Search(len(s.history), func(i int) bool { return s.history[i].Revision > cutoff })
-	s.history = append([]store.Event(nil), s.history[i:]...)
-	s.compacted = cutoff
 }
 
 // Invalid returns the cluster's Istio resources that fail validation (and
@@ -341,16 +329,7 @@ func (s *Store) Watch(ctx context.Context, fromRevision int64) (<-chan store.Eve
 func (s *Store) backlog(from, to int64) ([]store.Event, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if from < s.compacted {
-		return nil, fmt.Errorf("watch from revision %d: history starts after revision %d: %w", from, s.compacted, store.ErrCompacted)
-	}
-	var out []store.Event
-	for _, ev := range s.history {
-		if ev.Revision > from && ev.Revision <= to {
-			out = append(out, store.Event{Type: ev.Type, Resource: ev.Resource.DeepCopy(), Revision: ev.Revision})
-		}
-	}
-	return out, nil
+	return s.history.Backlog(from, to)
 }
 
 // Revision implements store.Store.
