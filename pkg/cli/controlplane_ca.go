@@ -14,8 +14,8 @@ import (
 
 	"github.com/weftmesh/weft/pkg/ca"
 	"github.com/weftmesh/weft/pkg/ca/kubeca"
-	"github.com/weftmesh/weft/pkg/kube/leader"
 	"github.com/weftmesh/weft/pkg/controlplane"
+	"github.com/weftmesh/weft/pkg/kube/leader"
 )
 
 // caFlags are the control plane's CA settings. enabled reports whether the
