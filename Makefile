@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/weftmesh/weft/pkg/cli.Version=$(VERSION)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build web wasm-examples test test-short vet fmt-check demo quickstart-check bench bench-controlplane bench-proxy bench-wasm fuzz clean
+.PHONY: all deps build web wasm-examples test test-short vet fmt-check demo quickstart-check bench bench-controlplane bench-proxy bench-wasm fuzz clean
 
 all: build
 
@@ -68,8 +68,14 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^vendor/')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# What the tests need (iptables, chromium, haproxy, prometheus, etcd, a
+# kube-apiserver and helm built into .cache/bin, npm packages): installed on
+# first use, a quick no-op afterwards, so `make test` works on a fresh machine.
+deps:
+	@bash hack/install-deps.sh
+
 # All tests, including end-to-end tests that start real processes.
-test: build fmt-check vet
+test: deps build fmt-check vet
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
 
 test-short:
