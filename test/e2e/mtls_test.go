@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -33,26 +32,7 @@ type proxyAddrs struct {
 // its bound addresses.
 func startMeshedProxy(t *testing.T, dataDir, xds, caAddr, workload string, extra ...string) (proxyAddrs, *harness.Process) {
 	t.Helper()
-	tok := harness.Run(t, weft.Binary(t), nil, "token", "create", "--data-dir", dataDir, "--namespace", "default", "--service-account", workload)
-	if tok.ExitCode != 0 {
-		t.Fatalf("token create: %s", tok.Stderr)
-	}
-	tokFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokFile, []byte(tok.Stdout), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ready := filepath.Join(t.TempDir(), "ready.json")
-	args := append([]string{"proxy", "--control-plane", xds, "--namespace", "default", "--workload", workload,
-		"--service-account", workload, "--labels", "app=" + workload,
-		"--ca-address", caAddr, "--ca-root-cert", filepath.Join(dataDir, "ca", "root-cert.pem"), "--ca-token-file", tokFile,
-		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
-		"--metrics-address", "127.0.0.1:0", "--health-address", "", "--status-address", "", "--ready-file", ready}, extra...)
-	p := harness.Start(t, weft.Binary(t), nil, args...)
-	var a proxyAddrs
-	if err := json.Unmarshal([]byte(harness.WaitForFile(t, ready, 30*time.Second, p)), &a); err != nil {
-		t.Fatal(err)
-	}
-	return a, p
+	return startMeshedProxyAs(t, dataDir, xds, caAddr, workload, workload, workload, extra...)
 }
 
 // plainGet sends one plaintext HTTP/1.1 request straight to addr.
