@@ -243,7 +243,17 @@ func (s *Server) watchStore(ctx context.Context) error {
 			s.storeRev = rev
 			s.mu.Unlock()
 			s.kick()
-			events, err := s.opts.Store.Watch(ctx, rev)
+			wctx, wcancel := context.WithCancel(ctx)
+			events, err := s.opts.Store.Watch(wctx, rev)
+			if err == nil && rev == 0 {
+				// Watch(0) means "from now": a write between the empty
+				// List and the Watch would be lost. If one happened, list
+				// again (now at a revision a watch can start from).
+				if _, now, lerr := s.opts.Store.List(ctx, "", ""); lerr == nil && now != 0 {
+					wcancel()
+					continue
+				}
+			}
 			if err != nil {
 				s.log.Error("watch config store", "rev", rev, "err", err)
 			} else {
@@ -252,10 +262,12 @@ func (s *Server) watchStore(ctx context.Context) error {
 					s.applyEvent(ev)
 				}
 				if ctx.Err() != nil {
+					wcancel()
 					return nil
 				}
 				s.log.Warn("config store watch ended; listing again")
 			}
+			wcancel()
 		}
 		select {
 		case <-ctx.Done():
