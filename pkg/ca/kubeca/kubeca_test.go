@@ -16,25 +16,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/weftmesh/weft/pkg/ca"
 	"github.com/weftmesh/weft/pkg/ca/caclient"
 	"github.com/weftmesh/weft/pkg/ca/kubeca"
 	"github.com/weftmesh/weft/pkg/kube/kubetest"
 )
-
-func clientset(t *testing.T, cl *kubetest.Cluster) kubernetes.Interface {
-	t.Helper()
-	cs, err := kubernetes.NewForConfig(&rest.Config{
-		Host: cl.URL, BearerToken: cl.Token,
-		TLSClientConfig: rest.TLSClientConfig{Insecure: true}, // loopback test server with a self-signed certificate
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
 
 // serveCA serves c's IstioCertificateService over TLS on 127.0.0.1:0.
 func serveCA(t *testing.T, c *ca.CA, auth ca.Authenticator) string {
@@ -85,7 +72,7 @@ func TestKubernetesCA(t *testing.T) {
 		t.Skip("starts etcd and kube-apiserver")
 	}
 	cl := kubetest.Start(t)
-	cs := clientset(t, cl)
+	cs := cl.Clientset(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()

@@ -22,7 +22,7 @@ func TestRootSecret(t *testing.T) {
 		t.Skip("starts etcd and kube-apiserver")
 	}
 	cl := kubetest.Start(t)
-	cs := clientset(t, cl)
+	cs := cl.Clientset(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	newCA := func(dataDir string) (*ca.CA, kubeca.RootSecret) {

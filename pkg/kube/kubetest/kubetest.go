@@ -28,6 +28,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 )
 
@@ -320,4 +322,20 @@ current-context: test
 		t.Fatal(err)
 	}
 	return p
+}
+
+// RESTConfig is a client configuration for the cluster's admin token
+// (the loopback server's certificate is self-signed, so not verified).
+func (c *Cluster) RESTConfig() *rest.Config {
+	return &rest.Config{Host: c.URL, BearerToken: c.Token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, QPS: 100, Burst: 200}
+}
+
+// Clientset returns a typed client for the cluster's admin token.
+func (c *Cluster) Clientset(t testing.TB) kubernetes.Interface {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
 }

@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/weftmesh/weft/pkg/kube/kubetest"
 )
 
@@ -20,11 +17,7 @@ func TestOneLeaderAndFailover(t *testing.T) {
 		t.Skip("starts etcd and kube-apiserver")
 	}
 	cl := kubetest.Start(t)
-	rc, err := clientcmd.BuildConfigFromFlags("", cl.WriteKubeconfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := kubernetes.NewForConfigOrDie(rc)
+	cs := cl.Clientset(t)
 	var (
 		mu                  sync.Mutex
 		running, maxRunning int

@@ -17,8 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/weftmesh/weft/pkg/kube/inject"
 	"github.com/weftmesh/weft/pkg/kube/kubetest"
@@ -253,11 +251,7 @@ func TestCABundlePatcher(t *testing.T) {
 	cl := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rc, err := clientcmd.BuildConfigFromFlags("", cl.WriteKubeconfig(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := kubernetes.NewForConfigOrDie(rc)
+	cs := cl.Clientset(t)
 	cc := ClientConfig{ServiceNamespace: "weft-system", ServiceName: "weft"}
 	mw := MutatingConfiguration("inj", cc)
 	vw := ValidatingConfiguration("val", cc)

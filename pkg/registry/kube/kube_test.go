@@ -11,26 +11,12 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/kube/kubetest"
 	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/registry/kube"
 )
-
-func clientset(t *testing.T, cl *kubetest.Cluster) kubernetes.Interface {
-	t.Helper()
-	cs, err := kubernetes.NewForConfig(&rest.Config{
-		Host: cl.URL, BearerToken: cl.Token,
-		TLSClientConfig: rest.TLSClientConfig{Insecure: true}, // loopback test server with a self-signed certificate
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cs
-}
 
 // waitFor polls the registry until cond holds.
 func waitFor(t *testing.T, reg *registry.Registry, what string, cond func(*registry.Snapshot) error) {
@@ -77,7 +63,7 @@ func TestRegistryFromAPIServer(t *testing.T) {
 		t.Skip("starts etcd and kube-apiserver")
 	}
 	cl := kubetest.Start(t)
-	cs := clientset(t, cl)
+	cs := cl.Clientset(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	must := func(err error) {
