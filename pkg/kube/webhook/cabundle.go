@@ -40,41 +40,58 @@ func (p *CABundlePatcher) Sync(ctx context.Context) error {
 
 func (p *CABundlePatcher) syncMutating(ctx context.Context) error {
 	api := p.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	cfg, err := api.Get(ctx, p.Mutating, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("mutating webhook configuration %s: %w", p.Mutating, err)
-	}
-	ccs := make([]*admissionregistrationv1.WebhookClientConfig, len(cfg.Webhooks))
-	for i := range cfg.Webhooks {
-		ccs[i] = &cfg.Webhooks[i].ClientConfig
-	}
-	if !setCABundle(ccs, p.CABundle) {
-		return nil
-	}
-	if _, err := api.Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("mutating webhook configuration %s: %w", p.Mutating, err)
-	}
-	p.log().Info("patched caBundle", "mutatingwebhookconfiguration", p.Mutating)
-	return nil
+	return patchBundle(ctx, p, "mutatingwebhookconfiguration", p.Mutating,
+		func() (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+			return api.Get(ctx, p.Mutating, metav1.GetOptions{})
+		},
+		func(cfg *admissionregistrationv1.MutatingWebhookConfiguration) []*admissionregistrationv1.WebhookClientConfig {
+			ccs := make([]*admissionregistrationv1.WebhookClientConfig, len(cfg.Webhooks))
+			for i := range cfg.Webhooks {
+				ccs[i] = &cfg.Webhooks[i].ClientConfig
+			}
+			return ccs
+		},
+		func(cfg *admissionregistrationv1.MutatingWebhookConfiguration) error {
+			_, err := api.Update(ctx, cfg, metav1.UpdateOptions{})
+			return err
+		})
 }
 
 func (p *CABundlePatcher) syncValidating(ctx context.Context) error {
 	api := p.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
-	cfg, err := api.Get(ctx, p.Validating, metav1.GetOptions{})
+	return patchBundle(ctx, p, "validatingwebhookconfiguration", p.Validating,
+		func() (*admissionregistrationv1.ValidatingWebhookConfiguration, error) {
+			return api.Get(ctx, p.Validating, metav1.GetOptions{})
+		},
+		func(cfg *admissionregistrationv1.ValidatingWebhookConfiguration) []*admissionregistrationv1.WebhookClientConfig {
+			ccs := make([]*admissionregistrationv1.WebhookClientConfig, len(cfg.Webhooks))
+			for i := range cfg.Webhooks {
+				ccs[i] = &cfg.Webhooks[i].ClientConfig
+			}
+			return ccs
+		},
+		func(cfg *admissionregistrationv1.ValidatingWebhookConfiguration) error {
+			_, err := api.Update(ctx, cfg, metav1.UpdateOptions{})
+			return err
+		})
+}
+
+// patchBundle reads one webhook configuration, sets the bundle of each of
+// its client configs and writes it back when anything changed. The two
+// configuration kinds differ only in their Go types.
+func patchBundle[T any](ctx context.Context, p *CABundlePatcher, kind, name string,
+	get func() (T, error), clientConfigs func(T) []*admissionregistrationv1.WebhookClientConfig, update func(T) error) error {
+	cfg, err := get()
 	if err != nil {
-		return fmt.Errorf("validating webhook configuration %s: %w", p.Validating, err)
+		return fmt.Errorf("%s %s: %w", kind, name, err)
 	}
-	ccs := make([]*admissionregistrationv1.WebhookClientConfig, len(cfg.Webhooks))
-	for i := range cfg.Webhooks {
-		ccs[i] = &cfg.Webhooks[i].ClientConfig
-	}
-	if !setCABundle(ccs, p.CABundle) {
+	if !setCABundle(clientConfigs(cfg), p.CABundle) {
 		return nil
 	}
-	if _, err := api.Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("validating webhook configuration %s: %w", p.Validating, err)
+	if err := update(cfg); err != nil {
+		return fmt.Errorf("%s %s: %w", kind, name, err)
 	}
-	p.log().Info("patched caBundle", "validatingwebhookconfiguration", p.Validating)
+	p.log().Info("patched caBundle", kind, name)
 	return nil
 }
 
