@@ -11,7 +11,6 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -123,10 +122,7 @@ func TestCARefusals(t *testing.T) {
 		cp := harness.StartControlPlane(t, weft.Binary(t), "--config-dir", t.TempDir(), "--data-dir", dataDir,
 			"--xds-address", "127.0.0.1:0", "--monitoring-address", "", "--dashboard-address", "",
 			"--ca-address", "127.0.0.1:0")
-		m := regexp.MustCompile(`CA listening.*?address=([0-9.]+:[0-9]+)`).FindStringSubmatch(cp.Stderr())
-		if m == nil {
-			t.Fatalf("no CA address in the control plane log:\n%s", cp.Stderr())
-		}
+		caAddr := cp.ListenAddress(t, "CA")
 		tok := harness.Run(t, weft.Binary(t), nil, "token", "create", "--data-dir", dataDir, "--namespace", "shop", "--service-account", "cart")
 		if tok.ExitCode != 0 {
 			t.Fatalf("token create: %s", tok.Stderr)
@@ -135,7 +131,7 @@ func TestCARefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := caclient.Config{Addr: m[1], RootsPEM: roots, Token: strings.TrimSpace(tok.Stdout)}
+		cfg := caclient.Config{Addr: caAddr, RootsPEM: roots, Token: strings.TrimSpace(tok.Stdout)}
 		ctx := context.Background()
 
 		// The token's own identity is granted ...

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -30,14 +29,7 @@ func startCAControlPlane(t *testing.T, dataDir, mode string, extra ...string) (x
 		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
 		"--ca-address", "127.0.0.1:0", "--debounce", "50ms"}, extra...)
 	cp := harness.StartControlPlane(t, weft.Binary(t), args...)
-	find := func(re string) string {
-		m := regexp.MustCompile(re).FindStringSubmatch(cp.Stderr())
-		if m == nil {
-			t.Fatalf("control plane log has no %q:\n%s", re, cp.Stderr())
-		}
-		return m[1]
-	}
-	return find(`xDS server listening.*?address=([0-9.]+:[0-9]+)`), find(`CA listening.*?address=([0-9.]+:[0-9]+)`)
+	return cp.ListenAddress(t, "xDS server"), cp.ListenAddress(t, "CA")
 }
 
 // startMeshedProxyAs is startMeshedProxy with a join token (so a

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,15 +78,8 @@ func TestMutualTLS(t *testing.T) {
 	cp := harness.StartControlPlane(t, weft.Binary(t), "--config-dir", configDir, "--data-dir", dataDir,
 		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
 		"--ca-address", "127.0.0.1:0", "--debounce", "50ms")
-	find := func(re string) string {
-		m := regexp.MustCompile(re).FindStringSubmatch(cp.Stderr())
-		if m == nil {
-			t.Fatalf("control plane log has no %q:\n%s", re, cp.Stderr())
-		}
-		return m[1]
-	}
-	xds := find(`xDS server listening.*?address=([0-9.]+:[0-9]+)`)
-	caAddr := find(`CA listening.*?address=([0-9.]+:[0-9]+)`)
+	xds := cp.ListenAddress(t, "xDS server")
+	caAddr := cp.ListenAddress(t, "CA")
 
 	server, serverProc := startMeshedProxy(t, dataDir, xds, caAddr, "server",
 		"--app-port", strconv.Itoa(appPort), "--service", "server:8080/http")

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -257,6 +258,18 @@ type ControlPlane struct {
 	URL string
 	// XDSAddress is the --xds-address it was given.
 	XDSAddress string
+}
+
+// ListenAddress returns the address the control plane logged for one of
+// its listeners, e.g. "xDS server" or "CA" (`<what> listening ... address=`),
+// which is how a test learns a port it asked the kernel to choose (":0").
+func (cp *ControlPlane) ListenAddress(t testing.TB, what string) string {
+	t.Helper()
+	m := regexp.MustCompile(regexp.QuoteMeta(what) + ` listening.*?address=([0-9.]+:[0-9]+)`).FindStringSubmatch(cp.Stderr())
+	if m == nil {
+		t.Fatalf("control plane log has no %q listener address:\n%s", what, cp.Stderr())
+	}
+	return m[1]
 }
 
 // StartControlPlane runs `bin control-plane args...` and waits until its

@@ -197,15 +197,8 @@ func TestKubernetesMesh(t *testing.T) {
 	cp := harness.StartControlPlane(t, bin, "--kubeconfig", kc, "--data-dir", dataDir,
 		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
 		"--ca-address", "127.0.0.1:0", "--debounce", "20ms")
-	find := func(re string) string {
-		m := regexp.MustCompile(re).FindStringSubmatch(cp.Stderr())
-		if m == nil {
-			t.Fatalf("control plane log has no %q:\n%s", re, cp.Stderr())
-		}
-		return m[1]
-	}
-	xds := find(`xDS server listening.*?address=([0-9.]+:[0-9]+)`)
-	caAddr := find(`CA listening.*?address=([0-9.]+:[0-9]+)`)
+	xds := cp.ListenAddress(t, "xDS server")
+	caAddr := cp.ListenAddress(t, "CA")
 
 	// The CA root, as a pod would mount it from istio-ca-root-cert.
 	var root string
