@@ -294,7 +294,9 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 	for _, w := range rt.Warnings {
 		p.log.Warn("listener config not fully executed", "warning", w)
 	}
-	p.rt.Store(rt)
+	if err := listener.CloseUnused(p.rt.Swap(rt), rt); err != nil { // e.g. wasm plugins removed by this update
+		p.log.Warn("closing removed http filter", "err", err)
+	}
 	if p.gw != nil {
 		p.gw.sync(res.Listeners, gwCfgs)
 	}

@@ -7,9 +7,11 @@ package listener
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -67,6 +69,72 @@ type Runtime struct {
 // ends the request. Implementations must be safe for concurrent use.
 type HTTPFilter interface {
 	Filter(w http.ResponseWriter, r *http.Request) (handled bool)
+}
+
+// ResponseFilter is an optional interface of an HTTPFilter that also sees
+// the response (e.g. proxy-wasm's response, body and log phases). The
+// handler calls FilterResponse instead of Filter. It runs the request phase
+// like Filter, writing a local reply to w when it handles the request.
+// Otherwise wrap (nil: none) is applied to the handler's downstream writer,
+// so the response goes through the writer it returns, which may buffer and
+// rewrite it; it must implement Unwrap for http.ResponseController. done
+// (nil: none) is called, handled or not, after the handler wrote the whole
+// response, in reverse filter order (a wrapper flushes what it holds), with
+// what the proxy knows about the stream.
+type ResponseFilter interface {
+	HTTPFilter
+	FilterResponse(w http.ResponseWriter, r *http.Request) (wrap func(http.ResponseWriter) http.ResponseWriter, done func(StreamInfo), handled bool)
+}
+
+// StreamInfo is what the proxy knows about a finished stream (Envoy's
+// stream info, for filters' log phases).
+type StreamInfo struct {
+	ResponseCode  int
+	ResponseFlags string // Envoy response flags, "-" when none
+	Details       string // why the proxy answered itself; "" when via upstream
+	Cluster       string // upstream cluster, "" when none
+	UpstreamHost  string // upstream address, "" when none
+	RouteName     string
+	Duration      time.Duration
+	BytesReceived int64 // request body bytes read
+	BytesSent     int64 // response body bytes written
+}
+
+// A filter that also implements io.Closer is closed by CloseUnused once
+// the Runtime that replaced the one holding it no longer does.
+
+// CloseUnused closes the io.Closer filters of old that cur does not hold
+// (call after swapping cur in). It returns the first Close error.
+func CloseUnused(old, cur *Runtime) error {
+	if old == nil {
+		return nil
+	}
+	keep := map[io.Closer]bool{}
+	each := func(rt *Runtime, fn func(io.Closer)) {
+		for _, m := range []map[int][]HTTPFilter{rt.InboundFilters, rt.OutboundFilters} {
+			for _, fs := range m {
+				for _, f := range fs {
+					if c, ok := f.(io.Closer); ok {
+						fn(c)
+					}
+				}
+			}
+		}
+	}
+	if cur != nil {
+		each(cur, func(c io.Closer) { keep[c] = true })
+	}
+	var first error
+	each(old, func(c io.Closer) {
+		if keep[c] {
+			return
+		}
+		keep[c] = true // once
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+	})
+	return first
 }
 
 // FilterFactory builds an HTTPFilter from an http_filters entry's typed

@@ -450,6 +450,13 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		ri.status = w.status
 	}
 	dur := time.Since(ri.start)
+	if len(ri.done) > 0 {
+		si := StreamInfo{ResponseCode: ri.status, ResponseFlags: ri.flagString(), Details: ri.details, Cluster: ri.cluster,
+			UpstreamHost: ri.upstreamHost, RouteName: ri.routeName, Duration: dur, BytesReceived: ri.bytesIn.Load(), BytesSent: w.n}
+		for i := len(ri.done) - 1; i >= 0; i-- {
+			ri.done[i](si)
+		}
+	}
 	proto := "http"
 	if isGRPC(r) {
 		proto = "grpc"

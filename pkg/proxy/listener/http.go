@@ -99,9 +99,10 @@ type reqInfo struct {
 	bytesIn      atomic.Int64
 	bytesOut     int64
 	destWorkload string
-	span         *tracing.Span // nil unless tracing sampled this request
-	details      string        // why the proxy answered itself (access log)
-	upstreamPeer string        // upstream mTLS peer URI SAN (access log)
+	span         *tracing.Span      // nil unless tracing sampled this request
+	details      string             // why the proxy answered itself (access log)
+	upstreamPeer string             // upstream mTLS peer URI SAN (access log)
+	done         []func(StreamInfo) // ResponseFilter completions, in filter order
 }
 
 func (ri *reqInfo) flag(f string) {
@@ -261,6 +262,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // runFilters runs extension filters; true means one answered the request.
 func (h *Handler) runFilters(w *countingWriter, r *http.Request, ri *reqInfo, fs []HTTPFilter) bool {
 	for _, f := range fs {
+		if rf, ok := f.(ResponseFilter); ok {
+			wrap, done, handled := rf.FilterResponse(w, r)
+			if done != nil {
+				ri.done = append(ri.done, done)
+			}
+			if handled {
+				ri.status, ri.details = w.status, w.details
+				return true
+			}
+			if wrap != nil {
+				w.ResponseWriter = wrap(w.ResponseWriter)
+			}
+			continue
+		}
 		if f.Filter(w, r) {
 			ri.status, ri.details = w.status, w.details
 			return true
