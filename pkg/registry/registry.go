@@ -232,7 +232,17 @@ type Registry struct {
 	// workloads are the external sources' workload instances (pods).
 	workloads map[string]map[WorkloadKey]*Workload
 	snap      *Snapshot
-	version   uint64
+	// dirty is set by a change; the next Snapshot call rebuilds snap, so
+	// a burst of changes (thousands of proxies connecting) costs one
+	// rebuild per reader, not one per change.
+	dirty   bool
+	builds  int // snapshots built (for tests)
+	version uint64
+	// selectors lists, per namespace, the workloadSelector labels of its
+	// ServiceEntries, and groups the WorkloadGroups by namespace/name: what
+	// decides whether a proxy without SERVICES metadata is an endpoint.
+	selectors map[string][]map[string]string
+	groups    map[svcKey]*networking.WorkloadGroup
 	subs      map[int]*subscription
 	nextSub   int
 }
@@ -273,10 +283,46 @@ func (r *Registry) SetConfigs(rs []*config.Resource) {
 			keep = append(keep, c)
 		}
 	}
+	selectors := map[string][]map[string]string{}
+	groups := map[svcKey]*networking.WorkloadGroup{}
+	for _, c := range keep {
+		switch spec := c.Spec.(type) {
+		case *networking.ServiceEntry:
+			if sel := spec.GetWorkloadSelector().GetLabels(); len(sel) > 0 {
+				selectors[nsOf(c)] = append(selectors[nsOf(c)], sel)
+			}
+		case *networking.WorkloadGroup:
+			groups[svcKey{c.Meta.Name, nsOf(c)}] = spec
+		}
+	}
 	r.mu.Lock()
-	r.configs = keep
+	r.configs, r.selectors, r.groups = keep, selectors, groups
 	r.rebuildLocked()
 	r.mu.Unlock()
+}
+
+// affectsLocked reports whether proxy p can be part of a snapshot: it
+// names services (SERVICES metadata) or a ServiceEntry of its namespace
+// selects it (labels after its WorkloadGroup's). Other proxies are kept
+// but change no snapshot, so adding or removing them rebuilds nothing.
+func (r *Registry) affectsLocked(p *model.Proxy) bool {
+	if p == nil {
+		return false
+	}
+	if len(p.Services) > 0 {
+		return true
+	}
+	sels := r.selectors[p.Namespace]
+	if len(sels) == 0 {
+		return false
+	}
+	q := applyGroups([]*model.Proxy{p}, r.groups)[0]
+	for _, sel := range sels {
+		if matches(sel, q.Labels) {
+			return true
+		}
+	}
+	return false
 }
 
 // UpsertProxy adds or replaces a self-registered proxy (keyed by p.ID). The
@@ -287,27 +333,46 @@ func (r *Registry) UpsertProxy(p *model.Proxy) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if old, ok := r.proxies[p.ID]; ok && reflect.DeepEqual(old, p) {
+	old, ok := r.proxies[p.ID]
+	if ok && reflect.DeepEqual(old, p) {
 		return // a reconnect with the same metadata is not a change
 	}
 	r.proxies[p.ID] = p
-	r.rebuildLocked()
+	if r.affectsLocked(old) || r.affectsLocked(p) {
+		r.rebuildLocked()
+	}
 }
 
 // RemoveProxy forgets the proxy with node ID id.
 func (r *Registry) RemoveProxy(id string) {
 	r.mu.Lock()
-	if _, ok := r.proxies[id]; ok {
+	if old, ok := r.proxies[id]; ok {
 		delete(r.proxies, id)
-		r.rebuildLocked()
+		if r.affectsLocked(old) {
+			r.rebuildLocked()
+		}
 	}
 	r.mu.Unlock()
 }
 
-// Snapshot returns the current immutable view.
+// Snapshot returns the current immutable view, building it if anything
+// changed since the last call.
 func (r *Registry) Snapshot() *Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.dirty {
+		r.dirty = false
+		r.builds++
+		proxies := make([]*model.Proxy, 0, len(r.proxies))
+		for _, p := range r.proxies {
+			if r.affectsLocked(p) {
+				proxies = append(proxies, p)
+			}
+		}
+		sort.Slice(proxies, func(i, j int) bool { return proxies[i].ID < proxies[j].ID })
+		r.snap = build(r.configs, r.sourceServicesLocked(), r.sourceWorkloadsLocked(), proxies, r.version, r.suffix)
+		r.log.Debug("registry rebuilt", "version", r.version, "services", len(r.snap.Services), "proxies", len(proxies))
+	}
 	return r.snap
 }
 
@@ -359,15 +424,11 @@ func (s *subscription) run() {
 	}
 }
 
+// rebuildLocked records a change: the next Snapshot builds a new view,
+// and subscribers are told.
 func (r *Registry) rebuildLocked() {
 	r.version++
-	proxies := make([]*model.Proxy, 0, len(r.proxies))
-	for _, p := range r.proxies {
-		proxies = append(proxies, p)
-	}
-	sort.Slice(proxies, func(i, j int) bool { return proxies[i].ID < proxies[j].ID })
-	r.snap = build(r.configs, r.sourceServicesLocked(), r.sourceWorkloadsLocked(), proxies, r.version, r.suffix)
-	r.log.Debug("registry rebuilt", "version", r.version, "services", len(r.snap.Services), "proxies", len(proxies))
+	r.dirty = true
 	for _, s := range r.subs {
 		select {
 		case s.kick <- struct{}{}:

@@ -260,3 +260,68 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	<-done
 }
+
+// Proxies that no ServiceEntry selects and that name no services are kept
+// but change nothing: thousands of them connecting cause no rebuild and no
+// notification. A burst of relevant changes costs one rebuild, when the
+// snapshot is next read.
+func TestProxyChangesRebuildLazily(t *testing.T) {
+	r := New(nil)
+	r.SetConfigs(decode(t, configs))
+	calls := make(chan struct{}, 1)
+	cancel := r.Subscribe(func() {
+		select {
+		case calls <- struct{}{}:
+		default:
+		}
+	})
+	defer cancel()
+	s0 := r.Snapshot()
+	builds := r.builds
+	for i := range 1000 {
+		r.UpsertProxy(proxy(fmt.Sprintf("sidecar~10.2.%d.%d~ratings-%d.default~default.svc.cluster.local", i/250, i%250, i), map[string]string{"app": "ratings"}, nil))
+	}
+	if s := r.Snapshot(); s != s0 || r.builds != builds {
+		t.Errorf("unselected proxies rebuilt the snapshot (%d builds)", r.builds-builds)
+	}
+	r.RemoveProxy("sidecar~10.2.0.0~ratings-0.default~default.svc.cluster.local")
+	select {
+	case <-calls:
+		t.Error("subscriber called for proxies outside the snapshot")
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// 100 selected proxies: one rebuild when read, every one an endpoint.
+	for i := range 100 {
+		r.UpsertProxy(proxy(fmt.Sprintf("sidecar~10.3.0.%d~reviews-%d.default~default.svc.cluster.local", i, i), map[string]string{"app": "reviews"}, nil))
+	}
+	s := r.Snapshot()
+	if r.builds != builds+1 {
+		t.Errorf("%d rebuilds for 100 proxies and one read, want 1", r.builds-builds)
+	}
+	if got := len(s.EndpointsOf("reviews.default.svc.cluster.local")); got != 102 {
+		t.Errorf("reviews endpoints = %d, want 2 + 100 proxies", got)
+	}
+	select {
+	case <-calls:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no callback after selected proxies joined")
+	}
+
+	// A ServiceEntry that selects the proxies already connected makes them
+	// endpoints.
+	more := decode(t, configs+`---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: ratings}}
+`)
+	r.SetConfigs(more)
+	if got := len(r.Snapshot().EndpointsOf("ratings.default.svc.cluster.local")); got != 999 {
+		t.Errorf("ratings endpoints = %d, want the 999 connected proxies", got)
+	}
+}

@@ -15,93 +15,231 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// The benchmark's simulated clients run in a child process (this test
-// binary re-executed with benchClientsEnv set), so the benchmark process's
-// RSS is the control plane's own. The child speaks one line per event on
-// stdout, prefixed with benchLinePrefix:
+// The benchmark's simulated clients run in child processes (this test
+// binary re-executed with benchClientsEnv set), so the benchmark process
+// is the control plane alone: its RSS and CPU are the control plane's, and
+// the clients' decoding is spread over several processes that the kernel
+// schedules like any other. Child k of n runs the clients i with i%n == k.
+// Each child speaks one line per event on stdout, prefixed with
+// benchLinePrefix:
 //
-//	READY <clients> <stream errors>     every client got CDS and RDS
-//	CHANGED <unix nanos> ...            every client saw a new RDS version
-//	                                    after READY; one time per client
+//	READY <clients> <stream errors>     each of its clients got CDS, EDS,
+//	                                    LDS and RDS at least once
+//	CHANGED <i>=<unix nanos> ...        after the parent wrote GO on stdin:
+//	                                    each client received and decoded an
+//	                                    RDS response with a version other
+//	                                    than the one it had at GO
 const (
 	benchClientsEnv = "WEFT_BENCH_CLIENT_ADDR"
 	benchLinePrefix = "WEFTBENCH "
 )
 
+// benchNode is the node of simulated client i: a sidecar of deployment
+// app-(i%apps) in namespace bench with Kubernetes-like labels and one app
+// port, as weft proxy (or an Istio agent) sends it.
+func benchNode(i, apps int) *corev3.Node {
+	app := fmt.Sprintf("svc-%d", i%apps)
+	ip := fmt.Sprintf("10.9.%d.%d", i/250, i%250)
+	md, _ := structpb.NewStruct(map[string]any{
+		"NAMESPACE":     "bench",
+		"WORKLOAD_NAME": app,
+		"INSTANCE_IPS":  ip,
+		"APP_PORTS":     "8080",
+		"LABELS":        map[string]any{"app": app, "version": "v1"},
+	})
+	return &corev3.Node{Id: fmt.Sprintf("sidecar~%s~%s-%d.bench~bench.svc.cluster.local", ip, app, i), Metadata: md}
+}
+
+// benchClient is one simulated sidecar on an ADS stream: it subscribes to
+// every cluster, endpoint and listener and to route config "80" (as Envoy
+// does after its first LDS), ACKs every response after decoding it, and
+// records when an RDS response with a new version was decoded.
+type benchClient struct {
+	ready      chan struct{} // closed when all four types first arrived
+	readyOnce  sync.Once
+	rdsVersion atomic.Value // string
+	rdsAt      atomic.Int64 // unix nanos when the last RDS response was decoded
+	// decodeRoutes also unmarshals each RouteConfiguration (a real
+	// client's full cost; WEFT_BENCH_DECODE_ROUTES=1).
+	decodeRoutes bool
+}
+
+func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	subs := []*discoveryv3.DiscoveryRequest{
+		{Node: node, TypeUrl: resourcev3.ClusterType},
+		{TypeUrl: resourcev3.EndpointType},
+		{TypeUrl: resourcev3.ListenerType},
+		{TypeUrl: resourcev3.RouteType, ResourceNames: []string{"80"}},
+	}
+	for _, r := range subs {
+		if err := st.Send(r); err != nil {
+			return err
+		}
+	}
+	got := map[string]bool{}
+	for {
+		// The proto codec decodes the whole DiscoveryResponse (version,
+		// nonce, every resource as an Any) before Recv returns.
+		r, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		if len(r.GetResources()) == 0 {
+			return fmt.Errorf("%s response %s carries no resources", r.GetTypeUrl(), r.GetVersionInfo())
+		}
+		ack := &discoveryv3.DiscoveryRequest{TypeUrl: r.GetTypeUrl(), VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}
+		if r.GetTypeUrl() == resourcev3.RouteType {
+			if c.decodeRoutes {
+				for _, a := range r.GetResources() {
+					if err := a.UnmarshalTo(&routev3.RouteConfiguration{}); err != nil {
+						return fmt.Errorf("decode route configuration: %w", err)
+					}
+				}
+			}
+			ack.ResourceNames = []string{"80"}
+			c.rdsAt.Store(time.Now().UnixNano())
+			c.rdsVersion.Store(r.GetVersionInfo())
+		}
+		got[r.GetTypeUrl()] = true
+		if err := st.Send(ack); err != nil {
+			return err
+		}
+		if len(got) == 4 {
+			c.readyOnce.Do(func() { close(c.ready) })
+		}
+	}
+}
+
+// benchChildren are the client processes of one benchmark run.
+type benchChildren []*benchChild
+
 type benchChild struct {
 	cmd   *exec.Cmd
+	stdin interface{ Write([]byte) (int, error) }
 	lines chan []string
 	done  chan error
 }
 
-func startBenchClients(ctx context.Context, addr string, clients int) (*benchChild, error) {
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), benchClientsEnv+"="+addr, "WEFT_BENCH_CLIENTS="+strconv.Itoa(clients))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("client process stdout: %w", err)
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start client process: %w", err)
-	}
-	c := &benchChild{cmd: cmd, lines: make(chan []string, 4), done: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 64<<20)
-		for sc.Scan() {
-			if l, ok := strings.CutPrefix(sc.Text(), benchLinePrefix); ok {
-				c.lines <- strings.Fields(l)
+func startBenchClients(ctx context.Context, addr string, clients, apps, procs int) (benchChildren, error) {
+	var cs benchChildren
+	for k := range procs {
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestBenchClientProcess$", "-test.timeout=20m")
+		cmd.Env = append(os.Environ(), benchClientsEnv+"="+addr, "WEFT_BENCH_CLIENTS="+strconv.Itoa(clients),
+			"WEFT_BENCH_APPS="+strconv.Itoa(apps), fmt.Sprintf("WEFT_BENCH_CHILD=%d/%d", k, procs))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			cs.stop()
+			return nil, fmt.Errorf("client process stdout: %w", err)
+		}
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			cs.stop()
+			return nil, fmt.Errorf("client process stdin: %w", err)
+		}
+		if err := cmd.Start(); err != nil {
+			cs.stop()
+			return nil, fmt.Errorf("start client process: %w", err)
+		}
+		c := &benchChild{cmd: cmd, stdin: in, lines: make(chan []string, 4), done: make(chan error, 1)}
+		go func() {
+			sc := bufio.NewScanner(out)
+			sc.Buffer(make([]byte, 1<<20), 64<<20)
+			for sc.Scan() {
+				if l, ok := strings.CutPrefix(sc.Text(), benchLinePrefix); ok {
+					c.lines <- strings.Fields(l)
+				}
 			}
-		}
-		c.done <- cmd.Wait()
-	}()
-	return c, nil
-}
-
-// await returns the child's next line, which must start with word.
-func (c *benchChild) await(word string, timeout time.Duration) ([]string, error) {
-	select {
-	case l := <-c.lines:
-		if len(l) == 0 || l[0] != word {
-			return nil, fmt.Errorf("client process said %q, want %s", strings.Join(l, " "), word)
-		}
-		return l, nil
-	case err := <-c.done:
-		return nil, fmt.Errorf("client process exited: %v", err)
-	case <-time.After(timeout):
-		return nil, fmt.Errorf("no %s from the client process within %v", word, timeout)
+			c.done <- cmd.Wait()
+		}()
+		cs = append(cs, c)
 	}
+	return cs, nil
 }
 
-// cpu is the client process's CPU time so far (user+system, from
+// await returns every child's next line, each of which must start with
+// word, concatenated (the word once, then every child's fields).
+func (cs benchChildren) await(word string, timeout time.Duration) ([]string, error) {
+	deadline := time.After(timeout)
+	out := []string{word}
+	for _, c := range cs {
+		select {
+		case l := <-c.lines:
+			if len(l) == 0 || l[0] != word {
+				return nil, fmt.Errorf("client process said %q, want %s", strings.Join(l, " "), word)
+			}
+			out = append(out, l[1:]...)
+		case err := <-c.done:
+			return nil, fmt.Errorf("client process exited: %v", err)
+		case <-deadline:
+			return nil, fmt.Errorf("no %s from every client process within %v", word, timeout)
+		}
+	}
+	return out, nil
+}
+
+// send writes a line to every child's stdin.
+func (cs benchChildren) send(line string) error {
+	for _, c := range cs {
+		if _, err := c.stdin.Write([]byte(line + "\n")); err != nil {
+			return fmt.Errorf("write to client process: %w", err)
+		}
+	}
+	return nil
+}
+
+// cpu is the client processes' CPU time so far (user+system, from
 // /proc/PID/stat in clock ticks of 1/100 s).
-func (c *benchChild) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
-	if err != nil {
-		return 0
+func (cs benchChildren) cpu() time.Duration {
+	var total time.Duration
+	for _, c := range cs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesized command name; utime and stime
+		// are fields 14 and 15 of the whole line.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * 10 * time.Millisecond
 	}
-	// Fields after the parenthesized command name; utime and stime are
-	// fields 14 and 15 of the whole line.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return total
 }
 
-func (c *benchChild) rss() string { return procStatus(strconv.Itoa(c.cmd.Process.Pid), "VmRSS:") }
+// rss is the client processes' resident sets, in kB each.
+func (cs benchChildren) rss() string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, procStatus(strconv.Itoa(c.cmd.Process.Pid), "VmRSS:"))
+	}
+	return strings.Join(out, ", ")
+}
 
-func (c *benchChild) stop() {
-	_ = c.cmd.Process.Kill()
-	<-c.done
+func (cs benchChildren) stop() {
+	for _, c := range cs {
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
 }
 
 // TestBenchClientProcess is the benchmark's client process; it skips
@@ -115,16 +253,25 @@ func TestBenchClientProcess(t *testing.T) {
 	if err != nil || clients <= 0 {
 		t.Fatalf("WEFT_BENCH_CLIENTS: %v", err)
 	}
-	if err := runBenchClients(t.Context(), addr, clients); err != nil {
+	apps, err := strconv.Atoi(os.Getenv("WEFT_BENCH_APPS"))
+	if err != nil || apps <= 0 {
+		t.Fatalf("WEFT_BENCH_APPS: %v", err)
+	}
+	var k, n int
+	if _, err := fmt.Sscanf(os.Getenv("WEFT_BENCH_CHILD"), "%d/%d", &k, &n); err != nil || n <= 0 || k < 0 || k >= n {
+		t.Fatalf("WEFT_BENCH_CHILD %q: want K/N", os.Getenv("WEFT_BENCH_CHILD"))
+	}
+	if err := runBenchClients(t.Context(), addr, clients, apps, k, n); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func runBenchClients(ctx context.Context, addr string, clients int) error {
-	streamsPerCon := 100
+func runBenchClients(ctx context.Context, addr string, clients, apps, child, children int) error {
+	streamsPerCon := 1
 	if n, err := strconv.Atoi(os.Getenv("WEFT_BENCH_STREAMS_PER_CONN")); err == nil && n > 0 {
 		streamsPerCon = n
 	}
+	decodeRoutes := os.Getenv("WEFT_BENCH_DECODE_ROUTES") != ""
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var conns []*grpc.ClientConn
@@ -133,32 +280,39 @@ func runBenchClients(ctx context.Context, addr string, clients int) error {
 			_ = cc.Close()
 		}
 	}()
-	cs := make([]*benchClient, clients)
+	var ids []int
+	for i := child; i < clients; i += children {
+		ids = append(ids, i)
+	}
+	cs := make([]*benchClient, len(ids))
 	var failed atomic.Int64
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	for i := range clients {
-		if i%streamsPerCon == 0 {
+	for j, i := range ids {
+		if j%streamsPerCon == 0 {
 			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				return fmt.Errorf("dial %s: %w", addr, err)
 			}
 			conns = append(conns, cc)
 		}
-		c := &benchClient{ready: make(chan struct{})}
-		cs[i] = c
+		c := &benchClient{ready: make(chan struct{}), decodeRoutes: decodeRoutes}
+		cs[j] = c
 		cc := conns[len(conns)-1]
+		node := benchNode(i, apps)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id := fmt.Sprintf("sidecar~10.9.%d.%d~app-%d.bench~bench.svc.cluster.local", i/250, i%250, i)
 			for ctx.Err() == nil { // reconnect like a real client
-				if err := c.run(ctx, cc, id); err != nil && ctx.Err() == nil {
+				if err := c.run(ctx, cc, node); err != nil && ctx.Err() == nil {
 					if failed.Add(1) == 1 {
 						fmt.Fprintf(os.Stderr, "first stream error (the client retries): %v\n", err)
 					}
-					time.Sleep(100 * time.Millisecond)
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
 				}
 			}
 		}()
@@ -170,26 +324,30 @@ func runBenchClients(ctx context.Context, addr string, clients int) error {
 			return ctx.Err()
 		}
 	}
-	old := make([]any, clients)
-	for i, c := range cs {
-		old[i] = c.rdsVersion.Load()
+	fmt.Printf("%sREADY %d %d\n", benchLinePrefix, len(cs), failed.Load())
+	in := bufio.NewScanner(os.Stdin)
+	if !in.Scan() || in.Text() != "GO" {
+		return errors.New("client process: no GO from the benchmark")
 	}
-	fmt.Printf("%sREADY %d %d\n", benchLinePrefix, clients, failed.Load())
-	if f := os.Getenv("WEFT_BENCH_CLIENT_CPU"); f != "" { // profile the clients during the change
+	old := make([]any, len(cs))
+	for j, c := range cs {
+		old[j] = c.rdsVersion.Load()
+	}
+	if f := os.Getenv("WEFT_BENCH_CLIENT_CPU"); f != "" && child == 0 { // profile one client process during the change
 		if out, err := os.Create(f); err == nil && pprof.StartCPUProfile(out) == nil {
 			defer func() { pprof.StopCPUProfile(); out.Close() }()
 		}
 	}
 	var b strings.Builder
 	b.WriteString(benchLinePrefix + "CHANGED")
-	for i, c := range cs {
-		for c.rdsVersion.Load() == old[i] {
+	for j, c := range cs {
+		for c.rdsVersion.Load() == old[j] {
 			if ctx.Err() != nil {
 				return errors.New("cancelled before every client saw the change")
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		fmt.Fprintf(&b, " %d", c.rdsAt.Load())
+		fmt.Fprintf(&b, " %d=%d", ids[j], c.rdsAt.Load())
 	}
 	pprof.StopCPUProfile()
 	fmt.Println(b.String())

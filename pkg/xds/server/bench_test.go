@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -14,22 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
-	encodingproto "google.golang.org/grpc/encoding/proto"
-	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/config"
@@ -73,110 +63,6 @@ func meshGenerator(configs []*config.Resource) func(*model.Proxy) (*Resources, e
 	return func(*model.Proxy) (*Resources, error) { return out, nil }
 }
 
-// benchClient is one simulated sidecar on an ADS stream: it asks for every
-// cluster and route config "80", ACKs everything and records RDS versions.
-type benchClient struct {
-	ready      chan struct{} // closed when CDS and RDS first arrive
-	readyOnce  sync.Once
-	rdsVersion atomic.Value // string
-	rdsAt      atomic.Int64 // unix nanos of the last RDS response
-}
-
-func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, id string) error {
-	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx, grpc.ForceCodecV2(benchCodec{encoding.GetCodecV2(encodingproto.Name)}))
-	if err != nil {
-		return err
-	}
-	node := &corev3.Node{Id: id}
-	if err := st.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType}); err != nil {
-		return err
-	}
-	if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.RouteType, ResourceNames: []string{"80"}}); err != nil {
-		return err
-	}
-	var gotCDS, gotRDS bool
-	for {
-		r, err := st.Recv()
-		if err != nil {
-			return err
-		}
-		ack := &discoveryv3.DiscoveryRequest{TypeUrl: r.GetTypeUrl(), VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}
-		switch r.GetTypeUrl() {
-		case resourcev3.ClusterType:
-			gotCDS = true
-		case resourcev3.RouteType:
-			ack.ResourceNames = []string{"80"}
-			c.rdsVersion.Store(r.GetVersionInfo())
-			c.rdsAt.Store(time.Now().UnixNano())
-			gotRDS = true
-		}
-		if err := st.Send(ack); err != nil {
-			return err
-		}
-		if gotCDS && gotRDS {
-			c.readyOnce.Do(func() { close(c.ready) })
-		}
-	}
-}
-
-// benchCodec is the simulated clients' codec: a DiscoveryResponse is
-// decoded only as far as the client needs (version_info, type_url, nonce;
-// the resources are counted, not decoded), so the client process, which
-// shares this machine with the control plane, spends little CPU per
-// response. Everything else goes to the proto codec.
-type benchCodec struct{ base encoding.CodecV2 }
-
-func (c benchCodec) Name() string { return c.base.Name() }
-
-func (c benchCodec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
-
-func (c benchCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	r, ok := v.(*discoveryv3.DiscoveryResponse)
-	if !ok {
-		return c.base.Unmarshal(data, v)
-	}
-	rd := data.Reader()
-	defer rd.Close()
-	resources := 0
-	for rd.Remaining() > 0 {
-		tag, err := binary.ReadUvarint(rd)
-		if err != nil {
-			return fmt.Errorf("response tag: %w", err)
-		}
-		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
-		if typ != protowire.BytesType {
-			return fmt.Errorf("response field %d: unexpected wire type %d", num, typ)
-		}
-		n, err := binary.ReadUvarint(rd)
-		if err != nil || n > uint64(rd.Remaining()) {
-			return fmt.Errorf("response field %d: bad length", num)
-		}
-		if num == 2 { // a resource: counted, skipped
-			resources++
-			if _, err := rd.Discard(int(n)); err != nil {
-				return err
-			}
-			continue
-		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(rd, b); err != nil {
-			return err
-		}
-		switch num {
-		case 1:
-			r.VersionInfo = string(b)
-		case 4:
-			r.TypeUrl = string(b)
-		case 5:
-			r.Nonce = string(b)
-		}
-	}
-	if resources == 0 {
-		return fmt.Errorf("%s response %s carries no resources", r.TypeUrl, r.VersionInfo)
-	}
-	return nil
-}
-
 // vmRSS is this process's resident set: in the benchmark, the control
 // plane alone (the clients run in a child process).
 func vmRSS() string { return procStatus("self", "VmRSS:") }
@@ -204,54 +90,111 @@ func procStatus(pid, field string) string {
 	return "?"
 }
 
-// BenchmarkControlPlaneScale: 1000 services, 5000 ADS clients on real gRPC
-// streams over 127.0.0.1 (100 streams per connection), run in a child
-// process (see startBenchClients). It reports the time to serve every
-// client its first full config, the time for one VirtualService change to
-// reach every client (p50/p99/max), the push computation time, the control
-// plane's CPU time for each phase (wall times stretch on a busy machine;
-// CPU time does much less) and its RSS, clients excluded.
-// WEFT_BENCH_CLIENTS scales it down; WEFT_BENCH_TRANSLATE=1 uses the
-// registry and the real translator instead of meshGenerator; WEFT_BENCH_HEAP writes a heap profile
-// once every client is served, WEFT_BENCH_CHANGE_CPU a CPU profile of the
-// change alone.
-func BenchmarkControlPlaneScale(b *testing.B) {
-	const (
-		services      = 1000
-		streamsPerCon = 100
-	)
-	clients := 5000
-	if n, err := strconv.Atoi(os.Getenv("WEFT_BENCH_CLIENTS")); err == nil && n > 0 {
-		clients = n // for profiling at a smaller scale
+// benchConfigs is the benchmark's Istio config: services ServiceEntries
+// svc-I.bench.svc.cluster.local (HTTP port 80, target port 8080) in
+// namespace bench. The first apps of them select their pods (the
+// simulated clients, label app=svc-I) with a workloadSelector, the others
+// have two static endpoints labelled version v1 and v2. Every fifth
+// service has a DestinationRule (subsets v1/v2, connection pool, outlier
+// detection) and a VirtualService (90/10 split, timeout, retries);
+// svc-0's VirtualService has timeout vsTimeout.
+func benchConfigs(services, apps int, vsTimeout time.Duration) []*config.Resource {
+	var rs []*config.Resource
+	for i := range services {
+		name := fmt.Sprintf("svc-%d", i)
+		host := name + ".bench.svc.cluster.local"
+		se := &networking.ServiceEntry{Hosts: []string{host}, Location: networking.ServiceEntry_MESH_INTERNAL,
+			Ports:      []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP", TargetPort: 8080}},
+			Resolution: networking.ServiceEntry_STATIC}
+		if i < apps {
+			se.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{"app": name}}
+		} else {
+			for v := 1; v <= 2; v++ {
+				se.Endpoints = append(se.Endpoints, &networking.WorkloadEntry{Address: fmt.Sprintf("10.%d.%d.%d", 100+i/250, i%250, v),
+					Labels: map[string]string{"app": name, "version": fmt.Sprintf("v%d", v)}})
+			}
+		}
+		rs = append(rs, &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindServiceEntry,
+			Meta: config.Meta{Name: name, Namespace: "bench"}, Spec: se})
+		if i%5 == 0 {
+			rs = append(rs, benchVirtualService(i, vsTimeout), &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindDestinationRule,
+				Meta: config.Meta{Name: name, Namespace: "bench"},
+				Spec: &networking.DestinationRule{Host: host,
+					TrafficPolicy: &networking.TrafficPolicy{
+						ConnectionPool:   &networking.ConnectionPoolSettings{Http: &networking.ConnectionPoolSettings_HTTPSettings{Http1MaxPendingRequests: 100, MaxRequestsPerConnection: 10}},
+						OutlierDetection: &networking.OutlierDetection{Consecutive_5XxErrors: wrapperspb.UInt32(5), Interval: durationpb.New(10 * time.Second), BaseEjectionTime: durationpb.New(30 * time.Second)},
+					},
+					Subsets: []*networking.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2"}}},
+				}})
+		}
 	}
+	return rs
+}
+
+// benchVirtualService is svc-I's VirtualService: 90 % to subset v1, 10 %
+// to v2, with a timeout and retries.
+func benchVirtualService(i int, timeout time.Duration) *config.Resource {
+	host := fmt.Sprintf("svc-%d.bench.svc.cluster.local", i)
+	return &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindVirtualService,
+		Meta: config.Meta{Name: fmt.Sprintf("svc-%d", i), Namespace: "bench"},
+		Spec: &networking.VirtualService{Hosts: []string{host},
+			Http: []*networking.HTTPRoute{{Timeout: durationpb.New(timeout),
+				Retries: &networking.HTTPRetry{Attempts: 3, PerTryTimeout: durationpb.New(timeout / 4), RetryOn: "5xx,connect-failure"},
+				Route: []*networking.HTTPRouteDestination{
+					{Destination: &networking.Destination{Host: host, Subset: "v1"}, Weight: 90},
+					{Destination: &networking.Destination{Host: host, Subset: "v2"}, Weight: 10},
+				}}}}}
+}
+
+// benchEnvInt reads a positive integer knob.
+func benchEnvInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// BenchmarkControlPlaneScale: 1000 services (benchConfigs: ServiceEntries,
+// VirtualServices, DestinationRules) translated by the production
+// generator (registry + translate.Build), 5000 ADS clients (sidecars of
+// 200 deployments, each its own gRPC connection) on real streams over
+// 127.0.0.1, run in 4 child processes (see startBenchClients). It reports
+// the time until every client has its first full config (CDS, EDS, LDS,
+// RDS) and the pushes have settled, the time from one VirtualService write
+// to the store until each client decoded the new route table (p50/p99/max),
+// the push computation time, the CPU time of the control plane and of the
+// clients for each phase (wall times stretch on a busy machine; CPU time
+// does much less), the control plane's RSS (clients excluded) and the
+// machine's load average.
+//
+// Knobs: WEFT_BENCH_CLIENTS, WEFT_BENCH_APPS (deployments), WEFT_BENCH_PROCS
+// (client processes), WEFT_BENCH_STREAMS_PER_CONN (streams per client
+// connection, default 1), WEFT_BENCH_DECODE_ROUTES=1 (clients also decode
+// every RouteConfiguration), WEFT_BENCH_SYNTHETIC=1 (meshGenerator instead
+// of the translator: every client gets the same hand-built resources),
+// WEFT_BENCH_HEAP (heap profile once every client is served),
+// WEFT_BENCH_FULL_CPU / WEFT_BENCH_CHANGE_CPU (CPU profiles of the control
+// plane during the initial push / the change), WEFT_BENCH_CLIENT_CPU (CPU
+// profile of the first client process during the change).
+func BenchmarkControlPlaneScale(b *testing.B) {
+	const services = 1000
+	clients := benchEnvInt("WEFT_BENCH_CLIENTS", 5000)
+	apps := min(benchEnvInt("WEFT_BENCH_APPS", 200), services)
+	procs := benchEnvInt("WEFT_BENCH_PROCS", 4)
 	for range b.N {
 		st, err := bolt.Open(filepath.Join(b.TempDir(), "weft.db"), bolt.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		var rs []*config.Resource
-		for i := range services {
-			host := fmt.Sprintf("svc-%d.bench.svc.cluster.local", i)
-			rs = append(rs, &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindServiceEntry,
-				Meta: config.Meta{Name: fmt.Sprintf("svc-%d", i), Namespace: "bench"},
-				Spec: &networking.ServiceEntry{Hosts: []string{host}, Ports: []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}},
-					Resolution: networking.ServiceEntry_STATIC, Endpoints: []*networking.WorkloadEntry{{Address: fmt.Sprintf("10.%d.%d.1", i/250, i%250)}}}})
-		}
-		vsRes := func(timeout time.Duration) *config.Resource {
-			return &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindVirtualService,
-				Meta: config.Meta{Name: "svc-0", Namespace: "bench"},
-				Spec: &networking.VirtualService{Hosts: []string{"svc-0.bench.svc.cluster.local"},
-					Http: []*networking.HTTPRoute{{Timeout: durationpb.New(timeout),
-						Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "svc-0.bench.svc.cluster.local"}}}}}}}
-		}
-		rs = append(rs, vsRes(time.Second))
-		if _, err := st.Apply(context.Background(), store.Upsert, rs); err != nil {
+		if _, err := st.Apply(context.Background(), store.Upsert, benchConfigs(services, apps, time.Second)); err != nil {
 			b.Fatal(err)
 		}
-		opts := Options{Store: st, Generate: meshGenerator, Logger: slog.New(slog.DiscardHandler), RemoveGrace: time.Minute}
-		if os.Getenv("WEFT_BENCH_TRANSLATE") != "" { // the production generator
-			reg := registry.New(slog.New(slog.DiscardHandler))
-			opts.Registry, opts.Generate = reg, TranslateGenerator(reg)
+		mode := "real translator (registry + translate.Build)"
+		reg := registry.New(slog.New(slog.DiscardHandler))
+		opts := Options{Store: st, Registry: reg, Generate: TranslateGenerator(reg), Logger: slog.New(slog.DiscardHandler), RemoveGrace: time.Minute}
+		if os.Getenv("WEFT_BENCH_SYNTHETIC") != "" {
+			mode = "synthetic meshGenerator"
+			opts.Registry, opts.Generate = nil, meshGenerator
 		}
 		srv, err := New(opts)
 		if err != nil {
@@ -277,15 +220,22 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			}
 		}
 		start, cpu0 := time.Now(), cpuTime()
-		child, err := startBenchClients(ctx, lis.Addr().String(), clients)
+		children, err := startBenchClients(ctx, lis.Addr().String(), clients, apps, procs)
 		if err != nil {
 			b.Fatal(err)
 		}
-		served, err := child.await("READY", 3*time.Minute)
+		served, err := children.await("READY", 5*time.Minute)
 		if err != nil {
 			b.Fatalf("clients not served: %v; server RSS %s", err, vmRSS())
 		}
-		full, fullCPU := time.Since(start), cpuTime()-cpu0
+		firstServed := time.Since(start)
+		// Endpoints change while the clients connect (each deployment's
+		// pods join their service): wait until the pushes have settled.
+		settled, err := srv.benchSettle(2*time.Minute, time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		full, fullCPU := settled.Sub(start), cpuTime()-cpu0
 		stopFullProfile()
 		if f := os.Getenv("WEFT_BENCH_HEAP"); f != "" {
 			if out, err := os.Create(f); err == nil {
@@ -293,8 +243,14 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 				out.Close()
 			}
 		}
-		b.Logf("initial full config (%d clusters + %d endpoints + 1 route of %d vhosts) to %d clients: %v, control-plane CPU %v (clients, stream errors: %s); control-plane RSS %s, client process RSS %s",
-			services, services, services, clients, full, fullCPU.Round(time.Millisecond), strings.Join(served[1:], " "), vmRSS(), child.rss())
+		var streamErrs int
+		for i := 2; i < len(served); i += 2 {
+			n, _ := strconv.Atoi(served[i])
+			streamErrs += n
+		}
+		b.Logf("%s; %d services, %d clients of %d deployments in %d processes; load average %s", mode, services, clients, apps, procs, loadAvg())
+		b.Logf("full push: every client had CDS+EDS+LDS+RDS after %v, pushes settled after %v; control-plane CPU %v, clients CPU %v, %d stream errors; control-plane RSS %s, client processes RSS %s",
+			firstServed.Round(time.Millisecond), full.Round(time.Millisecond), fullCPU.Round(time.Millisecond), children.cpu(), streamErrs, vmRSS(), children.rss())
 
 		// One VirtualService change that reaches every client's route "80".
 		stopProfile := func() {}
@@ -303,15 +259,18 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 				stopProfile = func() { pprof.StopCPUProfile(); out.Close() }
 			}
 		}
-		changed, cpu1, childCPU, sent0, marshals0 := time.Now(), cpuTime(), child.cpu(), srv.prepared.hits.Load(), srv.prepared.marshals.Load()
-		if _, err := st.Apply(context.Background(), store.Upsert, []*config.Resource{vsRes(3 * time.Second)}); err != nil {
+		if err := children.send("GO"); err != nil {
 			b.Fatal(err)
 		}
-		at, err := child.await("CHANGED", 2*time.Minute)
+		changed, cpu1, childCPU, sent0, marshals0 := time.Now(), cpuTime(), children.cpu(), srv.prepared.hits.Load(), srv.prepared.marshals.Load()
+		if _, err := st.Apply(context.Background(), store.Upsert, []*config.Resource{benchVirtualService(0, 3*time.Second)}); err != nil {
+			b.Fatal(err)
+		}
+		at, err := children.await("CHANGED", 3*time.Minute)
 		if err != nil {
 			b.Fatalf("VirtualService change did not reach every client: %v", err)
 		}
-		changeCPU, changeChildCPU := cpuTime()-cpu1, child.cpu()-childCPU
+		changeCPU, changeChildCPU := cpuTime()-cpu1, children.cpu()-childCPU
 		sent, marshals := srv.prepared.hits.Load()-sent0, srv.prepared.marshals.Load()-marshals0
 		// When the control plane handed its last response to gRPC (all but
 		// at most one 64 KiB write quota of it written to the socket).
@@ -319,27 +278,64 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 		stopProfile()
 		lat := make([]time.Duration, 0, clients)
 		for _, f := range at[1:] {
-			n, err := strconv.ParseInt(f, 10, 64)
+			_, ts, _ := strings.Cut(f, "=")
+			n, err := strconv.ParseInt(ts, 10, 64)
 			if err != nil {
 				b.Fatalf("client process: bad time %q", f)
 			}
 			lat = append(lat, time.Unix(0, n).Sub(changed))
 		}
 		if len(lat) != clients {
-			b.Fatalf("client process reported %d of %d clients", len(lat), clients)
+			b.Fatalf("client processes reported %d of %d clients", len(lat), clients)
 		}
 		slices.Sort(lat)
-		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v; %d responses sent from %d encoded bodies, the last handed to gRPC after %v; CPU: control plane %v, clients %v); control-plane RSS %s (peak %s), client process RSS %s",
-			clients, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()), sent, marshals, lastSend.Round(time.Millisecond), changeCPU.Round(time.Millisecond), changeChildCPU, vmRSS(), procStatus("self", "VmHWM:"), child.rss())
+		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v; %d responses sent from %d encoded bodies, the last handed to gRPC after %v; CPU: control plane %v, clients %v); control-plane RSS %s (peak %s); load average %s",
+			clients, lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()).Round(time.Millisecond), sent, marshals, lastSend.Round(time.Millisecond), changeCPU.Round(time.Millisecond), changeChildCPU, vmRSS(), procStatus("self", "VmHWM:"), loadAvg())
 		b.ReportMetric(full.Seconds(), "full-push-s")
 		b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "change-p50-ms")
 		b.ReportMetric(lat[len(lat)*99/100].Seconds()*1000, "change-p99-ms")
 		rss, _ := strconv.Atoi(strings.Fields(vmRSS() + " 0")[0])
 		b.ReportMetric(float64(rss)/1024, "cp-rss-MiB")
 
-		child.stop()
+		children.stop()
 		cancel()
 		bg.Wait()
 		_ = st.Close()
 	}
+}
+
+// benchSettle waits until no push was computed and no response handed to
+// gRPC for quiet, polling; it fails after timeout.
+// It returns when the last push or send happened.
+func (s *Server) benchSettle(timeout, quiet time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	lastVersion, since := s.version.Load(), time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if v := s.version.Load(); v != lastVersion {
+			lastVersion, since = v, time.Now()
+			continue
+		}
+		lastSent := time.Unix(0, s.lastSend.Load())
+		if lastSent.After(since) {
+			since = lastSent
+		}
+		if time.Since(since) >= quiet {
+			return since, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("pushes did not settle within %v", timeout)
+}
+
+// loadAvg is the machine's 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
