@@ -7,6 +7,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/config/analyze"
 	"github.com/weftmesh/weft/pkg/config/validation"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 func newAnalyzeCmd() *cobra.Command {
@@ -14,6 +15,7 @@ func newAnalyzeCmd() *cobra.Command {
 		files          []string
 		knownHosts     []string
 		failOnWarnings bool
+		meshConfig     string
 	)
 	cmd := &cobra.Command{
 		Use:   "analyze -f FILE|DIR|- [-f ...]",
@@ -39,6 +41,13 @@ carries a stable code (WEFT01xx). Exits 0 when only warnings are found unless
 			var opts []analyze.Option
 			if cmd.Flags().Changed("known-host") {
 				opts = append(opts, analyze.WithKnownHosts(knownHosts...))
+			}
+			if meshConfig != "" {
+				mesh, err := meshconfig.Load(meshConfig)
+				if err != nil {
+					return &exitError{code: 1, err: fmt.Errorf("--mesh-config: %w", err)}
+				}
+				opts = append(opts, analyze.WithMeshConfig(mesh))
 			}
 			msgs := analyze.Analyze(rs, opts...)
 			out := cmd.OutOrStdout()
@@ -71,6 +80,7 @@ carries a stable code (WEFT01xx). Exits 0 when only warnings are found unless
 	}
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, `file, directory or "-" (stdin) to analyze; repeatable`)
 	cmd.Flags().StringSliceVar(&knownHosts, "known-host", nil, "host the registry knows besides ServiceEntries (FQDN, e.g. reviews.default.svc.cluster.local); repeatable")
+	cmd.Flags().StringVar(&meshConfig, "mesh-config", "", "MeshConfig file (as for weft control-plane): checks AuthorizationPolicy CUSTOM providers against its extensionProviders")
 	cmd.Flags().BoolVar(&failOnWarnings, "fail-on-warnings", false, "exit 1 when warnings are found")
 	return cmd
 }

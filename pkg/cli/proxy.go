@@ -13,12 +13,14 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/pkg/proxy"
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/filter/extauthz"
 	"github.com/weftmesh/weft/pkg/proxy/filter/jwt"
 	"github.com/weftmesh/weft/pkg/proxy/filter/rbac"
@@ -72,7 +74,13 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
 			maps.Copy(o.HTTPFilters, jwt.Filters(o.Logger))                             // envoy.filters.http.jwt_authn (RequestAuthentication)
-			maps.Copy(o.HTTPFilters, extauthz.Filters(o.Logger))                        // envoy.filters.http.ext_authz (CUSTOM, not yet translated)
+			var px atomic.Pointer[proxy.Proxy]                                          // ext_authz checks go through the proxy's clusters
+			maps.Copy(o.HTTPFilters, extauthz.Filters(o.Logger, extauthz.WithClusters(func() *cluster.Set {
+				if p := px.Load(); p != nil && p.Runtime() != nil {
+					return p.Runtime().Clusters
+				}
+				return nil
+			}))) // envoy.filters.http.ext_authz (AuthorizationPolicy CUSTOM)
 			wasmEngine, err := wasm.NewEngine(cmd.Context(), o.Logger.With("component", "wasm"))
 			if err != nil {
 				return fmt.Errorf("wasm runtime: %w", err)
@@ -118,6 +126,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			px.Store(p)
 			if releasePages {
 				go func() {
 					select {

@@ -41,6 +41,9 @@ func Parse(file string, data []byte) (*meshv1.MeshConfig, error) {
 	if err := config.DecodeMessage(file, "MeshConfig", data, m); err != nil {
 		return nil, err
 	}
+	if err := validateProviders(m); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
 	out := Default()
 	proto.Merge(out, m)
 	// proto.Merge appends repeated fields and cannot express "unset"; the

@@ -10,11 +10,13 @@ import (
 	"sort"
 	"strings"
 
+	meshv1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
 
 	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 // Severity orders messages by how much they matter.
@@ -46,6 +48,7 @@ const (
 	CodeSelectorNoMatch    = "WEFT0105" // a workload selector matches no known workload
 	CodeMultipleSidecars   = "WEFT0106" // more than one selector-less Sidecar in a namespace
 	CodeDestRuleHostUnused = "WEFT0107" // DestinationRule host matches no known service
+	CodeCustomProvider     = "WEFT0108" // AuthorizationPolicy CUSTOM names a missing or invalid ext_authz provider
 )
 
 // Message is one finding.
@@ -83,6 +86,7 @@ type options struct {
 	workloads  []Workload
 	checkSel   bool
 	domain     string
+	mesh       *meshv1.MeshConfig
 }
 
 // Option tunes Analyze.
@@ -101,6 +105,12 @@ func WithKnownHosts(hosts ...string) Option {
 func WithWorkloads(ws ...Workload) Option {
 	return func(o *options) { o.workloads = append(o.workloads, ws...); o.checkSel = true }
 }
+
+// WithMeshConfig turns on the AuthorizationPolicy CUSTOM check: the
+// provider must be an envoyExtAuthzHttp / envoyExtAuthzGrpc entry of m's
+// extensionProviders (the proxy denies what the policy's rules match
+// otherwise).
+func WithMeshConfig(m *meshv1.MeshConfig) Option { return func(o *options) { o.mesh = m } }
 
 // WithDomain sets the cluster domain used to qualify short host names
 // (default "cluster.local").
@@ -126,6 +136,9 @@ func Analyze(rs []*config.Resource, opts ...Option) []Message {
 	a.sidecars()
 	if a.o.checkSel {
 		a.selectors()
+	}
+	if a.o.mesh != nil {
+		a.customProviders()
 	}
 	sort.SliceStable(a.msgs, func(i, j int) bool {
 		si, sj := a.msgs[i].Source, a.msgs[j].Source
@@ -419,6 +432,19 @@ func (a *analyzer) selectors() {
 		}
 		if !matched {
 			a.report(r, Warning, CodeSelectorNoMatch, path, "selector %s matches no workload in namespace %s", formatLabels(labels), r.Meta.Namespace)
+		}
+	}
+}
+
+func (a *analyzer) customProviders() {
+	for _, r := range a.rs {
+		ap, ok := r.Spec.(*security.AuthorizationPolicy)
+		if !ok || ap.GetAction() != security.AuthorizationPolicy_CUSTOM {
+			continue
+		}
+		name := ap.GetProvider().GetName()
+		if _, err := meshconfig.ExtAuthz(a.o.mesh, name); err != nil {
+			a.report(r, Error, CodeCustomProvider, "spec.provider.name", "%v; requests this policy's rules match are denied", err)
 		}
 	}
 }

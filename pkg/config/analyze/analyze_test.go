@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 func decode(t *testing.T, text string) []*config.Resource {
@@ -216,5 +217,41 @@ spec:
 				}
 			}
 		})
+	}
+}
+
+func TestCustomProvider(t *testing.T) {
+	rs := decode(t, `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: good, namespace: foo}
+spec:
+  action: CUSTOM
+  provider: {name: ext-authz-http}
+  rules: [{to: [{operation: {paths: [/headers]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: typo, namespace: foo}
+spec:
+  action: CUSTOM
+  provider:
+    name: ext-authz-htp
+  rules: [{to: [{operation: {paths: [/headers]}}]}]
+`)
+	mesh, err := meshconfig.Parse("mesh.yaml", []byte("extensionProviders:\n- name: ext-authz-http\n  envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: 8000}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs := Analyze(rs); len(msgs) != 0 {
+		t.Fatalf("without mesh config: %v", msgs)
+	}
+	msgs := Analyze(rs, WithMeshConfig(mesh))
+	if len(msgs) != 1 {
+		t.Fatalf("messages %v, want one", msgs)
+	}
+	m := msgs[0]
+	if m.Code != CodeCustomProvider || m.Severity != Error || m.Resource.Name != "typo" || m.Path != "spec.provider.name" ||
+		(m.Source.Line != 15 && m.Source.Line != 16) || !strings.Contains(m.Text, `"ext-authz-htp" is not in meshConfig.extensionProviders`) {
+		t.Errorf("message %s (line %d)", m, m.Source.Line)
 	}
 }

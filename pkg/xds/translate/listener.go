@@ -469,7 +469,7 @@ func (b *builder) inboundHTTPFilters() []*hcmv3.HttpFilter {
 }
 
 func (b *builder) inboundRBAC() []*hcmv3.HttpFilter {
-	pol, err := authz.Translate(b.in.Configs, b.p, b.in.RootNamespace)
+	pol, err := authz.TranslateWith(b.in.Configs, b.p, authz.Options{RootNamespace: b.in.RootNamespace, Mesh: b.in.Mesh, LookupService: b.lookupService})
 	if err != nil { // fail closed: allow nothing
 		pol = &authz.Policies{Allow: &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}}}
 	}
@@ -477,8 +477,22 @@ func (b *builder) inboundRBAC() []*hcmv3.HttpFilter {
 	if ja, err := authn.Translate(b.in.Configs, b.p, b.in.RootNamespace); err == nil && ja != nil { // jwt_authn before RBAC
 		out = append(out, &hcmv3.HttpFilter{Name: authn.FilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(ja)}})
 	}
-	for _, c := range pol.Configs() {
-		out = append(out, &hcmv3.HttpFilter{Name: authz.FilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(c)}})
+	return append(out, pol.HTTPFilters()...)
+}
+
+// lookupService resolves an ext_authz provider's service host for the
+// proxy: the registry host it names (short names expand in ns, else the
+// proxy's namespace), only if the proxy sees it (so its outbound cluster
+// exists).
+func (b *builder) lookupService(host, ns string) (string, bool) {
+	if ns == "" {
+		ns = b.p.Namespace
 	}
-	return out
+	h := b.reg.Resolve(host, ns)
+	for _, s := range b.services {
+		if s.Hostname == h && (ns == b.p.Namespace || s.Namespace == ns) {
+			return h, true
+		}
+	}
+	return "", false
 }

@@ -12,9 +12,18 @@
 // allowed_upstream_headers_to_append and allowed_client_headers;
 // grpc_service (envoy_grpc cluster "outbound|PORT||HOST" or google_grpc
 // target_uri, timeout); top-level allowed_headers; failure_mode_allow and
-// status_on_error. Request bodies are not sent (with_request_body is
-// refused), filter_enabled_metadata is ignored (the filter checks every
-// request it sees).
+// status_on_error, with_request_body (max_request_bytes,
+// allow_partial_message, pack_as_bytes) and filter_enabled_metadata (one
+// key of another filter's dynamic metadata, see package dynmeta: Istio's
+// CUSTOM policies run the check only for requests their shadow RBAC rules
+// marked).
+//
+// With WithClusters the service is reached through the proxy's cluster
+// manager: the http_service server_uri.cluster or the envoy_grpc
+// cluster_name selects a cluster of the current configuration, a host is
+// picked by its load balancer and the connection uses the cluster's
+// transport (ISTIO_MUTUAL mutual TLS when configured); outcomes feed its
+// outlier detection. Without it the service is dialed directly.
 package extauthz
 
 import (
@@ -33,6 +42,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/listener"
 )
 
@@ -50,12 +60,26 @@ type Option func(*options)
 type options struct {
 	// dial opens connections to the authorization service; default net.Dialer.
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// clusters returns the proxy's current clusters; nil dials directly.
+	clusters func() *cluster.Set
+	// grpc client connections by cluster, shared by the filters built for
+	// successive configurations.
+	conns *connCache
 }
 
-// WithDialer sets how the filter reaches the authorization service (for
-// example through the sidecar's own outbound listener).
+// WithDialer sets how the filter reaches the authorization service when
+// it is not sent through a cluster (see WithClusters).
 func WithDialer(d func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
 	return func(o *options) { o.dial = d }
+}
+
+// WithClusters sends checks through the proxy's cluster manager: clusters
+// returns the current configuration's clusters (e.g. from
+// proxy.Runtime().Clusters; it may return nil before the first one). A
+// check whose cluster is not there fails (status_on_error unless
+// failure_mode_allow), as in Envoy.
+func WithClusters(clusters func() *cluster.Set) Option {
+	return func(o *options) { o.clusters = clusters }
 }
 
 // Filters returns this package's factory keyed by FilterName (merge into
@@ -66,7 +90,15 @@ func Filters(log *slog.Logger, opts ...Option) map[string]listener.FilterFactory
 
 // checker asks the authorization service about one request.
 type checker interface {
-	check(ctx context.Context, r *http.Request) (*decision, error)
+	check(ctx context.Context, r *http.Request, body checkBody) (*decision, error)
+}
+
+// checkBody is the (possibly partial) request body sent with a check.
+type checkBody struct {
+	data    []byte
+	partial bool
+	asBytes bool // gRPC raw_body instead of body
+	on      bool // with_request_body is configured
 }
 
 // decision is the service's answer.
@@ -86,6 +118,13 @@ type Filter struct {
 	failOpen    bool
 	errorStatus int
 	log         *slog.Logger
+	// enabled, when set, decides per request whether to check it
+	// (filter_enabled_metadata).
+	enabled func(*http.Request) bool
+	// body settings (with_request_body); maxBody 0 sends no body.
+	maxBody     int
+	partialBody bool
+	bodyAsBytes bool
 }
 
 // Factory builds a Filter from an http_filters typed_config.
@@ -100,6 +139,7 @@ func Factory(log *slog.Logger, opts ...Option) listener.FilterFactory {
 	if o.dial == nil {
 		o.dial = (&net.Dialer{}).DialContext
 	}
+	o.conns = &connCache{m: map[string]*grpcConn{}}
 	return func(tc *anypb.Any) (listener.HTTPFilter, error) {
 		cfg := &extauthzv3.ExtAuthz{}
 		if tc != nil {
@@ -107,16 +147,36 @@ func Factory(log *slog.Logger, opts ...Option) listener.FilterFactory {
 				return nil, fmt.Errorf("%s: %w", FilterName, err)
 			}
 		}
-		return New(cfg, log, o.dial)
+		return newFilter(cfg, log, o)
 	}
 }
 
-// New compiles cfg.
+// New compiles cfg; the service is dialed with dial (nil: net.Dialer).
 func New(cfg *extauthzv3.ExtAuthz, log *slog.Logger, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Filter, error) {
-	if cfg.GetWithRequestBody() != nil {
-		return nil, fmt.Errorf("%s: with_request_body is not supported", FilterName)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	return newFilter(cfg, log, &options{dial: dial, conns: &connCache{m: map[string]*grpcConn{}}})
+}
+
+func newFilter(cfg *extauthzv3.ExtAuthz, log *slog.Logger, o *options) (*Filter, error) {
 	f := &Filter{failOpen: cfg.GetFailureModeAllow(), errorStatus: http.StatusForbidden, log: log}
+	if b := cfg.GetWithRequestBody(); b != nil {
+		if b.GetMaxRequestBytes() == 0 {
+			return nil, fmt.Errorf("%s: with_request_body.max_request_bytes must be positive", FilterName)
+		}
+		f.maxBody, f.partialBody, f.bodyAsBytes = int(b.GetMaxRequestBytes()), b.GetAllowPartialMessage(), b.GetPackAsBytes()
+	}
+	if m := cfg.GetFilterEnabledMetadata(); m != nil {
+		en, err := compileEnabled(m)
+		if err != nil {
+			return nil, fmt.Errorf("%s: filter_enabled_metadata: %w", FilterName, err)
+		}
+		f.enabled = en
+	}
 	if s := cfg.GetStatusOnError().GetCode(); s != 0 {
 		f.errorStatus = int(s)
 	}
@@ -126,13 +186,13 @@ func New(cfg *extauthzv3.ExtAuthz, log *slog.Logger, dial func(ctx context.Conte
 	}
 	switch {
 	case cfg.GetHttpService() != nil:
-		c, err := newHTTPChecker(cfg.GetHttpService(), allowed, dial)
+		c, err := newHTTPChecker(cfg.GetHttpService(), allowed, o)
 		if err != nil {
 			return nil, fmt.Errorf("%s: http_service: %w", FilterName, err)
 		}
 		f.c = c
 	case cfg.GetGrpcService() != nil:
-		c, err := newGRPCChecker(cfg.GetGrpcService(), allowed, dial)
+		c, err := newGRPCChecker(cfg.GetGrpcService(), allowed, o)
 		if err != nil {
 			return nil, fmt.Errorf("%s: grpc_service: %w", FilterName, err)
 		}
@@ -146,7 +206,25 @@ func New(cfg *extauthzv3.ExtAuthz, log *slog.Logger, dial func(ctx context.Conte
 // Filter checks r; it answers the client itself (and returns true) when
 // the service denies it or cannot be reached without failure_mode_allow.
 func (f *Filter) Filter(w http.ResponseWriter, r *http.Request) bool {
-	d, err := f.c.check(r.Context(), r)
+	if f.enabled != nil && !f.enabled(r) {
+		return false
+	}
+	var body []byte
+	partial := false
+	if f.maxBody > 0 && r.Body != nil && r.Body != http.NoBody {
+		var err error
+		body, partial, err = bufferBody(r, f.maxBody)
+		if err != nil {
+			f.log.Warn("ext_authz: reading the request body", "err", err, "path", r.URL.Path)
+			localReply(w, http.StatusBadRequest, "ext_authz_body_error")
+			return true
+		}
+		if partial && !f.partialBody {
+			localReply(w, http.StatusRequestEntityTooLarge, "request_payload_too_large")
+			return true
+		}
+	}
+	d, err := f.c.check(r.Context(), r, checkBody{data: body, partial: partial, asBytes: f.bodyAsBytes, on: f.maxBody > 0})
 	if err != nil {
 		if f.failOpen {
 			f.log.Warn("ext_authz check failed; allowing (failure_mode_allow)", "err", err, "path", r.URL.Path)
@@ -165,6 +243,9 @@ func (f *Filter) Filter(w http.ResponseWriter, r *http.Request) bool {
 		}
 		for k, vs := range d.add {
 			r.Header[k] = append(r.Header[k], vs...)
+		}
+		for k, vs := range d.header { // allowed_client_headers_on_success
+			w.Header()[k] = vs
 		}
 		return false
 	}

@@ -245,7 +245,7 @@ func TestConfigErrors(t *testing.T) {
 		"no service":  {},
 		"https uri":   httpCfg("x", func(hs *extauthzv3.HttpService, _ *extauthzv3.ExtAuthz) { hs.ServerUri.Uri = "https://x:1" }),
 		"bad cluster": {Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "authz"}}}}},
-		"request body": httpCfg("x:1", func(_ *extauthzv3.HttpService, c *extauthzv3.ExtAuthz) {
+		"request body without max_request_bytes": httpCfg("x:1", func(_ *extauthzv3.HttpService, c *extauthzv3.ExtAuthz) {
 			c.WithRequestBody = &extauthzv3.BufferSettings{}
 		}),
 	} {

@@ -13,12 +13,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 type grpcChecker struct {
-	conn    *grpc.ClientConn
 	client  authv3.AuthorizationClient
 	target  string
 	timeout time.Duration
@@ -42,30 +39,45 @@ func grpcTarget(s *corev3.GrpcService) (string, error) {
 	return net.JoinHostPort(parts[3], parts[1]), nil
 }
 
-func newGRPCChecker(s *corev3.GrpcService, allowed headerList, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*grpcChecker, error) {
+func newGRPCChecker(s *corev3.GrpcService, allowed headerList, o *options) (*grpcChecker, error) {
+	c := &grpcChecker{timeout: timeoutOf(s.GetTimeout(), s.GetTimeout() != nil), allowed: allowed}
+	if name := s.GetEnvoyGrpc().GetClusterName(); name != "" && o.clusters != nil {
+		// Through the proxy's cluster: a host per connection from its load
+		// balancer, its transport socket (mutual TLS) on the connection.
+		conn, err := o.conns.get("cluster/"+name, s.GetEnvoyGrpc().GetAuthority(), func(ctx context.Context, _ string) (net.Conn, error) {
+			cl, h, err := pickHost(o.clusters, name)
+			if err != nil {
+				return nil, err
+			}
+			return cl.DialContext(ctx, "tcp", h.Addr)
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.client, c.target = authv3.NewAuthorizationClient(conn), name
+		return c, nil
+	}
 	target, err := grpcTarget(s)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient("passthrough:///"+target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, "tcp", addr) }))
+	conn, err := o.conns.get(target, "", func(ctx context.Context, addr string) (net.Conn, error) { return o.dial(ctx, "tcp", addr) })
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", target, err)
+		return nil, err
 	}
-	return &grpcChecker{conn: conn, client: authv3.NewAuthorizationClient(conn), target: target,
-		timeout: timeoutOf(s.GetTimeout(), s.GetTimeout() != nil), allowed: allowed}, nil
+	c.client, c.target = authv3.NewAuthorizationClient(conn), target
+	return c, nil
 }
 
-func (c *grpcChecker) check(ctx context.Context, r *http.Request) (*decision, error) {
+func (c *grpcChecker) check(ctx context.Context, r *http.Request, body checkBody) (*decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	resp, err := c.client.Check(ctx, checkRequest(r, c.allowed))
+	resp, err := c.client.Check(ctx, checkRequest(r, c.allowed, body))
 	if err != nil {
 		return nil, fmt.Errorf("ext_authz grpc %s: %w", c.target, err)
 	}
 	if code.Code(resp.GetStatus().GetCode()) == code.Code_OK {
-		d := &decision{allowed: true, set: http.Header{}, add: http.Header{}}
+		d := &decision{allowed: true, set: http.Header{}, add: http.Header{}, header: http.Header{}}
 		for _, h := range resp.GetOkResponse().GetHeaders() {
 			k, v := h.GetHeader().GetKey(), h.GetHeader().GetValue()
 			if h.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD || h.GetAppend().GetValue() {
@@ -73,6 +85,9 @@ func (c *grpcChecker) check(ctx context.Context, r *http.Request) (*decision, er
 			} else {
 				d.set.Set(k, v)
 			}
+		}
+		for _, h := range resp.GetOkResponse().GetResponseHeadersToAdd() {
+			d.header.Add(h.GetHeader().GetKey(), h.GetHeader().GetValue())
 		}
 		return d, nil
 	}
@@ -90,7 +105,7 @@ func (c *grpcChecker) check(ctx context.Context, r *http.Request) (*decision, er
 // checkRequest describes r the way Envoy's ext_authz does (attributes
 // source, destination and request.http); only allowed headers (all when
 // the list is empty) are included.
-func checkRequest(r *http.Request, allowed headerList) *authv3.CheckRequest {
+func checkRequest(r *http.Request, allowed headerList, body checkBody) *authv3.CheckRequest {
 	hdrs := map[string]string{}
 	for k, vs := range r.Header {
 		lk := strings.ToLower(k)
@@ -107,6 +122,14 @@ func checkRequest(r *http.Request, allowed headerList) *authv3.CheckRequest {
 		Method: r.Method, Path: path, Host: r.Host, Scheme: scheme, Headers: hdrs, Protocol: r.Proto, Size: r.ContentLength,
 		Query: r.URL.RawQuery,
 	}}
+	if body.on {
+		hdrs[partialBodyHeader] = strconv.FormatBool(body.partial)
+		if body.asBytes {
+			req.Http.RawBody = body.data
+		} else {
+			req.Http.Body = string(body.data)
+		}
+	}
 	src := &authv3.AttributeContext_Peer{}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		src.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{

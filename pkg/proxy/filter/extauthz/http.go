@@ -1,15 +1,19 @@
 package extauthz
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
 )
 
 // maxBody bounds the denied body read from the service.
@@ -24,9 +28,14 @@ type httpChecker struct {
 	upstream      headerList
 	upstreamAdd   headerList
 	client403Hdrs headerList
+	clientOKHdrs  headerList
+	timeout       time.Duration
+	// cluster, with clusters set, sends checks through the proxy's cluster.
+	cluster  string
+	clusters func() *cluster.Set
 }
 
-func newHTTPChecker(s *extauthzv3.HttpService, allowed headerList, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*httpChecker, error) {
+func newHTTPChecker(s *extauthzv3.HttpService, allowed headerList, o *options) (*httpChecker, error) {
 	u, err := url.Parse(s.GetServerUri().GetUri())
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("server_uri.uri %q: not an absolute URL", s.GetServerUri().GetUri())
@@ -50,25 +59,61 @@ func newHTTPChecker(s *extauthzv3.HttpService, allowed headerList, dial func(ctx
 	if c.client403Hdrs, err = compileList(resp.GetAllowedClientHeaders()); err != nil {
 		return nil, fmt.Errorf("authorization_response.allowed_client_headers: %w", err)
 	}
-	timeout := timeoutOf(s.GetServerUri().GetTimeout(), s.GetServerUri().GetTimeout() != nil)
+	if c.clientOKHdrs, err = compileList(resp.GetAllowedClientHeadersOnSuccess()); err != nil {
+		return nil, fmt.Errorf("authorization_response.allowed_client_headers_on_success: %w", err)
+	}
+	c.timeout = timeoutOf(s.GetServerUri().GetTimeout(), s.GetServerUri().GetTimeout() != nil)
+	if cl := s.GetServerUri().GetCluster(); cl != "" && o.clusters != nil {
+		c.cluster, c.clusters = cl, o.clusters
+		return c, nil
+	}
 	c.client = &http.Client{
-		Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 16},
-		Timeout:   timeout,
-		// The service's redirect is its answer, not something to follow.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Transport:     &http.Transport{DialContext: o.dial, MaxIdleConnsPerHost: 16},
+		Timeout:       c.timeout,
+		CheckRedirect: noRedirect,
 	}
 	return c, nil
+}
+
+// noRedirect: the service's redirect is its answer, not something to follow.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// do sends the check request, through the cluster when configured: a host
+// from its load balancer, its connection pool and transport socket, the
+// outcome reported to its outlier detection.
+func (c *httpChecker) do(req *http.Request) (*http.Response, error) {
+	if c.cluster == "" {
+		return c.client.Do(req)
+	}
+	cl, h, err := pickHost(c.clusters, c.cluster)
+	if err != nil {
+		return nil, err
+	}
+	done := h.Begin()
+	defer done()
+	req.URL.Host = h.Addr
+	resp, err := (&http.Client{Transport: cl.Transport, Timeout: c.timeout, CheckRedirect: noRedirect}).Do(req)
+	if err != nil {
+		cl.Report(h, 0)
+		return nil, err
+	}
+	cl.Report(h, resp.StatusCode)
+	return resp, nil
 }
 
 // alwaysSent are the request headers Envoy's HTTP ext_authz always sends.
 var alwaysSent = map[string]bool{"authorization": true}
 
-func (c *httpChecker) check(ctx context.Context, r *http.Request) (*decision, error) {
+func (c *httpChecker) check(ctx context.Context, r *http.Request, body checkBody) (*decision, error) {
 	u := *c.base
 	u.Path = strings.TrimSuffix(c.base.Path, "/") + c.prefix + r.URL.Path
 	u.RawPath = ""
 	u.RawQuery = r.URL.RawQuery
-	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), http.NoBody)
+	var rb io.Reader = http.NoBody
+	if len(body.data) > 0 {
+		rb = bytes.NewReader(body.data)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, u.String(), rb)
 	if err != nil {
 		return nil, err
 	}
@@ -81,14 +126,17 @@ func (c *httpChecker) check(ctx context.Context, r *http.Request) (*decision, er
 	for k, vs := range c.add {
 		req.Header[k] = vs
 	}
-	resp, err := c.client.Do(req)
+	if body.on {
+		req.Header.Set(partialBodyHeader, strconv.FormatBool(body.partial))
+	}
+	resp, err := c.do(req)
 	if err != nil {
 		return nil, fmt.Errorf("ext_authz http %s: %w", c.base.Host, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
-		d := &decision{allowed: true, set: http.Header{}, add: http.Header{}}
+		d := &decision{allowed: true, set: http.Header{}, add: http.Header{}, header: http.Header{}}
 		for k, vs := range resp.Header {
 			lk := strings.ToLower(k)
 			switch {
@@ -97,14 +145,17 @@ func (c *httpChecker) check(ctx context.Context, r *http.Request) (*decision, er
 			case c.upstreamAdd.match(lk):
 				d.add[k] = vs
 			}
+			if c.clientOKHdrs.match(lk) && !skipClient[lk] {
+				d.header[k] = vs
+			}
 		}
 		return d, nil
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	denied, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		return nil, fmt.Errorf("ext_authz http %s: reading the denial: %w", c.base.Host, err)
 	}
-	d := &decision{status: resp.StatusCode, header: http.Header{}, body: body}
+	d := &decision{status: resp.StatusCode, header: http.Header{}, body: denied}
 	for k, vs := range resp.Header {
 		lk := strings.ToLower(k)
 		if skipClient[lk] {

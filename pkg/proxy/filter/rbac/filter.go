@@ -13,9 +13,14 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/pkg/proxy/filter/authctx"
+	"github.com/weftmesh/weft/pkg/proxy/filter/dynmeta"
 	"github.com/weftmesh/weft/pkg/proxy/filter/pathnorm"
 	"github.com/weftmesh/weft/pkg/proxy/listener"
 )
+
+// ShadowEffectivePolicyKey is the dynamic metadata key (after the shadow
+// rules' stat prefix) naming the matched shadow policy.
+const ShadowEffectivePolicyKey = "shadow_effective_policy_id"
 
 // Option configures the filters built by Filters.
 type Option func(*HTTPFilter)
@@ -84,6 +89,9 @@ func (f *HTTPFilter) Filter(w http.ResponseWriter, r *http.Request) bool {
 		req.DestPort = f.DestPort
 	}
 	d := f.Engine.Check(req)
+	for _, m := range d.Shadow { // e.g. the CUSTOM marking ext_authz reads
+		dynmeta.Set(r, FilterName, m.StatPrefix+ShadowEffectivePolicyKey, m.Policy)
+	}
 	if len(d.Audited) > 0 {
 		f.Log.Info("rbac audit", "policies", d.Audited, "method", r.Method, "path", p, "principal", req.Principal, "allowed", d.Allowed)
 	}

@@ -87,8 +87,19 @@ type Decision struct {
 	// Action is the action of the stage that decided ("DENY", "ALLOW"), or
 	// "" when no RBAC stage had anything to say.
 	Action string
-	// Audited lists LOG (AUDIT) and shadow policies that matched.
+	// Audited lists LOG (AUDIT) and shadow policies that matched (shadow
+	// rules with a stat prefix are in Shadow instead).
 	Audited []string
+	// Shadow lists the matches of shadow rules that have a
+	// shadow_rules_stat_prefix (Istio's CUSTOM marking, prefix
+	// istio_ext_authz_).
+	Shadow []ShadowMatch
+}
+
+// ShadowMatch is a matched shadow policy: Envoy records it as dynamic
+// metadata envoy.filters.http.rbac / StatPrefix+"shadow_effective_policy_id".
+type ShadowMatch struct {
+	StatPrefix, Policy string
 }
 
 // Engine is a compiled chain of RBAC filters, evaluated in order.
@@ -97,9 +108,10 @@ type Engine struct {
 }
 
 type stage struct {
-	action   rbacv3.RBAC_Action
-	shadow   bool
-	policies []policy
+	action     rbacv3.RBAC_Action
+	shadow     bool
+	statPrefix string // shadow_rules_stat_prefix
+	policies   []policy
 }
 
 type policy struct {
@@ -133,6 +145,7 @@ func New(cfgs ...*rbachttp.RBAC) (*Engine, error) {
 			if err != nil {
 				return nil, fmt.Errorf("rbac filter %d shadow: %w", i, err)
 			}
+			s.statPrefix = c.GetShadowRulesStatPrefix()
 			e.stages = append(e.stages, s)
 		}
 	}
@@ -151,6 +164,12 @@ func (e *Engine) Check(r *Request) Decision {
 	for i := range e.stages {
 		s := &e.stages[i]
 		name, matched := s.first(r)
+		if s.shadow && s.statPrefix != "" {
+			if matched {
+				d.Shadow = append(d.Shadow, ShadowMatch{StatPrefix: s.statPrefix, Policy: name})
+			}
+			continue
+		}
 		if s.shadow || s.action == rbacv3.RBAC_LOG {
 			if matched {
 				d.Audited = append(d.Audited, name)

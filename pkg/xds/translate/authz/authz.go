@@ -2,8 +2,11 @@
 // RBAC HTTP filter configs for one proxy, following Istio's semantics: DENY
 // policies are evaluated before ALLOW policies, an ALLOW policy without
 // rules allows nothing, `rules: [{}]` allows everything, AUDIT policies only
-// log. CUSTOM (ext_authz) policies are reported as unsupported. Translate is
-// a pure function.
+// log. CUSTOM policies become, as in Istio, an RBAC filter in shadow mode
+// whose rules mark the requests they match (dynamic metadata
+// istio_ext_authz_shadow_effective_policy_id = istio-ext-authz-...) and an
+// ext_authz filter that checks only marked requests with the mesh config's
+// extension provider (see custom.go). Translate is a pure function.
 package authz
 
 import (
@@ -17,9 +20,11 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	meshv1 "istio.io/api/mesh/v1alpha1"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
 	"github.com/weftmesh/weft/pkg/config"
@@ -40,20 +45,31 @@ const (
 const DefaultRootNamespace = "weft-system"
 
 // Policies are the RBAC filter configs for one proxy. A nil config means no
-// filter. Order in the filter chain: Audit, Deny, Allow (Istio puts the
-// DENY filter before the ALLOW filter).
+// filter. Order in the filter chain (as Istio's): Audit, Custom (+ExtAuthz),
+// Deny, Allow.
 type Policies struct {
 	Deny  *rbachttp.RBAC
 	Allow *rbachttp.RBAC
 	Audit *rbachttp.RBAC // action LOG
+	// Custom holds the CUSTOM policies' rules: shadow rules (stat prefix
+	// istio_ext_authz_) marking the requests ExtAuthz checks, or, when the
+	// provider is unknown or invalid, enforced DENY rules (Istio: "will
+	// generate deny configs for the specified rules").
+	Custom *rbachttp.RBAC
+	// ExtAuthz is the ext_authz filter for the CUSTOM provider; nil when
+	// there is none or it is invalid.
+	ExtAuthz *extauthzv3.ExtAuthz
+	// Provider is the CUSTOM policies' extension provider name ("" without
+	// CUSTOM policies).
+	Provider string
 	// Warnings list unsupported policies or fields and what was done.
 	Warnings []string
 }
 
-// Configs returns the non-nil configs in filter-chain order.
+// Configs returns the non-nil RBAC configs in filter-chain order.
 func (p *Policies) Configs() []*rbachttp.RBAC {
 	var out []*rbachttp.RBAC
-	for _, c := range []*rbachttp.RBAC{p.Audit, p.Deny, p.Allow} {
+	for _, c := range []*rbachttp.RBAC{p.Audit, p.Custom, p.Deny, p.Allow} {
 		if c != nil {
 			out = append(out, c)
 		}
@@ -69,9 +85,10 @@ func PolicyName(namespace, name string, idx int) string {
 
 var policyNameRE = regexp.MustCompile(`^ns\[(.*)\]-policy\[(.*)\]-rule\[(\d+)\]$`)
 
-// ParsePolicyName inverts PolicyName.
+// ParsePolicyName inverts PolicyName (also for CUSTOM rules, named
+// "istio-ext-authz-" + PolicyName).
 func ParsePolicyName(s string) (namespace, name string, idx int, ok bool) {
-	m := policyNameRE.FindStringSubmatch(s)
+	m := policyNameRE.FindStringSubmatch(strings.TrimPrefix(s, ExtAuthzPrefix+"-"))
 	if m == nil {
 		return "", "", 0, false
 	}
@@ -84,10 +101,32 @@ func ParsePolicyName(s string) (namespace, name string, idx int, ok bool) {
 // istio-system) and in the proxy's namespace whose selector matches
 // its labels) and builds RBAC configs. Policies with targetRefs apply to
 // gateways/waypoints and are skipped. Other kinds in policies are ignored.
+//
+// CUSTOM policies need Options.Mesh for their provider; Translate has none,
+// so their rules deny (see TranslateWith).
 func Translate(policies []*config.Resource, proxy *model.Proxy, rootNamespace string) (*Policies, error) {
+	return TranslateWith(policies, proxy, Options{RootNamespace: rootNamespace})
+}
+
+// Options are TranslateWith's inputs besides the policies and the proxy.
+type Options struct {
+	// RootNamespace is the mesh root namespace ("" = DefaultRootNamespace).
+	RootNamespace string
+	// Mesh holds the extensionProviders CUSTOM policies name; nil has none.
+	Mesh *meshv1.MeshConfig
+	// LookupService resolves an ext_authz provider's service (hostname and
+	// the provider's namespace, possibly "") to the registry hostname; false
+	// means no such service, which invalidates the provider (as in Istio).
+	// nil accepts every hostname as written.
+	LookupService func(host, namespace string) (string, bool)
+}
+
+// TranslateWith is Translate with mesh config for CUSTOM policies.
+func TranslateWith(policies []*config.Resource, proxy *model.Proxy, o Options) (*Policies, error) {
 	if proxy == nil {
 		return nil, fmt.Errorf("authz: nil proxy")
 	}
+	rootNamespace := o.RootNamespace
 	if rootNamespace == "" {
 		rootNamespace = DefaultRootNamespace
 	}
@@ -110,7 +149,8 @@ func Translate(policies []*config.Resource, proxy *model.Proxy, rootNamespace st
 		return a.Name < b.Name
 	})
 	out := &Policies{}
-	var deny, allow, audit map[string]*rbacv3.Policy
+	var deny, allow, audit, custom map[string]*rbacv3.Policy
+	var providers []string // of the CUSTOM policies, in order, distinct
 	for _, r := range sel {
 		ap := r.Spec.(*securityv1beta1.AuthorizationPolicy)
 		ns := r.Meta.Namespace
@@ -135,6 +175,11 @@ func Translate(policies []*config.Resource, proxy *model.Proxy, rootNamespace st
 			dst = &deny
 		case securityv1beta1.AuthorizationPolicy_AUDIT:
 			dst = &audit
+		case securityv1beta1.AuthorizationPolicy_CUSTOM:
+			dst = &custom
+			if name := ap.GetProvider().GetName(); !contains(providers, name) {
+				providers = append(providers, name)
+			}
 		default:
 			out.Warnings = append(out.Warnings, fmt.Sprintf("AuthorizationPolicy %s/%s: action %s is not supported; policy skipped", ns, r.Meta.Name, ap.GetAction()))
 			continue
@@ -143,7 +188,9 @@ func Translate(policies []*config.Resource, proxy *model.Proxy, rootNamespace st
 			*dst = map[string]*rbacv3.Policy{}
 		}
 		for i, rule := range ap.GetRules() {
-			t := &ruleTranslator{deny: ap.GetAction() == securityv1beta1.AuthorizationPolicy_DENY}
+			// CUSTOM rules decide what is checked: like DENY, an unsupported
+			// field widens the rule (more requests go to the authorizer).
+			t := &ruleTranslator{deny: ap.GetAction() == securityv1beta1.AuthorizationPolicy_DENY || ap.GetAction() == securityv1beta1.AuthorizationPolicy_CUSTOM}
 			p := t.rule(rule)
 			where := fmt.Sprintf("AuthorizationPolicy %s/%s rules[%d]", ns, r.Meta.Name, i)
 			for _, w := range t.warnings {
@@ -153,8 +200,15 @@ func Translate(policies []*config.Resource, proxy *model.Proxy, rootNamespace st
 				out.Warnings = append(out.Warnings, where+": rule dropped (matches nothing)")
 				continue
 			}
-			(*dst)[PolicyName(ns, r.Meta.Name, i)] = p
+			name := PolicyName(ns, r.Meta.Name, i)
+			if ap.GetAction() == securityv1beta1.AuthorizationPolicy_CUSTOM {
+				name = ExtAuthzPrefix + "-" + name
+			}
+			(*dst)[name] = p
 		}
+	}
+	if custom != nil {
+		out.customFilters(custom, providers, o)
 	}
 	if len(deny) > 0 {
 		out.Deny = &rbachttp.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: deny}}
