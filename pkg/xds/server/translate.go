@@ -15,6 +15,7 @@ import (
 	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/xds/model"
 	"github.com/weftmesh/weft/pkg/xds/translate"
+	"github.com/weftmesh/weft/pkg/xds/translate/envoyfilter"
 )
 
 // TranslateGenerator is the production Generator: it snapshots reg once per
@@ -78,8 +79,15 @@ func registrySum(snap *registry.Snapshot) (sum [32]byte, ok bool) {
 func newTranslateBuild(in *translate.Input) func(*model.Proxy) (*Resources, error) {
 	var classes sync.Map // classKey -> *classBuild
 	backs := workloadServices(in.Registry)
+	// EnvoyFilter proxy matches read node metadata: proxies that differ
+	// in those fields are different classes.
+	efKeys := envoyfilter.MetadataKeys(in.Configs)
 	return func(p *model.Proxy) (*Resources, error) {
-		v, _ := classes.LoadOrStore(classKey(p, backs), &classBuild{})
+		key := classKey(p, backs)
+		for _, k := range efKeys {
+			key += fmt.Sprintf("\x00%q=%q", k, p.Metadata[k])
+		}
+		v, _ := classes.LoadOrStore(key, &classBuild{})
 		c := v.(*classBuild)
 		c.once.Do(func() {
 			out, err := translate.Build(in, p)

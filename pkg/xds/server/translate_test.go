@@ -13,6 +13,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -284,5 +285,43 @@ func TestTranslateGeneratorReusesUnchangedPush(t *testing.T) {
 	// Other config objects: translated again.
 	if out, _ := gen(append(slices.Clone(rs), vs("extra")))(p); out == changed {
 		t.Error("a config change reused the old output")
+	}
+}
+
+// EnvoyFilter proxy matches read node metadata (ISTIO_VERSION for
+// proxyVersion, metadata keys): proxies differing there get their own
+// build, and only the matching one gets the patch.
+func TestTranslateGeneratorEnvoyFilterProxyMatch(t *testing.T) {
+	rs, err := config.Decode("ef.yaml", []byte(`apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: drop-passthrough, namespace: default}
+spec:
+  configPatches:
+  - applyTo: CLUSTER
+    match: {proxy: {proxyVersion: '^1\.24\.', metadata: {CLUSTER_ID: west}}, cluster: {name: PassthroughCluster}}
+    patch: {operation: REMOVE}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := func(version, cluster string) *model.Proxy {
+		return &model.Proxy{ID: "sidecar~10.0.0.1~app.default~default.svc.cluster.local", Type: model.Sidecar, Namespace: "default",
+			Labels: map[string]string{"app": "a"}, Metadata: map[string]string{"ISTIO_VERSION": version, "CLUSTER_ID": cluster}}
+	}
+	build := TranslateGenerator(registry.New(slog.New(slog.DiscardHandler)))(rs)
+	hasPassthrough := func(p *model.Proxy) bool {
+		res, err := build(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(res.Clusters, func(r types.Resource) bool { return cachev3.GetResourceName(r) == "PassthroughCluster" })
+	}
+	for _, tc := range []struct {
+		version, cluster string
+		want             bool
+	}{{"1.24.2", "west", false}, {"1.23.0", "west", true}, {"1.24.2", "east", true}, {"1.24.0", "west", false}} {
+		if got := hasPassthrough(proxy(tc.version, tc.cluster)); got != tc.want {
+			t.Errorf("ISTIO_VERSION %s CLUSTER_ID %s: PassthroughCluster present = %v, want %v", tc.version, tc.cluster, got, tc.want)
+		}
 	}
 }

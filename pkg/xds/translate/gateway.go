@@ -15,6 +15,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/xds/translate/envoyfilter"
 )
 
 // gwServer is one Gateway server with the gateway it belongs to.
@@ -80,6 +81,7 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 			tlsUsed = true
 			rname := "https." + ps + "." + serverName(s)
 			b.routes[rname] = b.gatewayRoutes(rname, port, []gwServer{s})
+			b.routeInfo[rname] = envoyfilter.RouteInfo{PortNames: []string{s.srv.GetPort().GetName()}, Gateways: []string{s.gatewayName()}}
 			fc := &listenerv3.FilterChain{
 				Name:            rname,
 				Filters:         []*listenerv3.Filter{hcmFilter(hcmRDS(rname, rname, false))},
@@ -104,6 +106,12 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 	if len(plainHTTP) > 0 {
 		rname := "http." + ps
 		b.routes[rname] = b.gatewayRoutes(rname, port, plainHTTP)
+		var info envoyfilter.RouteInfo
+		for _, s := range plainHTTP {
+			info.PortNames = append(info.PortNames, s.srv.GetPort().GetName())
+			info.Gateways = append(info.Gateways, s.gatewayName())
+		}
+		b.routeInfo[rname] = info
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{Name: rname, Filters: []*listenerv3.Filter{hcmFilter(hcmRDS(rname, rname, false))}})
 	}
 	if tlsUsed {

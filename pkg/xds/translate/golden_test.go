@@ -37,6 +37,7 @@ type testProxy struct {
 	AppPorts       []uint32          `yaml:"appPorts"`
 	Locality       string            `yaml:"locality"`
 	ServiceAccount string            `yaml:"serviceAccount"`
+	Metadata       map[string]string `yaml:"metadata"`
 }
 
 var docSep = regexp.MustCompile(`(?m)^---\s*$`)
@@ -92,6 +93,9 @@ func loadCase(t testing.TB, path string) (*Input, *model.Proxy) {
 		}
 		p.InboundAddress, p.Services, p.AppPorts = tp.InboundAddress, tp.Services, tp.AppPorts
 		p.ServiceAccount = tp.ServiceAccount
+		for k, v := range tp.Metadata {
+			p.Metadata[k] = v
+		}
 		if tp.Locality != "" {
 			p.Metadata["LOCALITY"] = tp.Locality
 		}

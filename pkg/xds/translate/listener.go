@@ -445,24 +445,22 @@ func (b *builder) buildProxyless() {
 // inboundRBAC returns the AuthorizationPolicy RBAC http filters (DENY
 // before ALLOW) for the proxy's inbound HTTP chains; see package authz.
 // inboundHTTPFilters is the inbound HCM filter chain: jwt_authn, RBAC, the
-// WasmPlugins and EnvoyFilter HTTP_FILTER patches that apply, then the router.
-// A WasmPlugin or EnvoyFilter that cannot be translated is left out; the
-// others still apply.
+// WasmPlugins that apply, then the router. A WasmPlugin that cannot be
+// translated is left out; the others still apply.
 func (b *builder) inboundHTTPFilters() []*hcmv3.HttpFilter {
 	chain := append(b.inboundRBAC(), &hcmv3.HttpFilter{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
-	var plugins, envoyFilters []*config.Resource
+	var plugins []*config.Resource
 	for _, r := range b.in.Configs {
-		switch r.Kind {
-		case config.KindWasmPlugin:
+		if r.Kind == config.KindWasmPlugin {
 			plugins = append(plugins, r)
-		case config.KindEnvoyFilter:
-			envoyFilters = append(envoyFilters, r)
 		}
 	}
-	if len(plugins)+len(envoyFilters) == 0 {
+	if len(plugins) == 0 {
 		return chain
 	}
-	if out, _ := wasm.Apply(chain, plugins, envoyFilters, b.p, wasm.Inbound, b.in.RootNamespace); out != nil {
+	// EnvoyFilter HTTP_FILTER patches are applied with all other patches
+	// at the end of the build (applyEnvoyFilters).
+	if out, _ := wasm.Apply(chain, plugins, nil, b.p, wasm.Inbound, b.in.RootNamespace); out != nil {
 		return out
 	}
 	return chain

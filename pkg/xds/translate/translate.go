@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/xds/model"
+	"github.com/weftmesh/weft/pkg/xds/translate/envoyfilter"
 )
 
 // Input is everything translation reads. It must not be modified while
@@ -47,6 +48,10 @@ type Input struct {
 // Output is the resources for one proxy, each list sorted by name.
 type Output struct {
 	Listeners, Routes, Clusters, Endpoints, Secrets []types.Resource
+	// Warnings are human-readable problems with the proxy's EnvoyFilters:
+	// patches that were skipped (their result would be invalid, or their
+	// value could not be decoded), in application order.
+	Warnings []string
 }
 
 // Names of the well-known clusters and listeners.
@@ -89,6 +94,7 @@ func Build(in *Input, p *model.Proxy) (*Output, error) {
 		b.applyPeerAuthn()
 		b.applyTelemetry()
 	}
+	b.applyEnvoyFilters()
 	return b.finish()
 }
 
@@ -123,6 +129,11 @@ type builder struct {
 	clusters  map[string]validator
 	endpoints map[string]validator
 	secrets   map[string]validator
+
+	// routeInfo describes gateway route configurations for EnvoyFilter
+	// routeConfiguration matches; warnings collects Output.Warnings.
+	routeInfo map[string]envoyfilter.RouteInfo
+	warnings  []string
 }
 
 func newBuilder(in *Input, p *model.Proxy) *builder {
@@ -132,6 +143,7 @@ func newBuilder(in *Input, p *model.Proxy) *builder {
 		root:      map[string]bool{"istio-system": true},
 		listeners: map[string]validator{}, routes: map[string]validator{},
 		clusters: map[string]validator{}, endpoints: map[string]validator{}, secrets: map[string]validator{},
+		routeInfo: map[string]envoyfilter.RouteInfo{},
 	}
 	if b.suffix == "" {
 		b.suffix = registry.DefaultDomainSuffix
@@ -280,7 +292,7 @@ func (b *builder) registryOnly() bool {
 }
 
 func (b *builder) finish() (*Output, error) {
-	out := &Output{}
+	out := &Output{Warnings: b.warnings}
 	var errs []error
 	collect := func(m map[string]validator, typ string) []types.Resource {
 		names := make([]string, 0, len(m))

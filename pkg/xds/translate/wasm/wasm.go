@@ -322,7 +322,7 @@ func applyPatch(chain []*hcmv3.HttpFilter, p *networkingv1alpha3.EnvoyFilter_Env
 		networkingv1alpha3.EnvoyFilter_Patch_INSERT_BEFORE, networkingv1alpha3.EnvoyFilter_Patch_INSERT_AFTER,
 		networkingv1alpha3.EnvoyFilter_Patch_REPLACE:
 		var err error
-		if f, err = filterFromValue(p.GetPatch().GetValue()); err != nil {
+		if f, err = FilterFromValue(p.GetPatch().GetValue()); err != nil {
 			return chain, err
 		}
 	}
@@ -360,12 +360,12 @@ func applyPatch(chain []*hcmv3.HttpFilter, p *networkingv1alpha3.EnvoyFilter_Env
 	return chain, nil
 }
 
-// filterFromValue converts a patch value to an http filter. Wasm filters
+// FilterFromValue converts an EnvoyFilter patch value to an http filter. Wasm filters
 // (Envoy's Wasm type, a TypedStruct of it, or the legacy
 // istio.wasm.v1.WASM form with wasm_binary) are normalized to FilterName
 // with the original name as the plugin name; other filters are decoded
 // with protojson and kept as they are.
-func filterFromValue(v *structpb.Struct) (*hcmv3.HttpFilter, error) {
+func FilterFromValue(v *structpb.Struct) (*hcmv3.HttpFilter, error) {
 	if v == nil {
 		return nil, errors.New("patch.value is required")
 	}
