@@ -151,6 +151,12 @@ func (c *httpChecker) check(ctx context.Context, r *http.Request, body checkBody
 		}
 		return d, nil
 	}
+	if resp.StatusCode >= 500 {
+		// As Envoy: a 5xx from the service is an error (status_on_error or
+		// failure_mode_allow), not a denial to pass on.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+		return nil, fmt.Errorf("ext_authz http %s: service answered %d", c.base.Host, resp.StatusCode)
+	}
 	denied, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		return nil, fmt.Errorf("ext_authz http %s: reading the denial: %w", c.base.Host, err)
