@@ -21,6 +21,7 @@ type xdsProxyStatus struct {
 	Version   string    `json:"version"`
 	LastPush  time.Time `json:"lastPush"`
 	Error     string    `json:"error"`
+	Warnings  []string  `json:"warnings"`
 	Types     map[string]struct {
 		State   string `json:"state"`
 		Version string `json:"version"`
@@ -90,7 +91,7 @@ func newProxyStatusCmd() *cobra.Command {
 
 func writeProxyStatus(w io.Writer, ps []xdsProxyStatus, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCDS\tLDS\tEDS\tRDS\tVERSION\tLAST PUSH")
+	fmt.Fprintln(tw, "NAME\tCDS\tLDS\tEDS\tRDS\tVERSION\tLAST PUSH\tWARN")
 	for _, p := range ps {
 		cols := []string{p.ID}
 		for _, t := range []string{"CDS", "LDS", "EDS", "RDS"} {
@@ -115,8 +116,22 @@ func writeProxyStatus(w io.Writer, ps []xdsProxyStatus, now time.Time) error {
 		if !p.LastPush.IsZero() {
 			last = now.Sub(p.LastPush).Round(time.Second).String() + " ago"
 		}
-		cols = append(cols, v, last)
+		warn := "-"
+		if len(p.Warnings) > 0 {
+			warn = fmt.Sprint(len(p.Warnings))
+		}
+		cols = append(cols, v, last, warn)
 		fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Each warning on a line of its own: EnvoyFilter patches skipped, or
+	// not executed by weft proxy.
+	for _, p := range ps {
+		for _, wn := range p.Warnings {
+			fmt.Fprintf(w, "WARN %s: %s\n", p.ID, wn)
+		}
+	}
+	return nil
 }

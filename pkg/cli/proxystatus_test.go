@@ -12,6 +12,7 @@ func TestProxyStatusAndConfigCommands(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/proxies", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte(`[{"id":"sidecar~1.1.1.1~a.default~default.svc.cluster.local","connected":true,"version":"7",
+			"warnings":["EnvoyFilter default/redis: network filter envoy.filters.network.redis_proxy is not executed by weft proxy (configPatches[0])"],
 			"types":{"CDS":{"state":"SYNCED"},"LDS":{"state":"NACKED","error":"listener x: bad port"},"RDS":{"state":"STALE"}}}]`))
 	})
 	mux.HandleFunc("GET /api/v1/proxies/{id}/config", func(w http.ResponseWriter, r *http.Request) {
@@ -33,7 +34,8 @@ func TestProxyStatusAndConfigCommands(t *testing.T) {
 		wantErr string
 	}{
 		{name: "status table", args: []string{"proxy-status"},
-			want: []string{"NAME", "CDS", "LAST PUSH", "SYNCED", "NACKED (listener x: bad port)", "STALE", "NOT SENT", " 7 "}},
+			want: []string{"NAME", "CDS", "LAST PUSH", "WARN", "SYNCED", "NACKED (listener x: bad port)", "STALE", "NOT SENT", " 7 ",
+				"\nWARN sidecar~1.1.1.1~a.default~default.svc.cluster.local: EnvoyFilter default/redis: network filter envoy.filters.network.redis_proxy is not executed by weft proxy"}},
 		{name: "clusters table", args: []string{"proxy-config", "clusters", "sidecar~1.1.1.1~a.default~default.svc.cluster.local"},
 			want: []string{"outbound|9080||reviews.default.svc.cluster.local", "EDS", "inbound|9080||", "STATIC", "ROUND_ROBIN"}},
 		{name: "clusters json", args: []string{"proxy-config", "cluster", "sidecar~1.1.1.1~a.default~default.svc.cluster.local", "-o", "json"},

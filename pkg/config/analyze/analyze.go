@@ -49,6 +49,9 @@ const (
 	CodeMultipleSidecars   = "WEFT0106" // more than one selector-less Sidecar in a namespace
 	CodeDestRuleHostUnused = "WEFT0107" // DestinationRule host matches no known service
 	CodeCustomProvider     = "WEFT0108" // AuthorizationPolicy CUSTOM names a missing or invalid ext_authz provider
+	// EnvoyFilter patches.
+	CodeEnvoyFilterNotExecuted = "WEFT0109" // a patch adds or sets something weft proxy does not execute
+	CodeEnvoyFilterInvalid     = "WEFT0110" // a patch can never apply (operation, applyTo or value)
 )
 
 // Message is one finding.
@@ -134,6 +137,7 @@ func Analyze(rs []*config.Resource, opts ...Option) []Message {
 	a.virtualServices()
 	a.destinationRules()
 	a.sidecars()
+	a.envoyFilters()
 	if a.o.checkSel {
 		a.selectors()
 	}

@@ -255,3 +255,48 @@ spec:
 		t.Errorf("message %s (line %d)", m, m.Source.Line)
 	}
 }
+
+// EnvoyFilter patches: what weft proxy would not execute (WEFT0109) and
+// patches that can never apply (WEFT0110), at the patch's line.
+func TestEnvoyFilterPatches(t *testing.T) {
+	msgs := Analyze(decode(t, `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: ef, namespace: default}
+spec:
+  configPatches:
+  - applyTo: NETWORK_FILTER
+    match: {listener: {portNumber: 6379, filterChain: {filter: {name: envoy.filters.network.tcp_proxy}}}}
+    patch:
+      operation: REPLACE
+      value:
+        name: envoy.filters.network.redis_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+          stat_prefix: redis
+          settings: {op_timeout: 1s}
+  - applyTo: HTTP_ROUTE
+    match: {routeConfiguration: {vhost: {name: "reviews:9080"}}}
+    patch:
+      operation: MERGE
+      value: {route: {timeout: 3s, idle_timeout: 5s}}
+  - applyTo: ROUTE_CONFIGURATION
+    patch: {operation: ADD, value: {name: x}}
+  - applyTo: CLUSTER
+    patch: {operation: MERGE, value: {connect_timeout_typo: 1s}}
+  - applyTo: HTTP_FILTER
+    patch: {operation: INSERT_FIRST, value: {name: envoy.filters.http.rbac, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC}}}
+`))
+	want := []string{
+		"in.yaml:10: Warning [WEFT0109] EnvoyFilter default/ef: spec.configPatches[0].patch.value: network filter envoy.filters.network.redis_proxy is not executed by weft proxy",
+		"in.yaml:20: Warning [WEFT0109] EnvoyFilter default/ef: spec.configPatches[1].patch.value: route field route.idle_timeout is not executed by weft proxy",
+		"in.yaml:22: Warning [WEFT0110] EnvoyFilter default/ef: spec.configPatches[2].patch.operation: operation ADD is not supported for ROUTE_CONFIGURATION; the patch is skipped",
+		`in.yaml:24: Warning [WEFT0110] EnvoyFilter default/ef: spec.configPatches[3].patch.value: patch.value as envoy.config.cluster.v3.Cluster: proto: (line 1:2): unknown field "connect_timeout_typo"; the patch is skipped`,
+	}
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.String())
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

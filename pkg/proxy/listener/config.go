@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/executable"
 	"github.com/weftmesh/weft/pkg/proxy/router"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
@@ -209,7 +211,7 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 		}
 		for _, fc := range chains {
 			for _, f := range fc.GetFilters() {
-				if !executableNetworkFilters[f.GetName()] {
+				if !executable.NetworkFilter(f.GetName()) {
 					rt.Warnings = append(rt.Warnings, fmt.Sprintf("listener %q: network filter %q not executed", name, f.GetName()))
 				}
 			}
@@ -219,7 +221,7 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 			for _, h := range hcmOf(fc) {
 				var chain []HTTPFilter
 				for _, hf := range h.GetHttpFilters() {
-					if executableHTTPFilters[hf.GetName()] {
+					if slices.Contains(executable.BuiltinHTTPFilters, hf.GetName()) {
 						continue
 					}
 					factory := filters[hf.GetName()]
@@ -270,22 +272,6 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 	}
 	return rt, nil
 }
-
-// Filters the proxy executes (others are reported as warnings).
-var (
-	executableNetworkFilters = map[string]bool{
-		"envoy.filters.network.http_connection_manager": true,
-		"envoy.filters.network.tcp_proxy":               true,
-	}
-	executableHTTPFilters = map[string]bool{
-		"envoy.filters.http.router": true,
-		"envoy.filters.http.fault":  true,
-		"envoy.filters.http.cors":   true,
-		// Telemetry is built in.
-		"istio.stats":                   true,
-		"envoy.filters.http.grpc_stats": true,
-	}
-)
 
 func hcmOf(fc *listenerv3.FilterChain) []*hcmv3.HttpConnectionManager {
 	l := &listenerv3.Listener{FilterChains: []*listenerv3.FilterChain{fc}}

@@ -39,6 +39,9 @@ import (
 // Resources are the Envoy resources generated for one proxy.
 type Resources struct {
 	Listeners, Routes, Clusters, Endpoints []types.Resource
+	// Warnings are shown by proxy-status (EnvoyFilter patches skipped or
+	// not executed by weft proxy); they are not sent to the proxy.
+	Warnings []string
 }
 
 // Generator prepares one push: it is called once per push with the current

@@ -105,6 +105,9 @@ type ProxyStatus struct {
 	LastPush time.Time `json:"lastPush,omitzero"`
 	// Error is a generation error (translator failure, inconsistent snapshot).
 	Error string `json:"error,omitempty"`
+	// Warnings are problems with the proxy's configuration that did not
+	// stop it: EnvoyFilter patches skipped, or not executed by weft proxy.
+	Warnings []string `json:"warnings,omitempty"`
 	// Types is keyed by CDS, LDS, EDS, RDS.
 	Types map[string]TypeStatus `json:"types"`
 	// Labels and MetricsAddress (node metadata METRICS_ADDRESS) let the
@@ -131,6 +134,9 @@ func (s *Server) statusLocked(p *proxyState) ProxyStatus {
 		Labels: p.proxy.Labels, MetricsAddress: p.proxy.Metadata["METRICS_ADDRESS"]}
 	if p.genErr != nil {
 		ps.Error = p.genErr.Error()
+	}
+	if p.out != nil {
+		ps.Warnings = p.out.Warnings
 	}
 	best := int64(0)
 	for i := range numTypes {

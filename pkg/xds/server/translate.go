@@ -95,7 +95,8 @@ func newTranslateBuild(in *translate.Input) func(*model.Proxy) (*Resources, erro
 				c.err = err
 				return
 			}
-			c.res = &Resources{Listeners: out.Listeners, Routes: out.Routes, Clusters: out.Clusters, Endpoints: out.Endpoints}
+			c.res = &Resources{Listeners: out.Listeners, Routes: out.Routes, Clusters: out.Clusters, Endpoints: out.Endpoints,
+				Warnings: out.Warnings}
 		})
 		if c.err != nil {
 			return nil, fmt.Errorf("translate for %s: %w", p.ID, c.err)

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 
@@ -14,7 +15,9 @@ import (
 
 // applyEnvoyFilters applies the EnvoyFilters selecting the proxy to the
 // generated listeners, routes and clusters (the last step of a build, see
-// package envoyfilter). Skipped patches are reported in Output.Warnings.
+// package envoyfilter). Skipped patches, and what applied patches set that
+// weft proxy does not execute (pkg/proxy/executable), are reported in
+// Output.Warnings.
 func (b *builder) applyEnvoyFilters() {
 	if b.p.Type == model.Proxyless {
 		return
@@ -50,5 +53,10 @@ func (b *builder) applyEnvoyFilters() {
 	}
 	for _, m := range res.Messages {
 		b.warnings = append(b.warnings, m.String())
+	}
+	for _, a := range res.Applied {
+		for _, what := range envoyfilter.NotExecuted(a.Patch) {
+			b.warnings = append(b.warnings, fmt.Sprintf("EnvoyFilter %s: %s is not executed by weft proxy (configPatches[%d])", a.Filter, what, a.Index))
+		}
 	}
 }

@@ -50,7 +50,8 @@ type Output struct {
 	Listeners, Routes, Clusters, Endpoints, Secrets []types.Resource
 	// Warnings are human-readable problems with the proxy's EnvoyFilters:
 	// patches that were skipped (their result would be invalid, or their
-	// value could not be decoded), in application order.
+	// value could not be decoded), then what applied patches set that weft
+	// proxy does not execute.
 	Warnings []string
 }
 

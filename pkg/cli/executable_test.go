@@ -1,0 +1,31 @@
+package cli
+
+import (
+	"log/slog"
+	"maps"
+	"slices"
+	"testing"
+
+	"github.com/weftmesh/weft/pkg/proxy/executable"
+	"github.com/weftmesh/weft/pkg/proxy/filter/extauthz"
+	"github.com/weftmesh/weft/pkg/proxy/filter/jwt"
+	"github.com/weftmesh/weft/pkg/proxy/filter/rbac"
+	"github.com/weftmesh/weft/pkg/proxy/filter/wasm"
+)
+
+// The control plane reports EnvoyFilter HTTP filters weft proxy does not
+// execute from executable.ExtensionHTTPFilters: it must name exactly the
+// factories `weft proxy` registers.
+func TestExecutableExtensionFiltersMatchProxyFactories(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	names := slices.Collect(maps.Keys(rbac.Filters(log)))
+	names = slices.AppendSeq(names, maps.Keys(jwt.Filters(log)))
+	names = slices.AppendSeq(names, maps.Keys(extauthz.Filters(log)))
+	names = append(names, wasm.FilterName)
+	slices.Sort(names)
+	want := slices.Sorted(slices.Values(executable.ExtensionHTTPFilters))
+	if !slices.Equal(names, want) {
+		t.Errorf("weft proxy registers %v; executable.ExtensionHTTPFilters lists %v", names, want)
+	}
+}
