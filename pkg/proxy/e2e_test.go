@@ -288,6 +288,9 @@ func TestOutlierDetection(t *testing.T) {
 	m := newMesh(t, nil, func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", 500) })
 	m.clusters[cAll].OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: wrapperspb.UInt32(3),
 		Interval: durationpb.New(time.Second), BaseEjectionTime: durationpb.New(time.Minute), MaxEjectionPercent: wrapperspb.UInt32(100)}
+	// As Istio sends it (minHealthPercent 0): no panic mode, so with every
+	// host ejected the proxy answers UH instead of using them all.
+	m.clusters[cAll].CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{}}
 	cp.Set(t, nodeID, m.resources())
 	p := startProxy(t, cp)
 	c := client(p)

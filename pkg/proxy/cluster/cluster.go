@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sort"
@@ -48,6 +49,11 @@ type hostState struct {
 	active       atomic.Int64
 	consec5xx    atomic.Int32
 	consecGw     atomic.Int32
+	consecLocal  atomic.Int32 // local-origin failures (split mode)
+	// ivRequests/ivFailures count requests and failures since the last
+	// outlier sweep (success-rate and failure-percentage detection).
+	ivRequests atomic.Uint64
+	ivFailures atomic.Uint64
 	ejectedUntil atomic.Int64 // unix ns; 0 when not ejected
 	ejections    atomic.Int32
 	Requests     atomic.Uint64
@@ -89,17 +95,67 @@ type Breakers struct {
 	PendingOverflow, RequestOverflow, RetryOverflow atomic.Uint64
 	PendingTotal, RequestTotal, RetryTotal          atomic.Uint64
 	Ejections                                       atomic.Uint64
+	// HealthyPanic counts picks made in panic mode (Envoy's
+	// lb_healthy_panic): too few healthy hosts, so all hosts were used.
+	HealthyPanic atomic.Uint64
+	// LocalOriginEjections counts consecutive local-origin failure ejections.
+	LocalOriginEjections atomic.Uint64
+	// anchor is when the cluster's outlier detection timer started (unix
+	// ns): ejections end on interval ticks counted from it, as Envoy's
+	// detector un-ejects hosts only when its interval timer fires.
+	anchor atomic.Int64
+	// nextSweep is when the next success-rate / failure-percentage
+	// analysis runs (unix ns); the request that finds it due runs it.
+	nextSweep atomic.Int64
+	// SuccessRateEjections, FailurePercentageEjections count ejections by
+	// those detectors (Envoy's ejections_enforced_success_rate and
+	// ejections_enforced_failure_percentage).
+	SuccessRateEjections, FailurePercentageEjections atomic.Uint64
 }
 
 // Outlier is a compiled outlier_detection.
 type Outlier struct {
-	Consecutive5xx     int32 // 0 disables
-	ConsecutiveGateway int32 // 0 disables
+	Consecutive5xx     int32 // 0 disables; default 5
+	ConsecutiveGateway int32 // 0 disables; Envoy enforces it only when asked
+	// SplitLocalOrigin (split_external_local_origin_errors) keeps
+	// local-origin failures (connect failure, reset, timeout) apart from
+	// upstream 5xx: they count only towards ConsecutiveLocal. Without it a
+	// local-origin failure counts as a 503 (504 for a timeout).
+	SplitLocalOrigin bool
+	ConsecutiveLocal int32 // consecutive_local_origin_failure; 0 disables; default 5
+	// Interval is the analysis sweep (default 10 s): an ejected host returns
+	// on the first sweep after its ejection time, and every sweep a healthy
+	// host spends back in service lowers its ejection multiplier by one.
 	Interval           time.Duration
-	BaseEjection       time.Duration
-	MaxEjection        time.Duration
-	MaxEjectionPercent int
+	BaseEjection       time.Duration // default 30 s, multiplied by the times ejected
+	MaxEjection        time.Duration // cap of one ejection; default 300 s
+	MaxEjectionPercent int           // default 10
+
+	// Success-rate detection (Envoy's success_rate_*): at each sweep, among
+	// hosts with at least SuccessRateRequestVolume requests in the interval
+	// (default 100), if there are SuccessRateMinimumHosts of them (default
+	// 5), a host whose success rate is below mean − stdev ×
+	// SuccessRateStdevFactor/1000 (default 1900) is ejected, with
+	// probability EnforcingSuccessRate % (Envoy's default 100; Istio sends 0).
+	EnforcingSuccessRate     uint32
+	SuccessRateMinimumHosts  int
+	SuccessRateRequestVolume uint64
+	SuccessRateStdevFactor   float64
+	// Failure-percentage detection (failure_percentage_*): a host with at
+	// least FailurePercentageRequestVolume requests (default 50), among at
+	// least FailurePercentageMinimumHosts such hosts (default 5), whose
+	// failure share is >= FailurePercentageThreshold % (default 85) is
+	// ejected with probability EnforcingFailurePercentage % (default 0).
+	EnforcingFailurePercentage     uint32
+	FailurePercentageThreshold     uint64
+	FailurePercentageMinimumHosts  int
+	FailurePercentageRequestVolume uint64
 }
+
+// LocalTimeout is the status Report takes for a request that timed out
+// waiting for the upstream (a local-origin failure; 504 when local-origin
+// errors are not split).
+const LocalTimeout = -1
 
 // Cluster is one immutable compiled cluster; its hosts and breakers are
 // shared live state.
@@ -115,6 +171,11 @@ type Cluster struct {
 	Thresholds Thresholds
 	Breakers   *Breakers
 	Outlier    *Outlier
+	// PanicThreshold is common_lb_config.healthy_panic_threshold in percent
+	// (Envoy's default 50; 0 disables panic mode): when a priority level's
+	// healthy share falls below it (and the levels together cannot carry
+	// all traffic), that level balances over all its hosts, healthy or not.
+	PanicThreshold float64
 	// MaxRequestsPerConnection; 0 is unlimited.
 	MaxRequestsPerConnection uint32
 	ConnectTimeout           time.Duration
@@ -133,6 +194,7 @@ type Cluster struct {
 	MTLS *UpstreamMTLS
 
 	clock   Clock
+	rnd     lb.Rand
 	mtlsCfg MTLSClient
 }
 
@@ -145,17 +207,125 @@ type level struct {
 // ErrNoHealthyHost means every host is ejected or there are none (UH).
 var ErrNoHealthyHost = errors.New("no healthy upstream")
 
-// Pick chooses a host: the lowest priority level that has a healthy host,
-// then the cluster's picker within it.
+// Pick chooses a host: a priority level by Envoy's priority load (each
+// level takes traffic in proportion to its healthy share × 1.4, the
+// overprovisioning factor, lower priorities first), then the cluster's
+// picker within it, over all of the level's hosts when the level is in
+// panic (see PanicThreshold).
 func (c *Cluster) Pick(hash uint64) (*Host, error) {
 	now := c.clock().UnixNano()
-	for i := range c.levels {
-		l := &c.levels[i]
-		if idx := l.picker.Pick(l.hosts, now, hash); idx >= 0 {
-			return l.hosts[idx].(*Host), nil
+	if c.Outlier == nil {
+		// Nothing ejects hosts: every level is fully healthy, so the lowest
+		// priority takes all traffic.
+		for i := range c.levels {
+			l := &c.levels[i]
+			if idx := l.picker.Pick(l.hosts, now, hash); idx >= 0 {
+				return l.hosts[idx].(*Host), nil
+			}
 		}
+		return nil, ErrNoHealthyHost
+	}
+	i, panicked := c.chooseLevel(now, hash)
+	if i < 0 {
+		return nil, ErrNoHealthyHost
+	}
+	l := &c.levels[i]
+	t := now
+	if panicked {
+		t = math.MaxInt64 // every host counts as healthy
+		c.Breakers.HealthyPanic.Add(1)
+	}
+	if idx := l.picker.Pick(l.hosts, t, hash); idx >= 0 {
+		return l.hosts[idx].(*Host), nil
 	}
 	return nil, ErrNoHealthyHost
+}
+
+// overprovisioning is Envoy's default overprovisioning factor (140 %).
+const overprovisioning = 140
+
+// maxLevels bounds the per-pick stack arrays; clusters with more priority
+// levels fall back to the lowest level with a healthy host.
+const maxLevels = 8
+
+// chooseLevel returns the priority level for a request and whether that
+// level is in panic, or -1 when no level can take it. It follows Envoy's
+// load_balancer_impl: health[i] = min(100, 1.4 × healthy/total),
+// normalized total health = min(100, Σ health); each level takes
+// health[i]/total of the load in priority order; when the total is below
+// 100 a level whose healthy share is below the panic threshold is in panic;
+// when no host is healthy anywhere, priority 0 takes everything (in panic
+// unless the threshold is 0).
+func (c *Cluster) chooseLevel(now int64, hash uint64) (int, bool) {
+	n := len(c.levels)
+	if n == 0 {
+		return -1, false
+	}
+	if n > maxLevels {
+		for i := range c.levels {
+			for _, h := range c.levels[i].hosts {
+				if h.Healthy(now) {
+					return i, false
+				}
+			}
+		}
+		return -1, false
+	}
+	var health, healthyPct [maxLevels]uint64
+	var sum uint64
+	for i := range c.levels {
+		hs := c.levels[i].hosts
+		healthy := 0
+		for _, h := range hs {
+			if h.Healthy(now) {
+				healthy++
+			}
+		}
+		if len(hs) > 0 {
+			health[i] = min(100, uint64(overprovisioning*healthy/len(hs)))
+			healthyPct[i] = uint64(100 * healthy / len(hs))
+		}
+		sum += health[i]
+	}
+	total := min(100, sum)
+	inPanic := func(i int) bool {
+		return total < 100 && c.PanicThreshold > 0 && float64(healthyPct[i]) < c.PanicThreshold
+	}
+	if total == 0 {
+		if c.PanicThreshold > 0 {
+			return 0, true
+		}
+		return -1, false
+	}
+	if n == 1 {
+		return 0, inPanic(0)
+	}
+	var r uint64
+	if c.HashBased || c.rnd == nil {
+		r = hash % 100
+	} else {
+		r = c.rnd.Uint64() % 100
+	}
+	// Each level's load, in priority order, out of 100; rounding leftovers
+	// go to the first level with any health.
+	var load [maxLevels]uint64
+	left := uint64(100)
+	first := -1
+	for i := 0; i < n; i++ {
+		load[i] = min(left, health[i]*100/total)
+		left -= load[i]
+		if first < 0 && health[i] > 0 {
+			first = i
+		}
+	}
+	load[first] += left
+	for i := 0; i < n; i++ {
+		if r < load[i] {
+			return i, inPanic(i)
+		}
+		r -= load[i]
+	}
+	return first, inPanic(first)
 }
 
 // Other returns a healthy host other than h in the lowest priority level
@@ -176,59 +346,196 @@ func (c *Cluster) Other(h *Host, n uint64) *Host {
 }
 
 // Report feeds a request's outcome to outlier detection. status is the
-// HTTP status, or 0 for a connect failure / reset.
+// HTTP status, 0 for a connect failure or reset, LocalTimeout for a
+// timeout; 0 and LocalTimeout are local-origin failures.
 func (c *Cluster) Report(h *Host, status int) {
 	o := c.Outlier
-	if status >= 500 || status == 0 {
+	local := status <= 0
+	if status >= 500 || local {
 		h.Failures.Add(1)
 	}
 	if o == nil {
 		return
 	}
-	gw := status == 0 || status == 502 || status == 503 || status == 504
-	switch {
-	case status >= 500 || status == 0:
-		n5 := h.consec5xx.Add(1)
-		ng := int32(0)
-		if gw {
-			ng = h.consecGw.Add(1)
-		} else {
-			h.consecGw.Store(0)
+	if !(o.SplitLocalOrigin && local) {
+		// Success rate and failure percentage look at upstream responses
+		// only when local-origin errors are split off.
+		h.ivRequests.Add(1)
+		if local || status >= 500 {
+			h.ivFailures.Add(1)
 		}
-		if (o.Consecutive5xx > 0 && n5 >= o.Consecutive5xx) || (o.ConsecutiveGateway > 0 && ng >= o.ConsecutiveGateway) {
-			c.eject(h)
+	}
+	if o.EnforcingSuccessRate > 0 || o.EnforcingFailurePercentage > 0 {
+		c.maybeSweep()
+	}
+	if o.SplitLocalOrigin {
+		if local {
+			if n := h.consecLocal.Add(1); o.ConsecutiveLocal > 0 && n >= o.ConsecutiveLocal {
+				c.eject(h, true)
+			}
+			return
 		}
-	default:
+		// A response means the connection worked: a local-origin success.
+		h.consecLocal.Store(0)
+	} else if local {
+		// Envoy maps local-origin failures to 503 (connect failure, reset)
+		// and 504 (timeout) when they are not split.
+		status = 503
+	}
+	if status < 500 {
 		h.consec5xx.Store(0)
 		h.consecGw.Store(0)
+		return
+	}
+	n5 := h.consec5xx.Add(1)
+	ng := int32(0)
+	if status == 502 || status == 503 || status == 504 {
+		ng = h.consecGw.Add(1)
+	} else {
+		h.consecGw.Store(0)
+	}
+	if (o.Consecutive5xx > 0 && n5 >= o.Consecutive5xx) || (o.ConsecutiveGateway > 0 && ng >= o.ConsecutiveGateway) {
+		c.eject(h, false)
 	}
 }
 
-func (c *Cluster) eject(h *Host) {
-	now := c.clock()
-	if !h.Healthy(now.UnixNano()) {
+// maybeSweep runs the interval analysis when it is due; the caller that
+// wins the compare-and-swap runs it, the others go on.
+func (c *Cluster) maybeSweep() {
+	iv := c.Outlier.Interval
+	if iv <= 0 {
+		iv = 10 * time.Second
+	}
+	b := c.Breakers
+	now := c.clock().UnixNano()
+	next := b.nextSweep.Load()
+	if next == 0 {
+		b.nextSweep.CompareAndSwap(0, b.anchor.Load()+int64(iv))
 		return
+	}
+	if now < next || !b.nextSweep.CompareAndSwap(next, now+int64(iv)) {
+		return
+	}
+	c.sweep(now)
+}
+
+type sweepHost struct {
+	h          *Host
+	req, fails uint64
+}
+
+// sweep is one success-rate / failure-percentage analysis over the
+// interval's counts, which it resets.
+func (c *Cluster) sweep(now int64) {
+	o := c.Outlier
+	hs := make([]sweepHost, 0, len(c.Hosts))
+	for _, h := range c.Hosts {
+		hs = append(hs, sweepHost{h, h.ivRequests.Swap(0), h.ivFailures.Swap(0)})
+	}
+	if o.EnforcingSuccessRate > 0 {
+		var rates []float64
+		for _, x := range hs {
+			if x.req >= o.SuccessRateRequestVolume && x.h.Healthy(now) {
+				rates = append(rates, 100*float64(x.req-x.fails)/float64(x.req))
+			}
+		}
+		if len(rates) >= o.SuccessRateMinimumHosts && len(rates) > 0 {
+			var mean, variance float64
+			for _, r := range rates {
+				mean += r
+			}
+			mean /= float64(len(rates))
+			for _, r := range rates {
+				variance += (r - mean) * (r - mean)
+			}
+			limit := mean - math.Sqrt(variance/float64(len(rates)))*o.SuccessRateStdevFactor/1000
+			for _, x := range hs {
+				if x.req >= o.SuccessRateRequestVolume && x.h.Healthy(now) &&
+					100*float64(x.req-x.fails)/float64(x.req) < limit && c.enforce(o.EnforcingSuccessRate) {
+					if c.eject(x.h, false) {
+						c.Breakers.SuccessRateEjections.Add(1)
+					}
+				}
+			}
+		}
+	}
+	if o.EnforcingFailurePercentage > 0 {
+		n := 0
+		for _, x := range hs {
+			if x.req >= o.FailurePercentageRequestVolume {
+				n++
+			}
+		}
+		if n >= o.FailurePercentageMinimumHosts {
+			for _, x := range hs {
+				if x.req >= o.FailurePercentageRequestVolume && x.fails*100 >= o.FailurePercentageThreshold*x.req &&
+					c.enforce(o.EnforcingFailurePercentage) {
+					if c.eject(x.h, false) {
+						c.Breakers.FailurePercentageEjections.Add(1)
+					}
+				}
+			}
+		}
+	}
+}
+
+// enforce reports whether an ejection detected with enforcement pct (%)
+// happens.
+func (c *Cluster) enforce(pct uint32) bool {
+	if pct >= 100 || c.rnd == nil {
+		return pct > 0
+	}
+	return c.rnd.Uint64()%100 < uint64(pct)
+}
+
+func (c *Cluster) eject(h *Host, localOrigin bool) bool {
+	now := c.clock()
+	nowNs := now.UnixNano()
+	if !h.Healthy(nowNs) {
+		return false
 	}
 	ejected := 0
 	for _, x := range c.Hosts {
-		if !x.Healthy(now.UnixNano()) {
+		if !x.Healthy(nowNs) {
 			ejected++
 		}
 	}
 	// At least one host may always be ejected (Envoy's always_eject_one_host
 	// behaviour, which Istio relies on); beyond that honour the percentage.
 	if ejected > 0 && (ejected+1)*100 > c.Outlier.MaxEjectionPercent*len(c.Hosts) {
-		return
+		return false
 	}
-	n := h.ejections.Add(1)
+	iv := c.Outlier.Interval
+	// Every sweep the host spent back in service since its last ejection
+	// lowers its multiplier by one (Envoy decrements num_ejections on each
+	// interval a non-ejected host passes).
+	n := h.ejections.Load()
+	if until := h.ejectedUntil.Load(); until > 0 && n > 0 && iv > 0 {
+		n = max(0, n-int32((nowNs-until)/int64(iv)))
+	}
+	n++
+	h.ejections.Store(n)
 	d := c.Outlier.BaseEjection * time.Duration(n)
 	if c.Outlier.MaxEjection > 0 && d > c.Outlier.MaxEjection {
 		d = c.Outlier.MaxEjection
 	}
-	h.ejectedUntil.Store(now.Add(d).UnixNano())
+	until := nowNs + int64(d)
+	// The host returns on the first sweep at or after its ejection time.
+	if iv > 0 {
+		a := c.Breakers.anchor.Load()
+		if off := until - a; off > 0 {
+			until = a + (off+int64(iv)-1)/int64(iv)*int64(iv)
+		}
+	}
+	h.ejectedUntil.Store(until)
 	c.Breakers.Ejections.Add(1)
+	if localOrigin {
+		c.Breakers.LocalOriginEjections.Add(1)
+	}
 	h.consec5xx.Store(0)
 	h.consecGw.Store(0)
+	h.consecLocal.Store(0)
+	return true
 }
 
 // EjectedCount is the number of hosts ejected now.
@@ -303,6 +610,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 		st := m.state[n]
 		if st == nil {
 			st = &clusterState{hosts: map[string]*hostState{}, breakers: &Breakers{}}
+			st.breakers.anchor.Store(m.clock().UnixNano())
 		}
 		var assignment *endpointv3.ClusterLoadAssignment
 		var prevHosts []*Host
@@ -363,7 +671,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 }
 
 func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssignment, prevHosts []*Host, st *clusterState) (*Cluster, map[string]*hostState, error) {
-	c := &Cluster{Name: pc.GetName(), Breakers: st.breakers, clock: m.clock,
+	c := &Cluster{Name: pc.GetName(), Breakers: st.breakers, clock: m.clock, rnd: m.rnd, PanicThreshold: 50,
 		Passthrough:    pc.GetType() == clusterv3.Cluster_ORIGINAL_DST,
 		ConnectTimeout: 10 * time.Second,
 		Thresholds:     Thresholds{MaxConnections: 1024, MaxPending: 1024, MaxRequests: 1024, MaxRetries: 3}}
@@ -406,6 +714,9 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		c.UpstreamH2 = true
 	}
 	localityWeighted := pc.GetCommonLbConfig().GetLocalityWeightedLbConfig() != nil
+	if p := pc.GetCommonLbConfig().GetHealthyPanicThreshold(); p != nil {
+		c.PanicThreshold = p.GetValue()
+	}
 	if err := m.compileTLS(pc, c); err != nil {
 		return nil, nil, err
 	}
@@ -425,6 +736,14 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		if v := od.GetEnforcingConsecutiveGatewayFailure(); v == nil || v.GetValue() == 0 {
 			o.ConsecutiveGateway = 0
 		}
+		o.SplitLocalOrigin = od.GetSplitExternalLocalOriginErrors()
+		o.ConsecutiveLocal = 5
+		if v := od.GetConsecutiveLocalOriginFailure(); v != nil {
+			o.ConsecutiveLocal = int32(v.GetValue())
+		}
+		if v := od.GetEnforcingConsecutiveLocalOriginFailure(); v != nil && v.GetValue() == 0 {
+			o.ConsecutiveLocal = 0
+		}
 		if v := od.GetInterval(); v != nil {
 			o.Interval = v.AsDuration()
 		}
@@ -436,6 +755,40 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		}
 		if v := od.GetMaxEjectionPercent(); v != nil {
 			o.MaxEjectionPercent = int(v.GetValue())
+		}
+		o.EnforcingSuccessRate, o.SuccessRateMinimumHosts, o.SuccessRateRequestVolume, o.SuccessRateStdevFactor = 100, 5, 100, 1900
+		if v := od.GetEnforcingSuccessRate(); v != nil {
+			o.EnforcingSuccessRate = v.GetValue()
+		}
+		if v := od.GetSuccessRateMinimumHosts(); v != nil {
+			o.SuccessRateMinimumHosts = int(v.GetValue())
+		}
+		if v := od.GetSuccessRateRequestVolume(); v != nil {
+			o.SuccessRateRequestVolume = uint64(max(v.GetValue(), 1))
+		}
+		if v := od.GetSuccessRateStdevFactor(); v != nil {
+			o.SuccessRateStdevFactor = float64(v.GetValue())
+		}
+		o.FailurePercentageThreshold, o.FailurePercentageMinimumHosts, o.FailurePercentageRequestVolume = 85, 5, 50
+		if v := od.GetEnforcingFailurePercentage(); v != nil {
+			o.EnforcingFailurePercentage = v.GetValue()
+		}
+		if v := od.GetFailurePercentageThreshold(); v != nil {
+			o.FailurePercentageThreshold = uint64(v.GetValue())
+		}
+		if v := od.GetFailurePercentageMinimumHosts(); v != nil {
+			o.FailurePercentageMinimumHosts = int(v.GetValue())
+		}
+		if v := od.GetFailurePercentageRequestVolume(); v != nil {
+			o.FailurePercentageRequestVolume = uint64(max(v.GetValue(), 1))
+		}
+		if od.GetSplitExternalLocalOriginErrors() {
+			if v := od.GetEnforcingLocalOriginSuccessRate(); v == nil || v.GetValue() > 0 {
+				c.Warnings = append(c.Warnings, "outlier_detection: local-origin success-rate ejection is not executed")
+			}
+			if v := od.GetEnforcingFailurePercentageLocalOrigin(); v != nil && v.GetValue() > 0 {
+				c.Warnings = append(c.Warnings, "outlier_detection: local-origin failure-percentage ejection is not executed")
+			}
 		}
 		c.Outlier = o
 	}

@@ -125,7 +125,7 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 			case outConnectFailure, outReset:
 				c.Report(host, 0)
 			case outPerTryTimeout:
-				c.Report(host, 504)
+				c.Report(host, cluster.LocalTimeout)
 			}
 		}
 		retriable = shouldRetry(retry, resp, out)

@@ -212,8 +212,14 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(opts)}
 	}
 	c.OutlierDetection = outlier(tp.GetOutlierDetection())
-	if od := tp.GetOutlierDetection(); od != nil && od.GetMinHealthPercent() > 0 {
-		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: float64(od.GetMinHealthPercent())}}
+	if od := tp.GetOutlierDetection(); od != nil {
+		// Like Istio: always set the panic threshold with outlier detection,
+		// so minHealthPercent 0 (the default) disables panic mode instead of
+		// leaving Envoy's 50 %.
+		if c.CommonLbConfig == nil {
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+		}
+		c.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: float64(od.GetMinHealthPercent())}
 	}
 	c.TransportSocket = upstreamTLS(tp.GetTls(), svc.Hostname, port.Number)
 	if ts := b.autoMTLS(tp, svc, port, labels); ts != nil {
@@ -324,7 +330,8 @@ func outlier(od *networking.OutlierDetection) *clusterv3.OutlierDetection {
 	if od == nil {
 		return nil
 	}
-	out := &clusterv3.OutlierDetection{}
+	// Istio turns Envoy's success-rate detection off.
+	out := &clusterv3.OutlierDetection{EnforcingSuccessRate: wrapperspb.UInt32(0)}
 	if od.GetConsecutiveErrors() > 0 { // deprecated field: gateway errors
 		out.ConsecutiveGatewayFailure = wrapperspb.UInt32(uint32(od.GetConsecutiveErrors()))
 		out.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(100)
@@ -351,9 +358,26 @@ func outlier(od *networking.OutlierDetection) *clusterv3.OutlierDetection {
 	}
 	if d := od.GetBaseEjectionTime(); d != nil {
 		out.BaseEjectionTime = durationpb.New(d.AsDuration())
+		// Envoy caps one ejection at max_ejection_time (300 s); a longer
+		// base ejection time raises the cap, as Istio does.
+		if d.AsDuration() > 300*time.Second {
+			out.MaxEjectionTime = durationpb.New(d.AsDuration())
+		}
 	}
 	if p := od.GetMaxEjectionPercent(); p > 0 {
 		out.MaxEjectionPercent = wrapperspb.UInt32(uint32(p))
+	}
+	if od.GetSplitExternalLocalOriginErrors() {
+		out.SplitExternalLocalOriginErrors = true
+		if v := od.GetConsecutiveLocalOriginFailures(); v.GetValue() > 0 {
+			out.ConsecutiveLocalOriginFailure = wrapperspb.UInt32(v.GetValue())
+			out.EnforcingConsecutiveLocalOriginFailure = wrapperspb.UInt32(100)
+		}
+		out.EnforcingLocalOriginSuccessRate = wrapperspb.UInt32(0)
+	}
+	if v := od.GetFailurePercentageThreshold(); v != nil {
+		out.FailurePercentageThreshold = wrapperspb.UInt32(v.GetValue())
+		out.EnforcingFailurePercentage = wrapperspb.UInt32(100)
 	}
 	return out
 }
