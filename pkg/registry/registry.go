@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -274,7 +275,8 @@ func (r *Registry) SetDomainSuffix(suffix string) {
 
 // SetConfigs replaces the config-derived part of the registry with the
 // ServiceEntry, WorkloadEntry and WorkloadGroup resources in rs (others are
-// ignored).
+// ignored). Resources are compared by pointer: the same objects in the
+// same order are no change (config objects are immutable once stored).
 func (r *Registry) SetConfigs(rs []*config.Resource) {
 	var keep []*config.Resource
 	for _, c := range rs {
@@ -282,6 +284,12 @@ func (r *Registry) SetConfigs(rs []*config.Resource) {
 		case config.KindServiceEntry, config.KindWorkloadEntry, config.KindWorkloadGroup:
 			keep = append(keep, c)
 		}
+	}
+	r.mu.Lock()
+	same := slices.Equal(keep, r.configs)
+	r.mu.Unlock()
+	if same {
+		return // e.g. only VirtualServices changed: nothing of ours
 	}
 	selectors := map[string][]map[string]string{}
 	groups := map[svcKey]*networking.WorkloadGroup{}

@@ -21,6 +21,10 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	encodingproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -68,15 +72,114 @@ type benchClient struct {
 	readyOnce  sync.Once
 	rdsVersion atomic.Value // string
 	rdsAt      atomic.Int64 // unix nanos when the last RDS response was decoded
-	// decodeRoutes also unmarshals each RouteConfiguration (a real
-	// client's full cost; WEFT_BENCH_DECODE_ROUTES=1).
-	decodeRoutes bool
+	// decode is how much of a response the client decodes (see
+	// benchDecode).
+	decode benchDecode
+}
+
+// benchDecode is how much of each response a simulated client decodes
+// (WEFT_BENCH_DECODE). Every mode reads every byte of the response.
+type benchDecode int
+
+const (
+	// decodeWalk (default, "walk"): the DiscoveryResponse is walked field
+	// by field; version_info, type_url and nonce are decoded, each
+	// resource's Any is checked for a type URL and a value and counted,
+	// not copied (benchCodec). A real client decodes the resources too;
+	// on this 2-core machine 5000 clients doing that would measure the
+	// clients, not the control plane.
+	decodeWalk benchDecode = iota
+	// decodeEnvelope ("envelope"): gRPC's proto codec decodes the whole
+	// DiscoveryResponse, every resource an Any with its bytes copied.
+	decodeEnvelope
+	// decodeFull ("full"): decodeEnvelope, then every RouteConfiguration is
+	// unmarshalled as a sidecar would.
+	decodeFull
+)
+
+func benchDecodeMode() benchDecode {
+	switch os.Getenv("WEFT_BENCH_DECODE") {
+	case "envelope":
+		return decodeEnvelope
+	case "full":
+		return decodeFull
+	}
+	return decodeWalk
+}
+
+// benchCodec is the simulated clients' codec in decodeWalk mode: see
+// there. Everything but a DiscoveryResponse goes to the proto codec.
+type benchCodec struct{ base encoding.CodecV2 }
+
+func (c benchCodec) Name() string { return c.base.Name() }
+
+func (c benchCodec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
+
+func (c benchCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	r, ok := v.(*discoveryv3.DiscoveryResponse)
+	if !ok {
+		return c.base.Unmarshal(data, v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	b := buf.ReadOnlyData()
+	resources := 0
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("response tag: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			return fmt.Errorf("response field %d: unexpected wire type %d", num, typ)
+		}
+		val, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return fmt.Errorf("response field %d: %w", num, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			r.VersionInfo = string(val)
+		case 2: // an Any: type_url (1) and value (2), checked, not copied
+			var typeURL, value bool
+			for len(val) > 0 {
+				anum, atyp, an := protowire.ConsumeTag(val)
+				if an < 0 || atyp != protowire.BytesType {
+					return fmt.Errorf("resource %d: bad field", resources)
+				}
+				f, fn := protowire.ConsumeBytes(val[an:])
+				if fn < 0 {
+					return fmt.Errorf("resource %d: %w", resources, protowire.ParseError(fn))
+				}
+				val = val[an+fn:]
+				typeURL = typeURL || (anum == 1 && len(f) > 0)
+				value = value || anum == 2
+			}
+			if !typeURL || !value {
+				return fmt.Errorf("resource %d: no type URL or value", resources)
+			}
+			resources++
+		case 4:
+			r.TypeUrl = string(val)
+		case 5:
+			r.Nonce = string(val)
+		}
+	}
+	if resources == 0 {
+		return fmt.Errorf("%s response %s carries no resources", r.TypeUrl, r.VersionInfo)
+	}
+	return nil
 }
 
 func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	var opts []grpc.CallOption
+	if c.decode == decodeWalk {
+		opts = append(opts, grpc.ForceCodecV2(benchCodec{encoding.GetCodecV2(encodingproto.Name)}))
+	}
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx, opts...)
 	if err != nil {
 		return err
 	}
@@ -93,18 +196,18 @@ func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, node *corev3
 	}
 	got := map[string]bool{}
 	for {
-		// The proto codec decodes the whole DiscoveryResponse (version,
-		// nonce, every resource as an Any) before Recv returns.
+		// The codec has decoded the response (see benchDecode) when Recv
+		// returns.
 		r, err := st.Recv()
 		if err != nil {
 			return err
 		}
-		if len(r.GetResources()) == 0 {
+		if c.decode != decodeWalk && len(r.GetResources()) == 0 {
 			return fmt.Errorf("%s response %s carries no resources", r.GetTypeUrl(), r.GetVersionInfo())
 		}
 		ack := &discoveryv3.DiscoveryRequest{TypeUrl: r.GetTypeUrl(), VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}
 		if r.GetTypeUrl() == resourcev3.RouteType {
-			if c.decodeRoutes {
+			if c.decode == decodeFull {
 				for _, a := range r.GetResources() {
 					if err := a.UnmarshalTo(&routev3.RouteConfiguration{}); err != nil {
 						return fmt.Errorf("decode route configuration: %w", err)
@@ -271,7 +374,7 @@ func runBenchClients(ctx context.Context, addr string, clients, apps, child, chi
 	if n, err := strconv.Atoi(os.Getenv("WEFT_BENCH_STREAMS_PER_CONN")); err == nil && n > 0 {
 		streamsPerCon = n
 	}
-	decodeRoutes := os.Getenv("WEFT_BENCH_DECODE_ROUTES") != ""
+	decode := benchDecodeMode()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var conns []*grpc.ClientConn
@@ -297,7 +400,7 @@ func runBenchClients(ctx context.Context, addr string, clients, apps, child, chi
 			}
 			conns = append(conns, cc)
 		}
-		c := &benchClient{ready: make(chan struct{}), decodeRoutes: decodeRoutes}
+		c := &benchClient{ready: make(chan struct{}), decode: decode}
 		cs[j] = c
 		cc := conns[len(conns)-1]
 		node := benchNode(i, apps)

@@ -169,8 +169,8 @@ func benchEnvInt(name string, def int) int {
 //
 // Knobs: WEFT_BENCH_CLIENTS, WEFT_BENCH_APPS (deployments), WEFT_BENCH_PROCS
 // (client processes), WEFT_BENCH_STREAMS_PER_CONN (streams per client
-// connection, default 1), WEFT_BENCH_DECODE_ROUTES=1 (clients also decode
-// every RouteConfiguration), WEFT_BENCH_SYNTHETIC=1 (meshGenerator instead
+// connection, default 1), WEFT_BENCH_DECODE=walk|envelope|full (how much
+// of each response the clients decode, see benchDecode), WEFT_BENCH_SYNTHETIC=1 (meshGenerator instead
 // of the translator: every client gets the same hand-built resources),
 // WEFT_BENCH_HEAP (heap profile once every client is served),
 // WEFT_BENCH_FULL_CPU / WEFT_BENCH_CHANGE_CPU (CPU profiles of the control

@@ -74,14 +74,18 @@ func registrySum(snap *registry.Snapshot) (sum [32]byte, ok bool) {
 	return sha256.Sum256(b), true
 }
 
-// newTranslateBuild returns the builder of one push: translate.Build once
-// per proxy class.
+// newTranslateBuild returns the builder of one push: one translation per
+// proxy class, through a translate.Cache, so classes that differ only in
+// their inbound side (the deployments of a namespace) share one outbound
+// translation: the same cluster, endpoint and route objects, hashed and
+// encoded once.
 func newTranslateBuild(in *translate.Input) func(*model.Proxy) (*Resources, error) {
 	var classes sync.Map // classKey -> *classBuild
 	backs := workloadServices(in.Registry)
 	// EnvoyFilter proxy matches read node metadata: proxies that differ
 	// in those fields are different classes.
 	efKeys := envoyfilter.MetadataKeys(in.Configs)
+	cache := translate.NewCache(in)
 	return func(p *model.Proxy) (*Resources, error) {
 		key := classKey(p, backs)
 		for _, k := range efKeys {
@@ -90,7 +94,7 @@ func newTranslateBuild(in *translate.Input) func(*model.Proxy) (*Resources, erro
 		v, _ := classes.LoadOrStore(key, &classBuild{})
 		c := v.(*classBuild)
 		c.once.Do(func() {
-			out, err := translate.Build(in, p)
+			out, err := cache.Build(p)
 			if err != nil {
 				c.err = err
 				return

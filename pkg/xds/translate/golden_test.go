@@ -45,6 +45,13 @@ var docSep = regexp.MustCompile(`(?m)^---\s*$`)
 // loadCase reads a testdata YAML file: Istio resources plus TestProxy docs.
 func loadCase(t testing.TB, path string) (*Input, *model.Proxy) {
 	t.Helper()
+	in, target, _ := loadCaseAll(t, path)
+	return in, target
+}
+
+// loadCaseAll is loadCase that also returns every TestProxy of the file.
+func loadCaseAll(t testing.TB, path string) (*Input, *model.Proxy, []*model.Proxy) {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +125,7 @@ func loadCase(t testing.TB, path string) (*Input, *model.Proxy) {
 	for _, p := range proxies {
 		reg.UpsertProxy(p)
 	}
-	return &Input{Configs: rs, Registry: reg.Snapshot(), Credentials: testCredentials, Mesh: mesh}, target
+	return &Input{Configs: rs, Registry: reg.Snapshot(), Credentials: testCredentials, Mesh: mesh}, target, proxies
 }
 
 func testCredentials(name string) ([]byte, []byte, bool) {

@@ -72,7 +72,14 @@ type AccessLogPolicy struct {
 // used.
 func telemetries(configs []*config.Resource, p *model.Proxy, roots map[string]bool) []*telemetry.Telemetry {
 	var levels [3]*config.Resource
-	cfgs := append([]*config.Resource(nil), configs...)
+	// Only Telemetry resources, then sorted (stable, so their order is the
+	// one they have in the whole sorted list).
+	var cfgs []*config.Resource
+	for _, c := range configs {
+		if _, ok := c.Spec.(*telemetry.Telemetry); ok {
+			cfgs = append(cfgs, c)
+		}
+	}
 	sort.SliceStable(cfgs, func(i, j int) bool {
 		a, c := cfgs[i], cfgs[j]
 		if !a.Meta.CreationTimestamp.Equal(c.Meta.CreationTimestamp) {

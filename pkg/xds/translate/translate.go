@@ -83,7 +83,7 @@ func Build(in *Input, p *model.Proxy) (*Output, error) {
 	if p == nil {
 		return nil, errors.New("translate: nil proxy")
 	}
-	b := newBuilder(in, p)
+	b := newBuilder(in, p, nil)
 	switch p.Type {
 	case model.Router:
 		b.buildGateway()
@@ -137,24 +137,30 @@ type builder struct {
 	warnings  []string
 }
 
-func newBuilder(in *Input, p *model.Proxy) *builder {
-	b := &builder{
-		in: in, p: p, reg: in.Registry,
-		suffix:    in.DomainSuffix,
-		root:      map[string]bool{"istio-system": true},
-		listeners: map[string]validator{}, routes: map[string]validator{},
-		clusters: map[string]validator{}, endpoints: map[string]validator{}, secrets: map[string]validator{},
-		routeInfo: map[string]envoyfilter.RouteInfo{},
-	}
-	if b.suffix == "" {
-		b.suffix = registry.DefaultDomainSuffix
-	}
+// rootNamespaces are the namespaces whose Sidecar, DestinationRule,
+// EnvoyFilter... resources apply mesh-wide: istio-system and
+// in.RootNamespace (default weft-system).
+func rootNamespaces(in *Input) map[string]bool {
+	root := map[string]bool{"istio-system": true}
 	if in.RootNamespace != "" {
-		b.root[in.RootNamespace] = true
+		root[in.RootNamespace] = true
 	} else {
-		b.root["weft-system"] = true
+		root["weft-system"] = true
 	}
-	cfgs := append([]*config.Resource(nil), in.Configs...)
+	return root
+}
+
+// routingConfigs returns the VirtualServices, DestinationRules, Gateways
+// and Sidecars of configs, oldest first (then by namespace and name), the
+// order newBuilder reads them in.
+func routingConfigs(configs []*config.Resource) []*config.Resource {
+	var cfgs []*config.Resource
+	for _, c := range configs {
+		switch c.Spec.(type) {
+		case *networking.VirtualService, *networking.DestinationRule, *networking.Gateway, *networking.Sidecar:
+			cfgs = append(cfgs, c)
+		}
+	}
 	sort.SliceStable(cfgs, func(i, j int) bool {
 		a, c := cfgs[i], cfgs[j]
 		if !a.Meta.CreationTimestamp.Equal(c.Meta.CreationTimestamp) {
@@ -165,6 +171,27 @@ func newBuilder(in *Input, p *model.Proxy) *builder {
 		}
 		return a.Meta.Name < c.Meta.Name
 	})
+	return cfgs
+}
+
+// newBuilder starts a Build of in for p; sorted is routingConfigs(in.Configs)
+// when the caller has it (nil: computed here).
+func newBuilder(in *Input, p *model.Proxy, sorted []*config.Resource) *builder {
+	b := &builder{
+		in: in, p: p, reg: in.Registry,
+		suffix:    in.DomainSuffix,
+		root:      rootNamespaces(in),
+		listeners: map[string]validator{}, routes: map[string]validator{},
+		clusters: map[string]validator{}, endpoints: map[string]validator{}, secrets: map[string]validator{},
+		routeInfo: map[string]envoyfilter.RouteInfo{},
+	}
+	if b.suffix == "" {
+		b.suffix = registry.DefaultDomainSuffix
+	}
+	if sorted == nil {
+		sorted = routingConfigs(in.Configs)
+	}
+	cfgs := sorted
 	var rootSidecar, nsSidecar *config.Resource
 	for _, c := range cfgs {
 		switch spec := c.Spec.(type) {

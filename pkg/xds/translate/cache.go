@@ -1,0 +1,212 @@
+package translate
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/xds/model"
+	"github.com/weftmesh/weft/pkg/xds/translate/envoyfilter"
+)
+
+// Cache builds many proxies from one Input and shares between sidecars
+// what they have in common: a sidecar's outbound side (the well-known
+// clusters, every outbound cluster and load assignment, the outbound route
+// configurations and listeners) depends only on its namespace, its LOCALITY
+// and those of its labels that a DestinationRule or Sidecar
+// workloadSelector or a VirtualService sourceLabels match reads. Sidecars
+// equal in those (say, every pod of every deployment in a namespace) get
+// the outbound side built and validated once, as the very same resource
+// objects; only the inbound side (virtualInbound, inbound clusters) and
+// the listeners' telemetry are built per proxy. Gateways and proxyless
+// clients are built as by Build.
+//
+// Cache.Build returns exactly what Build returns for the same Input and
+// proxy (TestCacheEqualsBuild). Outputs share resources, so callers must
+// not modify them. A Cache is safe for concurrent use; the Input must not
+// change while it is used.
+type Cache struct {
+	in *Input
+	// selKeys are the label keys any outbound-relevant selector reads,
+	// sorted.
+	selKeys []string
+	// routing is routingConfigs(in.Configs), sorted once for every proxy.
+	routing []*config.Resource
+	roots   []string // root namespaces, sorted, as applyEnvoyFilters passes them
+	entries sync.Map // outbound key -> *outboundEntry
+}
+
+// outboundEntry is the shared outbound side of one key.
+type outboundEntry struct {
+	once sync.Once
+	// listeners are the outbound listeners before telemetry; each proxy
+	// gets its own copies (telemetry rewrites their HTTP filters).
+	listeners map[string]validator
+	// clusters, endpoints and routes are validated and sorted by name.
+	clusters, endpoints, routes []types.Resource
+	invalid                     bool
+}
+
+// NewCache returns a Cache for in.
+func NewCache(in *Input) *Cache {
+	if in == nil {
+		in = &Input{}
+	}
+	keys := map[string]bool{}
+	add := func(m map[string]string) {
+		for k := range m {
+			keys[k] = true
+		}
+	}
+	for _, c := range in.Configs {
+		switch spec := c.Spec.(type) {
+		case *networking.DestinationRule:
+			add(spec.GetWorkloadSelector().GetMatchLabels())
+		case *networking.Sidecar:
+			add(spec.GetWorkloadSelector().GetLabels())
+		case *networking.VirtualService:
+			for _, r := range spec.GetHttp() {
+				for _, m := range r.GetMatch() {
+					add(m.GetSourceLabels())
+				}
+			}
+			for _, r := range spec.GetTcp() {
+				for _, m := range r.GetMatch() {
+					add(m.GetSourceLabels())
+				}
+			}
+			for _, r := range spec.GetTls() {
+				for _, m := range r.GetMatch() {
+					add(m.GetSourceLabels())
+				}
+			}
+		}
+	}
+	c := &Cache{in: in, routing: routingConfigs(in.Configs)}
+	c.roots = slices.Sorted(maps.Keys(rootNamespaces(in)))
+	for k := range keys {
+		c.selKeys = append(c.selKeys, k)
+	}
+	slices.Sort(c.selKeys)
+	return c
+}
+
+// outboundKey is what a sidecar's outbound side depends on: type,
+// namespace, LOCALITY and its labels projected on selKeys (labelsMatch
+// reads only the selector's keys, so equal projections match equally).
+func (c *Cache) outboundKey(p *model.Proxy) string {
+	var b strings.Builder
+	b.WriteString(string(p.Type))
+	b.WriteByte(0)
+	b.WriteString(p.Namespace)
+	b.WriteByte(0)
+	b.WriteString(p.Metadata["LOCALITY"])
+	for _, k := range c.selKeys {
+		b.WriteByte(0)
+		if v, ok := p.Labels[k]; ok {
+			b.WriteByte('=')
+			b.WriteString(v)
+		}
+	}
+	return b.String()
+}
+
+// Build translates the Input for proxy p, as Build(in, p) does.
+func (c *Cache) Build(p *model.Proxy) (*Output, error) {
+	if p == nil || p.Type == model.Router || p.Type == model.Proxyless {
+		return Build(c.in, p)
+	}
+	if len(envoyfilter.Select(c.in.Configs, p, c.roots)) > 0 {
+		// EnvoyFilter patches may rewrite any resource of this proxy:
+		// nothing of it is shared.
+		return Build(c.in, p)
+	}
+	v, _ := c.entries.LoadOrStore(c.outboundKey(p), &outboundEntry{})
+	e := v.(*outboundEntry)
+	e.once.Do(func() {
+		b := newBuilder(c.in, p, c.routing)
+		b.addWellKnownClusters()
+		b.buildOutbound()
+		out, err := b.finish()
+		if err != nil {
+			e.invalid = true
+			return
+		}
+		e.clusters, e.endpoints, e.routes = out.Clusters, out.Endpoints, out.Routes
+		e.listeners = b.listeners
+	})
+	if e.invalid {
+		// Build reports every invalid resource, in its order.
+		return Build(c.in, p)
+	}
+	b := newBuilder(c.in, p, c.routing)
+	for name, l := range e.listeners {
+		b.listeners[name] = proto.Clone(l).(*listenerv3.Listener)
+	}
+	b.buildInbound()
+	b.applyPeerAuthn()
+	b.applyTelemetry()
+	out, err := b.finish()
+	if err != nil {
+		return Build(c.in, p) // the same errors, in Build's order
+	}
+	// The per-proxy builder made only inbound clusters and routes: merge
+	// them into the shared outbound lists (a per-proxy resource wins a name
+	// clash, as the later write does in Build).
+	out.Clusters = mergeByName(e.clusters, out.Clusters)
+	out.Endpoints = mergeByName(e.endpoints, out.Endpoints)
+	out.Routes = mergeByName(e.routes, out.Routes)
+	return out, nil
+}
+
+// mergeByName merges two lists sorted by name; own wins a clash. With
+// nothing of its own, shared itself is returned.
+func mergeByName(shared, own []types.Resource) []types.Resource {
+	if len(own) == 0 {
+		return shared
+	}
+	out := make([]types.Resource, 0, len(shared)+len(own))
+	i, j := 0, 0
+	for i < len(shared) || j < len(own) {
+		switch {
+		case j == len(own):
+			out = append(out, shared[i])
+			i++
+		case i == len(shared):
+			out = append(out, own[j])
+			j++
+		default:
+			switch cmp := strings.Compare(outputName(shared[i]), outputName(own[j])); {
+			case cmp < 0:
+				out = append(out, shared[i])
+				i++
+			case cmp > 0:
+				out = append(out, own[j])
+				j++
+			default:
+				out = append(out, own[j])
+				i++
+				j++
+			}
+		}
+	}
+	return out
+}
+
+// outputName is a resource's name (the key finish sorts by).
+func outputName(r types.Resource) string {
+	if n, ok := r.(interface{ GetName() string }); ok {
+		return n.GetName()
+	}
+	if n, ok := r.(interface{ GetClusterName() string }); ok {
+		return n.GetClusterName()
+	}
+	return ""
+}

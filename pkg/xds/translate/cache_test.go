@@ -1,0 +1,120 @@
+package translate
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/weftmesh/weft/pkg/xds/model"
+)
+
+// TestCacheEqualsBuild builds every proxy of every golden case, plus
+// variants with changed labels, locality and namespace, through one Cache
+// per case (so variants hit entries made for other proxies) and checks
+// each output renders exactly as Build's. With MTLS on and off.
+func TestCacheEqualsBuild(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	efs, err := filepath.Glob("testdata/envoyfilter/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, efs...)
+	sort.Strings(files)
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".yaml"), func(t *testing.T) {
+			t.Parallel()
+			path := f
+			if base, ok := strings.CutPrefix(string(must(os.ReadFile(f))), "# base: "); ok { // as TestEnvoyFilterGolden
+				b, _, _ := strings.Cut(base, "\n")
+				head := must(os.ReadFile(filepath.Join("testdata/envoyfilter", strings.TrimSpace(b)+".base")))
+				path = filepath.Join(t.TempDir(), filepath.Base(f))
+				if err := os.WriteFile(path, append(append(head, "\n---\n"...), must(os.ReadFile(f))...), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			in, _, proxies := loadCaseAll(t, path)
+			var all []*model.Proxy
+			for _, p := range proxies {
+				all = append(all, p, cacheVariant(p, nil, "", ""), cacheVariant(p, map[string]string{"version": "v2"}, "", ""),
+					cacheVariant(p, map[string]string{"app": "other", "team": "x"}, "", ""),
+					cacheVariant(p, nil, "us-east/zone-b", ""), cacheVariant(p, nil, "", "other"))
+			}
+			for _, mtls := range []bool{false, true} {
+				in := *in
+				in.MTLS = mtls
+				c := NewCache(&in)
+				// Twice over, so the second round is served from the cache.
+				for round := range 2 {
+					for i, p := range all {
+						want, werr := Build(&in, p)
+						got, gerr := c.Build(p)
+						if (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
+							t.Fatalf("mtls=%v round %d proxy %d (%s %v): Build error %v, Cache.Build error %v", mtls, round, i, p.ID, p.Labels, werr, gerr)
+						}
+						if werr != nil {
+							continue
+						}
+						if !slices.Equal(want.Warnings, got.Warnings) {
+							t.Fatalf("mtls=%v round %d proxy %d (%s %v): warnings %q, want %q", mtls, round, i, p.ID, p.Labels, got.Warnings, want.Warnings)
+						}
+						if w, g := renderOutput(t, want), renderOutput(t, got); !bytes.Equal(w, g) {
+							t.Fatalf("mtls=%v round %d proxy %d (%s %v): Cache.Build differs from Build:\n%s", mtls, round, i, p.ID, p.Labels, firstDiff(w, g))
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// cacheVariant copies p with labels merged in (nil: labels removed),
+// LOCALITY and namespace replaced when not empty.
+func cacheVariant(p *model.Proxy, labels map[string]string, locality, ns string) *model.Proxy {
+	c := *p
+	c.Labels = map[string]string{}
+	if labels != nil {
+		for k, v := range p.Labels {
+			c.Labels[k] = v
+		}
+		for k, v := range labels {
+			c.Labels[k] = v
+		}
+	}
+	c.Metadata = map[string]string{}
+	for k, v := range p.Metadata {
+		c.Metadata[k] = v
+	}
+	if locality != "" {
+		c.Metadata["LOCALITY"] = locality
+	}
+	if ns != "" {
+		c.Namespace = ns
+	}
+	c.ID = fmt.Sprintf("%s-variant-%v-%s-%s", p.ID, labels, locality, ns)
+	return &c
+}
+
+func firstDiff(a, b []byte) string {
+	al, bl := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
+	for i := range min(len(al), len(bl)) {
+		if al[i] != bl[i] {
+			return fmt.Sprintf("line %d:\n  Build:       %s\n  Cache.Build: %s", i+1, al[i], bl[i])
+		}
+	}
+	return fmt.Sprintf("lengths %d and %d lines", len(al), len(bl))
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
