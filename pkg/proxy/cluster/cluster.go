@@ -46,14 +46,14 @@ type Host struct {
 
 // hostState holds a host's live counters; it outlives config updates.
 type hostState struct {
-	active       atomic.Int64
-	consec5xx    atomic.Int32
-	consecGw     atomic.Int32
-	consecLocal  atomic.Int32 // local-origin failures (split mode)
+	active      atomic.Int64
+	consec5xx   atomic.Int32
+	consecGw    atomic.Int32
+	consecLocal atomic.Int32 // local-origin failures (split mode)
 	// ivRequests/ivFailures count requests and failures since the last
 	// outlier sweep (success-rate and failure-percentage detection).
-	ivRequests atomic.Uint64
-	ivFailures atomic.Uint64
+	ivRequests   atomic.Uint64
+	ivFailures   atomic.Uint64
 	ejectedUntil atomic.Int64 // unix ns; 0 when not ejected
 	ejections    atomic.Int32
 	Requests     atomic.Uint64
