@@ -17,6 +17,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -371,6 +372,7 @@ func (b *builder) buildInbound() {
 	vi := listener(VirtualInbound, "0.0.0.0", VirtualInboundPort, corev3.TrafficDirection_INBOUND)
 	vi.UseOriginalDst = wrapperspb.Bool(true)
 	httpFilters := b.inboundHTTPFilters()
+	tcpRBAC := b.inboundTCPRBAC()
 	for _, ip := range ports {
 		cname := InboundClusterName(ip.port)
 		host, port := "127.0.0.1", ip.port
@@ -407,7 +409,7 @@ func (b *builder) buildInbound() {
 			}
 			fc.Filters = []*listenerv3.Filter{hcmFilter(h)}
 		} else {
-			fc.Filters = []*listenerv3.Filter{tcpProxy(cname, one(cname))}
+			fc.Filters = append(append([]*listenerv3.Filter{}, tcpRBAC...), tcpProxy(cname, one(cname)))
 		}
 		vi.FilterChains = append(vi.FilterChains, fc)
 	}
@@ -476,6 +478,17 @@ func (b *builder) inboundRBAC() []*hcmv3.HttpFilter {
 		out = append(out, &hcmv3.HttpFilter{Name: authn.FilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(ja)}})
 	}
 	return append(out, pol.HTTPFilters()...)
+}
+
+// inboundTCPRBAC returns the network RBAC filters (AuthorizationPolicy on
+// opaque TCP, see authz.TranslateTCP) for the inbound TCP chains; a
+// translation error allows nothing.
+func (b *builder) inboundTCPRBAC() []*listenerv3.Filter {
+	pol, err := authz.TranslateTCP(b.in.Configs, b.p, authz.Options{RootNamespace: b.in.RootNamespace, Mesh: b.in.Mesh})
+	if err != nil {
+		pol = &authz.TCPPolicies{Allow: &rbacnetv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}, StatPrefix: authz.TCPStatPrefix}}
+	}
+	return pol.Filters()
 }
 
 // lookupService resolves an ext_authz provider's service host for the

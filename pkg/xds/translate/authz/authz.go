@@ -123,6 +123,13 @@ type Options struct {
 
 // TranslateWith is Translate with mesh config for CUSTOM policies.
 func TranslateWith(policies []*config.Resource, proxy *model.Proxy, o Options) (*Policies, error) {
+	return translate(policies, proxy, o, false)
+}
+
+// translate builds the RBAC configs for HTTP (tcp false) or for opaque
+// TCP filter chains (tcp true: HTTP-only fields make ALLOW rules match
+// nothing and are ignored in DENY/AUDIT rules; CUSTOM is not applied).
+func translate(policies []*config.Resource, proxy *model.Proxy, o Options, tcp bool) (*Policies, error) {
 	if proxy == nil {
 		return nil, fmt.Errorf("authz: nil proxy")
 	}
@@ -176,6 +183,10 @@ func TranslateWith(policies []*config.Resource, proxy *model.Proxy, o Options) (
 		case securityv1beta1.AuthorizationPolicy_AUDIT:
 			dst = &audit
 		case securityv1beta1.AuthorizationPolicy_CUSTOM:
+			if tcp {
+				out.Warnings = append(out.Warnings, fmt.Sprintf("AuthorizationPolicy %s/%s: CUSTOM is not applied to TCP traffic (no network ext_authz)", ns, r.Meta.Name))
+				continue
+			}
 			dst = &custom
 			if name := ap.GetProvider().GetName(); !contains(providers, name) {
 				providers = append(providers, name)
@@ -190,7 +201,7 @@ func TranslateWith(policies []*config.Resource, proxy *model.Proxy, o Options) (
 		for i, rule := range ap.GetRules() {
 			// CUSTOM rules decide what is checked: like DENY, an unsupported
 			// field widens the rule (more requests go to the authorizer).
-			t := &ruleTranslator{deny: ap.GetAction() == securityv1beta1.AuthorizationPolicy_DENY || ap.GetAction() == securityv1beta1.AuthorizationPolicy_CUSTOM}
+			t := &ruleTranslator{tcp: tcp, deny: ap.GetAction() != securityv1beta1.AuthorizationPolicy_ALLOW}
 			p := t.rule(rule)
 			where := fmt.Sprintf("AuthorizationPolicy %s/%s rules[%d]", ns, r.Meta.Name, i)
 			for _, w := range t.warnings {
@@ -245,8 +256,21 @@ func selects(sel, labels map[string]string) bool {
 // makes the rule match more (fail closed), as Istio does.
 type ruleTranslator struct {
 	deny     bool
+	tcp      bool // an opaque TCP chain: HTTP-only fields are unsupported
 	warnings []string
 	drop     bool
+}
+
+// httpOnly makes field unsupported on TCP chains (Istio: an ALLOW rule
+// using it is dropped, a DENY/AUDIT rule ignores it).
+func httpOnly[T any](t *ruleTranslator, field string, f func(string) *T) func(string) *T {
+	if !t.tcp {
+		return f
+	}
+	return func(string) *T {
+		t.unsupported("%s is HTTP only", field)
+		return nil
+	}
 }
 
 func (t *ruleTranslator) unsupported(format string, args ...any) {
@@ -304,7 +328,7 @@ func (t *ruleTranslator) source(s *securityv1beta1.Source) *rbacv3.Principal {
 		}
 	}
 	add(s.GetPrincipals(), s.GetNotPrincipals(), t.peerPrincipal)
-	add(s.GetRequestPrincipals(), s.GetNotRequestPrincipals(), requestPrincipal)
+	add(s.GetRequestPrincipals(), s.GetNotRequestPrincipals(), httpOnly(t, "requestPrincipals", requestPrincipal))
 	add(s.GetNamespaces(), s.GetNotNamespaces(), namespace)
 	add(s.GetServiceAccounts(), s.GetNotServiceAccounts(), t.serviceAccount)
 	add(s.GetTrustDomains(), s.GetNotTrustDomains(), trustDomain)
@@ -411,10 +435,10 @@ func (t *ruleTranslator) operation(o *securityv1beta1.Operation) *rbacv3.Permiss
 			rules = append(rules, &rbacv3.Permission{Rule: &rbacv3.Permission_NotRule{NotRule: p}})
 		}
 	}
-	add(o.GetHosts(), o.GetNotHosts(), hostPermission)
+	add(o.GetHosts(), o.GetNotHosts(), httpOnly(t, "hosts", hostPermission))
 	add(o.GetPorts(), o.GetNotPorts(), t.portPermission)
-	add(o.GetMethods(), o.GetNotMethods(), methodPermission)
-	add(o.GetPaths(), o.GetNotPaths(), t.pathPermission)
+	add(o.GetMethods(), o.GetNotMethods(), httpOnly(t, "methods", methodPermission))
+	add(o.GetPaths(), o.GetNotPaths(), httpOnly(t, "paths", t.pathPermission))
 	return andRules(rules)
 }
 
@@ -568,6 +592,13 @@ func (t *ruleTranslator) condition(c *securityv1beta1.Condition) (*rbacv3.Princi
 	default:
 		t.unsupported("condition key %q is not supported", key)
 		return nil, nil
+	}
+	if strings.HasPrefix(key, "request.") {
+		if pf != nil {
+			pf = httpOnly(t, "condition "+key, pf)
+		} else {
+			mf = httpOnly(t, "condition "+key, mf)
+		}
 	}
 	if pf != nil {
 		var ids []*rbacv3.Principal
