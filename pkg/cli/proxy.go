@@ -73,6 +73,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			stdout, stderr := lockWriter(cmd.OutOrStdout()), lockWriter(cmd.ErrOrStderr())
 			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
+			o.NetworkFilters = rbac.NetworkFilters(o.Logger)                            // envoy.filters.network.rbac (AuthorizationPolicy on TCP)
 			maps.Copy(o.HTTPFilters, jwt.Filters(o.Logger))                             // envoy.filters.http.jwt_authn (RequestAuthentication)
 			var px atomic.Pointer[proxy.Proxy]                                          // ext_authz checks go through the proxy's clusters
 			maps.Copy(o.HTTPFilters, extauthz.Filters(o.Logger, extauthz.WithClusters(func() *cluster.Set {

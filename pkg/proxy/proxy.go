@@ -74,6 +74,10 @@ type Options struct {
 	// HTTPFilters adds HTTP filter implementations by http_filters name
 	// (e.g. "envoy.filters.http.rbac"); see listener.FilterFactory.
 	HTTPFilters map[string]listener.FilterFactory
+	// NetworkFilters adds network filter implementations for inbound opaque
+	// TCP chains (e.g. "envoy.filters.network.rbac"); see
+	// listener.NetworkFilterFactory.
+	NetworkFilters map[string]listener.NetworkFilterFactory
 	// BackoffMin/BackoffMax tune xDS reconnects (defaults 100ms / 5s).
 	BackoffMin, BackoffMax time.Duration
 	// MTLS, when set, gives the proxy its mesh certificate: ISTIO_MUTUAL
@@ -271,7 +275,7 @@ func (p *Proxy) Node() *corev3.Node {
 
 // update is the xDS client's UpdateFunc: compile, then swap atomically.
 func (p *Proxy) update(res *xdsclient.Resources) error {
-	rt, err := listener.Build(res, p.cm, p.rt.Load(), p.opts.HTTPFilters)
+	rt, err := listener.Build(res, p.cm, p.rt.Load(), p.opts.HTTPFilters, p.opts.NetworkFilters)
 	if err != nil {
 		p.stats.Counter("xds.update_rejected").Add(1)
 		return err

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +48,10 @@ type Runtime struct {
 	InboundFilters map[int][]HTTPFilter
 	// OutboundFilters are outbound listeners' extension HTTP filters by port.
 	OutboundFilters map[int][]HTTPFilter
+	// InboundConnFilters are the network filters (e.g. RBAC) of
+	// virtualInbound's opaque TCP chains by destination port, run on each
+	// accepted connection before it is proxied.
+	InboundConnFilters map[int][]ConnFilter
 	// Warnings list configuration accepted but not executed.
 	Warnings []string
 	// Passthrough is the cluster virtualOutbound's tcp_proxy sends unknown
@@ -143,17 +148,48 @@ func CloseUnused(old, cur *Runtime) error {
 // config. It is called on every accepted update, serially.
 type FilterFactory func(typedConfig *anypb.Any) (HTTPFilter, error)
 
+// ConnFilter is a network filter of an inbound opaque TCP filter chain
+// (e.g. envoy.filters.network.rbac), run when a connection is accepted,
+// before it is proxied: a denied connection is closed. details says why
+// (Envoy's connection termination details). Implementations must be safe
+// for concurrent use.
+type ConnFilter interface {
+	CheckConn(c *ConnInfo) (allowed bool, details string)
+}
+
+// ConnInfo is what a ConnFilter sees of a connection.
+type ConnInfo struct {
+	Source, Destination netip.AddrPort
+	// Principal is the peer certificate's URI SAN on mutual TLS, else "".
+	Principal string
+	SNI       string
+}
+
+// NetworkFilterFactory builds a ConnFilter from a listener filter's typed
+// config; called on every accepted update, serially.
+type NetworkFilterFactory func(typedConfig *anypb.Any) (ConnFilter, error)
+
 // Build compiles resources into a Runtime. It returns an error for anything
 // the proxy cannot execute, so the caller can NACK.
 //
 // filters maps HTTP filter names (as in an HCM's http_filters) to
 // factories for filters implemented outside this package (e.g. RBAC); a
 // factory error rejects the update. Filters neither built in nor in
-// filters are reported in Warnings.
-func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters map[string]FilterFactory) (*Runtime, error) {
+// filters are reported in Warnings. netFilters (optional) does the same
+// for network filters of virtualInbound's opaque TCP chains
+// (Runtime.InboundConnFilters).
+func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters map[string]FilterFactory, netFilters ...map[string]NetworkFilterFactory) (*Runtime, error) {
 	rt := &Runtime{Routes: map[string]*router.Table{}, TCP: map[int]string{}, Inbound: map[int]*router.Table{},
 		InboundTCP: map[int]string{}, InboundFilters: map[int][]HTTPFilter{}, OutboundFilters: map[int][]HTTPFilter{},
-		Resources: res, Complete: res.Complete()}
+		InboundConnFilters: map[int][]ConnFilter{}, Resources: res, Complete: res.Complete()}
+	netFactory := func(name string) NetworkFilterFactory {
+		for _, m := range netFilters {
+			if f := m[name]; f != nil {
+				return f
+			}
+		}
+		return nil
+	}
 	for name, rc := range res.Routes {
 		t, err := router.Compile(rc)
 		if err != nil {
@@ -210,10 +246,20 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 			}
 		}
 		for _, fc := range chains {
+			port := int(fc.GetFilterChainMatch().GetDestinationPort().GetValue())
 			for _, f := range fc.GetFilters() {
-				if !executable.NetworkFilter(f.GetName()) {
-					rt.Warnings = append(rt.Warnings, fmt.Sprintf("listener %q: network filter %q not executed", name, f.GetName()))
+				if executable.NetworkFilter(f.GetName()) {
+					continue
 				}
+				if factory := netFactory(f.GetName()); factory != nil && inbound && len(hcmOf(fc)) == 0 {
+					cf, err := factory(f.GetTypedConfig())
+					if err != nil {
+						return nil, fmt.Errorf("listener %q: network filter %q: %w", name, f.GetName(), err)
+					}
+					rt.InboundConnFilters[port] = append(rt.InboundConnFilters[port], cf)
+					continue
+				}
+				rt.Warnings = append(rt.Warnings, fmt.Sprintf("listener %q: network filter %q not executed", name, f.GetName()))
 			}
 		}
 		for _, fc := range chains {

@@ -209,6 +209,9 @@ func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 		if n, ok := rt.InboundTCP[appPort]; ok {
 			name = n
 		}
+		if !h.allowConn(conn, rt, appPort, name) { // network RBAC: denied connections are closed
+			return
+		}
 		if c := rt.Clusters.Clusters[name]; c != nil {
 			if host, err := c.Pick(0); err == nil {
 				addr = host.Addr

@@ -39,6 +39,16 @@ type AccessEntry struct {
 	// requests overflow" (circuit breaker), "RBAC: access denied" with the
 	// deciding policy.
 	ResponseCodeDetails string `json:"response_code_details,omitempty"`
+	// ConnectionTerminationDetails says why the proxy closed a connection
+	// (Envoy's %CONNECTION_TERMINATION_DETAILS%), e.g. a network RBAC deny
+	// "rbac_access_denied_matched_policy[...]".
+	ConnectionTerminationDetails string `json:"connection_termination_details,omitempty"`
+	// DownstreamRemoteAddress is the client address of a TCP connection
+	// entry (Envoy's %DOWNSTREAM_REMOTE_ADDRESS%).
+	DownstreamRemoteAddress string `json:"downstream_remote_address,omitempty"`
+	// ConnectionSecurityPolicy is mutual_tls or none for inbound TCP
+	// connection entries (the metric label of the same name).
+	ConnectionSecurityPolicy string `json:"connection_security_policy,omitempty"`
 	// SourceWorkload and DestinationWorkload are the telemetry peers.
 	SourceWorkload      string `json:"source_workload,omitempty"`
 	DestinationWorkload string `json:"destination_workload,omitempty"`

@@ -3,14 +3,17 @@ package rbac
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/pkg/proxy/filter/dynmeta"
+	"github.com/weftmesh/weft/pkg/proxy/listener"
 )
 
 // TestShadowMarksRequest: shadow rules with a stat prefix (Istio's CUSTOM
@@ -39,5 +42,35 @@ func TestShadowMarksRequest(t *testing.T) {
 		if got != want {
 			t.Errorf("%s: marker %q, want %q", p, got, want)
 		}
+	}
+}
+
+// TestNetworkFilter: a network RBAC config decides on the connection's
+// peer principal and reports Envoy's termination details.
+func TestNetworkFilter(t *testing.T) {
+	princ := &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
+		PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "spiffe://cluster.local/ns/default/sa/a"}}}}}
+	allow := &rbacnet.RBAC{StatPrefix: "tcp.", Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{
+		"ns[default]-policy[p]-rule[0]": {Permissions: []*rbacv3.Permission{anyPerm()}, Principals: []*rbacv3.Principal{princ}}}}}
+	tc, err := anypb.New(allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := NetworkFactory(nil)(tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("127.0.0.1:4000")
+	if ok, d := f.CheckConn(&listener.ConnInfo{Principal: "spiffe://cluster.local/ns/default/sa/a", Source: src}); !ok || d != "" {
+		t.Errorf("principal a: %v %q", ok, d)
+	}
+	for _, p := range []string{"spiffe://cluster.local/ns/default/sa/b", ""} {
+		if ok, d := f.CheckConn(&listener.ConnInfo{Principal: p, Source: src}); ok || d != "rbac_access_denied_matched_policy[none]" {
+			t.Errorf("principal %q: %v %q", p, ok, d)
+		}
+	}
+	cont, _ := anypb.New(&rbacnet.RBAC{EnforcementType: rbacnet.RBAC_CONTINUOUS, Rules: allow.Rules})
+	if _, err := NetworkFactory(nil)(cont); err == nil {
+		t.Error("CONTINUOUS enforcement accepted")
 	}
 }
