@@ -7,9 +7,12 @@ import (
 	"strings"
 
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/config/validation"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/pkg/proxy/filter/pathnorm"
 	"github.com/weftmesh/weft/pkg/proxy/filter/rbac"
 	"github.com/weftmesh/weft/pkg/xds/model"
@@ -32,7 +35,9 @@ func newAuthzCheckCmd() *cobra.Command {
 		toNS, from, method, path, host string
 		reqPrincipal, srcIP, remoteIP  string
 		destIP, sni, root, norm        string
+		meshFile, extAuthzResult       string
 		port                           uint32
+		tcp                            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check -f POLICIES.yaml --to-labels app=x --to-namespace NS [request flags]",
@@ -41,6 +46,18 @@ func newAuthzCheckCmd() *cobra.Command {
 workload (namespace and labels) into Envoy RBAC exactly as the control plane
 does, normalizes the path as the sidecar does, and evaluates the request with
 the sidecar's RBAC engine. Prints which policy and rule allowed or denied it.
+
+CUSTOM policies (ext_authz) need the mesh config's extensionProviders
+(--mesh-config, as given to weft control-plane): a request their rules match
+is sent to the provider, whose answer --ext-authz-result assumes (allow by
+default; the rest of the evaluation follows an allow). Without a usable
+provider their rules deny, as on the sidecar.
+
+--tcp evaluates an opaque TCP connection instead (the network RBAC filter of
+the destination's TCP ports): only principals, namespaces, IPs, ports and
+SNI count; rules with HTTP-only fields are dropped from ALLOW policies and
+those fields ignored in DENY policies (the warnings say which).
+
 Exits 0 when allowed, 2 when denied (or rejected as an invalid path), 1 on
 input errors.`,
 		Args: cobra.NoArgs,
@@ -64,7 +81,20 @@ input errors.`,
 			for k, v := range labels {
 				proxy.Labels[k] = v[len(v)-1]
 			}
-			pol, err := authz.Translate(rs, proxy, root)
+			mesh, err := meshconfig.Load(meshFile)
+			if err != nil {
+				return fmt.Errorf("authz check: --mesh-config: %w", err)
+			}
+			if extAuthzResult != "allow" && extAuthzResult != "deny" {
+				return fmt.Errorf("authz check: --ext-authz-result %q: want allow or deny", extAuthzResult)
+			}
+			if from != "" && !strings.HasPrefix(from, "spiffe://") {
+				from = "spiffe://" + from
+			}
+			if tcp {
+				return checkTCP(cmd, rs, proxy, authz.Options{RootNamespace: root, Mesh: mesh}, from, srcIP, destIP, sni, port)
+			}
+			pol, err := authz.TranslateWith(rs, proxy, authz.Options{RootNamespace: root, Mesh: mesh})
 			if err != nil {
 				return fmt.Errorf("authz check: %w", err)
 			}
@@ -87,9 +117,6 @@ input errors.`,
 			p, q, _ := strings.Cut(np, "?")
 			req := &rbac.Request{Method: strings.ToUpper(method), Host: host, Path: p, RawQuery: q, Header: http.Header{},
 				RequestPrincipal: reqPrincipal, DestPort: port, SNI: sni}
-			if from != "" && !strings.HasPrefix(from, "spiffe://") {
-				from = "spiffe://" + from
-			}
 			req.Principal = from
 			hv, err := keyValues("--header", headers)
 			if err != nil {
@@ -122,13 +149,29 @@ input errors.`,
 			if np != path {
 				fmt.Fprintf(out, "path %q normalized (%s) to %q\n", path, mode, np)
 			}
-			fmt.Fprintf(out, "policies for %s (labels %v): %d DENY, %d ALLOW, %d AUDIT rules\n", toNS, proxy.Labels,
-				count(pol.Deny), count(pol.Allow), count(pol.Audit))
+			fmt.Fprintf(out, "policies for %s (labels %v): %d CUSTOM, %d DENY, %d ALLOW, %d AUDIT rules\n", toNS, proxy.Labels,
+				count(pol.Custom), count(pol.Deny), count(pol.Allow), count(pol.Audit))
 			d := eng.Check(req)
 			for _, a := range d.Audited {
 				fmt.Fprintf(out, "audited by %s\n", explain(a))
 			}
+			for _, m := range d.Shadow { // CUSTOM: the request goes to the ext_authz provider
+				if !strings.HasPrefix(m.Policy, authz.ExtAuthzPrefix) {
+					continue
+				}
+				fmt.Fprintf(out, "CUSTOM: %s sends the request to ext_authz provider %q (%s)\n", explain(m.Policy), pol.Provider, extAuthzTarget(pol))
+				if extAuthzResult == "deny" {
+					fmt.Fprintf(out, "DENIED by ext_authz provider %q (--ext-authz-result deny; its status and body reach the client)\n", pol.Provider)
+					return &exitError{code: 2, err: fmt.Errorf("denied by ext_authz")}
+				}
+				fmt.Fprintf(out, "assuming provider %q allows (--ext-authz-result allow)\n", pol.Provider)
+			}
+			if pol.Custom != nil && len(d.Shadow) == 0 && pol.ExtAuthz != nil {
+				fmt.Fprintf(out, "CUSTOM: no rule matches; ext_authz provider %q is not asked\n", pol.Provider)
+			}
 			switch {
+			case !d.Allowed && strings.HasPrefix(d.Policy, authz.ExtAuthzPrefix):
+				fmt.Fprintf(out, "DENIED by %s: its provider %q cannot be used, so its rules deny (see the warning)\n", explain(d.Policy), pol.Provider)
 			case d.Allowed && d.Action == "":
 				fmt.Fprintln(out, "ALLOWED: no ALLOW or DENY policy applies")
 			case d.Allowed:
@@ -162,6 +205,9 @@ input errors.`,
 	f.StringVar(&sni, "sni", "", "TLS SNI")
 	f.StringVar(&root, "root-namespace", "", "mesh root namespace (default weft-system; istio-system is always a root)")
 	f.StringVar(&norm, "path-normalization", "BASE", "NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES")
+	f.StringVar(&meshFile, "mesh-config", "", "MeshConfig file with the extensionProviders CUSTOM policies name (as for weft control-plane)")
+	f.StringVar(&extAuthzResult, "ext-authz-result", "allow", "what the CUSTOM policy's ext_authz provider answers: allow or deny")
+	f.BoolVar(&tcp, "tcp", false, "evaluate an opaque TCP connection (network RBAC) instead of an HTTP request")
 	return cmd
 }
 
@@ -177,7 +223,75 @@ func keyValues(flag string, in []string) (map[string][]string, error) {
 	return out, nil
 }
 
-func count(c *rbachttp.RBAC) int { return len(c.GetRules().GetPolicies()) }
+func count(c *rbachttp.RBAC) int {
+	return len(c.GetRules().GetPolicies()) + len(c.GetShadowRules().GetPolicies())
+}
+
+// extAuthzTarget describes where the ext_authz filter sends checks.
+func extAuthzTarget(pol *authz.Policies) string {
+	if c := pol.ExtAuthz.GetHttpService().GetServerUri().GetCluster(); c != "" {
+		return "HTTP, cluster " + c
+	}
+	return "gRPC, cluster " + pol.ExtAuthz.GetGrpcService().GetEnvoyGrpc().GetClusterName()
+}
+
+// checkTCP evaluates an opaque TCP connection against the network RBAC
+// filters the destination's TCP chains get.
+func checkTCP(cmd *cobra.Command, rs []*config.Resource, proxy *model.Proxy, o authz.Options, from, srcIP, destIP, sni string, port uint32) error {
+	out := cmd.OutOrStdout()
+	pol, err := authz.TranslateTCP(rs, proxy, o)
+	if err != nil {
+		return fmt.Errorf("authz check: %w", err)
+	}
+	for _, w := range pol.Warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+	}
+	var cfgs []*rbachttp.RBAC
+	for _, c := range []*rbacnet.RBAC{pol.Audit, pol.Deny, pol.Allow} {
+		if c != nil {
+			cfgs = append(cfgs, &rbachttp.RBAC{Rules: c.GetRules()})
+		}
+	}
+	eng, err := rbac.New(cfgs...)
+	if err != nil {
+		return fmt.Errorf("authz check: %w", err)
+	}
+	req := &rbac.Request{Principal: from, DestPort: port, SNI: sni}
+	for _, a := range []struct {
+		flag, val string
+		dst       *netip.Addr
+	}{{"--source-ip", srcIP, &req.SourceIP}, {"--destination-ip", destIP, &req.DestIP}} {
+		if a.val == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(a.val)
+		if err != nil {
+			return fmt.Errorf("authz check: %s: %w", a.flag, err)
+		}
+		*a.dst = ip
+	}
+	req.RemoteIP = req.SourceIP
+	fmt.Fprintf(out, "TCP policies for %s (labels %v): %d DENY, %d ALLOW, %d AUDIT rules\n", proxy.Namespace, proxy.Labels,
+		len(pol.Deny.GetRules().GetPolicies()), len(pol.Allow.GetRules().GetPolicies()), len(pol.Audit.GetRules().GetPolicies()))
+	d := eng.Check(req)
+	for _, a := range d.Audited {
+		fmt.Fprintf(out, "audited by %s\n", explain(a))
+	}
+	switch {
+	case d.Allowed && d.Action == "":
+		fmt.Fprintln(out, "ALLOWED (TCP): no ALLOW or DENY policy applies")
+	case d.Allowed:
+		fmt.Fprintf(out, "ALLOWED (TCP) by %s\n", explain(d.Policy))
+	case d.Action == "DENY":
+		fmt.Fprintf(out, "DENIED (TCP, connection closed) by %s\n", explain(d.Policy))
+	default:
+		fmt.Fprintln(out, "DENIED (TCP, connection closed): ALLOW policies apply and none matched")
+	}
+	if !d.Allowed {
+		return &exitError{code: 2, err: fmt.Errorf("connection denied")}
+	}
+	return nil
+}
 
 // explain turns an RBAC policy name into "policy NS/NAME rule N".
 func explain(name string) string {
