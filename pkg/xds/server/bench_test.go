@@ -304,15 +304,15 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 	}
 }
 
-// benchSettle waits until no push was computed and no response handed to
-// gRPC for quiet, polling; it fails after timeout.
-// It returns when the last push or send happened.
+// benchSettle waits until no push was pending or computed and no response
+// handed to gRPC for quiet, polling; it fails after timeout. It returns
+// when the last push or send happened.
 func (s *Server) benchSettle(timeout, quiet time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	lastVersion, since := s.version.Load(), time.Now()
 	for time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
-		if v := s.version.Load(); v != lastVersion {
+		if v := s.version.Load(); v != lastVersion || !s.idle() {
 			lastVersion, since = v, time.Now()
 			continue
 		}

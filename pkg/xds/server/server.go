@@ -100,6 +100,7 @@ type Server struct {
 	version     atomic.Int64  // last snapshot version handed out
 	lastPushDur atomic.Int64  // nanoseconds of the last flush
 	lastSend    atomic.Int64  // unix nanos when a SotW response was last handed to gRPC
+	pushing     atomic.Bool   // a change is being debounced or pushed
 	changed     chan struct{} // closed and replaced on every status change
 
 	mu         sync.Mutex
@@ -191,12 +192,17 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		case <-s.kickCh:
 		}
+		s.pushing.Store(true)
 		if !s.debounce(ctx) {
 			continue // ctx ended; the next loop returns
 		}
 		s.flush(ctx)
+		s.pushing.Store(false)
 	}
 }
+
+// idle reports that no push is pending or being computed.
+func (s *Server) idle() bool { return !s.pushing.Load() && len(s.kickCh) == 0 }
 
 // debounce waits until no kick came for Debounce, or MaxDelay passed since
 // the first one. It reports false when ctx ended.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -423,12 +424,14 @@ func hashResources(rs []types.Resource, memo *sync.Map) ([32]byte, int) {
 	sorted := sortByName(rs)
 	h := sha256.New()
 	size := 0
+	var buf []byte
 	for _, r := range sorted {
 		d := digestOf(r, memo)
 		size += d.size
 		name := cachev3.GetResourceName(r)
-		fmt.Fprintf(h, "%d:%s", len(name), name)
-		h.Write(d.sum[:])
+		buf = strconv.AppendInt(buf[:0], int64(len(name)), 10)
+		buf = append(append(append(buf, ':'), name...), d.sum[:]...)
+		h.Write(buf)
 	}
 	var out [32]byte
 	copy(out[:], h.Sum(nil))

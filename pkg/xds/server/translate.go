@@ -38,22 +38,28 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 	var last struct {
 		sync.Mutex
 		configs []*config.Resource
+		snap    *registry.Snapshot
 		regSum  [32]byte
 		build   func(*model.Proxy) (*Resources, error)
 	}
 	return func(configs []*config.Resource) func(*model.Proxy) (*Resources, error) {
 		snap := reg.Snapshot()
-		sum, sumOK := registrySum(snap)
 		last.Lock()
 		defer last.Unlock()
+		// The registry hands out the same snapshot until it changes: only
+		// a new one needs hashing.
+		sum, sumOK := last.regSum, last.snap != nil && snap == last.snap
+		if !sumOK {
+			sum, sumOK = registrySum(snap)
+		}
 		if sumOK && last.build != nil && sum == last.regSum && slices.Equal(configs, last.configs) {
 			return last.build
 		}
 		build := newTranslateBuild(&translate.Input{Configs: configs, Registry: snap, MTLS: mtls,
 			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: creds})
-		last.configs, last.regSum, last.build = configs, sum, nil
+		last.configs, last.regSum, last.build, last.snap = configs, sum, nil, nil
 		if sumOK {
-			last.build = build
+			last.snap, last.build = snap, build
 		}
 		return build
 	}
