@@ -6,6 +6,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -448,7 +449,8 @@ func (b *builder) buildProxyless() {
 // before ALLOW) for the proxy's inbound HTTP chains; see package authz.
 // inboundHTTPFilters is the inbound HCM filter chain: jwt_authn, RBAC, the
 // WasmPlugins that apply, then the router. A WasmPlugin that cannot be
-// translated is left out; the others still apply.
+// translated is left out (and reported in Output.Warnings); the others
+// still apply.
 func (b *builder) inboundHTTPFilters() []*hcmv3.HttpFilter {
 	chain := append(b.inboundRBAC(), &hcmv3.HttpFilter{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
 	var plugins []*config.Resource
@@ -462,7 +464,11 @@ func (b *builder) inboundHTTPFilters() []*hcmv3.HttpFilter {
 	}
 	// EnvoyFilter HTTP_FILTER patches are applied with all other patches
 	// at the end of the build (applyEnvoyFilters).
-	if out, _ := wasm.Apply(chain, plugins, nil, b.p, wasm.Inbound, b.in.RootNamespace); out != nil {
+	out, err := wasm.Apply(chain, plugins, nil, b.p, wasm.Inbound, b.in.RootNamespace)
+	if err != nil { // the plugin is left out; proxy-status shows why
+		b.warnings = append(b.warnings, strings.Split(err.Error(), "\n")...)
+	}
+	if out != nil {
 		return out
 	}
 	return chain

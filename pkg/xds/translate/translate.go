@@ -48,10 +48,11 @@ type Input struct {
 // Output is the resources for one proxy, each list sorted by name.
 type Output struct {
 	Listeners, Routes, Clusters, Endpoints, Secrets []types.Resource
-	// Warnings are human-readable problems with the proxy's EnvoyFilters:
-	// patches that were skipped (their result would be invalid, or their
-	// value could not be decoded), then what applied patches set that weft
-	// proxy does not execute.
+	// Warnings are human-readable problems with the proxy's WasmPlugins
+	// (left out: they cannot be translated) and EnvoyFilters: patches that
+	// were skipped (their result would be invalid, or their value could not
+	// be decoded), then what applied patches set that weft proxy does not
+	// execute.
 	Warnings []string
 }
 

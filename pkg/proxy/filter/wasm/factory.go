@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
@@ -78,6 +79,9 @@ func (e *Engine) loadCode(ctx context.Context, vm *wasmv3.VmConfig) ([]byte, err
 	if r := code.GetRemote(); r != nil {
 		if r.GetHttpUri().GetUri() == "" {
 			return nil, errors.New("wasm: vm_config.code.remote.http_uri.uri is required")
+		}
+		if strings.HasPrefix(r.GetHttpUri().GetUri(), "oci://") { // oci.go
+			return e.fetchOCI(ctx, r.GetHttpUri().GetUri(), r.GetSha256(), vm)
 		}
 		return e.fetch(ctx, r.GetHttpUri().GetUri(), r.GetSha256())
 	}

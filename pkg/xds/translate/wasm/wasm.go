@@ -41,6 +41,11 @@ const (
 	xdsTypedStruct = "type.googleapis.com/xds.type.v3.TypedStruct"
 	// RootNamespace holds mesh-wide WasmPlugins and EnvoyFilters.
 	RootNamespace = "istio-system"
+	// PullPolicyEnv and ResourceVersionEnv are the VM environment of
+	// oci:// modules (the names Istio's agent reads; the proxy side is
+	// pkg/proxy/filter/wasm/oci.go).
+	PullPolicyEnv      = "ISTIO_META_WASM_IMAGE_PULL_POLICY"
+	ResourceVersionEnv = "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION"
 )
 
 // Direction is the kind of HCM being built.
@@ -240,6 +245,7 @@ func pluginFilter(r *config.Resource, s *extensionsv1alpha1.WasmPlugin) (*hcmv3.
 		return nil, fmt.Errorf("%s: url: %w", where, err)
 	}
 	var code *corev3.AsyncDataSource
+	var env map[string]string
 	switch u.Scheme {
 	case "file":
 		code = &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Local{Local: &corev3.DataSource{
@@ -253,8 +259,28 @@ func pluginFilter(r *config.Resource, s *extensionsv1alpha1.WasmPlugin) (*hcmv3.
 				HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: "outbound|" + u.Port() + "||" + u.Hostname()}},
 			Sha256: s.GetSha256(),
 		}}}
+	case "oci":
+		// The proxy pulls the image (pkg/proxy/filter/wasm/oci.go); the
+		// pull policy and the resource version travel as the VM's
+		// environment, under the names Istio's agent reads.
+		if s.GetImagePullSecret() != "" {
+			return nil, fmt.Errorf("%s: imagePullSecret: pulls with credentials are not supported yet (anonymous registry tokens only)", where)
+		}
+		port := u.Port()
+		if port == "" {
+			port = "443"
+		}
+		code = &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Remote{Remote: &corev3.RemoteDataSource{
+			HttpUri: &corev3.HttpUri{Uri: s.GetUrl(), Timeout: durationpb.New(30e9),
+				HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: "outbound|" + port + "||" + u.Hostname()}},
+			Sha256: s.GetSha256(),
+		}}}
+		env = map[string]string{ResourceVersionEnv: r.Meta.ResourceVersion}
+		if p := s.GetImagePullPolicy(); p != extensionsv1alpha1.PullPolicy_UNSPECIFIED_POLICY {
+			env[PullPolicyEnv] = p.String()
+		}
 	default:
-		return nil, fmt.Errorf("%s: url %q: only file:// and http(s):// modules are supported", where, s.GetUrl())
+		return nil, fmt.Errorf("%s: url %q: only file://, http(s):// and oci:// modules are supported", where, s.GetUrl())
 	}
 	pc := &wasmv3.PluginConfig{
 		Name:     name,
@@ -263,6 +289,9 @@ func pluginFilter(r *config.Resource, s *extensionsv1alpha1.WasmPlugin) (*hcmv3.
 		Vm: &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{
 			VmId: name, Runtime: "envoy.wasm.runtime.v8", Code: code,
 		}},
+	}
+	if env != nil {
+		pc.GetVmConfig().EnvironmentVariables = &wasmv3.EnvironmentVariables{KeyValues: env}
 	}
 	if c := s.GetPluginConfig(); c != nil {
 		b, err := protojson.Marshal(c)

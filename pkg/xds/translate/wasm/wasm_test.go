@@ -176,9 +176,15 @@ spec:
 		{"bad url scheme", `
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
-metadata: {name: oci, namespace: default}
-spec: {url: oci://ghcr.io/x/y:1}
-`, "", Inbound, "envoy.filters.http.jwt_authn,envoy.filters.http.rbac,istio.stats," + RouterName, "only file:// and http(s)://"},
+metadata: {name: ftp, namespace: default}
+spec: {url: ftp://example.com/y.wasm}
+`, "", Inbound, "envoy.filters.http.jwt_authn,envoy.filters.http.rbac,istio.stats," + RouterName, "only file://, http(s):// and oci://"},
+		{"oci with a pull secret", `
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: private, namespace: default}
+spec: {url: "oci://ghcr.io/x/y:1", imagePullSecret: creds}
+`, "", Inbound, "envoy.filters.http.jwt_authn,envoy.filters.http.rbac,istio.stats," + RouterName, "imagePullSecret"},
 		{"http without sha256", `
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
@@ -257,5 +263,37 @@ func TestTranslateFields(t *testing.T) {
 	}
 	if d := desc(t, got); d != "wasm:prod.other-ns" {
 		t.Fatalf("mesh-root: %s", d)
+	}
+}
+
+// An oci:// WasmPlugin becomes a remote data source the proxy pulls
+// (pkg/proxy/filter/wasm/oci.go), with the pull policy and resource
+// version in the VM environment.
+func TestTranslateOCI(t *testing.T) {
+	rs := decode(t, `
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: oci, namespace: default, resourceVersion: "42"}
+spec:
+  url: oci://ghcr.io/org/header:v1
+  imagePullPolicy: Always
+  sha256: `+strings.Repeat("b", 64)+`
+`)
+	fs, err := Translate(rs, nil, &model.Proxy{Namespace: "default"})
+	if err != nil || len(fs) != 1 {
+		t.Fatalf("Translate: %v, %d filters", err, len(fs))
+	}
+	vm := wasmOf(t, fs[0]).GetConfig().GetVmConfig()
+	r := vm.GetCode().GetRemote()
+	if r.GetHttpUri().GetUri() != "oci://ghcr.io/org/header:v1" || r.GetSha256() != strings.Repeat("b", 64) ||
+		r.GetHttpUri().GetCluster() != "outbound|443||ghcr.io" {
+		t.Errorf("remote = %v", r)
+	}
+	env := vm.GetEnvironmentVariables().GetKeyValues()
+	if env[PullPolicyEnv] != "Always" || env[ResourceVersionEnv] != rs[0].Meta.ResourceVersion {
+		t.Errorf("environment = %v (resource version %q)", env, rs[0].Meta.ResourceVersion)
+	}
+	if err := fs[0].Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
 	}
 }
