@@ -13,9 +13,9 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/filter/wasm"
 )
 
-// The control plane reports EnvoyFilter HTTP filters weft proxy does not
-// execute from executable.ExtensionHTTPFilters: it must name exactly the
-// factories `weft proxy` registers.
+// The control plane reports EnvoyFilter filters weft proxy does not execute
+// from executable.ExtensionHTTPFilters and ExtensionNetworkFilters: they
+// must name exactly the factories `weft proxy` registers.
 func TestExecutableExtensionFiltersMatchProxyFactories(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.DiscardHandler)
@@ -27,5 +27,9 @@ func TestExecutableExtensionFiltersMatchProxyFactories(t *testing.T) {
 	want := slices.Sorted(slices.Values(executable.ExtensionHTTPFilters))
 	if !slices.Equal(names, want) {
 		t.Errorf("weft proxy registers %v; executable.ExtensionHTTPFilters lists %v", names, want)
+	}
+	net := slices.Sorted(maps.Keys(rbac.NetworkFilters(log)))
+	if want := slices.Sorted(slices.Values(executable.ExtensionNetworkFilters)); !slices.Equal(net, want) {
+		t.Errorf("weft proxy registers network filters %v; executable.ExtensionNetworkFilters lists %v", net, want)
 	}
 }

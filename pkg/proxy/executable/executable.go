@@ -9,10 +9,17 @@ package executable
 
 import "slices"
 
-// Network filters the proxy executes.
+// NetworkFilters are the network filters the proxy implements itself.
 var NetworkFilters = []string{
 	"envoy.filters.network.http_connection_manager",
 	"envoy.filters.network.tcp_proxy",
+}
+
+// ExtensionNetworkFilters are the network filters `weft proxy` registers
+// factories for (listener.NetworkFilterFactory; executed on inbound TCP
+// chains).
+var ExtensionNetworkFilters = []string{
+	"envoy.filters.network.rbac",
 }
 
 // BuiltinHTTPFilters are HTTP filters the proxy implements itself. Their
@@ -49,8 +56,14 @@ var PerFilterConfigs = []string{
 	"envoy.filters.http.cors",
 }
 
-// NetworkFilter reports whether the proxy executes a network filter.
+// NetworkFilter reports whether a network filter is built into the proxy.
 func NetworkFilter(name string) bool { return slices.Contains(NetworkFilters, name) }
+
+// NetworkFilterExecuted reports whether the proxy executes a network
+// filter: built in, or by a registered factory.
+func NetworkFilterExecuted(name string) bool {
+	return NetworkFilter(name) || slices.Contains(ExtensionNetworkFilters, name)
+}
 
 // HTTPFilter reports whether the proxy executes an HTTP filter.
 func HTTPFilter(name string) bool {

@@ -148,7 +148,7 @@ func (c *checker) networkFilter(f *listenerv3.Filter, name string) {
 	if name == "" {
 		return
 	}
-	if !executable.NetworkFilter(name) {
+	if !executable.NetworkFilterExecuted(name) {
 		c.add("network filter %s", name)
 		return
 	}
