@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -218,6 +220,16 @@ spec:
 		{"/ip", "deny", answer{200, `app /ip result=""`, ""}, false},
 		{"/headers/admin", "allow", answer{403, "RBAC: access denied", ""}, true}, // CUSTOM passes, DENY wins
 	})
+	// Bytes the inbound sniffer does not take for HTTP (a lowercase method a
+	// lenient application server still parses) must not reach the app
+	// around the HTTP filters.
+	before := httpHits.Load()
+	if got, _ := rawTunnel(client.Outbound, "server:8080", "get /headers HTTP/1.1\r\nHost: server\r\nConnection: close\r\n\r\n"); strings.Contains(got, "app /headers") {
+		t.Errorf("opaque bytes to the HTTP port reached the app around ext_authz: %q", got)
+	}
+	if httpHits.Load() != before {
+		t.Errorf("opaque connection was checked as HTTP")
+	}
 	// The check crossed the mesh over mutual TLS: the authorizer's sidecar
 	// reports mutual_tls requests.
 	m := scrape(t, authzHTTP.Metrics)
@@ -248,4 +260,32 @@ spec:
 	if a := get("/headers/admin", "allow"); a.code != 403 || a.body != "RBAC: access denied" {
 		t.Errorf("failOpen: DENY policy must still apply: %+v", a)
 	}
+}
+
+// rawTunnel sends raw bytes to target through a CONNECT tunnel of the
+// outbound listener and returns what comes back before the connection
+// closes (at most 3 s).
+func rawTunnel(outbound, target, payload string) (string, error) {
+	c, err := net.DialTimeout("tcp", outbound, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, "CONNECT "+target+" HTTP/1.1\r\nHost: "+target+"\r\n\r\n"); err != nil {
+		return "", err
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("CONNECT: %d", resp.StatusCode)
+	}
+	if _, err := io.WriteString(c, payload); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(br)
+	return string(b), err
 }

@@ -34,7 +34,19 @@ func (h *Handler) allowConn(conn net.Conn, rt *Runtime, port int, clusterName st
 		}
 	}
 	if len(fs) == 0 {
-		return true
+		hf, ok := rt.InboundFilters[port]
+		if !ok {
+			hf = rt.InboundFilters[0]
+		}
+		if len(hf) == 0 {
+			return true
+		}
+		// The port's chain is HTTP with filters (authorization, authn,
+		// Wasm) that cannot run on opaque bytes: passing them to the app
+		// would bypass those filters (e.g. a lowercase method the sniffer
+		// does not take for HTTP but a lenient server parses). Envoy's HTTP
+		// codec would reject such bytes too.
+		fs = []ConnFilter{httpOnlyPort{}}
 	}
 	st := PeerTLS(conn)
 	ci := &ConnInfo{Principal: PeerPrincipal(st)}
@@ -72,3 +84,12 @@ func (h *Handler) allowConn(conn net.Conn, rt *Runtime, port int, clusterName st
 	}
 	return true
 }
+
+// httpOnlyPort refuses opaque TCP on a port whose chain is HTTP with
+// extension filters.
+type httpOnlyPort struct{}
+
+// OpaqueOnHTTPDetails is the termination detail of such a refusal.
+const OpaqueOnHTTPDetails = "opaque_tcp_on_http_filter_chain"
+
+func (httpOnlyPort) CheckConn(*ConnInfo) (bool, string) { return false, OpaqueOnHTTPDetails }
