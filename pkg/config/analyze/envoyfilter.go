@@ -25,8 +25,8 @@ func (a *analyzer) envoyFilters() {
 				a.report(r, Warning, CodeEnvoyFilterInvalid, path+"."+field, "%s; the patch is skipped", strings.ReplaceAll(err.Error(), "\u00a0", " "))
 				continue
 			}
-			for _, what := range envoyfilter.NotExecuted(p) {
-				a.report(r, Warning, CodeEnvoyFilterNotExecuted, path+".patch.value", "%s is not executed by weft proxy", what)
+			for _, f := range envoyfilter.NotExecuted(p) {
+				a.report(r, Warning, CodeEnvoyFilterNotExecuted, path+".patch.value", "%s is not executed by weft proxy", f.Text)
 			}
 		}
 	}

@@ -2,8 +2,10 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/registry"
@@ -14,6 +16,83 @@ import (
 // endpoints each, a DestinationRule with two subsets and a VirtualService
 // for every tenth) for one sidecar.
 func BenchmarkBuild1000Services(b *testing.B) {
+	in, p := bench1000(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var out *Output
+	var err error
+	for b.Loop() {
+		out, err = Build(in, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if len(out.Clusters) < 1200 {
+		b.Fatalf("got %d clusters", len(out.Clusters))
+	}
+}
+
+// BenchmarkBuildEnvoyFilters measures what EnvoyFilter patches cost a
+// build of the 1000-service mesh: builds without and with four patches
+// that touch every outbound cluster (CLUSTER MERGE), route (HTTP_ROUTE
+// MERGE), virtual host (VIRTUAL_HOST MERGE) and HCM (HTTP_FILTER
+// INSERT_BEFORE), alternating, and reports both and their ratio.
+func BenchmarkBuildEnvoyFilters(b *testing.B) {
+	in, p := bench1000(b)
+	efs, err := config.Decode("ef.yaml", []byte(`apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: bench, namespace: istio-system}
+spec:
+  configPatches:
+  - applyTo: CLUSTER
+    match: {context: SIDECAR_OUTBOUND}
+    patch: {operation: MERGE, value: {connect_timeout: 2s}}
+  - applyTo: HTTP_ROUTE
+    match: {context: SIDECAR_OUTBOUND}
+    patch: {operation: MERGE, value: {route: {timeout: 3s}}}
+  - applyTo: VIRTUAL_HOST
+    match: {context: SIDECAR_OUTBOUND}
+    patch: {operation: MERGE, value: {request_headers_to_add: [{header: {key: x-bench, value: "1"}}]}}
+  - applyTo: HTTP_FILTER
+    match: {context: SIDECAR_OUTBOUND, listener: {filterChain: {filter: {subFilter: {name: envoy.filters.http.router}}}}}
+    patch: {operation: INSERT_BEFORE, value: {name: envoy.filters.http.fault, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault}}}
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	withEF := *in
+	withEF.Configs = append(slices.Clone(in.Configs), efs...)
+	var none, patched time.Duration
+	n := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := Build(in, p); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		out, err := Build(&withEF, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		patched += time.Since(t1)
+		none += t1.Sub(t0)
+		n++
+		if len(out.Warnings) != 0 {
+			b.Fatalf("warnings: %v", out.Warnings)
+		}
+	}
+	b.ReportMetric(float64(none.Milliseconds())/float64(n), "ms/build-none")
+	b.ReportMetric(float64(patched.Milliseconds())/float64(n), "ms/build-patched")
+	b.ReportMetric(float64(patched)/float64(none), "patched/none")
+}
+
+// bench1000 is the 1000-service mesh of BenchmarkBuild1000Services and
+// the sidecar translated.
+func bench1000(b *testing.B) (*Input, *model.Proxy) {
+	b.Helper()
 	var y strings.Builder
 	for i := 0; i < 1000; i++ {
 		fmt.Fprintf(&y, `---
@@ -60,17 +139,5 @@ spec:
 	reg.SetConfigs(rs)
 	in := &Input{Configs: rs, Registry: reg.Snapshot()}
 	p, _ := model.ParseNodeID("sidecar~10.9.9.9~client.ns0~ns0.svc.cluster.local")
-	b.ReportAllocs()
-	b.ResetTimer()
-	var out *Output
-	for b.Loop() {
-		out, err = Build(in, p)
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	if len(out.Clusters) < 1200 {
-		b.Fatalf("got %d clusters", len(out.Clusters))
-	}
+	return in, p
 }

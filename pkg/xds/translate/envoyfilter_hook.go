@@ -54,9 +54,18 @@ func (b *builder) applyEnvoyFilters() {
 	for _, m := range res.Messages {
 		b.warnings = append(b.warnings, m.String())
 	}
+	var present map[string]map[string]bool
 	for _, a := range res.Applied {
-		for _, what := range envoyfilter.NotExecuted(a.Patch) {
-			b.warnings = append(b.warnings, fmt.Sprintf("EnvoyFilter %s: %s is not executed by weft proxy (configPatches[%d])", a.Filter, what, a.Index))
+		for _, f := range envoyfilter.NotExecuted(a.Patch) {
+			if f.Kind != "" {
+				if present == nil {
+					present = envoyfilter.FilterNames(t.Listeners)
+				}
+				if !present[f.Kind][f.Name] {
+					continue // a later patch removed or replaced it
+				}
+			}
+			b.warnings = append(b.warnings, fmt.Sprintf("EnvoyFilter %s: %s is not executed by weft proxy (configPatches[%d])", a.Filter, f.Text, a.Index))
 		}
 	}
 }

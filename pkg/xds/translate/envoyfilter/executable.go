@@ -17,12 +17,21 @@ import (
 	"github.com/weftmesh/weft/pkg/xds/translate/wasm"
 )
 
+// Finding is one thing a patch sets that weft proxy does not execute.
+type Finding struct {
+	// Filter is the kind and name of an unexecuted filter ("network
+	// filter", "envoy.filters.network.redis_proxy"); empty Kind for fields.
+	Kind, Name string
+	// Text says what, e.g. "network filter envoy.filters.network.redis_proxy"
+	// or "route field route.idle_timeout".
+	Text string
+}
+
 // NotExecuted lists what a patch adds or sets that weft proxy does not
-// execute (see pkg/proxy/executable), e.g. "network filter
-// envoy.filters.network.redis_proxy" or "route field route.idle_timeout".
-// It looks at the patch value only: REMOVE patches and values that do not
-// decode (those are skipped and reported by Apply) give nothing.
-func NotExecuted(p *networking.EnvoyFilter_EnvoyConfigObjectPatch) []string {
+// execute (see pkg/proxy/executable). It looks at the patch value only:
+// REMOVE patches and values that do not decode (those are skipped and
+// reported by Apply) give nothing.
+func NotExecuted(p *networking.EnvoyFilter_EnvoyConfigObjectPatch) []Finding {
 	op := p.GetPatch().GetOperation()
 	if op == opRemove || op == networking.EnvoyFilter_Patch_INVALID || p.GetPatch().GetValue() == nil {
 		return nil
@@ -70,6 +79,36 @@ func NotExecuted(p *networking.EnvoyFilter_EnvoyConfigObjectPatch) []string {
 	return c.out
 }
 
+// Finding kinds of unexecuted filters.
+const (
+	KindNetworkFilter  = "network filter"
+	KindHTTPFilter     = "http filter"
+	KindListenerFilter = "listener filter"
+)
+
+// FilterNames returns the names of the network, HTTP and listener filters
+// in listeners, by kind (for telling whether a reported filter is still
+// in a proxy's final configuration).
+func FilterNames(listeners map[string]*listenerv3.Listener) map[string]map[string]bool {
+	out := map[string]map[string]bool{KindNetworkFilter: {}, KindHTTPFilter: {}, KindListenerFilter: {}}
+	for _, l := range listeners {
+		for _, lf := range l.GetListenerFilters() {
+			out[KindListenerFilter][canonical(lf.GetName())] = true
+		}
+		for _, fc := range chainsOf(l) {
+			for _, f := range fc.GetFilters() {
+				out[KindNetworkFilter][canonical(f.GetName())] = true
+				if h, ok := hcmOf(f); ok {
+					for _, hf := range h.GetHttpFilters() {
+						out[KindHTTPFilter][canonical(hf.GetName())] = true
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
 func cmpOr(a, b string) string {
 	if a != "" {
 		return a
@@ -77,11 +116,14 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-type checker struct{ out []string }
+type checker struct{ out []Finding }
 
-func (c *checker) add(format string, args ...any) {
-	if s := fmt.Sprintf(format, args...); !slices.Contains(c.out, s) {
-		c.out = append(c.out, s)
+func (c *checker) add(format string, args ...any) { c.addFilter("", "", format, args...) }
+
+func (c *checker) addFilter(kind, name, format string, args ...any) {
+	f := Finding{Kind: kind, Name: name, Text: fmt.Sprintf(format, args...)}
+	if !slices.Contains(c.out, f) {
+		c.out = append(c.out, f)
 	}
 }
 
@@ -149,7 +191,7 @@ func (c *checker) networkFilter(f *listenerv3.Filter, name string) {
 		return
 	}
 	if !executable.NetworkFilterExecuted(name) {
-		c.add("network filter %s", name)
+		c.addFilter(KindNetworkFilter, name, "network filter %s", name)
 		return
 	}
 	if tc := f.GetTypedConfig(); tc != nil {
@@ -164,15 +206,15 @@ func (c *checker) httpFilter(f *hcmv3.HttpFilter, name string) {
 	switch {
 	case name == "":
 	case !executable.HTTPFilter(name):
-		c.add("http filter %s", name)
+		c.addFilter(KindHTTPFilter, name, "http filter %s", name)
 	case len(f.GetTypedConfig().GetValue()) > 0 && !executable.HTTPFilterConfig(name):
-		c.add("typed_config of http filter %s", name)
+		c.addFilter(KindHTTPFilter, name, "typed_config of http filter %s", name)
 	}
 }
 
 func (c *checker) listenerFilter(name string) {
 	if name = canonical(name); name != "" && !executable.ListenerFilter(name) {
-		c.add("listener filter %s", name)
+		c.addFilter(KindListenerFilter, name, "listener filter %s", name)
 	}
 }
 

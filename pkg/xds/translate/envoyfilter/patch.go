@@ -33,21 +33,36 @@ const (
 
 func isMerge(op opT) bool { return op == opMerge || op == opMergeReplace }
 
-// decoder returns a function decoding the patch value into a new T.
+// decoder returns a function returning a new T decoded from the patch
+// value (decoded once; each call returns a fresh copy).
 func decoder[T proto.Message](p *patchT, mk func() T) func() (T, error) {
+	var v T
+	var err error
+	done := false
 	return func() (T, error) {
-		v := mk()
-		err := decode(p.GetPatch().GetValue(), v)
-		return v, err
+		if !done {
+			v, err, done = mk(), nil, true
+			err = decode(p.GetPatch().GetValue(), v)
+		}
+		if err != nil {
+			return v, err
+		}
+		return proto.Clone(v).(T), nil
 	}
 }
 
-// merger returns a function merging the patch value (decoded as T) into
-// an element.
+// merger returns a function merging the patch value (decoded once as T)
+// into an element.
 func merger[T proto.Message](p *patchT, mk func() T) func(T) error {
+	var v T
+	var err error
+	done := false
 	return func(dst T) error {
-		v := mk()
-		if err := decode(p.GetPatch().GetValue(), v); err != nil {
+		if !done {
+			v, done = mk(), true
+			err = decode(p.GetPatch().GetValue(), v)
+		}
+		if err != nil {
 			return err
 		}
 		return merge(dst, v, p.GetPatch().GetOperation() == opMergeReplace)
@@ -285,8 +300,16 @@ func (tx *txn) patchInListener(w *listenerv3.Listener, p *patchT, inbound bool) 
 				if !ok {
 					continue
 				}
-				out, changed, err := listOp(h.GetHttpFilters(), op, match, value, merger(p, mk))
-				if err != nil {
+				var out []*hcmv3.HttpFilter
+				var changed bool
+				var err error
+				if fc := p.GetPatch().GetFilterClass(); op == opAdd && fc != networking.EnvoyFilter_Patch_UNSPECIFIED {
+					var f *hcmv3.HttpFilter
+					if f, err = value(); err != nil {
+						return false, err
+					}
+					out, changed = slices.Insert(slices.Clone(h.GetHttpFilters()), classPosition(h.GetHttpFilters(), fc), f), true
+				} else if out, changed, err = listOp(h.GetHttpFilters(), op, match, value, merger(p, mk)); err != nil {
 					return false, err
 				}
 				if !changed {
@@ -302,6 +325,48 @@ func (tx *txn) patchInListener(w *listenerv3.Listener, p *patchT, inbound bool) 
 		return touched, nil
 	}
 	return false, nil
+}
+
+// classPosition is where ADD with a filterClass inserts, as in Istio:
+// AUTHN before the authentication filters, AUTHZ after the authorization
+// filters, STATS before istio.stats; the router stays last.
+func classPosition(chain []*hcmv3.HttpFilter, class networking.EnvoyFilter_Patch_FilterClass) int {
+	first := func(names ...string) int {
+		for i, f := range chain {
+			if slices.Contains(names, canonical(f.GetName())) {
+				return i
+			}
+		}
+		return -1
+	}
+	router := first("envoy.filters.http.router")
+	if router < 0 {
+		router = len(chain)
+	}
+	switch class {
+	case networking.EnvoyFilter_Patch_AUTHN:
+		if i := first("envoy.filters.http.jwt_authn", "istio_authn", "envoy.filters.http.rbac", "envoy.filters.http.ext_authz", "istio.stats"); i >= 0 {
+			return i
+		}
+	case networking.EnvoyFilter_Patch_AUTHZ:
+		last := -1
+		for i, f := range chain {
+			if n := canonical(f.GetName()); n == "envoy.filters.http.rbac" || n == "envoy.filters.http.ext_authz" {
+				last = i
+			}
+		}
+		if last >= 0 {
+			return last + 1
+		}
+		if i := first("istio.stats"); i >= 0 {
+			return i
+		}
+	case networking.EnvoyFilter_Patch_STATS:
+		if i := first("istio.stats"); i >= 0 {
+			return i
+		}
+	}
+	return router
 }
 
 // hcmOf unpacks an HTTP connection manager network filter.
@@ -447,12 +512,13 @@ func patchRouteConfig(rc *routev3.RouteConfiguration, p *patchT) (bool, error) {
 			match = nil
 		}
 		mk := func() *routev3.Route { return &routev3.Route{} }
+		dec, mer := decoder(p, mk), merger(p, mk)
 		touched := false
 		for _, vh := range rc.GetVirtualHosts() {
 			if !vhostMatches(vm, vh) {
 				continue
 			}
-			out, changed, err := listOp(vh.GetRoutes(), op, match, decoder(p, mk), merger(p, mk))
+			out, changed, err := listOp(vh.GetRoutes(), op, match, dec, mer)
 			if err != nil {
 				return false, err
 			}
