@@ -87,7 +87,8 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				return fmt.Errorf("wasm runtime: %w", err)
 			}
 			defer wasmEngine.Close(context.Background())
-			maps.Copy(o.HTTPFilters, wasmEngine.Filters()) // envoy.filters.http.wasm (WasmPlugin, EnvoyFilter)
+			maps.Copy(o.HTTPFilters, wasmEngine.Filters())            // envoy.filters.http.wasm (WasmPlugin, EnvoyFilter)
+			o.StatsCollectors = append(o.StatsCollectors, wasmEngine) // plugin metrics on /stats/prometheus
 			o.DrainTimeout = drain
 			if o.Capture { // redirected traffic arrives on the pod's addresses
 				if !cmd.Flags().Changed("outbound-address") {
@@ -128,6 +129,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				return &exitError{code: 2, err: err}
 			}
 			px.Store(p)
+			wasmEngine.SetHTTPCaller(p.HTTPCall) // proxy_http_call through the cluster manager
 			if releasePages {
 				go func() {
 					select {

@@ -78,6 +78,9 @@ type Options struct {
 	// TCP chains (e.g. "envoy.filters.network.rbac"); see
 	// listener.NetworkFilterFactory.
 	NetworkFilters map[string]listener.NetworkFilterFactory
+	// StatsCollectors add series to /stats/prometheus (15090) and the
+	// admin /stats (e.g. the wasm engine's plugin metrics).
+	StatsCollectors []stats.Collector
 	// BackoffMin/BackoffMax tune xDS reconnects (defaults 100ms / 5s).
 	BackoffMin, BackoffMax time.Duration
 	// MTLS, when set, gives the proxy its mesh certificate: ISTIO_MUTUAL
@@ -176,6 +179,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p := &Proxy{opts: opts, log: log.With("component", "proxy", "workload", opts.Workload+"."+opts.Namespace),
 		stats: stats.NewRegistry(), ready: make(chan struct{}), quit: make(chan struct{})}
+	for _, c := range opts.StatsCollectors {
+		p.stats.AddCollector(c)
+	}
 	p.cm = cluster.NewManager(p.log, opts.Clock, opts.Rand)
 	return p, nil
 }
@@ -212,6 +218,34 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 
 // Runtime returns the current compiled configuration (nil before the first).
 func (p *Proxy) Runtime() *listener.Runtime { return p.rt.Load() }
+
+// HTTPCall sends req to the cluster named cluster of the current
+// configuration: its load balancer picks the host, its transport (mTLS
+// when the cluster has it) carries the request; req.URL carries only the
+// path and query. For proxy-wasm's proxy_http_call.
+func (p *Proxy) HTTPCall(ctx context.Context, cluster string, req *http.Request) (*http.Response, error) {
+	rt := p.rt.Load()
+	if rt == nil {
+		return nil, fmt.Errorf("http call to cluster %q: no configuration yet", cluster)
+	}
+	c := rt.Clusters.Clusters[cluster]
+	if c == nil {
+		return nil, fmt.Errorf("http call: unknown cluster %q", cluster)
+	}
+	host, err := c.Pick(lb.Hash64(req.URL.Path))
+	if err != nil {
+		return nil, fmt.Errorf("http call to cluster %q: %w", cluster, err)
+	}
+	req = req.WithContext(ctx)
+	req.URL.Scheme, req.URL.Host = "http", host.Addr
+	resp, err := c.Transport.RoundTrip(req)
+	if err != nil {
+		c.Report(host, 0)
+		return nil, fmt.Errorf("http call to cluster %q: %w", cluster, err)
+	}
+	c.Report(host, resp.StatusCode)
+	return resp, nil
+}
 
 // Stats returns the metrics registry.
 func (p *Proxy) Stats() *stats.Registry { return p.stats }

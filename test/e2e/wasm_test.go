@@ -70,6 +70,7 @@ func TestWasmPlugins(t *testing.T) {
 	modDir := t.TempDir()
 	header := buildWasmExample(t, modDir, "go-header")
 	trap := buildWasmExample(t, modDir, "go-trap")
+	deny := buildWasmExample(t, modDir, "go-deny")
 	seedModule := asHeaderModule(t)
 
 	// The app reports the header it received.
@@ -237,6 +238,31 @@ spec:
 		if code, _, body, err := wasmGet(addrs.Inbound); err != nil || !without(code, "", body) {
 			t.Fatalf("fail-open request %d: %d %q %v", i, code, body, err)
 		}
+	}
+	c.ok("delete", "wasmplugin", "trap")
+	eventually("trap plugin gone", without)
+
+	// 5. The deny plugin answers 403 to requests without x-allowed and
+	// counts them in a plugin metric, scraped from the proxy's Prometheus
+	// endpoint (15090) as Prometheus would.
+	apply("deny", wasmPlugin("deny", "file://"+deny, ""))
+	eventually("deny plugin answers 403", func(code int, _, body string) bool { return code == 403 && body == "denied by wasm\n" })
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addrs.Metrics + "/stats/prometheus")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		prom := string(b)
+		if strings.Contains(prom, "# TYPE wasm_go_deny_denied_total counter\n") && !strings.Contains(prom, "wasm_go_deny_denied_total 0\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/stats/prometheus has no wasm_go_deny_denied_total > 0:\n%s", prom)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if proxy.Exited() {
 		t.Fatalf("proxy exited:\n%s", proxy.Stderr())

@@ -146,11 +146,36 @@ type tcpSeries struct {
 	sent, received, opened, closed atomic.Uint64
 }
 
+// Collector adds series kept elsewhere (e.g. proxy-wasm plugin metrics)
+// to the registry's output. Implementations must be safe for concurrent
+// use; names must not clash with the registry's own.
+type Collector interface {
+	// WritePrometheus writes complete families (# TYPE line and samples)
+	// in the text exposition format.
+	WritePrometheus(w io.Writer) error
+	// WriteText writes "name: value" lines for the admin /stats.
+	WriteText(w io.Writer) error
+}
+
+// AddCollector appends c to what WritePrometheus and WriteText render.
+func (r *Registry) AddCollector(c Collector) {
+	r.mu.Lock()
+	r.collectors = append(r.collectors, c)
+	r.mu.Unlock()
+}
+
+func (r *Registry) collectorList() []Collector {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return append([]Collector(nil), r.collectors...)
+}
+
 // Registry holds all series. Safe for concurrent use.
 type Registry struct {
-	mu   sync.RWMutex
-	http map[Labels]*httpSeries
-	tcp  map[Labels]*tcpSeries
+	collectors []Collector
+	mu         sync.RWMutex
+	http       map[Labels]*httpSeries
+	tcp        map[Labels]*tcpSeries
 	// Counters are free-form named counters for /stats (e.g. xds ACKs).
 	counters map[string]*atomic.Uint64
 }
@@ -297,8 +322,15 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 	tcp("istio_tcp_received_bytes_total", func(s *tcpSeries) uint64 { return s.received.Load() })
 	tcp("istio_tcp_connections_opened_total", func(s *tcpSeries) uint64 { return s.opened.Load() })
 	tcp("istio_tcp_connections_closed_total", func(s *tcpSeries) uint64 { return s.closed.Load() })
-	_, err := io.WriteString(w, b.String())
-	return err
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	for _, c := range r.collectorList() {
+		if err := c.WritePrometheus(w); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteText renders free-form counters as "name: value" lines (/stats).
@@ -314,6 +346,13 @@ func (r *Registry) WriteText(w io.Writer) error {
 	for _, n := range names {
 		fmt.Fprintf(&b, "%s: %d\n", n, r.Counter(n).Load())
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	for _, c := range r.collectorList() {
+		if err := c.WriteText(w); err != nil {
+			return err
+		}
+	}
+	return nil
 }

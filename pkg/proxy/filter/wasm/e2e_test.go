@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +26,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/proxy"
+	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 	"github.com/weftmesh/weft/pkg/xds/model"
 	translatewasm "github.com/weftmesh/weft/pkg/xds/translate/wasm"
@@ -90,7 +91,10 @@ spec:
 	}
 	filters = append(filters, &hcmv3.HttpFilter{Name: translatewasm.RouterName})
 	e := newEngine(t)
-	in, _ := startInbound(t, e, filters)
+	p, _ := startProxy(t, e, filters, nil, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "app:"+r.Header.Get("X-My-Header"))
+	})
+	in := p.Addresses().Inbound
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		code, _ := rawGet(t, in, "/", "x-allowed", "1")
@@ -117,24 +121,52 @@ spec:
 			t.Errorf("%s: %d %q, want %d %q", tt.name, code, body, tt.code, tt.body)
 		}
 	}
-	if v, _ := e.Metric("wasm_go_deny_denied_total"); v < 1 {
-		t.Errorf("denied metric = %d", v)
+	// The deny plugin's counter is on the proxy's Prometheus endpoint
+	// (15090) and the admin /stats: one denial above.
+	if prom := scrape(t, "http://"+p.Addresses().Metrics+"/stats/prometheus"); !strings.Contains(prom, "# TYPE wasm_go_deny_denied_total counter\nwasm_go_deny_denied_total 1\n") ||
+		!strings.Contains(prom, "istio_requests_total{") {
+		t.Errorf("/stats/prometheus lacks the wasm counter:\n%s", prom)
 	}
+	if st := scrape(t, "http://"+p.Addresses().Admin+"/stats"); !strings.Contains(st, "wasm_go_deny_denied_total: 1\n") {
+		t.Errorf("admin /stats lacks the wasm counter:\n%s", st)
+	}
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 // startInbound runs an app (echoing x-my-header), an xDS server and a real
 // proxy whose inbound HCM has filters; set replaces the filter chain.
 func startInbound(t testing.TB, e *Engine, filters []*hcmv3.HttpFilter) (in string, set func([]*hcmv3.HttpFilter)) {
 	t.Helper()
+	p, set := startProxy(t, e, filters, nil, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "app:"+r.Header.Get("X-My-Header"))
+	})
+	return p.Addresses().Inbound, set
+}
 
-	// The app echoes x-my-header.
+// startProxy runs app, an xDS server and a real proxy whose inbound HCM
+// has filters, with the engine's metrics on the proxy's stats endpoints
+// and its http calls through the proxy's clusters (extra adds clusters);
+// set replaces the filter chain.
+func startProxy(t testing.TB, e *Engine, filters []*hcmv3.HttpFilter, extra []types.Resource, app http.HandlerFunc) (*proxy.Proxy, func([]*hcmv3.HttpFilter)) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "app:"+r.Header.Get("X-My-Header"))
-	})}
+	srv := &http.Server{Handler: app}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	_, ps, _ := net.SplitHostPort(ln.Addr().String())
@@ -163,18 +195,20 @@ func startInbound(t testing.TB, e *Engine, filters []*hcmv3.HttpFilter) (in stri
 
 	cp := xdstest.Start(t)
 	nodeID := xdstest.NodeID("web-v1", "default")
-	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{mkListener(filters)}, Clusters: []types.Resource{cluster}})
+	clusters := append([]types.Resource{cluster}, extra...)
+	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{mkListener(filters)}, Clusters: clusters})
 
 	p, err := proxy.New(proxy.Options{
 		ControlPlane: cp.Addr, Namespace: "default", Workload: "web-v1", Labels: map[string]string{"app": "web"},
 		OutboundAddress: "127.0.0.1:0", InboundAddress: "127.0.0.1:0", AdminAddress: "127.0.0.1:0",
 		MetricsAddress: "127.0.0.1:0", HealthAddress: "127.0.0.1:0", AppPort: port,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond, DrainTimeout: time.Second,
-		HTTPFilters: e.Filters(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		HTTPFilters: e.Filters(), StatsCollectors: []stats.Collector{e}, Logger: testLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.SetHTTPCaller(p.HTTPCall)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -190,13 +224,13 @@ func startInbound(t testing.TB, e *Engine, filters []*hcmv3.HttpFilter) (in stri
 	case <-p.Ready():
 	case err := <-done:
 		t.Fatalf("proxy exited: %v", err)
-	case <-time.After(20 * time.Second):
+	case <-time.After(60 * time.Second): // compiling modules is slow on a loaded machine
 		t.Fatal("proxy not ready")
 	}
-	set = func(filters []*hcmv3.HttpFilter) {
-		cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{mkListener(filters)}, Clusters: []types.Resource{cluster}})
+	set := func(filters []*hcmv3.HttpFilter) {
+		cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{mkListener(filters)}, Clusters: clusters})
 	}
-	return p.Addresses().Inbound, set
+	return p, set
 }
 
 func rawGet(t *testing.T, addr, target string, hdr ...string) (int, string) {

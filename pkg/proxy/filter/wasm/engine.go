@@ -19,8 +19,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -35,6 +35,11 @@ const (
 	DefaultMemoryLimitPages = 2048 // 128 MiB
 	DefaultCallTimeout      = time.Second
 	DefaultPoolSize         = 4
+	// DefaultBufferLimit is Envoy's default per_connection_buffer_limit_bytes.
+	DefaultBufferLimit  = 1 << 20
+	DefaultPauseTimeout = 60 * time.Second
+	// DefaultHTTPCallTimeout applies to a proxy_http_call with timeout 0.
+	DefaultHTTPCallTimeout = 15 * time.Second
 )
 
 // Option configures an Engine.
@@ -54,6 +59,31 @@ func WithNodeMetadata(id string, md map[string]string) Option {
 	return func(e *Engine) { e.nodeID, e.nodeMeta = id, md }
 }
 
+// WithBufferLimit bounds a body the plugin holds (bytes, default
+// DefaultBufferLimit): a request beyond it gets 413, a response 500 (or a
+// reset once its headers went out).
+func WithBufferLimit(n int) Option { return func(e *Engine) { e.bufferLimit = n } }
+
+// WithPauseTimeout bounds how long a stream the plugin paused waits for it
+// to continue (default DefaultPauseTimeout); then the plugin counts as
+// failed (fail open, or 503).
+func WithPauseTimeout(d time.Duration) Option { return func(e *Engine) { e.pauseTimeout = d } }
+
+// HTTPCaller sends proxy_http_call requests to a cluster by name (the
+// proxy's cluster manager: its load balancer and transport, mTLS
+// included). req.URL has only the path and query; req.Host is the
+// :authority.
+type HTTPCaller func(ctx context.Context, cluster string, req *http.Request) (*http.Response, error)
+
+// SetHTTPCaller sets the proxy_http_call transport; without one calls
+// fail with NotFound (the proxy is built after the engine, so this is a
+// setter). Safe to call at any time.
+func (e *Engine) SetHTTPCaller(c HTTPCaller) { e.caller.Store(&c) }
+
+// WithCompilationCache shares wazero's compiled code between engines (or,
+// with wazero.NewCompilationCacheWithDir, across restarts).
+func WithCompilationCache(c wazero.CompilationCache) Option { return func(e *Engine) { e.cache = c } }
+
 // WithHTTPClient sets the client fetching remote modules.
 func WithHTTPClient(c *http.Client) Option { return func(e *Engine) { e.client = c } }
 
@@ -69,6 +99,11 @@ type Engine struct {
 	nodeMeta map[string]string
 	client   *http.Client
 
+	cache        wazero.CompilationCache
+	bufferLimit  int
+	pauseTimeout time.Duration
+	caller       atomic.Pointer[HTTPCaller]
+
 	mu       sync.Mutex
 	compiled map[[32]byte]wazero.CompiledModule
 	plugins  map[string]*Plugin
@@ -82,6 +117,7 @@ type Engine struct {
 func NewEngine(ctx context.Context, log *slog.Logger, opts ...Option) (*Engine, error) {
 	e := &Engine{
 		log: log, memPages: DefaultMemoryLimitPages, timeout: DefaultCallTimeout, poolSize: DefaultPoolSize,
+		bufferLimit: DefaultBufferLimit, pauseTimeout: DefaultPauseTimeout,
 		client:   &http.Client{Timeout: 30 * time.Second},
 		compiled: map[[32]byte]wazero.CompiledModule{}, plugins: map[string]*Plugin{}, remote: map[string][]byte{},
 		metrics: newMetrics(), shared: newSharedData(),
@@ -90,6 +126,9 @@ func NewEngine(ctx context.Context, log *slog.Logger, opts ...Option) (*Engine, 
 		o(e)
 	}
 	cfg := wazero.NewRuntimeConfig().WithMemoryLimitPages(e.memPages).WithCloseOnContextDone(true)
+	if e.cache != nil {
+		cfg = cfg.WithCompilationCache(e.cache)
+	}
 	e.rt = wazero.NewRuntimeWithConfig(ctx, cfg)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, e.rt); err != nil {
 		_ = e.rt.Close(ctx)
@@ -163,76 +202,6 @@ func (e *Engine) fetch(ctx context.Context, uri, sum string) ([]byte, error) {
 	e.remote[key] = b
 	e.mu.Unlock()
 	return b, nil
-}
-
-// metrics holds plugin-defined metrics by name (shared by all plugins).
-type metrics struct {
-	mu    sync.Mutex
-	byID  []*metric
-	byNam map[string]uint32
-}
-
-type metric struct {
-	name  string
-	typ   uint32
-	value int64
-}
-
-func newMetrics() *metrics { return &metrics{byNam: map[string]uint32{}} }
-
-func (m *metrics) define(typ uint32, name string) uint32 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if id, ok := m.byNam[name]; ok {
-		return id
-	}
-	m.byID = append(m.byID, &metric{name: name, typ: typ})
-	id := uint32(len(m.byID)) // ids start at 1
-	m.byNam[name] = id
-	return id
-}
-
-func (m *metrics) update(id uint32, fn func(*metric)) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if id == 0 || int(id) > len(m.byID) {
-		return false
-	}
-	fn(m.byID[id-1])
-	return true
-}
-
-// Metric returns a plugin metric's value by name.
-func (e *Engine) Metric(name string) (int64, bool) {
-	e.metrics.mu.Lock()
-	defer e.metrics.mu.Unlock()
-	id, ok := e.metrics.byNam[name]
-	if !ok {
-		return 0, false
-	}
-	return e.metrics.byID[id-1].value, true
-}
-
-// WritePrometheus writes plugin metrics in Prometheus text format (for the
-// proxy's stats endpoint).
-func (e *Engine) WritePrometheus(w io.Writer) error {
-	e.metrics.mu.Lock()
-	ms := make([]metric, 0, len(e.metrics.byID))
-	for _, m := range e.metrics.byID {
-		ms = append(ms, *m)
-	}
-	e.metrics.mu.Unlock()
-	sort.Slice(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
-	for _, m := range ms {
-		typ := "counter"
-		if m.typ != 0 {
-			typ = "gauge"
-		}
-		if _, err := fmt.Fprintf(w, "# TYPE %s %s\n%s %d\n", m.name, typ, m.name, m.value); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // sharedData is proxy_get/set_shared_data's store with CAS.

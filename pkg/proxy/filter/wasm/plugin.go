@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/weftmesh/weft/pkg/proxy/listener"
 )
 
 // PluginConfig describes one plugin instance set.
@@ -33,26 +36,58 @@ const FailedDetails = "wasm_fail_stream"
 // DetailsHeader carries the reason for a wasm local reply.
 const DetailsHeader = "X-Weft-Wasm-Details"
 
-// Plugin is a compiled module with its configuration and instance pool.
+// Plugin is a compiled module with its configuration and up to the
+// engine's pool size of instances (VMs). A stream (one HTTP request) is
+// bound to one instance for its whole life; instances serve many streams,
+// one guest call at a time (as an Envoy worker thread's VM does). The first
+// live instance also runs the root context's timer (proxy_on_tick).
+// Plugin implements listener.ResponseFilter and io.Closer.
 type Plugin struct {
-	e     *Engine
-	mod   wazero.CompiledModule
-	cfg   PluginConfig
-	slots chan struct{}
-	idle  chan *instance
-	ctxID atomic.Uint32
+	e   *Engine
+	mod wazero.CompiledModule
+	cfg PluginConfig
+	key string
+
+	ctx    context.Context // cancelled by Close: ticks, callouts
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	insts  []*instance // live instances, oldest first
+	next   int         // round robin
+	closed bool
+	tick   time.Duration // proxy_set_tick_period_milliseconds
+	tickCh chan time.Duration
+
+	token atomic.Uint32 // proxy_http_call tokens
 	// Failures counts failed guest calls (traps, timeouts).
 	Failures atomic.Int64
+	// Ticks counts proxy_on_tick calls.
+	Ticks atomic.Int64
 }
 
+// instance is one VM. mu serialises guest calls; the fields below it are
+// guarded by mu.
 type instance struct {
+	p     *Plugin
 	mod   api.Module
 	alloc api.Function
 	fns   map[string]api.Function
+
+	mu      sync.Mutex
+	streams map[uint32]*stream
+	nextID  uint32
+	active  int  // streams bound (guarded by p.mu)
+	broken  bool // guarded by p.mu
 }
 
+var (
+	_ listener.ResponseFilter    = (*Plugin)(nil)
+	_ interface{ Close() error } = (*Plugin)(nil)
+)
+
 // NewPlugin compiles (or reuses) code and creates one instance to check
-// that the plugin starts and accepts its configuration.
+// that the plugin starts and accepts its configuration. The same code and
+// configuration return the same Plugin until it is closed.
 func (e *Engine) NewPlugin(ctx context.Context, code []byte, cfg PluginConfig) (*Plugin, error) {
 	mod, sum, err := e.compile(ctx, code)
 	if err != nil {
@@ -65,37 +100,84 @@ func (e *Engine) NewPlugin(ctx context.Context, code []byte, cfg PluginConfig) (
 	if p != nil {
 		return p, nil
 	}
-	p = &Plugin{e: e, mod: mod, cfg: cfg, slots: make(chan struct{}, e.poolSize), idle: make(chan *instance, e.poolSize)}
+	pctx, cancel := context.WithCancel(context.Background())
+	p = &Plugin{e: e, mod: mod, cfg: cfg, key: key, ctx: pctx, cancel: cancel, tickCh: make(chan time.Duration, 1)}
 	inst, err := p.newInstance(ctx)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	p.idle <- inst
+	p.insts = []*instance{inst}
 	e.mu.Lock()
+	if q := e.plugins[key]; q != nil { // lost a race with the same config
+		e.mu.Unlock()
+		_ = p.Close()
+		return q, nil
+	}
 	e.plugins[key] = p
 	e.mu.Unlock()
+	go p.tickLoop()
 	return p, nil
+}
+
+// Close stops the plugin's timer and callouts and closes its instances
+// (an instance still serving streams closes when the last one ends).
+// Idempotent.
+func (p *Plugin) Close() error {
+	p.e.mu.Lock()
+	if p.e.plugins[p.key] == p {
+		delete(p.e.plugins, p.key)
+	}
+	p.e.mu.Unlock()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	insts := p.insts
+	p.insts = nil
+	var idle []*instance
+	for _, in := range insts {
+		in.broken = true // no new streams
+		if in.active == 0 {
+			idle = append(idle, in)
+		}
+	}
+	p.mu.Unlock()
+	p.cancel()
+	for _, in := range idle {
+		_ = in.mod.Close(context.Background())
+	}
+	return nil
+}
+
+// Instances reports the live instances.
+func (p *Plugin) Instances() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.insts)
 }
 
 var exportNames = []string{
 	"proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure",
-	"proxy_on_request_headers", "proxy_on_request_body", "proxy_on_response_headers",
-	"proxy_on_response_body", "proxy_on_log", "proxy_on_done", "proxy_on_delete",
+	"proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers",
+	"proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers",
+	"proxy_on_log", "proxy_on_done", "proxy_on_delete", "proxy_on_tick", "proxy_on_http_call_response",
 }
 
 func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
-	cctx, cancel := context.WithTimeout(ctx, p.e.timeout*5)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.e.timeout*5)
 	defer cancel()
-	st := &callState{p: p}
-	cctx = context.WithValue(cctx, stateKey{}, st)
+	in := &instance{p: p, fns: map[string]api.Function{}, streams: map[uint32]*stream{}, nextID: rootContextID}
+	cctx = context.WithValue(cctx, stateKey{}, &callState{p: p, inst: in})
 	mc := wazero.NewModuleConfig().WithName("").WithStartFunctions("_initialize").
 		WithSysWalltime().WithSysNanotime()
 	m, err := p.e.rt.InstantiateModule(cctx, p.mod, mc)
 	if err != nil {
 		return nil, fmt.Errorf("wasm: plugin %q: instantiate: %w", p.cfg.Name, err)
 	}
-	in := &instance{mod: m, fns: map[string]api.Function{}}
-	st.inst = in
+	in.mod = m
 	if m.ExportedFunction("proxy_abi_version_0_2_1") == nil && m.ExportedFunction("proxy_abi_version_0_1_0") == nil {
 		_ = m.Close(ctx)
 		return nil, fmt.Errorf("wasm: plugin %q: no proxy_abi_version_0_2_1 or _0_1_0 export", p.cfg.Name)
@@ -133,6 +215,7 @@ const rootContextID = 1
 
 // call calls an export. A missing optional export succeeds: boolean
 // callbacks (vm_start, configure, done) return true, others 0 (Continue).
+// The caller holds in.mu (or owns in exclusively).
 func (in *instance) call(ctx context.Context, name string, args ...uint64) (uint64, error) {
 	f := in.fns[name]
 	if f == nil {
@@ -151,123 +234,217 @@ func (in *instance) call(ctx context.Context, name string, args ...uint64) (uint
 	return 0, nil
 }
 
-// acquire returns an idle instance or creates one, waiting while the pool
-// is at capacity.
-func (p *Plugin) acquire(ctx context.Context) (*instance, error) {
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+func (in *instance) has(name string) bool { return in.fns[name] != nil }
+
+// guest runs one guest call with the engine's call timeout and st as the
+// host functions' state. A failure breaks the instance.
+func (in *instance) guest(st *callState, name string, args ...uint64) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), in.p.e.timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, stateKey{}, st)
+	in.mu.Lock()
+	r, err := in.call(ctx, name, args...)
+	in.mu.Unlock()
+	if err != nil {
+		in.p.Failures.Add(1)
+		in.p.breakInstance(in)
+		return 0, err
 	}
-	select {
-	case in := <-p.idle:
-		return in, nil
-	default:
+	return r, nil
+}
+
+// bind picks an instance for a new stream (round robin over the live
+// ones, adding one while the pool has room and all are busy).
+func (p *Plugin) bind(ctx context.Context) (*instance, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errors.New("plugin closed")
 	}
+	var pick *instance
+	for i := range p.insts {
+		in := p.insts[(p.next+i)%len(p.insts)]
+		if in.active == 0 {
+			pick = in
+			break
+		}
+	}
+	if pick == nil && len(p.insts) >= p.e.poolSize {
+		pick = p.insts[p.next%len(p.insts)]
+		p.next++
+	}
+	if pick != nil {
+		pick.active++
+		p.mu.Unlock()
+		return pick, nil
+	}
+	p.mu.Unlock()
 	in, err := p.newInstance(ctx)
 	if err != nil {
-		<-p.slots
 		return nil, err
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		_ = in.mod.Close(context.Background())
+		return nil, errors.New("plugin closed")
+	}
+	p.insts = append(p.insts, in)
+	in.active++
 	return in, nil
 }
 
-// release returns an instance to the pool, or closes it when broken.
-func (p *Plugin) release(ctx context.Context, in *instance, broken bool) {
-	if broken {
-		_ = in.mod.Close(context.WithoutCancel(ctx))
-	} else {
+// unbind ends a stream's hold on in; a broken instance closes with its
+// last stream.
+func (p *Plugin) unbind(in *instance) {
+	p.mu.Lock()
+	in.active--
+	closeIt := in.broken && in.active == 0
+	p.mu.Unlock()
+	if closeIt {
+		_ = in.mod.Close(context.Background())
+	}
+}
+
+// breakInstance takes a failed instance out of service.
+func (p *Plugin) breakInstance(in *instance) {
+	p.mu.Lock()
+	if in.broken {
+		p.mu.Unlock()
+		return
+	}
+	in.broken = true
+	for i, x := range p.insts {
+		if x == in {
+			p.insts = append(p.insts[:i:i], p.insts[i+1:]...)
+			break
+		}
+	}
+	closeIt := in.active == 0
+	p.mu.Unlock()
+	if closeIt {
+		_ = in.mod.Close(context.Background())
+	}
+}
+
+// rootInstance returns the instance that runs the root context's timer
+// and callouts started outside a stream: the oldest live one.
+func (p *Plugin) rootInstance() (*instance, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errors.New("plugin closed")
+	}
+	if len(p.insts) > 0 {
+		in := p.insts[0]
+		p.mu.Unlock()
+		return in, nil
+	}
+	p.mu.Unlock()
+	in, err := p.newInstance(p.ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		_ = in.mod.Close(context.Background())
+		return nil, errors.New("plugin closed")
+	}
+	p.insts = append([]*instance{in}, p.insts...)
+	return in, nil
+}
+
+// setTick is proxy_set_tick_period_milliseconds (0 stops the timer).
+func (p *Plugin) setTick(d time.Duration) {
+	p.mu.Lock()
+	changed := p.tick != d
+	p.tick = d
+	p.mu.Unlock()
+	if !changed {
+		return
+	}
+	select {
+	case <-p.tickCh:
+	default:
+	}
+	p.tickCh <- d
+}
+
+// tickLoop calls proxy_on_tick on the root instance every tick period
+// until the plugin is closed.
+func (p *Plugin) tickLoop() {
+	var t *time.Ticker
+	var c <-chan time.Time
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
 		select {
-		case p.idle <- in:
-		default:
-			_ = in.mod.Close(context.WithoutCancel(ctx))
+		case <-p.ctx.Done():
+			return
+		case d := <-p.tickCh:
+			if t != nil {
+				t.Stop()
+				t, c = nil, nil
+			}
+			if d > 0 {
+				t = time.NewTicker(d)
+				c = t.C
+			}
+		case <-c:
+			in, err := p.rootInstance()
+			if err != nil {
+				p.e.log.Warn("wasm tick: no instance", "plugin", p.cfg.Name, "err", err)
+				continue
+			}
+			p.Ticks.Add(1)
+			if _, err := in.guest(&callState{p: p, inst: in}, "proxy_on_tick", rootContextID); err != nil {
+				p.e.log.Warn("wasm plugin failed in proxy_on_tick", "plugin", p.cfg.Name, "err", err)
+			}
 		}
 	}
-	<-p.slots
 }
 
-// Filter runs the plugin's request-header phase (listener.HTTPFilter). A
-// local response from the plugin is written and ends the request.
+// Filter runs the plugin without the response phases (listener.HTTPFilter;
+// the listener calls FilterResponse instead).
 func (p *Plugin) Filter(w http.ResponseWriter, r *http.Request) bool {
-	st, err := p.run(r.Context(), w, r)
-	if err != nil {
-		p.Failures.Add(1)
-		p.e.log.Warn("wasm plugin failed", "plugin", p.cfg.Name, "fail_open", p.cfg.FailOpen, "err", err)
-		if p.cfg.FailOpen {
-			return false
-		}
-		w.Header().Set(DetailsHeader, FailedDetails)
-		w.Header().Set("Content-Type", "text/plain")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(FailedDetails + "\n"))
-		return true
+	_, done, handled := p.FilterResponse(w, r)
+	if done != nil {
+		done(listener.StreamInfo{})
 	}
-	if lr := st.local; lr != nil {
-		h := w.Header()
-		for _, kv := range lr.headers {
-			h.Add(kv[0], kv[1])
-		}
-		if lr.details != "" {
-			h.Set(DetailsHeader, lr.details)
-		}
-		if h.Get("Content-Type") == "" && len(lr.body) > 0 {
-			h.Set("Content-Type", "text/plain")
-		}
-		h.Set("Content-Length", strconv.Itoa(len(lr.body)))
-		w.WriteHeader(lr.status)
-		_, _ = w.Write(lr.body)
-		return true
-	}
-	return false
+	return handled
 }
 
-func (p *Plugin) run(ctx context.Context, w http.ResponseWriter, r *http.Request) (*callState, error) {
-	in, err := p.acquire(ctx)
-	if err != nil {
-		return nil, err
+// fail answers a request whose plugin failed: nothing when fail-open,
+// else a 503 with the wasm_fail_stream details. It reports whether it
+// answered.
+func (p *Plugin) fail(w http.ResponseWriter, err error) bool {
+	p.e.log.Warn("wasm plugin failed", "plugin", p.cfg.Name, "fail_open", p.cfg.FailOpen, "err", err)
+	if p.cfg.FailOpen {
+		return false
 	}
-	broken := true
-	defer func() { p.release(ctx, in, broken) }()
-	cctx, cancel := context.WithTimeout(ctx, p.e.timeout)
-	defer cancel()
-	st := &callState{p: p, inst: in, r: r, w: w}
-	cctx = context.WithValue(cctx, stateKey{}, st)
-	id := uint64(p.ctxID.Add(1)) + rootContextID
-	if _, err := in.call(cctx, "proxy_on_context_create", id, rootContextID); err != nil {
-		return nil, err
-	}
-	eos := uint64(0)
-	if r.ContentLength == 0 && r.Body == http.NoBody || r.Body == nil {
-		eos = 1
-	}
-	if _, err := in.call(cctx, "proxy_on_request_headers", id, uint64(len(requestPairs(r))), eos); err != nil {
-		return nil, err
-	}
-	// The hook has no later phases: the stream ends here for the plugin.
-	st.done = true
-	if _, err := in.call(cctx, "proxy_on_done", id); err != nil {
-		return nil, err
-	}
-	if _, err := in.call(cctx, "proxy_on_log", id); err != nil {
-		return nil, err
-	}
-	if _, err := in.call(cctx, "proxy_on_delete", id); err != nil {
-		return nil, err
-	}
-	broken = false
-	return st, nil
+	w.Header().Set(DetailsHeader, FailedDetails)
+	w.Header().Set("Content-Type", "text/plain")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write([]byte(FailedDetails + "\n"))
+	return true
 }
 
 type stateKey struct{}
 
-// callState is the host side of one guest call sequence.
+// callState is the host side of one guest call: the plugin, the instance,
+// and the effective context (nil: the root context).
 type callState struct {
-	p     *Plugin
-	inst  *instance
-	r     *http.Request
-	w     http.ResponseWriter
-	local *localReply
-	done  bool
+	p    *Plugin
+	inst *instance
+	s    *stream
+	// origin is the stream whose callback this is (nil for root calls).
+	origin *stream
+	// call is the http call response during proxy_on_http_call_response.
+	call *calloutResponse
 }
 
 type localReply struct {

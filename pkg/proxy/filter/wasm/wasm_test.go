@@ -17,14 +17,17 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	wasmhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
+	"github.com/tetratelabs/wazero"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 var (
-	buildDir  string
-	buildMu   sync.Mutex
-	buildDone = map[string]string{}
+	// compileCache shares compiled modules between the tests' engines.
+	compileCache = wazero.NewCompilationCache()
+	buildDir     string
+	buildMu      sync.Mutex
+	buildDone    = map[string]string{}
 )
 
 func TestMain(m *testing.M) {
@@ -61,9 +64,19 @@ func example(tb testing.TB, name string) []byte {
 	return b
 }
 
+// testLogger discards logs unless WASM_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	var lw io.Writer = io.Discard
+	if os.Getenv("WASM_TEST_LOG") != "" {
+		lw = os.Stderr
+	}
+	return slog.New(slog.NewTextHandler(lw, nil))
+}
+
 func newEngine(tb testing.TB, opts ...Option) *Engine {
 	tb.Helper()
-	e, err := NewEngine(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
+	opts = append([]Option{WithCompilationCache(compileCache)}, opts...)
+	e, err := NewEngine(context.Background(), testLogger(), opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -284,7 +297,7 @@ func TestPoolConcurrency(t *testing.T) {
 	if v, _ := e.Metric("wasm_go_deny_denied_total"); v != workers*per/2 {
 		t.Fatalf("denied = %d, want %d", v, workers*per/2)
 	}
-	if n := len(p.idle); n > 3 || n < 1 {
+	if n := p.Instances(); n > 3 || n < 1 {
 		t.Fatalf("idle instances = %d, want 1..3", n)
 	}
 }
