@@ -141,3 +141,19 @@ func TestAuthzCheckCustomAndTCP(t *testing.T) {
 		})
 	}
 }
+
+// TestAnalyzeCustomProvider: weft analyze --mesh-config reports a CUSTOM
+// policy whose provider the mesh config lacks (its rules would deny).
+func TestAnalyzeCustomProvider(t *testing.T) {
+	mesh := filepath.Join(t.TempDir(), "mesh.yaml")
+	if err := os.WriteFile(mesh, []byte("extensionProviders:\n- name: authz-grpc\n  envoyExtAuthzGrpc: {service: ext-authz.shop.svc.cluster.local, port: 9000}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runWeft(t, customPolicies, "analyze", "-f", "-", "--mesh-config", mesh)
+	if code != 1 || !strings.Contains(out, `[WEFT0108] AuthorizationPolicy shop/ext-authz: spec.provider.name: extension provider not found: "authz-http"`) {
+		t.Errorf("code %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if out, errOut, code := runWeft(t, customPolicies, "analyze", "-f", "-"); code != 0 || strings.Contains(out, "WEFT0108") {
+		t.Errorf("without --mesh-config: code %d\n%s%s", code, out, errOut)
+	}
+}

@@ -6,7 +6,9 @@
 // whose rules mark the requests they match (dynamic metadata
 // istio_ext_authz_shadow_effective_policy_id = istio-ext-authz-...) and an
 // ext_authz filter that checks only marked requests with the mesh config's
-// extension provider (see custom.go). Translate is a pure function.
+// extension provider (see custom.go). TranslateTCP builds network RBAC
+// filters for opaque TCP chains with Istio's TCP semantics (see tcp.go).
+// Translate is a pure function.
 package authz
 
 import (
