@@ -394,7 +394,12 @@ func runBenchClients(ctx context.Context, addr string, clients, apps, child, chi
 	defer cancel()
 	for j, i := range ids {
 		if j%streamsPerCon == 0 {
-			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			// Flow-control windows as Envoy's (whose HTTP/2 defaults are
+			// 256 MiB): large, fixed, so gRPC-Go's BDP estimation and its
+			// pings (which a server's keepalive policy may count against
+			// the client) are off, as with a real sidecar.
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithInitialWindowSize(16<<20), grpc.WithInitialConnWindowSize(16<<20))
 			if err != nil {
 				return fmt.Errorf("dial %s: %w", addr, err)
 			}

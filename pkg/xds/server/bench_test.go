@@ -168,7 +168,8 @@ func benchEnvInt(name string, def int) int {
 // machine's load average.
 //
 // Knobs: WEFT_BENCH_CLIENTS, WEFT_BENCH_APPS (deployments), WEFT_BENCH_PROCS
-// (client processes), WEFT_BENCH_STREAMS_PER_CONN (streams per client
+// (client processes), WEFT_BENCH_EGRESS=N (a namespace Sidecar shows each
+// client only N services), WEFT_BENCH_STREAMS_PER_CONN (streams per client
 // connection, default 1), WEFT_BENCH_DECODE=walk|envelope|full (how much
 // of each response the clients decode, see benchDecode), WEFT_BENCH_SYNTHETIC=1 (meshGenerator instead
 // of the translator: every client gets the same hand-built resources),
@@ -186,7 +187,21 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := st.Apply(context.Background(), store.Upsert, benchConfigs(services, apps, time.Second)); err != nil {
+		cfgs := benchConfigs(services, apps, time.Second)
+		scope := "every service visible to every client"
+		if n := benchEnvInt("WEFT_BENCH_EGRESS", 0); n > 0 {
+			// A namespace-wide Sidecar: each client sees only n services
+			// (svc-0 among them), as meshes at this scale are often run.
+			var hosts []string
+			for i := range min(n, services) {
+				hosts = append(hosts, fmt.Sprintf("./svc-%d.bench.svc.cluster.local", i))
+			}
+			cfgs = append(cfgs, &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindSidecar,
+				Meta: config.Meta{Name: "default", Namespace: "bench"},
+				Spec: &networking.Sidecar{Egress: []*networking.IstioEgressListener{{Hosts: hosts}}}})
+			scope = fmt.Sprintf("a Sidecar limits every client to %d services", min(n, services))
+		}
+		if _, err := st.Apply(context.Background(), store.Upsert, cfgs); err != nil {
 			b.Fatal(err)
 		}
 		mode := "real translator (registry + translate.Build)"
@@ -248,7 +263,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			n, _ := strconv.Atoi(served[i])
 			streamErrs += n
 		}
-		b.Logf("%s; %d services, %d clients of %d deployments in %d processes; load average %s", mode, services, clients, apps, procs, loadAvg())
+		b.Logf("%s; %d services (%s), %d clients of %d deployments in %d processes; load average %s", mode, services, scope, clients, apps, procs, loadAvg())
 		b.Logf("full push: every client had CDS+EDS+LDS+RDS after %v, pushes settled after %v; control-plane CPU %v, clients CPU %v, %d stream errors; control-plane RSS %s, client processes RSS %s",
 			firstServed.Round(time.Millisecond), full.Round(time.Millisecond), fullCPU.Round(time.Millisecond), children.cpu(), streamErrs, vmRSS(), children.rss())
 

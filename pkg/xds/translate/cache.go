@@ -52,6 +52,10 @@ type outboundEntry struct {
 	// clusters, endpoints and routes are validated and sorted by name.
 	clusters, endpoints, routes []types.Resource
 	invalid                     bool
+	// scope is the builder that made them: what a proxy of this key sees
+	// (VirtualServices, DestinationRules, Sidecar, services), reused by
+	// every proxy of the key (see forProxy).
+	scope *builder
 }
 
 // NewCache returns a Cache for in.
@@ -141,12 +145,13 @@ func (c *Cache) Build(p *model.Proxy) (*Output, error) {
 		}
 		e.clusters, e.endpoints, e.routes = out.Clusters, out.Endpoints, out.Routes
 		e.listeners = b.listeners
+		e.scope = b
 	})
 	if e.invalid {
 		// Build reports every invalid resource, in its order.
 		return Build(c.in, p)
 	}
-	b := newBuilder(c.in, p, c.routing)
+	b := e.scope.forProxy(p)
 	for name, l := range e.listeners {
 		b.listeners[name] = proto.Clone(l).(*listenerv3.Listener)
 	}
@@ -209,4 +214,20 @@ func outputName(r types.Resource) string {
 		return n.GetClusterName()
 	}
 	return ""
+}
+
+// forProxy starts a builder for p, a proxy of the same outbound key as b's:
+// it shares what newBuilder derived from the key (the VirtualServices,
+// DestinationRules, gateways, Sidecar and services p sees, read-only from
+// here on) and has its own, empty outputs.
+func (b *builder) forProxy(p *model.Proxy) *builder {
+	return &builder{
+		in: b.in, p: p, suffix: b.suffix, root: b.root, reg: b.reg,
+		vss: b.vss, vsHosts: b.vsHosts, drs: b.drs, drExact: b.drExact, drWild: b.drWild, drHosts: b.drHosts,
+		vsExact: b.vsExact, vsWild: b.vsWild, gateways: b.gateways, sidecar: b.sidecar, sidecarR: b.sidecarR,
+		services:  b.services,
+		listeners: map[string]validator{}, routes: map[string]validator{},
+		clusters: map[string]validator{}, endpoints: map[string]validator{}, secrets: map[string]validator{},
+		routeInfo: map[string]envoyfilter.RouteInfo{},
+	}
 }

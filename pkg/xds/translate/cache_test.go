@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -117,4 +118,22 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// TestForProxyCopiesScope guards forProxy against a builder field that
+// newBuilder sets and forProxy forgets: every field of a fresh builder
+// must equal forProxy's copy.
+func TestForProxyCopiesScope(t *testing.T) {
+	in, p := loadCase(t, "testdata/vs_source_labels.yaml")
+	want := newBuilder(in, p, nil)
+	got := newBuilder(in, p, nil).forProxy(p)
+	wv, gv := reflect.ValueOf(want).Elem(), reflect.ValueOf(got).Elem()
+	for i := range wv.NumField() {
+		name := wv.Type().Field(i).Name
+		w := reflect.NewAt(wv.Field(i).Type(), wv.Field(i).Addr().UnsafePointer()).Elem().Interface()
+		g := reflect.NewAt(gv.Field(i).Type(), gv.Field(i).Addr().UnsafePointer()).Elem().Interface()
+		if !reflect.DeepEqual(w, g) {
+			t.Errorf("builder.%s: forProxy has %v, newBuilder %v", name, g, w)
+		}
+	}
 }
