@@ -65,7 +65,7 @@ func (b *bodyAuthz) last() (string, string) {
 func markedApp(t *testing.T, f listener.HTTPFilter) string {
 	return serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/check/") {
-			dynmeta.Set(r, "envoy.filters.http.rbac", "istio_ext_authz_shadow_effective_policy_id", "istio-ext-authz-ns[foo]-policy[p]-rule[0]")
+			markRequest(r)
 		}
 		if f.Filter(w, r) {
 			return
@@ -73,6 +73,11 @@ func markedApp(t *testing.T, f listener.HTTPFilter) string {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "app body=%q", b)
 	}))
+}
+
+// markRequest does what the CUSTOM shadow RBAC filter does on a match.
+func markRequest(r *http.Request) {
+	dynmeta.Set(r, "envoy.filters.http.rbac", "istio_ext_authz_shadow_effective_policy_id", "istio-ext-authz-ns[foo]-policy[p]-rule[0]")
 }
 
 func enabledMetadata() *matcherv3.MetadataMatcher {
