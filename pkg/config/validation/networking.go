@@ -770,7 +770,8 @@ func (v *validator) envoyFilter(ef *networking.EnvoyFilter) {
 		case networking.EnvoyFilter_Patch_INVALID:
 			v.errorf(p+".patch.operation", "operation is required")
 		case networking.EnvoyFilter_Patch_ADD, networking.EnvoyFilter_Patch_INSERT_BEFORE, networking.EnvoyFilter_Patch_INSERT_AFTER,
-			networking.EnvoyFilter_Patch_INSERT_FIRST, networking.EnvoyFilter_Patch_MERGE, networking.EnvoyFilter_Patch_REPLACE:
+			networking.EnvoyFilter_Patch_INSERT_FIRST, networking.EnvoyFilter_Patch_MERGE, networking.EnvoyFilter_Patch_REPLACE,
+			networking.EnvoyFilter_Patch_MERGE_AND_REPLACE_LIST:
 			if cp.GetPatch().GetValue() == nil {
 				v.errorf(p+".patch.value", "%s needs a value", op)
 			}
@@ -779,8 +780,12 @@ func (v *validator) envoyFilter(ef *networking.EnvoyFilter) {
 			v.warnf(p+".patch.value", "the value of a REMOVE patch is ignored")
 		}
 		if cp.GetApplyTo() == networking.EnvoyFilter_HTTP_FILTER || cp.GetApplyTo() == networking.EnvoyFilter_NETWORK_FILTER {
-			if op == networking.EnvoyFilter_Patch_ADD {
-				v.errorf(p+".patch.operation", "ADD is not supported for %s; use INSERT_BEFORE, INSERT_AFTER or INSERT_FIRST", cp.GetApplyTo())
+			// ADD appends after the terminal filter (router, tcp_proxy), which
+			// Envoy refuses; an HTTP filter ADD with a filterClass is placed
+			// among Istio's filters instead.
+			withClass := cp.GetApplyTo() == networking.EnvoyFilter_HTTP_FILTER && cp.GetPatch().GetFilterClass() != networking.EnvoyFilter_Patch_UNSPECIFIED
+			if op == networking.EnvoyFilter_Patch_ADD && !withClass {
+				v.errorf(p+".patch.operation", "ADD is not supported for %s; use INSERT_BEFORE, INSERT_AFTER or INSERT_FIRST (or, for HTTP_FILTER, ADD with a filterClass)", cp.GetApplyTo())
 			}
 		}
 		if fc := cp.GetMatch().GetListener().GetFilterChain(); fc != nil {

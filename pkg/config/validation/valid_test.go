@@ -27,6 +27,7 @@ var validCases = []struct{ name, text string }{
 	{"wasm file url", doc(ext, "WasmPlugin", "url: file:///opt/p.wasm\nphase: STATS\npriority: 5")},
 	{"telemetry", doc(tel, "Telemetry", "tracing: [{randomSamplingPercentage: 0}]")},
 	{"envoy filter remove", doc(net3, "EnvoyFilter", "configPatches:\n- applyTo: HTTP_FILTER\n  patch: {operation: REMOVE}")},
+	{"envoy filter ADD with filterClass", doc(net3, "EnvoyFilter", "configPatches:\n- applyTo: HTTP_FILTER\n  patch: {operation: ADD, filterClass: AUTHZ, value: {name: x}}")},
 }
 
 func TestValid(t *testing.T) {

@@ -157,6 +157,8 @@ var invalidCases = []invalidCase{
 	{"ef applyTo missing", doc(net3, "EnvoyFilter", "configPatches:\n- patch: # <-\n    operation: MERGE\n    value: {a: 1}"), "spec.configPatches[0].applyTo", "applyTo is required", false},
 	{"ef value missing", doc(net3, "EnvoyFilter", "configPatches:\n- applyTo: CLUSTER\n  patch: # <-\n    operation: MERGE"), "spec.configPatches[0].patch.value", "MERGE needs a value", false},
 	{"ef operation missing", doc(net3, "EnvoyFilter", "configPatches:\n- applyTo: CLUSTER\n  patch: # <-\n    value: {a: 1}"), "spec.configPatches[0].patch.operation", "operation is required", false},
+	{"ef http filter ADD", doc(net3, "EnvoyFilter", "configPatches:\n- applyTo: HTTP_FILTER\n  patch:\n    operation: ADD # <-\n    value: {name: a}"), "spec.configPatches[0].patch.operation", "ADD with a filterClass", false},
+	{"ef merge-replace value missing", doc(net3, "EnvoyFilter", "configPatches:\n- applyTo: CLUSTER\n  patch: # <-\n    operation: MERGE_AND_REPLACE_LIST"), "spec.configPatches[0].patch.value", "needs a value", false},
 
 	// PeerAuthentication, RequestAuthentication.
 	{"pa port level without selector", doc(sec, "PeerAuthentication", "mtls: {mode: STRICT}\nportLevelMtls: # <-\n  8080: {mode: DISABLE}"), "spec.portLevelMtls", "requires a workload selector", false},
