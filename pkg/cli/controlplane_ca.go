@@ -42,7 +42,7 @@ func newCAExtension(cmd *cobra.Command) (controlplane.Extension, *caFlags) {
 	fl.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of issued workload certificates")
 	fl.StringVar(&f.cacertsDir, "cacerts-dir", "", "Istio-style plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem) instead of a generated root")
 	fl.DurationVar(&f.workloadTTL, "workload-cert-ttl", ca.DefaultTTL, "lifetime of workload certificates that do not ask for one (sidecars renew at half of it)")
-	fl.StringVar(&f.credentialsDir, "credentials-dir", "", "directory of gateway TLS credentials: credentialName NAME is NAME.crt + NAME.key or NAME/tls.crt + NAME/tls.key (read at each push)")
+	fl.StringVar(&f.credentialsDir, "credentials-dir", "", "directory of gateway TLS credentials: credentialName NAME is NAME.crt + NAME.key or NAME/tls.crt + NAME/tls.key (watched: a changed file is pushed)")
 	return controlplane.ExtensionFunc(func(ctx context.Context, env *controlplane.Env) error {
 		if !f.enabled() {
 			return nil

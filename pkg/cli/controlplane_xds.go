@@ -10,8 +10,9 @@ import (
 	meshv1 "istio.io/api/mesh/v1alpha1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/weftmesh/weft/pkg/ca"
 	"github.com/weftmesh/weft/pkg/controlplane"
+	"github.com/weftmesh/weft/pkg/credentials"
+	kubecreds "github.com/weftmesh/weft/pkg/kube/credentials"
 	"github.com/weftmesh/weft/pkg/kube/kubeclient"
 	"github.com/weftmesh/weft/pkg/registry"
 	regkube "github.com/weftmesh/weft/pkg/registry/kube"
@@ -31,9 +32,11 @@ func newXDSExtension(cmd *cobra.Command, caf *caFlags) controlplane.Extension {
 	cmd.Flags().DurationVar(&o.Debounce, "debounce", 100*time.Millisecond, "quiet time after a config or registry change before pushing to proxies")
 	return controlplane.ExtensionFunc(func(ctx context.Context, env *controlplane.Env) error {
 		o.MTLS = caf.enabled()
-		if caf.credentialsDir != "" {
-			o.Credentials = ca.DirCredentials(caf.credentialsDir, env.Logger.With("component", "credentials"))
+		creds, err := credentialSources(ctx, env, caf.credentialsDir)
+		if err != nil {
+			return err
 		}
+		o.Credentials = creds
 		if caf.enabled() && caf.trustDomain != env.Options.Mesh.GetTrustDomain() {
 			// Auto mTLS checks peers' SPIFFE IDs in the CA's trust domain.
 			m := proto.Clone(env.Options.Mesh).(*meshv1.MeshConfig)
@@ -51,6 +54,42 @@ func newXDSExtension(cmd *cobra.Command, caf *caFlags) controlplane.Extension {
 		}
 		return xdsserver.Extension(*o).Setup(ctx, env)
 	})
+}
+
+// credentialSources returns where gateway credentialNames are resolved:
+// Kubernetes Secrets in kube mode, then the --credentials-dir files (both
+// watched, so a changed credential is pushed); nil when neither applies.
+func credentialSources(ctx context.Context, env *controlplane.Env, dir string) (credentials.Source, error) {
+	var chain credentials.Chain
+	if kubeMode(env.Options) {
+		cs, err := kubeClientset(env.Options)
+		if err != nil {
+			return nil, fmt.Errorf("gateway credentials: %w", err)
+		}
+		sec, err := kubecreds.New(kubecreds.Options{Client: cs, Logger: env.Logger.With("component", "kube-credentials")})
+		if err != nil {
+			return nil, err
+		}
+		env.Go("gateway credential secrets", sec.Run)
+		sctx, cancel := context.WithTimeout(ctx, kubeSyncTimeout)
+		defer cancel()
+		if !sec.WaitForSync(sctx) {
+			return nil, fmt.Errorf("gateway credentials: no full list of Secrets after %s (may the control plane list and watch secrets?)", kubeSyncTimeout)
+		}
+		chain = append(chain, sec)
+	}
+	if dir != "" {
+		d := credentials.NewDir(dir, env.Logger.With("component", "credentials"))
+		env.Go("credentials dir watch", d.Run)
+		chain = append(chain, d)
+	}
+	switch len(chain) {
+	case 0:
+		return nil, nil
+	case 1:
+		return chain[0], nil
+	}
+	return chain, nil
 }
 
 // kubeMode reports whether the control plane serves a Kubernetes cluster

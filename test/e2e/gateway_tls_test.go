@@ -144,4 +144,38 @@ func TestGatewayCredentialName(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// Replace the files: the control plane watches the directory and
+	// pushes, so new handshakes get serial 43 with no other change.
+	tmpl.SerialNumber = big.NewInt(43)
+	der2, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert2, _ := x509.ParseCertificate(der2)
+	pool.AddCert(cert2)
+	if err := os.WriteFile(filepath.Join(credDir, "web-cert", "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der2}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hc.Transport.(*http.Transport).DisableKeepAlives = true
+	hc.Transport.(*http.Transport).CloseIdleConnections()
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+front+"/hello", nil)
+		req.Host = "web.example.com"
+		resp, err := hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if got := resp.TLS.PeerCertificates[0].SerialNumber.Int64(); got == 43 {
+				break
+			}
+			lastErr = fmt.Errorf("still serial %d", resp.TLS.PeerCertificates[0].SerialNumber.Int64())
+		} else {
+			lastErr = err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replaced credential file not served: %v\ncontrol plane log:\n%s", lastErr, cp.Stderr())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/pkg/controlplane"
+	"github.com/weftmesh/weft/pkg/credentials"
 	"github.com/weftmesh/weft/pkg/registry"
 )
 
@@ -21,9 +22,10 @@ type ExtensionOptions struct {
 	// extensions, such as the Kubernetes source, can feed it); nil makes a
 	// new one.
 	Registry *registry.Registry
-	// Credentials looks up gateway TLS credentialNames
-	// (translate.Input.Credentials); nil means none are known.
-	Credentials func(name string) (certPEM, keyPEM []byte, ok bool)
+	// Credentials resolves gateway TLS credentialNames
+	// (translate.Input.Credentials); nil means none are known. Its changes
+	// trigger a push.
+	Credentials credentials.Source
 }
 
 // Extension runs the registry and the ADS server inside `weft control-plane`:
@@ -40,6 +42,14 @@ func Extension(o ExtensionOptions) controlplane.Extension {
 		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS, env.Options.Mesh, o.Credentials), Logger: log, Debounce: o.Debounce})
 		if err != nil {
 			return err
+		}
+		if o.Credentials != nil {
+			cancel := o.Credentials.Subscribe(srv.kick)
+			env.Go("credential changes", func(ctx context.Context) error {
+				<-ctx.Done()
+				cancel()
+				return nil
+			})
 		}
 		lis, err := net.Listen("tcp", env.Options.XDSAddress)
 		if err != nil {

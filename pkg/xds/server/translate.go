@@ -11,6 +11,7 @@ import (
 	meshv1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/credentials"
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/xds/model"
@@ -34,16 +35,28 @@ func TranslateGenerator(reg *registry.Registry) Generator {
 // adds no endpoint connected) reuses the previous push's builder: known
 // classes get their previous output, which the server recognizes as
 // unchanged without hashing it, so such pushes cost almost nothing.
-func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConfig, creds func(string) ([]byte, []byte, bool)) Generator {
+//
+// creds (nil: none) resolves gateway credentialNames; a change of its
+// Version is a changed input too.
+func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConfig, creds credentials.Source) Generator {
 	var last struct {
 		sync.Mutex
-		configs []*config.Resource
-		snap    *registry.Snapshot
-		regSum  [32]byte
-		build   func(*model.Proxy) (*Resources, error)
+		configs  []*config.Resource
+		snap     *registry.Snapshot
+		regSum   [32]byte
+		credsVer uint64
+		build    func(*model.Proxy) (*Resources, error)
+	}
+	var lookup func(ns, name string) (translate.Credential, bool)
+	if creds != nil {
+		lookup = creds.Lookup
 	}
 	return func(configs []*config.Resource) func(*model.Proxy) (*Resources, error) {
 		snap := reg.Snapshot()
+		var credsVer uint64
+		if creds != nil {
+			credsVer = creds.Version()
+		}
 		last.Lock()
 		defer last.Unlock()
 		// The registry hands out the same snapshot until it changes: only
@@ -52,12 +65,12 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 		if !sumOK {
 			sum, sumOK = registrySum(snap)
 		}
-		if sumOK && last.build != nil && sum == last.regSum && slices.Equal(configs, last.configs) {
+		if sumOK && last.build != nil && sum == last.regSum && credsVer == last.credsVer && slices.Equal(configs, last.configs) {
 			return last.build
 		}
 		build := newTranslateBuild(&translate.Input{Configs: configs, Registry: snap, MTLS: mtls,
-			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: creds})
-		last.configs, last.regSum, last.build, last.snap = configs, sum, nil, nil
+			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: lookup})
+		last.configs, last.regSum, last.credsVer, last.build, last.snap = configs, sum, credsVer, nil, nil
 		if sumOK {
 			last.snap, last.build = snap, build
 		}

@@ -151,12 +151,14 @@ func sniNames(hosts []string) []string {
 // downstreamTLS builds a server-side TLS context for a Gateway server.
 func (b *builder) downstreamTLS(t *networking.ServerTLSSettings) *corev3.TransportSocket {
 	common := &tlsv3.CommonTlsContext{}
+	var cred Credential
 	if cn := t.GetCredentialName(); cn != "" {
 		if b.in.Credentials != nil {
-			if cert, key, ok := b.in.Credentials(cn); ok {
+			var ok bool
+			if cred, ok = b.in.Credentials(b.p.Namespace, cn); ok {
 				common.TlsCertificates = []*tlsv3.TlsCertificate{{
-					CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cert}},
-					PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: key}},
+					CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cred.Cert}},
+					PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cred.Key}},
 				}}
 			}
 		}
@@ -173,6 +175,8 @@ func (b *builder) downstreamTLS(t *networking.ServerTLSSettings) *corev3.Transpo
 		v := &tlsv3.CertificateValidationContext{}
 		if ca := t.GetCaCertificates(); ca != "" {
 			v.TrustedCa = fileSource(ca)
+		} else if len(cred.CA) > 0 {
+			v.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: cred.CA}}
 		} else if cn := t.GetCredentialName(); cn != "" {
 			common.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "kubernetes://" + cn + "-cacert", SdsConfig: ads()}}
 		}

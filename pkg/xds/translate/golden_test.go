@@ -128,11 +128,15 @@ func loadCaseAll(t testing.TB, path string) (*Input, *model.Proxy, []*model.Prox
 	return &Input{Configs: rs, Registry: reg.Snapshot(), Credentials: testCredentials, Mesh: mesh}, target, proxies
 }
 
-func testCredentials(name string) ([]byte, []byte, bool) {
-	if name == "bookinfo-cert" {
-		return []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"), []byte("-----BEGIN PRIVATE KEY-----\ntest\n-----END PRIVATE KEY-----\n"), true
+func testCredentials(ns, name string) (Credential, bool) {
+	if name == "partner-cert" && ns == "istio-system" {
+		return Credential{Cert: []byte("-----BEGIN CERTIFICATE-----\npartner\n-----END CERTIFICATE-----\n"), Key: []byte("-----BEGIN PRIVATE KEY-----\npartner\n-----END PRIVATE KEY-----\n"),
+			CA: []byte("-----BEGIN CERTIFICATE-----\npartner-ca\n-----END CERTIFICATE-----\n")}, true
 	}
-	return nil, nil, false
+	if name == "bookinfo-cert" {
+		return Credential{Cert: []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"), Key: []byte("-----BEGIN PRIVATE KEY-----\ntest\n-----END PRIVATE KEY-----\n")}, true
+	}
+	return Credential{}, false
 }
 
 // renderOutput renders an Output as stable, indented JSON.

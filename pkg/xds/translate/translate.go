@@ -36,13 +36,21 @@ type Input struct {
 	// logging and ext_authz; default providers); nil means none. Its
 	// rootNamespace is not read here: callers copy it to RootNamespace.
 	Mesh *meshv1.MeshConfig
-	// Credentials looks up a gateway TLS credentialName (PEM certificate
-	// chain and key); nil means no credentials are known.
-	Credentials func(name string) (certPEM, keyPEM []byte, ok bool)
+	// Credentials looks up a gateway TLS credentialName for a gateway
+	// proxy in namespace ns (Istio resolves it in the gateway workload's
+	// namespace); nil means no credentials are known.
+	Credentials func(ns, name string) (Credential, bool)
 	// MTLS is set when the mesh has a workload CA: PeerAuthentication is
 	// applied to virtualInbound and clusters to sidecar endpoints get auto
 	// mutual TLS (see peerauthn.go). Without it everything stays plaintext.
 	MTLS bool
+}
+
+// Credential is a gateway TLS credential in PEM: certificate chain, key,
+// and the CA bundle that MUTUAL servers verify clients against (nil when
+// the credential has none).
+type Credential struct {
+	Cert, Key, CA []byte
 }
 
 // Output is the resources for one proxy, each list sorted by name.

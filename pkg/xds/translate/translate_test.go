@@ -372,8 +372,8 @@ func mustBuild(t *testing.T, in *Input, p *model.Proxy) *Output {
 func TestGatewayHTTPS(t *testing.T) {
 	out := build(t, "gateway_https")
 	l := find[*listenerv3.Listener](t, out.Listeners, "0.0.0.0_443")
-	if len(l.GetFilterChains()) != 2 || len(l.GetListenerFilters()) != 1 {
-		t.Fatalf("443: %d chains, %d listener filters; want 2 SNI chains and tls_inspector", len(l.GetFilterChains()), len(l.GetListenerFilters()))
+	if len(l.GetFilterChains()) != 3 || len(l.GetListenerFilters()) != 1 {
+		t.Fatalf("443: %d chains, %d listener filters; want 3 SNI chains and tls_inspector", len(l.GetFilterChains()), len(l.GetListenerFilters()))
 	}
 	var tls tlsv3.DownstreamTlsContext
 	fc := l.GetFilterChains()[0]
@@ -392,6 +392,18 @@ func TestGatewayHTTPS(t *testing.T) {
 	}
 	if !mtls.GetRequireClientCertificate().GetValue() {
 		t.Error("MUTUAL server must require a client certificate")
+	}
+	// MUTUAL with a credentialName: certificate and client CA inline from
+	// the credential, looked up in the gateway proxy's namespace.
+	var cmtls tlsv3.DownstreamTlsContext
+	if err := l.GetFilterChains()[2].GetTransportSocket().GetTypedConfig().UnmarshalTo(&cmtls); err != nil {
+		t.Fatal(err)
+	}
+	if ca := cmtls.GetCommonTlsContext().GetValidationContext().GetTrustedCa().GetInlineBytes(); !strings.Contains(string(ca), "partner-ca") {
+		t.Errorf("MUTUAL credentialName: trusted CA %q, want the credential's CA", ca)
+	}
+	if c := cmtls.GetCommonTlsContext().GetTlsCertificates(); len(c) != 1 || !strings.Contains(string(c[0].GetCertificateChain().GetInlineBytes()), "partner") {
+		t.Errorf("MUTUAL credentialName: certificate not inlined: %v", c)
 	}
 	vhs := find[*routev3.RouteConfiguration](t, out.Routes, "http.80").GetVirtualHosts()
 	if len(vhs) != 1 || vhs[0].GetRequireTls() != routev3.VirtualHost_ALL || !vhs[0].GetRoutes()[0].GetRedirect().GetHttpsRedirect() {
