@@ -220,6 +220,9 @@ spec:
 		{"/ip", "deny", answer{200, `app /ip result=""`, ""}, false},
 		{"/headers/admin", "allow", answer{403, "RBAC: access denied", ""}, true}, // CUSTOM passes, DENY wins
 	})
+	wait("the access log records the ext_authz denial", func() bool {
+		return hasLine(serverProc.Stdout(), `"response_code":403`, `"response_flags":"UAEX"`, `"response_code_details":"ext_authz_denied"`, `"path":"/headers"`)
+	})
 	// Bytes the inbound sniffer does not take for HTTP (a lowercase method a
 	// lenient application server still parses) must not reach the app
 	// around the HTTP filters.

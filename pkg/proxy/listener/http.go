@@ -269,6 +269,9 @@ func (h *Handler) runFilters(w *countingWriter, r *http.Request, ri *reqInfo, fs
 			}
 			if handled {
 				ri.status, ri.details = w.status, w.details
+				if w.flags != "" {
+					ri.flag(w.flags)
+				}
 				return true
 			}
 			if wrap != nil {
@@ -278,6 +281,9 @@ func (h *Handler) runFilters(w *countingWriter, r *http.Request, ri *reqInfo, fs
 		}
 		if f.Filter(w, r) {
 			ri.status, ri.details = w.status, w.details
+			if w.flags != "" {
+				ri.flag(w.flags)
+			}
 			return true
 		}
 	}
@@ -619,6 +625,7 @@ type countingWriter struct {
 	n       int64
 	status  int
 	details string // set by filters that answer (SetResponseDetails)
+	flags   string // set by filters that answer (SetResponseFlags)
 }
 
 func (c *countingWriter) WriteHeader(code int) {

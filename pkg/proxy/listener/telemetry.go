@@ -302,6 +302,10 @@ func traceIDs(r *http.Request, ri *reqInfo) (string, string) {
 // access log's response_code_details).
 func (c *countingWriter) SetResponseDetails(s string) { c.details = s }
 
+// SetResponseFlags lets a filter that answers a request add an Envoy
+// response flag (e.g. UAEX for an ext_authz denial).
+func (c *countingWriter) SetResponseFlags(s string) { c.flags = s }
+
 // StatsFilter is Istio's telemetry HTTP filter; its typed config
 // (stats.PluginConfig) carries Telemetry metrics overrides.
 const StatsFilter = "istio.stats"

@@ -234,6 +234,7 @@ func (f *Filter) Filter(w http.ResponseWriter, r *http.Request) bool {
 		if ds, ok := w.(interface{ SetResponseDetails(string) }); ok {
 			ds.SetResponseDetails("ext_authz_error")
 		}
+		setFlag(w)
 		w.WriteHeader(f.errorStatus)
 		return true
 	}
@@ -252,6 +253,7 @@ func (f *Filter) Filter(w http.ResponseWriter, r *http.Request) bool {
 	if ds, ok := w.(interface{ SetResponseDetails(string) }); ok {
 		ds.SetResponseDetails("ext_authz_denied")
 	}
+	setFlag(w)
 	for k, vs := range d.header {
 		w.Header()[k] = vs
 	}
@@ -341,4 +343,14 @@ func headerValues(hs []*corev3.HeaderValue) http.Header {
 		h.Add(v.GetKey(), v.GetValue())
 	}
 	return h
+}
+
+// UnauthorizedFlag is Envoy's response flag for a request the external
+// authorization service denied (or could not be asked about).
+const UnauthorizedFlag = "UAEX"
+
+func setFlag(w http.ResponseWriter) {
+	if fs, ok := w.(interface{ SetResponseFlags(string) }); ok {
+		fs.SetResponseFlags(UnauthorizedFlag)
+	}
 }
