@@ -141,8 +141,20 @@ func NewEngine(ctx context.Context, log *slog.Logger, opts ...Option) (*Engine, 
 	return e, nil
 }
 
-// Close releases the runtime and every instance.
-func (e *Engine) Close(ctx context.Context) error { return e.rt.Close(ctx) }
+// Close stops every plugin (timers, callouts) and releases the runtime
+// and every instance.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	ps := make([]*Plugin, 0, len(e.plugins))
+	for _, p := range e.plugins {
+		ps = append(ps, p)
+	}
+	e.mu.Unlock()
+	for _, p := range ps {
+		_ = p.Close()
+	}
+	return e.rt.Close(ctx)
+}
 
 // compile returns the cached compiled module for code.
 func (e *Engine) compile(ctx context.Context, code []byte) (wazero.CompiledModule, [32]byte, error) {

@@ -144,14 +144,33 @@ func TestBodyBufferLimit(t *testing.T) {
 	if rec.Code != http.StatusRequestEntityTooLarge || appRan || rec.Header().Get(DetailsHeader) != detailsRequestTooLarge {
 		t.Errorf("big request: %d %v, app ran %v", rec.Code, rec.Header(), appRan)
 	}
+	// A sized response's headers wait for the body: replaced by a 500.
 	var werr error
 	rec = through(t, p, httptest.NewRequest("GET", "/", nil), func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "4096")
 		for i := 0; i < 8 && werr == nil; i++ {
 			_, werr = io.WriteString(w, big[:512])
 		}
 	})
 	if rec.Code != http.StatusInternalServerError || !errors.Is(werr, errResponseTooLarge) || rec.Header().Get(DetailsHeader) != detailsResponseTooLarge {
 		t.Errorf("big response: %d %v, write error %v", rec.Code, rec.Header(), werr)
+	}
+	// A streamed one had its headers sent: the write fails, nothing of the
+	// held body goes out and done resets the stream (http.ErrAbortHandler).
+	werr = nil
+	var aborted any
+	rec = httptest.NewRecorder()
+	wrap, done, _ := p.FilterResponse(rec, httptest.NewRequest("GET", "/", nil))
+	w := wrap(rec)
+	for i := 0; i < 8 && werr == nil; i++ {
+		_, werr = io.WriteString(w, big[:512])
+	}
+	func() {
+		defer func() { aborted = recover() }()
+		done(listener.StreamInfo{})
+	}()
+	if rec.Code != 200 || !errors.Is(werr, errResponseTooLarge) || rec.Body.Len() != 0 || aborted != http.ErrAbortHandler {
+		t.Errorf("big streamed response: %d, %d bytes, write error %v, panic %v", rec.Code, rec.Body.Len(), werr, aborted)
 	}
 	rec = through(t, p, httptest.NewRequest("POST", "/", strings.NewReader("small hello")), func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)

@@ -51,12 +51,13 @@ type Plugin struct {
 	ctx    context.Context // cancelled by Close: ticks, callouts
 	cancel context.CancelFunc
 
-	mu     sync.Mutex
-	insts  []*instance // live instances, oldest first
-	next   int         // round robin
-	closed bool
-	tick   time.Duration // proxy_set_tick_period_milliseconds
-	tickCh chan time.Duration
+	mu       sync.Mutex
+	insts    []*instance // live instances, oldest first
+	creating int         // instances being created by bind
+	next     int         // round robin
+	closed   bool
+	tick     time.Duration // proxy_set_tick_period_milliseconds
+	tickCh   chan time.Duration
 
 	token atomic.Uint32 // proxy_http_call tokens
 	// Failures counts failed guest calls (traps, timeouts).
@@ -269,7 +270,7 @@ func (p *Plugin) bind(ctx context.Context) (*instance, error) {
 			break
 		}
 	}
-	if pick == nil && len(p.insts) >= p.e.poolSize {
+	if pick == nil && len(p.insts) > 0 && len(p.insts)+p.creating >= p.e.poolSize {
 		pick = p.insts[p.next%len(p.insts)]
 		p.next++
 	}
@@ -278,13 +279,15 @@ func (p *Plugin) bind(ctx context.Context) (*instance, error) {
 		p.mu.Unlock()
 		return pick, nil
 	}
+	p.creating++
 	p.mu.Unlock()
 	in, err := p.newInstance(ctx)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.creating--
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
 		_ = in.mod.Close(context.Background())
 		return nil, errors.New("plugin closed")

@@ -430,6 +430,7 @@ type respWriter struct {
 	sent    bool
 	paused  bool // the plugin stopped the headers
 	eos     bool // the response has no body
+	fixed   bool // the handler sized the response (Content-Length)
 	buf     []byte
 	mod     bool // the plugin changed body bytes
 	replace bool // a local reply replaced the response: drop the rest
@@ -451,6 +452,7 @@ func (rw *respWriter) WriteHeader(code int) {
 	rw.status = code
 	s := rw.s
 	h := rw.inner.Header()
+	rw.fixed = h.Get("Content-Length") != ""
 	rw.eos = code == http.StatusNoContent || code == http.StatusNotModified || s.r.Method == http.MethodHead || h.Get("Content-Length") == "0"
 	if !s.in.has("proxy_on_response_headers") {
 		return
@@ -472,7 +474,10 @@ func (rw *respWriter) WriteHeader(code int) {
 		return
 	}
 	rw.paused = act != 0 && !holdAll
-	if !s.in.has("proxy_on_response_body") {
+	// Continued headers of a streamed (unsized) response go now; a sized
+	// one waits for its first body chunk, so a plugin holding the whole
+	// body gets an exact Content-Length.
+	if !s.in.has("proxy_on_response_body") || !rw.paused && !rw.fixed && !rw.eos {
 		rw.sendHeaders(false)
 	}
 }
@@ -550,6 +555,9 @@ func (rw *respWriter) Write(p []byte) (int, error) {
 	if len(rw.buf) > s.p.e.bufferLimit {
 		if !rw.sent {
 			rw.replaceWith(&localReply{status: http.StatusInternalServerError, details: detailsResponseTooLarge, body: []byte("Internal Server Error\n")})
+		} else { // too late for a 500: drop the rest and reset the stream in done
+			rw.replace, rw.buf, rw.details = true, nil, detailsResponseTooLarge
+			s.reset = true
 		}
 		return 0, errResponseTooLarge
 	}
