@@ -25,6 +25,10 @@ func (a *analyzer) envoyFilters() {
 				a.report(r, Warning, CodeEnvoyFilterInvalid, path+"."+field, "%s; the patch is skipped", strings.ReplaceAll(err.Error(), "\u00a0", " "))
 				continue
 			}
+			if p.GetMatch().GetProxy().GetProxyVersion() != "" {
+				a.report(r, Warning, CodeEnvoyFilterNotExecuted, path+".match.proxy.proxyVersion",
+					"weft proxy sends no %s node metadata, so this patch applies only to proxies that do (Envoy with Istio's agent)", envoyfilter.ProxyVersionKey)
+			}
 			for _, f := range envoyfilter.NotExecuted(p) {
 				a.report(r, Warning, CodeEnvoyFilterNotExecuted, path+".patch.value", "%s is not executed by weft proxy", f.Text)
 			}
