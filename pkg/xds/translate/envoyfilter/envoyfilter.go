@@ -224,7 +224,11 @@ func Apply(filters []*config.Resource, t *Target) *Result {
 		}
 	}
 	slices.SortStableFunc(ps, func(a, b patch) int { return cmp.Compare(level(a.p.GetApplyTo()), level(b.p.GetApplyTo())) })
+	exts := extensionConfigs(ps, t, res)
 	for _, p := range ps {
+		if p.p.GetApplyTo() == networking.EnvoyFilter_EXTENSION_CONFIG {
+			continue // extensionConfigs
+		}
 		if !proxyMatches(p.p.GetMatch().GetProxy(), t.Proxy) || !contextApplies(p.p.GetMatch().GetContext(), t.Proxy) {
 			continue
 		}
@@ -234,9 +238,7 @@ func Apply(filters []*config.Resource, t *Target) *Result {
 			err = tx.validate()
 		}
 		if err != nil {
-			// protobuf-go varies the space after "proto:" on purpose; keep
-			// reports stable.
-			res.Messages = append(res.Messages, Message{p.Ref, "skipped: " + strings.ReplaceAll(err.Error(), "\u00a0", " ")})
+			res.Messages = append(res.Messages, Message{p.Ref, "skipped: " + cleanErr(err)})
 			continue
 		}
 		if len(tx.lis)+len(tx.rts)+len(tx.cls) == 0 {
@@ -245,8 +247,15 @@ func Apply(filters []*config.Resource, t *Target) *Result {
 		res.RemovedClusters = append(res.RemovedClusters, tx.commit()...)
 		res.Applied = append(res.Applied, Applied{p.Ref, p.p})
 	}
+	if len(exts) > 0 {
+		inlineExtensionConfigs(exts, t, res)
+	}
 	return res
 }
+
+// cleanErr is err's text with the space protobuf-go varies on purpose
+// after "proto:" made stable.
+func cleanErr(err error) string { return strings.ReplaceAll(err.Error(), "\u00a0", " ") }
 
 func proxyMatches(m *networking.EnvoyFilter_ProxyMatch, p *model.Proxy) bool {
 	if m == nil {
@@ -366,8 +375,6 @@ func (tx *txn) apply(p *networking.EnvoyFilter_EnvoyConfigObjectPatch) error {
 		return tx.patchListeners(p)
 	case networking.EnvoyFilter_ROUTE_CONFIGURATION, networking.EnvoyFilter_VIRTUAL_HOST, networking.EnvoyFilter_HTTP_ROUTE:
 		return tx.patchRoutes(p)
-	case networking.EnvoyFilter_EXTENSION_CONFIG:
-		return fmt.Errorf("applyTo EXTENSION_CONFIG: weft serves no ECDS resources")
 	case networking.EnvoyFilter_BOOTSTRAP:
 		return fmt.Errorf("applyTo BOOTSTRAP: weft proxies take no bootstrap patches")
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -51,6 +52,12 @@ func NotExecuted(p *networking.EnvoyFilter_EnvoyConfigObjectPatch) []Finding {
 		c.decodeWalk(p, &routev3.VirtualHost{}, "virtual host")
 	case networking.EnvoyFilter_HTTP_ROUTE:
 		c.decodeWalk(p, &routev3.Route{}, "route")
+	case networking.EnvoyFilter_EXTENSION_CONFIG:
+		tec := &corev3.TypedExtensionConfig{}
+		if decode(p.GetPatch().GetValue(), tec) == nil && tec.GetTypedConfig() != nil {
+			f := inlineFilter(&hcmv3.HttpFilter{Name: tec.GetName()}, tec.GetTypedConfig())
+			c.httpFilter(f, f.GetName())
+		}
 	case networking.EnvoyFilter_LISTENER_FILTER:
 		f := &listenerv3.ListenerFilter{}
 		if decode(p.GetPatch().GetValue(), f) == nil {
@@ -257,7 +264,17 @@ func Check(p *networking.EnvoyFilter_EnvoyConfigObjectPatch) (field string, err 
 	case networking.EnvoyFilter_HTTP_ROUTE:
 		mk = func() proto.Message { return &routev3.Route{} }
 	case networking.EnvoyFilter_EXTENSION_CONFIG:
-		return "applyTo", fmt.Errorf("EXTENSION_CONFIG is not applied: weft serves no ECDS resources")
+		if op != opAdd {
+			return "patch.operation", fmt.Errorf("operation %s is not supported for EXTENSION_CONFIG (only ADD)", op)
+		}
+		tec := &corev3.TypedExtensionConfig{}
+		if err := decode(p.GetPatch().GetValue(), tec); err != nil {
+			return "patch.value", err
+		}
+		if err := tec.Validate(); err != nil {
+			return "patch.value", err
+		}
+		return "", nil
 	case networking.EnvoyFilter_BOOTSTRAP:
 		return "applyTo", fmt.Errorf("BOOTSTRAP is not applied: weft proxies take no bootstrap patches")
 	default:
