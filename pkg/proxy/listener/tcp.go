@@ -96,7 +96,9 @@ func closeWrite(c io.Closer) {
 	_ = c.Close()
 }
 
-// serveConnect handles an HTTP/1.1 CONNECT tunnel on the outbound listener.
+// serveConnect handles a CONNECT tunnel on the outbound listener: HTTP/1.1
+// (the connection is hijacked) or HTTP/2 (RFC 9113 §8.5: the tunnel is the
+// stream's DATA frames).
 func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) {
 	rt := h.Runtime()
 	target := r.Host
@@ -140,8 +142,8 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 	}
 	defer up.Close()
 	ri.status = http.StatusOK
-	if r.ProtoMajor != 1 {
-		h.localReply(w, r, ri, http.StatusHTTPVersionNotSupported, "", "CONNECT over HTTP/2 is not supported")
+	if r.ProtoMajor == 2 {
+		h.connectH2(w, r, ri, up, target)
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
@@ -169,6 +171,50 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 	w.n += sent
 	ri.bytesIn.Add(recv)
 }
+
+// connectH2 runs an HTTP/2 CONNECT tunnel over the request's stream: a 200
+// response without END_STREAM, then the request body's DATA frames go
+// upstream and the upstream bytes come back as response DATA frames,
+// each flushed. The client's END_STREAM half-closes the upstream
+// connection; the stream ends when both directions have.
+func (h *Handler) connectH2(w *countingWriter, r *http.Request, ri *reqInfo, up net.Conn, target string) {
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, "")
+	if h.Stats != nil {
+		h.Stats.TCPOpened(l)
+	}
+	// r.Body counts into ri.bytesIn itself (countingBody).
+	sent, recv := pipe(r.Context(), &h2Stream{body: r.Body, w: w, rc: rc}, up)
+	if h.Stats != nil {
+		h.Stats.TCPClosed(l, sent, recv)
+	}
+}
+
+// h2Stream is the downstream side of an HTTP/2 CONNECT tunnel: reads are
+// the request body, writes are flushed response DATA frames.
+type h2Stream struct {
+	body io.ReadCloser
+	w    io.Writer
+	rc   *http.ResponseController
+}
+
+func (s *h2Stream) Read(p []byte) (int, error) { return s.body.Read(p) }
+
+func (s *h2Stream) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil {
+		return n, err
+	}
+	return n, s.rc.Flush()
+}
+
+// Close stops reading the client's DATA frames; the response stream ends
+// when the handler returns.
+func (s *h2Stream) Close() error { return s.body.Close() }
 
 func (h *Handler) tcpLabels(clusterName, authority, destWorkload, peer string) stats.Labels {
 	svc := ServiceFQDN(serviceOf(clusterName, authority), h.Ident.Namespace)
