@@ -84,7 +84,22 @@ func runGet(ctx context.Context, out, errOut io.Writer, c *admin.Client, o getOp
 	var (
 		items   []*config.Resource
 		listRev int64
+		events  <-chan admin.WatchEvent
+		wErr    func() error
 	)
+	if o.watch {
+		// The watch opens before the list: a change landing between the two
+		// is then in the stream, and the rows skip what the list already
+		// shows (revision <= the list's). Watching from the list's revision
+		// instead would lose such a change when the store is empty (revision
+		// 0 means "from now").
+		wctx, wcancel := context.WithCancel(parent)
+		defer wcancel()
+		var err error
+		if events, wErr, err = c.Watch(wctx, 0); err != nil {
+			return apiError(err)
+		}
+	}
 	if len(names) > 0 {
 		if ns == "" {
 			return &exitError{code: 2, err: errors.New("a resource name needs one namespace (-n), not -A")}
@@ -144,7 +159,7 @@ func runGet(ctx context.Context, out, errOut io.Writer, c *admin.Client, o getOp
 		if err := printTables(out, items, kind == "", o.allNamespaces, o.output == "wide", time.Now()); err != nil {
 			return err
 		}
-		return watchRows(parent, out, c, kind, ns, listRev, o)
+		return watchRows(parent, out, events, wErr, kind, ns, listRev, o)
 	}
 	if len(items) == 0 {
 		if ns == "" {
@@ -193,16 +208,10 @@ func printTables(out io.Writer, items []*config.Resource, qualify, withNS, wide 
 }
 
 // watchRows prints a table row for every change after rev until ctx ends.
-func watchRows(ctx context.Context, out io.Writer, c *admin.Client, kind, ns string, rev int64, o getOptions) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events, streamErr, err := c.Watch(ctx, rev)
-	if err != nil {
-		return apiError(err)
-	}
+func watchRows(ctx context.Context, out io.Writer, events <-chan admin.WatchEvent, streamErr func() error, kind, ns string, rev int64, o getOptions) error {
 	for ev := range events {
 		r := ev.Object
-		if r == nil || (kind != "" && r.Kind != kind) || (ns != "" && r.Meta.Namespace != ns) {
+		if ev.Revision <= rev || r == nil || (kind != "" && r.Kind != kind) || (ns != "" && r.Meta.Namespace != ns) {
 			continue
 		}
 		tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)

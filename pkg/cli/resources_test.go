@@ -3,7 +3,10 @@ package cli
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -212,5 +215,68 @@ func TestGetWatch(t *testing.T) {
 	// --watch needs a table of a kind.
 	if _, _, code := execCLI(t, "get", "vs", "x", "-w", "--server", url); code != 2 {
 		t.Fatalf("get NAME -w: exit %d, want 2", code)
+	}
+}
+
+// TestGetWatchEmptyStore: with an empty store the list is at revision 0, and
+// an apply landing between the list and the watch must still be shown (a
+// watch opened "from now" after the list used to lose it). A proxy in front
+// of the admin server holds every watch request back for 300 ms and the
+// apply is sent as soon as the list has been answered.
+func TestGetWatchEmptyStore(t *testing.T) {
+	seed, err := os.ReadFile(filepath.Join(seedFixtures, "service-entry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend, err := neturl.Parse(adminServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := make(chan struct{}, 1)
+	rp := httputil.NewSingleHostReverseProxy(backend)
+	rp.FlushInterval = -1
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/watch") {
+			time.Sleep(300 * time.Millisecond)
+			rp.ServeHTTP(w, r)
+			return
+		}
+		rp.ServeHTTP(w, r)
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/resources") {
+			select {
+			case listed <- struct{}{}:
+			default:
+			}
+		}
+	}))
+	defer front.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut lockedBuffer
+	root := NewRoot(strings.NewReader(""), &out, &errOut)
+	root.SetArgs([]string{"get", "serviceentries", "-A", "-w", "--server", front.URL})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	select {
+	case <-listed:
+	case err := <-done:
+		t.Fatalf("get -w ended before listing: %v\n%s", err, errOut.String())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("get -w did not list; requests seen by the proxy so far: stderr:\n%s", errOut.String())
+	}
+	c := &admin.Client{BaseURL: backend.String()}
+	if _, err := c.ApplyRaw(context.Background(), seed, "application/yaml", false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(out.String(), "ext-service") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("want the applied ServiceEntry exactly once, got:\n%s\nstderr:\n%s", out.String(), errOut.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("get -w: %v", err)
 	}
 }
