@@ -317,3 +317,23 @@ func TestPauseTimeout(t *testing.T) {
 		t.Errorf("paused too long: %d %q", rec.Code, rec.Body.String())
 	}
 }
+
+// TestClosedPluginPasses: a request that reaches a plugin an update just
+// removed goes on without it (as under the new configuration).
+func TestClosedPluginPasses(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, WithCallTimeout(10*time.Second))
+	p := newPlugin(t, e, "go-deny", "")
+	if rec := through(t, p, httptest.NewRequest("GET", "/", nil), func(http.ResponseWriter, *http.Request) {}); rec.Code != 403 {
+		t.Fatalf("open plugin: %d", rec.Code)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rec := through(t, p, httptest.NewRequest("GET", "/", nil), func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "app") }); rec.Code != 200 || rec.Body.String() != "app" {
+		t.Fatalf("closed plugin: %d %q", rec.Code, rec.Body.String())
+	}
+	if p.Instances() != 0 {
+		t.Fatalf("%d instances after Close", p.Instances())
+	}
+}

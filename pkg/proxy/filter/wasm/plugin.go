@@ -214,6 +214,10 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 
 const rootContextID = 1
 
+// errPluginClosed: an update removed the plugin; a request that still
+// reaches it goes on without it, as under the new configuration.
+var errPluginClosed = errors.New("plugin closed")
+
 // call calls an export. A missing optional export succeeds: boolean
 // callbacks (vm_start, configure, done) return true, others 0 (Continue).
 // The caller holds in.mu (or owns in exclusively).
@@ -260,7 +264,7 @@ func (p *Plugin) bind(ctx context.Context) (*instance, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return nil, errors.New("plugin closed")
+		return nil, errPluginClosed
 	}
 	var pick *instance
 	for i := range p.insts {
@@ -290,7 +294,7 @@ func (p *Plugin) bind(ctx context.Context) (*instance, error) {
 	}
 	if p.closed {
 		_ = in.mod.Close(context.Background())
-		return nil, errors.New("plugin closed")
+		return nil, errPluginClosed
 	}
 	p.insts = append(p.insts, in)
 	in.active++

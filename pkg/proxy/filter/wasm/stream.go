@@ -138,6 +138,9 @@ func (s *stream) signal() {
 // phases; done runs the log phase.
 func (p *Plugin) FilterResponse(w http.ResponseWriter, r *http.Request) (func(http.ResponseWriter) http.ResponseWriter, func(listener.StreamInfo), bool) {
 	in, err := p.bind(r.Context())
+	if errors.Is(err, errPluginClosed) {
+		return nil, nil, false
+	}
 	if err != nil {
 		return nil, nil, p.fail(w, err)
 	}
