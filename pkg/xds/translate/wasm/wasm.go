@@ -240,7 +240,11 @@ func anchor(chain []*hcmv3.HttpFilter, p extensionsv1alpha1.PluginPhase) int {
 func pluginFilter(r *config.Resource, s *extensionsv1alpha1.WasmPlugin) (*hcmv3.HttpFilter, error) {
 	name := r.Meta.Namespace + "." + r.Meta.Name
 	where := fmt.Sprintf("WasmPlugin %s/%s", r.Meta.Namespace, r.Meta.Name)
-	u, err := url.Parse(s.GetUrl())
+	raw := s.GetUrl()
+	if !strings.Contains(raw, "://") && raw != "" {
+		raw = "oci://" + raw // Istio reads a URL without scheme as an OCI image
+	}
+	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: url: %w", where, err)
 	}
@@ -271,7 +275,7 @@ func pluginFilter(r *config.Resource, s *extensionsv1alpha1.WasmPlugin) (*hcmv3.
 			port = "443"
 		}
 		code = &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Remote{Remote: &corev3.RemoteDataSource{
-			HttpUri: &corev3.HttpUri{Uri: s.GetUrl(), Timeout: durationpb.New(30e9),
+			HttpUri: &corev3.HttpUri{Uri: raw, Timeout: durationpb.New(30e9),
 				HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: "outbound|" + port + "||" + u.Hostname()}},
 			Sha256: s.GetSha256(),
 		}}}

@@ -296,4 +296,17 @@ spec:
 	if err := fs[0].Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
 	}
+	// Istio reads a URL without scheme as an OCI image.
+	fs, err = Translate(decode(t, `
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: bare, namespace: default}
+spec: {url: "ghcr.io/org/header:v2"}
+`), nil, &model.Proxy{Namespace: "default"})
+	if err != nil || len(fs) != 1 {
+		t.Fatalf("Translate bare: %v, %d filters", err, len(fs))
+	}
+	if u := wasmOf(t, fs[0]).GetConfig().GetVmConfig().GetCode().GetRemote().GetHttpUri().GetUri(); u != "oci://ghcr.io/org/header:v2" {
+		t.Errorf("bare url → %q", u)
+	}
 }
