@@ -175,7 +175,9 @@ func (c benchCodec) Unmarshal(data mem.BufferSlice, v any) error {
 func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var opts []grpc.CallOption
+	// Wait for the connection like a sidecar's xDS client, rather than
+	// failing fast while 5000 connections are being set up.
+	opts := []grpc.CallOption{grpc.WaitForReady(true)}
 	if c.decode == decodeWalk {
 		opts = append(opts, grpc.ForceCodecV2(benchCodec{encoding.GetCodecV2(encodingproto.Name)}))
 	}

@@ -264,6 +264,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			streamErrs += n
 		}
 		b.Logf("%s; %d services (%s), %d clients of %d deployments in %d processes; load average %s", mode, services, scope, clients, apps, procs, loadAvg())
+		b.Logf("one client's config: %s", srv.benchSizes())
 		b.Logf("full push: every client had CDS+EDS+LDS+RDS after %v, pushes settled after %v; control-plane CPU %v, clients CPU %v, %d stream errors; control-plane RSS %s, client processes RSS %s",
 			firstServed.Round(time.Millisecond), full.Round(time.Millisecond), fullCPU.Round(time.Millisecond), children.cpu(), streamErrs, vmRSS(), children.rss())
 
@@ -353,4 +354,19 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// benchSizes describes one proxy's generated sets: resources and encoded
+// bytes per type.
+func (s *Server) benchSizes() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.proxies {
+		var parts []string
+		for i := range numTypes {
+			parts = append(parts, fmt.Sprintf("%s %d resources %d KB", typeNames[i], len(p.gen[i].resources), p.gen[i].size/1024))
+		}
+		return strings.Join(parts, ", ")
+	}
+	return "no proxy"
 }

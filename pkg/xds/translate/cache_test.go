@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/weftmesh/weft/pkg/xds/model"
@@ -135,5 +136,50 @@ func TestForProxyCopiesScope(t *testing.T) {
 		if !reflect.DeepEqual(w, g) {
 			t.Errorf("builder.%s: forProxy has %v, newBuilder %v", name, g, w)
 		}
+	}
+}
+
+// TestCacheConcurrent builds proxies of a few outbound keys from many
+// goroutines through one Cache (run with -race) and checks every output
+// against Build's.
+func TestCacheConcurrent(t *testing.T) {
+	t.Parallel()
+	in, _, proxies := loadCaseAll(t, "testdata/vs_source_labels.yaml")
+	var all []*model.Proxy
+	for _, p := range proxies {
+		all = append(all, p, cacheVariant(p, nil, "", ""), cacheVariant(p, map[string]string{"version": "v2"}, "", ""))
+	}
+	want := make([][]byte, len(all))
+	for i, p := range all {
+		out, err := Build(in, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i] = renderOutput(t, out)
+	}
+	c := NewCache(in)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8*len(all))
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range all {
+				i := (k + g) % len(all)
+				out, err := c.Build(all[i])
+				if err != nil {
+					errs <- err.Error()
+					continue
+				}
+				if got := renderOutput(t, out); !bytes.Equal(got, want[i]) {
+					errs <- fmt.Sprintf("proxy %d: %s", i, firstDiff(want[i], got))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
