@@ -100,11 +100,12 @@ bench: bench-controlplane bench-proxy
 bench-wasm: wasm-examples
 	$(GO) test -run '^$$' -bench 'WasmAddedLatency|InstanceMemory' -benchtime 1x -timeout 10m ./pkg/proxy/filter/wasm/
 
-# Control-plane scale benchmark: 1000 services, 5000 ADS clients in a child
-# process (pkg/xds/server/README.md lists its WEFT_BENCH_* knobs, e.g.
-# WEFT_BENCH_TRANSLATE=1 for the real translator).
+# Control-plane scale benchmark: 1000 services translated by the real
+# translator, 5000 ADS clients in 4 child processes, then the translator's
+# own 1000-service benchmark (pkg/xds/server/README.md lists the
+# WEFT_BENCH_* knobs, e.g. WEFT_BENCH_SYNTHETIC=1, WEFT_BENCH_EGRESS=100).
 bench-controlplane:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./pkg/xds/... 
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./pkg/xds/...
 
 # Data-plane benchmark: pkg/proxy micro-benchmarks, then direct vs two weft
 # sidecars vs two HAProxy hops under fortio (test/bench). BENCH_DURATION

@@ -373,9 +373,7 @@ func (r *Registry) Snapshot() *Snapshot {
 		r.builds++
 		proxies := make([]*model.Proxy, 0, len(r.proxies))
 		for _, p := range r.proxies {
-			if r.affectsLocked(p) {
-				proxies = append(proxies, p)
-			}
+			proxies = append(proxies, p)
 		}
 		sort.Slice(proxies, func(i, j int) bool { return proxies[i].ID < proxies[j].ID })
 		r.snap = build(r.configs, r.sourceServicesLocked(), r.sourceWorkloadsLocked(), proxies, r.version, r.suffix)
@@ -482,6 +480,7 @@ func build(configs []*config.Resource, ext []SourceService, workloads []*Workloa
 
 	// Proxies take template labels / service account from their group.
 	proxies = applyGroups(proxies, groups)
+	selectable := indexProxies(proxies)
 
 	joined := map[string]map[string]bool{} // host -> proxy IDs already endpoints
 	type proxyEP struct {
@@ -530,8 +529,8 @@ func build(configs []*config.Resource, ext []SourceService, workloads []*Workloa
 					eps[h] = append(eps[h], &Endpoint{Hostname: h, Address: w.Address, Labels: copyLabels(w.Labels),
 						Locality: w.Locality, ServiceAccount: w.ServiceAccount, Workload: w.Name, Namespace: ns, Network: w.Network})
 				}
-				for _, p := range proxies {
-					if p.Namespace != ns || !matches(sel, p.Labels) {
+				for _, p := range selectable.candidates(ns, sel) {
+					if !matches(sel, p.Labels) {
 						continue
 					}
 					e := fromProxy(h, p, ports)
@@ -757,4 +756,36 @@ func copyLabels(m map[string]string) map[string]string {
 		return map[string]string{}
 	}
 	return mergeLabels(m, nil)
+}
+
+// proxyIndex finds the proxies a workloadSelector may select without
+// scanning every proxy for every ServiceEntry: by namespace and label.
+type proxyIndex map[string]map[string][]*model.Proxy // ns -> "k=v" -> proxies, in input order
+
+func indexProxies(proxies []*model.Proxy) proxyIndex {
+	idx := proxyIndex{}
+	for _, p := range proxies {
+		m := idx[p.Namespace]
+		if m == nil {
+			m = map[string][]*model.Proxy{}
+			idx[p.Namespace] = m
+		}
+		for k, v := range p.Labels {
+			m[k+"="+v] = append(m[k+"="+v], p)
+		}
+	}
+	return idx
+}
+
+// candidates returns, in input order, the proxies of namespace ns that
+// carry one (the smallest) of sel's labels: a superset of those sel
+// matches (sel is not empty).
+func (idx proxyIndex) candidates(ns string, sel map[string]string) []*model.Proxy {
+	k := ""
+	for sk := range sel {
+		if k == "" || sk < k {
+			k = sk
+		}
+	}
+	return idx[ns][k+"="+sel[k]]
 }

@@ -54,7 +54,11 @@ func meshGenerator(configs []*config.Resource) func(*model.Proxy) (*Resources, e
 		host := se.GetHosts()[0]
 		name := "outbound|80||" + host
 		out.Clusters = append(out.Clusters, xdstest.EDSCluster(name))
-		out.Endpoints = append(out.Endpoints, xdstest.Endpoints(name, c.Meta.Name, se.GetEndpoints()[0].GetAddress()+":80"))
+		addr := "10.255.0.1" // selected pods: not tracked here
+		if eps := se.GetEndpoints(); len(eps) > 0 {
+			addr = eps[0].GetAddress()
+		}
+		out.Endpoints = append(out.Endpoints, xdstest.Endpoints(name, c.Meta.Name, addr+":80"))
 		r := xdstest.ToCluster(c.Meta.Name, name)
 		r.GetRoute().Timeout = timeouts[host]
 		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: host + ":80", Domains: []string{host, host + ":80"}, Routes: []*routev3.Route{r}})
