@@ -35,7 +35,7 @@ $(WEB_STAMP): $(WEB_SRCS)
 # proxy-wasm example plugins (examples/wasm, its own Go module) built to
 # bin/wasm/NAME.wasm; make rebuilds one only when a source under
 # examples/wasm changed, and go's build cache keeps rebuilds cheap.
-WASM_EXAMPLES := go-header go-deny go-trap go-response go-body go-tick go-callout
+WASM_EXAMPLES := go-header go-deny go-trap go-response go-body go-tick go-callout go-trailers
 WASM_SRCS := $(shell find examples/wasm -name '*.go' -o -name go.mod 2>/dev/null)
 
 # The seed's plugin in AssemblyScript (examples/wasm/assemblyscript), built

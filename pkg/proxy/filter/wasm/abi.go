@@ -471,14 +471,14 @@ func setHeader(m api.Module, st *callState, a []uint64, op string) uint32 {
 		}
 		return setPseudo(s, mt, key, val)
 	}
-	key = prefix + key
+	key = prefix + http.CanonicalHeaderKey(key)
 	switch op {
 	case "add":
-		h.Add(key, val)
+		h[key] = append(h[key], val)
 	case "replace":
-		h.Set(key, val)
+		h[key] = []string{val}
 	default:
-		h.Del(key)
+		delete(h, key)
 	}
 	return statusOK
 }
@@ -536,7 +536,8 @@ func (e *Engine) hSetPairs(_ context.Context, m api.Module, st *callState, a []u
 			}
 			continue
 		}
-		h.Add(prefix+p[0], p[1])
+		k := prefix + http.CanonicalHeaderKey(p[0])
+		h[k] = append(h[k], p[1])
 	}
 	return statusOK
 }

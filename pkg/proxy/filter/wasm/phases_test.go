@@ -337,3 +337,39 @@ func TestClosedPluginPasses(t *testing.T) {
 		t.Fatalf("%d instances after Close", p.Instances())
 	}
 }
+
+func TestTrailers(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, WithCallTimeout(10*time.Second))
+	p := newPlugin(t, e, "go-trailers", "")
+	tests := []struct {
+		name, verdict string
+		code          int
+		seen          string
+	}{
+		{"allow", "ok", 200, "ok"},
+		{"deny", "deny", 403, ""},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("POST", "/", io.NopCloser(&chunky{strings.NewReader("some body")}))
+		req.ContentLength = -1
+		req.Trailer = http.Header{"X-Verdict": {tt.verdict}}
+		var seen, body string
+		rec := through(t, p, req, func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			body, seen = string(b), r.Header.Get("X-Trailer-Verdict")
+			_, _ = io.WriteString(w, "ok")
+			w.Header().Set(http.TrailerPrefix+"X-App", "1")
+		})
+		if rec.Code != tt.code || seen != tt.seen {
+			t.Errorf("%s: %d, x-trailer-verdict %q", tt.name, rec.Code, seen)
+		}
+		if tt.code != 200 {
+			continue
+		}
+		res := rec.Result()
+		if body != "some body" || res.Trailer.Get("X-Wasm-Trailer") != "1" || res.Trailer.Get("X-App") != "1" {
+			t.Errorf("%s: body %q, trailers %v", tt.name, body, res.Trailer)
+		}
+	}
+}
