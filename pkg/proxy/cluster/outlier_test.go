@@ -346,3 +346,25 @@ func TestSuccessRate(t *testing.T) {
 		t.Fatal("ejected on clean intervals")
 	}
 }
+
+// BenchmarkClusterPickOutlier is Pick with outlier detection on (the path
+// that computes priority health and panic) over two priority levels, one
+// host of the first ejected, next to BenchmarkClusterPick's plain path.
+func BenchmarkClusterPickOutlier(b *testing.B) {
+	m, _ := newTestManager()
+	c := eds("c")
+	c.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: wrapperspb.UInt32(1), MaxEjectionPercent: wrapperspb.UInt32(100)}
+	set, err := m.Build(map[string]*clusterv3.Cluster{"c": c}, map[string]*endpointv3.ClusterLoadAssignment{"c": cla("c",
+		[]string{"10.0.0.1", "10.0.0.2", "10.0.0.3"}, []string{"10.0.1.1", "10.0.1.2"})}, edsName, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl := set.Clusters["c"]
+	cl.Report(cl.Hosts[0], 500)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := cl.Pick(0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
