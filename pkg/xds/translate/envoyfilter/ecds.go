@@ -102,7 +102,7 @@ func inlineExtensionConfigs(exts map[string]extConfig, t *Target, res *Result) {
 		if !changed {
 			continue
 		}
-		if err := validateDeep(w); err != nil {
+		if err := validateDeep(w, nil); err != nil {
 			for _, r := range refs {
 				res.Messages = append(res.Messages, Message{r, fmt.Sprintf("skipped: listener %q would be invalid: %s", n, cleanErr(err))})
 			}

@@ -225,6 +225,7 @@ func Apply(filters []*config.Resource, t *Target) *Result {
 	}
 	slices.SortStableFunc(ps, func(a, b patch) int { return cmp.Compare(level(a.p.GetApplyTo()), level(b.p.GetApplyTo())) })
 	exts := extensionConfigs(ps, t, res)
+	seen := map[string]bool{}
 	for _, p := range ps {
 		if p.p.GetApplyTo() == networking.EnvoyFilter_EXTENSION_CONFIG {
 			continue // extensionConfigs
@@ -232,7 +233,7 @@ func Apply(filters []*config.Resource, t *Target) *Result {
 		if !proxyMatches(p.p.GetMatch().GetProxy(), t.Proxy) || !contextApplies(p.p.GetMatch().GetContext(), t.Proxy) {
 			continue
 		}
-		tx := &txn{t: t, lis: map[string]*listenerv3.Listener{}, rts: map[string]*routev3.RouteConfiguration{}, cls: map[string]*clusterv3.Cluster{}}
+		tx := &txn{t: t, seen: seen, lis: map[string]*listenerv3.Listener{}, rts: map[string]*routev3.RouteConfiguration{}, cls: map[string]*clusterv3.Cluster{}}
 		err := tx.apply(p.p)
 		if err == nil {
 			err = tx.validate()
@@ -308,30 +309,32 @@ func ctxMatch(want, got networking.EnvoyFilter_PatchContext) bool {
 // txn holds one patch's changes: clones of the resources it changed (nil:
 // removed) until they validate.
 type txn struct {
-	t   *Target
-	lis map[string]*listenerv3.Listener
-	rts map[string]*routev3.RouteConfiguration
-	cls map[string]*clusterv3.Cluster
+	t    *Target
+	seen map[string]bool // Anys found valid (validateDeep), shared by the patches of one Apply
+	lis  map[string]*listenerv3.Listener
+	rts  map[string]*routev3.RouteConfiguration
+	cls  map[string]*clusterv3.Cluster
 }
 
 func (tx *txn) validate() error {
+	seen := tx.seen
 	for _, n := range slices.Sorted(maps.Keys(tx.cls)) {
 		if c := tx.cls[n]; c != nil {
-			if err := validateDeep(c); err != nil {
+			if err := validateDeep(c, seen); err != nil {
 				return fmt.Errorf("cluster %q would be invalid: %w", n, err)
 			}
 		}
 	}
 	for _, n := range slices.Sorted(maps.Keys(tx.lis)) {
 		if l := tx.lis[n]; l != nil {
-			if err := validateDeep(l); err != nil {
+			if err := validateDeep(l, seen); err != nil {
 				return fmt.Errorf("listener %q would be invalid: %w", n, err)
 			}
 		}
 	}
 	for _, n := range slices.Sorted(maps.Keys(tx.rts)) {
 		if r := tx.rts[n]; r != nil {
-			if err := validateDeep(r); err != nil {
+			if err := validateDeep(r, seen); err != nil {
 				return fmt.Errorf("route configuration %q would be invalid: %w", n, err)
 			}
 		}

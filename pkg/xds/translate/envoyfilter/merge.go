@@ -141,14 +141,20 @@ func cloneValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) protorefl
 
 // validateDeep runs Validate() on msg and on every message packed in an Any
 // inside it (typed_config of filters, transport sockets, ...), which a
-// resource's own Validate does not look into.
-func validateDeep(msg proto.Message) error {
+// resource's own Validate does not look into. seen (may be nil) remembers
+// the Anys already found valid, by type and bytes: generated resources
+// repeat the same few (retry predicates, per-route filter configs).
+func validateDeep(msg proto.Message, seen map[string]bool) error {
 	if v, ok := msg.(interface{ Validate() error }); ok {
 		if err := v.Validate(); err != nil {
 			return err
 		}
 	}
 	return walkAnys(msg.ProtoReflect(), func(a *anypb.Any) error {
+		key := a.GetTypeUrl() + "\x00" + string(a.GetValue())
+		if seen[key] {
+			return nil
+		}
 		if _, err := protoregistry.GlobalTypes.FindMessageByURL(a.GetTypeUrl()); err != nil {
 			return nil // unknown types are reported by the executability check
 		}
@@ -156,8 +162,11 @@ func validateDeep(msg proto.Message) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", a.GetTypeUrl(), err)
 		}
-		if err := validateDeep(m); err != nil {
+		if err := validateDeep(m, seen); err != nil {
 			return fmt.Errorf("%s: %w", a.GetTypeUrl(), err)
+		}
+		if seen != nil {
+			seen[key] = true
 		}
 		return nil
 	})
