@@ -121,7 +121,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				defer f.Close()
 				o.AccessLog = f
 			}
-			if o.MTLS, err = mt.start(cmd.Context(), o.Logger); err != nil {
+			if o.MTLS, err = mt.start(cmd.Context(), o.Logger, o.Namespace, o.ServiceAccount); err != nil {
 				return err
 			}
 			p, err := proxy.New(o)

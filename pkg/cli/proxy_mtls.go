@@ -31,7 +31,11 @@ func (m *proxyMTLSFlags) register(f *pflag.FlagSet) {
 
 // start returns nil without --ca-address; otherwise it runs a certificate
 // rotator until ctx ends and returns it once it holds a certificate.
-func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger) (proxy.WorkloadCerts, error) {
+//
+// namespace and serviceAccount are the proxy's claimed identity: a
+// certificate for another one (the token proves a different service
+// account) stops the start-up with exit code 2.
+func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace, serviceAccount string) (proxy.WorkloadCerts, error) {
 	if m.addr == "" {
 		if m.rootCert != "" || m.token != "" || m.tokenFile != "" {
 			return nil, &exitError{code: 2, err: errors.New("--ca-root-cert/--ca-token need --ca-address")}
@@ -59,7 +63,8 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger) (proxy.Wor
 	if tok == "" {
 		return nil, &exitError{code: 2, err: errors.New("--ca-address needs --ca-token or --ca-token-file")}
 	}
-	cfg := caclient.Config{Addr: m.addr, RootsPEM: roots, Token: tok}
+	cfg := caclient.Config{Addr: m.addr, RootsPEM: roots, Token: tok, ExpectNamespace: namespace, ExpectServiceAccount: serviceAccount}
+	mismatch := make(chan error, 1)
 	r := caclient.NewRotator(caclient.RotatorOptions{
 		Fetch: func(ctx context.Context) (*caclient.Bundle, error) {
 			c := cfg
@@ -70,7 +75,14 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger) (proxy.Wor
 					c.Token = strings.TrimSpace(string(b))
 				}
 			}
-			return caclient.Fetch(ctx, c)
+			b, err := caclient.Fetch(ctx, c)
+			if _, ok := errors.AsType[*caclient.IdentityMismatchError](err); ok {
+				select {
+				case mismatch <- err:
+				default:
+				}
+			}
+			return b, err
 		},
 		Logger: log.With("component", "cert-rotator"),
 	})
@@ -85,6 +97,8 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger) (proxy.Wor
 	case <-r.Ready():
 		log.Info("workload certificate issued", "spiffe_id", r.Current().Leaf.URIs[0].String(), "expires", r.Current().Leaf.NotAfter)
 		return r, nil
+	case err := <-mismatch:
+		return nil, &exitError{code: 2, err: err}
 	case <-t.C:
 		return nil, fmt.Errorf("no workload certificate from %s after %s (%d failed attempts)", m.addr, m.wait, r.Failures())
 	case <-ctx.Done():

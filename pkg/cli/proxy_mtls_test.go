@@ -55,6 +55,7 @@ func TestProxyMTLSFlags(t *testing.T) {
 	cases := []struct {
 		name    string
 		f       proxyMTLSFlags
+		sa      string // the proxy's --service-account; default cart
 		wantID  string // "" with wantErr "" means no mTLS
 		wantErr string
 	}{
@@ -66,13 +67,25 @@ func TestProxyMTLSFlags(t *testing.T) {
 		{name: "bad token", f: proxyMTLSFlags{addr: addr, rootCert: root, token: "wrong", wait: 500 * time.Millisecond}, wantErr: "no workload certificate"},
 		{name: "token", f: proxyMTLSFlags{addr: addr, rootCert: root, token: tok, wait: 10 * time.Second}, wantID: "spiffe://cluster.local/ns/shop/sa/cart"},
 		{name: "token file", f: proxyMTLSFlags{addr: addr, rootCert: root, tokenFile: tokFile, wait: 10 * time.Second}, wantID: "spiffe://cluster.local/ns/shop/sa/cart"},
+		// The token proves cart; a proxy started as payments must not serve
+		// cart's certificate (it fails at once, not after --ca-wait).
+		{name: "token for another service account", f: proxyMTLSFlags{addr: addr, rootCert: root, token: tok, wait: time.Minute}, sa: "payments",
+			wantErr: `issued spiffe://cluster.local/ns/shop/sa/cart, but this workload is namespace "shop" service account "payments"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			certs, err := tc.f.start(ctx, slog.New(slog.DiscardHandler))
+			sa := tc.sa
+			if sa == "" {
+				sa = "cart"
+			}
+			started := time.Now()
+			certs, err := tc.f.start(ctx, slog.New(slog.DiscardHandler), "shop", sa)
 			if tc.wantErr != "" {
+				if time.Since(started) > 30*time.Second {
+					t.Errorf("the error came after %s", time.Since(started))
+				}
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
 				}
@@ -141,7 +154,9 @@ func TestProxyMTLSTokenFileReread(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	f := proxyMTLSFlags{addr: lis.Addr().String(), rootCert: filepath.Join(dir, "ca", "root-cert.pem"), tokenFile: tokFile, wait: 10 * time.Second}
-	certs, err := f.start(ctx, slog.New(slog.DiscardHandler))
+	// No claimed identity here (""): the test tells the renewal's token
+	// from the first by the service account it proves.
+	certs, err := f.start(ctx, slog.New(slog.DiscardHandler), "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,8 @@ import (
 
 // startCAControlPlane runs a control plane with the CA and the seed's
 // PeerAuthentication in mode, and returns its xDS and CA addresses.
-func startCAControlPlane(t *testing.T, dataDir, mode string, extra ...string) (xds, caAddr string) {
+func startCAControlPlane(t *testing.T, dataDir, configDir, mode string, extra ...string) (xds, caAddr string) {
 	t.Helper()
-	configDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(configDir, "peer-authentication.yaml"), []byte(peerAuthn(mode)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -32,12 +31,12 @@ func startCAControlPlane(t *testing.T, dataDir, mode string, extra ...string) (x
 	return cp.ListenAddress(t, "xDS server"), cp.ListenAddress(t, "CA")
 }
 
-// startMeshedProxyAs is startMeshedProxy with a join token (so a
-// certificate) for service account tokenSA while the proxy registers its
-// endpoints with service account registeredSA.
-func startMeshedProxyAs(t *testing.T, dataDir, xds, caAddr, workload, tokenSA, registeredSA string, extra ...string) (proxyAddrs, *harness.Process) {
+// startMeshedProxy runs `weft proxy` for workload (also its service
+// account) in namespace default with a join token for it, and returns its
+// bound addresses.
+func startMeshedProxy(t *testing.T, dataDir, xds, caAddr, workload string, extra ...string) (proxyAddrs, *harness.Process) {
 	t.Helper()
-	tok := harness.Run(t, weft.Binary(t), nil, "token", "create", "--data-dir", dataDir, "--namespace", "default", "--service-account", tokenSA)
+	tok := harness.Run(t, weft.Binary(t), nil, "token", "create", "--data-dir", dataDir, "--namespace", "default", "--service-account", workload)
 	if tok.ExitCode != 0 {
 		t.Fatalf("token create: %s", tok.Stderr)
 	}
@@ -47,7 +46,7 @@ func startMeshedProxyAs(t *testing.T, dataDir, xds, caAddr, workload, tokenSA, r
 	}
 	ready := filepath.Join(t.TempDir(), "ready.json")
 	args := append([]string{"proxy", "--control-plane", xds, "--namespace", "default", "--workload", workload,
-		"--service-account", registeredSA, "--labels", "app=" + workload,
+		"--service-account", workload, "--labels", "app=" + workload,
 		"--ca-address", caAddr, "--ca-root-cert", filepath.Join(dataDir, "ca", "root-cert.pem"), "--ca-token-file", tokFile,
 		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
 		"--metrics-address", "127.0.0.1:0", "--health-address", "", "--status-address", "", "--ready-file", ready}, extra...)
@@ -61,10 +60,11 @@ func startMeshedProxyAs(t *testing.T, dataDir, xds, caAddr, workload, tokenSA, r
 
 // TestServerIdentityPinned: the client sidecar checks the server's SPIFFE
 // ID against the service accounts the destination's endpoints registered
-// with. A sidecar that registers service "impostor" as service account
-// "server" but holds a certificate for sa "impostor" is refused (the
-// handshake fails, the client gets an error status), while the genuine
-// "server" sidecar behind the same kind of registration is reached.
+// with. A WorkloadEntry claims service account "server" for an address where
+// the sidecar holds a certificate for sa "impostor": the client refuses it
+// (the handshake fails, the client gets an error status), while the genuine
+// "server" sidecar is reached. A proxy whose token proves another service
+// account than its --service-account does not start at all.
 func TestServerIdentityPinned(t *testing.T) {
 	harness.SkipShort(t)
 	t.Parallel()
@@ -77,13 +77,52 @@ func TestServerIdentityPinned(t *testing.T) {
 	t.Cleanup(func() { app.Close() })
 	appPort := strconv.Itoa(lis.Addr().(*net.TCPAddr).Port)
 
-	dataDir := t.TempDir()
-	xds, caAddr := startCAControlPlane(t, dataDir, "STRICT")
+	dataDir, configDir := t.TempDir(), t.TempDir()
+	xds, caAddr := startCAControlPlane(t, dataDir, configDir, "STRICT")
+
+	// A token for sa impostor with --service-account server: refused at
+	// start (exit 2), naming both identities.
+	tok := harness.Run(t, weft.Binary(t), nil, "token", "create", "--data-dir", dataDir, "--namespace", "default", "--service-account", "impostor")
+	if tok.ExitCode != 0 {
+		t.Fatalf("token create: %s", tok.Stderr)
+	}
+	bad := harness.Run(t, weft.Binary(t), nil, "proxy", "--control-plane", xds, "--namespace", "default", "--workload", "impostor",
+		"--service-account", "server", "--ca-address", caAddr, "--ca-root-cert", filepath.Join(dataDir, "ca", "root-cert.pem"),
+		"--ca-token", strings.TrimSpace(tok.Stdout), "--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0",
+		"--admin-address", "", "--metrics-address", "", "--health-address", "", "--status-address", "")
+	if bad.ExitCode != 2 || !strings.Contains(bad.Stderr, `issued spiffe://cluster.local/ns/default/sa/impostor, but this workload is namespace "default" service account "server"`) {
+		t.Fatalf("proxy with a token for another service account: exit %d\n%s", bad.ExitCode, bad.Stderr)
+	}
+
 	startMeshedProxy(t, dataDir, xds, caAddr, "server", "--app-port", appPort, "--service", "server:8080/http")
-	// Registers as sa "server" (what the registry believes), but its
-	// certificate comes from a token for sa "impostor".
-	_, impostorProc := startMeshedProxyAs(t, dataDir, xds, caAddr, "impostor", "impostor", "server",
-		"--log-level", "debug", "--app-port", appPort, "--service", "impostor:8080/http")
+	impostor, impostorProc := startMeshedProxy(t, dataDir, xds, caAddr, "impostor", "--log-level", "debug", "--app-port", appPort)
+	_, inPort, err := net.SplitHostPort(impostor.Inbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The registry believes the impostor's address serves sa "server".
+	entry := `apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: fake-server, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {http: ` + inPort + `}
+  serviceAccount: server
+  labels: {app: fake-server, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: impostor, namespace: default}
+spec:
+  hosts: [impostor.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: fake-server}}
+`
+	if err := os.WriteFile(filepath.Join(configDir, "impostor.yaml"), []byte(entry), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	client, clientProc := startMeshedProxy(t, dataDir, xds, caAddr, "client")
 
 	u, _ := url.Parse("http://" + client.Outbound)
@@ -112,7 +151,7 @@ func TestServerIdentityPinned(t *testing.T) {
 	// client: the request is routed, not 404) but its identity is wrong.
 	var s int
 	var body string
-	for range 5 {
+	for i := 0; i < 5 || (s == http.StatusNotFound && time.Now().Before(deadline.Add(10*time.Second))); i++ {
 		s, body = get("impostor")
 		if s == 200 {
 			t.Fatalf("impostor with certificate for sa impostor, registered as sa server, was reached: %d %q", s, body)

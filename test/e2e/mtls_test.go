@@ -27,13 +27,6 @@ type proxyAddrs struct {
 	Outbound, Inbound, Metrics, Admin string
 }
 
-// startMeshedProxy runs `weft proxy` with a join token for sa and returns
-// its bound addresses.
-func startMeshedProxy(t *testing.T, dataDir, xds, caAddr, workload string, extra ...string) (proxyAddrs, *harness.Process) {
-	t.Helper()
-	return startMeshedProxyAs(t, dataDir, xds, caAddr, workload, workload, workload, extra...)
-}
-
 // plainGet sends one plaintext HTTP/1.1 request straight to addr.
 func plainGet(addr string) (int, error) {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)

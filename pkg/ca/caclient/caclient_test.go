@@ -95,6 +95,28 @@ func TestFetch(t *testing.T) {
 		}
 	})
 
+	t.Run("claimed identity is checked", func(t *testing.T) {
+		for _, tc := range []struct {
+			ns, sa string
+			ok     bool
+		}{
+			{"shop", "cart", true}, {"shop", "payments", false}, {"other", "cart", false},
+		} {
+			cfg := e.cfg(tokA)
+			cfg.ExpectNamespace, cfg.ExpectServiceAccount = tc.ns, tc.sa
+			_, err := caclient.Fetch(ctx, cfg)
+			var mm *caclient.IdentityMismatchError
+			switch {
+			case tc.ok && err != nil:
+				t.Errorf("%s/%s: %v", tc.ns, tc.sa, err)
+			case !tc.ok && !errors.As(err, &mm):
+				t.Errorf("%s/%s: err = %v, want an IdentityMismatchError", tc.ns, tc.sa, err)
+			case !tc.ok && mm.Got != "spiffe://cluster.local/ns/shop/sa/cart":
+				t.Errorf("%s/%s: mismatch names %s", tc.ns, tc.sa, mm.Got)
+			}
+		}
+	})
+
 	cases := []struct {
 		name     string
 		token    string

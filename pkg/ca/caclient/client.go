@@ -43,6 +43,46 @@ type Config struct {
 	RequestedIdentity string
 	// DialTimeout bounds one CreateCertificate call. Default 10s.
 	DialTimeout time.Duration
+	// ExpectNamespace and ExpectServiceAccount, if set, are the identity
+	// the workload claims (the proxy's --namespace/--service-account): an
+	// issued certificate for any other identity is refused with an
+	// *IdentityMismatchError, so a proxy never serves an identity it was
+	// not started as (the CA issues what the credential proves).
+	ExpectNamespace, ExpectServiceAccount string
+}
+
+// IdentityMismatchError: the CA issued a certificate for another identity
+// than the one the workload claims.
+type IdentityMismatchError struct {
+	Got                       string // the certificate's SPIFFE ID
+	Namespace, ServiceAccount string // what the workload claims
+}
+
+func (e *IdentityMismatchError) Error() string {
+	return fmt.Sprintf("caclient: the CA issued %s, but this workload is namespace %q service account %q: the credential (join token or service-account token) proves another identity",
+		e.Got, e.Namespace, e.ServiceAccount)
+}
+
+// checkIdentity compares leaf's SPIFFE ID path (any trust domain) with the
+// expected /ns/NS/sa/SA.
+func (cfg Config) checkIdentity(leaf *x509.Certificate) error {
+	if cfg.ExpectNamespace == "" && cfg.ExpectServiceAccount == "" {
+		return nil
+	}
+	want := "/ns/" + cfg.ExpectNamespace + "/sa/" + cfg.ExpectServiceAccount
+	got := ""
+	for _, u := range leaf.URIs {
+		if u.Scheme == "spiffe" {
+			got = u.String()
+			if u.Path == want {
+				return nil
+			}
+		}
+	}
+	if got == "" {
+		got = "a certificate without a SPIFFE ID"
+	}
+	return &IdentityMismatchError{Got: got, Namespace: cfg.ExpectNamespace, ServiceAccount: cfg.ExpectServiceAccount}
 }
 
 // Bundle is an issued certificate with its key and the trusted roots.
@@ -101,6 +141,9 @@ func Fetch(ctx context.Context, cfg Config) (*Bundle, error) {
 	}
 	b, err := bundleFromChain(resp.GetCertChain(), key, roots)
 	if err != nil {
+		return nil, err
+	}
+	if err := cfg.checkIdentity(b.Leaf); err != nil {
 		return nil, err
 	}
 	b.IssuedAt = time.Now()
