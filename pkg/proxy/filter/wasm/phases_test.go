@@ -132,6 +132,48 @@ func TestBodyRewrite(t *testing.T) {
 	}
 }
 
+// TestStreamedRequestBody: a gRPC request body is not read before the
+// request goes upstream (the client may wait for the response), and still
+// passes through the plugin.
+func TestStreamedRequestBody(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, WithCallTimeout(10*time.Second))
+	p := newPlugin(t, e, "go-body", "hello=HELLO")
+	pr, pw := io.Pipe()
+	req := httptest.NewRequest("POST", "/svc/Method", pr)
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/grpc")
+	type result struct {
+		wrap    func(http.ResponseWriter) http.ResponseWriter
+		done    func(listener.StreamInfo)
+		handled bool
+	}
+	ch := make(chan result, 1)
+	go func() {
+		wrap, done, handled := p.FilterResponse(httptest.NewRecorder(), req)
+		ch <- result{wrap, done, handled}
+	}()
+	var res result
+	select {
+	case res = <-ch:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request phase waited for the body")
+	}
+	if res.handled {
+		t.Fatal("handled")
+	}
+	go func() {
+		_, _ = io.WriteString(pw, "say hel")
+		_, _ = io.WriteString(pw, "lo")
+		_ = pw.Close()
+	}()
+	b, err := io.ReadAll(req.Body)
+	if err != nil || string(b) != "say HELLO" {
+		t.Errorf("streamed body %q %v", b, err)
+	}
+	res.done(listener.StreamInfo{})
+}
+
 // TestBodyBufferLimit: a plugin buffering a body beyond the limit gets
 // the request answered 413 and the response replaced by a 500.
 func TestBodyBufferLimit(t *testing.T) {

@@ -229,6 +229,9 @@ func (in *instance) call(ctx context.Context, name string, args ...uint64) (uint
 		}
 		return 0, nil
 	}
+	if n := len(f.Definition().ParamTypes()); n < len(args) {
+		args = args[:n] // ABI 0.1.0 headers callbacks have no end_of_stream
+	}
 	res, err := f.Call(ctx, args...)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", name, err)

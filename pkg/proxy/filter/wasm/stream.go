@@ -175,7 +175,13 @@ func (p *Plugin) FilterResponse(w http.ResponseWriter, r *http.Request) (func(ht
 		return nil, s.done, true
 	}
 	if !noBody && in.has("proxy_on_request_body") {
-		if handled := s.requestBody(w); handled {
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			// A gRPC stream may wait for the response before sending: its
+			// body streams through the plugin once the request went up.
+			r.Body = &bodyReader{s: s, src: r.Body, chunk: make([]byte, 32<<10)}
+			r.ContentLength = -1
+			r.Header.Del("Content-Length")
+		} else if handled := s.requestBody(w); handled {
 			return nil, s.done, true
 		}
 	}
@@ -225,8 +231,10 @@ func writeLocal(w http.ResponseWriter, lr *localReply) {
 }
 
 // requestBody reads the request body through proxy_on_request_body until
-// the plugin continues or the body ends; the rest streams through
-// bodyReader. It reports whether the request was answered.
+// the plugin continues or the body ends, before the request goes upstream
+// (so a body over the buffer limit gets a 413 and request trailers can
+// still change headers or answer); the rest streams through bodyReader. It
+// reports whether the request was answered.
 func (s *stream) requestBody(w http.ResponseWriter) bool {
 	r := s.r
 	src := r.Body
