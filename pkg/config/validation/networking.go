@@ -463,6 +463,14 @@ func (v *validator) trafficPolicyBody(path string, lb *networking.LoadBalancerSe
 		if m := od.GetMinHealthPercent(); m < 0 || m > 100 {
 			v.errorf(p+".minHealthPercent", "minHealthPercent must be between 0 and 100, got %d", m)
 		}
+		if f := od.GetFailurePercentageThreshold(); f != nil && f.GetValue() > 100 {
+			v.errorf(p+".failurePercentageThreshold", "failurePercentageThreshold must be between 0 and 100, got %d", f.GetValue())
+		}
+		for i, c := range od.GetOutlierDetectionHttpErrorCodes() {
+			if c < 100 || c > 599 {
+				v.errorf(idx(p+".outlierDetectionHttpErrorCodes", i), "HTTP status codes are between 100 and 599, got %d", c)
+			}
+		}
 	}
 	if tls != nil {
 		p := path + ".tls"
