@@ -121,6 +121,7 @@ bench-proxy: build
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeValidate -fuzztime $(FUZZTIME) ./pkg/config/
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./pkg/proxy/listener/
 
 clean:
 	rm -rf $(BIN)

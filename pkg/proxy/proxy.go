@@ -101,6 +101,10 @@ type Options struct {
 	// routed by their original destination (SO_ORIGINAL_DST). Outbound and
 	// inbound addresses then default to 0.0.0.0:15001 and 0.0.0.0:15006.
 	Capture bool
+
+	// StdHTTPServer serves the outbound and inbound listeners with
+	// net/http's server instead of listener.Server (for comparison).
+	StdHTTPServer bool
 }
 
 // Addresses are the actually bound listener addresses.
@@ -129,12 +133,18 @@ type Proxy struct {
 	quitOnce  sync.Once
 
 	outH, inH *listener.Handler
-	servers   []*http.Server
+	servers   []httpServer
 	listeners []net.Listener
 	inSniff   *listener.SniffListener
 	access    *stats.AccessLog
 	gw        *gateway
 	tracer    *tracing.Tracer
+}
+
+// httpServer is net/http's or the proxy's own (listener.Server).
+type httpServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
 }
 
 // New validates options and prepares a proxy; Run starts it.
@@ -442,10 +452,14 @@ func (p *Proxy) Start(ctx context.Context) error {
 			srv.ConnContext = peerTLSContext(srv.ConnContext)
 			srv.Handler = peerTLSHandler(handlers[i])
 		}
-		p.servers = append(p.servers, srv)
+		var hs httpServer = srv
+		if i <= 1 && !o.StdHTTPServer {
+			hs = &listener.Server{Handler: srv.Handler, ConnContext: srv.ConnContext, ReadHeaderTimeout: srv.ReadHeaderTimeout, Log: p.log}
+		}
+		p.servers = append(p.servers, hs)
 		p.listeners = append(p.listeners, l)
 		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				p.log.Error("listener stopped", "addr", l.Addr().String(), "err", err)
 			}
 		}()

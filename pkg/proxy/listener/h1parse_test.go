@@ -1,0 +1,124 @@
+package listener
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// FuzzParseRequest feeds arbitrary bytes to the request-head parser and
+// the chunked decoder. Whatever the parser accepts must be accepted by
+// net/http's http.ReadRequest too (the parser is stricter, never looser)
+// and read the same way: method, target, Host, fields, framing.
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"GET /a/b?c=d&e HTTP/1.1\r\nHost: svc:9080\r\nUser-Agent: t\r\naccept: */*\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+		"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: A\r\n\r\n3;e=1\r\nabc\r\n0\r\nA: b\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET http://svc:80/x%2Fy?q HTTP/1.1\r\nHost: h\r\n\r\n",
+		"CONNECT svc:443 HTTP/1.1\r\nHost: svc:443\r\n\r\n",
+		"OPTIONS * HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nFoo: a\r\n b\r\n\r\n",
+		"\r\nGET /%zz HTTP/1.1\nHost: x\nExpect: 100-continue\n\n",
+		"PUT /\xff HTTP/1.1\r\nHost: \xc3\xa9\r\nX: \x80\t\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(data), 64)
+		var head []byte
+		if err := readHeadBytes(br, &head, 8<<10); err != nil {
+			return
+		}
+		h := new(h1Head)
+		if err := parseHead(string(head), h); err != nil {
+			return
+		}
+		if !isToken(h.method) || h.target == "" || h.major != 1 {
+			t.Fatalf("accepted bad request line: %+v", h)
+		}
+		if h.chunked != (h.contentLength == -1) || h.contentLength < -1 {
+			t.Fatalf("framing: chunked %v length %d", h.chunked, h.contentLength)
+		}
+		u, err := requestURL(h.method, h.target)
+		if err != nil {
+			return
+		}
+		std, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			t.Fatalf("accepted what net/http refuses (%v):\n%q", err, head)
+		}
+		host := u.Host
+		if host == "" {
+			host = h.host
+		}
+		if std.Method != h.method || std.RequestURI != h.target || std.URL.String() != u.String() || std.Host != host ||
+			std.ContentLength != h.contentLength || std.Close != !h.keepAlive || std.ProtoMinor != h.minor {
+			t.Fatalf("read differently from net/http:\nours %q %q %q host %q len %d keep-alive %v\nstd  %q %q %q host %q len %d close %v",
+				h.method, h.target, u, host, h.contentLength, h.keepAlive,
+				std.Method, std.RequestURI, std.URL, std.Host, std.ContentLength, std.Close)
+		}
+		if _, ok := std.Header["Pragma"]; ok { // net/http adds Cache-Control for HTTP/1.0 caches
+			std.Header.Del("Cache-Control")
+			h.header.Del("Cache-Control")
+		}
+		if !reflect.DeepEqual(map[string][]string(std.Header), map[string][]string(h.header)) {
+			t.Fatalf("fields differ:\nours %q\nstd  %q", h.header, std.Header)
+		}
+		if !h.chunked {
+			return
+		}
+		// The chunked body: what we decode, net/http decodes alike.
+		rest, _ := io.ReadAll(br)
+		var tr http.Header
+		ours, oerr := io.ReadAll(&chunkedReader{br: bufio.NewReaderSize(bytes.NewReader(rest), 64), trailer: &tr})
+		if oerr != nil {
+			return
+		}
+		std, err = http.ReadRequest(bufio.NewReader(io.MultiReader(bytes.NewReader(head), bytes.NewReader(rest))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, serr := io.ReadAll(std.Body)
+		if serr != nil {
+			t.Fatalf("decoded chunked body %q that net/http refuses: %v", ours, serr)
+		}
+		if !bytes.Equal(ours, theirs) {
+			t.Fatalf("chunked body %q, net/http %q", ours, theirs)
+		}
+	})
+}
+
+// TestParseHeadSlicesOneString checks that parsed values share the head
+// string (no per-field copies) and that keys are canonical.
+func TestParseHeadSlicesOneString(t *testing.T) {
+	s := "GET /x HTTP/1.1\nHost: h\nX-A: 1\nx-b: 2\nX-A: 3\n"
+	h := new(h1Head)
+	if err := parseHead(s, h); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.header["X-A"]; !reflect.DeepEqual(got, []string{"1", "3"}) {
+		t.Errorf("X-A %q", got)
+	}
+	if got := h.header.Get("X-B"); got != "2" {
+		t.Errorf("X-B %q", got)
+	}
+	if h.host != "h" || !strings.Contains(s, h.header["X-A"][0]) {
+		t.Errorf("host %q", h.host)
+	}
+	// Canonical, distinct keys (what HTTP/1 clients send): the map and
+	// one array of values, no per-field strings.
+	s = "GET /x HTTP/1.1\nHost: h\nUser-Agent: fortio\nAccept: */*\nX-Request-Id: 1234\nContent-Length: 0\n"
+	allocs := testing.AllocsPerRun(100, func() {
+		_ = parseHead(s, h)
+	})
+	if allocs > 3 {
+		t.Errorf("parseHead: %.0f allocations, want at most 3 (header map, values array)", allocs)
+	}
+}
