@@ -35,6 +35,7 @@ func newProxyCmd() *cobra.Command {
 		gwAddrs           []string
 		rts               proxy.RuntimeSettings
 		memLimit          string
+		wasmCache         string
 		releasePages      bool
 	)
 	mt := &proxyMTLSFlags{}
@@ -82,7 +83,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				}
 				return nil
 			}))) // envoy.filters.http.ext_authz (AuthorizationPolicy CUSTOM)
-			wasmEngine, err := wasm.NewEngine(cmd.Context(), o.Logger.With("component", "wasm"))
+			wasmEngine, err := wasm.NewEngine(cmd.Context(), o.Logger.With("component", "wasm"), wasm.WithModuleCacheDir(wasmCache))
 			if err != nil {
 				return fmt.Errorf("wasm runtime: %w", err)
 			}
@@ -173,6 +174,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 	f.IntVar(&rts.Concurrency, "concurrency", 2, "OS threads running proxy code (GOMAXPROCS), like Istio's proxy concurrency; 0 uses every CPU; $GOMAXPROCS wins unless the flag is set")
 	f.BoolVar(&releasePages, "release-startup-pages", true, "once configured, unmap the executable's code/read-only pages touched during startup (madvise DONTNEED; they stay in the page cache and fault back in when used), so RSS reflects the proxy's working set")
 	f.IntVar(&rts.GOGC, "gogc", 0, "Go GC target percent (GOGC); 0 keeps the runtime default or $GOGC")
+	f.StringVar(&wasmCache, "wasm-module-cache", "", "directory keeping wasm modules pulled from OCI registries across restarts (imagePullPolicy IfNotPresent); empty: memory only")
 	f.StringVar(&memLimit, "memory-limit", "", "Go soft memory limit (GOMEMLIMIT), e.g. 64MiB; empty keeps the runtime default or $GOMEMLIMIT")
 	return cmd
 }

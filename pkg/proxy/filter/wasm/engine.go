@@ -108,6 +108,7 @@ type Engine struct {
 	compiled map[[32]byte]wazero.CompiledModule
 	plugins  map[string]*Plugin
 	remote   map[string][]byte
+	ociDir   string // WithModuleCacheDir (oci.go)
 
 	metrics *metrics
 	shared  *sharedData

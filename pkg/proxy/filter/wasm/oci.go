@@ -23,7 +23,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
@@ -110,9 +112,64 @@ func (r OCIRef) insecure() bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// WithModuleCacheDir keeps modules pulled from OCI registries in dir, so
+// that with IfNotPresent a restarted proxy does not pull them again ("":
+// memory only).
+func WithModuleCacheDir(dir string) Option { return func(e *Engine) { e.ociDir = dir } }
+
+// ociDiskPath is where the module of uri is kept under the cache
+// directory; the manifest's sha256 is kept beside it (.manifest).
+func (e *Engine) ociDiskPath(uri string) string {
+	h := sha256.Sum256([]byte(uri))
+	return filepath.Join(e.ociDir, "oci", hex.EncodeToString(h[:])+".wasm")
+}
+
+// ociFromDisk returns the cached module of uri and its manifest sum.
+func (e *Engine) ociFromDisk(uri string) ([]byte, string, bool) {
+	if e.ociDir == "" {
+		return nil, "", false
+	}
+	p := e.ociDiskPath(uri)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, "", false
+	}
+	m, err := os.ReadFile(strings.TrimSuffix(p, ".wasm") + ".manifest")
+	if err != nil {
+		return nil, "", false
+	}
+	return b, strings.TrimSpace(string(m)), true
+}
+
+// ociToDisk stores a pulled module (best effort: a failure is logged).
+func (e *Engine) ociToDisk(uri string, b []byte, manifestSum string) {
+	if e.ociDir == "" {
+		return
+	}
+	p := e.ociDiskPath(uri)
+	write := func(path string, data []byte) error {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			return err
+		}
+		return os.Rename(tmp, path)
+	}
+	err := os.MkdirAll(filepath.Dir(p), 0o700)
+	if err == nil {
+		err = write(p, b)
+	}
+	if err == nil {
+		err = write(strings.TrimSuffix(p, ".wasm")+".manifest", []byte(manifestSum+"\n"))
+	}
+	if err != nil {
+		e.log.Warn("wasm: cannot cache the pulled module", "url", uri, "dir", e.ociDir, "error", err)
+	}
+}
+
 // fetchOCI returns the module of an oci:// URL, from the engine's cache
-// when the pull policy allows. sum, when set, must be the sha256 of the
-// image manifest (Istio's meaning) or of the module itself.
+// (memory, then WithModuleCacheDir) when the pull policy allows. sum, when
+// set, must be the sha256 of the image manifest (Istio's meaning) or of
+// the module itself.
 func (e *Engine) fetchOCI(ctx context.Context, uri, sum string, vm *wasmv3.VmConfig) ([]byte, error) {
 	ref, err := ParseOCIRef(uri)
 	if err != nil {
@@ -131,13 +188,18 @@ func (e *Engine) fetchOCI(ctx context.Context, uri, sum string, vm *wasmv3.VmCon
 	if ok {
 		return b, nil
 	}
-	p := &ociPuller{client: e.client, ref: ref, scheme: "https"}
-	if ref.insecure() {
-		p.scheme = "http"
+	b, manifestSum, fromDisk := nil, "", false
+	if !always {
+		b, manifestSum, fromDisk = e.ociFromDisk(uri)
 	}
-	b, manifestSum, err := p.pull(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("wasm: %s: %w", uri, err)
+	if !fromDisk {
+		p := &ociPuller{client: e.client, ref: ref, scheme: "https"}
+		if ref.insecure() {
+			p.scheme = "http"
+		}
+		if b, manifestSum, err = p.pull(ctx); err != nil {
+			return nil, fmt.Errorf("wasm: %s: %w", uri, err)
+		}
 	}
 	if sum != "" {
 		mod := sha256.Sum256(b)
@@ -145,7 +207,12 @@ func (e *Engine) fetchOCI(ctx context.Context, uri, sum string, vm *wasmv3.VmCon
 			return nil, fmt.Errorf("wasm: %s: sha256 mismatch: image manifest %s, module %x, want %s", uri, manifestSum, mod, want)
 		}
 	}
-	e.log.Info("wasm: pulled module", "url", uri, "manifest", "sha256:"+manifestSum, "bytes", len(b), "always", always)
+	if fromDisk {
+		e.log.Info("wasm: module from the cache directory", "url", uri, "manifest", "sha256:"+manifestSum, "bytes", len(b))
+	} else {
+		e.log.Info("wasm: pulled module", "url", uri, "manifest", "sha256:"+manifestSum, "bytes", len(b), "always", always)
+		e.ociToDisk(uri, b, manifestSum)
+	}
 	e.mu.Lock()
 	e.remote[key] = b
 	e.mu.Unlock()

@@ -251,3 +251,32 @@ func TestParseOCIRef(t *testing.T) {
 		t.Errorf("parseChallenge: %v", c)
 	}
 }
+
+// With WithModuleCacheDir, a new engine (a restarted proxy) finds an
+// IfNotPresent module on disk without asking the registry; Always pulls.
+func TestFetchOCIDiskCache(t *testing.T) {
+	t.Parallel()
+	tr := newTestRegistry(t)
+	dir := t.TempDir()
+	mod := []byte("\x00asm\x01\x00\x00\x00cached")
+	sum := tr.push(t, "plugins/cached:v1", wasmArtifact(t, mod))
+	url := "oci://" + tr.host + "/plugins/cached:v1"
+	for i, tc := range []struct {
+		policy string
+		pulls  int64
+	}{{"IfNotPresent", 1}, {"IfNotPresent", 0}, {"Always", 1}} {
+		e, err := NewEngine(context.Background(), slog.New(slog.DiscardHandler), WithModuleCacheDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := tr.manifests.Load()
+		got, err := e.fetchOCI(context.Background(), url, sum, ociVM(tc.policy, "1"))
+		e.Close(context.Background())
+		if err != nil || string(got) != string(mod) {
+			t.Fatalf("engine %d (%s): %q, %v", i, tc.policy, got, err)
+		}
+		if n := tr.manifests.Load() - before; n != tc.pulls {
+			t.Errorf("engine %d (%s): %d manifest requests, want %d", i, tc.policy, n, tc.pulls)
+		}
+	}
+}
