@@ -325,3 +325,85 @@ spec:
 		}
 	}
 }
+
+// Sidecars of two deployments in one namespace are different classes
+// (their inbound sides differ) but share the translated outbound side: the
+// same route table and outbound clusters (the same objects, translated
+// once), the route table encoded once and sent to both, while each gets
+// its own inbound cluster.
+func TestClassesShareOutboundResponses(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rs, err := config.Decode("mesh.yaml", []byte(meshYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Apply(context.Background(), store.Upsert, rs); err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(nil)
+	srv, err := New(Options{Store: st, Registry: reg, Generate: TranslateGenerator(reg), Debounce: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
+	go func() { _ = srv.Serve(ctx, lis); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done }()
+	waitFor(t, "config flushed", func() bool { return srv.Revision() > 0 })
+
+	node := func(app, port string) *corev3.Node {
+		md, _ := structpb.NewStruct(map[string]any{"NAMESPACE": "default", "WORKLOAD_NAME": app,
+			"APP_PORTS": port, "LABELS": map[string]any{"app": app, "version": "v1"}})
+		return &corev3.Node{Id: "sidecar~127.0.0.1~" + app + "-1.default~default.svc.cluster.local", Metadata: md}
+	}
+	get := func(n *corev3.Node, typeURL string, names ...string) *discoveryv3.DiscoveryResponse {
+		c := dial(t, lis.Addr().String())
+		c.send(t, &discoveryv3.DiscoveryRequest{Node: n, TypeUrl: typeURL, ResourceNames: names})
+		return c.next(t)
+	}
+	before := srv.prepared.marshals.Load()
+	r1 := get(node("productpage", "9081"), resourcev3.RouteType, "9080")
+	r2 := get(node("ratings", "9082"), resourcev3.RouteType, "9080")
+	if got := srv.prepared.marshals.Load() - before; got != 1 {
+		t.Errorf("route table encoded %d times for two deployments' sidecars, want 1", got)
+	}
+	if len(r1.GetResources()) != 1 || !slices.Equal(r1.GetResources()[0].GetValue(), r2.GetResources()[0].GetValue()) {
+		t.Error("the two sidecars got different route tables")
+	}
+	c1 := clusterNames(t, get(node("productpage", "9081"), resourcev3.ClusterType))
+	c2 := clusterNames(t, get(node("ratings", "9082"), resourcev3.ClusterType))
+	if !slices.Contains(c1, "inbound|9081||") || slices.Contains(c1, "inbound|9082||") || !slices.Contains(c2, "inbound|9082||") {
+		t.Errorf("clusters: productpage %v, ratings %v: want each its own inbound cluster", c1, c2)
+	}
+	// The two classes' outputs hold the very same outbound objects (one
+	// translation, hashed once), not equal copies.
+	srv.mu.Lock()
+	o1, o2 := srv.proxies[node("productpage", "").Id].out, srv.proxies[node("ratings", "").Id].out
+	srv.mu.Unlock()
+	if o1 == nil || o2 == nil || o1 == o2 {
+		t.Fatalf("outputs %p and %p: want two classes' outputs", o1, o2)
+	}
+	if o1.Routes[0] != o2.Routes[0] {
+		t.Error("the route tables are separate objects: the outbound side was translated per class")
+	}
+	byName := func(rs []types.Resource) map[string]types.Resource {
+		m := map[string]types.Resource{}
+		for _, r := range rs {
+			m[cachev3.GetResourceName(r)] = r
+		}
+		return m
+	}
+	m1, m2 := byName(o1.Clusters), byName(o2.Clusters)
+	if name := "outbound|9080|v1|reviews.default.svc.cluster.local"; m1[name] == nil || m1[name] != m2[name] {
+		t.Errorf("cluster %s is not one shared object", name)
+	}
+}
