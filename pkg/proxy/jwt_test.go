@@ -98,7 +98,7 @@ spec:
 		t.Fatal(errs)
 	}
 	mp := &model.Proxy{Namespace: ns, Labels: map[string]string{"app": "http-server"}}
-	ja, err := authn.Translate(rs, mp, "")
+	ja, err := authn.Translate(rs, mp, "", nil)
 	if err != nil || ja == nil {
 		t.Fatalf("authn: %v %v", ja, err)
 	}

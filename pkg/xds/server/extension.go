@@ -8,6 +8,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/controlplane"
 	"github.com/weftmesh/weft/pkg/credentials"
+	"github.com/weftmesh/weft/pkg/oidc"
 	"github.com/weftmesh/weft/pkg/registry"
 )
 
@@ -26,6 +27,18 @@ type ExtensionOptions struct {
 	// (translate.Input.Credentials); nil means none are known. Its changes
 	// trigger a push.
 	Credentials credentials.Source
+	// JWKS resolves JWT issuers' jwks_uri by OpenID discovery
+	// (translate.Input.JWKSURI); nil makes a pkg/oidc Resolver. Its changes
+	// trigger a push.
+	JWKS JWKSSource
+}
+
+// JWKSSource resolves an issuer's jwks_uri without blocking (see
+// oidc.Resolver).
+type JWKSSource interface {
+	Lookup(issuer string) (string, bool)
+	Version() uint64
+	Subscribe(fn func()) (cancel func())
 }
 
 // Extension runs the registry and the ADS server inside `weft control-plane`:
@@ -39,18 +52,29 @@ func Extension(o ExtensionOptions) controlplane.Extension {
 		if reg == nil {
 			reg = registry.New(env.Logger.With("component", "registry"))
 		}
-		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS, env.Options.Mesh, o.Credentials), Logger: log, Debounce: o.Debounce})
+		jwks := o.JWKS
+		var stopOIDC context.CancelFunc = func() {}
+		if jwks == nil {
+			var octx context.Context
+			octx, stopOIDC = context.WithCancel(context.Background())
+			jwks = oidc.New(octx, oidc.Options{Logger: env.Logger.With("component", "oidc")})
+		}
+		srv, err := New(Options{Store: env.Store, Registry: reg, Generate: translateGenerator(reg, o.MTLS, env.Options.Mesh, o.Credentials, jwks), Logger: log, Debounce: o.Debounce})
 		if err != nil {
+			stopOIDC()
 			return err
 		}
+		cancels := []func(){stopOIDC, jwks.Subscribe(srv.kick)}
 		if o.Credentials != nil {
-			cancel := o.Credentials.Subscribe(srv.kick)
-			env.Go("credential changes", func(ctx context.Context) error {
-				<-ctx.Done()
-				cancel()
-				return nil
-			})
+			cancels = append(cancels, o.Credentials.Subscribe(srv.kick))
 		}
+		env.Go("credential and jwks changes", func(ctx context.Context) error {
+			<-ctx.Done()
+			for _, cancel := range cancels {
+				cancel()
+			}
+			return nil
+		})
 		lis, err := net.Listen("tcp", env.Options.XDSAddress)
 		if err != nil {
 			return fmt.Errorf("xDS: listen: %w", err)

@@ -22,7 +22,7 @@ import (
 // TranslateGenerator is the production Generator: it snapshots reg once per
 // push and builds each proxy's resources with translate.Build.
 func TranslateGenerator(reg *registry.Registry) Generator {
-	return translateGenerator(reg, false, meshconfig.Default(), nil)
+	return translateGenerator(reg, false, meshconfig.Default(), nil, nil)
 }
 
 // translateGenerator is TranslateGenerator with mutual TLS on or off (see
@@ -38,13 +38,14 @@ func TranslateGenerator(reg *registry.Registry) Generator {
 //
 // creds (nil: none) resolves gateway credentialNames; a change of its
 // Version is a changed input too.
-func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConfig, creds credentials.Source) Generator {
+func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConfig, creds credentials.Source, jwks JWKSSource) Generator {
 	var last struct {
 		sync.Mutex
 		configs  []*config.Resource
 		snap     *registry.Snapshot
 		regSum   [32]byte
 		credsVer uint64
+		jwksVer  uint64
 		build    func(*model.Proxy) (*Resources, error)
 	}
 	var lookup func(ns, name string) (translate.Credential, bool)
@@ -53,9 +54,13 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 	}
 	return func(configs []*config.Resource) func(*model.Proxy) (*Resources, error) {
 		snap := reg.Snapshot()
-		var credsVer uint64
+		var credsVer, jwksVer uint64
 		if creds != nil {
 			credsVer = creds.Version()
+		}
+		var jwksURI func(string) (string, bool)
+		if jwks != nil {
+			jwksVer, jwksURI = jwks.Version(), jwks.Lookup
 		}
 		last.Lock()
 		defer last.Unlock()
@@ -65,12 +70,12 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 		if !sumOK {
 			sum, sumOK = registrySum(snap)
 		}
-		if sumOK && last.build != nil && sum == last.regSum && credsVer == last.credsVer && slices.Equal(configs, last.configs) {
+		if sumOK && last.build != nil && sum == last.regSum && credsVer == last.credsVer && jwksVer == last.jwksVer && slices.Equal(configs, last.configs) {
 			return last.build
 		}
 		build := newTranslateBuild(&translate.Input{Configs: configs, Registry: snap, MTLS: mtls,
-			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: lookup})
-		last.configs, last.regSum, last.credsVer, last.build, last.snap = configs, sum, credsVer, nil, nil
+			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: lookup, JWKSURI: jwksURI})
+		last.configs, last.regSum, last.credsVer, last.jwksVer, last.build, last.snap = configs, sum, credsVer, jwksVer, nil, nil
 		if sumOK {
 			last.snap, last.build = snap, build
 		}

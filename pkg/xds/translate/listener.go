@@ -480,7 +480,7 @@ func (b *builder) inboundRBAC() []*hcmv3.HttpFilter {
 		pol = &authz.Policies{Allow: &rbachttpv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}}}
 	}
 	var out []*hcmv3.HttpFilter
-	if ja, err := authn.Translate(b.in.Configs, b.p, b.in.RootNamespace); err == nil && ja != nil { // jwt_authn before RBAC
+	if ja, err := authn.Translate(b.in.Configs, b.p, b.in.RootNamespace, b.in.JWKSURI); err == nil && ja != nil { // jwt_authn before RBAC
 		out = append(out, &hcmv3.HttpFilter{Name: authn.FilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(ja)}})
 	}
 	return append(out, pol.HTTPFilters()...)

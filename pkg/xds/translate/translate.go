@@ -40,6 +40,11 @@ type Input struct {
 	// proxy in namespace ns (Istio resolves it in the gateway workload's
 	// namespace); nil means no credentials are known.
 	Credentials func(ns, name string) (Credential, bool)
+	// JWKSURI returns the jwks_uri of a JWT issuer, resolved by OpenID
+	// discovery (pkg/oidc), for RequestAuthentication rules that give
+	// neither jwks nor jwksUri; nil or not (yet) resolved: the provider
+	// has no keys and rejects every token.
+	JWKSURI func(issuer string) (string, bool)
 	// MTLS is set when the mesh has a workload CA: PeerAuthentication is
 	// applied to virtualInbound and clusters to sidecar endpoints get auto
 	// mutual TLS (see peerauthn.go). Without it everything stays plaintext.

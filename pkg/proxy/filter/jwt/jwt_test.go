@@ -80,7 +80,7 @@ func buildChainTB(t testing.TB, yaml string, opts ...jwt.Option) *chain {
 		t.Fatal(errs)
 	}
 	p := &model.Proxy{Namespace: "default", Labels: map[string]string{"app": "http-server"}}
-	ja, err := authn.Translate(rs, p, "")
+	ja, err := authn.Translate(rs, p, "", nil)
 	if err != nil || ja == nil {
 		t.Fatalf("authn.Translate: %v, %v", ja, err)
 	}

@@ -59,7 +59,11 @@ func ProviderName(idx int) string { return "origins-" + strconv.Itoa(idx) }
 // labels; root namespace first, then by name) and builds the jwt_authn
 // config. It returns nil when no jwtRule applies. Resources of other kinds
 // are ignored; policies with targetRefs (gateways, waypoints) are skipped.
-func Translate(ras []*config.Resource, proxy *model.Proxy, rootNamespace string) (*jwtauthnv3.JwtAuthentication, error) {
+//
+// jwksURI resolves the jwks_uri of a rule that names only an issuer (OpenID
+// discovery, see pkg/oidc); nil, or an issuer it has not resolved, leaves
+// the provider without keys, so its tokens are rejected.
+func Translate(ras []*config.Resource, proxy *model.Proxy, rootNamespace string, jwksURI func(issuer string) (string, bool)) (*jwtauthnv3.JwtAuthentication, error) {
 	if proxy == nil {
 		return nil, fmt.Errorf("authn: nil proxy")
 	}
@@ -112,7 +116,7 @@ func Translate(ras []*config.Resource, proxy *model.Proxy, rootNamespace string)
 	for _, s := range sels {
 		for _, rule := range s.ra.GetJwtRules() {
 			name := ProviderName(len(out.Providers))
-			out.Providers[name] = provider(rule)
+			out.Providers[name] = provider(rule, jwksURI)
 			reqs = append(reqs, &jwtauthnv3.JwtRequirement{RequiresType: &jwtauthnv3.JwtRequirement_ProviderName{ProviderName: name}})
 			if rule.GetPresence() != securityv1beta1.JWTRule_REQUIRED {
 				allRequired = false
@@ -139,7 +143,7 @@ func Translate(ras []*config.Resource, proxy *model.Proxy, rootNamespace string)
 }
 
 // provider converts one jwtRule.
-func provider(rule *securityv1beta1.JWTRule) *jwtauthnv3.JwtProvider {
+func provider(rule *securityv1beta1.JWTRule, jwksURI func(issuer string) (string, bool)) *jwtauthnv3.JwtProvider {
 	p := &jwtauthnv3.JwtProvider{
 		Issuer:               rule.GetIssuer(),
 		Audiences:            append([]string(nil), rule.GetAudiences()...),
@@ -166,25 +170,36 @@ func provider(rule *securityv1beta1.JWTRule) *jwtauthnv3.JwtProvider {
 		}
 		p.JwksSourceSpecifier = &jwtauthnv3.JwtProvider_LocalJwks{LocalJwks: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: jwks}}}
 	case rule.GetJwksUri() != "":
-		timeout := DefaultJWKSTimeout
-		if t := rule.GetTimeout(); t != nil && t.AsDuration() > 0 {
-			timeout = t.AsDuration()
-		}
-		p.JwksSourceSpecifier = &jwtauthnv3.JwtProvider_RemoteJwks{RemoteJwks: &jwtauthnv3.RemoteJwks{
-			HttpUri: &corev3.HttpUri{
-				Uri:              rule.GetJwksUri(),
-				HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: jwksCluster(rule.GetJwksUri())},
-				Timeout:          durationpb.New(timeout),
-			},
-			CacheDuration: durationpb.New(DefaultJWKSCacheDuration),
-		}}
+		p.JwksSourceSpecifier = remoteJWKS(rule, rule.GetJwksUri())
 	default:
-		// Istio resolves the issuer's OpenID discovery document; we do not
-		// reach out from the control plane, so the provider has no keys
-		// and every token for it fails.
+		// Istio resolves the issuer's OpenID discovery document; so does
+		// the control plane (jwksURI). Until it has, the provider has no
+		// keys and every token for it fails.
+		if jwksURI != nil && rule.GetIssuer() != "" {
+			if uri, ok := jwksURI(rule.GetIssuer()); ok {
+				p.JwksSourceSpecifier = remoteJWKS(rule, uri)
+				return p
+			}
+		}
 		p.JwksSourceSpecifier = &jwtauthnv3.JwtProvider_LocalJwks{LocalJwks: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: EmptyJWKS}}}
 	}
 	return p
+}
+
+// remoteJWKS fetches the keys from uri.
+func remoteJWKS(rule *securityv1beta1.JWTRule, uri string) *jwtauthnv3.JwtProvider_RemoteJwks {
+	timeout := DefaultJWKSTimeout
+	if t := rule.GetTimeout(); t != nil && t.AsDuration() > 0 {
+		timeout = t.AsDuration()
+	}
+	return &jwtauthnv3.JwtProvider_RemoteJwks{RemoteJwks: &jwtauthnv3.RemoteJwks{
+		HttpUri: &corev3.HttpUri{
+			Uri:              uri,
+			HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: jwksCluster(uri)},
+			Timeout:          durationpb.New(timeout),
+		},
+		CacheDuration: durationpb.New(DefaultJWKSCacheDuration),
+	}}
 }
 
 // jwksCluster names the outbound cluster of a jwks URI as Istio does:

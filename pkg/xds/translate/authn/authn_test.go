@@ -92,7 +92,7 @@ func TestSelection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ja, err := Translate(rs, tt.proxy, tt.root)
+			ja, err := Translate(rs, tt.proxy, tt.root, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,14 +123,14 @@ func TestSelection(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Translate(rs, nil, ""); err == nil {
+	if _, err := Translate(rs, nil, "", nil); err == nil {
 		t.Fatal("nil proxy: no error")
 	}
 }
 
 func TestProvider(t *testing.T) {
 	rs := decode(t, policies)
-	ja, err := Translate(rs, &model.Proxy{Namespace: "default", Labels: map[string]string{"app": "http-server"}}, "")
+	ja, err := Translate(rs, &model.Proxy{Namespace: "default", Labels: map[string]string{"app": "http-server"}}, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ spec:
     jwks: '{"keys":[]}'
     presence: REQUIRED
 `)
-	ja, err := Translate(rs, &model.Proxy{Namespace: "default"}, "")
+	ja, err := Translate(rs, &model.Proxy{Namespace: "default"}, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +179,42 @@ func TestJWKSCluster(t *testing.T) {
 	for _, tt := range tests {
 		if got := jwksCluster(tt.uri); got != tt.want {
 			t.Errorf("jwksCluster(%q) = %q, want %q", tt.uri, got, tt.want)
+		}
+	}
+}
+
+// TestDiscoveredJWKS: a rule with only an issuer gets the jwks_uri the
+// resolver found; unresolved, it gets no keys.
+func TestDiscoveredJWKS(t *testing.T) {
+	rs := decode(t, `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: oidc, namespace: default}
+spec:
+  jwtRules:
+  - issuer: https://idp.example.com
+`)
+	p := &model.Proxy{Namespace: "default"}
+	resolved := func(issuer string) (string, bool) {
+		if issuer == "https://idp.example.com" {
+			return "https://keys.example.com:8443/jwks", true
+		}
+		return "", false
+	}
+	ja, err := Translate(rs, p, "", resolved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rj := ja.Providers[ProviderName(0)].GetRemoteJwks()
+	if rj.GetHttpUri().GetUri() != "https://keys.example.com:8443/jwks" || rj.GetHttpUri().GetCluster() != "outbound|8443||keys.example.com" {
+		t.Errorf("resolved issuer: remote jwks %v", rj)
+	}
+	for _, fn := range []func(string) (string, bool){nil, func(string) (string, bool) { return "", false }} {
+		ja, err := Translate(rs, p, "", fn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ja.Providers[ProviderName(0)].GetLocalJwks().GetInlineString(); got != EmptyJWKS {
+			t.Errorf("unresolved issuer: jwks %q, want no keys %q", got, EmptyJWKS)
 		}
 	}
 }
