@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/weftmesh/weft/pkg/proxy/listener"
 )
 
 // proxy-wasm status codes.
@@ -697,6 +699,19 @@ func (e *Engine) property(st *callState, path []string) ([]byte, bool) {
 		if _, p, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 			n, _ := strconv.Atoi(p)
 			return le64(uint64(n)), true
+		}
+	case "source.principal", "connection.uri_san_peer_certificate":
+		if p := listener.PeerPrincipal(r.TLS); p != "" {
+			return []byte(p), true
+		}
+	case "connection.mtls":
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			return []byte{1}, true
+		}
+		return []byte{0}, true
+	case "connection.requested_server_name":
+		if r.TLS != nil {
+			return []byte(r.TLS.ServerName), true
 		}
 	case "destination.address":
 		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {

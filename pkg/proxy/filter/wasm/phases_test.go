@@ -3,10 +3,14 @@ package wasm
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -412,6 +416,48 @@ func TestTrailers(t *testing.T) {
 		res := rec.Result()
 		if body != "some body" || res.Trailer.Get("X-Wasm-Trailer") != "1" || res.Trailer.Get("X-App") != "1" {
 			t.Errorf("%s: body %q, trailers %v", tt.name, body, res.Trailer)
+		}
+	}
+}
+
+func TestProperties(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, WithNodeMetadata("sidecar~10.0.0.1~web.default", map[string]string{"WORKLOAD_NAME": "web"}))
+	p := &Plugin{e: e, cfg: PluginConfig{Name: "props", RootID: "root"}}
+	spiffe, _ := url.Parse("spiffe://cluster.local/ns/default/sa/client")
+	r := httptest.NewRequest("GET", "http://web/a/b?c=d", nil)
+	r.Header.Set("X-Request-Id", "rid")
+	r.TLS = &tls.ConnectionState{ServerName: "web.default", PeerCertificates: []*x509.Certificate{{URIs: []*url.URL{spiffe}}}}
+	s := &stream{p: p, r: r, start: time.Unix(0, 42)}
+	st := &callState{p: p, s: s, origin: s}
+	u64 := func(v uint64) string { return string(binary.LittleEndian.AppendUint64(nil, v)) }
+	before := map[string]string{
+		"plugin_name": "props", "plugin_root_id": "root", "node.id": "sidecar~10.0.0.1~web.default",
+		"node.metadata.WORKLOAD_NAME": "web", "request.path": "/a/b?c=d", "request.url_path": "/a/b",
+		"request.query": "c=d", "request.method": "GET", "request.host": "web", "request.id": "rid",
+		"request.headers.x-request-id": "rid", "request.time": u64(42), "source.principal": spiffe.String(),
+		"connection.mtls": "\x01", "connection.requested_server_name": "web.default",
+	}
+	for k, want := range before {
+		if got, ok := e.property(st, strings.Split(k, ".")); !ok || string(got) != want {
+			t.Errorf("%s = %q %v, want %q", k, got, ok, want)
+		}
+	}
+	for _, k := range []string{"response.code", "request.duration", "upstream.address", "node.metadata.NOPE"} {
+		if got, ok := e.property(st, strings.Split(k, ".")); ok {
+			t.Errorf("%s before the response = %q", k, got)
+		}
+	}
+	s.info = &listener.StreamInfo{ResponseCode: 503, Details: "upstream connect error", Cluster: "inbound|80||",
+		UpstreamHost: "127.0.0.1:80", RouteName: "default", Duration: 3 * time.Millisecond, BytesReceived: 5, BytesSent: 7}
+	after := map[string]string{
+		"response.code": u64(503), "response.code_details": "upstream_connect_error", "request.duration": u64(3e6),
+		"request.size": u64(5), "response.size": u64(7), "upstream.address": "127.0.0.1:80",
+		"xds.cluster_name": "inbound|80||", "xds.route_name": "default",
+	}
+	for k, want := range after {
+		if got, ok := e.property(st, strings.Split(k, ".")); !ok || string(got) != want {
+			t.Errorf("%s = %q %v, want %q", k, got, ok, want)
 		}
 	}
 }
