@@ -64,7 +64,10 @@ func (d *Dir) Run(ctx context.Context) error {
 	}
 	defer w.Close()
 	if err := w.Add(d.dir); err != nil {
-		return fmt.Errorf("credentials dir %s: watch: %w", d.dir, err)
+		// Lookups still read the files; only change pushes are lost.
+		d.log.Warn("credentials dir not watched: changed files are served from the next push only", "dir", d.dir, "err", err)
+		<-ctx.Done()
+		return nil
 	}
 	if ents, err := os.ReadDir(d.dir); err == nil {
 		for _, e := range ents {

@@ -164,3 +164,20 @@ func TestDirWatch(t *testing.T) {
 		t.Fatal("a-cacert.crt not returned as a's CA")
 	}
 }
+
+// TestDirMissing: a directory that does not exist is not an error (the
+// control plane starts; lookups find nothing).
+func TestDirMissing(t *testing.T) {
+	t.Parallel()
+	d := NewDir(filepath.Join(t.TempDir(), "absent"), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	if _, ok := d.Lookup("default", "x"); ok {
+		t.Fatal("found a credential in a missing directory")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run over a missing directory: %v", err)
+	}
+}
