@@ -246,7 +246,7 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 	if p.maxRequests == 1 || (p.maxRequests > 0 && c.uses >= p.maxRequests) {
 		req.Close = true // last request on this connection: tell the server
 	}
-	werr := req.Write(c.bw)
+	werr := writeRequest(c.bw, req)
 	if werr == nil {
 		werr = c.bw.Flush()
 	}

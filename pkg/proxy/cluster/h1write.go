@@ -1,0 +1,163 @@
+package cluster
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// writeRequest writes req in HTTP/1.1 client form, as req.Write does but
+// without its per-request transfer writer, sorted header copy and
+// request-URI string: the request line, Host, the fields (CR/LF in values
+// become spaces, invalid names are refused), framing from ContentLength
+// (Content-Length, or chunked when -1 with a body), Connection: close when
+// req.Close, then the body. Unlike net/http no default User-Agent is added
+// (a proxy passes the client's on, or none). Trailers are not written.
+func writeRequest(bw *bufio.Writer, req *http.Request) error {
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	_, _ = bw.WriteString(method)
+	_ = bw.WriteByte(' ')
+	if method == http.MethodConnect && req.URL.Path == "" {
+		_, _ = bw.WriteString(host)
+	} else {
+		p := req.URL.EscapedPath() // no allocation when the path needs no escaping
+		if p == "" {
+			p = "/"
+		}
+		_, _ = bw.WriteString(p)
+		if req.URL.ForceQuery || req.URL.RawQuery != "" {
+			_ = bw.WriteByte('?')
+			_, _ = bw.WriteString(req.URL.RawQuery)
+		}
+	}
+	_, _ = bw.WriteString(" HTTP/1.1\r\nHost: ")
+	_, _ = bw.WriteString(sanitizeValue(host))
+	_, _ = bw.WriteString("\r\n")
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		if !validFieldName(k) {
+			return fmt.Errorf("invalid header field name %q", k)
+		}
+		for _, v := range vs {
+			_, _ = bw.WriteString(k)
+			_, _ = bw.WriteString(": ")
+			_, _ = bw.WriteString(sanitizeValue(v))
+			_, _ = bw.WriteString("\r\n")
+		}
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	chunked := false
+	switch {
+	case req.ContentLength > 0 || (req.ContentLength == 0 && sendsZeroLength(method)):
+		_, _ = bw.WriteString("Content-Length: ")
+		var nb [20]byte
+		_, _ = bw.Write(strconv.AppendInt(nb[:0], req.ContentLength, 10))
+		_, _ = bw.WriteString("\r\n")
+	case req.ContentLength < 0 && hasBody:
+		chunked = true
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if req.Close && !hasConnClose(req.Header) {
+		_, _ = bw.WriteString("Connection: close\r\n")
+	}
+	if _, err := bw.WriteString("\r\n"); err != nil {
+		return err
+	}
+	if !hasBody || req.ContentLength == 0 {
+		if hasBody {
+			req.Body.Close()
+		}
+		return nil
+	}
+	defer req.Body.Close()
+	if !chunked {
+		n, err := io.Copy(bw, io.LimitReader(req.Body, req.ContentLength))
+		if err != nil {
+			return fmt.Errorf("write request body: %w", err)
+		}
+		if n != req.ContentLength {
+			return fmt.Errorf("request body: %d of %d bytes: %w", n, req.ContentLength, io.ErrUnexpectedEOF)
+		}
+		return nil
+	}
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := req.Body.Read(buf)
+		if n > 0 {
+			var hx [20]byte
+			b := strconv.AppendUint(hx[:0], uint64(n), 16)
+			b = append(b, '\r', '\n')
+			_, _ = bw.Write(b)
+			_, _ = bw.Write(buf[:n])
+			if _, werr := bw.WriteString("\r\n"); werr != nil {
+				return werr
+			}
+			// Stream: the upstream sees each chunk as the client sends it.
+			if werr := bw.Flush(); werr != nil {
+				return werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			_, err = bw.WriteString("0\r\n\r\n")
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("read request body: %w", err)
+		}
+	}
+}
+
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// sendsZeroLength: methods whose empty body is announced (as net/http).
+func sendsZeroLength(method string) bool {
+	return method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch
+}
+
+func hasConnClose(h http.Header) bool {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), "close") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func sanitizeValue(v string) string {
+	if strings.ContainsAny(v, "\r\n") {
+		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	return v
+}
