@@ -280,6 +280,10 @@ func TestHTTPCallout(t *testing.T) {
 		mu.Lock()
 		clusters = append(clusters, cluster)
 		mu.Unlock()
+		if cluster == "outbound|80||slow" { // never answers: the call's timeout ends it
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
 		if cluster != "outbound|80||auth" {
 			return nil, errors.New("unknown cluster")
 		}
@@ -317,6 +321,14 @@ func TestHTTPCallout(t *testing.T) {
 	if rec.Code != 403 || rec.Body.String() != "auth check failed\n" {
 		t.Errorf("failed call: %d %q", rec.Code, rec.Body.String())
 	}
+	// A call that does not answer within its timeout (go-callout: 2 s)
+	// fails, and the plugin answers 403.
+	slow := newPlugin(t, e, "go-callout", "outbound|80||slow")
+	start := time.Now()
+	rec = through(t, slow, httptest.NewRequest("GET", "/", nil), func(w http.ResponseWriter, r *http.Request) { t.Error("app reached") })
+	if rec.Code != 403 || rec.Body.String() != "auth check failed\n" || time.Since(start) < 2*time.Second {
+		t.Errorf("timed-out call: %d %q after %v", rec.Code, rec.Body.String(), time.Since(start))
+	}
 	// Concurrent paused requests on a small pool all resume.
 	var wg sync.WaitGroup
 	for i := 0; i < 16; i++ {
@@ -338,7 +350,7 @@ func TestHTTPCallout(t *testing.T) {
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	if len(clusters) != 3+1+16 {
+	if len(clusters) != 3+1+1+16 {
 		t.Errorf("%d calls", len(clusters))
 	}
 }
