@@ -196,6 +196,9 @@ type Cluster struct {
 	clock   Clock
 	rnd     lb.Rand
 	mtlsCfg MTLSClient
+	// errorCodes, when set, decides which responses are outlier-detection
+	// errors (HttpProtocolOptions.outlier_detection.error_matcher).
+	errorCodes *errorCodes
 }
 
 type level struct {
@@ -356,6 +359,16 @@ func (c *Cluster) Report(h *Host, status int) {
 	}
 	if o == nil {
 		return
+	}
+	if c.errorCodes != nil && !local && status < len(c.errorCodes) {
+		// An error_matcher redefines the errors: a matching response
+		// counts as a 5xx (keeping a 5xx's own code, so 502-504 are still
+		// gateway errors), any other as a success.
+		if c.errorCodes[status] {
+			status = max(status, 500)
+		} else {
+			status = 200
+		}
 	}
 	if !(o.SplitLocalOrigin && local) {
 		// Success rate and failure percentage look at upstream responses
@@ -708,6 +721,15 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		}
 		if po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil {
 			c.UpstreamH2 = true
+		}
+		if m := po.GetOutlierDetection().GetErrorMatcher(); m != nil {
+			codes, err := compileErrorMatcher(m)
+			if err != nil {
+				// Accepted, as Envoy would; 5xx stay the errors.
+				c.Warnings = append(c.Warnings, err.Error())
+			} else {
+				c.errorCodes = codes
+			}
 		}
 	}
 	if pc.GetHttp2ProtocolOptions() != nil { //nolint:staticcheck // deprecated field still sent by older control planes

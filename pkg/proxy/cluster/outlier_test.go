@@ -2,12 +2,18 @@ package cluster
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	matchv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/matcher/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -366,5 +372,105 @@ func BenchmarkClusterPickOutlier(b *testing.B) {
 		if _, err := cl.Pick(0); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestErrorMatcher: Istio's outlierDetectionHttpErrorCodes [429, 503] as
+// HttpProtocolOptions.outlier_detection.error_matcher: 429 counts as an
+// error, 500 does not; 503 is still a gateway error.
+func TestErrorMatcher(t *testing.T) {
+	t.Parallel()
+	status := func(code string) *matchv3.MatchPredicate {
+		return &matchv3.MatchPredicate{Rule: &matchv3.MatchPredicate_HttpResponseHeadersMatch{HttpResponseHeadersMatch: &matchv3.HttpHeadersMatch{
+			Headers: []*routev3.HeaderMatcher{{Name: ":status", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+				StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: code}}}}}}}}
+	}
+	build := func(t *testing.T, m *matchv3.MatchPredicate, gateway bool) *Cluster {
+		t.Helper()
+		mgr, _ := newTestManager()
+		c := eds("c")
+		c.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: wrapperspb.UInt32(2), MaxEjectionPercent: wrapperspb.UInt32(100)}
+		if gateway {
+			c.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: wrapperspb.UInt32(0), EnforcingConsecutive_5Xx: wrapperspb.UInt32(0),
+				ConsecutiveGatewayFailure: wrapperspb.UInt32(2), EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100), MaxEjectionPercent: wrapperspb.UInt32(100)}
+		}
+		po, err := anypb.New(&httpv3.HttpProtocolOptions{OutlierDetection: &httpv3.HttpProtocolOptions_OutlierDetection{ErrorMatcher: m}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": po}
+		set, err := mgr.Build(map[string]*clusterv3.Cluster{"c": c}, map[string]*endpointv3.ClusterLoadAssignment{"c": cla("c", []string{"10.0.0.1", "10.0.0.2"})}, edsName, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set.Clusters["c"]
+	}
+	or := &matchv3.MatchPredicate{Rule: &matchv3.MatchPredicate_OrMatch{OrMatch: &matchv3.MatchPredicate_MatchSet{Rules: []*matchv3.MatchPredicate{status("429"), status("503")}}}}
+	cl := build(t, or, false)
+	a, b := cl.Hosts[0], cl.Hosts[1]
+	cl.Report(a, 500)
+	cl.Report(a, 500)
+	if cl.Ejected(a) {
+		t.Fatal("500 is not in the error codes but ejected")
+	}
+	cl.Report(b, 429)
+	cl.Report(b, 429)
+	if !cl.Ejected(b) {
+		t.Fatal("two 429s (error codes) did not eject")
+	}
+	cl = build(t, or, true)
+	a = cl.Hosts[0]
+	cl.Report(a, 503)
+	cl.Report(a, 503)
+	if !cl.Ejected(a) {
+		t.Fatal("503 in the error codes lost its gateway-error kind")
+	}
+	// Unsupported matchers are accepted with a warning; 5xx stay errors.
+	cl = build(t, &matchv3.MatchPredicate{Rule: &matchv3.MatchPredicate_HttpRequestHeadersMatch{HttpRequestHeadersMatch: &matchv3.HttpHeadersMatch{}}}, false)
+	if len(cl.Warnings) != 1 || !strings.Contains(cl.Warnings[0], "unsupported") {
+		t.Fatalf("warnings %v", cl.Warnings)
+	}
+	cl.Report(cl.Hosts[0], 500)
+	cl.Report(cl.Hosts[0], 500)
+	if !cl.Ejected(cl.Hosts[0]) {
+		t.Fatal("unsupported matcher: 5xx no longer errors")
+	}
+}
+
+func TestCompileErrorMatcher(t *testing.T) {
+	t.Parallel()
+	hm := func(h *routev3.HeaderMatcher) *matchv3.MatchPredicate {
+		return &matchv3.MatchPredicate{Rule: &matchv3.MatchPredicate_HttpResponseHeadersMatch{HttpResponseHeadersMatch: &matchv3.HttpHeadersMatch{Headers: []*routev3.HeaderMatcher{h}}}}
+	}
+	tests := []struct {
+		name    string
+		m       *matchv3.MatchPredicate
+		errors  []int
+		success []int
+	}{
+		{"range 400-500", hm(&routev3.HeaderMatcher{Name: ":status", HeaderMatchSpecifier: &routev3.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{Start: 400, End: 500}}}), []int{400, 404, 499}, []int{399, 500, 200}},
+		{"prefix 5, inverted", hm(&routev3.HeaderMatcher{Name: ":status", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "5"}}}}), []int{200, 404}, []int{500, 503}},
+		{"not 200", &matchv3.MatchPredicate{Rule: &matchv3.MatchPredicate_NotMatch{NotMatch: hm(&routev3.HeaderMatcher{Name: ":status", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "200"}}}})}}, []int{201, 500}, []int{200}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			codes, err := compileErrorMatcher(tc.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range tc.errors {
+				if !codes[c] {
+					t.Errorf("%d not an error", c)
+				}
+			}
+			for _, c := range tc.success {
+				if codes[c] {
+					t.Errorf("%d is an error", c)
+				}
+			}
+		})
+	}
+	if _, err := compileErrorMatcher(hm(&routev3.HeaderMatcher{Name: "x-error", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}})); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("non-:status header: %v, want ErrUnsupported", err)
 	}
 }

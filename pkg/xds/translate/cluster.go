@@ -8,8 +8,10 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	matchv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/matcher/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -208,6 +210,12 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
 		}}
 	}
+	if m := outlierErrorMatcher(tp.GetOutlierDetection().GetOutlierDetectionHttpErrorCodes()); m != nil {
+		if opts == nil {
+			opts = &httpv3.HttpProtocolOptions{}
+		}
+		opts.OutlierDetection = &httpv3.HttpProtocolOptions_OutlierDetection{ErrorMatcher: m}
+	}
 	if opts != nil {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: mustAny(opts)}
 	}
@@ -226,6 +234,31 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 		c.TransportSocket = ts
 	}
 	b.clusters[name] = c
+}
+
+// outlierErrorMatcher is outlierDetection.outlierDetectionHttpErrorCodes
+// as Istio sends it: HttpProtocolOptions.outlier_detection.error_matcher
+// matching a response whose :status is one of codes (the response counts
+// as an outlier-detection error, any other response as a success); nil
+// when codes is empty.
+func outlierErrorMatcher(codes []uint32) *matchv3.MatchPredicate {
+	if len(codes) == 0 {
+		return nil
+	}
+	rules := make([]*matchv3.MatchPredicate, 0, len(codes))
+	for _, code := range codes {
+		rules = append(rules, &matchv3.MatchPredicate{Rule: &matchv3.MatchPredicate_HttpResponseHeadersMatch{
+			HttpResponseHeadersMatch: &matchv3.HttpHeadersMatch{Headers: []*routev3.HeaderMatcher{{
+				Name: ":status",
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_Exact{Exact: strconv.Itoa(int(code))}}},
+			}}},
+		}})
+	}
+	if len(rules) == 1 {
+		return rules[0]
+	}
+	return &matchv3.MatchPredicate{Rule: &matchv3.MatchPredicate_OrMatch{OrMatch: &matchv3.MatchPredicate_MatchSet{Rules: rules}}}
 }
 
 func applyLB(c *clusterv3.Cluster, lb *networking.LoadBalancerSettings) {
