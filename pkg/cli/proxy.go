@@ -122,6 +122,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				defer f.Close()
 				o.AccessLog = f
 			}
+			mt.resolveSDSSocket(o.Namespace, o.Workload)
 			if o.MTLS, err = mt.start(cmd.Context(), o.Logger, o.Namespace, o.ServiceAccount); err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,12 +14,33 @@ import (
 
 	"github.com/weftmesh/weft/pkg/ca/caclient"
 	"github.com/weftmesh/weft/pkg/proxy"
+	"github.com/weftmesh/weft/pkg/proxy/sds"
 )
 
 // proxyMTLSFlags are weft proxy's workload-certificate flags.
 type proxyMTLSFlags struct {
 	addr, rootCert, token, tokenFile string
 	wait                             time.Duration
+	// sdsSocket is where the local SDS server listens; "" serves none,
+	// sdsAuto is resolved by resolveSDSSocket.
+	sdsSocket string
+	// sdsDefault: sdsSocket is the default path, so a failure to listen
+	// there is logged instead of stopping the proxy.
+	sdsDefault bool
+}
+
+// sdsAuto is --sds-socket's default: a per-workload socket under the
+// proxy's working directory (several proxies may share one directory).
+const sdsAuto = "auto"
+
+// resolveSDSSocket turns --sds-socket auto into
+// ./var/run/weft/NAMESPACE.WORKLOAD/sds.sock, Weft's counterpart of Istio's
+// ./var/run/secrets/workload-spiffe-uds/socket.
+func (m *proxyMTLSFlags) resolveSDSSocket(namespace, workload string) {
+	if m.sdsSocket == sdsAuto {
+		m.sdsSocket = filepath.Join("var", "run", "weft", namespace+"."+workload, "sds.sock")
+		m.sdsDefault = true
+	}
 }
 
 func (m *proxyMTLSFlags) register(f *pflag.FlagSet) {
@@ -27,6 +49,7 @@ func (m *proxyMTLSFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&m.token, "ca-token", "", "join token from 'weft token create' (its identity is the certificate's)")
 	f.StringVar(&m.tokenFile, "ca-token-file", "", "file holding the join token")
 	f.DurationVar(&m.wait, "ca-wait", 30*time.Second, "how long to wait for the first workload certificate")
+	f.StringVar(&m.sdsSocket, "sds-socket", sdsAuto, "Unix socket of the local SDS server (envoy.service.secret.v3) serving the workload certificate as \"default\" and the roots as \"ROOTCA\" (with --ca-address); auto is ./var/run/weft/NAMESPACE.WORKLOAD/sds.sock, empty disables")
 }
 
 // start returns nil without --ca-address; otherwise it runs a certificate
@@ -65,6 +88,9 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace,
 	}
 	cfg := caclient.Config{Addr: m.addr, RootsPEM: roots, Token: tok, ExpectNamespace: namespace, ExpectServiceAccount: serviceAccount}
 	mismatch := make(chan error, 1)
+	// One source of truth: the proxy's TLS stack and the SDS server both
+	// read the cache the rotator fills.
+	cache := sds.NewCache()
 	r := caclient.NewRotator(caclient.RotatorOptions{
 		Fetch: func(ctx context.Context) (*caclient.Bundle, error) {
 			c := cfg
@@ -85,6 +111,11 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace,
 			return b, err
 		},
 		Logger: log.With("component", "cert-rotator"),
+		OnRenew: func(b *caclient.Bundle) {
+			if err := cache.Set(b); err != nil {
+				log.Error("workload certificate not installed", "err", err)
+			}
+		},
 	})
 	go func() {
 		if err := r.Run(ctx); err != nil && ctx.Err() == nil {
@@ -96,7 +127,10 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace,
 	select {
 	case <-r.Ready():
 		log.Info("workload certificate issued", "spiffe_id", r.Current().Leaf.URIs[0].String(), "expires", r.Current().Leaf.NotAfter)
-		return r, nil
+		if err := m.serveSDS(ctx, log, cache); err != nil {
+			return nil, err
+		}
+		return cache, nil
 	case err := <-mismatch:
 		return nil, &exitError{code: 2, err: err}
 	case <-t.C:
@@ -104,4 +138,29 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace,
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// serveSDS starts the SDS server on m.sdsSocket until ctx ends. A failure
+// to listen on the default path is logged (the proxy's own mTLS does not
+// need SDS); on a path given with --sds-socket it is a usage error.
+func (m *proxyMTLSFlags) serveSDS(ctx context.Context, log *slog.Logger, cache *sds.Cache) error {
+	if m.sdsSocket == "" {
+		return nil
+	}
+	lis, err := sds.Listen(m.sdsSocket)
+	if err != nil {
+		if m.sdsDefault {
+			log.Warn("SDS server not started", "err", err)
+			return nil
+		}
+		return &exitError{code: 2, err: fmt.Errorf("--sds-socket: %w", err)}
+	}
+	log = log.With("component", "sds")
+	go func() {
+		if err := sds.NewServer(cache, log).Serve(ctx, lis); err != nil {
+			log.Error("SDS server stopped", "err", err)
+		}
+	}()
+	log.Info("SDS server listening", "socket", m.sdsSocket)
+	return nil
 }

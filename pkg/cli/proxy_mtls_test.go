@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 
 	"github.com/weftmesh/weft/pkg/ca"
 )
@@ -58,6 +65,7 @@ func TestProxyMTLSFlags(t *testing.T) {
 		sa      string // the proxy's --service-account; default cart
 		wantID  string // "" with wantErr "" means no mTLS
 		wantErr string
+		sds     bool // serve SDS on a socket and check it serves the proxy's certificate
 	}{
 		{name: "no flags: plaintext", f: proxyMTLSFlags{}},
 		{name: "token without address", f: proxyMTLSFlags{token: tok}, wantErr: "need --ca-address"},
@@ -67,6 +75,8 @@ func TestProxyMTLSFlags(t *testing.T) {
 		{name: "bad token", f: proxyMTLSFlags{addr: addr, rootCert: root, token: "wrong", wait: 500 * time.Millisecond}, wantErr: "no workload certificate"},
 		{name: "token", f: proxyMTLSFlags{addr: addr, rootCert: root, token: tok, wait: 10 * time.Second}, wantID: "spiffe://cluster.local/ns/shop/sa/cart"},
 		{name: "token file", f: proxyMTLSFlags{addr: addr, rootCert: root, tokenFile: tokFile, wait: 10 * time.Second}, wantID: "spiffe://cluster.local/ns/shop/sa/cart"},
+		{name: "sds socket", f: proxyMTLSFlags{addr: addr, rootCert: root, token: tok, wait: 10 * time.Second}, sds: true, wantID: "spiffe://cluster.local/ns/shop/sa/cart"},
+		{name: "sds socket in a missing place", f: proxyMTLSFlags{addr: addr, rootCert: root, token: tok, wait: 10 * time.Second, sdsSocket: "/proc/self/nope/sds.sock"}, wantErr: "--sds-socket"},
 		// The token proves cart; a proxy started as payments must not serve
 		// cart's certificate (it fails at once, not after --ca-wait).
 		{name: "token for another service account", f: proxyMTLSFlags{addr: addr, rootCert: root, token: tok, wait: time.Minute}, sa: "payments",
@@ -79,6 +89,9 @@ func TestProxyMTLSFlags(t *testing.T) {
 			sa := tc.sa
 			if sa == "" {
 				sa = "cart"
+			}
+			if tc.sds {
+				tc.f.sdsSocket = filepath.Join(t.TempDir(), "sds.sock")
 			}
 			started := time.Now()
 			certs, err := tc.f.start(ctx, slog.New(slog.DiscardHandler), "shop", sa)
@@ -110,6 +123,28 @@ func TestProxyMTLSFlags(t *testing.T) {
 			}
 			if cert.Leaf == nil || len(cert.Leaf.URIs) == 0 || cert.Leaf.URIs[0].String() != tc.wantID {
 				t.Fatalf("certificate identity %v, want %s", cert.Leaf, tc.wantID)
+			}
+			if tc.sds {
+				conn, err := grpc.NewClient("unix://"+tc.f.sdsSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				resp, err := secretv3.NewSecretDiscoveryServiceClient(conn).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{ResourceNames: []string{"default"}})
+				if err != nil {
+					t.Fatalf("SDS on %s: %v", tc.f.sdsSocket, err)
+				}
+				sec := &tlsv3.Secret{}
+				if len(resp.GetResources()) != 1 || resp.GetResources()[0].UnmarshalTo(sec) != nil {
+					t.Fatalf("SDS default: %v", resp.GetResources())
+				}
+				pair, err := tls.X509KeyPair(sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes(), sec.GetTlsCertificate().GetPrivateKey().GetInlineBytes())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(pair.Certificate[0], cert.Certificate[0]) {
+					t.Fatal("SDS serves another certificate than the proxy's TLS stack uses")
+				}
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -93,6 +94,10 @@ type Bundle struct {
 	Leaf *x509.Certificate
 	// Roots trusts Config.RootsPEM plus the issued chain's root.
 	Roots *x509.CertPool
+	// RootCerts are Roots' certificates (Config.RootsPEM's first, then the
+	// chain's root if it is another one): during a root rotation overlap
+	// both the old and the new root. SDS serves them as ROOTCA.
+	RootCerts []*x509.Certificate
 	// IssuedAt is when the client received the certificate.
 	IssuedAt time.Time
 }
@@ -139,7 +144,7 @@ func Fetch(ctx context.Context, cfg Config) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("caclient: CreateCertificate: %w", err)
 	}
-	b, err := bundleFromChain(resp.GetCertChain(), key, roots)
+	b, err := bundleFromChain(resp.GetCertChain(), key, roots, parseCerts(cfg.RootsPEM))
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +155,25 @@ func Fetch(ctx context.Context, cfg Config) (*Bundle, error) {
 	return b, nil
 }
 
-func bundleFromChain(chain []string, key *ecdsa.PrivateKey, roots *x509.CertPool) (*Bundle, error) {
+// parseCerts returns the parsable CERTIFICATE blocks of pemBytes.
+func parseCerts(pemBytes []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for rest := pemBytes; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return out
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil {
+			out = append(out, c)
+		}
+	}
+}
+
+func bundleFromChain(chain []string, key *ecdsa.PrivateKey, roots *x509.CertPool, rootCerts []*x509.Certificate) (*Bundle, error) {
 	if len(chain) == 0 {
 		return nil, errors.New("caclient: CA returned an empty chain")
 	}
@@ -185,6 +208,9 @@ func bundleFromChain(chain []string, key *ecdsa.PrivateKey, roots *x509.CertPool
 	if last := certs[len(certs)-1]; len(certs) > 1 && last.IsCA && last.CheckSignatureFrom(last) == nil {
 		pool.AddCert(last)
 		send = certs[:len(certs)-1]
+		if !slices.ContainsFunc(rootCerts, last.Equal) {
+			rootCerts = append(slices.Clip(rootCerts), last)
+		}
 	}
 	inter := x509.NewCertPool()
 	for _, c := range send {
@@ -197,7 +223,7 @@ func bundleFromChain(chain []string, key *ecdsa.PrivateKey, roots *x509.CertPool
 		return nil, fmt.Errorf("caclient: issued certificate does not verify: %w", err)
 	}
 	tc.Leaf = leaf
-	return &Bundle{Cert: tc, Leaf: leaf, Roots: pool}, nil
+	return &Bundle{Cert: tc, Leaf: leaf, Roots: pool, RootCerts: rootCerts}, nil
 }
 
 // VerifyPeer returns a tls.Config.VerifyPeerCertificate callback (use it

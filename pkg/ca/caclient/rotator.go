@@ -28,6 +28,10 @@ type RotatorOptions struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives rotation events. Default slog.Default().
 	Logger *slog.Logger
+	// OnRenew, if set, is called with every new bundle (the first one
+	// included) right after it became Current, serially from Run's
+	// goroutine; e.g. sds.Cache.Set, which pushes it to SDS clients.
+	OnRenew func(*Bundle)
 }
 
 // Rotator keeps a current certificate and renews it at half life. Its
@@ -95,6 +99,9 @@ func (r *Rotator) Run(ctx context.Context) error {
 			backoff = r.o.MinBackoff
 			b.IssuedAt = r.o.Clock() // measure the lifetime on our clock
 			r.cur.Store(b)
+			if r.o.OnRenew != nil {
+				r.o.OnRenew(b)
+			}
 			if r.renewals.Add(1) == 1 {
 				close(r.ready)
 			}

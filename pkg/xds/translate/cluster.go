@@ -49,6 +49,28 @@ func ads() *corev3.ConfigSource {
 	}
 }
 
+// SDSCluster is the bootstrap cluster through which an Envoy reaches the
+// SDS server next to it (weft proxy --sds-socket), as in Istio's bootstrap.
+const SDSCluster = "sds-grpc"
+
+// workloadSDS is the sds_config of the workload secrets ("default",
+// "ROOTCA"): as in Istio, served by the proxy-local SDS server over gRPC
+// through the bootstrap cluster SDSCluster, not by the control plane.
+func workloadSDS() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{ApiConfigSource: &corev3.ApiConfigSource{
+			ApiType:                   corev3.ApiConfigSource_GRPC,
+			TransportApiVersion:       corev3.ApiVersion_V3,
+			SetNodeOnFirstMessageOnly: true,
+			GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: SDSCluster},
+			}}},
+		}},
+		InitialFetchTimeout: durationpb.New(0),
+		ResourceApiVersion:  corev3.ApiVersion_V3,
+	}
+}
+
 func mustAny(m proto.Message) *anypb.Any {
 	a, err := anypb.New(m)
 	if err != nil {
@@ -439,10 +461,10 @@ func upstreamTLS(t *networking.ClientTLSSettings, host string, port uint32) *cor
 			ctx.Sni = "outbound_." + strconv.Itoa(int(port)) + "_._." + host
 		}
 		ctx.CommonTlsContext.AlpnProtocols = []string{"istio-peer-exchange", "istio"}
-		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "default", SdsConfig: ads()}}
+		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: WorkloadCertSecret, SdsConfig: workloadSDS()}}
 		ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 			DefaultValidationContext:         validation,
-			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "ROOTCA", SdsConfig: ads()},
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: RootCASecret, SdsConfig: workloadSDS()},
 		}}
 	case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
 		if ctx.Sni == "" && !strings.Contains(host, "*") {
