@@ -92,7 +92,7 @@ input errors.`,
 				from = "spiffe://" + from
 			}
 			if tcp {
-				return checkTCP(cmd, rs, proxy, authz.Options{RootNamespace: root, Mesh: mesh}, from, srcIP, destIP, sni, port)
+				return checkTCP(cmd, rs, proxy, authz.Options{RootNamespace: root, Mesh: mesh}, from, srcIP, destIP, sni, port, extAuthzResult)
 			}
 			pol, err := authz.TranslateWith(rs, proxy, authz.Options{RootNamespace: root, Mesh: mesh})
 			if err != nil {
@@ -237,7 +237,7 @@ func extAuthzTarget(pol *authz.Policies) string {
 
 // checkTCP evaluates an opaque TCP connection against the network RBAC
 // filters the destination's TCP chains get.
-func checkTCP(cmd *cobra.Command, rs []*config.Resource, proxy *model.Proxy, o authz.Options, from, srcIP, destIP, sni string, port uint32) error {
+func checkTCP(cmd *cobra.Command, rs []*config.Resource, proxy *model.Proxy, o authz.Options, from, srcIP, destIP, sni string, port uint32, extAuthzResult string) error {
 	out := cmd.OutOrStdout()
 	pol, err := authz.TranslateTCP(rs, proxy, o)
 	if err != nil {
@@ -247,9 +247,9 @@ func checkTCP(cmd *cobra.Command, rs []*config.Resource, proxy *model.Proxy, o a
 		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
 	}
 	var cfgs []*rbachttp.RBAC
-	for _, c := range []*rbacnet.RBAC{pol.Audit, pol.Deny, pol.Allow} {
+	for _, c := range []*rbacnet.RBAC{pol.Audit, pol.Custom, pol.Deny, pol.Allow} {
 		if c != nil {
-			cfgs = append(cfgs, &rbachttp.RBAC{Rules: c.GetRules()})
+			cfgs = append(cfgs, &rbachttp.RBAC{Rules: c.GetRules(), ShadowRules: c.GetShadowRules(), ShadowRulesStatPrefix: c.GetShadowRulesStatPrefix()})
 		}
 	}
 	eng, err := rbac.New(cfgs...)
@@ -277,7 +277,20 @@ func checkTCP(cmd *cobra.Command, rs []*config.Resource, proxy *model.Proxy, o a
 	for _, a := range d.Audited {
 		fmt.Fprintf(out, "audited by %s\n", explain(a))
 	}
+	for _, m := range d.Shadow {
+		if !strings.HasPrefix(m.Policy, authz.ExtAuthzPrefix) || pol.ExtAuthz == nil {
+			continue
+		}
+		fmt.Fprintf(out, "CUSTOM: %s sends the connection to ext_authz provider %q (gRPC, cluster %s)\n", explain(m.Policy), pol.Provider, pol.ExtAuthz.GetGrpcService().GetEnvoyGrpc().GetClusterName())
+		if extAuthzResult == "deny" {
+			fmt.Fprintf(out, "DENIED (TCP, connection closed) by ext_authz provider %q (--ext-authz-result deny)\n", pol.Provider)
+			return &exitError{code: 2, err: fmt.Errorf("connection denied")}
+		}
+		fmt.Fprintf(out, "assuming provider %q allows (--ext-authz-result allow)\n", pol.Provider)
+	}
 	switch {
+	case !d.Allowed && strings.HasPrefix(d.Policy, authz.ExtAuthzPrefix):
+		fmt.Fprintf(out, "DENIED (TCP, connection closed) by %s: its provider %q cannot be used, so its rules deny (see the warning)\n", explain(d.Policy), pol.Provider)
 	case d.Allowed && d.Action == "":
 		fmt.Fprintln(out, "ALLOWED (TCP): no ALLOW or DENY policy applies")
 	case d.Allowed:

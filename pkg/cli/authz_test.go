@@ -126,6 +126,8 @@ func TestAuthzCheckCustomAndTCP(t *testing.T) {
 			[]string{"DENIED (TCP, connection closed): ALLOW policies apply and none matched"}},
 		{"tcp rule with methods is dropped", append(db, "--from-principal", "cluster.local/ns/shop/sa/report", "--port", "5432"), 2,
 			[]string{"methods is HTTP only", "rules[1]: rule dropped", "DENIED (TCP, connection closed)"}},
+		{"tcp custom with the http provider is not applied", append(append([]string{}, web...), "--tcp", "--from-principal", "cluster.local/ns/shop/sa/web"), 2,
+			[]string{`provider "authz-http" is HTTP; not applied to TCP traffic`, "DENIED (TCP, connection closed) by AuthorizationPolicy shop/deny-admin rule 0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

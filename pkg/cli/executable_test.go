@@ -28,7 +28,7 @@ func TestExecutableExtensionFiltersMatchProxyFactories(t *testing.T) {
 	if !slices.Equal(names, want) {
 		t.Errorf("weft proxy registers %v; executable.ExtensionHTTPFilters lists %v", names, want)
 	}
-	net := slices.Sorted(maps.Keys(rbac.NetworkFilters(log)))
+	net := slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(rbac.NetworkFilters(log))), slices.Collect(maps.Keys(extauthz.NetworkFilters(log)))...)))
 	if want := slices.Sorted(slices.Values(executable.ExtensionNetworkFilters)); !slices.Equal(net, want) {
 		t.Errorf("weft proxy registers network filters %v; executable.ExtensionNetworkFilters lists %v", net, want)
 	}

@@ -77,12 +77,14 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			o.NetworkFilters = rbac.NetworkFilters(o.Logger)                            // envoy.filters.network.rbac (AuthorizationPolicy on TCP)
 			maps.Copy(o.HTTPFilters, jwt.Filters(o.Logger))                             // envoy.filters.http.jwt_authn (RequestAuthentication)
 			var px atomic.Pointer[proxy.Proxy]                                          // ext_authz checks go through the proxy's clusters
-			maps.Copy(o.HTTPFilters, extauthz.Filters(o.Logger, extauthz.WithClusters(func() *cluster.Set {
+			clusters := extauthz.WithClusters(func() *cluster.Set {
 				if p := px.Load(); p != nil && p.Runtime() != nil {
 					return p.Runtime().Clusters
 				}
 				return nil
-			}))) // envoy.filters.http.ext_authz (AuthorizationPolicy CUSTOM)
+			})
+			maps.Copy(o.HTTPFilters, extauthz.Filters(o.Logger, clusters))           // envoy.filters.http.ext_authz (AuthorizationPolicy CUSTOM)
+			maps.Copy(o.NetworkFilters, extauthz.NetworkFilters(o.Logger, clusters)) // envoy.filters.network.ext_authz (CUSTOM on TCP)
 			wasmEngine, err := wasm.NewEngine(cmd.Context(), o.Logger.With("component", "wasm"), wasm.WithModuleCacheDir(wasmCache))
 			if err != nil {
 				return fmt.Errorf("wasm runtime: %w", err)

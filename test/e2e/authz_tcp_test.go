@@ -1,11 +1,19 @@
 package e2e
 
 import (
+	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
@@ -35,6 +43,17 @@ func TestAuthzTCP(t *testing.T) {
 		}
 	}()
 
+	// A gRPC authorizer for CUSTOM on TCP: it denies connections from
+	// client-a and records the principals it is asked about.
+	var asked sync.Map
+	grpcLis, grpcPort := listenLocal(t)
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, tcpAuthz{asked: &asked})
+	go func() { _ = gs.Serve(grpcLis) }()
+	t.Cleanup(gs.Stop)
+	meshFile := filepath.Join(t.TempDir(), "mesh.yaml")
+	writeAtomic(t, meshFile, "extensionProviders:\n- name: authz-grpc\n  envoyExtAuthzGrpc: {service: ext-authz-grpc.default.svc.cluster.local, port: 9191, timeout: 10s}\n")
+
 	dataDir, configDir := t.TempDir(), t.TempDir()
 	writeAtomic(t, filepath.Join(configDir, "peer-authentication.yaml"), peerAuthn("STRICT"))
 	writeAtomic(t, filepath.Join(configDir, "authz.yaml"), `apiVersion: security.istio.io/v1
@@ -48,13 +67,14 @@ spec:
   - from: [{source: {principals: ["cluster.local/ns/default/sa/client-b"]}}]
     to: [{operation: {paths: ["/only-http"]}}]
 `)
-	cp := harness.StartControlPlane(t, weft.Binary(t), "--config-dir", configDir, "--data-dir", dataDir,
+	cp := harness.StartControlPlane(t, weft.Binary(t), "--config-dir", configDir, "--data-dir", dataDir, "--mesh-config", meshFile,
 		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
 		"--ca-address", "127.0.0.1:0", "--debounce", "50ms")
 	xds, caAddr := cp.ListenAddress(t, "xDS server"), cp.ListenAddress(t, "CA")
 	db, dbProc := startMeshedProxy(t, dataDir, xds, caAddr, "db", "--app-port", echoPort, "--service", "db:9000/tcp")
 	clientA, _ := startMeshedProxy(t, dataDir, xds, caAddr, "client-a")
 	clientB, _ := startMeshedProxy(t, dataDir, xds, caAddr, "client-b")
+	startMeshedProxy(t, dataDir, xds, caAddr, "ext-authz-grpc", "--app-port", grpcPort, "--service", "ext-authz-grpc:9191/grpc")
 
 	wait := func(what string, f func() bool) {
 		t.Helper()
@@ -111,8 +131,8 @@ spec:
   - from: [{source: {principals: ["cluster.local/ns/default/sa/client-a"]}}]
     to: [{operation: {methods: ["GET"]}}]
 `)
-	wait("client-a denied by the widened DENY rule", func() bool { return tcpEcho(clientA.Outbound, "db:9000") != nil })
-	wait("the access log names the DENY policy", func() bool {
+	wait("client-a denied by the widened DENY rule (access log names the policy)", func() bool {
+		_ = tcpEcho(clientA.Outbound, "db:9000")
 		return strings.Contains(dbProc.Stdout(), `"connection_termination_details":"rbac_access_denied_matched_policy[ns[default]-policy[db-deny-a-get]-rule[0]]"`)
 	})
 	drain()
@@ -122,8 +142,57 @@ spec:
 	if n := drain(); n != 0 {
 		t.Errorf("denied connections reached the app %d times", n)
 	}
+	// CUSTOM on TCP with the gRPC provider: every connection from namespace
+	// default is checked (network ext_authz through the server sidecar's
+	// cluster, over mTLS to the authorizer's sidecar); the authorizer
+	// refuses client-a, whom the ALLOW policy admits.
+	if err := os.Remove(filepath.Join(configDir, "deny.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	wait("client-a allowed again", func() bool { return tcpEcho(clientA.Outbound, "db:9000") == nil })
+	writeAtomic(t, filepath.Join(configDir, "custom.yaml"), `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: db-ext-authz, namespace: default}
+spec:
+  selector: {matchLabels: {app: db}}
+  action: CUSTOM
+  provider: {name: authz-grpc}
+  rules:
+  - from: [{source: {namespaces: ["default"]}}]
+`)
+	wait("client-a denied by the gRPC authorizer (access log says ext_authz closed it)", func() bool {
+		_ = tcpEcho(clientA.Outbound, "db:9000")
+		return hasLine(dbProc.Stdout(), `"connection_termination_details":"ext_authz_denied"`, `"downstream_peer_uri_san":"spiffe://cluster.local/ns/default/sa/client-a"`)
+	})
+	if _, ok := asked.Load("spiffe://cluster.local/ns/default/sa/client-a"); !ok {
+		t.Errorf("the authorizer was not asked about client-a's connection")
+	}
+	drain()
+	if err := tcpEcho(clientA.Outbound, "db:9000"); err == nil {
+		t.Errorf("client-a echoed though the authorizer denies it")
+	}
+	if n := drain(); n != 0 {
+		t.Errorf("connections denied by ext_authz reached the app %d times", n)
+	}
+
 	// A plaintext client without a sidecar never gets that far (STRICT).
 	if err := tcpEchoDirect(db.Inbound); err == nil {
 		t.Errorf("plaintext echoed")
 	}
+}
+
+// tcpAuthz is a gRPC authorizer for connections: it records the source
+// principal and denies client-a.
+type tcpAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	asked *sync.Map
+}
+
+func (a tcpAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	p := req.GetAttributes().GetSource().GetPrincipal()
+	a.asked.Store(p, true)
+	if strings.HasSuffix(p, "/sa/client-a") {
+		return &authv3.CheckResponse{Status: &status.Status{Code: int32(code.Code_PERMISSION_DENIED)}}, nil
+	}
+	return &authv3.CheckResponse{Status: &status.Status{Code: int32(code.Code_OK)}}, nil
 }

@@ -20,6 +20,7 @@ var NetworkFilters = []string{
 // chains).
 var ExtensionNetworkFilters = []string{
 	"envoy.filters.network.rbac",
+	"envoy.filters.network.ext_authz",
 }
 
 // BuiltinHTTPFilters are HTTP filters the proxy implements itself. Their

@@ -6,6 +6,7 @@
 package listener
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -157,12 +158,35 @@ type ConnFilter interface {
 	CheckConn(c *ConnInfo) (allowed bool, details string)
 }
 
-// ConnInfo is what a ConnFilter sees of a connection.
+// ConnInfo is what a ConnFilter sees of a connection. Filters of one
+// connection run serially and may pass dynamic metadata on through it.
 type ConnInfo struct {
 	Source, Destination netip.AddrPort
 	// Principal is the peer certificate's URI SAN on mutual TLS, else "".
 	Principal string
 	SNI       string
+	// Peer is the peer's certificate state on mutual TLS, else nil.
+	Peer *tls.ConnectionState
+
+	meta map[string]map[string]string
+}
+
+// SetMetadata records filter/key = value for the later filters (Envoy's
+// connection dynamic metadata, e.g. the RBAC shadow result).
+func (c *ConnInfo) SetMetadata(filter, key, value string) {
+	if c.meta == nil {
+		c.meta = map[string]map[string]string{}
+	}
+	if c.meta[filter] == nil {
+		c.meta[filter] = map[string]string{}
+	}
+	c.meta[filter][key] = value
+}
+
+// Metadata returns filter/key set by an earlier filter.
+func (c *ConnInfo) Metadata(filter, key string) (string, bool) {
+	v, ok := c.meta[filter][key]
+	return v, ok
 }
 
 // NetworkFilterFactory builds a ConnFilter from a listener filter's typed

@@ -49,7 +49,7 @@ func (h *Handler) allowConn(conn net.Conn, rt *Runtime, port int, clusterName st
 		fs = []ConnFilter{httpOnlyPort{}}
 	}
 	st := PeerTLS(conn)
-	ci := &ConnInfo{Principal: PeerPrincipal(st)}
+	ci := &ConnInfo{Principal: PeerPrincipal(st), Peer: st}
 	if st != nil {
 		ci.SNI = st.ServerName
 	}

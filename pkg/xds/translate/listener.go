@@ -490,7 +490,7 @@ func (b *builder) inboundRBAC() []*hcmv3.HttpFilter {
 // opaque TCP, see authz.TranslateTCP) for the inbound TCP chains; a
 // translation error allows nothing.
 func (b *builder) inboundTCPRBAC() []*listenerv3.Filter {
-	pol, err := authz.TranslateTCP(b.in.Configs, b.p, authz.Options{RootNamespace: b.in.RootNamespace, Mesh: b.in.Mesh})
+	pol, err := authz.TranslateTCP(b.in.Configs, b.p, authz.Options{RootNamespace: b.in.RootNamespace, Mesh: b.in.Mesh, LookupService: b.lookupService})
 	if err != nil {
 		pol = &authz.TCPPolicies{Allow: &rbacnetv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}, StatPrefix: authz.TCPStatPrefix}}
 	}

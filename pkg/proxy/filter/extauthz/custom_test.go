@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,8 +15,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extauthznet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -206,4 +210,74 @@ type countingAuthz struct {
 func (c countingAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	c.n.Add(1)
 	return c.grpcAuthz.Check(ctx, req)
+}
+
+// TestNetworkFilter: the network ext_authz filter checks only connections
+// the shadow network RBAC filter marked, through the cluster, with the
+// source principal; a denial or an unreachable service (without
+// failure_mode_allow) refuses the connection.
+func TestNetworkFilter(t *testing.T) {
+	t.Parallel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var checks atomic.Int64
+	s := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(s, principalAuthz{n: &checks})
+	go func() { _ = s.Serve(lis) }()
+	t.Cleanup(s.Stop)
+	const name = "outbound|9000||ext-authz.foo.svc.cluster.local"
+	set := &cluster.Set{Clusters: map[string]*cluster.Cluster{name: cluster.Static(name, lis.Addr().String())}}
+	mk := func(failOpen bool, clusterName string) listener.ConnFilter {
+		cfg := &extauthznet.ExtAuthz{FailureModeAllow: failOpen, GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: clusterName}},
+			Timeout:         durationpb.New(5 * time.Second)}}
+		cfg.FilterEnabledMetadata = enabledMetadata()
+		cfg.FilterEnabledMetadata.Filter = "envoy.filters.network.rbac"
+		tc, _ := anypb.New(cfg)
+		f, err := extauthz.NetworkFilters(nil, extauthz.WithClusters(func() *cluster.Set { return set }))[extauthz.NetworkFilterName](tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	conn := func(principal string, marked bool) *listener.ConnInfo {
+		c := &listener.ConnInfo{Principal: principal, Source: netip.MustParseAddrPort("127.0.0.1:5000")}
+		if marked {
+			c.SetMetadata("envoy.filters.network.rbac", "istio_ext_authz_shadow_effective_policy_id", "istio-ext-authz-ns[foo]-policy[p]-rule[0]")
+		}
+		return c
+	}
+	f := mk(false, name)
+	if ok, _ := f.CheckConn(conn("spiffe://cluster.local/ns/foo/sa/bad", false)); !ok || checks.Load() != 0 {
+		t.Fatalf("unmarked connection: allowed=%v checks=%d", ok, checks.Load())
+	}
+	if ok, d := f.CheckConn(conn("spiffe://cluster.local/ns/foo/sa/good", true)); !ok || checks.Load() != 1 {
+		t.Fatalf("good principal: allowed=%v %q checks=%d", ok, d, checks.Load())
+	}
+	if ok, d := f.CheckConn(conn("spiffe://cluster.local/ns/foo/sa/bad", true)); ok || d != "ext_authz_denied" {
+		t.Fatalf("bad principal: allowed=%v %q", ok, d)
+	}
+	missing := mk(false, "outbound|9000||missing")
+	if ok, d := missing.CheckConn(conn("spiffe://cluster.local/ns/foo/sa/good", true)); ok || d != "ext_authz_error" {
+		t.Fatalf("missing cluster: allowed=%v %q", ok, d)
+	}
+	if ok, _ := mk(true, "outbound|9000||missing").CheckConn(conn("spiffe://cluster.local/ns/foo/sa/good", true)); !ok {
+		t.Fatal("missing cluster with failure_mode_allow: refused")
+	}
+}
+
+type principalAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	n *atomic.Int64
+}
+
+func (p principalAuthz) Check(_ context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	p.n.Add(1)
+	c := code.Code_PERMISSION_DENIED
+	if strings.HasSuffix(req.GetAttributes().GetSource().GetPrincipal(), "/sa/good") {
+		c = code.Code_OK
+	}
+	return &authv3.CheckResponse{Status: &status.Status{Code: int32(c)}}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/grpc"
@@ -125,4 +126,11 @@ func (cc *connCache) get(key, authority string, dial func(ctx context.Context, a
 	}
 	cc.m[key] = &grpcConn{conn: conn}
 	return conn, nil
+}
+
+// netDialer is a net.Dialer with a connect timeout.
+type netDialer struct{ timeout time.Duration }
+
+func (d *netDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return (&net.Dialer{Timeout: d.timeout}).DialContext(ctx, network, addr)
 }

@@ -39,7 +39,7 @@ func NetworkFactory(log *slog.Logger) listener.NetworkFilterFactory {
 		if cfg.GetEnforcementType() == rbacnet.RBAC_CONTINUOUS {
 			return nil, fmt.Errorf("%s: enforcement_type CONTINUOUS is not supported", NetworkFilterName)
 		}
-		e, err := New(&rbachttp.RBAC{Rules: cfg.GetRules(), ShadowRules: cfg.GetShadowRules()})
+		e, err := New(&rbachttp.RBAC{Rules: cfg.GetRules(), ShadowRules: cfg.GetShadowRules(), ShadowRulesStatPrefix: cfg.GetShadowRulesStatPrefix()})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", NetworkFilterName, err)
 		}
@@ -61,6 +61,9 @@ type NetworkFilter struct {
 func (f *NetworkFilter) CheckConn(c *listener.ConnInfo) (bool, string) {
 	req := ConnRequest(c)
 	d := f.Engine.Check(req)
+	for _, m := range d.Shadow { // CUSTOM: the network ext_authz filter reads it
+		c.SetMetadata(NetworkFilterName, m.StatPrefix+ShadowEffectivePolicyKey, m.Policy)
+	}
 	if len(d.Audited) > 0 {
 		f.Log.Info("rbac audit", "policies", d.Audited, "source", c.Source, "principal", c.Principal, "allowed", d.Allowed)
 	}

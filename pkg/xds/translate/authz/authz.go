@@ -30,6 +30,7 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
 	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/pkg/xds/model"
 )
 
@@ -64,6 +65,8 @@ type Policies struct {
 	// Provider is the CUSTOM policies' extension provider name ("" without
 	// CUSTOM policies).
 	Provider string
+	// extAuthzProvider is the resolved provider behind ExtAuthz.
+	extAuthzProvider *meshconfig.ExtAuthzProvider
 	// Warnings list unsupported policies or fields and what was done.
 	Warnings []string
 }
@@ -185,10 +188,6 @@ func translate(policies []*config.Resource, proxy *model.Proxy, o Options, tcp b
 		case securityv1beta1.AuthorizationPolicy_AUDIT:
 			dst = &audit
 		case securityv1beta1.AuthorizationPolicy_CUSTOM:
-			if tcp {
-				out.Warnings = append(out.Warnings, fmt.Sprintf("AuthorizationPolicy %s/%s: CUSTOM is not applied to TCP traffic (no network ext_authz)", ns, r.Meta.Name))
-				continue
-			}
 			dst = &custom
 			if name := ap.GetProvider().GetName(); !contains(providers, name) {
 				providers = append(providers, name)
@@ -221,7 +220,7 @@ func translate(policies []*config.Resource, proxy *model.Proxy, o Options, tcp b
 		}
 	}
 	if custom != nil {
-		out.customFilters(custom, providers, o)
+		out.customFilters(custom, providers, o, tcp)
 	}
 	if len(deny) > 0 {
 		out.Deny = &rbachttp.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: deny}}

@@ -66,23 +66,32 @@ func (p *Policies) HTTPFilters() []*hcmv3.HttpFilter {
 // (named istio-ext-authz-ns[..]-policy[..]-rule[..]). A proxy can use one
 // provider: several, an unknown one or an invalid one turn the rules into
 // enforced DENY rules, as Istio does.
-func (out *Policies) customFilters(rules map[string]*rbacv3.Policy, providers []string, o Options) {
+func (out *Policies) customFilters(rules map[string]*rbacv3.Policy, providers []string, o Options, tcp bool) {
 	rb := &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: rules}
 	out.Provider = strings.Join(providers, ",")
-	ea, err := extAuthzFor(providers, o)
+	p, err := providerFor(providers, o)
 	if err != nil {
-		out.Warnings = append(out.Warnings, fmt.Sprintf("CUSTOM AuthorizationPolicy: %v; requests its rules match are denied", err))
+		what := "requests"
+		if tcp {
+			what = "connections"
+		}
+		out.Warnings = append(out.Warnings, fmt.Sprintf("CUSTOM AuthorizationPolicy: %v; %s its rules match are denied", err, what))
 		out.Custom = &rbachttp.RBAC{Rules: rb}
 		return
 	}
+	if tcp && !p.GRPC { // as Istio: only gRPC providers apply to TCP
+		out.Warnings = append(out.Warnings, fmt.Sprintf("CUSTOM AuthorizationPolicy: provider %q is HTTP; not applied to TCP traffic (only envoyExtAuthzGrpc is)", p.Name))
+		return
+	}
 	out.Custom = &rbachttp.RBAC{ShadowRules: rb, ShadowRulesStatPrefix: ExtAuthzStatPrefix}
-	out.ExtAuthz = ea
+	out.ExtAuthz = ExtAuthzConfig(p)
+	out.extAuthzProvider = p
 }
 
 // ErrCustomProvider wraps every reason a CUSTOM provider cannot be used.
 var ErrCustomProvider = errors.New("CUSTOM provider")
 
-func extAuthzFor(providers []string, o Options) (*extauthzv3.ExtAuthz, error) {
+func providerFor(providers []string, o Options) (*meshconfig.ExtAuthzProvider, error) {
 	if len(providers) > 1 {
 		return nil, fmt.Errorf("%w: only one provider per workload, found %s", ErrCustomProvider, strings.Join(providers, ", "))
 	}
@@ -99,7 +108,7 @@ func extAuthzFor(providers []string, o Options) (*extauthzv3.ExtAuthz, error) {
 		host = h
 	}
 	p.Host = host
-	return ExtAuthzConfig(p), nil
+	return p, nil
 }
 
 // ExtAuthzConfig is the ext_authz filter Istio generates for provider p:

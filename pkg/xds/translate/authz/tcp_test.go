@@ -8,6 +8,7 @@ import (
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 
+	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/pkg/proxy/filter/rbac"
 	"github.com/weftmesh/weft/pkg/proxy/listener"
 	"github.com/weftmesh/weft/pkg/xds/translate/authz"
@@ -44,8 +45,8 @@ func TestTCPSemantics(t *testing.T) {
 		{"allow requestPrincipals dropped", ap("p", "ALLOW", `from: [{source: {requestPrincipals: ["iss/sub"]}}]`) +
 			ap("q", "ALLOW", `when: [{key: source.ip, values: ["10.0.0.0/24"]}]`), "requestPrincipals is HTTP only",
 			map[*listener.ConnInfo]bool{conn(a, "10.0.0.2", 27017): true, conn(a, "10.9.0.2", 27017): false}},
-		{"custom is not applied to TCP", customPolicy("ext", "authz-http", "[/x]"), "CUSTOM is not applied to TCP",
-			map[*listener.ConnInfo]bool{conn(a, "10.0.0.2", 27017): true}},
+		{"custom without a provider denies what its rules match", customPolicy("ext", "authz-http", "[/x]"), `connections its rules match are denied`,
+			map[*listener.ConnInfo]bool{conn(a, "10.0.0.2", 27017): false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,7 +58,7 @@ func TestTCPSemantics(t *testing.T) {
 				t.Fatalf("warnings %q, want %q", w, tt.warn)
 			}
 			var cfgs []*rbachttp.RBAC
-			for _, c := range []*rbacnet.RBAC{pol.Audit, pol.Deny, pol.Allow} {
+			for _, c := range []*rbacnet.RBAC{pol.Audit, pol.Custom, pol.Deny, pol.Allow} {
 				if c == nil {
 					continue
 				}
@@ -67,7 +68,7 @@ func TestTCPSemantics(t *testing.T) {
 				cfgs = append(cfgs, &rbachttp.RBAC{Rules: c.GetRules()})
 			}
 			for _, f := range pol.Filters() {
-				if f.GetName() != authz.NetworkFilterName {
+				if f.GetName() != authz.NetworkFilterName && f.GetName() != authz.NetworkExtAuthzFilterName {
 					t.Fatalf("filter %q", f.GetName())
 				}
 			}
@@ -81,5 +82,52 @@ func TestTCPSemantics(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTCPCustom: on TCP, CUSTOM with a gRPC provider is a shadow network
+// RBAC filter marking connections plus envoy.filters.network.ext_authz;
+// an HTTP provider is not applied to TCP.
+func TestTCPCustom(t *testing.T) {
+	mesh, err := meshconfig.Parse("mesh.yaml", []byte(customMesh))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext, namespace: default}\nspec:\n" +
+		"  action: CUSTOM\n  provider: {name: PROVIDER}\n  rules:\n  - from: [{source: {namespaces: [other]}}]\n"
+	pol, err := authz.TranslateTCP(decode(t, strings.ReplaceAll(y, "PROVIDER", "authz-grpc")), productpage(), authz.Options{Mesh: mesh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range pol.Filters() {
+		names = append(names, f.GetName())
+	}
+	if strings.Join(names, ",") != authz.NetworkFilterName+","+authz.NetworkExtAuthzFilterName || len(pol.Warnings) != 0 {
+		t.Fatalf("filters %v, warnings %v", names, pol.Warnings)
+	}
+	if err := pol.ExtAuthz.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c := pol.ExtAuthz.GetGrpcService().GetEnvoyGrpc().GetClusterName(); c != "outbound|9000||ext-authz.foo.svc.cluster.local" ||
+		pol.ExtAuthz.GetFilterEnabledMetadata().GetFilter() != authz.NetworkFilterName {
+		t.Fatalf("network ext_authz %v", pol.ExtAuthz)
+	}
+	e, err := rbac.New(&rbachttp.RBAC{ShadowRules: pol.Custom.GetShadowRules(), ShadowRulesStatPrefix: pol.Custom.GetShadowRulesStatPrefix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{"spiffe://cluster.local/ns/other/sa/x": true, "spiffe://cluster.local/ns/default/sa/x": false} {
+		d := e.Check(&rbac.Request{Principal: p})
+		if got := len(d.Shadow) == 1; got != want || !d.Allowed {
+			t.Errorf("%s: marked %v (%+v), want %v", p, got, d, want)
+		}
+	}
+	pol, err = authz.TranslateTCP(decode(t, strings.ReplaceAll(y, "PROVIDER", "authz-http")), productpage(), authz.Options{Mesh: mesh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pol.Filters()) != 0 || !strings.Contains(strings.Join(pol.Warnings, ""), "not applied to TCP") {
+		t.Fatalf("HTTP provider on TCP: filters %v, warnings %v", pol.Filters(), pol.Warnings)
 	}
 }
