@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -87,17 +88,20 @@ func TestResponseFilterHook(t *testing.T) {
 	})
 	_, ps, _ := net.SplitHostPort(app.addr)
 	port, _ := strconv.Atoi(ps)
-	withFilter := func(tag string) *listenerv3.Listener {
+	withFilter := func(tags ...string) *listenerv3.Listener {
 		l := virtualInbound(t, port)
 		h := &hcmv3.HttpConnectionManager{}
 		if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(h); err != nil {
 			t.Fatal(err)
 		}
-		tc, err := anypb.New(wrapperspb.String(tag))
-		if err != nil {
-			t.Fatal(err)
+		h.HttpFilters = nil
+		for _, tag := range tags {
+			tc, err := anypb.New(wrapperspb.String(tag))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.HttpFilters = append(h.HttpFilters, &hcmv3.HttpFilter{Name: "test.upper", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: tc}})
 		}
-		h.HttpFilters = []*hcmv3.HttpFilter{{Name: "test.upper", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: tc}}}
 		a, err := anypb.New(h)
 		if err != nil {
 			t.Fatal(err)
@@ -112,6 +116,9 @@ func TestResponseFilterHook(t *testing.T) {
 		if err := a.UnmarshalTo(s); err != nil {
 			return nil, err
 		}
+		if s.GetValue() == "bad" {
+			return nil, errors.New("bad filter config")
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		if f := built[s.GetValue()]; f != nil {
@@ -121,8 +128,8 @@ func TestResponseFilterHook(t *testing.T) {
 		built[s.GetValue()] = f
 		return f, nil
 	}
-	res := func(tag string) *xdstest.Resources {
-		return &xdstest.Resources{Listeners: []types.Resource{withFilter(tag)},
+	res := func(tags ...string) *xdstest.Resources {
+		return &xdstest.Resources{Listeners: []types.Resource{withFilter(tags...)},
 			Clusters: []types.Resource{staticCluster("inbound|"+ps+"||", app.addr)}}
 	}
 	cp.Set(t, nodeID, res("one"))
@@ -192,5 +199,21 @@ func TestResponseFilterHook(t *testing.T) {
 	mu.Unlock()
 	if two.closed.Load() != 0 {
 		t.Fatal("the current filter was closed")
+	}
+	// A rejected update closes the filters it built, not the current ones.
+	cp.Set(t, nodeID, res("two", "three", "bad"))
+	select {
+	case <-cp.NACKs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no NACK")
+	}
+	mu.Lock()
+	three := built["three"]
+	mu.Unlock()
+	if three == nil {
+		t.Fatal("the rejected update's new filter was never built")
+	}
+	if three.closed.Load() != 1 || two.closed.Load() != 0 {
+		t.Fatalf("after a NACK: three closed %d times, two %d", three.closed.Load(), two.closed.Load())
 	}
 }

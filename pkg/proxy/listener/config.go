@@ -202,7 +202,13 @@ type NetworkFilterFactory func(typedConfig *anypb.Any) (ConnFilter, error)
 // filters are reported in Warnings. netFilters (optional) does the same
 // for network filters of virtualInbound's opaque TCP chains
 // (Runtime.InboundConnFilters).
-func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters map[string]FilterFactory, netFilters ...map[string]NetworkFilterFactory) (*Runtime, error) {
+func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters map[string]FilterFactory, netFilters ...map[string]NetworkFilterFactory) (_ *Runtime, err error) {
+	var made []HTTPFilter // factory results; closed when the update is rejected
+	defer func() {
+		if err != nil && len(made) > 0 {
+			_ = CloseUnused(&Runtime{InboundFilters: map[int][]HTTPFilter{0: made}}, prev)
+		}
+	}()
 	rt := &Runtime{Routes: map[string]*router.Table{}, TCP: map[int]string{}, Inbound: map[int]*router.Table{},
 		InboundTCP: map[int]string{}, InboundFilters: map[int][]HTTPFilter{}, OutboundFilters: map[int][]HTTPFilter{},
 		InboundConnFilters: map[int][]ConnFilter{}, Resources: res, Complete: res.Complete()}
@@ -303,6 +309,7 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 					if err != nil {
 						return nil, fmt.Errorf("listener %q: http filter %q: %w", name, hf.GetName(), err)
 					}
+					made = append(made, f)
 					chain = append(chain, f)
 				}
 				switch {
