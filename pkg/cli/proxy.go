@@ -93,6 +93,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			maps.Copy(o.HTTPFilters, wasmEngine.Filters())            // envoy.filters.http.wasm (WasmPlugin, EnvoyFilter)
 			o.StatsCollectors = append(o.StatsCollectors, wasmEngine) // plugin metrics on /stats/prometheus
 			o.DrainTimeout = drain
+			o.ReleaseMemoryAfterUpdate = releasePages
 			if o.Capture { // redirected traffic arrives on the pod's addresses
 				if !cmd.Flags().Changed("outbound-address") {
 					o.OutboundAddress = "0.0.0.0:15001"

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -105,6 +106,15 @@ type Options struct {
 	// StdHTTPServer serves the outbound and inbound listeners with
 	// net/http's server instead of listener.Server (for comparison).
 	StdHTTPServer bool
+
+	// ReleaseMemoryAfterUpdate, once configuration updates settle (2 s
+	// after the last one), returns freed heap to the OS
+	// (debug.FreeOSMemory: building a configuration allocates several
+	// times what it keeps) and drops the executable pages the update
+	// faulted in (ReleaseStartupPages: decoding and translating touch
+	// code the request path never runs; what it does run faults back
+	// in). Process-wide, so only `weft proxy` sets it.
+	ReleaseMemoryAfterUpdate bool
 }
 
 // Addresses are the actually bound listener addresses.
@@ -139,6 +149,9 @@ type Proxy struct {
 	access    *stats.AccessLog
 	gw        *gateway
 	tracer    *tracing.Tracer
+
+	releaseMu    sync.Mutex
+	releaseTimer *time.Timer // ReleaseMemoryAfterUpdate
 }
 
 // httpServer is net/http's or the proxy's own (listener.Server).
@@ -349,6 +362,20 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 		p.gw.sync(res.Listeners, gwCfgs)
 	}
 	p.stats.Counter("xds.update_success").Add(1)
+	if p.opts.ReleaseMemoryAfterUpdate {
+		p.releaseMu.Lock()
+		if p.releaseTimer == nil {
+			p.releaseTimer = time.AfterFunc(2*time.Second, func() {
+				debug.FreeOSMemory()
+				if _, err := ReleaseStartupPages(); err != nil {
+					p.log.Debug("release executable pages", "err", err)
+				}
+			})
+		} else {
+			p.releaseTimer.Reset(2 * time.Second)
+		}
+		p.releaseMu.Unlock()
+	}
 	if rt.Complete {
 		p.readyOnce.Do(func() {
 			close(p.ready)

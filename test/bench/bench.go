@@ -127,6 +127,25 @@ func ProcRSSAnon(pid int) (int64, error) {
 	return parseStatusKB(string(b), "RssAnon")
 }
 
+// ProcRSSSplit reads /proc/PID/smaps_rollup: the anonymous part of the
+// resident set (Anonymous: heap, stacks) and the rest (Rss - Anonymous:
+// file-backed pages such as the executable's text).
+func ProcRSSSplit(pid int) (anon, file int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	rss, err := parseStatusKB(string(b), "Rss")
+	if err != nil {
+		return 0, 0, fmt.Errorf("smaps_rollup: %w", err)
+	}
+	anon, err = parseStatusKB(string(b), "Anonymous")
+	if err != nil {
+		return 0, 0, fmt.Errorf("smaps_rollup: %w", err)
+	}
+	return anon, rss - anon, nil
+}
+
 // ProcRSS reads the resident set size of process pid in bytes.
 func ProcRSS(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

@@ -173,3 +173,17 @@ func TestBenchSmoke(t *testing.T) {
 		t.Error("report lacks the HAProxy ratio")
 	}
 }
+
+func TestProcRSSSplit(t *testing.T) {
+	anon, file, err := ProcRSSSplit(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss, err := ProcRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if anon <= 0 || file <= 0 || anon+file > 2*rss {
+		t.Errorf("anon %d + file %d vs RSS %d", anon, file, rss)
+	}
+}

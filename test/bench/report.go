@@ -93,6 +93,10 @@ func (r *Report) Print(w io.Writer) {
 	if weft != nil {
 		fmt.Fprintf(w, "  weft RSS per proxy, %d services     = %.1f MB (largest of the two)  (target ≤ %.0f MB)  %s\n",
 			c.Services, mb(weft.RSSMax), TargetRSSMB, verdict(mb(weft.RSSMax) <= TargetRSSMB))
+		if weft.RSSMaxAnon > 0 {
+			fmt.Fprintf(w, "    of which anonymous (heap, stacks) %.1f MB, file-backed (weft binary text) %.1f MB (smaps_rollup)\n",
+				mb(weft.RSSMaxAnon), mb(weft.RSSMaxFile))
+		}
 		per := weft.CPUPer1K / float64(weft.Procs)
 		fmt.Fprintf(w, "  weft vCPU per proxy per 1000 rps    = %.4f (both proxies: %.4f)  (target ≤ %.1f)  %s\n",
 			per, weft.CPUPer1K, TargetVCPUPer1K, verdict(per <= TargetVCPUPer1K))

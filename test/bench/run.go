@@ -86,6 +86,10 @@ type Topology struct {
 	CPUPer1K float64 // proxy CPU seconds per 1000 requests, summed, constant-rate run
 	RSSMax   int64   // bytes, largest single proxy, after the extra services (weft only)
 	RSSAnon  int64   // bytes, RssAnon part of RSS (the rest maps the binary), summed
+	// RSSMaxAnon and RSSMaxFile split RSSMax (that proxy's
+	// /proc/PID/smaps_rollup): anonymous (heap, stacks) and file-backed
+	// (pages of the weft binary and libraries).
+	RSSMaxAnon, RSSMaxFile int64
 	// NewConns is how many connections the server sidecar accepted during
 	// the measurement (mTLS topology only: each is a full handshake), and
 	// NewConnsPerSec that count over the measurement's wall time.

@@ -122,7 +122,12 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string, mtls bo
 		if err != nil {
 			return err
 		}
-		t.RSSMax = max(t.RSSMax, rss)
+		if rss > t.RSSMax {
+			t.RSSMax = rss
+			if anon, file, err := ProcRSSSplit(pid); err == nil {
+				t.RSSMaxAnon, t.RSSMaxFile = anon, file
+			}
+		}
 	}
 	return nil
 }

@@ -41,6 +41,7 @@ type h1Conn struct {
 	bw     *bufio.Writer
 	uses   uint32
 	idleAt time.Time
+	head   []byte // scratch for response heads
 }
 
 // NewH1Pool returns a pool dialing with dial (nil: net.Dialer).
@@ -267,7 +268,7 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 			_ = c.Close()
 			return nil, fmt.Errorf("read response: %w", err), resp == nil
 		}
-		r, err := http.ReadResponse(c.br, req)
+		r, err := readResponse(c.br, req, &c.head)
 		if err != nil {
 			stop()
 			_ = c.Close()

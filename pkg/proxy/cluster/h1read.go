@@ -1,0 +1,287 @@
+package cluster
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strings"
+)
+
+// readResponse reads an HTTP/1.x response head from br and frames its
+// body, like http.ReadResponse but copying the head into one string whose
+// substrings become the header values (one allocation for all of them).
+// Bodies: none for HEAD, 1xx, 204 and 304; chunked (trailers merged into
+// Trailer at the end); Content-Length; else until the connection closes.
+// Obsolete line folding, conflicting Content-Length and
+// Content-Length with chunked are errors.
+func readResponse(br *bufio.Reader, req *http.Request, scratch *[]byte) (*http.Response, error) {
+	b := (*scratch)[:0]
+	defer func() { *scratch = b[:0] }()
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(b)+len(frag) > 1<<20 {
+			return nil, errors.New("response head too large")
+		}
+		b = append(b, frag...)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(b) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		n := len(b)
+		if n >= 2 && b[n-2] == '\n' || n >= 3 && b[n-3] == '\n' && b[n-2] == '\r' {
+			break // an empty line
+		}
+	}
+	s := string(b)
+	line, rest, _ := strings.Cut(s, "\n")
+	line = strings.TrimSuffix(line, "\r")
+	proto, status, ok := strings.Cut(line, " ")
+	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
+		return nil, fmt.Errorf("malformed HTTP response %q", line)
+	}
+	code := 0
+	for i := 0; i < 3; i++ {
+		c := status[i]
+		if c < '0' || c > '9' {
+			return nil, fmt.Errorf("malformed HTTP status code %q", status)
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return nil, fmt.Errorf("malformed HTTP status code %q", status)
+	}
+	resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: 1, Request: req}
+	switch proto {
+	case "HTTP/1.1":
+		resp.ProtoMinor = 1
+	case "HTTP/1.0":
+	default:
+		return nil, fmt.Errorf("malformed HTTP version %q", proto)
+	}
+	nf := strings.Count(rest, "\n")
+	hdr := make(http.Header, nf)
+	vals := make([]string, nf)
+	var cls, tes int
+	var cl, te string
+	for i := 0; ; i++ {
+		line, rest, _ = strings.Cut(rest, "\n")
+		line = strings.TrimSuffix(line, "\r")
+		if line == "" {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, errors.New("obsolete line folding in response header")
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || !validFieldName(k) {
+			return nil, fmt.Errorf("malformed response header line %q", line)
+		}
+		v = strings.Trim(v, " \t")
+		for j := 0; j < len(v); j++ {
+			if c := v[j]; (c < ' ' && c != '\t') || c == 0x7f {
+				return nil, fmt.Errorf("invalid response header value for %q", k)
+			}
+		}
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		switch k {
+		case "Content-Length":
+			if cls++; cls > 1 {
+				if v != cl {
+					return nil, errors.New("conflicting Content-Length in response")
+				}
+				continue
+			}
+			cl = v
+		case "Transfer-Encoding":
+			tes++
+			te = v
+			continue
+		}
+		if old := hdr[k]; old != nil {
+			hdr[k] = append(old, v)
+			continue
+		}
+		vals[i] = v
+		hdr[k] = vals[i : i+1 : i+1]
+	}
+	resp.Header = hdr
+	if hasConnClose(hdr) {
+		resp.Close = true
+		delete(hdr, "Connection") // as net/http
+	} else {
+		resp.Close = resp.ProtoMinor == 0 && !hasToken(hdr, "keep-alive")
+	}
+	noBody := req.Method == http.MethodHead || code/100 == 1 || code == 204 || code == 304
+	chunked := false
+	if tes > 0 && resp.ProtoMinor >= 1 {
+		if tes > 1 || !strings.EqualFold(te, "chunked") {
+			return nil, fmt.Errorf("unsupported transfer encoding %q", te)
+		}
+		if cls > 0 {
+			return nil, errors.New("response has both Content-Length and chunked")
+		}
+		chunked = true
+	}
+	resp.ContentLength = -1
+	if cls > 0 {
+		n, ok := parseLength(cl)
+		if !ok {
+			return nil, fmt.Errorf("bad Content-Length %q", cl)
+		}
+		resp.ContentLength = n
+	}
+	switch {
+	case noBody:
+		if code == 204 || code/100 == 1 || code == 304 {
+			resp.ContentLength = 0
+		}
+		resp.Body = http.NoBody
+		if req.Method == http.MethodHead || code == 304 {
+			// HEAD/304 keep the announced length, as net/http does.
+			if cls == 0 {
+				resp.ContentLength = -1
+			}
+		}
+	case chunked:
+		resp.ContentLength = -1
+		resp.TransferEncoding = []string{"chunked"}
+		if tv := hdr["Trailer"]; tv != nil {
+			delete(hdr, "Trailer")
+			resp.Trailer = http.Header{}
+			for _, v := range tv {
+				for _, f := range strings.Split(v, ",") {
+					if f = strings.TrimSpace(f); f != "" {
+						resp.Trailer[textproto.CanonicalMIMEHeaderKey(f)] = nil
+					}
+				}
+			}
+		}
+		resp.Body = &chunkedBody{r: httputil.NewChunkedReader(br), br: br, resp: resp}
+	case resp.ContentLength == 0:
+		resp.Body = http.NoBody
+	case resp.ContentLength > 0:
+		resp.Body = &lengthBody{br: br, left: resp.ContentLength}
+	default: // delimited by the connection's close
+		resp.Close = true
+		resp.Body = io.NopCloser(br)
+	}
+	return resp, nil
+}
+
+func hasToken(h http.Header, token string) bool {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func parseLength(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(s[i]-'0')
+	}
+	return n, true
+}
+
+type lengthBody struct {
+	br   *bufio.Reader
+	left int64
+}
+
+func (b *lengthBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.br.Read(p)
+	b.left -= int64(n)
+	if b.left == 0 {
+		return n, io.EOF
+	}
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (b *lengthBody) Close() error { return nil }
+
+// chunkedBody decodes a chunked response and then reads its trailer
+// section (httputil's reader stops after the last chunk's size line).
+type chunkedBody struct {
+	r    io.Reader
+	br   *bufio.Reader
+	resp *http.Response
+	done bool
+}
+
+func (b *chunkedBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		if terr := b.readTrailer(); terr != nil {
+			return n, terr
+		}
+		b.done = true
+		return n, io.EOF
+	}
+	return n, err
+}
+
+func (b *chunkedBody) readTrailer() error {
+	size := 0
+	for {
+		line, err := b.br.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("read trailer: %w", err)
+		}
+		if size += len(line); size > 64<<10 {
+			return errors.New("response trailer too large")
+		}
+		l := strings.TrimSuffix(strings.TrimSuffix(string(line), "\n"), "\r")
+		if l == "" {
+			return nil
+		}
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || !validFieldName(k) || l[0] == ' ' || l[0] == '\t' {
+			return fmt.Errorf("malformed trailer line %q", l)
+		}
+		k = textproto.CanonicalMIMEHeaderKey(k)
+		switch k {
+		case "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		if b.resp.Trailer == nil {
+			b.resp.Trailer = http.Header{}
+		}
+		b.resp.Trailer[k] = append(b.resp.Trailer[k], strings.Trim(v, " \t"))
+	}
+}
+
+func (b *chunkedBody) Close() error { return nil }
