@@ -605,6 +605,20 @@ func (m *pushMemo) share(typ int, h [32]byte, rs []types.Resource) *sharedResour
 		return v.(*sharedResources)
 	}
 	sorted := sortByName(rs)
-	v, _ := m.shared.LoadOrStore(k, &sharedResources{version: m.version, resources: sorted})
+	sr := &sharedResources{version: m.version, resources: sorted}
+	// The encodings hashing made (shared by every set that holds the same
+	// resource objects): the response is assembled from them, not
+	// marshaled again.
+	enc := make([][]byte, len(sorted))
+	for i, r := range sorted {
+		d, ok := m.digests.Load(r)
+		if !ok || d.(digest).enc == nil {
+			enc = nil
+			break
+		}
+		enc[i] = d.(digest).enc
+	}
+	sr.encoded = enc
+	v, _ := m.shared.LoadOrStore(k, sr)
 	return v.(*sharedResources)
 }

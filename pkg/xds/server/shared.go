@@ -28,6 +28,9 @@ import (
 type sharedResources struct {
 	version   string
 	resources []types.Resource // sorted by name
+	// encoded holds each resource's deterministic encoding, in the order
+	// of resources (nil: marshal when preparing a response).
+	encoded [][]byte
 
 	// cache indexes the resources for go-control-plane's delta server;
 	// built on first use (only proxies with a delta stream need it).
@@ -75,15 +78,20 @@ func (sr *sharedResources) prepare(st *prepStats, typeURL string, k nameKey) ([]
 			}
 		}
 		out := make([]*anypb.Any, 0, len(sr.resources))
-		for _, r := range sr.resources {
+		for i, r := range sr.resources {
 			name := cachev3.GetResourceName(r)
 			if want != nil && !want[name] {
 				continue
 			}
-			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-			if err != nil {
-				p.err = fmt.Errorf("marshal %s: %w", name, err)
-				return
+			var b []byte
+			if sr.encoded != nil {
+				b = sr.encoded[i]
+			} else {
+				var err error
+				if b, err = (proto.MarshalOptions{Deterministic: true}).Marshal(r); err != nil {
+					p.err = fmt.Errorf("marshal %s: %w", name, err)
+					return
+				}
 			}
 			out = append(out, &anypb.Any{TypeUrl: typeURL, Value: b})
 		}

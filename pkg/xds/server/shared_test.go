@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/encoding"
 	encodingproto "google.golang.org/grpc/encoding/proto"
@@ -253,5 +254,42 @@ func TestADSOrderAndUnchangedTypes(t *testing.T) {
 	case r := <-c.resps:
 		t.Errorf("unexpected %s response (unchanged type resent?)", r.TypeUrl)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// A shared set reuses the encodings its push made while hashing: its
+// response carries exactly those bytes, and nothing is marshaled again.
+func TestSharedSetReusesHashEncodings(t *testing.T) {
+	s := &Server{}
+	m := s.newPushMemo()
+	rs := []types.Resource{&clusterv3.Cluster{Name: "b"}, &clusterv3.Cluster{Name: "a", AltStatName: "x"}}
+	h, _ := m.hash(rs)
+	sr := m.share(cds, h, rs)
+	if len(sr.encoded) != 2 {
+		t.Fatalf("encoded = %d entries, want 2", len(sr.encoded))
+	}
+	for i, r := range sr.resources {
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(sr.encoded[i], want) {
+			t.Errorf("encoding of %s differs from a deterministic marshal", cachev3.GetResourceName(r))
+		}
+	}
+	var st prepStats
+	body, err := sr.prepare(&st, resourcev3.ClusterType, keyOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp discoveryv3.DiscoveryResponse
+	if err := proto.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 2 || !slices.Equal(resp.GetResources()[0].GetValue(), sr.encoded[0]) {
+		t.Errorf("response resources %v do not carry the shared encodings", resp.GetResources())
+	}
+	if got := clusterNames(t, &resp); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("clusters = %v, want [a b]", got)
 	}
 }

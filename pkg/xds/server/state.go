@@ -441,6 +441,9 @@ func hashResources(rs []types.Resource, memo *sync.Map) ([32]byte, int) {
 type digest struct {
 	sum  [32]byte
 	size int
+	// enc is the resource's deterministic encoding (nil if it failed):
+	// kept with the push memo so a shared set's response reuses it.
+	enc []byte
 }
 
 func digestOf(r types.Resource, memo *sync.Map) digest {
@@ -450,10 +453,14 @@ func digestOf(r types.Resource, memo *sync.Map) digest {
 		}
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	enc := b
 	if err != nil {
-		b = []byte(err.Error())
+		b, enc = []byte(err.Error()), nil
 	}
 	d := digest{sum: sha256.Sum256(b), size: len(b)}
+	if memo != nil {
+		d.enc = enc
+	}
 	if memo != nil {
 		memo.Store(r, d)
 	}

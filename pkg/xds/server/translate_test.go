@@ -328,9 +328,8 @@ spec:
 
 // Sidecars of two deployments in one namespace are different classes
 // (their inbound sides differ) but share the translated outbound side: the
-// same route table and outbound clusters (the same objects, translated
-// once), the route table encoded once and sent to both, while each gets
-// its own inbound cluster.
+// same route table and outbound clusters (the same objects, translated and
+// hashed once), while each gets its own inbound cluster.
 func TestClassesShareOutboundResponses(t *testing.T) {
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
 	if err != nil {
@@ -370,12 +369,11 @@ func TestClassesShareOutboundResponses(t *testing.T) {
 		c.send(t, &discoveryv3.DiscoveryRequest{Node: n, TypeUrl: typeURL, ResourceNames: names})
 		return c.next(t)
 	}
-	before := srv.prepared.marshals.Load()
+	// (That equal route tables are encoded once per push is
+	// TestSharedResponsesMarshalOnce's; a push may come between these two
+	// connects, so it is not counted here.)
 	r1 := get(node("productpage", "9081"), resourcev3.RouteType, "9080")
 	r2 := get(node("ratings", "9082"), resourcev3.RouteType, "9080")
-	if got := srv.prepared.marshals.Load() - before; got != 1 {
-		t.Errorf("route table encoded %d times for two deployments' sidecars, want 1", got)
-	}
 	if len(r1.GetResources()) != 1 || !slices.Equal(r1.GetResources()[0].GetValue(), r2.GetResources()[0].GetValue()) {
 		t.Error("the two sidecars got different route tables")
 	}
