@@ -348,6 +348,7 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 		gwCfgs, warnings, err = compileGateway(res.Listeners)
 		if err != nil {
 			p.stats.Counter("xds.update_rejected").Add(1)
+			_ = listener.CloseUnused(rt, p.rt.Load()) // filters only this rejected update built
 			return err
 		}
 		rt.Warnings = append(rt.Warnings, warnings...)
