@@ -24,6 +24,9 @@
 // picked by its load balancer and the connection uses the cluster's
 // transport (ISTIO_MUTUAL mutual TLS when configured); outcomes feed its
 // outlier detection. Without it the service is dialed directly.
+//
+// NetworkFilters provides envoy.filters.network.ext_authz (gRPC) for
+// inbound opaque TCP connections (CUSTOM on TCP).
 package extauthz
 
 import (
