@@ -89,6 +89,48 @@ spec:
 	b.ReportMetric(float64(patched)/float64(none), "patched/none")
 }
 
+// BenchmarkCacheDeployments translates the 1000-service mesh for the
+// sidecars of 50 deployments of one namespace (different labels, app
+// ports, workloads), first with Build for each (the baseline), then
+// through one Cache, as a push does, and reports both and their ratio.
+func BenchmarkCacheDeployments(b *testing.B) {
+	in, p := bench1000(b)
+	var proxies []*model.Proxy
+	for d := range 50 {
+		q := *p
+		q.ID = fmt.Sprintf("sidecar~10.9.0.%d~app%d-1.%s~%s.svc.cluster.local", d, d, p.Namespace, p.Namespace)
+		q.Workload = fmt.Sprintf("app%d", d)
+		q.Labels = map[string]string{"app": q.Workload, "version": "v1"}
+		q.AppPorts = []uint32{uint32(9000 + d)}
+		proxies = append(proxies, &q)
+	}
+	var build, cached time.Duration
+	n := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		t0 := time.Now()
+		for _, q := range proxies {
+			if _, err := Build(in, q); err != nil {
+				b.Fatal(err)
+			}
+		}
+		t1 := time.Now()
+		c := NewCache(in)
+		for _, q := range proxies {
+			if _, err := c.Build(q); err != nil {
+				b.Fatal(err)
+			}
+		}
+		cached += time.Since(t1)
+		build += t1.Sub(t0)
+		n++
+	}
+	b.ReportMetric(float64(build.Milliseconds())/float64(n), "ms/50-Build")
+	b.ReportMetric(float64(cached.Milliseconds())/float64(n), "ms/50-Cache.Build")
+	b.ReportMetric(float64(build)/float64(cached), "Build/Cache")
+}
+
 // bench1000 is the 1000-service mesh of BenchmarkBuild1000Services and
 // the sidecar translated.
 func bench1000(b *testing.B) (*Input, *model.Proxy) {
