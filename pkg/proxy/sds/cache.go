@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -57,13 +58,15 @@ type state struct {
 // secrets made from them. Safe for concurrent use; the zero value is not
 // usable, call NewCache.
 type Cache struct {
-	mu  sync.Mutex
-	cur *state
+	mu  sync.Mutex // serializes Set
+	cur atomic.Pointer[state]
 }
 
 // NewCache returns an empty cache (no secrets until the first Set).
 func NewCache() *Cache {
-	return &Cache{cur: &state{changed: make(chan struct{})}}
+	c := &Cache{}
+	c.cur.Store(&state{changed: make(chan struct{})})
+	return c
 }
 
 // Set makes b the current certificate: new handshakes use it and SDS
@@ -103,9 +106,9 @@ func (c *Cache) Set(b *caclient.Bundle) error {
 	cert := b.Cert
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := c.cur
-	c.cur = &state{gen: old.gen + 1, cert: &cert, roots: b.Roots, secrets: secrets, changed: make(chan struct{})}
-	close(old.changed)
+	old := c.cur.Load()
+	c.cur.Store(&state{gen: old.gen + 1, cert: &cert, roots: b.Roots, secrets: secrets, changed: make(chan struct{})})
+	close(old.changed) // after the Store: a woken reader sees the new state
 	return nil
 }
 
@@ -121,11 +124,8 @@ func contentVersion(parts ...[]byte) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-func (c *Cache) load() *state {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cur
-}
+// load returns the current generation without locking (per handshake).
+func (c *Cache) load() *state { return c.cur.Load() }
 
 // Version is the cache generation: 0 before the first Set, then one more
 // per Set. SotW responses carry it as version_info.

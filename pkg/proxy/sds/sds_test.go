@@ -327,3 +327,48 @@ func TestFetchSecrets(t *testing.T) {
 		t.Fatalf("unknown secret: err %v, want it named", err)
 	}
 }
+
+// TestStreamSecretsNames: a SotW stream gets exactly the names it asks
+// for, an ACK brings no response, a new name list does, and unknown names
+// are left out.
+func TestStreamSecretsNames(t *testing.T) {
+	t.Parallel()
+	m := startMesh(t, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := m.client.StreamSecrets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(nonce, version string, names ...string) {
+		t.Helper()
+		if err := stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resourcev3.SecretType, ResourceNames: names, ResponseNonce: nonce, VersionInfo: version}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func(want ...string) *discoveryv3.DiscoveryResponse {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := secrets(t, resp.GetResources())
+		if len(got) != len(want) {
+			t.Fatalf("got secrets %v, want %v", keys(got), want)
+		}
+		for _, n := range want {
+			if got[n] == nil {
+				t.Fatalf("got secrets %v, want %v", keys(got), want)
+			}
+		}
+		return resp
+	}
+	ask("", "", sds.RootCASecret)
+	r1 := recv(sds.RootCASecret)
+	ask(r1.GetNonce(), r1.GetVersionInfo(), sds.RootCASecret) // ACK: no response
+	ask(r1.GetNonce(), r1.GetVersionInfo(), sds.WorkloadCertSecret, "kubernetes://other")
+	r2 := recv(sds.WorkloadCertSecret)
+	if r2.GetVersionInfo() != r1.GetVersionInfo() {
+		t.Fatalf("version %s -> %s without a rotation", r1.GetVersionInfo(), r2.GetVersionInfo())
+	}
+}
