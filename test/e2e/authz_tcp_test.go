@@ -98,6 +98,12 @@ spec:
 		}
 	}
 	wait("client-a's echo through the sidecars", func() bool { return tcpEcho(clientA.Outbound, "db:9000") == nil })
+	// client-b started after client-a: wait until it routes to db (a
+	// CONNECT it has no route for yet is a 404, not an RBAC denial).
+	wait("client-b's route to db", func() bool {
+		err := tcpEcho(clientB.Outbound, "db:9000")
+		return err == nil || !strings.Contains(err.Error(), "CONNECT: 404")
+	})
 	drain()
 	for i := 0; i < 3; i++ {
 		if err := tcpEcho(clientB.Outbound, "db:9000"); err == nil {

@@ -231,9 +231,14 @@ func TestKubernetesMesh(t *testing.T) {
 		"--metrics-address", "", "--health-address", "", "--status-address", "", "--ready-file", ready)
 	var addrs struct{ Admin, Outbound string }
 	must(t, json.Unmarshal([]byte(harness.WaitForFile(t, ready, 30*time.Second, px)), &addrs))
-	if !strings.Contains(px.Stderr(), "spiffe_id=spiffe://cluster.local/ns/shop/sa/productpage") {
-		t.Fatalf("proxy did not log its SPIFFE identity from the service-account token:\n%s", px.Stderr())
-	}
+	// The log reaches the test through a pipe: poll, the ready file may
+	// be seen first.
+	waitFor(t, "the proxy's SPIFFE identity from the service-account token in its log", 10*time.Second, func() error {
+		if !strings.Contains(px.Stderr(), "spiffe_id=spiffe://cluster.local/ns/shop/sa/productpage") {
+			return fmt.Errorf("not logged:\n%s", px.Stderr())
+		}
+		return nil
+	})
 
 	const reviews = "outbound|9080||reviews.shop.svc.cluster.local"
 	waitFor(t, "reviews endpoints at the proxy", 30*time.Second, hostsAre(addrs.Admin, reviews, "10.1.0.1:9080", "10.1.0.2:9080"))
