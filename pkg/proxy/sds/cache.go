@@ -24,6 +24,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/pkg/ca/caclient"
 )
@@ -41,7 +42,8 @@ var ErrNoCertificate = errors.New("sds: no workload certificate yet")
 // entry is one cached secret with its content version.
 type entry struct {
 	secret  *tlsv3.Secret
-	version string // hash of the content: unchanged roots keep their version
+	any     *anypb.Any // secret marshalled once per generation, shared by all streams
+	version string     // hash of the content: unchanged roots keep their version
 }
 
 // state is one immutable generation of the cache.
@@ -102,6 +104,14 @@ func (c *Cache) Set(b *caclient.Bundle) error {
 			}}},
 			version: contentVersion(roots),
 		},
+	}
+	for n, e := range secrets {
+		a, err := anypb.New(e.secret)
+		if err != nil {
+			return fmt.Errorf("sds: marshal %s: %w", n, err)
+		}
+		e.any = a
+		secrets[n] = e
 	}
 	cert := b.Cert
 	c.mu.Lock()

@@ -35,9 +35,10 @@ type mesh struct {
 	ca     *ca.CA
 	cache  *sds.Cache
 	client secretv3.SecretDiscoveryServiceClient
+	cfg    caclient.Config // fetches a certificate from the CA
 }
 
-func startMesh(t *testing.T, ttl time.Duration) *mesh {
+func startMesh(t testing.TB, ttl time.Duration) *mesh {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -98,7 +99,7 @@ func startMesh(t *testing.T, ttl time.Duration) *mesh {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &mesh{ca: c, cache: cache, client: secretv3.NewSecretDiscoveryServiceClient(conn)}
+	return &mesh{ca: c, cache: cache, client: secretv3.NewSecretDiscoveryServiceClient(conn), cfg: cfg}
 }
 
 // secrets decodes a response's resources by name.

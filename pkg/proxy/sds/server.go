@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Server serves a Cache over envoy.service.secret.v3.SecretDiscoveryService:
@@ -181,11 +180,7 @@ func (s *Server) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.Disco
 			Nonce:       s.nextNonce(),
 		}
 		for _, n := range sortedNames(found) {
-			a, err := anypb.New(found[n].secret)
-			if err != nil {
-				return fmt.Errorf("sds: marshal %s: %w", n, err)
-			}
-			resp.Resources = append(resp.Resources, a)
+			resp.Resources = append(resp.Resources, found[n].any)
 		}
 		if err := stream.Send(resp); err != nil {
 			return err
@@ -271,11 +266,7 @@ func (s *Server) DeltaSecrets(stream grpc.BidiStreamingServer[discoveryv3.DeltaD
 			if have[n] == e.version {
 				continue
 			}
-			a, err := anypb.New(e.secret)
-			if err != nil {
-				return fmt.Errorf("sds: marshal %s: %w", n, err)
-			}
-			resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: n, Version: e.version, Resource: a})
+			resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: n, Version: e.version, Resource: e.any})
 		}
 		if len(resp.Resources) == 0 {
 			return nil
@@ -346,11 +337,7 @@ func (s *Server) FetchSecrets(_ context.Context, r *discoveryv3.DiscoveryRequest
 	}
 	resp := &discoveryv3.DiscoveryResponse{VersionInfo: strconv.FormatInt(st.gen, 10), TypeUrl: resourcev3.SecretType, Nonce: s.nextNonce()}
 	for _, n := range sortedNames(found) {
-		a, err := anypb.New(found[n].secret)
-		if err != nil {
-			return nil, fmt.Errorf("sds: marshal %s: %w", n, err)
-		}
-		resp.Resources = append(resp.Resources, a)
+		resp.Resources = append(resp.Resources, found[n].any)
 	}
 	return resp, nil
 }
