@@ -135,8 +135,14 @@ type typeState struct {
 	nackRepeats   int
 }
 
+// MaxResponseBytes bounds one discovery response. gRPC's default (4 MiB)
+// is too small for a mesh-wide route table or wasm modules inline in a
+// listener; the proxy would reconnect forever. Envoy sets no such limit.
+const MaxResponseBytes = 256 << 20
+
 func (c *Client) stream(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.cfg.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.cfg.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes)))
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", c.cfg.Address, err)
 	}

@@ -3,6 +3,7 @@ package xdsclient_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -153,4 +155,23 @@ func TestNewValidates(t *testing.T) {
 			t.Errorf("%s: New succeeded", name)
 		}
 	}
+}
+
+// TestLargeResponse: a response above gRPC's default 4 MiB receive limit
+// (a big route table, or wasm modules inline in a listener) is accepted.
+func TestLargeResponse(t *testing.T) {
+	var routes []*routev3.Route
+	for i := range 6000 {
+		routes = append(routes, xdstest.ToCluster(fmt.Sprintf("r%d-%s", i, strings.Repeat("x", 1000)), "c1"))
+	}
+	cp := xdstest.Start(t)
+	cp.Set(t, node, &xdstest.Resources{
+		Listeners: []types.Resource{xdstest.HTTPListener(9080)},
+		Routes:    []types.Resource{xdstest.RouteConfig(9080, "a", routes...)},
+		Clusters:  []types.Resource{xdstest.EDSCluster("c1")},
+		Endpoints: []types.Resource{xdstest.Endpoints("c1", "w", "127.0.0.1:1")},
+	})
+	rec := &recorder{}
+	start(t, cp, rec)
+	wait(t, "complete set with a 6 MB route table", func() bool { l := rec.last(); return l != nil && l.Complete() })
 }
