@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +25,7 @@ func TestEnvoyFilterPatchesLiveTraffic(t *testing.T) {
 	bin := weft.Binary(t)
 
 	// The app echoes x-envoyfilter; /slow answers after 3 s.
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	appPort := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			select {
 			case <-time.After(3 * time.Second):
@@ -37,29 +34,14 @@ func TestEnvoyFilterPatchesLiveTraffic(t *testing.T) {
 			}
 		}
 		fmt.Fprintf(w, "x-envoyfilter=%q", r.Header.Get("X-Envoyfilter"))
-	})}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Serve(lis) }()
-	t.Cleanup(func() { app.Close() })
-	appPort := lis.Addr().(*net.TCPAddr).Port
+	}))
 
 	cp := harness.StartControlPlane(t, bin, "--data-dir", t.TempDir(), "--xds-address", "127.0.0.1:0",
 		"--monitoring-address", "127.0.0.1:0", "--dashboard-address", "", "--debounce", "50ms")
-	xds := regexpFind(t, cp.Stderr(), `xDS server listening.*?address=([0-9.]+:[0-9]+)`)
+	xds := cp.ListenAddress(t, "xDS server")
 	c := cli{t: t, bin: bin, env: []string{"WEFT_SERVER=" + cp.URL}}
 
-	ready := filepath.Join(t.TempDir(), "ready.json")
-	proxy := harness.Start(t, bin, nil, "proxy", "--control-plane", xds, "--namespace", "default", "--workload", "shop-v1",
-		"--labels", "app=shop", "--app-port", strconv.Itoa(appPort), "--service", "shop:8080/http",
-		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
-		"--metrics-address", "127.0.0.1:0", "--health-address", "", "--status-address", "", "--ready-file", ready)
-	var addrs proxyAddrs
-	if err := json.Unmarshal([]byte(harness.WaitForFile(t, ready, 30*time.Second, proxy)), &addrs); err != nil {
-		t.Fatal(err)
-	}
+	addrs, proxy := startAppSidecar(t, bin, xds, "shop", appPort)
 
 	client := &http.Client{Timeout: 10 * time.Second}
 	get := func(path string) (int, string, error) {

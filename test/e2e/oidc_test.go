@@ -10,13 +10,11 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,13 +74,7 @@ func TestRequestAuthenticationOIDCDiscovery(t *testing.T) {
 	}
 	good, forged := sign(key), sign(forger)
 
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "app") })}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Serve(lis) }()
-	t.Cleanup(func() { app.Close() })
+	appPort := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "app") }))
 
 	configDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(configDir, "ra.yaml"), []byte(`apiVersion: security.istio.io/v1
@@ -98,15 +90,7 @@ spec:
 	cp := harness.StartControlPlane(t, bin, "--config-dir", configDir, "--data-dir", t.TempDir(), "--xds-address", "127.0.0.1:0",
 		"--monitoring-address", "", "--dashboard-address", "", "--debounce", "50ms")
 	xds := cp.ListenAddress(t, "xDS server")
-	ready := filepath.Join(t.TempDir(), "ready.json")
-	proxy := harness.Start(t, bin, nil, "proxy", "--control-plane", xds, "--namespace", "default", "--workload", "shop-v1",
-		"--labels", "app=shop", "--app-port", strconv.Itoa(lis.Addr().(*net.TCPAddr).Port), "--service", "shop:8080/http",
-		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
-		"--metrics-address", "", "--health-address", "", "--status-address", "", "--ready-file", ready)
-	var addrs proxyAddrs
-	if err := json.Unmarshal([]byte(harness.WaitForFile(t, ready, 30*time.Second, proxy)), &addrs); err != nil {
-		t.Fatal(err)
-	}
+	addrs, proxy := startAppSidecar(t, bin, xds, "shop", appPort)
 	get := func(token string) int {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addrs.Inbound+"/", nil)
 		if token != "" {

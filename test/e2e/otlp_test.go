@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -158,7 +157,7 @@ spec:
 	}
 	cp := harness.StartControlPlane(t, weft.Binary(t), "--config-dir", configDir, "--mesh-config", meshFile,
 		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "", "--debounce", "50ms")
-	xds := regexpFind(t, cp.Stderr(), `xDS server listening.*?address=([0-9.]+:[0-9]+)`)
+	xds := cp.ListenAddress(t, "xDS server")
 
 	bin := weft.Binary(t)
 	startProxy := func(workload string, extra ...string) (*harness.Process, string) {
@@ -257,13 +256,4 @@ func attr(s *tracepb.Span, k string) string {
 		}
 	}
 	return ""
-}
-
-func regexpFind(t *testing.T, s, re string) string {
-	t.Helper()
-	m := regexp.MustCompile(re).FindStringSubmatch(s)
-	if m == nil {
-		t.Fatalf("no %q in:\n%s", re, s)
-	}
-	return m[1]
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -83,30 +81,15 @@ func TestWasmPluginOCI(t *testing.T) {
 	}
 	push("plugins/header-docker:v1", dockerImg)
 
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	appPort := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "x-my-header=%q", r.Header.Get("X-My-Header"))
-	})}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Serve(lis) }()
-	t.Cleanup(func() { app.Close() })
-	appPort := lis.Addr().(*net.TCPAddr).Port
+	}))
 
 	cp := harness.StartControlPlane(t, bin, "--data-dir", t.TempDir(), "--xds-address", "127.0.0.1:0",
 		"--monitoring-address", "127.0.0.1:0", "--dashboard-address", "", "--debounce", "50ms")
-	xds := regexpFind(t, cp.Stderr(), `xDS server listening.*?address=([0-9.]+:[0-9]+)`)
+	xds := cp.ListenAddress(t, "xDS server")
 	c := cli{t: t, bin: bin, env: []string{"WEFT_SERVER=" + cp.URL}}
-	ready := filepath.Join(t.TempDir(), "ready.json")
-	proxy := harness.Start(t, bin, nil, "proxy", "--control-plane", xds, "--namespace", "default", "--workload", "web-v1",
-		"--labels", "app=web", "--app-port", strconv.Itoa(appPort), "--service", "web:8080/http",
-		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
-		"--metrics-address", "127.0.0.1:0", "--health-address", "", "--status-address", "", "--ready-file", ready)
-	var addrs proxyAddrs
-	if err := json.Unmarshal([]byte(harness.WaitForFile(t, ready, 30*time.Second, proxy)), &addrs); err != nil {
-		t.Fatal(err)
-	}
+	addrs, proxy := startAppSidecar(t, bin, xds, "web", appPort)
 	eventually := func(what string, want func(code int, body string) bool) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)

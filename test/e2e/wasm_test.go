@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -74,31 +72,16 @@ func TestWasmPlugins(t *testing.T) {
 	seedModule := asHeaderModule(t)
 
 	// The app reports the header it received.
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	appPort := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "x-my-header=%q", r.Header.Get("X-My-Header"))
-	})}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Serve(lis) }()
-	t.Cleanup(func() { app.Close() })
-	appPort := lis.Addr().(*net.TCPAddr).Port
+	}))
 
 	cp := harness.StartControlPlane(t, bin, "--data-dir", t.TempDir(), "--xds-address", "127.0.0.1:0",
 		"--monitoring-address", "127.0.0.1:0", "--dashboard-address", "", "--debounce", "50ms")
-	xds := regexpFind(t, cp.Stderr(), `xDS server listening.*?address=([0-9.]+:[0-9]+)`)
+	xds := cp.ListenAddress(t, "xDS server")
 	c := cli{t: t, bin: bin, env: []string{"WEFT_SERVER=" + cp.URL}}
 
-	ready := filepath.Join(t.TempDir(), "ready.json")
-	proxy := harness.Start(t, bin, nil, "proxy", "--control-plane", xds, "--namespace", "default", "--workload", "web-v1",
-		"--labels", "app=web", "--app-port", strconv.Itoa(appPort), "--service", "web:8080/http",
-		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
-		"--metrics-address", "127.0.0.1:0", "--health-address", "", "--status-address", "", "--ready-file", ready)
-	var addrs proxyAddrs
-	if err := json.Unmarshal([]byte(harness.WaitForFile(t, ready, 30*time.Second, proxy)), &addrs); err != nil {
-		t.Fatal(err)
-	}
+	addrs, proxy := startAppSidecar(t, bin, xds, "web", appPort)
 
 	apply := func(name, yaml string) {
 		t.Helper()
