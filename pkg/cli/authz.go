@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -169,18 +170,7 @@ input errors.`,
 			if pol.Custom != nil && len(d.Shadow) == 0 && pol.ExtAuthz != nil {
 				fmt.Fprintf(out, "CUSTOM: no rule matches; ext_authz provider %q is not asked\n", pol.Provider)
 			}
-			switch {
-			case !d.Allowed && strings.HasPrefix(d.Policy, authz.ExtAuthzPrefix):
-				fmt.Fprintf(out, "DENIED by %s: its provider %q cannot be used, so its rules deny (see the warning)\n", explain(d.Policy), pol.Provider)
-			case d.Allowed && d.Action == "":
-				fmt.Fprintln(out, "ALLOWED: no ALLOW or DENY policy applies")
-			case d.Allowed:
-				fmt.Fprintf(out, "ALLOWED by %s\n", explain(d.Policy))
-			case d.Action == "DENY":
-				fmt.Fprintf(out, "DENIED by %s\n", explain(d.Policy))
-			default:
-				fmt.Fprintln(out, "DENIED: ALLOW policies apply and none matched")
-			}
+			printVerdict(out, d, pol.Provider, "ALLOWED", "DENIED")
 			if !d.Allowed {
 				return &exitError{code: 2, err: fmt.Errorf("%s", rbac.DeniedBody)}
 			}
@@ -288,18 +278,7 @@ func checkTCP(cmd *cobra.Command, rs []*config.Resource, proxy *model.Proxy, o a
 		}
 		fmt.Fprintf(out, "assuming provider %q allows (--ext-authz-result allow)\n", pol.Provider)
 	}
-	switch {
-	case !d.Allowed && strings.HasPrefix(d.Policy, authz.ExtAuthzPrefix):
-		fmt.Fprintf(out, "DENIED (TCP, connection closed) by %s: its provider %q cannot be used, so its rules deny (see the warning)\n", explain(d.Policy), pol.Provider)
-	case d.Allowed && d.Action == "":
-		fmt.Fprintln(out, "ALLOWED (TCP): no ALLOW or DENY policy applies")
-	case d.Allowed:
-		fmt.Fprintf(out, "ALLOWED (TCP) by %s\n", explain(d.Policy))
-	case d.Action == "DENY":
-		fmt.Fprintf(out, "DENIED (TCP, connection closed) by %s\n", explain(d.Policy))
-	default:
-		fmt.Fprintln(out, "DENIED (TCP, connection closed): ALLOW policies apply and none matched")
-	}
+	printVerdict(out, d, pol.Provider, "ALLOWED (TCP)", "DENIED (TCP, connection closed)")
 	if !d.Allowed {
 		return &exitError{code: 2, err: fmt.Errorf("connection denied")}
 	}
@@ -307,6 +286,23 @@ func checkTCP(cmd *cobra.Command, rs []*config.Resource, proxy *model.Proxy, o a
 }
 
 // explain turns an RBAC policy name into "policy NS/NAME rule N".
+// printVerdict prints the decision's last line; allowed and denied are the
+// verdict words (HTTP requests and TCP connections differ only there).
+func printVerdict(out io.Writer, d rbac.Decision, provider, allowed, denied string) {
+	switch {
+	case !d.Allowed && strings.HasPrefix(d.Policy, authz.ExtAuthzPrefix):
+		fmt.Fprintf(out, "%s by %s: its provider %q cannot be used, so its rules deny (see the warning)\n", denied, explain(d.Policy), provider)
+	case d.Allowed && d.Action == "":
+		fmt.Fprintf(out, "%s: no ALLOW or DENY policy applies\n", allowed)
+	case d.Allowed:
+		fmt.Fprintf(out, "%s by %s\n", allowed, explain(d.Policy))
+	case d.Action == "DENY":
+		fmt.Fprintf(out, "%s by %s\n", denied, explain(d.Policy))
+	default:
+		fmt.Fprintf(out, "%s: ALLOW policies apply and none matched\n", denied)
+	}
+}
+
 func explain(name string) string {
 	if ns, n, idx, ok := authz.ParsePolicyName(name); ok {
 		return fmt.Sprintf("AuthorizationPolicy %s/%s rule %d", ns, n, idx)
