@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -13,10 +14,14 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/pkg/iptables"
 	"github.com/weftmesh/weft/pkg/netnstest"
@@ -43,6 +48,8 @@ func TestMain(m *testing.M) {
 		}
 	case "client":
 		helperClient(os.Getenv("WEFT_TARGET"))
+	case "tcpclient":
+		helperTCPClient(os.Getenv("WEFT_TARGET"))
 	}
 	os.Exit(0)
 }
@@ -61,9 +68,78 @@ func helperApp() {
 		}
 		lns = append(lns, ln)
 	}
+	// 7000 (a mesh TCP service) and 7001 (not one) speak a server-first
+	// protocol: a banner, then each line echoed back.
+	for _, a := range []string{"0.0.0.0:7000", "0.0.0.0:7001"} {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go serveBanner(ln)
+	}
 	fmt.Println("ready")
 	go func() { _ = http.Serve(lns[1], h) }()
 	_ = http.Serve(lns[0], h)
+}
+
+func serveBanner(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			fmt.Fprintf(c, "banner %s\n", c.LocalAddr())
+			br := bufio.NewReader(c)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "echo %s", line)
+			}
+		}()
+	}
+}
+
+// helperTCPClient waits for the server's banner, sends a line that is not
+// HTTP and prints both lines it got back.
+func helperTCPClient(target string) {
+	c, err := net.DialTimeout("tcp", target, 5*time.Second)
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	banner, err := br.ReadString('\n')
+	if err != nil {
+		fmt.Println("error: banner:", err)
+		return
+	}
+	fmt.Fprintln(c, "\x00opaque bytes")
+	echo, err := br.ReadString('\n')
+	if err != nil {
+		fmt.Println("error: echo:", err)
+		return
+	}
+	fmt.Print(banner, echo)
+}
+
+// tcpListener is an outbound tcp_proxy listener on 0.0.0.0:port to cluster,
+// with Istio's stat prefix (the cluster name).
+func tcpListener(t *testing.T, port int, cluster string) *listenerv3.Listener {
+	tp, err := anypb.New(&tcpv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &listenerv3.Listener{Name: fmt.Sprintf("0.0.0.0_%d", port),
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}},
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tp}}}}}}
 }
 
 // helperProxy runs a capture-mode proxy configured from the environment.
@@ -137,13 +213,14 @@ func TestCaptureMode(t *testing.T) {
 	cli, srv := pair.A, pair.B
 
 	const cApp = "outbound|8080||app.default.svc.cluster.local"
+	const cTCP = "outbound|7000||tcpapp.default.svc.cluster.local"
 	passthrough := &clusterv3.Cluster{Name: "PassthroughCluster", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 		LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED}
 	cp.Set(t, xdstest.NodeID("client-v1", ns), &xdstest.Resources{
-		Listeners: []types.Resource{xdstest.HTTPListener(8080), virtualOutbound(t, "PassthroughCluster")},
+		Listeners: []types.Resource{xdstest.HTTPListener(8080), tcpListener(t, 7000, cTCP), virtualOutbound(t, "PassthroughCluster")},
 		Routes:    []types.Resource{xdstest.RouteConfig(8080, "10.214.0.2", xdstest.ToCluster("app", cApp))},
-		Clusters:  []types.Resource{xdstest.EDSCluster(cApp), passthrough},
-		Endpoints: []types.Resource{xdstest.Endpoints(cApp, "server-v1", "10.214.0.2:8080")},
+		Clusters:  []types.Resource{xdstest.EDSCluster(cApp), xdstest.EDSCluster(cTCP), passthrough},
+		Endpoints: []types.Resource{xdstest.Endpoints(cApp, "server-v1", "10.214.0.2:8080"), xdstest.Endpoints(cTCP, "server-v1", "10.214.0.2:7000")},
 	})
 	cp.Set(t, xdstest.NodeID("server-v1", ns), &xdstest.Resources{Listeners: []types.Resource{}, Clusters: []types.Resource{}})
 
@@ -166,6 +243,16 @@ func TestCaptureMode(t *testing.T) {
 	// destination, and the server side still captures it.
 	if got := captureHelpers.Exec(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:9090/unknown"); !strings.HasPrefix(got, "200 app got /unknown") {
 		t.Fatalf("passthrough call: %q", got)
+	}
+	// Opaque TCP with a server-first protocol: the mesh TCP service's
+	// listener sends it to its cluster without waiting for client bytes;
+	// an unknown port is sniffed and passed through (ALLOW_ANY). The
+	// server sidecar takes both in by their original destination port.
+	for _, port := range []string{"7000", "7001"} {
+		want := "banner 127.0.0.1:" + port + "\necho \x00opaque bytes\n"
+		if got := captureHelpers.Exec(t, cli, "tcpclient", "WEFT_TARGET=10.214.0.2:"+port); got != want {
+			t.Errorf("captured TCP to port %s: got %q, want %q", port, got, want)
+		}
 	}
 	read := func(p string) string {
 		var b []byte

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -60,7 +59,6 @@ func (c *gwConfig) match(isTLS bool, sni string) *gwChain {
 		}
 		return nil
 	}
-	sni = strings.ToLower(sni)
 	var best *gwChain
 	bestScore := -1
 	for _, ch := range c.chains {
@@ -71,15 +69,7 @@ func (c *gwConfig) match(isTLS bool, sni string) *gwChain {
 			continue
 		}
 		for _, n := range ch.serverNames {
-			n = strings.ToLower(n)
-			score := -1
-			switch {
-			case n == sni:
-				score = 1 << 20
-			case strings.HasPrefix(n, "*.") && strings.HasSuffix(sni, n[1:]) && len(sni) > len(n)-1:
-				score = len(n)
-			}
-			if score > bestScore {
+			if score := listener.ServerNameScore(n, sni); score > bestScore {
 				best, bestScore = ch, score
 			}
 		}
@@ -457,15 +447,12 @@ func (g *gateway) accept(gl *gwListener) {
 	}
 }
 
-// maxClientHello bounds how much of a TLS ClientHello record is peeked.
-const maxClientHello = 16*1024 + 5
-
 // dispatch classifies a connection (TLS and its SNI, or plaintext), picks
 // the filter chain and hands the connection to HTTP serving (terminating
 // TLS if the chain says so) or to the chain's tcp_proxy.
 func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReaderSize(c, maxClientHello)
+	br := bufio.NewReaderSize(c, listener.MaxClientHello)
 	first, err := br.Peek(1)
 	if err != nil {
 		c.Close()
@@ -474,7 +461,7 @@ func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 	isTLS := first[0] == 0x16 // handshake record
 	sni := ""
 	if isTLS {
-		sni = peekSNI(br)
+		sni = listener.PeekSNI(br)
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	pc := &bufConn{Conn: c, r: br}
@@ -511,44 +498,6 @@ func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 		c.Close()
 	}
 }
-
-// peekSNI returns the server name of the ClientHello at the head of br
-// without consuming it ("" if there is none or it cannot be parsed).
-func peekSNI(br *bufio.Reader) string {
-	hdr, err := br.Peek(5)
-	if err != nil {
-		return ""
-	}
-	n := int(hdr[3])<<8 | int(hdr[4])
-	rec, err := br.Peek(min(5+n, maxClientHello))
-	if err != nil {
-		return ""
-	}
-	var sni string
-	errDone := errors.New("done")
-	srv := tls.Server(&readOnlyConn{r: bytes.NewReader(rec)}, &tls.Config{
-		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-			sni = hello.ServerName
-			return nil, errDone
-		}})
-	_ = srv.Handshake()
-	return sni
-}
-
-// readOnlyConn feeds a recorded ClientHello to crypto/tls.
-type readOnlyConn struct {
-	r io.Reader
-	net.Conn
-}
-
-func (c *readOnlyConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
-func (c *readOnlyConn) Write(p []byte) (int, error)      { return 0, io.ErrClosedPipe }
-func (c *readOnlyConn) Close() error                     { return nil }
-func (c *readOnlyConn) SetDeadline(time.Time) error      { return nil }
-func (c *readOnlyConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *readOnlyConn) SetWriteDeadline(time.Time) error { return nil }
-func (c *readOnlyConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
-func (c *readOnlyConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 
 // bufConn is a connection whose first bytes were peeked into r.
 type bufConn struct {

@@ -450,6 +450,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort, Service: inSvc,
 		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer}
+	if o.Capture { // the original destination routes opaque TCP and picks inbound ports
+		p.outH.OrigDst, p.inH.OrigDst = originalDst, originalDst
+	}
 	h := &admin.Handlers{Src: adminSource{p}, Stats: p.stats, Level: o.LogLevel, Quit: p.Quit, Certs: p.workloadChain}
 	lns[1] = p.setupMTLS(ctx, lns[1])
 	p.inSniff = &listener.SniffListener{Listener: lns[1], Log: p.log, OnTCP: func(c net.Conn) { p.inH.ServeTCP(ctx, c) }}
@@ -460,6 +463,13 @@ func (p *Proxy) Start(ctx context.Context) error {
 		}
 		if i == 1 {
 			l = p.inSniff
+		}
+		if i == 0 && o.Capture {
+			// Captured outbound connections: the listener for the original
+			// destination decides HTTP or opaque TCP; unknown destinations
+			// are sniffed (ALLOW_ANY passes opaque bytes through).
+			l = &listener.SniffListener{Listener: l, Log: p.log, Decide: p.outH.OutboundDecision,
+				OnTCP: func(c net.Conn) { p.outH.ServeTCPOutbound(ctx, c) }}
 		}
 		srv := &http.Server{Handler: handlers[i], ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
 		if i <= 1 && o.Capture {

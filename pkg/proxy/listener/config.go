@@ -33,8 +33,8 @@ import (
 type Runtime struct {
 	// Routes are the RDS route tables by name (the port, e.g. "9080").
 	Routes map[string]*router.Table
-	// TCP maps an outbound port to the tcp_proxy cluster of its listener.
-	TCP map[int]string
+	// TCP holds the outbound tcp_proxy listeners (plain TCP and TLS by SNI).
+	TCP outboundTCP
 	// Inbound maps an inbound destination port to the inline route table of
 	// virtualInbound's filter chain; key 0 is a chain without a port.
 	Inbound map[int]*router.Table
@@ -209,7 +209,7 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 			_ = CloseUnused(&Runtime{InboundFilters: map[int][]HTTPFilter{0: made}}, prev)
 		}
 	}()
-	rt := &Runtime{Routes: map[string]*router.Table{}, TCP: map[int]string{}, Inbound: map[int]*router.Table{},
+	rt := &Runtime{Routes: map[string]*router.Table{}, Inbound: map[int]*router.Table{},
 		InboundTCP: map[int]string{}, InboundFilters: map[int][]HTTPFilter{}, OutboundFilters: map[int][]HTTPFilter{},
 		InboundConnFilters: map[int][]ConnFilter{}, Resources: res, Complete: res.Complete()}
 	netFactory := func(name string) NetworkFilterFactory {
@@ -258,7 +258,9 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 						}
 					default:
 						if p := listenerPort(l); p > 0 {
-							rt.TCP[p] = cl
+							if t := compileTCPRoute(fc, tp); t != nil {
+								rt.TCP.add(l, p, t, tp.GetStatPrefix())
+							}
 						}
 					}
 				}

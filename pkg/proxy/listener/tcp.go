@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,7 +106,8 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 	port := hostPort(target, 443)
 	var c *cluster.Cluster
 	if rt != nil {
-		if name, ok := rt.TCP[port]; ok {
+		if tr := rt.connectTCPRoute(target, port); tr != nil {
+			name := tr.Pick(uint32(h.rnd()))
 			c, ri.cluster = rt.Clusters.Clusters[name], name
 		} else if t := rt.Routes[strconv.Itoa(port)]; t != nil {
 			_, route := t.Match(&router.Request{Host: strings.ToLower(target), Path: "/", Method: http.MethodConnect, Header: r.Header})
@@ -292,7 +294,10 @@ func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 // server-first protocols) goes to OnTCP.
 type SniffListener struct {
 	net.Listener
-	OnTCP        func(net.Conn)
+	OnTCP func(net.Conn)
+	// Decide, when set, is asked first: a connection it calls AsTCP or
+	// AsHTTP is handed on without waiting for its first bytes.
+	Decide       func(net.Conn) Decision
 	SniffTimeout time.Duration // default 200ms
 	Log          *slog.Logger
 
@@ -323,7 +328,57 @@ func (s *SniffListener) start() {
 	}()
 }
 
+// Decision is what a SniffListener does with a new connection.
+type Decision int
+
+// Decisions.
+const (
+	Sniff  Decision = iota // classify by the first bytes
+	AsHTTP                 // serve as HTTP
+	AsTCP                  // opaque: OnTCP
+)
+
+// OutboundDecision classifies a captured outbound connection by its
+// original destination, as Envoy's listener match does: a tcp_proxy
+// listener for that address (or the port's wildcard one) makes it opaque
+// TCP, an HTTP route table for the port makes it HTTP; anything else is
+// sniffed.
+func (h *Handler) OutboundDecision(c net.Conn) Decision {
+	rt := h.Runtime()
+	if h.OrigDst == nil || rt == nil {
+		return Sniff
+	}
+	od, ok := h.OrigDst(c)
+	switch {
+	case !ok:
+		return Sniff
+	case len(rt.TCP.forAddr(od)) > 0:
+		return AsTCP
+	case rt.Routes[strconv.Itoa(int(od.Port()))] != nil:
+		return AsHTTP
+	}
+	return Sniff
+}
+
 func (s *SniffListener) classify(c net.Conn) {
+	if s.Decide != nil {
+		switch s.Decide(c) {
+		case AsTCP:
+			if s.OnTCP != nil {
+				s.OnTCP(c)
+			} else {
+				c.Close()
+			}
+			return
+		case AsHTTP:
+			select {
+			case s.conns <- c:
+			case <-s.done:
+				c.Close()
+			}
+			return
+		}
+	}
 	_ = c.SetReadDeadline(time.Now().Add(s.SniffTimeout))
 	br := bufio.NewReaderSize(c, 4096)
 	b, err := br.Peek(4)
@@ -444,9 +499,37 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 	}
 }
 
+// connectTCPRoute returns the outbound tcp_proxy chain a CONNECT target
+// names: by service host (plain TCP listeners, TLS server names), or for
+// an IP target the listener on that address (a service VIP) or the port's
+// wildcard listener. Nil when no TCP listener serves the target, which
+// then goes to the port's HTTP routes.
+func (rt *Runtime) connectTCPRoute(target string, port int) *TCPRoute {
+	host, _, err := net.SplitHostPort(target)
+	if err != nil {
+		host = target
+	}
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return matchSNI(rt.TCP.forAddr(netip.AddrPortFrom(ip, uint16(port))), "")
+	}
+	return rt.TCP.forHost(host, port)
+}
+
+// peekConnSNI reads the server name of a TLS ClientHello at the start of
+// conn without consuming it; the returned connection replays the bytes.
+func peekConnSNI(conn net.Conn) (net.Conn, string) {
+	br := bufio.NewReaderSize(conn, MaxClientHello)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	sni := PeekSNI(br)
+	_ = conn.SetReadDeadline(time.Time{})
+	return &peekedConn{Conn: conn, r: br}, sni
+}
+
 // ServeTCPOutbound proxies an opaque captured outbound connection: to the
-// tcp_proxy cluster of the original destination port's listener if there
-// is one, else (ALLOW_ANY) to the original destination itself.
+// tcp_proxy cluster of the listener for its original destination (the
+// service VIP's listener, else the port's wildcard one; TLS listeners pick
+// the chain by the ClientHello's server name), else (ALLOW_ANY) to the
+// original destination itself.
 func (h *Handler) ServeTCPOutbound(ctx context.Context, conn net.Conn) {
 	if h.OrigDst == nil {
 		conn.Close()
@@ -458,9 +541,17 @@ func (h *Handler) ServeTCPOutbound(ctx context.Context, conn net.Conn) {
 		conn.Close()
 		return
 	}
-	if name, ok := rt.TCP[int(od.Port())]; ok && rt.Clusters.Clusters[name] != nil && !rt.Clusters.Clusters[name].Passthrough {
-		h.ServeTCPCluster(ctx, conn, name)
-		return
+	if chains := rt.TCP.forAddr(od); len(chains) > 0 {
+		sni := ""
+		if needsSNI(chains) {
+			conn, sni = peekConnSNI(conn)
+		}
+		if tr := matchSNI(chains, sni); tr != nil {
+			if name := tr.Pick(uint32(h.rnd())); rt.Clusters.Clusters[name] != nil && !rt.Clusters.Clusters[name].Passthrough {
+				h.ServeTCPCluster(ctx, conn, name)
+				return
+			}
+		}
 	}
 	defer conn.Close()
 	if c := rt.Clusters.Clusters[rt.Passthrough]; c == nil || !c.Passthrough {
