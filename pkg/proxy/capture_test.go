@@ -254,29 +254,32 @@ func TestCaptureMode(t *testing.T) {
 			t.Errorf("captured TCP to port %s: got %q, want %q", port, got, want)
 		}
 	}
-	read := func(p string) string {
+	// waitLog polls an access log until it has every wanted substring.
+	waitLog := func(p string, want ...string) {
+		t.Helper()
 		var b []byte
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 			b, _ = os.ReadFile(p)
-			if strings.Contains(string(b), "/captured") && strings.Contains(string(b), "/unknown") {
-				break
+			missing := false
+			for _, w := range want {
+				missing = missing || !strings.Contains(string(b), w)
 			}
-			time.Sleep(50 * time.Millisecond)
+			if !missing {
+				return
+			}
 		}
-		return string(b)
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s lacks %s:\n%s", filepath.Base(p), w, b)
+			}
+		}
 	}
-	if l := read(cliLog); !strings.Contains(l, `"path":"/captured"`) || !strings.Contains(l, `"upstream_cluster":"`+cApp+`"`) ||
-		!strings.Contains(l, `"upstream_host":"10.214.0.2:8080"`) {
-		t.Errorf("client proxy access log lacks the routed request:\n%s", l)
-	}
-	if l := read(cliLog); !strings.Contains(l, `"upstream_host":"10.214.0.2:9090","upstream_cluster":"PassthroughCluster"`) {
-		t.Errorf("client proxy access log lacks the passthrough request:\n%s", l)
-	}
-	if l := read(srvLog); !strings.Contains(l, `"upstream_host":"127.0.0.1:9090"`) {
-		t.Errorf("server proxy access log lacks the inbound request to 9090:\n%s", l)
-	}
-	if l := read(srvLog); !strings.Contains(l, `"path":"/captured"`) || !strings.Contains(l, `"upstream_host":"127.0.0.1:8080"`) {
-		t.Errorf("server proxy access log lacks the inbound request:\n%s", l)
-	}
+	waitLog(cliLog, `"path":"/captured"`, `"upstream_cluster":"`+cApp+`"`, `"upstream_host":"10.214.0.2:8080"`,
+		`"upstream_host":"10.214.0.2:9090","upstream_cluster":"PassthroughCluster"`,
+		// TCP connections are logged when they close.
+		`"protocol":"tcp","response_code":0,"response_flags":"-","bytes_received":14,"bytes_sent":41`,
+		`"upstream_host":"10.214.0.2:7000","upstream_cluster":"`+cTCP+`"`,
+		`"upstream_host":"10.214.0.2:7001","upstream_cluster":"PassthroughCluster"`)
+	waitLog(srvLog, `"upstream_host":"127.0.0.1:9090"`, `"path":"/captured"`, `"upstream_host":"127.0.0.1:8080"`,
+		`"upstream_host":"127.0.0.1:7000","upstream_cluster":"inbound|7000||"`, `"upstream_host":"127.0.0.1:7001"`)
 }

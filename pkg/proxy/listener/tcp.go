@@ -106,7 +106,7 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 	port := hostPort(target, 443)
 	var c *cluster.Cluster
 	if rt != nil {
-		if tr := rt.connectTCPRoute(target, port); tr != nil {
+		if tr := rt.connectTCPRoute(target, port, h.Ident.Namespace); tr != nil {
 			name := tr.Pick(uint32(h.rnd()))
 			c, ri.cluster = rt.Clusters.Clusters[name], name
 		} else if t := rt.Routes[strconv.Itoa(port)]; t != nil {
@@ -245,6 +245,7 @@ func (h *Handler) tcpLabels(clusterName, authority, destWorkload, peer string) s
 // (the inbound tcp_proxy cluster for the app port, else 127.0.0.1:APP_PORT).
 func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
+	start := time.Now()
 	appPort := h.AppPort
 	if h.OrigDst != nil {
 		if od, ok := h.OrigDst(conn); ok {
@@ -266,26 +267,21 @@ func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 			}
 		}
 	}
+	l := h.tcpLabels(name, "", "", "")
+	if PeerPrincipal(PeerTLS(conn)) != "" {
+		l.ConnectionSecurityPolicy = "mutual_tls"
+	}
 	d := net.Dialer{Timeout: 10 * time.Second}
 	up, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		if h.Log != nil {
 			h.Log.Debug("inbound tcp: dial app", "addr", addr, "err", err)
 		}
+		h.logTCP(conn, start, tcpLog{cluster: name, upstream: addr, flags: "UF"}, l)
 		return
 	}
 	defer up.Close()
-	l := h.tcpLabels(name, "", "", "")
-	if PeerPrincipal(PeerTLS(conn)) != "" {
-		l.ConnectionSecurityPolicy = "mutual_tls"
-	}
-	if h.Stats != nil {
-		h.Stats.TCPOpened(l)
-	}
-	sent, recv := pipe(ctx, conn, up)
-	if h.Stats != nil {
-		h.Stats.TCPClosed(l, sent, recv)
-	}
+	h.proxyTCP(ctx, conn, up, start, tcpLog{cluster: name, upstream: addr}, l)
 }
 
 // SniffListener wraps a listener and classifies each connection by its
@@ -459,9 +455,12 @@ func (p *peekedConn) CloseWrite() error {
 
 // ServeTCPCluster proxies an opaque connection to a host of the named
 // cluster, as a gateway's tcp_proxy filter chain does (e.g. TLS
-// passthrough routed by SNI). It reports outbound TCP telemetry.
+// passthrough routed by SNI). It reports outbound TCP telemetry and an
+// access log entry per connection (UH: no healthy host, UF: connect
+// failure).
 func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterName string) {
 	defer conn.Close()
+	start := time.Now()
 	rt := h.Runtime()
 	if rt == nil {
 		return
@@ -471,6 +470,7 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 		if h.Log != nil {
 			h.Log.Debug("tcp proxy: unknown cluster", "cluster", clusterName)
 		}
+		h.logTCP(conn, start, tcpLog{cluster: clusterName, flags: "NC"}, stats.Labels{})
 		return
 	}
 	host, err := c.Pick(0)
@@ -478,6 +478,7 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 		if h.Log != nil {
 			h.Log.Debug("tcp proxy: no healthy host", "cluster", clusterName, "err", err)
 		}
+		h.logTCP(conn, start, tcpLog{cluster: clusterName, flags: "UH"}, stats.Labels{})
 		return
 	}
 	up, err := c.DialContext(ctx, "tcp", host.Addr)
@@ -486,10 +487,22 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 		if h.Log != nil {
 			h.Log.Debug("tcp proxy: dial", "cluster", clusterName, "addr", host.Addr, "err", err)
 		}
+		h.logTCP(conn, start, tcpLog{cluster: clusterName, upstream: host.Addr, flags: "UF"}, stats.Labels{})
 		return
 	}
 	defer up.Close()
 	l := h.tcpLabels(clusterName, "", host.Workload, "")
+	h.proxyTCP(ctx, conn, up, start, tcpLog{cluster: clusterName, upstream: host.Addr}, l)
+}
+
+// tcpLog is what a TCP connection's access log entry says besides bytes.
+type tcpLog struct {
+	cluster, upstream, flags string
+}
+
+// proxyTCP pipes conn and up both ways with TCP telemetry (opened/closed
+// counters and bytes) and logs the connection when it ends.
+func (h *Handler) proxyTCP(ctx context.Context, conn, up net.Conn, start time.Time, e tcpLog, l stats.Labels) {
 	if h.Stats != nil {
 		h.Stats.TCPOpened(l)
 	}
@@ -497,14 +510,44 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 	if h.Stats != nil {
 		h.Stats.TCPClosed(l, sent, recv)
 	}
+	e.flags = "-"
+	h.logTCP(conn, start, e, l, sent, recv)
+}
+
+// logTCP writes a TCP connection's access log entry (Envoy logs tcp_proxy
+// connections when they close): bytes sent to and received from the
+// downstream side, the upstream and the response flags.
+func (h *Handler) logTCP(conn net.Conn, start time.Time, e tcpLog, l stats.Labels, bytes ...int64) {
+	if h.Access == nil || !h.accessPolicy(h.Runtime()).Allows(0) {
+		return
+	}
+	dir := "outbound"
+	if h.Direction == Inbound {
+		dir = "inbound"
+	}
+	ent := &stats.AccessEntry{StartTime: start.UTC(), Protocol: "tcp", Direction: dir, ResponseFlags: e.flags,
+		DurationMs: time.Since(start).Milliseconds(), UpstreamHost: e.upstream, UpstreamCluster: e.cluster,
+		SourceWorkload: l.SourceWorkload, DestinationWorkload: l.DestinationWorkload}
+	if len(bytes) == 2 {
+		ent.BytesSent, ent.BytesReceived = bytes[0], bytes[1]
+	}
+	if ra := conn.RemoteAddr(); ra != nil {
+		ent.DownstreamRemoteAddress = ra.String()
+	}
+	if h.Direction == Inbound {
+		ent.DownstreamPeerURISAN = PeerPrincipal(PeerTLS(conn))
+		ent.ConnectionSecurityPolicy = l.ConnectionSecurityPolicy
+	}
+	h.Access.Log(ent)
 }
 
 // connectTCPRoute returns the outbound tcp_proxy chain a CONNECT target
 // names: by service host (plain TCP listeners, TLS server names), or for
 // an IP target the listener on that address (a service VIP) or the port's
-// wildcard listener. Nil when no TCP listener serves the target, which
-// then goes to the port's HTTP routes.
-func (rt *Runtime) connectTCPRoute(target string, port int) *TCPRoute {
+// wildcard listener. A short host name is completed in namespace ns
+// (db → db.NS.svc.cluster.local). Nil when no TCP listener serves the
+// target, which then goes to the port's HTTP routes.
+func (rt *Runtime) connectTCPRoute(target string, port int, ns string) *TCPRoute {
 	host, _, err := net.SplitHostPort(target)
 	if err != nil {
 		host = target
@@ -512,7 +555,10 @@ func (rt *Runtime) connectTCPRoute(target string, port int) *TCPRoute {
 	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		return matchSNI(rt.TCP.forAddr(netip.AddrPortFrom(ip, uint16(port))), "")
 	}
-	return rt.TCP.forHost(host, port)
+	if tr := rt.TCP.forHost(host, port); tr != nil {
+		return tr
+	}
+	return rt.TCP.forHost(ServiceFQDN(host, ns), port)
 }
 
 // peekConnSNI reads the server name of a TLS ClientHello at the start of
@@ -547,28 +593,25 @@ func (h *Handler) ServeTCPOutbound(ctx context.Context, conn net.Conn) {
 			conn, sni = peekConnSNI(conn)
 		}
 		if tr := matchSNI(chains, sni); tr != nil {
-			if name := tr.Pick(uint32(h.rnd())); rt.Clusters.Clusters[name] != nil && !rt.Clusters.Clusters[name].Passthrough {
+			if name := tr.Pick(uint32(h.rnd())); rt.Clusters.Clusters[name] == nil || !rt.Clusters.Clusters[name].Passthrough {
 				h.ServeTCPCluster(ctx, conn, name)
 				return
 			}
 		}
 	}
 	defer conn.Close()
+	start := time.Now()
 	if c := rt.Clusters.Clusters[rt.Passthrough]; c == nil || !c.Passthrough {
-		return // REGISTRY_ONLY: unknown destinations are refused
+		// REGISTRY_ONLY: unknown destinations are refused.
+		h.logTCP(conn, start, tcpLog{cluster: "BlackHoleCluster", upstream: od.String(), flags: "UH"}, stats.Labels{})
+		return
 	}
 	d := net.Dialer{Timeout: 10 * time.Second}
 	up, err := d.DialContext(ctx, "tcp", od.String())
 	if err != nil {
+		h.logTCP(conn, start, tcpLog{cluster: rt.Passthrough, upstream: od.String(), flags: "UF"}, stats.Labels{})
 		return
 	}
 	defer up.Close()
-	l := h.tcpLabels(rt.Passthrough, "", "", "")
-	if h.Stats != nil {
-		h.Stats.TCPOpened(l)
-	}
-	sent, recv := pipe(ctx, conn, up)
-	if h.Stats != nil {
-		h.Stats.TCPClosed(l, sent, recv)
-	}
+	h.proxyTCP(ctx, conn, up, start, tcpLog{cluster: rt.Passthrough, upstream: od.String()}, h.tcpLabels(rt.Passthrough, "", "", ""))
 }

@@ -107,9 +107,12 @@ func TestOutboundTCPRouting(t *testing.T) {
 		{"web.ns.svc.cluster.local:80", ""}, // the HTTP route table's
 		{"unknown.example.org:3306", ""},    // not the wildcard listener's service
 		{"api.example.com:443", apiV1},
+		{"db-b:3306", dbB}, // short names complete in the proxy's namespace
+		{"db-b.ns:3306", dbB},
+		{"db-b.other:3306", ""},
 	} {
 		got := ""
-		if tr := rt.connectTCPRoute(c.target, hostPort(c.target, 443)); tr != nil {
+		if tr := rt.connectTCPRoute(c.target, hostPort(c.target, 443), "ns"); tr != nil {
 			got = tr.Pick(0)
 		}
 		if got != c.want {
@@ -117,7 +120,7 @@ func TestOutboundTCPRouting(t *testing.T) {
 		}
 	}
 	// Weights: 80/20 over the random number's range.
-	tr := rt.connectTCPRoute("api.example.com:443", 443)
+	tr := rt.connectTCPRoute("api.example.com:443", 443, "ns")
 	n := map[string]int{}
 	for r := range uint32(100) {
 		n[tr.Pick(r)]++
