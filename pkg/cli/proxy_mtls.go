@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -27,6 +30,9 @@ type proxyMTLSFlags struct {
 	// sdsDefault: sdsSocket is the default path, so a failure to listen
 	// there is logged instead of stopping the proxy.
 	sdsDefault bool
+	// rootPoll is how often --ca-root-cert is checked for a new trust
+	// bundle (default 10s).
+	rootPoll time.Duration
 }
 
 // sdsAuto is --sds-socket's default: a per-workload socket under the
@@ -45,7 +51,7 @@ func (m *proxyMTLSFlags) resolveSDSSocket(namespace, workload string) {
 
 func (m *proxyMTLSFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&m.addr, "ca-address", "", "control plane CA HOST:PORT (e.g. 127.0.0.1:15012); with it the proxy gets a SPIFFE workload certificate and speaks mutual TLS to other sidecars")
-	f.StringVar(&m.rootCert, "ca-root-cert", "", "PEM root the CA's serving certificate chains to (the control plane's <data-dir>/ca/root-cert.pem)")
+	f.StringVar(&m.rootCert, "ca-root-cert", "", "PEM trust bundle the CA's serving certificate chains to (the control plane's <data-dir>/ca/root-cert.pem); re-read every 10s, a change renews the workload certificate and replaces the trusted roots")
 	f.StringVar(&m.token, "ca-token", "", "join token from 'weft token create' (its identity is the certificate's)")
 	f.StringVar(&m.tokenFile, "ca-token-file", "", "file holding the join token")
 	f.DurationVar(&m.wait, "ca-wait", 30*time.Second, "how long to wait for the first workload certificate")
@@ -88,12 +94,18 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace,
 	}
 	cfg := caclient.Config{Addr: m.addr, RootsPEM: roots, Token: tok, ExpectNamespace: namespace, ExpectServiceAccount: serviceAccount}
 	mismatch := make(chan error, 1)
+	// The trust bundle file changes during a root rotation (Kubernetes
+	// updates the mounted istio-ca-root-cert ConfigMap in place): every
+	// fetch uses its latest valid content, so a new root is trusted and a
+	// dropped one is no longer, without a restart.
+	trust := &rootsFile{path: m.rootCert, pem: roots, log: log}
 	// One source of truth: the proxy's TLS stack and the SDS server both
 	// read the cache the rotator fills.
 	cache := sds.NewCache()
 	r := caclient.NewRotator(caclient.RotatorOptions{
 		Fetch: func(ctx context.Context) (*caclient.Bundle, error) {
 			c := cfg
+			c.RootsPEM = trust.current()
 			if m.tokenFile != "" {
 				// Re-read on every renewal: Kubernetes rotates projected
 				// service-account tokens in place (they expire).
@@ -122,6 +134,7 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace,
 			log.Error("certificate rotator stopped", "err", err)
 		}
 	}()
+	go trust.watch(ctx, cmp.Or(m.rootPoll, 10*time.Second), r.RenewNow)
 	t := time.NewTimer(m.wait)
 	defer t.Stop()
 	select {
@@ -163,4 +176,62 @@ func (m *proxyMTLSFlags) serveSDS(ctx context.Context, log *slog.Logger, cache *
 	}()
 	log.Info("SDS server listening", "socket", m.sdsSocket)
 	return nil
+}
+
+// rootsFile is --ca-root-cert: the last valid trust bundle read from it.
+type rootsFile struct {
+	path    string
+	log     *slog.Logger
+	mu      sync.Mutex
+	pem     []byte
+	lastErr string // logged once, not every poll
+}
+
+func (f *rootsFile) current() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pem
+}
+
+// reload reads the file and reports whether it holds a new valid bundle.
+// Unreadable, empty or invalid content (e.g. an expired root) keeps the
+// last good bundle and is logged.
+func (f *rootsFile) reload() bool {
+	b, err := os.ReadFile(f.path)
+	if err == nil {
+		_, err = caclient.ParseRoots(b, time.Now())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		if err.Error() != f.lastErr {
+			f.lastErr = err.Error()
+			f.log.Warn("--ca-root-cert not reloaded; keeping the last good roots", "path", f.path, "err", err)
+		}
+		return false
+	}
+	f.lastErr = ""
+	if bytes.Equal(b, f.pem) {
+		return false
+	}
+	f.pem = b
+	return true
+}
+
+// watch polls the file every interval and calls changed after it took a
+// new bundle.
+func (f *rootsFile) watch(ctx context.Context, interval time.Duration, changed func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if f.reload() {
+				f.log.Info("trusted roots changed; renewing the workload certificate", "path", f.path)
+				changed()
+			}
+		}
+	}
 }

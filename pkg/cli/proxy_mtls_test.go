@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -216,5 +217,112 @@ func TestProxyMTLSTokenFileReread(t *testing.T) {
 			t.Fatalf("certificate after renewal %s, want the rotated token's identity", id())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestProxyMTLSRootReload: a root rotation reaches a running proxy through
+// its --ca-root-cert file alone. After the CA rotates, its serving
+// certificate chains to the new root, so the proxy must read the new trust
+// bundle to renew at all; it renews at once (the certificate has an hour
+// left), and once the file drops the old root, certificates under it are
+// no longer trusted.
+func TestProxyMTLSRootReload(t *testing.T) {
+	dir := t.TempDir()
+	c, err := ca.New(ca.Options{DataDir: dir, DefaultTTL: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := ca.NewTokenStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokens.Create("shop", "cart", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := c.NewServingCertSource([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
+	ca.RegisterGRPC(srv, c, tokens)
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	rootFile := filepath.Join(t.TempDir(), "root-cert.pem")
+	writeRoots := func() {
+		t.Helper()
+		tmp := rootFile + ".tmp"
+		if err := os.WriteFile(tmp, c.RootsPEM(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, rootFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeRoots()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := proxyMTLSFlags{addr: lis.Addr().String(), rootCert: rootFile, token: tok, wait: 10 * time.Second, rootPoll: 50 * time.Millisecond}
+	certs, err := f.start(ctx, slog.New(slog.DiscardHandler), "shop", "cart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func() *x509.Certificate {
+		cert, err := certs.ClientConfig().GetClientCertificate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert.Leaf
+	}
+	trusts := func(l *x509.Certificate) bool {
+		_, err := l.Verify(x509.VerifyOptions{Roots: certs.(interface{ Roots() *x509.CertPool }).Roots(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err == nil
+	}
+	first := leaf()
+	oldRoot := c.Roots()[0]
+	if err := c.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	newRoot := c.Roots()[1]
+	writeRoots() // the overlap bundle: old and new root
+	waitFor(t, 10*time.Second, "a certificate from the new root", func() bool { return leaf().CheckSignatureFrom(newRoot) == nil })
+	if !trusts(first) || !trusts(leaf()) {
+		t.Fatal("during the overlap both roots must be trusted")
+	}
+	if err := c.DropRoot(oldRoot); err != nil {
+		t.Fatal(err)
+	}
+	writeRoots() // the new root alone
+	waitFor(t, 10*time.Second, "the old root to be dropped", func() bool { return !trusts(first) })
+	if !trusts(leaf()) {
+		t.Fatal("the current certificate is not trusted after the old root was dropped")
+	}
+	// A broken or expired bundle keeps the last good roots.
+	good := c.RootsPEM()
+	rf := &rootsFile{path: rootFile, pem: good, log: slog.New(slog.DiscardHandler)}
+	for _, bad := range [][]byte{[]byte("not a certificate"), nil} {
+		if err := os.WriteFile(rootFile, bad, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if rf.reload() || !bytes.Equal(rf.current(), good) {
+			t.Fatalf("bundle %q replaced the trusted roots", bad)
+		}
+	}
+	writeRoots()
+	if rf.reload() {
+		t.Fatal("an unchanged bundle counted as a change")
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }

@@ -42,6 +42,7 @@ type Rotator struct {
 	o     RotatorOptions
 	cur   atomic.Pointer[Bundle]
 	ready chan struct{}
+	kick  chan struct{} // RenewNow
 	// Renewals counts successful fetches (including the first).
 	renewals atomic.Int64
 	failures atomic.Int64
@@ -64,7 +65,17 @@ func NewRotator(o RotatorOptions) *Rotator {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Rotator{o: o, ready: make(chan struct{})}
+	return &Rotator{o: o, ready: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// RenewNow makes Run fetch a new certificate at once instead of at its
+// renewal time (e.g. because the trusted roots changed). Calls while a
+// renewal is already due coalesce.
+func (r *Rotator) RenewNow() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Ready is closed once the first certificate is available.
@@ -114,6 +125,8 @@ func (r *Rotator) Run(ctx context.Context) error {
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
+		case <-r.kick:
+			t.Stop()
 		}
 	}
 }
