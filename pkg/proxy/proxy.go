@@ -34,6 +34,7 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
 	"github.com/weftmesh/weft/pkg/proxy/listener"
+	"github.com/weftmesh/weft/pkg/proxy/sockio"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
@@ -418,6 +419,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 				}
 			}
 			return err
+		}
+		if i <= 1 { // the data-plane listeners: raw-syscall socket I/O
+			l = sockio.Listener{Listener: l}
 		}
 		lns[i] = l
 		*s.dst = l.Addr().String()

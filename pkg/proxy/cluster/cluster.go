@@ -25,6 +25,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
+	"github.com/weftmesh/weft/pkg/proxy/sockio"
 )
 
 // ErrUnsupported marks cluster configuration the proxy cannot execute.
@@ -1058,6 +1059,18 @@ func Static(name, addr string) *Cluster {
 	return c
 }
 
+// RawDialer dials with d and wraps TCP connections with sockio.Wrap
+// (raw-syscall reads and writes; see package sockio).
+func RawDialer(d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return sockio.Wrap(c), nil
+	}
+}
+
 // newH1Pool returns the own HTTP/1.1 pool for c, or nil when c limits its
 // connections (max_connections below 1024): those keep net/http's
 // Transport, whose per-host connection cap and wait queue the circuit
@@ -1066,8 +1079,7 @@ func newH1Pool(c *Cluster) *H1Pool {
 	if c.Thresholds.MaxConnections > 0 && c.Thresholds.MaxConnections < 1024 {
 		return nil
 	}
-	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
-	dial := d.DialContext
+	dial := RawDialer(&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second})
 	if c.MTLS != nil && c.mtlsCfg != nil {
 		dial = c.MTLS.tlsDial(c.mtlsCfg, dial)
 	}

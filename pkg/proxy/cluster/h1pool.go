@@ -47,7 +47,7 @@ type h1Conn struct {
 // NewH1Pool returns a pool dialing with dial (nil: net.Dialer).
 func NewH1Pool(dial func(ctx context.Context, network, addr string) (net.Conn, error), maxRequestsPerConn uint32) *H1Pool {
 	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
+		dial = RawDialer(&net.Dialer{})
 	}
 	return &H1Pool{dial: dial, maxIdle: 256, idleTimeout: 90 * time.Second, maxRequests: maxRequestsPerConn,
 		now: time.Now, idle: map[string][]*h1Conn{}}
