@@ -75,10 +75,19 @@ func (h *Host) Key() string { return h.Addr }
 
 // Begin marks a request in flight; call the returned func when done.
 func (h *Host) Begin() func() {
+	h.Enter()
+	return h.Leave
+}
+
+// Enter counts a request to h as active (LEAST_REQUEST) and in
+// Requests; Leave ends it. The pair is Begin without the closure.
+func (h *Host) Enter() {
 	h.active.Add(1)
 	h.Requests.Add(1)
-	return func() { h.active.Add(-1) }
 }
+
+// Leave ends a request counted by Enter.
+func (h *Host) Leave() { h.active.Add(-1) }
 
 var _ lb.Host = (*Host)(nil)
 

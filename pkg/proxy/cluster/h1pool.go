@@ -42,6 +42,16 @@ type h1Conn struct {
 	uses   uint32
 	idleAt time.Time
 	head   []byte // scratch for response heads
+	intr   func() // interrupts a blocked exchange (context.AfterFunc)
+}
+
+// interruptFunc returns the func that makes the connection's blocked
+// reads and writes fail at once, made once per connection.
+func (c *h1Conn) interruptFunc() func() {
+	if c.intr == nil {
+		c.intr = func() { _ = c.SetDeadline(aLongTimeAgo) }
+	}
+	return c.intr
 }
 
 // NewH1Pool returns a pool dialing with dial (nil: net.Dialer).
@@ -242,7 +252,7 @@ func (p *H1Pool) RoundTrip(req *http.Request, addr string, replay func() (io.Rea
 // exchange writes req and reads its response on c. fresh reports that the
 // failure happened before any response byte arrived.
 func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string) (*http.Response, error, bool) {
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, c.interruptFunc())
 	c.uses++
 	if p.maxRequests == 1 || (p.maxRequests > 0 && c.uses >= p.maxRequests) {
 		req.Close = true // last request on this connection: tell the server
@@ -262,13 +272,14 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 		req.Close = true
 	}
 	var resp *http.Response
+	ra := &respAlloc{}
 	for {
 		if _, err := c.br.Peek(1); err != nil {
 			stop()
 			_ = c.Close()
 			return nil, fmt.Errorf("read response: %w", err), resp == nil
 		}
-		r, err := readResponse(c.br, req, &c.head)
+		r, err := readResponseInto(c.br, req, &c.head, ra)
 		if err != nil {
 			stop()
 			_ = c.Close()
@@ -282,7 +293,8 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 		break
 	}
 	keep := !resp.Close && !req.Close && werr == nil && resp.StatusCode != http.StatusSwitchingProtocols
-	resp.Body = &h1Body{rc: resp.Body, c: c, p: p, addr: addr, stop: stop, keep: keep}
+	ra.hb = h1Body{rc: resp.Body, c: c, p: p, addr: addr, stop: stop, keep: keep}
+	resp.Body = &ra.hb
 	return resp, nil, false
 }
 

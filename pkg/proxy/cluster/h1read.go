@@ -19,6 +19,19 @@ import (
 // Obsolete line folding, conflicting Content-Length and
 // Content-Length with chunked are errors.
 func readResponse(br *bufio.Reader, req *http.Request, scratch *[]byte) (*http.Response, error) {
+	return readResponseInto(br, req, scratch, &respAlloc{})
+}
+
+// respAlloc is a response together with its body framing and the pool's
+// body wrapper: one allocation per exchange instead of three.
+type respAlloc struct {
+	resp http.Response
+	lb   lengthBody
+	hb   h1Body
+}
+
+// readResponseInto is readResponse building the response in ra.
+func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *respAlloc) (*http.Response, error) {
 	b := (*scratch)[:0]
 	defer func() { *scratch = b[:0] }()
 	for {
@@ -59,7 +72,8 @@ func readResponse(br *bufio.Reader, req *http.Request, scratch *[]byte) (*http.R
 	if code < 100 {
 		return nil, fmt.Errorf("malformed HTTP status code %q", status)
 	}
-	resp := &http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: 1, Request: req}
+	resp := &ra.resp
+	*resp = http.Response{Status: status, StatusCode: code, Proto: proto, ProtoMajor: 1, Request: req}
 	switch proto {
 	case "HTTP/1.1":
 		resp.ProtoMinor = 1
@@ -169,7 +183,8 @@ func readResponse(br *bufio.Reader, req *http.Request, scratch *[]byte) (*http.R
 	case resp.ContentLength == 0:
 		resp.Body = http.NoBody
 	case resp.ContentLength > 0:
-		resp.Body = &lengthBody{br: br, left: resp.ContentLength}
+		ra.lb = lengthBody{br: br, left: resp.ContentLength}
+		resp.Body = &ra.lb
 	default: // delimited by the connection's close
 		resp.Close = true
 		resp.Body = io.NopCloser(br)

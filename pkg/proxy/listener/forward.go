@@ -8,9 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -210,34 +211,19 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 
 func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster.Host, addr string, up *upstreamReq,
 	retry *router.RetryPolicy, h2 bool) (*http.Response, outcome) {
-	actx := ctx
-	cancel := context.CancelFunc(func() {})
-	if retry != nil && retry.PerTryTimeout > 0 {
-		actx, cancel = context.WithTimeout(ctx, retry.PerTryTimeout)
-	}
 	br := c.Breakers
 	br.PendingTotal.Add(1)
 	if br.Pending.Add(1) > c.Thresholds.MaxPending {
 		br.Pending.Add(-1)
-		cancel()
 		return nil, outOverflow
 	}
-	var got atomic.Bool
-	release := func() {
-		if got.CompareAndSwap(false, true) {
-			br.Pending.Add(-1)
-		}
-	}
-	defer release()
-	var spent *cluster.CountedConn // connection whose request budget this request used up
-	gotConn := func(conn net.Conn) {
-		release()
-		if cc, ok := conn.(*cluster.CountedConn); ok && cc.Use() {
-			spent = cc
-		}
-		if h.Access != nil && c.MTLS != nil {
-			up.peerSAN = upstreamPeerURI(conn) // access log upstream_peer_uri_san
-		}
+	// One allocation for the attempt's bookkeeping; it also wraps the
+	// response body.
+	st := &attemptState{br: br, host: host, up: up, peerURI: h.Access != nil && c.MTLS != nil}
+	defer st.release()
+	actx := ctx
+	if retry != nil && retry.PerTryTimeout > 0 {
+		actx, st.cancel = context.WithTimeout(ctx, retry.PerTryTimeout)
 	}
 	t := c.Transport
 	if h2 || c.UpstreamH2 {
@@ -248,16 +234,16 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	// goroutines to hand off to, no client trace to allocate).
 	ownH1 := c.H1 != nil && t == c.Transport && !isUpgrade(up.orig) && len(up.orig.Trailer) == 0
 	if !ownH1 {
-		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { gotConn(info.Conn) }})
+		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { st.gotConn(info.Conn) }})
 	}
-	req, err := up.build(actx, addr)
+	req, err := up.build(actx, addr, &st.url)
 	if err != nil {
-		cancel()
+		st.finish()
 		return nil, outReset
 	}
-	done := func() {}
 	if host != nil {
-		done = host.Begin()
+		host.Enter()
+		st.entered = true
 	}
 	var resp *http.Response
 	if ownH1 {
@@ -267,16 +253,12 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		}
 		// A dial failure leaves got false (connect failure); the pool counts
 		// max_requests_per_connection itself.
-		resp, err = c.H1.RoundTrip(req, addr, replay, gotConn)
+		resp, err = c.H1.RoundTrip(req, addr, replay, st.gotConn)
 	} else {
 		resp, err = t.RoundTrip(req)
 	}
 	if err != nil {
-		done()
-		cancel()
-		if spent != nil {
-			_ = spent.Close()
-		}
+		st.finish()
 		switch {
 		case ctx.Err() != nil && up.orig.Context().Err() != nil:
 			return nil, outDownstreamGone
@@ -284,38 +266,83 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 			return nil, outRouteTimeout
 		case actx.Err() != nil:
 			return nil, outPerTryTimeout
-		case !got.Load():
+		case !st.got.Load():
 			return nil, outConnectFailure
 		}
 		return nil, outReset
 	}
-	// Keep the per-try context alive while the body streams; cancel on close.
-	// The host stays active (for LEAST_REQUEST) until the body is closed.
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: func() {
-		cancel()
-		done()
-		if spent != nil { // max_requests_per_connection reached
-			_ = spent.Close()
-		}
-	}}
+	// Keep the per-try context alive while the body streams; finish on
+	// close. The host stays active (for LEAST_REQUEST) until the body is
+	// closed.
+	st.body = resp.Body
+	resp.Body = st
 	return resp, outOK
 }
 
-type cancelBody struct {
-	io.ReadCloser
-	cancel func()
-	once   sync.Once
+// attemptState is one upstream attempt: the pending-request gauge it
+// holds until a connection is in hand, the connection whose request
+// budget it used up, and, as the response body's wrapper, the clean-up
+// when the body is closed (per-try timeout, host activity, spent
+// connection).
+type attemptState struct {
+	br       *cluster.Breakers
+	host     *cluster.Host
+	up       *upstreamReq
+	peerURI  bool // record the upstream mTLS peer (access log)
+	entered  bool // host.Enter was called
+	got      atomic.Bool
+	spent    *cluster.CountedConn // connection whose request budget this request used up
+	cancel   context.CancelFunc   // per-try timeout, or nil
+	body     io.ReadCloser
+	finished atomic.Bool
+	url      url.URL // the upstream request's URL
 }
 
-func (b *cancelBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.cancel)
+// release returns the pending-request slot once.
+func (a *attemptState) release() {
+	if a.got.CompareAndSwap(false, true) {
+		a.br.Pending.Add(-1)
+	}
+}
+
+func (a *attemptState) gotConn(conn net.Conn) {
+	a.release()
+	if cc, ok := conn.(*cluster.CountedConn); ok && cc.Use() {
+		a.spent = cc
+	}
+	if a.peerURI {
+		a.up.peerSAN = upstreamPeerURI(conn) // access log upstream_peer_uri_san
+	}
+}
+
+// finish ends the attempt once: per-try timeout, host activity, and the
+// connection whose request budget is spent (max_requests_per_connection).
+func (a *attemptState) finish() {
+	if !a.finished.CompareAndSwap(false, true) {
+		return
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.entered {
+		a.host.Leave()
+	}
+	if a.spent != nil {
+		_ = a.spent.Close()
+	}
+}
+
+func (a *attemptState) Read(p []byte) (int, error) { return a.body.Read(p) }
+
+func (a *attemptState) Close() error {
+	err := a.body.Close()
+	a.finish()
 	return err
 }
 
 // Write makes upgraded (101) bodies writable through the wrapper.
-func (b *cancelBody) Write(p []byte) (int, error) {
-	if w, ok := b.ReadCloser.(io.Writer); ok {
+func (a *attemptState) Write(p []byte) (int, error) {
+	if w, ok := a.body.(io.Writer); ok {
 		return w.Write(p)
 	}
 	return 0, errors.New("body is not writable")
@@ -471,7 +498,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	if svcNS != "" {
 		svcNS, _, _ = strings.Cut(svcNS, ".")
 	}
-	l := stats.Labels{RequestProtocol: proto, ResponseCode: strconv.Itoa(ri.status), ResponseFlags: ri.flagString(),
+	l := stats.Labels{RequestProtocol: proto, ResponseCode: statusText(ri.status), ResponseFlags: ri.flagString(),
 		DestinationService: orUnknown(svc), DestinationServiceName: orUnknown(svcName), DestinationServiceNamespace: orUnknown(svcNS)}
 	if h.Direction == Outbound {
 		l.Reporter = "source"
@@ -536,10 +563,45 @@ func serviceOf(clusterName, authority string) string {
 	if hh, _, err := net.SplitHostPort(authority); err == nil {
 		h = hh
 	}
-	if net.ParseIP(h) != nil {
+	if isIP(h) {
 		return ""
 	}
 	return h
+}
+
+// isIP reports whether s is an IP address, without net.ParseIP's
+// allocation (of the address, or of the error for a host name).
+func isIP(s string) bool {
+	if s == "" {
+		return false
+	}
+	if strings.Contains(s, "%") { // net.ParseIP takes no zone
+		return false
+	}
+	if !strings.Contains(s, ":") { // IPv4 needs digits and dots only
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c != '.' && (c < '0' || c > '9') {
+				return false
+			}
+		}
+	}
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// statusCodes caches response_code label values 100-599.
+var statusCodes = func() (t [500]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(100 + i)
+	}
+	return t
+}()
+
+func statusText(code int) string {
+	if code >= 100 && code < 600 {
+		return statusCodes[code-100]
+	}
+	return strconv.Itoa(code)
 }
 
 // commonTLDs are top-level domains that make a one-dot host an external
@@ -554,7 +616,7 @@ var commonTLDs = map[string]bool{"com": true, "org": true, "net": true, "io": tr
 // external names (extsvc.example.com, example.com) and IPs stay as they are.
 func ServiceFQDN(host, ns string) string {
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "" || net.ParseIP(host) != nil || strings.HasSuffix(host, ".svc.cluster.local") {
+	if host == "" || strings.HasSuffix(host, ".svc.cluster.local") || isIP(host) {
 		return host
 	}
 	if ns == "" {

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -86,6 +86,20 @@ type Handler struct {
 	ports     sync.Map // capture mode: app port → direct *cluster.Cluster
 	mirrorsWG sync.WaitGroup
 	bufs      sync.Pool // *[]byte response copy buffers
+	peerOnce  sync.Once
+	peerVals  [3]string
+}
+
+// reqState is everything the handler keeps per request, allocated once:
+// telemetry info, the counting writer, the route match input and the
+// upstream request description (the mirror goroutine copies the latter).
+type reqState struct {
+	ri   reqInfo
+	cw   countingWriter
+	rreq router.Request
+	up   upstreamReq
+	cb   countingBody
+	rid  [1]string // X-Request-Id value slice when the proxy sets it
 }
 
 // reqInfo accumulates what telemetry needs about one request.
@@ -126,7 +140,7 @@ type countingBody struct {
 	n *atomic.Int64
 }
 
-func (c countingBody) Read(p []byte) (int, error) {
+func (c *countingBody) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.n.Add(int64(n))
 	return n, err
@@ -148,11 +162,15 @@ func (h *Handler) Wait() { h.mirrorsWG.Wait() }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ri := &reqInfo{start: time.Now()}
+	st := &reqState{}
+	ri := &st.ri
+	ri.start = time.Now()
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = countingBody{r.Body, &ri.bytesIn}
+		st.cb = countingBody{r.Body, &ri.bytesIn}
+		r.Body = &st.cb
 	}
-	cw := &countingWriter{ResponseWriter: w}
+	cw := &st.cw
+	cw.ResponseWriter = w
 	defer h.finish(r, cw, ri)
 	if r.Method == http.MethodConnect {
 		h.serveConnect(cw, r, ri)
@@ -168,8 +186,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		host = strings.ToLower(r.URL.Host)
 		r.Host = r.URL.Host
 	}
-	if r.Header.Get("X-Request-Id") == "" {
-		r.Header.Set("X-Request-Id", newRequestID(h.rnd()))
+	if v := r.Header["X-Request-Id"]; len(v) == 0 || v[0] == "" {
+		st.rid[0] = newRequestID(h.rnd())
+		r.Header["X-Request-Id"] = st.rid[:1:1]
 	}
 	if tc := h.tracingConfig(rt); tc != nil {
 		h.startSpan(tc, r, ri)
@@ -222,7 +241,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if c := rt.Clusters.Clusters[rt.Passthrough]; c != nil && c.Passthrough {
 			// ALLOW_ANY: an unknown destination goes out as addressed.
 			ri.cluster = c.Name
-			up := &upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
+			up := &st.up
+			*up = upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
 				buffered: r.Body == nil || r.Body == http.NoBody}
 			if od, ok := OriginalDst(r.Context()); ok {
 				up.dialAddr = od.String()
@@ -233,7 +253,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.localReply(cw, r, ri, http.StatusNotFound, "NR", "no route configuration for port")
 		return
 	}
-	rreq := &router.Request{Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Method: r.Method, Scheme: scheme, Header: r.Header}
+	rreq := &st.rreq
+	*rreq = router.Request{Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Method: r.Method, Scheme: scheme, Header: r.Header}
 	vh, route := table.Match(rreq)
 	if od, ok := OriginalDst(r.Context()); ok && vh == nil && h.Direction == Outbound {
 		// Captured traffic addressed by IP: match the original destination.
@@ -256,7 +277,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h.serveRoute(cw, r, ri, rt, vh, route, rreq)
+	h.serveRoute(cw, r, ri, rt, vh, route, rreq, &st.up)
 }
 
 // runFilters runs extension filters; true means one answered the request.
@@ -320,6 +341,14 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request, c *router.Cors) b
 	return false
 }
 
+// peerValues are the peer header values, one array shared by every
+// request (each header gets a one-element slice of it, capacity 1, so an
+// append copies instead of writing into it).
+func (h *Handler) peerValues() *[3]string {
+	h.peerOnce.Do(func() { h.peerVals = [3]string{h.Ident.Workload, h.Ident.Namespace, h.Ident.App} })
+	return &h.peerVals
+}
+
 func (h *Handler) rnd() uint64 {
 	if h.Rnd == nil {
 		h.Rnd = lb.NewLockedRand(nil)
@@ -329,7 +358,7 @@ func (h *Handler) rnd() uint64 {
 
 func chance(n uint64, perMillion uint32) bool { return n%1_000_000 < uint64(perMillion) }
 
-func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt *Runtime, vh *router.VirtualHost, route *router.Route, rreq *router.Request) {
+func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt *Runtime, vh *router.VirtualHost, route *router.Route, rreq *router.Request, up *upstreamReq) {
 	ctx := r.Context()
 	var cancel context.CancelFunc = func() {}
 	if route.Forward != nil && route.Forward.Timeout > 0 && !isUpgrade(r) {
@@ -402,7 +431,7 @@ func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt
 	if c.HashBased {
 		hash = requestHash(r, fwd.Hash, h.rnd)
 	}
-	up := &upstreamReq{orig: r, path: path, rawQuery: r.URL.RawQuery, host: host}
+	*up = upstreamReq{orig: r, path: path, rawQuery: r.URL.RawQuery, host: host}
 	// Mirrors and retries need the body more than once.
 	needBuffer := len(fwd.Mirrors) > 0 || (fwd.Retry != nil && fwd.Retry.NumRetries > 0)
 	if needBuffer && r.Body != nil && r.Body != http.NoBody && r.ContentLength >= 0 && r.ContentLength <= 1<<20 {
@@ -424,10 +453,11 @@ func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt
 		}
 	}
 	if h.Direction == Outbound {
-		r.Header.Set(PeerWorkloadHeader, h.Ident.Workload)
-		r.Header.Set(PeerNamespaceHeader, h.Ident.Namespace)
+		pv := h.peerValues()
+		r.Header[PeerWorkloadHeader] = pv[0:1:1]
+		r.Header[PeerNamespaceHeader] = pv[1:2:2]
 		if h.Ident.App != "" {
-			r.Header.Set(PeerAppHeader, h.Ident.App)
+			r.Header[PeerAppHeader] = pv[2:3:3]
 		}
 	}
 	h.forward(ctx, w, r, ri, c, up, hash, fwd.Retry, func(hdr http.Header) { applyResponseHeaders(hdr, vh, route, wc) })
@@ -443,11 +473,18 @@ type upstreamReq struct {
 	peerSAN              string // upstream mTLS peer's URI SAN (access log)
 }
 
-func (u *upstreamReq) build(ctx context.Context, addr string) (*http.Request, error) {
-	var body io.Reader
+// build makes the upstream request for one attempt; its URL is *uu (the
+// caller's per-attempt allocation).
+func (u *upstreamReq) build(ctx context.Context, addr string, uu *url.URL) (*http.Request, error) {
+	var body io.ReadCloser
+	var getBody func() (io.ReadCloser, error)
 	switch {
+	case u.buffered && len(u.body) > 0:
+		b := u.body
+		body = io.NopCloser(bytes.NewReader(b))
+		getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 	case u.buffered && u.body != nil:
-		body = bytes.NewReader(u.body)
+		body = http.NoBody
 	case !u.buffered:
 		if u.consumed {
 			return nil, errors.New("request body already consumed")
@@ -455,47 +492,131 @@ func (u *upstreamReq) build(ctx context.Context, addr string) (*http.Request, er
 		u.consumed = true
 		body = u.orig.Body
 	}
-	out, err := http.NewRequestWithContext(ctx, u.orig.Method, "http://"+addr, body)
-	if err != nil {
-		return nil, fmt.Errorf("build upstream request: %w", err)
+	if ctx == nil {
+		return nil, errors.New("build upstream request: nil context")
 	}
-	out.URL.Path = u.path
+	// The method was validated when the request was read; the URL is set
+	// field by field (no "http://"+addr string to build and parse again).
+	*uu = url.URL{Scheme: "http", Host: addr, Path: u.path, RawQuery: u.rawQuery}
 	if u.path == u.orig.URL.Path {
-		out.URL.RawPath = u.orig.URL.RawPath // keep the client's (normalized) encoding, e.g. %2F
+		uu.RawPath = u.orig.URL.RawPath // keep the client's (normalized) encoding, e.g. %2F
 	}
-	out.URL.RawQuery = u.rawQuery
-	out.Host = u.host
-	out.Header = u.orig.Header.Clone()
-	removeHopHeaders(out.Header, isUpgrade(u.orig))
+	out := (&http.Request{Method: u.orig.Method, URL: uu, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Host: u.host}).WithContext(ctx)
+	out.Body, out.GetBody = body, getBody
+	clientIP := ""
+	if ip, _, err := net.SplitHostPort(u.orig.RemoteAddr); err == nil {
+		clientIP = ip
+	}
+	out.Header = upstreamHeader(u.orig.Header, isUpgrade(u.orig), clientIP)
 	if u.buffered {
 		out.ContentLength = int64(len(u.body))
 	} else {
 		out.ContentLength = u.orig.ContentLength
 	}
-	if strings.Contains(strings.ToLower(u.orig.Header.Get("Te")), "trailers") {
-		out.Header.Set("Te", "trailers")
-	}
 	if len(u.orig.Trailer) > 0 {
 		out.Trailer = u.orig.Trailer
-	}
-	xff := out.Header.Get("X-Forwarded-For")
-	if ip, _, err := net.SplitHostPort(u.orig.RemoteAddr); err == nil {
-		if xff != "" {
-			xff += ", "
-		}
-		out.Header.Set("X-Forwarded-For", xff+ip)
-	}
-	if out.Header.Get("X-Forwarded-Proto") == "" {
-		out.Header.Set("X-Forwarded-Proto", "http")
 	}
 	return out, nil
 }
 
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
+// upstreamHeader copies the client's fields for the upstream request in
+// one pass, one map and one value array: hop-by-hop fields and the fields
+// Connection names are dropped (Connection and Upgrade kept for an
+// upgrade), Te is passed on only as "trailers", X-Forwarded-For gets the
+// client address appended (to its first value) and X-Forwarded-Proto
+// defaults to http.
+func upstreamHeader(in http.Header, keepUpgrade bool, clientIP string) http.Header {
+	n := 0
+	for _, vs := range in {
+		n += len(vs)
+	}
+	out := make(http.Header, len(in)+2)
+	vals := make([]string, 0, n+3)
+	conn := in["Connection"]
+	put := func(k string, vs ...string) {
+		i := len(vals)
+		vals = append(vals, vs...)
+		out[k] = vals[i:len(vals):len(vals)]
+	}
+	te, xff, xfp := false, []string(nil), ""
+	for k, vs := range in {
+		switch k {
+		case "Connection", "Upgrade":
+			if !keepUpgrade {
+				continue
+			}
+		case "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Trailer", "Transfer-Encoding":
+			continue
+		case "Te":
+			if len(vs) > 0 && strings.Contains(strings.ToLower(vs[0]), "trailers") {
+				te = true
+			}
+			continue
+		}
+		if len(conn) > 0 && connectionNames(conn, k, keepUpgrade) {
+			continue
+		}
+		switch k {
+		case "X-Forwarded-For":
+			xff = vs
+			continue
+		case "X-Forwarded-Proto":
+			if len(vs) > 0 {
+				xfp = vs[0]
+			}
+			if xfp == "" {
+				continue
+			}
+		}
+		put(k, vs...)
+	}
+	if te {
+		put("Te", "trailers")
+	}
+	switch {
+	case clientIP != "" && len(xff) > 0 && xff[0] != "":
+		put("X-Forwarded-For", xff[0]+", "+clientIP) // as before: the first value, extended
+	case clientIP != "":
+		put("X-Forwarded-For", clientIP)
+	case len(xff) > 0:
+		put("X-Forwarded-For", xff...)
+	}
+	if xfp == "" {
+		put("X-Forwarded-Proto", "http")
+	}
+	return out
+}
+
+// connectionNames reports whether the Connection field values name field
+// k (a hop-by-hop field to drop), except Upgrade when it is kept.
+func connectionNames(conn []string, k string, keepUpgrade bool) bool {
+	for _, v := range conn {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			tok = strings.TrimSpace(tok)
+			if tok == "" || (keepUpgrade && strings.EqualFold(tok, "Upgrade")) {
+				continue
+			}
+			if strings.EqualFold(tok, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// removeHopHeaders drops hop-by-hop fields from a response header (h's
+// keys are canonical; the fixed names are deleted without
+// canonicalizing them again).
 func removeHopHeaders(h http.Header, keepUpgrade bool) {
-	for _, f := range h.Values("Connection") {
-		for _, sf := range strings.Split(f, ",") {
+	for _, f := range h["Connection"] {
+		for f != "" {
+			var sf string
+			sf, f, _ = strings.Cut(f, ",")
 			if sf = strings.TrimSpace(sf); sf != "" && !(keepUpgrade && strings.EqualFold(sf, "Upgrade")) {
 				h.Del(sf)
 			}
@@ -505,7 +626,7 @@ func removeHopHeaders(h http.Header, keepUpgrade bool) {
 		if keepUpgrade && (k == "Connection" || k == "Upgrade") {
 			continue
 		}
-		h.Del(k)
+		delete(h, k)
 	}
 }
 
@@ -514,7 +635,8 @@ func isUpgrade(r *http.Request) bool {
 }
 
 func isGRPC(r *http.Request) bool {
-	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	ct := r.Header["Content-Type"] // canonical key: no Get canonicalization per call
+	return len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
 }
 
 func applyRequestHeaders(hdr http.Header, ops *router.HeaderOps) {
@@ -681,7 +803,7 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 		if err != nil {
 			return
 		}
-		req, err := cp.build(ctx, host.Addr)
+		req, err := cp.build(ctx, host.Addr, new(url.URL))
 		if err != nil {
 			return
 		}
