@@ -35,11 +35,16 @@ const (
 	ResolutionDNSRoundRobin Resolution = "DNS_ROUND_ROBIN"
 )
 
+// ProtocolAuto marks a port without a declared protocol (Istio's
+// "unsupported" protocol): proxies detect HTTP on it and treat anything
+// else as opaque TCP.
+const ProtocolAuto = "AUTO"
+
 // Port is one service port.
 type Port struct {
 	Name     string
 	Number   uint32
-	Protocol string // upper case: HTTP, HTTP2, GRPC, TCP, TLS, HTTPS, MONGO...
+	Protocol string // upper case: HTTP, HTTP2, GRPC, TCP, TLS, HTTPS, MONGO..., ProtocolAuto
 	// TargetPort is the endpoint port when an endpoint names none (0: Number).
 	TargetPort uint32
 }

@@ -259,6 +259,7 @@ func Build(res *xdsclient.Resources, cm *cluster.Manager, prev *Runtime, filters
 					default:
 						if p := listenerPort(l); p > 0 {
 							if t := compileTCPRoute(fc, tp); t != nil {
+								t.Sniffed = slices.ContainsFunc(chains, func(c *listenerv3.FilterChain) bool { return len(hcmOf(c)) > 0 })
 								rt.TCP.add(l, p, t, tp.GetStatPrefix())
 							}
 						}

@@ -337,7 +337,8 @@ const (
 // OutboundDecision classifies a captured outbound connection by its
 // original destination, as Envoy's listener match does: a tcp_proxy
 // listener for that address (or the port's wildcard one) makes it opaque
-// TCP, an HTTP route table for the port makes it HTTP; anything else is
+// TCP, an HTTP route table for the port makes it HTTP; a listener with
+// both (a port without a declared protocol) and unknown destinations are
 // sniffed.
 func (h *Handler) OutboundDecision(c net.Conn) Decision {
 	rt := h.Runtime()
@@ -349,6 +350,9 @@ func (h *Handler) OutboundDecision(c net.Conn) Decision {
 	case !ok:
 		return Sniff
 	case len(rt.TCP.forAddr(od)) > 0:
+		if rt.TCP.forAddr(od)[0].Sniffed {
+			return Sniff
+		}
 		return AsTCP
 	case rt.Routes[strconv.Itoa(int(od.Port()))] != nil:
 		return AsHTTP

@@ -24,6 +24,9 @@ type TCPRoute struct {
 	ServerNames []string
 	Clusters    []WeightedCluster
 	total       uint64
+	// Sniffed: the listener also has an HTTP chain (a port without a
+	// declared protocol), so a connection is HTTP or TCP by its first bytes.
+	Sniffed bool
 }
 
 // WeightedCluster is a tcp_proxy destination.

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -35,6 +36,15 @@ func tcpChain(t *testing.T, serverNames []string, statPrefix string, clusters ..
 	return fc
 }
 
+func hcmChain(t *testing.T, rds string) *listenerv3.FilterChain {
+	a, err := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: "outbound_" + rds, RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: rds}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &listenerv3.FilterChain{Name: "http", FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"http/1.1", "h2c"}},
+		Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}}}
+}
+
 func cw(name string, w uint32) *tcpv3.TcpProxy_WeightedCluster_ClusterWeight {
 	return &tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: name, Weight: w}
 }
@@ -57,6 +67,7 @@ func TestOutboundTCPRouting(t *testing.T) {
 		apiV1  = "outbound|443|v1|api.example.com"
 		apiV2  = "outbound|443|v2|api.example.com"
 		wild   = "outbound|443||wild.example.com"
+		ledger = "outbound|7070||ledger.ns.svc.cluster.local"
 	)
 	res := xdsclient.NewResources()
 	for _, l := range []*listenerv3.Listener{
@@ -64,6 +75,8 @@ func TestOutboundTCPRouting(t *testing.T) {
 		tcpListenerAt("10.0.0.6_3306", "10.0.0.6", 3306, tcpChain(t, nil, dbB, cw(dbB, 1))),
 		tcpListenerAt("0.0.0.0_3306", "0.0.0.0", 3306, tcpChain(t, nil, dbC, cw(dbC, 1))),
 		tcpListenerAt("10.0.0.7_80", "10.0.0.7", 80, tcpChain(t, nil, legacy, cw(legacy, 1))),
+		// A port without a declared protocol: HTTP chain + TCP chain.
+		tcpListenerAt("10.0.0.9_7070", "10.0.0.9", 7070, hcmChain(t, "7070"), tcpChain(t, nil, ledger, cw(ledger, 1))),
 		tcpListenerAt("0.0.0.0_443", "0.0.0.0", 443,
 			tcpChain(t, []string{"API.example.com"}, "api.example.com|0|api.ns", cw(apiV1, 80), cw(apiV2, 20)),
 			tcpChain(t, []string{"*.example.com"}, "wild.example.com|~default", cw(wild, 1))),
@@ -110,6 +123,7 @@ func TestOutboundTCPRouting(t *testing.T) {
 		{"db-b:3306", dbB}, // short names complete in the proxy's namespace
 		{"db-b.ns:3306", dbB},
 		{"db-b.other:3306", ""},
+		{"ledger:7070", ledger}, // a tunnel is opaque: the sniffed port's TCP chain
 	} {
 		got := ""
 		if tr := rt.connectTCPRoute(c.target, hostPort(c.target, 443), "ns"); tr != nil {
@@ -130,7 +144,8 @@ func TestOutboundTCPRouting(t *testing.T) {
 	}
 	// Captured connections: TCP listener → opaque, HTTP port → HTTP, else sniff.
 	h := &Handler{Runtime: func() *Runtime { return rt }}
-	for dst, want := range map[string]Decision{"10.0.0.7:80": AsTCP, "10.9.9.9:3306": AsTCP, "10.0.0.8:80": AsHTTP, "10.0.0.8:9999": Sniff} {
+	for dst, want := range map[string]Decision{"10.0.0.7:80": AsTCP, "10.9.9.9:3306": AsTCP, "10.0.0.8:80": AsHTTP, "10.0.0.8:9999": Sniff,
+		"10.0.0.9:7070": Sniff} {
 		od := netip.MustParseAddrPort(dst)
 		h.OrigDst = func(net.Conn) (netip.AddrPort, bool) { return od, true }
 		if got := h.OutboundDecision(nil); got != want {

@@ -4,14 +4,16 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftmesh/weft/pkg/registry"
 )
 
 // Protocol selects a service port's protocol the way Istio does: the
 // port's appProtocol wins, else the port name's prefix before the first '-'
 // (or the whole name): "http", "http-web", "grpc-api", "tcp-db", ... A port
-// neither names is TCP (Istio would sniff the protocol; Weft does not).
-// UDP and SCTP ports return "" and are left out of the registry, as Istio
-// does.
+// neither names is registry.ProtocolAuto: the proxies detect HTTP on it,
+// anything else is opaque TCP, as Istio's sniffing does. UDP and SCTP
+// ports return "" and are left out of the registry, as Istio does.
 func Protocol(p corev1.ServicePort) string {
 	if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
 		return ""
@@ -24,7 +26,7 @@ func Protocol(p corev1.ServicePort) string {
 	if pr := fromName(p.Name); pr != "" {
 		return pr
 	}
-	return "TCP"
+	return registry.ProtocolAuto
 }
 
 // appProtocol maps an appProtocol value (an Istio protocol name or one of

@@ -1,12 +1,13 @@
 package translate
 
 import (
-	"github.com/weftmesh/weft/pkg/config"
-	"github.com/weftmesh/weft/pkg/xds/translate/wasm"
 	"net"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/xds/translate/wasm"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -16,6 +17,7 @@ import (
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
@@ -34,6 +36,7 @@ const (
 	HCMFilter      = "envoy.filters.network.http_connection_manager"
 	TCPProxyFilter = "envoy.filters.network.tcp_proxy"
 	TLSInspector   = "envoy.filters.listener.tls_inspector"
+	HTTPInspector  = "envoy.filters.listener.http_inspector"
 )
 
 // ListenerName returns ADDRESS_PORT.
@@ -95,6 +98,8 @@ func (b *builder) buildOutbound() {
 		name     string
 	}
 	httpPorts := map[uint32][]*registry.Service{}
+	autoWildcard := map[uint32][]*registry.Service{} // AUTO ports of services without a VIP
+	wildcardHTTP := map[uint32]bool{}                // ports that need the 0.0.0.0 HTTP listener
 	tcpListeners := map[string]*listenerv3.Listener{}
 	tlsChains := map[string][]tlsChain{} // listener name -> chains
 	tlsPorts := map[string]uint32{}
@@ -105,6 +110,24 @@ func (b *builder) buildOutbound() {
 			switch {
 			case isHTTP(proto):
 				httpPorts[port.Number] = append(httpPorts[port.Number], svc)
+				wildcardHTTP[port.Number] = true
+			case proto == ProtocolAuto:
+				// Protocol sniffing as Istio does for unnamed ports: HTTP
+				// through the port's route table, anything else to the
+				// service's TCP route.
+				httpPorts[port.Number] = append(httpPorts[port.Number], svc)
+				if len(svc.Addresses) == 0 || net.ParseIP(svc.Addresses[0]) == nil {
+					autoWildcard[port.Number] = append(autoWildcard[port.Number], svc)
+					wildcardHTTP[port.Number] = true
+					continue
+				}
+				lname := ListenerName(svc.Addresses[0], port.Number)
+				if _, taken := tcpListeners[lname]; taken {
+					continue
+				}
+				l := listener(lname, svc.Addresses[0], port.Number, corev3.TrafficDirection_OUTBOUND)
+				sniffed(l, port.Number, tcpProxy(ClusterName(port.Number, "", svc.Hostname), b.tcpRoute(svc, port.Number)))
+				tcpListeners[lname] = l
 			case isTLS(proto):
 				addr := "0.0.0.0"
 				lname := ListenerName(addr, port.Number)
@@ -132,9 +155,21 @@ func (b *builder) buildOutbound() {
 	}
 	for port, svcs := range httpPorts {
 		b.routes[strconv.Itoa(int(port))] = b.routeConfig(strconv.Itoa(int(port)), port, svcs)
+		if !wildcardHTTP[port] {
+			continue // only sniffed ports of services with a VIP: their VIP listeners use the table
+		}
 		lname := ListenerName("0.0.0.0", port)
 		l := listener(lname, "0.0.0.0", port, corev3.TrafficDirection_OUTBOUND)
 		l.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcmFilter(hcmRDS("outbound_"+strconv.Itoa(int(port)), strconv.Itoa(int(port)), false))}}}
+		if auto := autoWildcard[port]; len(auto) > 0 {
+			// Non-HTTP bytes on a sniffed wildcard port: to the one
+			// service that has it, else as unknown traffic is.
+			tcp := tcpProxy(b.fallbackCluster(), one(b.fallbackCluster()))
+			if len(auto) == 1 {
+				tcp = tcpProxy(ClusterName(port, "", auto[0].Hostname), b.tcpRoute(auto[0], port))
+			}
+			sniffed(l, port, tcp)
+		}
 		b.listeners[lname] = l
 	}
 	for name, l := range tcpListeners {
@@ -171,14 +206,38 @@ func (b *builder) buildOutbound() {
 	}
 	// virtualOutbound: everything not matched goes out as addressed
 	// (ALLOW_ANY) or nowhere (REGISTRY_ONLY).
-	fallback := PassthroughCluster
-	if b.registryOnly() {
-		fallback = BlackHoleCluster
-	}
+	fallback := b.fallbackCluster()
 	vo := listener(VirtualOutbound, "0.0.0.0", VirtualOutboundPort, corev3.TrafficDirection_OUTBOUND)
 	vo.UseOriginalDst = wrapperspb.Bool(true)
 	vo.FilterChains = []*listenerv3.FilterChain{{Name: fallback, Filters: []*listenerv3.Filter{tcpProxy(fallback, one(fallback))}}}
 	b.listeners[VirtualOutbound] = vo
+}
+
+// fallbackCluster is where traffic to unknown destinations goes:
+// PassthroughCluster (ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY).
+func (b *builder) fallbackCluster() string {
+	if b.registryOnly() {
+		return BlackHoleCluster
+	}
+	return PassthroughCluster
+}
+
+// HTTP application protocols the http_inspector detects (Istio's sniffing).
+var httpALPN = []string{"http/1.1", "h2c"}
+
+// sniffed makes outbound listener l detect the protocol as Istio does for
+// ports without a declared protocol: an http_inspector listener filter, a
+// chain for HTTP (application_protocols http/1.1, h2c) routed by the port's
+// RDS table, and a default chain with tcp for everything else.
+func sniffed(l *listenerv3.Listener, port uint32, tcp *listenerv3.Filter) {
+	ps := strconv.Itoa(int(port))
+	l.ListenerFilters = append(l.ListenerFilters, &listenerv3.ListenerFilter{Name: HTTPInspector,
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspectorv3.HttpInspector{})}})
+	l.FilterChains = []*listenerv3.FilterChain{
+		{Name: "http", FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: httpALPN},
+			Filters: []*listenerv3.Filter{hcmFilter(hcmRDS("outbound_"+ps, ps, false))}},
+		{Name: "tcp", Filters: []*listenerv3.Filter{tcp}},
+	}
 }
 
 // routeConfig builds the RouteConfiguration for one outbound HTTP port.
@@ -374,6 +433,7 @@ func (b *builder) buildInbound() {
 	vi.UseOriginalDst = wrapperspb.Bool(true)
 	httpFilters := b.inboundHTTPFilters()
 	tcpRBAC := b.inboundTCPRBAC()
+	sniffInbound := false
 	for _, ip := range ports {
 		cname := InboundClusterName(ip.port)
 		host, port := "127.0.0.1", ip.port
@@ -390,7 +450,7 @@ func (b *builder) buildInbound() {
 			Name:             cname,
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(ip.port)},
 		}
-		if isHTTP(ip.protocol) {
+		if isHTTP(ip.protocol) || ip.protocol == ProtocolAuto {
 			h := &hcmv3.HttpConnectionManager{
 				StatPrefix: "inbound_" + strconv.Itoa(int(ip.port)),
 				RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
@@ -413,6 +473,21 @@ func (b *builder) buildInbound() {
 			fc.Filters = append(append([]*listenerv3.Filter{}, tcpRBAC...), tcpProxy(cname, one(cname)))
 		}
 		vi.FilterChains = append(vi.FilterChains, fc)
+		if ip.protocol == ProtocolAuto {
+			// Sniffed port: HTTP (detected by the http_inspector) takes the
+			// HTTP chain, anything else this TCP one.
+			fc.FilterChainMatch.ApplicationProtocols = httpALPN
+			sniffInbound = true
+			vi.FilterChains = append(vi.FilterChains, &listenerv3.FilterChain{
+				Name:             cname + "-tcp",
+				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(ip.port)},
+				Filters:          append(append([]*listenerv3.Filter{}, tcpRBAC...), tcpProxy(cname, one(cname))),
+			})
+		}
+	}
+	if sniffInbound {
+		vi.ListenerFilters = append(vi.ListenerFilters, &listenerv3.ListenerFilter{Name: HTTPInspector,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspectorv3.HttpInspector{})}})
 	}
 	b.listeners[VirtualInbound] = vi
 }

@@ -436,6 +436,13 @@ func hostMatch(pattern, host string) bool {
 
 // protocolOf returns the port's protocol (upper case), inferring it from
 // the name prefix ("http-web") when unset; unknown means HTTP.
+// ProtocolAuto is the protocol of a port that declares none (no protocol,
+// no protocol name prefix): as in Istio, the proxies detect HTTP on it and
+// treat anything else as opaque TCP.
+const ProtocolAuto = registry.ProtocolAuto
+
+// protocolOf is a port's protocol: its declared one, else its name's
+// prefix (http-web → HTTP), else ProtocolAuto.
 func protocolOf(p registry.Port) string {
 	pr := strings.ToUpper(p.Protocol)
 	if pr == "" {
@@ -445,7 +452,7 @@ func protocolOf(p registry.Port) string {
 				return c
 			}
 		}
-		return "HTTP"
+		return ProtocolAuto
 	}
 	return pr
 }
