@@ -181,7 +181,7 @@ func OpenStore(opts Options, log *slog.Logger) (store.Store, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		st, err := kube.Open(context.Background(), kube.Options{Config: cfg, Logger: log.With("store", "kube")})
+		st, err := kube.Open(context.Background(), kube.Options{Config: cfg, Logger: log.With("store", "kube"), Mesh: opts.Mesh})
 		if err != nil {
 			return nil, "", err
 		}

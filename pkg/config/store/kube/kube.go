@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	meshv1 "istio.io/api/mesh/v1alpha1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -56,6 +57,10 @@ type Options struct {
 	// suite, which stores minimal resources, replaces it.
 	Validate func(*config.Resource) config.ErrorList
 	Logger   *slog.Logger
+	// Mesh, when set, is the control plane's MeshConfig: the status writer
+	// then also reports AuthorizationPolicy CUSTOM rules naming a missing
+	// extension provider (WEFT0108), as `weft analyze --mesh-config` does.
+	Mesh *meshv1.MeshConfig
 }
 
 // Store implements store.Store over Istio custom resources.

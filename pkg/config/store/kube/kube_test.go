@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	meshv1 "istio.io/api/mesh/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
@@ -116,7 +117,12 @@ func testConformance(t *testing.T, cfg *rest.Config) {
 // webhook runs) is kept out and reported, and fixing it brings it in.
 func testKubectlAndInvalid(t *testing.T, cfg *rest.Config, kc string) {
 	ctx := context.Background()
-	s, err := Open(ctx, Options{Config: cfg})
+	// With the control plane's mesh config the status also reports CUSTOM
+	// authorization rules that name no known ext_authz provider.
+	mesh := &meshv1.MeshConfig{ExtensionProviders: []*meshv1.MeshConfig_ExtensionProvider{{Name: "opa",
+		Provider: &meshv1.MeshConfig_ExtensionProvider_EnvoyExtAuthzHttp{EnvoyExtAuthzHttp: &meshv1.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationHttpProvider{
+			Service: "opa.default.svc.cluster.local", Port: 8000}}}}}
+	s, err := Open(ctx, Options{Config: cfg, Mesh: mesh})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,13 +135,13 @@ func testKubectlAndInvalid(t *testing.T, cfg *rest.Config, kc string) {
 	defer stop()
 	go s.RunStatusWriter(sctx, 50*time.Millisecond)
 	dyn := dynamic.NewForConfigOrDie(cfg)
-	// waitStatus polls the VirtualService's status messages until one
-	// contains want.
-	waitStatus := func(want string) {
+	// waitStatusOf polls a resource's status messages until one contains
+	// want; waitStatus those of VirtualService reviews.
+	waitStatusOf := func(kind, name, want string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			u, err := dyn.Resource(s.gvrs["VirtualService"]).Namespace("default").Get(ctx, "reviews", metav1.GetOptions{})
+			u, err := dyn.Resource(s.gvrs[kind]).Namespace("default").Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,6 +156,7 @@ func testKubectlAndInvalid(t *testing.T, cfg *rest.Config, kc string) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	waitStatus := func(want string) { t.Helper(); waitStatusOf("VirtualService", "reviews", want) }
 	kubectl := func(yaml string) {
 		t.Helper()
 		cmd := exec.Command("kubectl", "--kubeconfig", kc, "apply", "-f", "-")
@@ -209,6 +216,16 @@ spec:
 	// Valid now; the analyzer still warns that no DestinationRule
 	// declares subset v1.
 	waitStatus(`"type":{"code":"WEFT0102"}`)
+	kubectl(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: default}
+spec:
+  action: CUSTOM
+  provider: {name: opa-typo}
+  rules: [{to: [{operation: {paths: ["/admin"]}}]}]
+`)
+	waitStatusOf("AuthorizationPolicy", "ext", `"type":{"code":"WEFT0108"}`)
+	waitStatusOf("AuthorizationPolicy", "ext", `opa-typo`)
 
 	// An ignored (invalid) resource can still be deleted through the
 	// store, and Delete reports the deleting resourceVersion.

@@ -74,7 +74,11 @@ func (s *Store) desiredMessages() (map[config.Key][]message, map[config.Key]*uns
 		}
 	}
 	s.mu.RUnlock()
-	for _, am := range analyze.Analyze(rs) {
+	var aopts []analyze.Option
+	if s.opts.Mesh != nil {
+		aopts = append(aopts, analyze.WithMeshConfig(s.opts.Mesh))
+	}
+	for _, am := range analyze.Analyze(rs, aopts...) {
 		if am.Severity < analyze.Warning {
 			continue
 		}
