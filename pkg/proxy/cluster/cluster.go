@@ -202,6 +202,8 @@ type Cluster struct {
 	Warnings []string
 	// MTLS, when set, makes upstream connections mutual TLS (see tls.go).
 	MTLS *UpstreamMTLS
+	// Origin, when set, makes the proxy originate TLS upstream (see tls.go).
+	Origin *UpstreamTLS
 
 	clock   Clock
 	rnd     lb.Rand
@@ -943,7 +945,7 @@ func (m *Manager) picker(pc *clusterv3.Cluster, hosts []lb.Host) (lb.Picker, boo
 }
 
 func transportKey(c *Cluster) string {
-	return fmt.Sprintf("%d|%d|%s|%t|%s", c.Thresholds.MaxConnections, c.MaxRequestsPerConnection, c.ConnectTimeout, c.UpstreamH2, c.MTLS.key())
+	return fmt.Sprintf("%d|%d|%s|%t|%s", c.Thresholds.MaxConnections, c.MaxRequestsPerConnection, c.ConnectTimeout, c.UpstreamH2, c.MTLS.key()+"|"+c.Origin.key())
 }
 
 // connLimiter bounds a cluster's open upstream connections (Envoy's
@@ -1011,9 +1013,7 @@ func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 		limiter = &connLimiter{d: d, slots: make(chan struct{}, c.Thresholds.MaxConnections)}
 		dial = limiter.dial
 	}
-	if c.MTLS != nil && c.mtlsCfg != nil {
-		dial = c.MTLS.tlsDial(c.mtlsCfg, dial)
-	}
+	dial = c.wrapTLS(dial)
 	dial1 := dial
 	if n := c.MaxRequestsPerConnection; n > 1 {
 		dial1 = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -1089,8 +1089,6 @@ func newH1Pool(c *Cluster) *H1Pool {
 		return nil
 	}
 	dial := RawDialer(&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second})
-	if c.MTLS != nil && c.mtlsCfg != nil {
-		dial = c.MTLS.tlsDial(c.mtlsCfg, dial)
-	}
+	dial = c.wrapTLS(dial)
 	return NewH1Pool(dial, c.MaxRequestsPerConnection)
 }

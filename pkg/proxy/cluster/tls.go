@@ -2,16 +2,21 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 )
 
 // SDS secret names of Istio's mesh certificates (ISTIO_MUTUAL).
@@ -61,8 +66,7 @@ func (m *Manager) compileTLS(pc *clusterv3.Cluster, c *Cluster) error {
 	common := ctx.GetCommonTlsContext()
 	sds := common.GetTlsCertificateSdsSecretConfigs()
 	if len(sds) != 1 || sds[0].GetName() != WorkloadCertSecret {
-		c.Warnings = append(c.Warnings, "transport_socket: only ISTIO_MUTUAL (SDS \"default\") is executed: upstream connections are plaintext")
-		return nil
+		return m.compileOrigination(ctx, c)
 	}
 	if m.mtls == nil {
 		c.Warnings = append(c.Warnings, "transport_socket ISTIO_MUTUAL not executed (no workload certificate: --ca-address not set): upstream connections are plaintext")
@@ -142,15 +146,201 @@ func matchURISAN(rawCerts [][]byte, sans []string) error {
 
 // DialContext opens an opaque upstream connection (tcp_proxy, CONNECT) to
 // addr, a host of the cluster: mutual TLS when the cluster's transport
-// socket is an executed ISTIO_MUTUAL one, plaintext otherwise.
+// socket is an executed ISTIO_MUTUAL one, TLS when it originates TLS
+// (DestinationRule SIMPLE/MUTUAL), plaintext otherwise.
 func (c *Cluster) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	timeout := c.ConnectTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
 	d := &net.Dialer{Timeout: timeout}
-	if c.MTLS != nil && c.mtlsCfg != nil {
-		return c.MTLS.tlsDial(c.mtlsCfg, d.DialContext)(ctx, network, addr)
+	return c.wrapTLS(d.DialContext)(ctx, network, addr)
+}
+
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// wrapTLS adds the cluster's upstream TLS (ISTIO_MUTUAL or origination) to
+// dial.
+func (c *Cluster) wrapTLS(dial dialFunc) dialFunc {
+	switch {
+	case c.MTLS != nil && c.mtlsCfg != nil:
+		return c.MTLS.tlsDial(c.mtlsCfg, dial)
+	case c.Origin != nil:
+		return c.Origin.dial(dial)
 	}
-	return d.DialContext(ctx, network, addr)
+	return dial
+}
+
+// UpstreamTLS is an executed TLS-originating transport socket (a
+// DestinationRule SIMPLE or MUTUAL, e.g. Istio's egress TLS origination):
+// the application sends plaintext, the proxy speaks TLS upstream.
+type UpstreamTLS struct {
+	cfg *tls.Config
+	id  string // digest of the socket's config and the files it read
+	err error  // not executable: every dial fails with it
+}
+
+func (u *UpstreamTLS) key() string {
+	if u == nil {
+		return ""
+	}
+	return u.id
+}
+
+// dial wraps dial with a TLS handshake.
+func (u *UpstreamTLS) dial(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if u.err != nil {
+			return nil, u.err
+		}
+		raw, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conn := tls.Client(raw, u.cfg)
+		if err := conn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("upstream TLS handshake with %s: %w", addr, err)
+		}
+		return conn, nil
+	}
+}
+
+// compileOrigination executes an UpstreamTlsContext that is not
+// ISTIO_MUTUAL, as Envoy does: SNI, ALPN, client certificate (MUTUAL) and
+// the validation context (trusted CA, subject alt names, or accept
+// untrusted for insecureSkipVerify). Without a trusted CA the system roots
+// verify the server (Istio's VERIFY_CERTIFICATE_AT_CLIENT); without subject
+// alt names the certificate must be valid for the SNI. A file that cannot
+// be read or parsed, or an SDS secret weft proxy cannot fetch (an
+// unresolved credentialName), makes every connection of this cluster fail
+// (and is listed in its warnings) instead of going out in plaintext; the
+// rest of the update applies (Envoy would reject the whole update).
+func (m *Manager) compileOrigination(ctx *tlsv3.UpstreamTlsContext, c *Cluster) error {
+	if err := m.buildOrigination(ctx, c); err != nil {
+		c.Origin.err = fmt.Errorf("upstream TLS: %w", err)
+		c.Warnings = append(c.Warnings, "transport_socket: "+err.Error()+": connections fail")
+	}
+	return nil
+}
+
+func (m *Manager) buildOrigination(ctx *tlsv3.UpstreamTlsContext, c *Cluster) error {
+	common := ctx.GetCommonTlsContext()
+	h := sha256.New()
+	u := &UpstreamTLS{}
+	defer func() { u.id = hex.EncodeToString(h.Sum(nil)); c.Origin = u }()
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(ctx)
+	if err != nil {
+		return err
+	}
+	h.Write(b)
+	if sds := common.GetTlsCertificateSdsSecretConfigs(); len(sds) > 0 {
+		return fmt.Errorf("SDS secret %q is not available (credentialName not resolved by the control plane)", sds[0].GetName())
+	}
+	if vs := common.GetValidationContextSdsSecretConfig(); vs != nil {
+		return fmt.Errorf("SDS validation secret %q is not available", vs.GetName())
+	}
+	read := func(what string, d *corev3.DataSource) ([]byte, error) {
+		var out []byte
+		switch {
+		case d.GetFilename() != "":
+			b, err := os.ReadFile(d.GetFilename())
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
+			out = b
+		case d.GetInlineBytes() != nil:
+			out = d.GetInlineBytes()
+		case d.GetInlineString() != "":
+			out = []byte(d.GetInlineString())
+		}
+		h.Write(out)
+		return out, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: ctx.GetSni(), NextProtos: common.GetAlpnProtocols()}
+	if certs := common.GetTlsCertificates(); len(certs) > 0 {
+		chain, err := read("certificate_chain", certs[0].GetCertificateChain())
+		if err != nil {
+			return err
+		}
+		key, err := read("private_key", certs[0].GetPrivateKey())
+		if err != nil {
+			return err
+		}
+		pair, err := tls.X509KeyPair(chain, key)
+		if err != nil {
+			return fmt.Errorf("client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	vc := common.GetValidationContext()
+	if vc == nil {
+		vc = common.GetCombinedValidationContext().GetDefaultValidationContext()
+	}
+	cfg.InsecureSkipVerify = true // verified below, Envoy's way
+	if vc.GetTrustChainVerification() == tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED {
+		u.cfg = cfg
+		return nil
+	}
+	var roots *x509.CertPool
+	if vc.GetTrustedCa() != nil {
+		pemBytes, err := read("trusted_ca", vc.GetTrustedCa())
+		if err != nil {
+			return err
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pemBytes) {
+			return fmt.Errorf("trusted_ca: no PEM certificate")
+		}
+	} else if roots, err = x509.SystemCertPool(); err != nil {
+		return fmt.Errorf("system roots: %w", err)
+	}
+	var dnsSANs, uriSANs []string
+	for _, s := range vc.GetMatchTypedSubjectAltNames() {
+		if e := s.GetMatcher().GetExact(); e != "" {
+			if s.GetSanType() == tlsv3.SubjectAltNameMatcher_URI {
+				uriSANs = append(uriSANs, e)
+			} else {
+				dnsSANs = append(dnsSANs, e)
+			}
+		}
+	}
+	sni := ctx.GetSni()
+	cfg.VerifyPeerCertificate = func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+		if len(rawCerts) == 0 {
+			return fmt.Errorf("upstream sent no certificate")
+		}
+		certs := make([]*x509.Certificate, len(rawCerts))
+		for i, r := range rawCerts {
+			c, err := x509.ParseCertificate(r)
+			if err != nil {
+				return fmt.Errorf("upstream certificate: %w", err)
+			}
+			certs[i] = c
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
+			return err
+		}
+		switch {
+		case len(dnsSANs) > 0 || len(uriSANs) > 0:
+			for _, n := range dnsSANs {
+				if certs[0].VerifyHostname(n) == nil {
+					return nil
+				}
+			}
+			if len(uriSANs) > 0 {
+				return matchURISAN(rawCerts, uriSANs)
+			}
+			return fmt.Errorf("upstream certificate matches none of the subject alt names %v", dnsSANs)
+		case sni != "":
+			return certs[0].VerifyHostname(sni)
+		}
+		return nil
+	}
+	u.cfg = cfg
+	return nil
 }

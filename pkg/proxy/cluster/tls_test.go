@@ -160,3 +160,75 @@ func TestUpstreamMTLS(t *testing.T) {
 		conn.Close()
 	}
 }
+
+// TestOriginationUnavailable: a TLS-originating cluster whose client
+// credential is an SDS reference the proxy cannot fetch, or whose CA file
+// is missing, is accepted with a warning and refuses to dial (never
+// plaintext); a valid one dials TLS with the configured SNI.
+func TestOriginationUnavailable(t *testing.T) {
+	serverCert, _ := selfSigned(t, "spiffe://example/server")
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{serverCert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	sni := make(chan string, 4)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			if err := c.(*tls.Conn).Handshake(); err == nil {
+				sni <- c.(*tls.Conn).ConnectionState().ServerName
+			}
+			c.Close()
+		}
+	}()
+	socket := func(ctx *tlsv3.UpstreamTlsContext) *corev3.TransportSocket {
+		a, err := anypb.New(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
+	}
+	untrusted := &tlsv3.CertificateValidationContext{TrustChainVerification: tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED}
+	clusters := map[string]*clusterv3.Cluster{}
+	for name, ctx := range map[string]*tlsv3.UpstreamTlsContext{
+		"sds": {Sni: "ext.example.com", CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "kubernetes://client-credential"}}}},
+		"nofile": {Sni: "ext.example.com", CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
+			ValidationContext: &tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/nonexistent/ca.pem"}}}}}},
+		"skipverify": {Sni: "ext.example.com", CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: untrusted}}},
+		"verify": {Sni: "ext.example.com"}, // system roots: the self-signed server fails
+	} {
+		clusters[name] = &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}, TransportSocket: socket(ctx)}
+	}
+	m, _ := newTestManager()
+	set, err := m.Build(clusters, nil, edsName, nil)
+	if err != nil {
+		t.Fatalf("update rejected: %v", err)
+	}
+	for _, name := range []string{"sds", "nofile"} {
+		c := set.Clusters[name]
+		if len(c.Warnings) == 0 || !strings.Contains(c.Warnings[0], "connections fail") {
+			t.Errorf("%s: warnings %v", name, c.Warnings)
+		}
+		if conn, err := c.DialContext(context.Background(), "tcp", lis.Addr().String()); err == nil {
+			conn.Close()
+			t.Errorf("%s: dial succeeded", name)
+		}
+	}
+	conn, err := set.Clusters["skipverify"].DialContext(context.Background(), "tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatalf("insecureSkipVerify: %v", err)
+	}
+	conn.Close()
+	if got := <-sni; got != "ext.example.com" {
+		t.Errorf("SNI %q", got)
+	}
+	if conn, err := set.Clusters["verify"].DialContext(context.Background(), "tcp", lis.Addr().String()); err == nil {
+		conn.Close()
+		t.Error("a self-signed server passed verification against the system roots")
+	}
+}

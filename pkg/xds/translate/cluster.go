@@ -251,7 +251,7 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 		}
 		c.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: float64(od.GetMinHealthPercent())}
 	}
-	c.TransportSocket = upstreamTLS(tp.GetTls(), svc.Hostname, port.Number)
+	c.TransportSocket = upstreamTLS(tp.GetTls(), svc.Hostname, port.Number, b.credential)
 	if ts := b.autoMTLS(tp, svc, port, labels); ts != nil {
 		c.TransportSocket = ts
 	}
@@ -437,8 +437,25 @@ func outlier(od *networking.OutlierDetection) *clusterv3.OutlierDetection {
 	return out
 }
 
-// upstreamTLS builds the TLS transport socket for a ClientTLSSettings.
-func upstreamTLS(t *networking.ClientTLSSettings, host string, port uint32) *corev3.TransportSocket {
+// credential resolves a credentialName in the proxy's namespace (Istio
+// reads a sidecar's DestinationRule credentials there too).
+func (b *builder) credential(name string) (Credential, bool) {
+	if b.in.Credentials == nil {
+		return Credential{}, false
+	}
+	return b.in.Credentials(b.p.Namespace, name)
+}
+
+func inline(b []byte) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
+}
+
+// upstreamTLS builds the TLS transport socket for a ClientTLSSettings. A
+// credentialName (MUTUAL: client certificate and key; SIMPLE and MUTUAL:
+// its CA bundle unless caCertificates is set) is inlined when cred knows
+// it, else referenced by SDS name (kubernetes://NAME), which weft proxy
+// refuses to dial without.
+func upstreamTLS(t *networking.ClientTLSSettings, host string, port uint32, cred func(string) (Credential, bool)) *corev3.TransportSocket {
 	if t == nil || t.GetMode() == networking.ClientTLSSettings_DISABLE {
 		return nil
 	}
@@ -470,8 +487,15 @@ func upstreamTLS(t *networking.ClientTLSSettings, host string, port uint32) *cor
 		if ctx.Sni == "" && !strings.Contains(host, "*") {
 			ctx.Sni = host
 		}
+		var c Credential
+		found := false
+		if cn := t.GetCredentialName(); cn != "" && cred != nil {
+			c, found = cred(cn)
+		}
 		if t.GetMode() == networking.ClientTLSSettings_MUTUAL {
-			if cn := t.GetCredentialName(); cn != "" {
+			if cn := t.GetCredentialName(); cn != "" && found {
+				ctx.CommonTlsContext.TlsCertificates = []*tlsv3.TlsCertificate{{CertificateChain: inline(c.Cert), PrivateKey: inline(c.Key)}}
+			} else if cn != "" {
 				ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "kubernetes://" + cn, SdsConfig: ads()}}
 			} else if t.GetClientCertificate() != "" {
 				ctx.CommonTlsContext.TlsCertificates = []*tlsv3.TlsCertificate{{
@@ -482,6 +506,8 @@ func upstreamTLS(t *networking.ClientTLSSettings, host string, port uint32) *cor
 		}
 		if ca := t.GetCaCertificates(); ca != "" {
 			validation.TrustedCa = fileSource(ca)
+		} else if found && len(c.CA) > 0 {
+			validation.TrustedCa = inline(c.CA)
 		}
 		ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: validation}
 	}

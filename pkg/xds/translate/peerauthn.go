@@ -234,7 +234,7 @@ func (b *builder) autoMTLS(tp *networking.TrafficPolicy, svc *registry.Service, 
 		}
 		sort.Strings(settings.SubjectAltNames)
 	}
-	return upstreamTLS(settings, svc.Hostname, port.Number)
+	return upstreamTLS(settings, svc.Hostname, port.Number, nil)
 }
 
 // trustDomain is the mesh's trust domain (default "cluster.local").

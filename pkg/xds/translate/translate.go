@@ -36,9 +36,10 @@ type Input struct {
 	// logging and ext_authz; default providers); nil means none. Its
 	// rootNamespace is not read here: callers copy it to RootNamespace.
 	Mesh *meshv1.MeshConfig
-	// Credentials looks up a gateway TLS credentialName for a gateway
-	// proxy in namespace ns (Istio resolves it in the gateway workload's
-	// namespace); nil means no credentials are known.
+	// Credentials looks up a TLS credentialName (a Gateway server's, or a
+	// DestinationRule's for TLS origination) for a proxy in namespace ns
+	// (Istio resolves it in the proxy workload's namespace); nil means no
+	// credentials are known.
 	Credentials func(ns, name string) (Credential, bool)
 	// JWKSURI returns the jwks_uri of a JWT issuer, resolved by OpenID
 	// discovery (pkg/oidc), for RequestAuthentication rules that give
