@@ -200,7 +200,7 @@ func TestOriginationUnavailable(t *testing.T) {
 		"nofile": {Sni: "ext.example.com", CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
 			ValidationContext: &tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/nonexistent/ca.pem"}}}}}},
 		"skipverify": {Sni: "ext.example.com", CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: untrusted}}},
-		"verify": {Sni: "ext.example.com"}, // system roots: the self-signed server fails
+		"verify":     {Sni: "ext.example.com"}, // system roots: the self-signed server fails
 	} {
 		clusters[name] = &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}, TransportSocket: socket(ctx)}
 	}
