@@ -52,6 +52,7 @@ const (
 	// EnvoyFilter patches.
 	CodeEnvoyFilterNotExecuted = "WEFT0109" // a patch adds or sets something weft proxy does not execute
 	CodeEnvoyFilterInvalid     = "WEFT0110" // a patch can never apply (operation, applyTo or value)
+	CodeDelegateNotFound       = "WEFT0111" // an http route delegates to a VirtualService that does not exist or has hosts
 )
 
 // Message is one finding.
@@ -222,6 +223,24 @@ func (a *analyzer) hostKnown(fq string) bool {
 	return false
 }
 
+// checkDelegate reports a delegate that names no VirtualService, or one
+// with hosts (a delegate must have none, or the proxies ignore it).
+func (a *analyzer) checkDelegate(r *config.Resource, path string, d *networking.Delegate) {
+	ns := d.GetNamespace()
+	if ns == "" {
+		ns = r.Meta.Namespace
+	}
+	for _, o := range a.rs {
+		if vs, ok := o.Spec.(*networking.VirtualService); ok && o.Meta.Name == d.GetName() && o.Meta.Namespace == ns {
+			if len(vs.GetHosts()) > 0 {
+				a.report(r, Warning, CodeDelegateNotFound, path, "VirtualService %s/%s has hosts: a delegate must have none, so these routes are left out", ns, d.GetName())
+			}
+			return
+		}
+	}
+	a.report(r, Warning, CodeDelegateNotFound, path, "delegate VirtualService %s/%s not found: these routes are left out", ns, d.GetName())
+}
+
 func (a *analyzer) checkDestination(r *config.Resource, path string, d *networking.Destination) {
 	if d == nil || d.GetHost() == "" {
 		return
@@ -343,6 +362,9 @@ func (a *analyzer) virtualServices() {
 			}
 		}
 		for i, hr := range vs.GetHttp() {
+			if d := hr.GetDelegate(); d != nil {
+				a.checkDelegate(r, fmt.Sprintf("spec.http[%d].delegate", i), d)
+			}
 			for j, rd := range hr.GetRoute() {
 				a.checkDestination(r, fmt.Sprintf("spec.http[%d].route[%d].destination", i, j), rd.GetDestination())
 			}

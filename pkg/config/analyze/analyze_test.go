@@ -98,6 +98,28 @@ spec:
   hosts: [reviews]
   http: [{route: [{destination: {host: reviews}}]}]
 `, []Option{WithKnownHosts("reviews.default.svc.cluster.local")}, nil},
+		{"delegates", base + `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root}
+spec:
+  hosts: [extsvc.example.com]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    delegate: {name: team-a, namespace: team}
+  - match: [{uri: {prefix: /b}}]
+    delegate: {name: missing}
+  - match: [{uri: {prefix: /c}}]
+    delegate: {name: root}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: team-a, namespace: team}
+spec:
+  http: [{route: [{destination: {host: extsvc.example.com}}]}]
+`, nil, []string{
+			"Warning [WEFT0111] VirtualService default/root: spec.http[1].delegate: delegate VirtualService default/missing not found",
+			"Warning [WEFT0111] VirtualService default/root: spec.http[2].delegate: VirtualService default/root has hosts: a delegate must have none",
+		}},
 		{"missing subset and gateway", base + `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: r}

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"cmp"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -99,30 +102,221 @@ func (b *builder) httpRoutes(c *config.Resource, rc routeCtx) []*routev3.Route {
 		gw = MeshGateway
 	}
 	var out []*routev3.Route
+	name := c.Meta.Name + "." + nsOf(c)
 	for _, hr := range vs.GetHttp() {
-		name := c.Meta.Name + "." + nsOf(c)
-		matches := hr.GetMatch()
-		if len(matches) == 0 {
-			out = append(out, b.httpRoute(c, hr, nil, name, rc))
+		if hr.GetDelegate() == nil {
+			out = b.appendHTTPRoute(out, c, c, hr, name, rc, gw)
 			continue
 		}
-		for _, m := range matches {
-			if m.GetPort() != 0 && m.GetPort() != rc.port {
-				continue
+		// Delegation (one level, as in Istio): the delegate's routes
+		// replace this one, each match merged with this route's matches,
+		// unset fields inherited from it; the delegate's destinations
+		// resolve in its own namespace.
+		dc := b.delegate(hr.GetDelegate(), nsOf(c))
+		if dc == nil {
+			b.warnings = append(b.warnings, fmt.Sprintf("VirtualService %s: delegate %s/%s not found (or not exported): its routes are left out",
+				name, cmp.Or(hr.GetDelegate().GetNamespace(), nsOf(c)), hr.GetDelegate().GetName()))
+			continue
+		}
+		for _, dr := range dc.Spec.(*networking.VirtualService).GetHttp() {
+			if dr.GetDelegate() != nil {
+				continue // no nested delegation
 			}
-			if len(m.GetSourceLabels()) > 0 && !labelsMatch(m.GetSourceLabels(), b.p.Labels) {
-				continue
+			if merged := mergeDelegateRoute(hr, dr); merged != nil {
+				out = b.appendHTTPRoute(out, c, dc, merged, name, rc, gw)
 			}
-			if ns := m.GetSourceNamespace(); ns != "" && ns != b.p.Namespace {
-				continue
-			}
-			if len(m.GetGateways()) > 0 && !gatewayListed(m.GetGateways(), nsOf(c), gw) {
-				continue
-			}
-			out = append(out, b.httpRoute(c, hr, m, name, rc))
 		}
 	}
 	return out
+}
+
+// appendHTTPRoute appends hr's Envoy routes, one per match that applies
+// to this proxy and port. root is the VirtualService bound to the host
+// (its namespace qualifies match gateways), c the one hr comes from (its
+// namespace resolves destinations).
+func (b *builder) appendHTTPRoute(out []*routev3.Route, root, c *config.Resource, hr *networking.HTTPRoute, name string, rc routeCtx, gw string) []*routev3.Route {
+	matches := hr.GetMatch()
+	if len(matches) == 0 {
+		return append(out, b.httpRoute(c, hr, nil, name, rc))
+	}
+	for _, m := range matches {
+		if m.GetPort() != 0 && m.GetPort() != rc.port {
+			continue
+		}
+		if len(m.GetSourceLabels()) > 0 && !labelsMatch(m.GetSourceLabels(), b.p.Labels) {
+			continue
+		}
+		if ns := m.GetSourceNamespace(); ns != "" && ns != b.p.Namespace {
+			continue
+		}
+		if len(m.GetGateways()) > 0 && !gatewayListed(m.GetGateways(), nsOf(root), gw) {
+			continue
+		}
+		out = append(out, b.httpRoute(c, hr, m, name, rc))
+	}
+	return out
+}
+
+// delegate finds the VirtualService a route delegates to (namespace
+// defaults to the root's) among those visible to the proxy; a delegate
+// has no hosts.
+func (b *builder) delegate(d *networking.Delegate, rootNS string) *config.Resource {
+	ns := cmp.Or(d.GetNamespace(), rootNS)
+	for _, c := range b.vss {
+		if c.Meta.Name == d.GetName() && nsOf(c) == ns && len(c.Spec.(*networking.VirtualService).GetHosts()) == 0 {
+			return c
+		}
+	}
+	return nil
+}
+
+// mergeDelegateRoute is a delegate's route under its root route: matches
+// merged (nil when they conflict: the delegate may only narrow the root's
+// matches), and the root's rewrite, timeout, retries, fault, mirror(s),
+// CORS policy and header operations where the delegate sets none.
+func mergeDelegateRoute(root, del *networking.HTTPRoute) *networking.HTTPRoute {
+	out := proto.Clone(del).(*networking.HTTPRoute)
+	ms, ok := mergeMatches(root.GetMatch(), del.GetMatch())
+	if !ok {
+		return nil
+	}
+	out.Match = ms
+	switch {
+	case out.Name == "":
+		out.Name = root.GetName()
+	case root.GetName() != "":
+		out.Name = root.GetName() + "-" + out.Name
+	}
+	if out.Rewrite == nil {
+		out.Rewrite = root.GetRewrite()
+	}
+	if out.Timeout == nil {
+		out.Timeout = root.GetTimeout()
+	}
+	if out.Retries == nil {
+		out.Retries = root.GetRetries()
+	}
+	if out.Fault == nil {
+		out.Fault = root.GetFault()
+	}
+	if out.Mirror == nil && len(out.Mirrors) == 0 {
+		out.Mirror, out.Mirrors, out.MirrorPercentage = root.GetMirror(), root.GetMirrors(), root.GetMirrorPercentage()
+	}
+	if out.CorsPolicy == nil {
+		out.CorsPolicy = root.GetCorsPolicy()
+	}
+	if out.Headers == nil {
+		out.Headers = root.GetHeaders()
+	}
+	return out
+}
+
+// mergeMatches combines root and delegate match lists: every pair that
+// does not conflict, or the other list when one is empty. ok is false when
+// every pair conflicts.
+func mergeMatches(root, del []*networking.HTTPMatchRequest) ([]*networking.HTTPMatchRequest, bool) {
+	if len(root) == 0 {
+		return del, true
+	}
+	if len(del) == 0 {
+		return root, true
+	}
+	var out []*networking.HTTPMatchRequest
+	for _, r := range root {
+		for _, d := range del {
+			if m, ok := mergeMatch(r, d); ok {
+				out = append(out, m)
+			}
+		}
+	}
+	return out, len(out) > 0
+}
+
+// mergeMatch narrows root by del: del's conditions, plus root's where del
+// has none. A delegate URI must lie within the root's (same exact path,
+// or a path/prefix under the root's prefix); other conditions set on both
+// must be equal.
+func mergeMatch(root, del *networking.HTTPMatchRequest) (*networking.HTTPMatchRequest, bool) {
+	m := proto.Clone(del).(*networking.HTTPMatchRequest)
+	switch {
+	case m.Uri == nil:
+		m.Uri = root.GetUri()
+	case root.GetUri() != nil && !uriWithin(m.Uri, root.GetUri()):
+		return nil, false
+	}
+	for _, f := range []struct {
+		dst **networking.StringMatch
+		src *networking.StringMatch
+	}{{&m.Scheme, root.GetScheme()}, {&m.Method, root.GetMethod()}, {&m.Authority, root.GetAuthority()}} {
+		switch {
+		case *f.dst == nil:
+			*f.dst = f.src
+		case f.src != nil && !proto.Equal(*f.dst, f.src):
+			return nil, false
+		}
+	}
+	for _, f := range []struct {
+		dst *map[string]*networking.StringMatch
+		src map[string]*networking.StringMatch
+	}{{&m.Headers, root.GetHeaders()}, {&m.WithoutHeaders, root.GetWithoutHeaders()}, {&m.QueryParams, root.GetQueryParams()}} {
+		for k, v := range f.src {
+			if cur, ok := (*f.dst)[k]; ok {
+				if !proto.Equal(cur, v) {
+					return nil, false
+				}
+				continue
+			}
+			if *f.dst == nil {
+				*f.dst = map[string]*networking.StringMatch{}
+			}
+			(*f.dst)[k] = v
+		}
+	}
+	for k, v := range root.GetSourceLabels() {
+		if cur, ok := m.SourceLabels[k]; ok && cur != v {
+			return nil, false
+		}
+		if m.SourceLabels == nil {
+			m.SourceLabels = map[string]string{}
+		}
+		m.SourceLabels[k] = v
+	}
+	switch {
+	case m.Port == 0:
+		m.Port = root.GetPort()
+	case root.GetPort() != 0 && root.GetPort() != m.Port:
+		return nil, false
+	}
+	switch {
+	case m.SourceNamespace == "":
+		m.SourceNamespace = root.GetSourceNamespace()
+	case root.GetSourceNamespace() != "" && root.GetSourceNamespace() != m.SourceNamespace:
+		return nil, false
+	}
+	if len(m.Gateways) == 0 {
+		m.Gateways = root.GetGateways()
+	}
+	m.IgnoreUriCase = m.IgnoreUriCase || root.GetIgnoreUriCase()
+	return m, true
+}
+
+// uriWithin reports whether every path del matches is one root matches, for
+// exact and prefix matches (a regex must equal the root's).
+func uriWithin(del, root *networking.StringMatch) bool {
+	switch r := root.GetMatchType().(type) {
+	case *networking.StringMatch_Prefix:
+		switch d := del.GetMatchType().(type) {
+		case *networking.StringMatch_Prefix:
+			return strings.HasPrefix(d.Prefix, r.Prefix)
+		case *networking.StringMatch_Exact:
+			return strings.HasPrefix(d.Exact, r.Prefix)
+		}
+	case *networking.StringMatch_Exact:
+		if d, ok := del.GetMatchType().(*networking.StringMatch_Exact); ok {
+			return d.Exact == r.Exact
+		}
+	}
+	return proto.Equal(del, root)
 }
 
 func (b *builder) httpRoute(c *config.Resource, hr *networking.HTTPRoute, m *networking.HTTPMatchRequest, name string, rc routeCtx) *routev3.Route {
