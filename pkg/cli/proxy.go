@@ -155,6 +155,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 	f := cmd.Flags()
 	mt.register(f)
 	f.StringVar(&o.ControlPlane, "control-plane", "127.0.0.1:15010", "control plane ADS address HOST:PORT")
+	f.BoolVar(&o.XDSDelta, "xds-delta", true, "speak delta xDS to the control plane (a weft control plane then sends only changed resources and route tables as per-host VHDS virtual hosts); false: state of the world")
 	f.StringVar(&o.Namespace, "namespace", "default", "workload namespace")
 	f.StringVar(&o.Workload, "workload", "", "workload (pod) name (required)")
 	f.StringVar(&labels, "labels", "", "workload labels k=v,k2=v2")

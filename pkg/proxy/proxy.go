@@ -44,7 +44,12 @@ import (
 // an ephemeral port (see Proxy.Addresses). Empty addresses disable that
 // listener, except Outbound and Inbound.
 type Options struct {
-	ControlPlane   string
+	ControlPlane string
+	// XDSDelta speaks delta xDS to the control plane, with route
+	// configurations in VHDS form from a weft control plane (see
+	// xdsclient.Config.Delta); false: state of the world. weft proxy's
+	// --xds-delta defaults to true.
+	XDSDelta       bool
 	Namespace      string
 	Workload       string
 	ServiceAccount string
@@ -507,7 +512,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		}()
 	}
 	xc, err := xdsclient.New(xdsclient.Config{Address: o.ControlPlane, Node: p.Node(), Update: p.update, Logger: p.log,
-		BackoffMin: o.BackoffMin, BackoffMax: o.BackoffMax})
+		BackoffMin: o.BackoffMin, BackoffMax: o.BackoffMax, Delta: o.XDSDelta})
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,11 @@ type Config struct {
 	BackoffMax time.Duration
 	// Rand supplies jitter; default a rand seeded from the runtime.
 	Rand *rand.Rand
+	// Delta speaks delta xDS and takes route configurations in VHDS form
+	// from a weft control plane (see delta.go); default false:
+	// state-of-the-world. A control plane that does not implement delta
+	// xDS is spoken to with state-of-the-world instead.
+	Delta bool
 }
 
 // Stats counts protocol events; read with Client.Stats.
@@ -58,6 +63,10 @@ type Client struct {
 	mu      sync.Mutex
 	current *Resources
 	stats   Stats
+	// delta is the delta protocol's state (nil until a delta stream ran);
+	// noDelta is set once the control plane refused delta xDS.
+	delta   *deltaState
+	noDelta bool
 }
 
 // New returns a client; it does not connect until Run.
@@ -107,7 +116,16 @@ func (c *Client) Run(ctx context.Context) error {
 	backoff := c.cfg.BackoffMin
 	for {
 		start := time.Now()
-		err := c.stream(ctx)
+		var err error
+		if c.cfg.Delta && !c.noDelta {
+			if err = c.deltaStream(ctx); errors.Is(err, errDeltaUnimplemented) {
+				c.log.Info("control plane does not implement delta xDS; using state of the world")
+				c.noDelta = true
+				err = c.stream(ctx)
+			}
+		} else {
+			err = c.stream(ctx)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -175,3 +175,38 @@ func TestLargeResponse(t *testing.T) {
 	start(t, cp, rec)
 	wait(t, "complete set with a 6 MB route table", func() bool { l := rec.last(); return l != nil && l.Complete() })
 }
+
+// TestDeltaWithoutVHDS: over delta xDS with a server that does not know
+// FeatureVHDS (go-control-plane's delta server), route configurations
+// arrive whole and the client follows references and completes as with
+// state of the world; a removed cluster is removed.
+func TestDeltaWithoutVHDS(t *testing.T) {
+	cp := xdstest.Start(t)
+	set := &xdstest.Resources{
+		Listeners: []types.Resource{xdstest.HTTPListener(9080)},
+		Routes:    []types.Resource{xdstest.RouteConfig(9080, "a", xdstest.ToCluster("r", "c1"))},
+		Clusters:  []types.Resource{xdstest.EDSCluster("c1"), xdstest.EDSCluster("c2")},
+		Endpoints: []types.Resource{xdstest.Endpoints("c1", "w", "127.0.0.1:1"), xdstest.Endpoints("c2", "w", "127.0.0.1:2")},
+	}
+	cp.Set(t, node, set)
+	rec := &recorder{}
+	c, err := xdsclient.New(xdsclient.Config{Address: cp.Addr, Node: &corev3.Node{Id: node}, Update: rec.update, Delta: true,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	wait(t, "complete set", func() bool { l := rec.last(); return l != nil && l.Complete() && l.Endpoints["c2"] != nil })
+	if vh := c.Current().Routes["9080"].GetVirtualHosts(); len(vh) != 1 {
+		t.Fatalf("virtual hosts %v", vh)
+	}
+	set.Clusters, set.Endpoints = set.Clusters[:1], set.Endpoints[:1]
+	cp.Set(t, node, set)
+	wait(t, "c2 removed", func() bool { return c.Current().Clusters["c2"] == nil && c.Current().Clusters["c1"] != nil })
+	if st := c.Stats(); st.NACKs != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

@@ -1,5 +1,6 @@
 // Package xdsclient is the proxy's Aggregated Discovery Service client:
-// state-of-the-world xDS v3 over one gRPC stream. It subscribes to all
+// xDS v3 over one gRPC stream, state of the world or delta with VHDS
+// (Config.Delta, see delta.go). It subscribes to all
 // listeners and clusters, follows the route and endpoint names they
 // reference, validates every update through a caller-supplied Update
 // callback, ACKs what was applied and NACKs (with error_detail) what was

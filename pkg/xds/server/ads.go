@@ -140,13 +140,6 @@ func (x adsService) StreamAggregatedResources(srv discoveryv3.AggregatedDiscover
 	}
 }
 
-// DeltaAggregatedResources serves incremental xDS with go-control-plane's
-// delta server over a snapshot cache that only holds proxies with a delta
-// stream.
-func (x adsService) DeltaAggregatedResources(srv discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	return x.s.delta.DeltaAggregatedResources(srv)
-}
-
 func (a *adsStream) recvLoop() error {
 	for {
 		req, err := a.srv.Recv()

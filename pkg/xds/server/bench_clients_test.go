@@ -25,6 +25,7 @@ import (
 	encodingproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -75,6 +76,10 @@ type benchClient struct {
 	// decode is how much of a response the client decodes (see
 	// benchDecode).
 	decode benchDecode
+	// sotw: the client speaks state-of-the-world ADS and gets whole route
+	// tables, as Envoy and gRPC-Go do (WEFT_BENCH_XDS=sotw); otherwise
+	// delta xDS with VHDS, as weft proxy does.
+	sotw bool
 }
 
 // benchDecode is how much of each response a simulated client decodes
@@ -116,6 +121,9 @@ func (c benchCodec) Name() string { return c.base.Name() }
 func (c benchCodec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
 
 func (c benchCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if d, ok := v.(*discoveryv3.DeltaDiscoveryResponse); ok {
+		return walkDelta(data, d)
+	}
 	r, ok := v.(*discoveryv3.DiscoveryResponse)
 	if !ok {
 		return c.base.Unmarshal(data, v)
@@ -142,22 +150,8 @@ func (c benchCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		case 1:
 			r.VersionInfo = string(val)
 		case 2: // an Any: type_url (1) and value (2), checked, not copied
-			var typeURL, value bool
-			for len(val) > 0 {
-				anum, atyp, an := protowire.ConsumeTag(val)
-				if an < 0 || atyp != protowire.BytesType {
-					return fmt.Errorf("resource %d: bad field", resources)
-				}
-				f, fn := protowire.ConsumeBytes(val[an:])
-				if fn < 0 {
-					return fmt.Errorf("resource %d: %w", resources, protowire.ParseError(fn))
-				}
-				val = val[an+fn:]
-				typeURL = typeURL || (anum == 1 && len(f) > 0)
-				value = value || anum == 2
-			}
-			if !typeURL || !value {
-				return fmt.Errorf("resource %d: no type URL or value", resources)
+			if err := walkAny(val); err != nil {
+				return fmt.Errorf("resource %d: %w", resources, err)
 			}
 			resources++
 		case 4:
@@ -170,6 +164,155 @@ func (c benchCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return fmt.Errorf("%s response %s carries no resources", r.TypeUrl, r.VersionInfo)
 	}
 	return nil
+}
+
+// walkAny checks an encoded Any for a type URL and a value without
+// copying it.
+func walkAny(val []byte) error {
+	var typeURL, value bool
+	for len(val) > 0 {
+		anum, atyp, an := protowire.ConsumeTag(val)
+		if an < 0 || atyp != protowire.BytesType {
+			return errors.New("bad Any field")
+		}
+		f, fn := protowire.ConsumeBytes(val[an:])
+		if fn < 0 {
+			return protowire.ParseError(fn)
+		}
+		val = val[an+fn:]
+		typeURL = typeURL || (anum == 1 && len(f) > 0)
+		value = value || anum == 2
+	}
+	if !typeURL || !value {
+		return errors.New("no type URL or value")
+	}
+	return nil
+}
+
+// walkDelta is decodeWalk for a DeltaDiscoveryResponse: every field is
+// walked; system_version_info, type_url, nonce and each removed name are
+// decoded, each resource is checked for a name, a version and an Any with
+// a type URL and a value, not copied (as the SotW walk does not copy).
+func walkDelta(data mem.BufferSlice, r *discoveryv3.DeltaDiscoveryResponse) error {
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	b := buf.ReadOnlyData()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || typ != protowire.BytesType {
+			return fmt.Errorf("delta response field %d: bad tag", num)
+		}
+		val, vn := protowire.ConsumeBytes(b[n:])
+		if vn < 0 {
+			return fmt.Errorf("delta response field %d: %w", num, protowire.ParseError(vn))
+		}
+		b = b[n+vn:]
+		switch num {
+		case 1:
+			r.SystemVersionInfo = string(val)
+		case 2: // Resource: version (1), resource (2, an Any), name (3)
+			var name, version bool
+			hasAny := false
+			for len(val) > 0 {
+				rnum, rtyp, rn := protowire.ConsumeTag(val)
+				if rn < 0 || rtyp != protowire.BytesType {
+					return errors.New("delta resource: bad field")
+				}
+				f, fn := protowire.ConsumeBytes(val[rn:])
+				if fn < 0 {
+					return protowire.ParseError(fn)
+				}
+				val = val[rn+fn:]
+				switch rnum {
+				case 1:
+					version = len(f) > 0
+				case 2:
+					if err := walkAny(f); err != nil {
+						return fmt.Errorf("delta resource: %w", err)
+					}
+					hasAny = true
+				case 3:
+					name = len(f) > 0
+				}
+			}
+			if !name || !version || !hasAny {
+				return errors.New("delta resource without name, version or resource")
+			}
+		case 4:
+			r.TypeUrl = string(val)
+		case 5:
+			r.Nonce = string(val)
+		case 6:
+			r.RemovedResources = append(r.RemovedResources, string(val))
+		}
+	}
+	return nil
+}
+
+// runDelta is run for a client that speaks delta xDS with VHDS as weft
+// proxy does (xdsclient.Config.Delta, FeatureVHDS): listeners, clusters
+// and load assignments by wildcard, route configuration "80" and its
+// virtual hosts; it records when a VirtualHost response with a new
+// version was decoded.
+func (c *benchClient) runDelta(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	opts := []grpc.CallOption{grpc.WaitForReady(true)}
+	if c.decode == decodeWalk {
+		opts = append(opts, grpc.ForceCodecV2(benchCodec{encoding.GetCodecV2(encodingproto.Name)}))
+	}
+	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx, opts...)
+	if err != nil {
+		return err
+	}
+	node = proto.Clone(node).(*corev3.Node)
+	node.ClientFeatures = append(node.ClientFeatures, featureVHDS)
+	subs := []*discoveryv3.DeltaDiscoveryRequest{
+		{Node: node, TypeUrl: resourcev3.ClusterType},
+		{TypeUrl: resourcev3.EndpointType},
+		{TypeUrl: resourcev3.ListenerType},
+		{TypeUrl: resourcev3.RouteType, ResourceNamesSubscribe: []string{"80"}},
+		{TypeUrl: resourcev3.VirtualHostType, ResourceNamesSubscribe: []string{"80"}},
+	}
+	for _, r := range subs {
+		if err := st.Send(r); err != nil {
+			return err
+		}
+	}
+	got := map[string]bool{}
+	for {
+		r, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		if c.decode == decodeFull {
+			for _, x := range r.GetResources() {
+				var m proto.Message
+				switch r.GetTypeUrl() {
+				case resourcev3.VirtualHostType:
+					m = &routev3.VirtualHost{}
+				case resourcev3.RouteType:
+					m = &routev3.RouteConfiguration{}
+				default:
+					continue
+				}
+				if err := x.GetResource().UnmarshalTo(m); err != nil {
+					return fmt.Errorf("decode %s: %w", r.GetTypeUrl(), err)
+				}
+			}
+		}
+		if r.GetTypeUrl() == resourcev3.VirtualHostType {
+			c.rdsAt.Store(time.Now().UnixNano())
+			c.rdsVersion.Store(r.GetSystemVersionInfo())
+		}
+		got[r.GetTypeUrl()] = true
+		if err := st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()}); err != nil {
+			return err
+		}
+		if len(got) == 5 {
+			c.readyOnce.Do(func() { close(c.ready) })
+		}
+	}
 }
 
 func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, node *corev3.Node) error {
@@ -234,10 +377,11 @@ func (c *benchClient) run(ctx context.Context, cc *grpc.ClientConn, node *corev3
 type benchChildren []*benchChild
 
 type benchChild struct {
-	cmd   *exec.Cmd
-	stdin interface{ Write([]byte) (int, error) }
-	lines chan []string
-	done  chan error
+	cmd      *exec.Cmd
+	stdin    interface{ Write([]byte) (int, error) }
+	lines    chan []string
+	done     chan error
+	stopOnce sync.Once
 }
 
 func startBenchClients(ctx context.Context, addr string, clients, apps, procs int) (benchChildren, error) {
@@ -340,10 +484,14 @@ func (cs benchChildren) rss() string {
 	return strings.Join(out, ", ")
 }
 
+// stop kills the client processes and waits for them; it may be called
+// more than once.
 func (cs benchChildren) stop() {
 	for _, c := range cs {
-		_ = c.cmd.Process.Kill()
-		<-c.done
+		c.stopOnce.Do(func() {
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		})
 	}
 }
 
@@ -377,6 +525,7 @@ func runBenchClients(ctx context.Context, addr string, clients, apps, child, chi
 		streamsPerCon = n
 	}
 	decode := benchDecodeMode()
+	sotw := os.Getenv("WEFT_BENCH_XDS") == "sotw"
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var conns []*grpc.ClientConn
@@ -407,7 +556,7 @@ func runBenchClients(ctx context.Context, addr string, clients, apps, child, chi
 			}
 			conns = append(conns, cc)
 		}
-		c := &benchClient{ready: make(chan struct{}), decode: decode}
+		c := &benchClient{ready: make(chan struct{}), decode: decode, sotw: sotw}
 		cs[j] = c
 		cc := conns[len(conns)-1]
 		node := benchNode(i, apps)
@@ -415,7 +564,11 @@ func runBenchClients(ctx context.Context, addr string, clients, apps, child, chi
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil { // reconnect like a real client
-				if err := c.run(ctx, cc, node); err != nil && ctx.Err() == nil {
+				run := c.runDelta
+				if c.sotw {
+					run = c.run
+				}
+				if err := run(ctx, cc, node); err != nil && ctx.Err() == nil {
 					if failed.Add(1) == 1 {
 						fmt.Fprintf(os.Stderr, "first stream error (the client retries): %v\n", err)
 					}
@@ -427,13 +580,21 @@ func runBenchClients(ctx context.Context, addr string, clients, apps, child, chi
 			}
 		}()
 	}
+	stopFull := func() {}
+	if f := os.Getenv("WEFT_BENCH_CLIENT_FULL_CPU"); f != "" && child == 0 { // profile one client process during the full push
+		if out, err := os.Create(f); err == nil && pprof.StartCPUProfile(out) == nil {
+			stopFull = func() { pprof.StopCPUProfile(); out.Close() }
+		}
+	}
 	for _, c := range cs {
 		select {
 		case <-c.ready:
 		case <-ctx.Done():
+			stopFull()
 			return ctx.Err()
 		}
 	}
+	stopFull()
 	fmt.Printf("%sREADY %d %d\n", benchLinePrefix, len(cs), failed.Load())
 	in := bufio.NewScanner(os.Stdin)
 	if !in.Scan() || in.Text() != "GO" {

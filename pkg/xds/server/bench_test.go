@@ -171,6 +171,11 @@ func benchEnvInt(name string, def int) int {
 // does much less), the control plane's RSS (clients excluded) and the
 // machine's load average.
 //
+// Clients speak delta xDS with VHDS as weft proxy does (a change sends the
+// virtual hosts it changed); WEFT_BENCH_XDS=sotw makes them
+// state-of-the-world clients that get whole route tables, as Envoy and
+// gRPC-Go.
+//
 // Knobs: WEFT_BENCH_CLIENTS, WEFT_BENCH_APPS (deployments), WEFT_BENCH_PROCS
 // (client processes), WEFT_BENCH_EGRESS=N (a namespace Sidecar shows each
 // client only N services), WEFT_BENCH_STREAMS_PER_CONN (streams per client
@@ -243,6 +248,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		defer children.stop() // also when the benchmark fails
 		served, err := children.await("READY", 5*time.Minute)
 		if err != nil {
 			b.Fatalf("clients not served: %v; server RSS %s", err, vmRSS())
@@ -267,7 +273,11 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			n, _ := strconv.Atoi(served[i])
 			streamErrs += n
 		}
-		b.Logf("%s; %d services (%s), %d clients of %d deployments in %d processes; load average %s", mode, services, scope, clients, apps, procs, loadAvg())
+		proto := "delta xDS with VHDS, as weft proxy"
+		if os.Getenv("WEFT_BENCH_XDS") == "sotw" {
+			proto = "state-of-the-world ADS, as Envoy and gRPC-Go"
+		}
+		b.Logf("%s; %d services (%s), %d clients (%s) of %d deployments in %d processes; load average %s", mode, services, scope, clients, proto, apps, procs, loadAvg())
 		b.Logf("one client's config: %s", srv.benchSizes())
 		b.Logf("full push: every client had CDS+EDS+LDS+RDS after %v, pushes settled after %v; control-plane CPU %v, clients CPU %v, %d stream errors; control-plane RSS %s, client processes RSS %s",
 			firstServed.Round(time.Millisecond), full.Round(time.Millisecond), fullCPU.Round(time.Millisecond), children.cpu(), streamErrs, vmRSS(), children.rss())

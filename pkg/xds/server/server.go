@@ -542,6 +542,9 @@ type pushMemo struct {
 	// sets caches hashResources by slice identity: a generator that hands
 	// many proxies the same slice gets it hashed once per push.
 	sets sync.Map // sliceKey -> setHash
+	// rcForms holds route configurations in VHDS form (deltaview.go),
+	// shared with the push's RDS sets.
+	rcForms *sync.Map // *routev3.RouteConfiguration -> *rcForm
 }
 
 type sliceKey struct {
@@ -576,7 +579,7 @@ type sharedKey struct {
 }
 
 func (s *Server) newPushMemo() *pushMemo {
-	return &pushMemo{version: strconv.FormatInt(s.version.Add(1), 10)}
+	return &pushMemo{version: strconv.FormatInt(s.version.Add(1), 10), rcForms: &sync.Map{}}
 }
 
 // consistentFor runs Snapshot.Consistent once per distinct set of content
@@ -606,19 +609,23 @@ func (m *pushMemo) share(typ int, h [32]byte, rs []types.Resource) *sharedResour
 	}
 	sorted := sortByName(rs)
 	sr := &sharedResources{version: m.version, resources: sorted}
+	if typ == rds {
+		sr.rcForms = m.rcForms
+	}
 	// The encodings hashing made (shared by every set that holds the same
 	// resource objects): the response is assembled from them, not
 	// marshaled again.
 	enc := make([][]byte, len(sorted))
+	sums := make([][32]byte, len(sorted))
 	for i, r := range sorted {
 		d, ok := m.digests.Load(r)
 		if !ok || d.(digest).enc == nil {
-			enc = nil
+			enc, sums = nil, nil
 			break
 		}
-		enc[i] = d.(digest).enc
+		enc[i], sums[i] = d.(digest).enc, d.(digest).sum
 	}
-	sr.encoded = enc
+	sr.encoded, sr.sums = enc, sums
 	v, _ := m.shared.LoadOrStore(k, sr)
 	return v.(*sharedResources)
 }

@@ -39,6 +39,16 @@ type sharedResources struct {
 
 	// responses holds the encoded responses by requested name set.
 	responses sync.Map // nameKey -> *preparedResponse
+
+	// sums are the digests of encoded, in the same order (nil with it).
+	sums [][32]byte
+	// rcForms is the push's route configurations in VHDS form (RDS sets
+	// only; nil: none shared), see pushMemo.rcForm.
+	rcForms *sync.Map
+	// The set as the weft delta handler sends it (deltaview.go), built on
+	// first use: dview for every type, vroutes/vhosts for RDS in VHDS form.
+	viewOnce, vhdsOnce     sync.Once
+	dview, vroutes, vhosts *deltaView
 }
 
 func (sr *sharedResources) cacheResources() cachev3.Resources {
@@ -105,11 +115,13 @@ func (sr *sharedResources) prepare(st *prepStats, typeURL string, k nameKey) ([]
 	return p.body, p.err
 }
 
-// outMsg is a SotW response as a stream sends it: a shared body and the
-// stream's nonce.
+// outMsg is a response as a stream sends it: a shared body (SotW or
+// delta: both carry the nonce as field 5) and the stream's nonce.
 type outMsg struct {
 	body  []byte
 	nonce string
+	// extra are more encoded fields of this stream's own (nil: none).
+	extra []byte
 }
 
 // sharedCodec is the ADS server's gRPC codec: an outMsg is written as its
@@ -137,5 +149,6 @@ func (c sharedCodec) Marshal(v any) (mem.BufferSlice, error) {
 	// and type_url; the tail the nonce.
 	tail := protowire.AppendTag(make([]byte, 0, len(m.nonce)+2), nonceField, protowire.BytesType)
 	tail = protowire.AppendString(tail, m.nonce)
+	tail = append(tail, m.extra...)
 	return mem.BufferSlice{mem.SliceBuffer(m.body), mem.SliceBuffer(tail)}, nil
 }

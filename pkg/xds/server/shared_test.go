@@ -155,7 +155,13 @@ func TestSharedCodecAndPrepare(t *testing.T) {
 func TestResourceNameSubscriptions(t *testing.T) {
 	h := start(t, 20*time.Millisecond)
 	h.apply(t, vs("a"), vs("b"), vs("c"))
-	waitFor(t, "first push", func() bool { return h.srv.Revision() > 0 })
+	// The store's watch delivers the three one by one: wait for a push
+	// that has all of them, not just the first.
+	waitFor(t, "push of a, b and c", func() bool {
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		return len(h.srv.configList) == 3
+	})
 	c := dial(t, h.addr)
 	const node = "proxyless~127.0.0.1~client.default~default.svc.cluster.local"
 	c.send(t, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"b", "nope"}})

@@ -30,8 +30,8 @@ type proxyState struct {
 	pushMu sync.Mutex // serializes generate+set for this proxy
 
 	streams     int
-	sotw        []*adsStream // open SotW streams (woken after a push)
-	deltaOpen   int          // open delta streams (their snapshots go to deltaCache)
+	sotw        []waker // open SotW and weft delta streams (woken after a push)
+	deltaOpen   int     // open delta streams (their snapshots go to deltaCache)
 	removeTimer *time.Timer
 
 	computed bool
@@ -42,6 +42,9 @@ type proxyState struct {
 
 	xds [numTypes]typeState
 }
+
+// waker is a stream the server wakes after a push (SotW or weft delta).
+type waker interface{ signal() }
 
 type generated struct {
 	hash      [32]byte
@@ -320,9 +323,10 @@ func (s *Server) onDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) 
 	return nil
 }
 
-// connect registers a stream's proxy on its first request (a is the SotW
-// stream, nil for a delta stream) and computes its first resources.
-func (s *Server) connect(node *corev3.Node, a *adsStream) (*proxyState, error) {
+// connect registers a stream's proxy on its first request (a is the
+// stream the server's own handlers wake after a push, nil for a stream of
+// go-control-plane's delta server) and computes its first resources.
+func (s *Server) connect(node *corev3.Node, a waker) (*proxyState, error) {
 	if node.GetId() == "" {
 		return nil, errors.New("xds stream: first request carries no node id")
 	}
@@ -377,9 +381,10 @@ func (s *Server) connect(node *corev3.Node, a *adsStream) (*proxyState, error) {
 	return p, nil
 }
 
-// streamClosed unregisters a stream of p (a: SotW stream, nil: delta); the
-// proxy is removed RemoveGrace after its last stream closed.
-func (s *Server) streamClosed(p *proxyState, a *adsStream) {
+// streamClosed unregisters a stream of p (a: a stream of the server's own
+// handlers, nil: go-control-plane's delta); the proxy is removed
+// RemoveGrace after its last stream closed.
+func (s *Server) streamClosed(p *proxyState, a waker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a != nil {
