@@ -147,16 +147,24 @@ func validFieldName(k string) bool {
 		return false
 	}
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+		if !fieldNameByte[k[i]] {
 			return false
 		}
 	}
 	return true
 }
 
+// fieldNameByte marks the bytes validFieldName accepts: visible ASCII
+// except the separators "(),/:;<=>?@[\]{} and the double quote.
+var fieldNameByte = func() (t [256]bool) {
+	for c := 0x21; c < 0x7f; c++ {
+		t[c] = strings.IndexByte("\"(),/:;<=>?@[\\]{}", byte(c)) < 0
+	}
+	return t
+}()
+
 func sanitizeValue(v string) string {
-	if strings.ContainsAny(v, "\r\n") {
+	if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
 		return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
 	}
 	return v

@@ -181,6 +181,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.localReply(cw, r, ri, http.StatusServiceUnavailable, "NR", "no configuration yet")
 		return
 	}
+	odst, odOK := OriginalDst(r.Context()) // looked up once: a context chain walk
 	host := strings.ToLower(r.Host)
 	if r.URL.IsAbs() && r.URL.Host != "" { // HTTP_PROXY absolute form
 		host = strings.ToLower(r.URL.Host)
@@ -209,8 +210,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	} else if h.Direction == Outbound {
 		port := hostPort(host, 80)
-		if od, ok := OriginalDst(r.Context()); ok {
-			port = int(od.Port())
+		if odOK {
+			port = int(odst.Port())
 		}
 		if h.runFilters(cw, r, ri, rt.OutboundFilters[port]) {
 			return
@@ -218,8 +219,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		table = rt.Routes[strconv.Itoa(port)]
 	} else {
 		appPort := h.AppPort
-		if od, ok := OriginalDst(r.Context()); ok {
-			appPort = int(od.Port())
+		if odOK {
+			appPort = int(odst.Port())
 		}
 		fs, ok := rt.InboundFilters[appPort]
 		if !ok {
@@ -244,8 +245,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			up := &st.up
 			*up = upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
 				buffered: r.Body == nil || r.Body == http.NoBody}
-			if od, ok := OriginalDst(r.Context()); ok {
-				up.dialAddr = od.String()
+			if odOK {
+				up.dialAddr = odst.String()
 			}
 			h.forward(r.Context(), cw, r, ri, c, up, 0, nil, func(http.Header) {})
 			return
@@ -256,9 +257,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rreq := &st.rreq
 	*rreq = router.Request{Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Method: r.Method, Scheme: scheme, Header: r.Header}
 	vh, route := table.Match(rreq)
-	if od, ok := OriginalDst(r.Context()); ok && vh == nil && h.Direction == Outbound {
+	if odOK && vh == nil && h.Direction == Outbound {
 		// Captured traffic addressed by IP: match the original destination.
-		rreq.Host = od.String()
+		rreq.Host = odst.String()
 		vh, route = table.Match(rreq)
 	}
 	if route == nil {
