@@ -26,19 +26,25 @@ import (
 	"github.com/weftmesh/weft/pkg/ca"
 )
 
-// TestProxyMTLSFlags checks weft proxy's CA flags against a real CA served
-// over gRPC/TLS on 127.0.0.1.
-func TestProxyMTLSFlags(t *testing.T) {
+// testCA is a real CA served over gRPC/TLS on 127.0.0.1 until the test
+// ends, with its join-token store.
+type testCA struct {
+	ca     *ca.CA
+	tokens *ca.TokenStore
+	dir    string // its data directory (ca/root-cert.pem is the root)
+	addr   string
+}
+
+// startTestCA starts one; ttl is its default certificate lifetime (0: the
+// CA's default).
+func startTestCA(t *testing.T, ttl time.Duration) *testCA {
+	t.Helper()
 	dir := t.TempDir()
-	c, err := ca.New(ca.Options{DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
+	c, err := ca.New(ca.Options{DataDir: dir, DefaultTTL: ttl, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tokens, err := ca.NewTokenStore(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokens.Create("shop", "cart", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,13 +59,31 @@ func TestProxyMTLSFlags(t *testing.T) {
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
 	ca.RegisterGRPC(srv, c, tokens)
 	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
+	t.Cleanup(srv.Stop)
+	return &testCA{ca: c, tokens: tokens, dir: dir, addr: lis.Addr().String()}
+}
+
+// token creates a join token for namespace ns, service account sa.
+func (tc *testCA) token(t *testing.T, ns, sa string) string {
+	t.Helper()
+	tok, err := tc.tokens.Create(ns, sa, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestProxyMTLSFlags checks weft proxy's CA flags against a real CA served
+// over gRPC/TLS on 127.0.0.1.
+func TestProxyMTLSFlags(t *testing.T) {
+	tca := startTestCA(t, 0)
+	dir, tok := tca.dir, tca.token(t, "shop", "cart")
 	root := filepath.Join(dir, "ca", "root-cert.pem")
 	tokFile := filepath.Join(t.TempDir(), "tok")
 	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := lis.Addr().String()
+	addr := tca.addr
 	cases := []struct {
 		name    string
 		f       proxyMTLSFlags
@@ -154,42 +178,15 @@ func TestProxyMTLSFlags(t *testing.T) {
 // TestProxyMTLSTokenFileReread: renewals read --ca-token-file again, as
 // Kubernetes rotates projected service-account tokens in place.
 func TestProxyMTLSTokenFileReread(t *testing.T) {
-	dir := t.TempDir()
-	c, err := ca.New(ca.Options{DataDir: dir, DefaultTTL: 3 * time.Second, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := ca.NewTokenStore(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := tokens.Create("shop", "cart", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	second, err := tokens.Create("shop", "cart-v2", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := c.NewServingCertSource([]string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
-	ca.RegisterGRPC(srv, c, tokens)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
+	tca := startTestCA(t, 3*time.Second)
+	dir, first, second := tca.dir, tca.token(t, "shop", "cart"), tca.token(t, "shop", "cart-v2")
 	tokFile := filepath.Join(t.TempDir(), "istio-token")
 	if err := os.WriteFile(tokFile, []byte(first), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f := proxyMTLSFlags{addr: lis.Addr().String(), rootCert: filepath.Join(dir, "ca", "root-cert.pem"), tokenFile: tokFile, wait: 10 * time.Second}
+	f := proxyMTLSFlags{addr: tca.addr, rootCert: filepath.Join(dir, "ca", "root-cert.pem"), tokenFile: tokFile, wait: 10 * time.Second}
 	// No claimed identity here (""): the test tells the renewal's token
 	// from the first by the service account it proves.
 	certs, err := f.start(ctx, slog.New(slog.DiscardHandler), "", "")
@@ -227,31 +224,8 @@ func TestProxyMTLSTokenFileReread(t *testing.T) {
 // left), and once the file drops the old root, certificates under it are
 // no longer trusted.
 func TestProxyMTLSRootReload(t *testing.T) {
-	dir := t.TempDir()
-	c, err := ca.New(ca.Options{DataDir: dir, DefaultTTL: time.Hour, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := ca.NewTokenStore(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := tokens.Create("shop", "cart", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := c.NewServingCertSource([]string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
-	ca.RegisterGRPC(srv, c, tokens)
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
+	tca := startTestCA(t, time.Hour)
+	c, tok := tca.ca, tca.token(t, "shop", "cart")
 	rootFile := filepath.Join(t.TempDir(), "root-cert.pem")
 	writeRoots := func() {
 		t.Helper()
@@ -266,7 +240,7 @@ func TestProxyMTLSRootReload(t *testing.T) {
 	writeRoots()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f := proxyMTLSFlags{addr: lis.Addr().String(), rootCert: rootFile, token: tok, wait: 10 * time.Second, rootPoll: 50 * time.Millisecond}
+	f := proxyMTLSFlags{addr: tca.addr, rootCert: rootFile, token: tok, wait: 10 * time.Second, rootPoll: 50 * time.Millisecond}
 	certs, err := f.start(ctx, slog.New(slog.DiscardHandler), "shop", "cart")
 	if err != nil {
 		t.Fatal(err)

@@ -464,7 +464,7 @@ func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 		sni = listener.PeekSNI(br)
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	pc := &bufConn{Conn: c, r: br}
+	pc := listener.PeekedConn(c, br)
 	ch := gl.cfg.Load().match(isTLS, sni)
 	if ch == nil {
 		g.log.Debug("gateway: no filter chain matches", "listener", gl.name, "tls", isTLS, "sni", sni)
@@ -497,20 +497,4 @@ func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 	case <-gl.done:
 		c.Close()
 	}
-}
-
-// bufConn is a connection whose first bytes were peeked into r.
-type bufConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-// CloseWrite half-closes TCP connections.
-func (b *bufConn) CloseWrite() error {
-	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return b.Conn.Close()
 }

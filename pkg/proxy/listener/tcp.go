@@ -439,6 +439,10 @@ func (s *SniffListener) Close() error {
 	return s.Listener.Close()
 }
 
+// PeekedConn returns c reading through br, which holds bytes already
+// peeked from c (protocol sniffing, a ClientHello's SNI).
+func PeekedConn(c net.Conn, br *bufio.Reader) net.Conn { return &peekedConn{Conn: c, r: br} }
+
 type peekedConn struct {
 	net.Conn
 	r *bufio.Reader
