@@ -4,15 +4,19 @@ GO        ?= go
 BIN       := bin
 WEFT      := $(BIN)/weft
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/weftmesh/weft/pkg/cli.Version=$(VERSION)
+LDFLAGS   := -X github.com/weftmesh/weft/pkg/cli.Version=$(VERSION) -X github.com/weftmesh/weft/pkg/cli/proxycmd.Version=$(VERSION)
 TEST_TIMEOUT ?= 25m
 
 .PHONY: all deps build web wasm-examples test test-short vet fmt-check demo quickstart-check bench bench-controlplane bench-proxy bench-wasm fuzz clean
 
 all: build
 
+# bin/weft-proxy is the proxy-only build of the same command, which
+# `weft proxy` runs in its place (pkg/cli/proxycmd); built second, so it is
+# not older than bin/weft.
 build: web wasm-examples
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(WEFT) ./cmd/weft
+	$(GO) build -tags weftproxy -ldflags "$(LDFLAGS)" -o $(BIN)/weft-proxy ./cmd/weft
 
 # The dashboard SPA (web/) is built with npm into pkg/dashboard/dist, which
 # is embedded with go:embed. The built dist is committed so `go build ./...`

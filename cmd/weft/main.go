@@ -1,4 +1,9 @@
-// Command weft is the single Weft binary: control plane, sidecar proxy and CLI.
+//go:build !weftproxy
+
+// Command weft is the single Weft binary: control plane, sidecar proxy and
+// CLI. Built with -tags weftproxy (main_proxy.go) it is weft-proxy, the
+// proxy-only build that `weft proxy` runs in its place when it finds it
+// next to itself (pkg/cli/proxycmd).
 package main
 
 import (

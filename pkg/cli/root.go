@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/weftmesh/weft/pkg/cli/proxycmd"
 )
 
 // Version is set at build time with -ldflags "-X .../pkg/cli.Version=...".
@@ -26,6 +28,10 @@ func ExitCode(err error) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
+	}
+	var pe *proxycmd.ExitError
+	if errors.As(err, &pe) {
+		return pe.Code
 	}
 	return 1
 }
@@ -50,7 +56,7 @@ func NewRoot(in io.Reader, out, errOut io.Writer) *cobra.Command {
 		newManifestCmd(),
 		newDemoCmd(),
 		newDemoAppCmd(),
-		newProxyCmd(),
+		proxycmd.New(proxycmd.Config{ExecProxyBinary: true}),
 		newDashboardCmd(),
 		newProxyStatusCmd(),
 		newProxyConfigCmd(),

@@ -27,6 +27,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/pkg/iptables"
@@ -598,7 +601,7 @@ func (p *Proxy) ConfigDump() ([]byte, error) {
 	}
 	res := rt.Resources
 	out["versions"] = res.Versions
-	m := protojson.MarshalOptions{}
+	m := protojson.MarshalOptions{Resolver: dumpResolver{protoregistry.GlobalTypes}}
 	add := func(key string, names []string, get func(string) proto.Message) error {
 		sort.Strings(names)
 		var list []json.RawMessage
@@ -630,6 +633,20 @@ func (p *Proxy) ConfigDump() ([]byte, error) {
 	sort.Strings(warnings)
 	out["warnings"] = warnings
 	return json.MarshalIndent(out, "", "  ")
+}
+
+// dumpResolver resolves the types of Any fields for /config_dump. A type
+// not linked into this binary (the proxy-only build registers the types
+// the proxy executes, not every extension an EnvoyFilter may add) is shown
+// as its "@type" alone instead of failing the whole resource.
+type dumpResolver struct{ *protoregistry.Types }
+
+func (r dumpResolver) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	mt, err := r.Types.FindMessageByURL(url)
+	if errors.Is(err, protoregistry.NotFound) {
+		return (&emptypb.Empty{}).ProtoReflect().Type(), nil
+	}
+	return mt, err
 }
 
 func mapKeys[V any](m map[string]V) []string {

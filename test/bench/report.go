@@ -94,8 +94,11 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  weft RSS per proxy, %d services     = %.1f MB (largest of the two)  (target ≤ %.0f MB)  %s\n",
 			c.Services, mb(weft.RSSMax), TargetRSSMB, verdict(mb(weft.RSSMax) <= TargetRSSMB))
 		if weft.RSSMaxAnon > 0 {
-			fmt.Fprintf(w, "    of which anonymous (heap, stacks) %.1f MB, file-backed (weft binary text) %.1f MB (smaps_rollup)\n",
+			fmt.Fprintf(w, "    of which anonymous (heap, stacks) %.1f MB, file-backed (executable text) %.1f MB (smaps_rollup)\n",
 				mb(weft.RSSMaxAnon), mb(weft.RSSMaxFile))
+		}
+		if weft.ProxyExe != "" {
+			fmt.Fprintf(w, "    the weft proxies ran %s\n", weft.ProxyExe)
 		}
 		per := weft.CPUPer1K / float64(weft.Procs)
 		fmt.Fprintf(w, "  weft vCPU per proxy per 1000 rps    = %.4f (both proxies: %.4f)  (target ≤ %.1f)  %s\n",

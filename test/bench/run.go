@@ -90,6 +90,10 @@ type Topology struct {
 	// /proc/PID/smaps_rollup): anonymous (heap, stacks) and file-backed
 	// (pages of the weft binary and libraries).
 	RSSMaxAnon, RSSMaxFile int64
+	// ProxyExe is the executable the weft proxies ran (/proc/PID/exe):
+	// `weft proxy` replaces itself with weft-proxy, the proxy-only build,
+	// when it is next to weft.
+	ProxyExe string
 	// NewConns is how many connections the server sidecar accepted during
 	// the measurement (mTLS topology only: each is a full handshake), and
 	// NewConnsPerSec that count over the measurement's wall time.

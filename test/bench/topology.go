@@ -98,6 +98,9 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string, mtls bo
 		return fmt.Errorf("bench service through the sidecars: %w\n%s\n%s", err, r.logTail(pfx+"bench-client"), r.logTail(pfx+"bench-server"))
 	}
 	pids := []int{client.cmd.Process.Pid, server.cmd.Process.Pid}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pids[0])); err == nil {
+		t.ProxyExe = exe
+	}
 	if mtls {
 		return r.measureMTLS(ctx, t, url, host, pids, server.adminA)
 	}

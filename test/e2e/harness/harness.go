@@ -42,8 +42,9 @@ func SkipShort(t testing.TB) {
 	}
 }
 
-// Builder builds a Go main package of this module once, on first use.
-// It is safe for concurrent use.
+// Builder builds a Go main package of this module once, on first use
+// (for ./cmd/weft also weft-proxy next to it, as `make build` does). It is
+// safe for concurrent use.
 type Builder struct {
 	pkg  string
 	once sync.Once
@@ -85,10 +86,20 @@ func (b *Builder) Binary(t testing.TB) string {
 			return
 		}
 		b.bin = filepath.Join(b.dir, filepath.Base(b.pkg))
-		cmd := exec.Command("go", "build", "-o", b.bin, b.pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build %s: %w\n%s", b.pkg, err, out)
+		builds := [][]string{{"-o", b.bin}}
+		if b.pkg == "./cmd/weft" {
+			// As `make build`: weft-proxy, the proxy-only build that
+			// `weft proxy` runs in its place, next to weft (built second,
+			// so it is not older than weft).
+			builds = append(builds, []string{"-tags", "weftproxy", "-o", filepath.Join(b.dir, "weft-proxy")})
+		}
+		for _, args := range builds {
+			cmd := exec.Command("go", append(append([]string{"build"}, args...), b.pkg)...)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.err = fmt.Errorf("go build %s %s: %w\n%s", strings.Join(args, " "), b.pkg, err, out)
+				return
+			}
 		}
 	})
 	if b.err != nil {

@@ -1,4 +1,4 @@
-package cli
+package proxycmd
 
 import (
 	"bytes"
@@ -127,7 +127,7 @@ func TestProxyMTLSFlags(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
 				}
-				var ee *exitError
+				var ee *ExitError
 				if strings.HasPrefix(tc.wantErr, "--") && !errors.As(err, &ee) {
 					t.Errorf("flag error %v is not a usage (exit 2) error", err)
 				}

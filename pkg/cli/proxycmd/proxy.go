@@ -1,10 +1,9 @@
-package cli
+package proxycmd
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/weftmesh/weft/pkg/proxy/filter/wasm"
 	"io"
 	"log/slog"
 	"maps"
@@ -24,10 +23,13 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/filter/extauthz"
 	"github.com/weftmesh/weft/pkg/proxy/filter/jwt"
 	"github.com/weftmesh/weft/pkg/proxy/filter/rbac"
+	"github.com/weftmesh/weft/pkg/proxy/filter/wasm"
 )
 
-func newProxyCmd() *cobra.Command {
+// New returns the `proxy` command.
+func New(cfg Config) *cobra.Command {
 	var (
+		proxyBinary       string
 		o                 proxy.Options
 		labels, accessLog string
 		logLevel          string
@@ -60,14 +62,21 @@ Gateway servers selecting its --labels, on --gateway-bind-host:PORT, or where
 come and go with the configuration; HTTPS servers terminate TLS with the
 credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cfg.ExecProxyBinary {
+				// Before anything else: the proxy-only build replaces this
+				// process (same PID, same arguments) if it is there.
+				if err := execProxyBinary(proxyBinary, cmd.ErrOrStderr()); err != nil {
+					return &ExitError{Code: 2, Err: fmt.Errorf("--proxy-binary: %w", err)}
+				}
+			}
 			lv := new(slog.LevelVar)
 			if err := lv.UnmarshalText([]byte(strings.ToUpper(logLevel))); err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
+				return &ExitError{Code: 2, Err: fmt.Errorf("--log-level: %w", err)}
 			}
 			o.LogLevel = lv
 			ml, err := proxy.ParseByteSize(memLimit)
 			if err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("--memory-limit: %w", err)}
+				return &ExitError{Code: 2, Err: fmt.Errorf("--memory-limit: %w", err)}
 			}
 			rts.MemoryLimit = ml
 			rts.Apply(cmd.Flags().Changed)
@@ -106,12 +115,12 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			for _, a := range gwAddrs {
 				port, addr, err := proxy.ParseGatewayAddress(a)
 				if err != nil {
-					return &exitError{code: 2, err: fmt.Errorf("--gateway-address: %w", err)}
+					return &ExitError{Code: 2, Err: fmt.Errorf("--gateway-address: %w", err)}
 				}
 				o.GatewayAddresses[port] = addr
 			}
 			if o.Labels, err = parseLabels(labels); err != nil {
-				return &exitError{code: 2, err: err}
+				return &ExitError{Code: 2, Err: err}
 			}
 			switch accessLog {
 			case "":
@@ -131,7 +140,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 			}
 			p, err := proxy.New(o)
 			if err != nil {
-				return &exitError{code: 2, err: err}
+				return &ExitError{Code: 2, Err: err}
 			}
 			px.Store(p)
 			wasmEngine.SetHTTPCaller(p.HTTPCall) // proxy_http_call through the cluster manager
@@ -180,6 +189,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 	f.BoolVar(&releasePages, "release-startup-pages", true, "once configured, unmap the executable's code/read-only pages touched during startup (madvise DONTNEED; they stay in the page cache and fault back in when used), so RSS reflects the proxy's working set")
 	f.IntVar(&rts.GOGC, "gogc", 0, "Go GC target percent (GOGC); 0 keeps the runtime default or $GOGC")
 	f.StringVar(&wasmCache, "wasm-module-cache", "", "directory keeping wasm modules pulled from OCI registries across restarts (imagePullPolicy IfNotPresent); empty: memory only")
+	f.StringVar(&proxyBinary, "proxy-binary", ProxyBinaryAuto, "run this proxy-only build of weft (built with -tags weftproxy) in place of this process, with the same arguments and PID: it links no control-plane or Kubernetes packages, so the sidecar starts with less memory; auto uses "+ProxyBinaryName+" next to the weft executable when it is there and from the same build, empty runs in this process; ignored by "+ProxyBinaryName+" itself")
 	f.StringVar(&memLimit, "memory-limit", "", "Go soft memory limit (GOMEMLIMIT), e.g. 64MiB; empty keeps the runtime default or $GOMEMLIMIT")
 	return cmd
 }
@@ -251,7 +261,7 @@ func runProxy(ctx context.Context, p *proxy.Proxy, args []string, stdout, stderr
 	if err := app.Start(); err != nil {
 		cancelProxy()
 		<-errc
-		return &exitError{code: 127, err: fmt.Errorf("start %s: %w", args[0], err)}
+		return &ExitError{Code: 127, Err: fmt.Errorf("start %s: %w", args[0], err)}
 	}
 	log.Info("application started", "cmd", args[0], "pid", app.Process.Pid)
 	sigs := make(chan os.Signal, 4)
@@ -280,7 +290,7 @@ func runProxy(ctx context.Context, p *proxy.Proxy, args []string, stdout, stderr
 	<-errc
 	var ee *exec.ExitError
 	if errors.As(appErr, &ee) {
-		return &exitError{code: ee.ExitCode(), err: fmt.Errorf("application exited: %w", appErr)}
+		return &ExitError{Code: ee.ExitCode(), Err: fmt.Errorf("application exited: %w", appErr)}
 	}
 	return appErr
 }

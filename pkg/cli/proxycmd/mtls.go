@@ -1,4 +1,4 @@
-package cli
+package proxycmd
 
 import (
 	"bytes"
@@ -67,30 +67,30 @@ func (m *proxyMTLSFlags) register(f *pflag.FlagSet) {
 func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace, serviceAccount string) (proxy.WorkloadCerts, error) {
 	if m.addr == "" {
 		if m.rootCert != "" || m.token != "" || m.tokenFile != "" {
-			return nil, &exitError{code: 2, err: errors.New("--ca-root-cert/--ca-token need --ca-address")}
+			return nil, &ExitError{Code: 2, Err: errors.New("--ca-root-cert/--ca-token need --ca-address")}
 		}
 		return nil, nil
 	}
 	if m.rootCert == "" {
-		return nil, &exitError{code: 2, err: errors.New("--ca-address needs --ca-root-cert")}
+		return nil, &ExitError{Code: 2, Err: errors.New("--ca-address needs --ca-root-cert")}
 	}
 	roots, err := os.ReadFile(m.rootCert)
 	if err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("--ca-root-cert: %w", err)}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--ca-root-cert: %w", err)}
 	}
 	if _, err := caclient.ParseRoots(roots, time.Now()); err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("--ca-root-cert %s: %w", m.rootCert, err)}
+		return nil, &ExitError{Code: 2, Err: fmt.Errorf("--ca-root-cert %s: %w", m.rootCert, err)}
 	}
 	tok := m.token
 	if m.tokenFile != "" {
 		b, err := os.ReadFile(m.tokenFile)
 		if err != nil {
-			return nil, &exitError{code: 2, err: fmt.Errorf("--ca-token-file: %w", err)}
+			return nil, &ExitError{Code: 2, Err: fmt.Errorf("--ca-token-file: %w", err)}
 		}
 		tok = strings.TrimSpace(string(b))
 	}
 	if tok == "" {
-		return nil, &exitError{code: 2, err: errors.New("--ca-address needs --ca-token or --ca-token-file")}
+		return nil, &ExitError{Code: 2, Err: errors.New("--ca-address needs --ca-token or --ca-token-file")}
 	}
 	cfg := caclient.Config{Addr: m.addr, RootsPEM: roots, Token: tok, ExpectNamespace: namespace, ExpectServiceAccount: serviceAccount}
 	mismatch := make(chan error, 1)
@@ -145,7 +145,7 @@ func (m *proxyMTLSFlags) start(ctx context.Context, log *slog.Logger, namespace,
 		}
 		return cache, nil
 	case err := <-mismatch:
-		return nil, &exitError{code: 2, err: err}
+		return nil, &ExitError{Code: 2, Err: err}
 	case <-t.C:
 		return nil, fmt.Errorf("no workload certificate from %s after %s (%d failed attempts)", m.addr, m.wait, r.Failures())
 	case <-ctx.Done():
@@ -166,7 +166,7 @@ func (m *proxyMTLSFlags) serveSDS(ctx context.Context, log *slog.Logger, cache *
 			log.Warn("SDS server not started", "err", err)
 			return nil
 		}
-		return &exitError{code: 2, err: fmt.Errorf("--sds-socket: %w", err)}
+		return &ExitError{Code: 2, Err: fmt.Errorf("--sds-socket: %w", err)}
 	}
 	log = log.With("component", "sds")
 	go func() {
