@@ -42,8 +42,9 @@ type Resolver struct {
 }
 
 type entry struct {
-	uri string // "" until resolved
-	err error  // last failure
+	uri    string // "" until resolved
+	err    error  // last failure
+	cancel context.CancelFunc
 }
 
 // Options configure a Resolver; zero values take the defaults.
@@ -84,11 +85,33 @@ func (r *Resolver) Lookup(issuer string) (string, bool) {
 	defer r.mu.Unlock()
 	e, ok := r.issuers[issuer]
 	if !ok {
-		e = &entry{}
+		ctx, cancel := context.WithCancel(r.ctx)
+		e = &entry{cancel: cancel}
 		r.issuers[issuer] = e
-		go r.loop(issuer)
+		go r.loop(ctx, issuer, e)
 	}
 	return e.uri, e.uri != ""
+}
+
+// Retain forgets the issuers keep rejects (no RequestAuthentication needs
+// them any more): their background fetches stop, and a later Lookup
+// starts over.
+func (r *Resolver) Retain(keep func(issuer string) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for issuer, e := range r.issuers {
+		if !keep(issuer) {
+			e.cancel()
+			delete(r.issuers, issuer)
+		}
+	}
+}
+
+// Len is how many issuers are being resolved.
+func (r *Resolver) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.issuers)
 }
 
 // Err returns the last fetch failure for issuer (nil when resolved or not
@@ -102,17 +125,16 @@ func (r *Resolver) Err(issuer string) error {
 	return nil
 }
 
-// loop resolves issuer, then keeps it fresh until the Resolver's context
-// ends.
-func (r *Resolver) loop(issuer string) {
+// loop resolves issuer into e, then keeps it fresh until ctx ends (the
+// Resolver's context, or Retain forgetting the issuer).
+func (r *Resolver) loop(ctx context.Context, issuer string, e *entry) {
 	delay := r.retry
 	for {
-		uri, err := Discover(r.ctx, r.client, issuer)
-		if r.ctx.Err() != nil {
+		uri, err := Discover(ctx, r.client, issuer)
+		if ctx.Err() != nil {
 			return
 		}
 		r.mu.Lock()
-		e := r.issuers[issuer]
 		changed := err == nil && uri != e.uri
 		if err == nil {
 			e.uri, e.err = uri, nil
@@ -135,10 +157,12 @@ func (r *Resolver) loop(issuer string) {
 		if changed {
 			r.Changed()
 		}
+		t := time.NewTimer(next)
 		select {
-		case <-r.ctx.Done():
+		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(next):
+		case <-t.C:
 		}
 	}
 }

@@ -121,3 +121,29 @@ func TestDiscoverRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestRetainForgets: an issuer no rule needs any more stops being fetched,
+// the ones still needed keep refreshing.
+func TestRetainForgets(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gone, kept := newIDP(t), newIDP(t)
+	r := New(ctx, Options{Refresh: 20 * time.Millisecond, Retry: 20 * time.Millisecond})
+	r.Lookup(gone.URL)
+	r.Lookup(kept.URL)
+	waitUntil(t, "both resolved", func() bool {
+		_, a := r.Lookup(gone.URL)
+		_, b := r.Lookup(kept.URL)
+		return a && b
+	})
+	r.Retain(func(issuer string) bool { return issuer == kept.URL })
+	if r.Len() != 1 {
+		t.Fatalf("%d issuers after Retain, want 1", r.Len())
+	}
+	time.Sleep(30 * time.Millisecond) // a fetch in flight may still land
+	goneHits, keptHits := gone.hits.Load(), kept.hits.Load()
+	waitUntil(t, "refreshes of the kept issuer", func() bool { return kept.hits.Load() > keptHits+3 })
+	if got := gone.hits.Load(); got != goneHits {
+		t.Fatalf("a forgotten issuer was fetched %d more times", got-goneHits)
+	}
+}

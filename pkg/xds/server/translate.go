@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	meshv1 "istio.io/api/mesh/v1alpha1"
+	securityv1beta1 "istio.io/api/security/v1beta1"
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/credentials"
@@ -73,6 +74,9 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 		if sumOK && last.build != nil && sum == last.regSum && credsVer == last.credsVer && jwksVer == last.jwksVer && slices.Equal(configs, last.configs) {
 			return last.build
 		}
+		if !slices.Equal(configs, last.configs) {
+			retainIssuers(jwks, configs)
+		}
 		build := newTranslateBuild(&translate.Input{Configs: configs, Registry: snap, MTLS: mtls,
 			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: lookup, JWKSURI: jwksURI})
 		last.configs, last.regSum, last.credsVer, last.jwksVer, last.build, last.snap = configs, sum, credsVer, jwksVer, nil, nil
@@ -81,6 +85,27 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 		}
 		return build
 	}
+}
+
+// retainIssuers lets a JWKS source that resolves issuers in the background
+// (oidc.Resolver) forget those no RequestAuthentication jwtRule needs any
+// more (rules without jwks and jwksUri are the ones it resolves).
+func retainIssuers(jwks JWKSSource, configs []*config.Resource) {
+	r, ok := jwks.(interface{ Retain(func(string) bool) })
+	if !ok {
+		return
+	}
+	need := map[string]bool{}
+	for _, c := range configs {
+		if ra, ok := c.Spec.(*securityv1beta1.RequestAuthentication); ok {
+			for _, rule := range ra.GetJwtRules() {
+				if rule.GetJwks() == "" && rule.GetJwksUri() == "" {
+					need[rule.GetIssuer()] = true
+				}
+			}
+		}
+	}
+	r.Retain(func(issuer string) bool { return need[issuer] })
 }
 
 // registrySum hashes a registry snapshot's content (all but its version);
