@@ -13,10 +13,10 @@ all: build
 
 # bin/weft-proxy is the proxy-only build of the same command, which
 # `weft proxy` runs in its place (pkg/cli/proxycmd); built second, so it is
-# not older than bin/weft.
+# not older than bin/weft, and without cgo (no C library mapped).
 build: web wasm-examples
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(WEFT) ./cmd/weft
-	$(GO) build -tags weftproxy -ldflags "$(LDFLAGS)" -o $(BIN)/weft-proxy ./cmd/weft
+	CGO_ENABLED=0 $(GO) build -tags weftproxy -ldflags "$(LDFLAGS)" -o $(BIN)/weft-proxy ./cmd/weft
 
 # The dashboard SPA (web/) is built with npm into pkg/dashboard/dist, which
 # is embedded with go:embed. The built dist is committed so `go build ./...`

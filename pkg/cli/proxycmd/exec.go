@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -101,8 +102,7 @@ func sameBuildAs(self, other string) (bool, string, error) {
 
 // sameBuild reports whether other (modified at otherTime) was built from
 // the same source as self (modified at selfTime): same Go version, main
-// module, dependencies and build settings (-tags aside: the proxy-only
-// build adds weftproxy). Build info cannot tell two builds of a modified
+// module, dependencies and build settings (apart from ignoredSetting's). Build info cannot tell two builds of a modified
 // work tree (or one without version control) apart, so then other must
 // also be at least as new as self: `make build` writes weft first and
 // weft-proxy second, and a weft rebuilt alone is newer than a stale
@@ -126,17 +126,22 @@ func sameBuild(self, other *debug.BuildInfo, selfTime, otherTime time.Time) (ok 
 	}
 	settings := map[string]string{}
 	for _, s := range self.Settings {
-		settings[s.Key] = s.Value
+		if !ignoredSetting(s.Key) {
+			settings[s.Key] = s.Value
+		}
 	}
 	seen := map[string]bool{}
 	for _, s := range other.Settings {
+		if ignoredSetting(s.Key) {
+			continue
+		}
 		seen[s.Key] = true
-		if s.Key != "-tags" && settings[s.Key] != s.Value {
+		if settings[s.Key] != s.Value {
 			return false, fmt.Sprintf("build setting %s=%q, weft's %q", s.Key, s.Value, settings[s.Key])
 		}
 	}
 	for k, v := range settings {
-		if !seen[k] && k != "-tags" {
+		if !seen[k] {
 			return false, fmt.Sprintf("build setting %s=%q missing", k, v)
 		}
 	}
@@ -144,6 +149,14 @@ func sameBuild(self, other *debug.BuildInfo, selfTime, otherTime time.Time) (ok 
 		return false, "older than the weft executable (a work tree with changes: rebuild both with make build)"
 	}
 	return true, ""
+}
+
+// ignoredSetting: build settings in which the proxy-only build may differ
+// from weft: -tags (it adds weftproxy) and cgo (make builds it with
+// CGO_ENABLED=0: the sidecar needs no C library, and not mapping one saves
+// its pages).
+func ignoredSetting(key string) bool {
+	return key == "-tags" || key == "CGO_ENABLED" || strings.HasPrefix(key, "CGO_")
 }
 
 func moduleString(m *debug.Module) string {

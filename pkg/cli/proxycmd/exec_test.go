@@ -52,7 +52,9 @@ func TestSameBuild(t *testing.T) {
 	}{
 		{name: "same, newer", other: base(), otherTime: newer},
 		{name: "same revision, older file", other: base(), otherTime: older},
-		{name: "proxy-only build: other tags, fewer modules", otherTime: newer, other: base(setting("-tags", "weftproxy"), func(bi *debug.BuildInfo) { bi.Deps = bi.Deps[:1] })},
+		{name: "proxy-only build: other tags, no cgo, fewer modules", otherTime: newer, other: base(setting("-tags", "weftproxy"), setting("CGO_ENABLED", "0"),
+			func(bi *debug.BuildInfo) { bi.Deps = bi.Deps[:1] })},
+		{name: "cgo flags", otherTime: newer, self: base(setting("CGO_CFLAGS", "-O2")), other: base()},
 		{name: "other Go", other: base(func(bi *debug.BuildInfo) { bi.GoVersion = "go1.26.7" }), otherTime: newer, wantWhyPart: "go1.26.7"},
 		{name: "other module version", other: base(func(bi *debug.BuildInfo) {
 			bi.Deps = []*debug.Module{{Path: "google.golang.org/grpc", Version: "v1.84.0", Sum: "h1:z"}}

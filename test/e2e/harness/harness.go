@@ -90,12 +90,15 @@ func (b *Builder) Binary(t testing.TB) string {
 		if b.pkg == "./cmd/weft" {
 			// As `make build`: weft-proxy, the proxy-only build that
 			// `weft proxy` runs in its place, next to weft (built second,
-			// so it is not older than weft).
+			// so it is not older than weft), without cgo.
 			builds = append(builds, []string{"-tags", "weftproxy", "-o", filepath.Join(b.dir, "weft-proxy")})
 		}
-		for _, args := range builds {
+		for i, args := range builds {
 			cmd := exec.Command("go", append(append([]string{"build"}, args...), b.pkg)...)
 			cmd.Dir = root
+			if i > 0 {
+				cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			}
 			if out, err := cmd.CombinedOutput(); err != nil {
 				b.err = fmt.Errorf("go build %s %s: %w\n%s", strings.Join(args, " "), b.pkg, err, out)
 				return
