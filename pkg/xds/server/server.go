@@ -535,10 +535,14 @@ func (c cpLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }
 // sorted resources and the cache's index of them, so proxies with equal
 // config share one copy.
 type pushMemo struct {
-	version    string
-	digests    sync.Map // types.Resource -> digest
-	shared     sync.Map // sharedKey -> *sharedResources
-	consistent sync.Map // [numTypes][32]byte -> error (nil allowed)
+	version string
+	digests *sync.Map // types.Resource -> digest
+	// prevDigests are the previous push's digests: resources the
+	// generator reused from it (translate.NewCacheFrom) are not marshaled
+	// again. Only one push back is kept (maps, not memos, are chained).
+	prevDigests *sync.Map
+	shared      sync.Map // sharedKey -> *sharedResources
+	consistent  sync.Map // [numTypes][32]byte -> error (nil allowed)
 	// sets caches hashResources by slice identity: a generator that hands
 	// many proxies the same slice gets it hashed once per push.
 	sets sync.Map // sliceKey -> setHash
@@ -561,14 +565,14 @@ type setHash struct {
 // change after the generator returns them.
 func (m *pushMemo) hash(rs []types.Resource) ([32]byte, int) {
 	if len(rs) == 0 {
-		return hashResources(rs, &m.digests)
+		return hashWith(rs, m.digests, m.prevDigests)
 	}
 	k := sliceKey{&rs[0], len(rs)}
 	if v, ok := m.sets.Load(k); ok {
 		h := v.(setHash)
 		return h.sum, h.size
 	}
-	sum, size := hashResources(rs, &m.digests)
+	sum, size := hashWith(rs, m.digests, m.prevDigests)
 	m.sets.Store(k, setHash{sum, size})
 	return sum, size
 }
@@ -579,7 +583,13 @@ type sharedKey struct {
 }
 
 func (s *Server) newPushMemo() *pushMemo {
-	return &pushMemo{version: strconv.FormatInt(s.version.Add(1), 10), rcForms: &sync.Map{}}
+	m := &pushMemo{version: strconv.FormatInt(s.version.Add(1), 10), digests: &sync.Map{}, rcForms: &sync.Map{}}
+	s.mu.Lock()
+	if s.curMemo != nil {
+		m.prevDigests = s.curMemo.digests
+	}
+	s.mu.Unlock()
+	return m
 }
 
 // consistentFor runs Snapshot.Consistent once per distinct set of content

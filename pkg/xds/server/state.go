@@ -426,12 +426,18 @@ func (s *Server) removeProxy(nodeID string, p *proxyState) {
 // per-resource digests by pointer for one push, so resources a generator
 // shares between proxies are marshaled once.
 func hashResources(rs []types.Resource, memo *sync.Map) ([32]byte, int) {
+	return hashWith(rs, memo, nil)
+}
+
+// hashWith is hashResources with the previous push's digests (prev, may
+// be nil) to take those of resources the generator reused from.
+func hashWith(rs []types.Resource, memo, prev *sync.Map) ([32]byte, int) {
 	sorted := sortByName(rs)
 	h := sha256.New()
 	size := 0
 	var buf []byte
 	for _, r := range sorted {
-		d := digestOf(r, memo)
+		d := digestOf(r, memo, prev)
 		size += d.size
 		name := cachev3.GetResourceName(r)
 		buf = strconv.AppendInt(buf[:0], int64(len(name)), 10)
@@ -451,10 +457,16 @@ type digest struct {
 	enc []byte
 }
 
-func digestOf(r types.Resource, memo *sync.Map) digest {
+func digestOf(r types.Resource, memo, prev *sync.Map) digest {
 	if memo != nil {
 		if d, ok := memo.Load(r); ok {
 			return d.(digest)
+		}
+		if prev != nil {
+			if d, ok := prev.Load(r); ok {
+				memo.Store(r, d) // carried to the next push
+				return d.(digest)
+			}
 		}
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)

@@ -48,6 +48,10 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 		credsVer uint64
 		jwksVer  uint64
 		build    func(*model.Proxy) (*Resources, error)
+		// cache is the last push's translate.Cache, whose clusters and
+		// load assignments the next push reuses when only
+		// VirtualServices changed (translate.NewCacheFrom).
+		cache *translate.Cache
 	}
 	var lookup func(ns, name string) (translate.Credential, bool)
 	if creds != nil {
@@ -77,9 +81,15 @@ func translateGenerator(reg *registry.Registry, mtls bool, mesh *meshv1.MeshConf
 		if !slices.Equal(configs, last.configs) {
 			retainIssuers(jwks, configs)
 		}
-		build := newTranslateBuild(&translate.Input{Configs: configs, Registry: snap, MTLS: mtls,
-			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: lookup, JWKSURI: jwksURI})
-		last.configs, last.regSum, last.credsVer, last.jwksVer, last.build, last.snap = configs, sum, credsVer, jwksVer, nil, nil
+		var prev *translate.Cache
+		if snap == last.snap && credsVer == last.credsVer && jwksVer == last.jwksVer {
+			// The same registry snapshot, credentials and JWKS: the cache
+			// reuses what configs other than VirtualServices decide.
+			prev = last.cache
+		}
+		build, cache := newTranslateBuild(&translate.Input{Configs: configs, Registry: snap, MTLS: mtls,
+			Mesh: mesh, RootNamespace: meshconfig.RootNamespace(mesh), Credentials: lookup, JWKSURI: jwksURI}, prev)
+		last.configs, last.regSum, last.credsVer, last.jwksVer, last.build, last.snap, last.cache = configs, sum, credsVer, jwksVer, nil, nil, cache
 		if sumOK {
 			last.snap, last.build = snap, build
 		}
@@ -127,14 +137,16 @@ func registrySum(snap *registry.Snapshot) (sum [32]byte, ok bool) {
 // proxy class, through a translate.Cache, so classes that differ only in
 // their inbound side (the deployments of a namespace) share one outbound
 // translation: the same cluster, endpoint and route objects, hashed and
-// encoded once.
-func newTranslateBuild(in *translate.Input) func(*model.Proxy) (*Resources, error) {
+// encoded once. prev (may be nil) is the previous push's cache, made from
+// the same registry snapshot, credentials and JWKS (see
+// translate.NewCacheFrom); the new cache is returned for the next push.
+func newTranslateBuild(in *translate.Input, prev *translate.Cache) (func(*model.Proxy) (*Resources, error), *translate.Cache) {
 	var classes sync.Map // classKey -> *classBuild
 	backs := workloadServices(in.Registry)
 	// EnvoyFilter proxy matches read node metadata: proxies that differ
 	// in those fields are different classes.
 	efKeys := envoyfilter.MetadataKeys(in.Configs)
-	cache := translate.NewCache(in)
+	cache := translate.NewCacheFrom(prev, in)
 	return func(p *model.Proxy) (*Resources, error) {
 		key := classKey(p, backs)
 		for _, k := range efKeys {
@@ -155,7 +167,7 @@ func newTranslateBuild(in *translate.Input) func(*model.Proxy) (*Resources, erro
 			return nil, fmt.Errorf("translate for %s: %w", p.ID, c.err)
 		}
 		return c.res, nil
-	}
+	}, cache
 }
 
 type classBuild struct {

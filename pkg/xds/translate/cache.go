@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -41,6 +42,10 @@ type Cache struct {
 	routing []*config.Resource
 	roots   []string // root namespaces, sorted, as applyEnvoyFilters passes them
 	entries sync.Map // outbound key -> *outboundEntry
+	// reuse are the previous cache's built entries, by outbound key,
+	// whose clusters and load assignments entries of the same key take
+	// (see NewCacheFrom); nil: none.
+	reuse map[string]*outboundEntry
 }
 
 // outboundEntry is the shared outbound side of one key.
@@ -52,6 +57,8 @@ type outboundEntry struct {
 	// clusters, endpoints and routes are validated and sorted by name.
 	clusters, endpoints, routes []types.Resource
 	invalid                     bool
+	// ready is set once the entry is built (and valid).
+	ready atomic.Bool
 	// scope is the builder that made them: what a proxy of this key sees
 	// (VirtualServices, DestinationRules, Sidecar, services), reused by
 	// every proxy of the key (see forProxy).
@@ -102,6 +109,51 @@ func NewCache(in *Input) *Cache {
 	return c
 }
 
+// NewCacheFrom is NewCache for in, reusing the clusters and load
+// assignments prev built when in differs from prev's Input in
+// VirtualServices only: every other config object the same (pointer), the
+// same registry snapshot and mesh config (pointers), the same domain
+// suffix, root namespace and mTLS, and the same label keys selectors read.
+// The caller guarantees that in's Credentials and JWKSURI answer as
+// prev's did. Clusters and load assignments read no VirtualService, so an
+// outbound entry whose key prev built gets prev's very objects (which a
+// server has already hashed and encoded) instead of building them again;
+// listeners and routes are built anew. Output equals NewCache(in)'s
+// (TestCacheFromEqualsBuild). prev may still be in use.
+func NewCacheFrom(prev *Cache, in *Input) *Cache {
+	c := NewCache(in)
+	if prev != nil && slices.Equal(prev.selKeys, c.selKeys) && onlyVirtualServicesDiffer(prev.in, c.in) {
+		// The entries, not prev: older generations are not kept.
+		c.reuse = map[string]*outboundEntry{}
+		prev.entries.Range(func(k, v any) bool {
+			if e := v.(*outboundEntry); e.ready.Load() {
+				c.reuse[k.(string)] = e
+			}
+			return true
+		})
+	}
+	return c
+}
+
+// onlyVirtualServicesDiffer reports whether a and b are equal but for
+// their VirtualServices (see NewCacheFrom).
+func onlyVirtualServicesDiffer(a, b *Input) bool {
+	if a.Registry != b.Registry || a.Mesh != b.Mesh || a.MTLS != b.MTLS || a.DomainSuffix != b.DomainSuffix ||
+		a.RootNamespace != b.RootNamespace || (a.Credentials == nil) != (b.Credentials == nil) || (a.JWKSURI == nil) != (b.JWKSURI == nil) {
+		return false
+	}
+	others := func(cs []*config.Resource) []*config.Resource {
+		var out []*config.Resource
+		for _, c := range cs {
+			if _, vs := c.Spec.(*networking.VirtualService); !vs {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	return slices.Equal(others(a.Configs), others(b.Configs))
+}
+
 // outboundKey is what a sidecar's outbound side depends on: type,
 // namespace, LOCALITY and its labels projected on selKeys (labelsMatch
 // reads only the selector's keys, so equal projections match equally).
@@ -135,7 +187,9 @@ func (c *Cache) Build(p *model.Proxy) (*Output, error) {
 	v, _ := c.entries.LoadOrStore(c.outboundKey(p), &outboundEntry{})
 	e := v.(*outboundEntry)
 	e.once.Do(func() {
+		reuse := c.reuse[c.outboundKey(p)]
 		b := newBuilder(c.in, p, c.routing)
+		b.skipClusters = reuse != nil
 		b.addWellKnownClusters()
 		b.buildOutbound()
 		out, err := b.finish()
@@ -144,8 +198,12 @@ func (c *Cache) Build(p *model.Proxy) (*Output, error) {
 			return
 		}
 		e.clusters, e.endpoints, e.routes = out.Clusters, out.Endpoints, out.Routes
+		if reuse != nil {
+			e.clusters, e.endpoints = reuse.clusters, reuse.endpoints
+		}
 		e.listeners = b.listeners
 		e.scope = b
+		e.ready.Store(true)
 	})
 	if e.invalid {
 		// Build reports every invalid resource, in its order.

@@ -3,6 +3,7 @@ package translate
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +12,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/xds/model"
 )
@@ -181,5 +187,107 @@ func TestCacheConcurrent(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestCacheFromEqualsBuild applies random sequences of changes to every
+// golden case's configs (VirtualServices edited, deleted and restored;
+// now and then another config dropped or restored, so that reuse must be
+// refused) and checks after each step that a Cache made with
+// NewCacheFrom(previous step's cache) gives every proxy exactly Build's
+// output, and that VirtualService-only steps did reuse.
+func TestCacheFromEqualsBuild(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	for fi, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".yaml"), func(t *testing.T) {
+			t.Parallel()
+			rnd := rand.New(rand.NewPCG(uint64(seed), uint64(fi)))
+			in0, _, proxies := loadCaseAll(t, f)
+			var all []*model.Proxy
+			for _, p := range proxies {
+				all = append(all, p, cacheVariant(p, map[string]string{"version": "v2"}, "", ""))
+			}
+			orig := slices.Clone(in0.Configs)
+			cur := slices.Clone(orig)
+			prev := NewCache(in0)
+			for _, p := range all {
+				_, _ = prev.Build(p)
+			}
+			for step := range 16 {
+				next := slices.Clone(cur)
+				vsOnly := true
+				var vsIdx []int
+				for i, c := range next {
+					if _, ok := c.Spec.(*networking.VirtualService); ok {
+						vsIdx = append(vsIdx, i)
+					}
+				}
+				switch r := rnd.IntN(10); {
+				case r < 6 && len(vsIdx) > 0: // edit a VirtualService: timeouts on its HTTP routes
+					i := vsIdx[rnd.IntN(len(vsIdx))]
+					c := *next[i]
+					spec := proto.Clone(c.Spec.(*networking.VirtualService)).(*networking.VirtualService)
+					for _, h := range spec.GetHttp() {
+						h.Timeout = durationpb.New(time.Duration(1+rnd.IntN(30)) * time.Second)
+					}
+					c.Spec = spec
+					next[i] = &c
+				case r < 8 && len(vsIdx) > 0: // delete a VirtualService
+					i := vsIdx[rnd.IntN(len(vsIdx))]
+					next = slices.Delete(next, i, i+1)
+				case r < 9: // restore the original VirtualServices
+					next = next[:0]
+					for _, c := range cur {
+						if _, ok := c.Spec.(*networking.VirtualService); !ok {
+							next = append(next, c)
+						}
+					}
+					for _, c := range orig {
+						if _, ok := c.Spec.(*networking.VirtualService); ok {
+							next = append(next, c)
+						}
+					}
+				default: // drop a DestinationRule or restore the original configs: no reuse
+					vsOnly = false
+					var drIdx []int
+					for i, c := range next {
+						if _, ok := c.Spec.(*networking.DestinationRule); ok {
+							drIdx = append(drIdx, i)
+						}
+					}
+					if len(drIdx) > 0 && rnd.IntN(3) > 0 {
+						i := drIdx[rnd.IntN(len(drIdx))]
+						next = slices.Delete(next, i, i+1)
+					} else {
+						next = slices.Clone(orig)
+					}
+				}
+				in := *in0
+				in.Configs = next
+				c := NewCacheFrom(prev, &in)
+				if vsOnly && c.reuse == nil && slices.Equal(prev.selKeys, c.selKeys) {
+					t.Fatalf("step %d: a VirtualService-only change did not reuse the previous cache", step)
+				}
+				for i, p := range all {
+					want, werr := Build(&in, p)
+					got, gerr := c.Build(p)
+					if (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
+						t.Fatalf("step %d proxy %d (%s): Build error %v, Cache.Build error %v", step, i, p.ID, werr, gerr)
+					}
+					if werr != nil {
+						continue
+					}
+					if w, g := renderOutput(t, want), renderOutput(t, got); !bytes.Equal(w, g) {
+						t.Fatalf("step %d proxy %d (%s): NewCacheFrom's Build differs from Build:\n%s", step, i, p.ID, firstDiff(w, g))
+					}
+				}
+				prev, cur = c, next
+			}
+		})
 	}
 }

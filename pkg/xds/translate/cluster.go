@@ -171,6 +171,9 @@ func mergePolicy(base, over *networking.TrafficPolicy, port uint32) *networking.
 // buildClusters emits outbound clusters (and EDS) for every port of svc,
 // plus one per DestinationRule subset.
 func (b *builder) buildClusters(svc *registry.Service) {
+	if b.skipClusters {
+		return // a Cache reuses the previous push's (NewCacheFrom)
+	}
 	dr, _ := b.destinationRule(svc.Hostname)
 	for _, port := range svc.Ports {
 		policy := mergePolicy(dr.GetTrafficPolicy(), nil, port.Number)

@@ -116,11 +116,14 @@ func Build(in *Input, p *model.Proxy) (*Output, error) {
 
 // builder holds the per-proxy state of one Build call.
 type builder struct {
-	in     *Input
-	p      *model.Proxy
-	suffix string
-	root   map[string]bool
-	reg    *registry.Snapshot
+	// skipClusters: buildClusters emits nothing (a Cache reuses the
+	// previous push's outbound clusters and load assignments).
+	skipClusters bool
+	in           *Input
+	p            *model.Proxy
+	suffix       string
+	root         map[string]bool
+	reg          *registry.Snapshot
 
 	vss     []*config.Resource // VirtualServices visible to the proxy, ordered
 	vsHosts [][]string         // resolved hosts of vss[i]
