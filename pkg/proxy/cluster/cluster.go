@@ -972,7 +972,7 @@ func (l *connLimiter) dial(ctx context.Context, network, addr string) (net.Conn,
 			return nil, ctx.Err()
 		}
 	}
-	c, err := l.d.DialContext(ctx, network, addr)
+	c, err := RawDialer(l.d)(ctx, network, addr)
 	if err != nil {
 		<-l.slots
 		return nil, err
@@ -1007,7 +1007,7 @@ func (c *CountedConn) Use() bool { return c.uses.Add(1) >= c.limit }
 
 func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
-	dial := d.DialContext
+	dial := RawDialer(d) // HTTP/2, gRPC, upgrades: raw-syscall socket I/O too
 	var limiter *connLimiter
 	if c.Thresholds.MaxConnections < 1024 && c.Thresholds.MaxConnections > 0 {
 		limiter = &connLimiter{d: d, slots: make(chan struct{}, c.Thresholds.MaxConnections)}
