@@ -120,6 +120,9 @@ func (p *H1Pool) getIdle(addr string) *h1Conn {
 // must have nothing to read (EOF means the server closed it; data would be
 // an unsolicited response).
 func (c *h1Conn) alive() bool {
+	if q, ok := c.Conn.(interface{ Quiet() bool }); ok { // sockio.Conn: no runtime syscall path
+		return q.Quiet()
+	}
 	sc, ok := c.Conn.(syscall.Conn)
 	if !ok {
 		return true // e.g. TLS: rely on the replay of idempotent failures

@@ -32,3 +32,8 @@ func errno(err error) syscall.Errno {
 	}
 	return syscall.EIO
 }
+
+func sysPeek(fd uintptr, b *[1]byte) (int, syscall.Errno) {
+	n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return n, errno(err)
+}

@@ -158,6 +158,21 @@ func (c *Conn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
+// Quiet reports whether a kept-alive connection that should be silent
+// is: nothing to read and not closed by the peer (a byte would be an
+// unsolicited response, EOF or an error a closed connection). It peeks
+// without blocking and without the runtime's syscall path.
+func (c *Conn) Quiet() bool {
+	quiet := true
+	var b [1]byte
+	err := c.raw.Read(func(fd uintptr) bool {
+		n, e := sysPeek(fd, &b)
+		quiet = n <= 0 && (e == syscall.EAGAIN || e == syscall.EINTR)
+		return true
+	})
+	return quiet && err == nil
+}
+
 // Listener wraps accepted TCP connections with Wrap.
 type Listener struct{ net.Listener }
 

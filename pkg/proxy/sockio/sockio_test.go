@@ -225,3 +225,35 @@ func TestResetIsSyscallError(t *testing.T) {
 		t.Fatalf("err = %#v, want an *os.SyscallError inside", err)
 	}
 }
+
+func TestQuiet(t *testing.T) {
+	t.Parallel()
+	c, s := pair(t)
+	if !c.Quiet() {
+		t.Fatal("a fresh idle connection is not quiet")
+	}
+	if _, err := s.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Quiet() {
+		if time.Now().After(deadline) {
+			t.Fatal("unread data never made the connection not quiet")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil || b[0] != 'x' {
+		t.Fatalf("Quiet consumed the byte: %q, %v", b, err)
+	}
+	if !c.Quiet() {
+		t.Fatal("not quiet after the data was read")
+	}
+	s.Close()
+	for c.Quiet() {
+		if time.Now().After(deadline) {
+			t.Fatal("a closed peer never made the connection not quiet")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
