@@ -289,6 +289,7 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 				stopProfile = func() { pprof.StopCPUProfile(); out.Close() }
 			}
 		}
+		versions0 := srv.benchVersions()
 		if err := children.send("GO"); err != nil {
 			b.Fatal(err)
 		}
@@ -319,8 +320,14 @@ func BenchmarkControlPlaneScale(b *testing.B) {
 			b.Fatalf("client processes reported %d of %d clients", len(lat), clients)
 		}
 		slices.Sort(lat)
-		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v; %d responses sent from %d encoded bodies, the last handed to gRPC after %v; CPU: control plane %v, clients %v); control-plane RSS %s (peak %s); load average %s",
-			clients, lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()).Round(time.Millisecond), sent, marshals, lastSend.Round(time.Millisecond), changeCPU.Round(time.Millisecond), changeChildCPU, vmRSS(), procStatus("self", "VmHWM:"), loadAvg())
+		var changedTypes []string
+		for i, v := range srv.benchVersions() {
+			if v != versions0[i] {
+				changedTypes = append(changedTypes, typeNames[i])
+			}
+		}
+		b.Logf("VirtualService change reached %d clients: p50 %v, p99 %v, max %v (debounce %v; push computation %v; types changed for a client: %v; %d responses sent from %d encoded bodies, the last handed to gRPC after %v; CPU: control plane %v, clients %v); control-plane RSS %s (peak %s); load average %s",
+			clients, lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), srv.opts.Debounce, time.Duration(srv.lastPushDur.Load()).Round(time.Millisecond), changedTypes, sent, marshals, lastSend.Round(time.Millisecond), changeCPU.Round(time.Millisecond), changeChildCPU, vmRSS(), procStatus("self", "VmHWM:"), loadAvg())
 		b.ReportMetric(full.Seconds(), "full-push-s")
 		b.ReportMetric(lat[len(lat)/2].Seconds()*1000, "change-p50-ms")
 		b.ReportMetric(lat[len(lat)*99/100].Seconds()*1000, "change-p99-ms")
@@ -368,6 +375,25 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// benchVersions are the set versions of one proxy (the same proxy while
+// no proxy leaves), by type.
+func (s *Server) benchVersions() [numTypes]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for id := range s.proxies {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var out [numTypes]string
+	if len(ids) > 0 {
+		for i := range numTypes {
+			out[i] = s.proxies[ids[0]].gen[i].version
+		}
+	}
+	return out
 }
 
 // benchSizes describes one proxy's generated sets: resources and encoded

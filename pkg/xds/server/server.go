@@ -404,9 +404,20 @@ func (s *Server) pushProxy(ctx context.Context, p *proxyState, build func(*model
 		return false
 	}
 	gen := [numTypes][]types.Resource{out.Clusters, out.Listeners, out.Routes, out.Endpoints}
+	var old [numTypes][]types.Resource
+	if computed && prevOut != nil {
+		old = [numTypes][]types.Resource{prevOut.Clusters, prevOut.Listeners, prevOut.Routes, prevOut.Endpoints}
+	}
 	var next [numTypes]generated
 	changed := false
 	for i := range numTypes {
+		if computed && memo.samePointers(gen[i], old[i]) {
+			// The very resource objects of the last push (reused by the
+			// generator, e.g. clusters after a VirtualService change):
+			// unchanged without hashing.
+			next[i] = prev[i]
+			continue
+		}
 		h, size := memo.hash(gen[i])
 		if computed && prev[i].hash == h {
 			next[i] = prev[i] // unchanged: the same set, not sent again
@@ -546,6 +557,8 @@ type pushMemo struct {
 	// sets caches hashResources by slice identity: a generator that hands
 	// many proxies the same slice gets it hashed once per push.
 	sets sync.Map // sliceKey -> setHash
+	// same caches samePointers by pair of slices.
+	same sync.Map // [2]sliceKey -> bool
 	// rcForms holds route configurations in VHDS form (deltaview.go),
 	// shared with the push's RDS sets.
 	rcForms *sync.Map // *routev3.RouteConfiguration -> *rcForm
@@ -575,6 +588,28 @@ func (m *pushMemo) hash(rs []types.Resource) ([32]byte, int) {
 	sum, size := hashWith(rs, m.digests, m.prevDigests)
 	m.sets.Store(k, setHash{sum, size})
 	return sum, size
+}
+
+// samePointers reports whether a and b hold the same resource objects in
+// the same order (memoized per pair of slices for the push). Generated
+// resources are immutable, so such sets have the same content.
+func (m *pushMemo) samePointers(a, b []types.Resource) bool {
+	if len(a) != len(b) || len(a) == 0 {
+		return false
+	}
+	k := [2]sliceKey{{&a[0], len(a)}, {&b[0], len(b)}}
+	if v, ok := m.same.Load(k); ok {
+		return v.(bool)
+	}
+	same := true
+	for i := range a {
+		if a[i] != b[i] {
+			same = false
+			break
+		}
+	}
+	m.same.Store(k, same)
+	return same
 }
 
 type sharedKey struct {

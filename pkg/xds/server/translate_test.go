@@ -16,6 +16,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/config/store"
@@ -403,5 +404,71 @@ func TestClassesShareOutboundResponses(t *testing.T) {
 	m1, m2 := byName(o1.Clusters), byName(o2.Clusters)
 	if name := "outbound|9080|v1|reviews.default.svc.cluster.local"; m1[name] == nil || m1[name] != m2[name] {
 		t.Errorf("cluster %s is not one shared object", name)
+	}
+}
+
+// A push that changes only VirtualServices hands proxies the previous
+// push's cluster and load-assignment objects (translate.NewCacheFrom), so
+// they are not hashed or encoded again; any other change does not.
+func TestTranslateGeneratorReusesClustersOnVirtualServiceChange(t *testing.T) {
+	rs, err := config.Decode("mesh.yaml", []byte(meshYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(slog.New(slog.DiscardHandler))
+	reg.SetConfigs(rs)
+	gen := TranslateGenerator(reg)
+	p, err := model.ParseNodeID("sidecar~10.0.0.9~client.default~default.svc.cluster.local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := gen(rs)(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	find := func(out *Resources, name string) types.Resource {
+		for _, c := range out.Clusters {
+			if cachev3.GetResourceName(c) == name {
+				return c
+			}
+		}
+		t.Fatalf("no cluster %s", name)
+		return nil
+	}
+	const name = "outbound|9080|v1|reviews.default.svc.cluster.local"
+	// The reviews VirtualService edited: 100 % to v1.
+	edited := slices.Clone(rs)
+	for i, r := range edited {
+		if r.Kind == config.KindVirtualService {
+			c := *r
+			c.Spec = &networking.VirtualService{Hosts: []string{"reviews.default.svc.cluster.local"}, Http: []*networking.HTTPRoute{{
+				Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "reviews.default.svc.cluster.local", Subset: "v1"}}}}}}
+			edited[i] = &c
+		}
+	}
+	reg.SetConfigs(edited) // as the server does on every config change
+	second, err := gen(edited)(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if find(second, name) != find(first, name) || second.Endpoints[0] != first.Endpoints[0] {
+		t.Error("a VirtualService change built clusters or load assignments again")
+	}
+	if slices.Equal(second.Routes, first.Routes) {
+		t.Error("a VirtualService change kept the old routes")
+	}
+	// A DestinationRule removed: clusters are built again.
+	var noDR []*config.Resource
+	for _, r := range edited {
+		if r.Kind != config.KindDestinationRule {
+			noDR = append(noDR, r)
+		}
+	}
+	third, err := gen(noDR)(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := find(third, "outbound|9080||reviews.default.svc.cluster.local"); c == find(second, "outbound|9080||reviews.default.svc.cluster.local") {
+		t.Error("a DestinationRule change reused the old clusters")
 	}
 }
