@@ -1,6 +1,7 @@
 package proxycmd
 
 import (
+	"os"
 	"os/exec"
 	"runtime/debug"
 	"strings"
@@ -116,5 +117,29 @@ func TestProxyOnlyBuildDeps(t *testing.T) {
 		if bad {
 			t.Errorf("the proxy-only build links %s", p)
 		}
+	}
+}
+
+// TestExecProxyBinaryStaysInProcess covers the cases that must not exec:
+// this test binary was not started as `weft proxy`.
+func TestExecProxyBinaryStaysInProcess(t *testing.T) {
+	var warn strings.Builder
+	for _, flag := range []string{"", ProxyBinaryAuto} {
+		if err := execProxyBinary(flag, &warn); err != nil {
+			t.Errorf("--proxy-binary %q: %v", flag, err)
+		}
+	}
+	if err := execProxyBinary("/nonexistent/weft-proxy", &warn); err == nil || !strings.Contains(err.Error(), "not started as") {
+		t.Errorf("--proxy-binary PATH outside `weft proxy`: err = %v", err)
+	}
+	t.Setenv(execedEnv, "1")
+	if err := execProxyBinary("/nonexistent/weft-proxy", &warn); err != nil {
+		t.Errorf("already exec'd: %v", err)
+	}
+	if v, ok := os.LookupEnv(execedEnv); ok {
+		t.Errorf("%s=%q left for the application", execedEnv, v)
+	}
+	if warn.Len() > 0 {
+		t.Errorf("warnings: %s", warn.String())
 	}
 }

@@ -68,6 +68,8 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				if err := execProxyBinary(proxyBinary, cmd.ErrOrStderr()); err != nil {
 					return &ExitError{Code: 2, Err: fmt.Errorf("--proxy-binary: %w", err)}
 				}
+			} else {
+				os.Unsetenv(execedEnv) // not inherited by the application
 			}
 			lv := new(slog.LevelVar)
 			if err := lv.UnmarshalText([]byte(strings.ToUpper(logLevel))); err != nil {
