@@ -142,6 +142,19 @@ func tcpListener(t *testing.T, port int, cluster string) *listenerv3.Listener {
 			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tp}}}}}}
 }
 
+// sniffedListener is an outbound listener for a port without a declared
+// protocol, as the translator emits it: an HTTP chain (the port's RDS
+// table) and a TCP chain to tcpCluster.
+func sniffedListener(t *testing.T, port int, tcpCluster string) *listenerv3.Listener {
+	l := xdstest.HTTPListener(port)
+	l.FilterChains[0].Name = "http"
+	l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"http/1.1", "h2c"}}
+	tcp := tcpListener(t, port, tcpCluster).FilterChains[0]
+	tcp.Name = "tcp"
+	l.FilterChains = append(l.FilterChains, tcp)
+	return l
+}
+
 // helperProxy runs a capture-mode proxy configured from the environment.
 func helperProxy() {
 	f, err := os.OpenFile(os.Getenv("WEFT_ACCESS"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -217,8 +230,9 @@ func TestCaptureMode(t *testing.T) {
 	passthrough := &clusterv3.Cluster{Name: "PassthroughCluster", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 		LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED}
 	cp.Set(t, xdstest.NodeID("client-v1", ns), &xdstest.Resources{
-		Listeners: []types.Resource{xdstest.HTTPListener(8080), tcpListener(t, 7000, cTCP), virtualOutbound(t, "PassthroughCluster")},
-		Routes:    []types.Resource{xdstest.RouteConfig(8080, "10.214.0.2", xdstest.ToCluster("app", cApp))},
+		Listeners: []types.Resource{xdstest.HTTPListener(8080), tcpListener(t, 7000, cTCP), sniffedListener(t, 7002, cTCP), virtualOutbound(t, "PassthroughCluster")},
+		Routes: []types.Resource{xdstest.RouteConfig(8080, "10.214.0.2", xdstest.ToCluster("app", cApp)),
+			xdstest.RouteConfig(7002, "10.214.0.2", xdstest.ToCluster("app", cApp))},
 		Clusters:  []types.Resource{xdstest.EDSCluster(cApp), xdstest.EDSCluster(cTCP), passthrough},
 		Endpoints: []types.Resource{xdstest.Endpoints(cApp, "server-v1", "10.214.0.2:8080"), xdstest.Endpoints(cTCP, "server-v1", "10.214.0.2:7000")},
 	})
@@ -248,6 +262,15 @@ func TestCaptureMode(t *testing.T) {
 	// listener sends it to its cluster without waiting for client bytes;
 	// an unknown port is sniffed and passed through (ALLOW_ANY). The
 	// server sidecar takes both in by their original destination port.
+	// 7002 has no declared protocol: HTTP takes the port's route table (to
+	// the app on 8080), opaque bytes the TCP chain (the banner service on
+	// 7000), a server-first client after the sniffing timeout.
+	if got := captureHelpers.Exec(t, cli, "client", "WEFT_TARGET=http://10.214.0.2:7002/sniffed"); !strings.HasPrefix(got, "200 app got /sniffed") {
+		t.Fatalf("HTTP on a sniffed port: %q", got)
+	}
+	if got, want := captureHelpers.Exec(t, cli, "tcpclient", "WEFT_TARGET=10.214.0.2:7002"), "banner 127.0.0.1:7000\necho \x00opaque bytes\n"; got != want {
+		t.Errorf("opaque TCP on a sniffed port: got %q, want %q", got, want)
+	}
 	for _, port := range []string{"7000", "7001"} {
 		want := "banner 127.0.0.1:" + port + "\necho \x00opaque bytes\n"
 		if got := captureHelpers.Exec(t, cli, "tcpclient", "WEFT_TARGET=10.214.0.2:"+port); got != want {
