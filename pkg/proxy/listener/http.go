@@ -216,7 +216,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.runFilters(cw, r, ri, rt.OutboundFilters[port]) {
 			return
 		}
-		table = rt.Routes[strconv.Itoa(port)]
+		var pb [8]byte // m[string(bytes)] does not allocate; strconv.Itoa(port) did
+		table = rt.Routes[string(strconv.AppendInt(pb[:0], int64(port), 10))]
 	} else {
 		appPort := h.AppPort
 		if odOK {
