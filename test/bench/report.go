@@ -105,7 +105,7 @@ func (r *Report) Print(w io.Writer) {
 			per, weft.CPUPer1K, TargetVCPUPer1K, verdict(per <= TargetVCPUPer1K))
 	}
 	if weft != nil {
-		fmt.Fprintf(w, "  (weft RSS per proxy after the %d rps run: %.1f MB, of which anonymous %.1f MB; the rest maps the weft binary)\n",
+		fmt.Fprintf(w, "  (weft RSS per proxy after the %d rps run: %.1f MB, of which anonymous %.1f MB; the rest maps the executable)\n",
 			c.QPS, mb(weft.RSS)/float64(weft.Procs), mb(weft.RSSAnon)/float64(weft.Procs))
 	}
 	if mt := r.Find("D"); mt != nil && weft != nil && direct != nil {
