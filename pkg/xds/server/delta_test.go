@@ -8,14 +8,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -23,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/config/store"
@@ -351,3 +356,35 @@ func TestDeltaSendsChangedVirtualHostOnly(t *testing.T) {
 }
 
 func statusErr(msg string) *status.Status { return &status.Status{Code: 3, Message: msg} }
+
+// A view's diff memo must not keep the views it was computed from alive:
+// each push's sets would otherwise hold every earlier push's.
+func TestDeltaBodiesDoNotKeepOldViews(t *testing.T) {
+	mk := func(version string, timeout time.Duration) *deltaView {
+		sr := &sharedResources{version: version, resources: []types.Resource{
+			&clusterv3.Cluster{Name: "a", ConnectTimeout: durationpb.New(timeout)}, &clusterv3.Cluster{Name: "b"}}}
+		return sr.view()
+	}
+	old := mk("1", time.Second)
+	w := weak.Make(old)
+	cur := mk("2", 2*time.Second)
+	all := nameKey{all: true}
+	body, empty, err := cur.body(&prepStats{}, resourcev3.ClusterType, deltaKey{base: old, prev: old, had: all, want: all})
+	if err != nil || empty {
+		t.Fatalf("diff: empty %v, err %v", empty, err)
+	}
+	var resp discoveryv3.DeltaDiscoveryResponse
+	if err := proto.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if got := resourceNames(&resp); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("diff sends %v, want [a] (b is unchanged)", got)
+	}
+	old = nil
+	runtime.GC()
+	runtime.GC()
+	if w.Value() != nil {
+		t.Error("the new view's diff memo keeps the old view alive")
+	}
+	runtime.KeepAlive(cur)
+}

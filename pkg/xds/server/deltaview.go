@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -37,6 +38,9 @@ import (
 // VirtualService change then sends each client the one virtual host it
 // changed, not the whole table.
 type deltaView struct {
+	// id names the view in other views' diff memos (a pointer there would
+	// keep every older view alive through the chain of diffs).
+	id      uint64
 	version string
 	// names are the resources' delta names; sub the names a subscription
 	// matches them by (the same, or for VHDS the route configuration).
@@ -45,7 +49,7 @@ type deltaView struct {
 	sums       [][32]byte
 	index      map[string]int
 	// bodies holds the encoded diffs by deltaKey.
-	bodies sync.Map // deltaKey -> *deltaBody
+	bodies sync.Map // memoKey -> *deltaBody
 }
 
 // deltaKey names one diff: from base (nil: the client has nothing known,
@@ -54,6 +58,30 @@ type deltaView struct {
 type deltaKey struct {
 	base, prev *deltaView
 	had, want  nameKey
+}
+
+// memoKey is a deltaKey as a view's memo holds it: views by id.
+type memoKey struct {
+	base, prev uint64
+	had, want  nameKey
+}
+
+// viewIDs numbers delta views (0: none).
+var viewIDs atomic.Uint64
+
+func newView(version string) *deltaView {
+	return &deltaView{id: viewIDs.Add(1), version: version}
+}
+
+func (k deltaKey) memo() memoKey {
+	m := memoKey{had: k.had, want: k.want}
+	if k.base != nil {
+		m.base = k.base.id
+	}
+	if k.prev != nil {
+		m.prev = k.prev.id
+	}
+	return m
 }
 
 type deltaBody struct {
@@ -68,7 +96,7 @@ type deltaBody struct {
 // view returns the set's delta view (plain types).
 func (sr *sharedResources) view() *deltaView {
 	sr.viewOnce.Do(func() {
-		v := &deltaView{version: sr.version}
+		v := newView(sr.version)
 		for i, r := range sr.resources {
 			name := cachev3.GetResourceName(r)
 			var b []byte
@@ -93,7 +121,7 @@ func (sr *sharedResources) view() *deltaView {
 // VHDS form.
 func (sr *sharedResources) vhdsViews() (routes, hosts *deltaView) {
 	sr.vhdsOnce.Do(func() {
-		rv, hv := &deltaView{version: sr.version}, &deltaView{version: sr.version}
+		rv, hv := newView(sr.version), newView(sr.version)
 		for _, r := range sr.resources {
 			rc, ok := r.(*routev3.RouteConfiguration)
 			if !ok {
@@ -203,9 +231,10 @@ func resourceVersion(sum [32]byte) string { return hex.EncodeToString(sum[:8]) }
 // from k.base/k.prev under subscription k.had to v under k.want, built
 // once per key.
 func (v *deltaView) body(st *prepStats, typeURL string, k deltaKey) ([]byte, bool, error) {
-	x, ok := v.bodies.Load(k)
+	mk := k.memo()
+	x, ok := v.bodies.Load(mk)
 	if !ok {
-		x, _ = v.bodies.LoadOrStore(k, &deltaBody{})
+		x, _ = v.bodies.LoadOrStore(mk, &deltaBody{})
 	}
 	d := x.(*deltaBody)
 	d.once.Do(func() {
