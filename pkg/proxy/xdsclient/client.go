@@ -160,17 +160,26 @@ type typeState struct {
 // listener; the proxy would reconnect forever. Envoy sets no such limit.
 const MaxResponseBytes = 256 << 20
 
-func (c *Client) stream(ctx context.Context) error {
-	// Responses are read into buffers allocated for them, not gRPC's shared
-	// pool: the pool rounds a response above 32 KiB (100 clusters are
-	// ~40 KiB) up to a 1 MiB buffer and keeps it until two GCs pass, which
-	// for a sidecar that receives a few responses per configuration change
-	// is most of its heap's headroom for nothing.
+// dial makes the gRPC connection both stream kinds use. Responses are
+// read into buffers allocated for them, not gRPC's shared pool: the pool
+// rounds a response above 32 KiB (100 clusters are ~40 KiB) up to a 1 MiB
+// buffer and keeps it until two GCs pass, which for a sidecar that receives
+// a few responses per configuration change is most of its heap's headroom
+// for nothing.
+func (c *Client) dial() (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(c.cfg.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes)),
 		experimental.WithBufferPool(mem.NopBufferPool{}))
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", c.cfg.Address, err)
+		return nil, fmt.Errorf("dial %s: %w", c.cfg.Address, err)
+	}
+	return conn, nil
+}
+
+func (c *Client) stream(ctx context.Context) error {
+	conn, err := c.dial()
+	if err != nil {
+		return err
 	}
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)

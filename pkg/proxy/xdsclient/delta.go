@@ -15,11 +15,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/experimental"
-	"google.golang.org/grpc/mem"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -73,12 +69,9 @@ type deltaSub struct {
 }
 
 func (c *Client) deltaStream(ctx context.Context) error {
-	// Responses go into their own buffers, not gRPC's pool, as in stream.
-	conn, err := grpc.NewClient(c.cfg.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxResponseBytes)),
-		experimental.WithBufferPool(mem.NopBufferPool{}))
+	conn, err := c.dial()
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", c.cfg.Address, err)
+		return err
 	}
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)
