@@ -10,6 +10,7 @@ import (
 	"sync"
 	"unique"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -81,22 +82,70 @@ type streamType struct {
 
 // adsStream is one SotW ADS stream.
 type adsStream struct {
-	s    *Server
-	srv  discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+	streamProxy
+	s   *Server
+	srv discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+
+	// mu (streamProxy's) also guards these.
+	nonces uint64
+	types  [numTypes]streamType
+}
+
+// streamProxy is what the SotW and the delta stream share: the wake-up
+// channel and the proxy the stream serves, registered by its first request
+// and unregistered when the stream's handler returns.
+type streamProxy struct {
 	wake chan struct{}
 
 	mu     sync.Mutex
 	p      *proxyState // set by the first request
 	closed bool        // the handler returned: p must not be set any more
-	nonces uint64
-	types  [numTypes]streamType
 }
 
+func newStreamProxy() streamProxy { return streamProxy{wake: make(chan struct{}, 1)} }
+
 // signal asks the stream's goroutine to send whatever is due.
-func (a *adsStream) signal() {
+func (sp *streamProxy) signal() {
 	select {
-	case a.wake <- struct{}{}:
+	case sp.wake <- struct{}{}:
 	default:
+	}
+}
+
+// attach returns the stream's proxy; the stream's first request registers
+// it with s from its node. w is the stream itself.
+func (sp *streamProxy) attach(s *Server, node *corev3.Node, w waker) (*proxyState, error) {
+	sp.mu.Lock()
+	p := sp.p
+	sp.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	p, err := s.connect(node, w)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	sp.mu.Lock()
+	if sp.closed {
+		sp.mu.Unlock()
+		s.streamClosed(p, w)
+		return nil, status.Error(codes.Canceled, "stream closed")
+	}
+	sp.p = p
+	sp.mu.Unlock()
+	return p, nil
+}
+
+// detach runs when the stream's handler returns: either it sees the proxy
+// the first request registered, or attach sees closed and unregisters it
+// itself.
+func (sp *streamProxy) detach(s *Server, w waker) {
+	sp.mu.Lock()
+	sp.closed = true
+	p := sp.p
+	sp.mu.Unlock()
+	if p != nil {
+		s.streamClosed(p, w)
 	}
 }
 
@@ -108,21 +157,11 @@ var _ discoveryv3.AggregatedDiscoveryServiceServer = adsService{}
 // StreamAggregatedResources serves one SotW ADS stream.
 func (x adsService) StreamAggregatedResources(srv discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
 	s := x.s
-	a := &adsStream{s: s, srv: srv, wake: make(chan struct{}, 1)}
+	a := &adsStream{streamProxy: newStreamProxy(), s: s, srv: srv}
 	ctx := srv.Context()
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- a.recvLoop() }()
-	defer func() {
-		// Either this sees the proxy the first request registered, or
-		// onRequest sees closed and unregisters it itself.
-		a.mu.Lock()
-		a.closed = true
-		p := a.p
-		a.mu.Unlock()
-		if p != nil {
-			s.streamClosed(p, a)
-		}
-	}()
+	defer a.detach(s, a)
 	for {
 		select {
 		case <-ctx.Done():
@@ -154,22 +193,9 @@ func (a *adsStream) recvLoop() error {
 
 func (a *adsStream) onRequest(req *discoveryv3.DiscoveryRequest) error {
 	s := a.s
-	a.mu.Lock()
-	p := a.p
-	a.mu.Unlock()
-	if p == nil {
-		var err error
-		if p, err = s.connect(req.GetNode(), a); err != nil {
-			return status.Error(codes.InvalidArgument, err.Error())
-		}
-		a.mu.Lock()
-		if a.closed {
-			a.mu.Unlock()
-			s.streamClosed(p, a)
-			return status.Error(codes.Canceled, "stream closed")
-		}
-		a.p = p
-		a.mu.Unlock()
+	p, err := a.attach(s, req.GetNode(), a)
+	if err != nil {
+		return err
 	}
 	ti := typeOf(req.GetTypeUrl())
 	if ti < 0 {

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"unique"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -95,22 +94,13 @@ type deltaType struct {
 
 // weftDeltaStream is one delta ADS stream of a client with featureVHDS.
 type weftDeltaStream struct {
-	s    *Server
-	srv  discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
-	wake chan struct{}
+	streamProxy
+	s   *Server
+	srv discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
 
-	mu     sync.Mutex
-	p      *proxyState
-	closed bool
+	// mu (streamProxy's) also guards these.
 	nonces uint64
 	types  [numDeltaTypes]deltaType
-}
-
-func (a *weftDeltaStream) signal() {
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
 }
 
 // DeltaAggregatedResources serves incremental xDS: clients announcing
@@ -146,17 +136,9 @@ func (r *replayDelta) Recv() (*discoveryv3.DeltaDiscoveryRequest, error) {
 }
 
 func (s *Server) serveWeftDelta(srv discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, first *discoveryv3.DeltaDiscoveryRequest) error {
-	a := &weftDeltaStream{s: s, srv: srv, wake: make(chan struct{}, 1)}
+	a := &weftDeltaStream{streamProxy: newStreamProxy(), s: s, srv: srv}
 	ctx := srv.Context()
-	defer func() {
-		a.mu.Lock()
-		a.closed = true
-		p := a.p
-		a.mu.Unlock()
-		if p != nil {
-			s.streamClosed(p, a)
-		}
-	}()
+	defer a.detach(s, a)
 	if err := a.onRequest(first); err != nil {
 		return err
 	}
@@ -247,22 +229,9 @@ func subscribe(k nameKey, first bool, sub, unsub []string) nameKey {
 
 func (a *weftDeltaStream) onRequest(req *discoveryv3.DeltaDiscoveryRequest) error {
 	s := a.s
-	a.mu.Lock()
-	p := a.p
-	a.mu.Unlock()
-	if p == nil {
-		var err error
-		if p, err = s.connect(req.GetNode(), a); err != nil {
-			return status.Error(codes.InvalidArgument, err.Error())
-		}
-		a.mu.Lock()
-		if a.closed {
-			a.mu.Unlock()
-			s.streamClosed(p, a)
-			return status.Error(codes.Canceled, "stream closed")
-		}
-		a.p = p
-		a.mu.Unlock()
+	p, err := a.attach(s, req.GetNode(), a)
+	if err != nil {
+		return err
 	}
 	ti := deltaTypeOf(req.GetTypeUrl())
 	if ti < 0 {
