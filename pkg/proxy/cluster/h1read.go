@@ -9,6 +9,8 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"strings"
+
+	"github.com/weftmesh/weft/pkg/proxy/internal/httpwire"
 )
 
 // readResponse reads an HTTP/1.x response head from br and frames its
@@ -147,7 +149,7 @@ func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *
 	}
 	resp.ContentLength = -1
 	if cls > 0 {
-		n, ok := parseLength(cl)
+		n, ok := httpwire.ParseContentLength(cl)
 		if !ok {
 			return nil, fmt.Errorf("bad Content-Length %q", cl)
 		}
@@ -192,29 +194,14 @@ func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *
 	return resp, nil
 }
 
+// hasToken reports whether a Connection field of h lists token.
 func hasToken(h http.Header, token string) bool {
 	for _, v := range h["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(f), token) {
-				return true
-			}
+		if httpwire.HasToken(v, token) {
+			return true
 		}
 	}
 	return false
-}
-
-func parseLength(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(s[i]-'0')
-	}
-	return n, true
 }
 
 type lengthBody struct {

@@ -9,6 +9,8 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"github.com/weftmesh/weft/pkg/proxy/internal/httpwire"
 )
 
 // This file is the request side of the proxy's own HTTP/1.1 server
@@ -111,29 +113,6 @@ func validHost(s string) bool {
 		return false
 	}
 	return true
-}
-
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// hasToken reports whether the comma-separated list v holds token
-// (case-insensitive), as in Connection: keep-alive, Upgrade.
-func hasToken(v, token string) bool {
-	for v != "" {
-		var f string
-		f, v, _ = strings.Cut(v, ",")
-		if strings.EqualFold(trimOWS(f), token) {
-			return true
-		}
-	}
-	return false
 }
 
 // readHeadBytes reads the request head (request line through the empty
@@ -249,7 +228,7 @@ func parseHead(s string, h *h1Head) error {
 		if !isToken(k) {
 			return badRequest("invalid header field name")
 		}
-		v = trimOWS(v)
+		v = httpwire.TrimOWS(v)
 		if !validFieldValue(v) {
 			return badRequest("invalid header field value")
 		}
@@ -272,8 +251,8 @@ func parseHead(s string, h *h1Head) error {
 			te = v
 			continue
 		case "Connection":
-			connClose = connClose || hasToken(v, "close")
-			connKeepAlive = connKeepAlive || hasToken(v, "keep-alive")
+			connClose = connClose || httpwire.HasToken(v, "close")
+			connKeepAlive = connKeepAlive || httpwire.HasToken(v, "keep-alive")
 		case "Expect":
 			expects++
 			if !strings.EqualFold(v, "100-continue") || expects > 1 {
@@ -317,7 +296,7 @@ func parseHead(s string, h *h1Head) error {
 			h.trailer = http.Header{}
 			for _, v := range tv {
 				for _, f := range strings.Split(v, ",") {
-					f = textproto.CanonicalMIMEHeaderKey(trimOWS(f))
+					f = textproto.CanonicalMIMEHeaderKey(httpwire.TrimOWS(f))
 					switch f {
 					case "":
 						continue
@@ -329,7 +308,7 @@ func parseHead(s string, h *h1Head) error {
 			}
 		}
 	} else if cls > 0 {
-		n, ok := parseContentLength(cl)
+		n, ok := httpwire.ParseContentLength(cl)
 		if !ok {
 			return badRequest("bad Content-Length")
 		}
@@ -341,21 +320,6 @@ func parseHead(s string, h *h1Head) error {
 		h.expectContinue = expects > 0
 	}
 	return nil
-}
-
-func parseContentLength(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
 }
 
 // requestURL parses the request target like net/http's server: origin
@@ -535,7 +499,7 @@ func (cr *chunkedReader) nextChunk() error {
 		if !ok || !isToken(k) {
 			return errMalformedChunk
 		}
-		v = trimOWS(v)
+		v = httpwire.TrimOWS(v)
 		if !validFieldValue(v) {
 			return errMalformedChunk
 		}

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weftmesh/weft/pkg/proxy/internal/httpwire"
 )
 
 // Server is the proxy's own HTTP/1.1 server for its listeners. Compared
@@ -793,7 +795,7 @@ func (w *h1Response) WriteHeader(code int) {
 	w.status = code
 	w.bodyAllowed = code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
 	if cl := w.header["Content-Length"]; len(cl) > 0 && w.bodyAllowed {
-		if n, ok := parseContentLength(trimOWS(cl[0])); ok {
+		if n, ok := httpwire.ParseContentLength(httpwire.TrimOWS(cl[0])); ok {
 			w.clen = n
 		} else {
 			delete(w.header, "Content-Length")
@@ -884,7 +886,7 @@ func (w *h1Response) commit(done bool) {
 			}
 		}
 	}
-	if conn := hdr["Connection"]; len(conn) > 0 && hasToken(strings.Join(conn, ","), "close") {
+	if conn := hdr["Connection"]; len(conn) > 0 && httpwire.HasToken(strings.Join(conn, ","), "close") {
 		w.close = true
 	}
 	var extra [3]string // framing and connection fields
@@ -974,7 +976,7 @@ func (w *h1Response) finish() bool {
 		_, _ = bw.WriteString("0\r\n")
 		for _, k := range w.header["Trailer"] {
 			for _, f := range strings.Split(k, ",") {
-				f = http.CanonicalHeaderKey(trimOWS(f))
+				f = http.CanonicalHeaderKey(httpwire.TrimOWS(f))
 				for _, v := range w.header[f] {
 					if isToken(f) {
 						fmt.Fprintf(bw, "%s: %s\r\n", f, strings.NewReplacer("\r", " ", "\n", " ").Replace(v))
