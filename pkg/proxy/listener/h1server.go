@@ -597,6 +597,14 @@ func (c *h1Conn) watchHangup() {
 	c.mu.Unlock()
 }
 
+// stopBackgroundRead interrupts the running hang-up watch's read and waits
+// until it has returned (done closed).
+func (c *h1Conn) stopBackgroundRead(done <-chan struct{}) {
+	_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+	<-done
+	_ = c.rwc.SetReadDeadline(time.Time{})
+}
+
 // stopHangupWatch ends the watch after the handler; true if hijacked.
 func (c *h1Conn) stopHangupWatch() bool {
 	c.mu.Lock()
@@ -607,9 +615,7 @@ func (c *h1Conn) stopHangupWatch() bool {
 	}
 	c.mu.Unlock()
 	if running {
-		_ = c.rwc.SetReadDeadline(aLongTimeAgo)
-		<-done
-		_ = c.rwc.SetReadDeadline(time.Time{})
+		c.stopBackgroundRead(done)
 	}
 	return hijacked
 }
@@ -628,9 +634,7 @@ func (c *h1Conn) hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	c.mu.Unlock()
 	if running {
-		_ = c.rwc.SetReadDeadline(aLongTimeAgo)
-		<-done
-		_ = c.rwc.SetReadDeadline(time.Time{})
+		c.stopBackgroundRead(done)
 	}
 	c.s.forget(c)
 	c.state.Store(connClosed)

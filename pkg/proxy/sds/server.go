@@ -88,6 +88,19 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return err
 }
 
+// wanted returns st's secrets among names (all for none) and logs, once
+// per stream (warned), each name this proxy does not serve.
+func (s *Server) wanted(st *state, names []string, warned map[string]bool) map[string]entry {
+	found, unknown := st.wanted(names)
+	for _, n := range unknown {
+		if !warned[n] {
+			warned[n] = true
+			s.log.Warn("SDS client asked for a secret this proxy does not serve", "name", n)
+		}
+	}
+	return found
+}
+
 func (s *Server) nextNonce() string { return strconv.FormatInt(s.nonce.Add(1), 10) }
 
 // wanted returns the cached secrets among names (all of them for an empty
@@ -167,13 +180,7 @@ func (s *Server) StreamSecrets(stream grpc.BidiStreamingServer[discoveryv3.Disco
 		if st.gen == 0 {
 			return nil // nothing yet; sent once the first certificate is in
 		}
-		found, unknown := st.wanted(names)
-		for _, n := range unknown {
-			if !warned[n] {
-				warned[n] = true
-				s.log.Warn("SDS client asked for a secret this proxy does not serve", "name", n)
-			}
-		}
+		found := s.wanted(st, names, warned)
 		resp := &discoveryv3.DiscoveryResponse{
 			VersionInfo: strconv.FormatInt(st.gen, 10),
 			TypeUrl:     resourcev3.SecretType,
@@ -250,13 +257,7 @@ func (s *Server) DeltaSecrets(stream grpc.BidiStreamingServer[discoveryv3.DeltaD
 				names = append(names, n)
 			}
 		}
-		found, unknown := st.wanted(names)
-		for _, n := range unknown {
-			if !warned[n] {
-				warned[n] = true
-				s.log.Warn("SDS client asked for a secret this proxy does not serve", "name", n)
-			}
-		}
+		found := s.wanted(st, names, warned)
 		resp := &discoveryv3.DeltaDiscoveryResponse{
 			SystemVersionInfo: strconv.FormatInt(st.gen, 10),
 			TypeUrl:           resourcev3.SecretType,
