@@ -23,8 +23,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -214,57 +212,14 @@ func TestDeltaVHDSMatchesSotW(t *testing.T) {
 }
 
 // deltaRaw is a raw delta ADS stream.
-type deltaRaw struct {
-	st    discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
-	resps chan *discoveryv3.DeltaDiscoveryResponse
-}
+type deltaRaw = rawStream[*discoveryv3.DeltaDiscoveryRequest, *discoveryv3.DeltaDiscoveryResponse]
 
 func dialDelta(t *testing.T, addr string) *deltaRaw {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &deltaRaw{st: st, resps: make(chan *discoveryv3.DeltaDiscoveryResponse, 100)}
-	go func() {
-		for {
-			r, err := st.Recv()
-			if err != nil {
-				close(d.resps)
-				return
-			}
-			d.resps <- r
-		}
-	}()
-	return d
-}
-
-func (d *deltaRaw) send(t *testing.T, r *discoveryv3.DeltaDiscoveryRequest) {
-	t.Helper()
-	if err := d.st.Send(r); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (d *deltaRaw) next(t *testing.T) *discoveryv3.DeltaDiscoveryResponse {
-	t.Helper()
-	select {
-	case r, ok := <-d.resps:
-		if !ok {
-			t.Fatal("delta stream closed")
-		}
-		return r
-	case <-time.After(10 * time.Second):
-		t.Fatal("no delta response within 10s")
-	}
-	return nil
+	return openRaw[*discoveryv3.DeltaDiscoveryRequest, *discoveryv3.DeltaDiscoveryResponse](t, addr, 100, 10*time.Second,
+		func(c discoveryv3.AggregatedDiscoveryServiceClient, ctx context.Context) (discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesClient, error) {
+			return c.DeltaAggregatedResources(ctx)
+		})
 }
 
 func resourceNames(r *discoveryv3.DeltaDiscoveryResponse) []string {

@@ -124,13 +124,25 @@ func (h *harness) apply(t *testing.T, rs ...*config.Resource) int64 {
 	return rev
 }
 
-// adsClient is a raw ADS stream that records every response.
-type adsClient struct {
-	stream discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	resps  chan *discoveryv3.DiscoveryResponse
+// rawStream is a raw ADS stream (SotW or delta) that records every
+// response; next waits up to wait for one.
+type rawStream[Req, Resp any] struct {
+	stream interface {
+		Send(Req) error
+		Recv() (Resp, error)
+		CloseSend() error
+	}
+	resps chan Resp
+	wait  time.Duration
 }
 
-func dial(t *testing.T, addr string) *adsClient {
+// openRaw opens a stream with open on a new connection to addr, buffering
+// up to buf responses.
+func openRaw[Req, Resp any, S interface {
+	Send(Req) error
+	Recv() (Resp, error)
+	CloseSend() error
+}](t *testing.T, addr string, buf int, wait time.Duration, open func(discoveryv3.AggregatedDiscoveryServiceClient, context.Context) (S, error)) *rawStream[Req, Resp] {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -139,11 +151,11 @@ func dial(t *testing.T, addr string) *adsClient {
 	t.Cleanup(func() { _ = cc.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	s, err := open(discoveryv3.NewAggregatedDiscoveryServiceClient(cc), ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &adsClient{stream: s, resps: make(chan *discoveryv3.DiscoveryResponse, 1000)}
+	c := &rawStream[Req, Resp]{stream: s, resps: make(chan Resp, buf), wait: wait}
 	go func() {
 		for {
 			r, err := s.Recv()
@@ -157,14 +169,14 @@ func dial(t *testing.T, addr string) *adsClient {
 	return c
 }
 
-func (c *adsClient) send(t *testing.T, r *discoveryv3.DiscoveryRequest) {
+func (c *rawStream[Req, Resp]) send(t *testing.T, r Req) {
 	t.Helper()
 	if err := c.stream.Send(r); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (c *adsClient) next(t *testing.T) *discoveryv3.DiscoveryResponse {
+func (c *rawStream[Req, Resp]) next(t *testing.T) Resp {
 	t.Helper()
 	select {
 	case r, ok := <-c.resps:
@@ -172,10 +184,22 @@ func (c *adsClient) next(t *testing.T) *discoveryv3.DiscoveryResponse {
 			t.Fatal("stream closed")
 		}
 		return r
-	case <-time.After(5 * time.Second):
-		t.Fatal("no xDS response within 5s")
+	case <-time.After(c.wait):
+		t.Fatalf("no xDS response within %s", c.wait)
 	}
-	return nil
+	var zero Resp
+	return zero
+}
+
+// adsClient is a raw SotW ADS stream.
+type adsClient = rawStream[*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse]
+
+func dial(t *testing.T, addr string) *adsClient {
+	t.Helper()
+	return openRaw[*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse](t, addr, 1000, 5*time.Second,
+		func(c discoveryv3.AggregatedDiscoveryServiceClient, ctx context.Context) (discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient, error) {
+			return c.StreamAggregatedResources(ctx)
+		})
 }
 
 func clusterNames(t *testing.T, r *discoveryv3.DiscoveryResponse) []string {
