@@ -1,14 +1,9 @@
 package server
 
 import (
-	"context"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -19,8 +14,6 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/config"
-	"github.com/weftmesh/weft/pkg/config/store"
-	"github.com/weftmesh/weft/pkg/config/store/bolt"
 	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/xds/model"
 )
@@ -61,39 +54,16 @@ spec:
 // translator) for a sidecar with node metadata and checks that its
 // snapshot passes the consistency gate and reaches the client.
 func TestTranslatedSidecarSnapshot(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	rs, err := config.Decode("mesh.yaml", []byte(meshYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Apply(context.Background(), store.Upsert, rs); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	reg := registry.New(log)
-	srv, err := New(Options{Store: st, Registry: reg, Generate: TranslateGenerator(reg), Logger: log, Debounce: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
-	go func() { _ = srv.Serve(ctx, lis); done <- struct{}{} }()
-	defer func() { cancel(); <-done; <-done }()
-	waitFor(t, "config flushed", func() bool { return srv.Revision() > 0 })
+	_, srv, addr := startTranslated(t, rs)
 
 	md, _ := structpb.NewStruct(map[string]any{"NAMESPACE": "default", "WORKLOAD_NAME": "productpage", "INBOUND_ADDRESS": "127.0.0.1:15006",
 		"APP_PORTS": "9081", "SERVICES": "productpage:9080/HTTP", "LABELS": map[string]any{"app": "productpage"}})
 	node := &corev3.Node{Id: "sidecar~127.0.0.1~productpage.default~default.svc.cluster.local", Metadata: md}
-	c := dial(t, lis.Addr().String())
+	c := dial(t, addr)
 	c.send(t, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resourcev3.ClusterType})
 	r := c.next(t)
 	names := clusterNames(t, r)
@@ -332,33 +302,11 @@ spec:
 // same route table and outbound clusters (the same objects, translated and
 // hashed once), while each gets its own inbound cluster.
 func TestClassesShareOutboundResponses(t *testing.T) {
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	rs, err := config.Decode("mesh.yaml", []byte(meshYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Apply(context.Background(), store.Upsert, rs); err != nil {
-		t.Fatal(err)
-	}
-	reg := registry.New(nil)
-	srv, err := New(Options{Store: st, Registry: reg, Generate: TranslateGenerator(reg), Debounce: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
-	go func() { _ = srv.Serve(ctx, lis); done <- struct{}{} }()
-	defer func() { cancel(); <-done; <-done }()
-	waitFor(t, "config flushed", func() bool { return srv.Revision() > 0 })
+	_, srv, addr := startTranslated(t, rs)
 
 	node := func(app, port string) *corev3.Node {
 		md, _ := structpb.NewStruct(map[string]any{"NAMESPACE": "default", "WORKLOAD_NAME": app,
@@ -366,7 +314,7 @@ func TestClassesShareOutboundResponses(t *testing.T) {
 		return &corev3.Node{Id: "sidecar~127.0.0.1~" + app + "-1.default~default.svc.cluster.local", Metadata: md}
 	}
 	get := func(n *corev3.Node, typeURL string, names ...string) *discoveryv3.DiscoveryResponse {
-		c := dial(t, lis.Addr().String())
+		c := dial(t, addr)
 		c.send(t, &discoveryv3.DiscoveryRequest{Node: n, TypeUrl: typeURL, ResourceNames: names})
 		return c.next(t)
 	}
