@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -29,7 +27,6 @@ import (
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/config/store"
-	"github.com/weftmesh/weft/pkg/config/store/bolt"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
 	"github.com/weftmesh/weft/pkg/registry"
 )
@@ -37,31 +34,11 @@ import (
 // startTranslated runs a server with the production generator over cfgs.
 func startTranslated(t *testing.T, cfgs []*config.Resource) (store.Store, *Server, string) {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	if _, err := st.Apply(context.Background(), store.Upsert, cfgs); err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := registry.New(log)
-	srv, err := New(Options{Store: st, Registry: reg, Generate: TranslateGenerator(reg), Logger: log, Debounce: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
-	go func() { _ = srv.Serve(ctx, lis); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
+	st, srv, addr := serve(t, Options{Registry: reg, Generate: TranslateGenerator(reg), Logger: log, Debounce: 10 * time.Millisecond}, cfgs...)
 	waitFor(t, "config flushed", func() bool { return srv.Revision() > 0 })
-	return st, srv, lis.Addr().String()
+	return st, srv, addr
 }
 
 func TestFeatureVHDSMatchesClient(t *testing.T) {

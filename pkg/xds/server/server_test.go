@@ -63,16 +63,25 @@ type harness struct {
 	gens  *atomic.Int64
 }
 
-// startWith runs a server with generator gen (debounce 20ms).
-func startWith(t *testing.T, gen Generator) (store.Store, *Server, string) {
+// serve runs a server with o over a fresh bolt store holding cfgs, until
+// the test ends; o.Store and (unless set) o.Logger are filled in.
+func serve(t *testing.T, o Options, cfgs ...*config.Resource) (store.Store, *Server, string) {
 	t.Helper()
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := New(Options{Store: st, Generate: gen, Logger: log, Debounce: 20 * time.Millisecond, RemoveGrace: 50 * time.Millisecond})
+	if len(cfgs) > 0 {
+		if _, err := st.Apply(context.Background(), store.Upsert, cfgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Store = st
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,29 +97,17 @@ func startWith(t *testing.T, gen Generator) (store.Store, *Server, string) {
 	return st, srv, lis.Addr().String()
 }
 
+// startWith runs a server with generator gen (debounce 20ms).
+func startWith(t *testing.T, gen Generator) (store.Store, *Server, string) {
+	t.Helper()
+	return serve(t, Options{Generate: gen, Debounce: 20 * time.Millisecond, RemoveGrace: 50 * time.Millisecond})
+}
+
 func start(t *testing.T, debounce time.Duration) *harness {
 	t.Helper()
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "weft.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
 	gens := &atomic.Int64{}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := New(Options{Store: st, Generate: clusterPerVS(gens), Logger: log, Debounce: debounce, MaxDelay: 10 * debounce, RemoveGrace: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
-	go func() { _ = srv.Serve(ctx, lis); done <- struct{}{} }()
-	t.Cleanup(func() { cancel(); <-done; <-done })
-	return &harness{srv: srv, store: st, addr: lis.Addr().String(), gens: gens}
+	st, srv, addr := serve(t, Options{Generate: clusterPerVS(gens), Debounce: debounce, MaxDelay: 10 * debounce, RemoveGrace: 50 * time.Millisecond})
+	return &harness{srv: srv, store: st, addr: addr, gens: gens}
 }
 
 func (h *harness) apply(t *testing.T, rs ...*config.Resource) int64 {
