@@ -11,7 +11,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/url"
 	"os/exec"
 	"strings"
@@ -28,50 +27,23 @@ import (
 
 	"github.com/weftmesh/weft/pkg/ca"
 	"github.com/weftmesh/weft/pkg/ca/caclient"
+	"github.com/weftmesh/weft/pkg/ca/catest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-type env struct {
-	ca     *ca.CA
-	tokens *ca.TokenStore
-	addr   string
-}
+// env is a CA served over real TLS gRPC on 127.0.0.1:0.
+type env struct{ *catest.CA }
 
-// startCA serves the CA over real TLS gRPC on 127.0.0.1:0.
-func startCA(t *testing.T) *env {
-	t.Helper()
-	dir := t.TempDir()
-	c, err := ca.New(ca.Options{DataDir: dir, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts, err := ca.NewTokenStore(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := c.ServingCertificate([]string{"istiod.weft-system.svc", "localhost", "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving}, MinVersion: tls.VersionTLS12})))
-	ca.RegisterGRPC(srv, c, ts)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return &env{ca: c, tokens: ts, addr: lis.Addr().String()}
-}
+func startCA(t *testing.T) *env { return &env{catest.Start(t, catest.Options{FixedServingCert: true})} }
 
 func (e *env) cfg(token string) caclient.Config {
-	return caclient.Config{Addr: e.addr, RootsPEM: e.ca.RootsPEM(), ServerName: "istiod.weft-system.svc", Token: token}
+	return caclient.Config{Addr: e.Addr, RootsPEM: e.RootsPEM(), ServerName: "istiod.weft-system.svc", Token: token}
 }
 
 func TestFetch(t *testing.T) {
 	e := startCA(t)
-	tokA, err := e.tokens.Create("shop", "cart", time.Hour)
+	tokA, err := e.Tokens.Create("shop", "cart", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,8 +121,8 @@ func TestFetch(t *testing.T) {
 			t.Fatal(err)
 		}
 		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(e.ca.RootsPEM())
-		conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost"})))
+		roots.AppendCertsFromPEM(e.RootsPEM())
+		conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost"})))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +174,7 @@ func TestRotatorHandshakes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	newRot := func(sa string) *caclient.Rotator {
-		tok, err := e.tokens.Create("shop", sa, time.Hour)
+		tok, err := e.Tokens.Create("shop", sa, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,7 +279,7 @@ func TestRotatorHandshakes(t *testing.T) {
 // rotator recovers once it answers.
 func TestRotatorBackoff(t *testing.T) {
 	e := startCA(t)
-	tok, err := e.tokens.Create("shop", "cart", time.Hour)
+	tok, err := e.Tokens.Create("shop", "cart", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +336,7 @@ func TestRotatorBackoff(t *testing.T) {
 // have one-second precision, so a 4s request lives 3-4s.)
 func TestRenewAtHalfLife(t *testing.T) {
 	e := startCA(t)
-	tok, _ := e.tokens.Create("shop", "cart", time.Hour)
+	tok, _ := e.Tokens.Create("shop", "cart", time.Hour)
 	cfg := e.cfg(tok)
 	cfg.TTL = 4 * time.Second
 	var mu sync.Mutex

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,74 +15,25 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-
-	"github.com/weftmesh/weft/pkg/ca"
+	"github.com/weftmesh/weft/pkg/ca/catest"
 )
-
-// testCA is a real CA served over gRPC/TLS on 127.0.0.1 until the test
-// ends, with its join-token store.
-type testCA struct {
-	ca     *ca.CA
-	tokens *ca.TokenStore
-	dir    string // its data directory (ca/root-cert.pem is the root)
-	addr   string
-}
-
-// startTestCA starts one; ttl is its default certificate lifetime (0: the
-// CA's default).
-func startTestCA(t *testing.T, ttl time.Duration) *testCA {
-	t.Helper()
-	dir := t.TempDir()
-	c, err := ca.New(ca.Options{DataDir: dir, DefaultTTL: ttl, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := ca.NewTokenStore(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := c.NewServingCertSource([]string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.TLSConfig())))
-	ca.RegisterGRPC(srv, c, tokens)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return &testCA{ca: c, tokens: tokens, dir: dir, addr: lis.Addr().String()}
-}
-
-// token creates a join token for namespace ns, service account sa.
-func (tc *testCA) token(t *testing.T, ns, sa string) string {
-	t.Helper()
-	tok, err := tc.tokens.Create(ns, sa, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
 
 // TestProxyMTLSFlags checks weft proxy's CA flags against a real CA served
 // over gRPC/TLS on 127.0.0.1.
 func TestProxyMTLSFlags(t *testing.T) {
-	tca := startTestCA(t, 0)
-	dir, tok := tca.dir, tca.token(t, "shop", "cart")
+	tca := catest.Start(t, catest.Options{})
+	dir, tok := tca.Dir, tca.Token(t, "shop", "cart")
 	root := filepath.Join(dir, "ca", "root-cert.pem")
 	tokFile := filepath.Join(t.TempDir(), "tok")
 	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := tca.addr
+	addr := tca.Addr
 	cases := []struct {
 		name    string
 		f       proxyMTLSFlags
@@ -178,15 +128,15 @@ func TestProxyMTLSFlags(t *testing.T) {
 // TestProxyMTLSTokenFileReread: renewals read --ca-token-file again, as
 // Kubernetes rotates projected service-account tokens in place.
 func TestProxyMTLSTokenFileReread(t *testing.T) {
-	tca := startTestCA(t, 3*time.Second)
-	dir, first, second := tca.dir, tca.token(t, "shop", "cart"), tca.token(t, "shop", "cart-v2")
+	tca := catest.Start(t, catest.Options{TTL: 3 * time.Second})
+	dir, first, second := tca.Dir, tca.Token(t, "shop", "cart"), tca.Token(t, "shop", "cart-v2")
 	tokFile := filepath.Join(t.TempDir(), "istio-token")
 	if err := os.WriteFile(tokFile, []byte(first), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f := proxyMTLSFlags{addr: tca.addr, rootCert: filepath.Join(dir, "ca", "root-cert.pem"), tokenFile: tokFile, wait: 10 * time.Second}
+	f := proxyMTLSFlags{addr: tca.Addr, rootCert: filepath.Join(dir, "ca", "root-cert.pem"), tokenFile: tokFile, wait: 10 * time.Second}
 	// No claimed identity here (""): the test tells the renewal's token
 	// from the first by the service account it proves.
 	certs, err := f.start(ctx, slog.New(slog.DiscardHandler), "", "")
@@ -224,8 +174,8 @@ func TestProxyMTLSTokenFileReread(t *testing.T) {
 // left), and once the file drops the old root, certificates under it are
 // no longer trusted.
 func TestProxyMTLSRootReload(t *testing.T) {
-	tca := startTestCA(t, time.Hour)
-	c, tok := tca.ca, tca.token(t, "shop", "cart")
+	tca := catest.Start(t, catest.Options{TTL: time.Hour})
+	c, tok := tca.CA, tca.Token(t, "shop", "cart")
 	rootFile := filepath.Join(t.TempDir(), "root-cert.pem")
 	writeRoots := func() {
 		t.Helper()
@@ -240,7 +190,7 @@ func TestProxyMTLSRootReload(t *testing.T) {
 	writeRoots()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f := proxyMTLSFlags{addr: tca.addr, rootCert: rootFile, token: tok, wait: 10 * time.Second, rootPoll: 50 * time.Millisecond}
+	f := proxyMTLSFlags{addr: tca.Addr, rootCert: rootFile, token: tok, wait: 10 * time.Second, rootPoll: 50 * time.Millisecond}
 	certs, err := f.start(ctx, slog.New(slog.DiscardHandler), "shop", "cart")
 	if err != nil {
 		t.Fatal(err)

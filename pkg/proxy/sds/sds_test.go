@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,12 +17,12 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/pkg/ca"
 	"github.com/weftmesh/weft/pkg/ca/caclient"
+	"github.com/weftmesh/weft/pkg/ca/catest"
 	"github.com/weftmesh/weft/pkg/proxy/sds"
 )
 
@@ -42,34 +41,11 @@ func startMesh(t testing.TB, ttl time.Duration) *mesh {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	dir := t.TempDir()
-	c, err := ca.New(ca.Options{DataDir: dir, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts, err := ca.NewTokenStore(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := ts.Create("shop", "cart", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := c.ServingCertificate([]string{"localhost", "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving}, MinVersion: tls.VersionTLS12})))
-	ca.RegisterGRPC(caSrv, c, ts)
-	caLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = caSrv.Serve(caLis) }()
-	t.Cleanup(caSrv.Stop)
+	tca := catest.Start(t, catest.Options{FixedServingCert: true})
+	c, tok := tca.CA, tca.Token(t, "shop", "cart")
 
 	cache := sds.NewCache()
-	cfg := caclient.Config{Addr: caLis.Addr().String(), RootsPEM: c.RootsPEM(), ServerName: "localhost", Token: tok, TTL: ttl}
+	cfg := caclient.Config{Addr: tca.Addr, RootsPEM: c.RootsPEM(), ServerName: "localhost", Token: tok, TTL: ttl}
 	r := caclient.NewRotator(caclient.RotatorOptions{
 		Fetch: func(ctx context.Context) (*caclient.Bundle, error) { return caclient.Fetch(ctx, cfg) },
 		OnRenew: func(b *caclient.Bundle) {
