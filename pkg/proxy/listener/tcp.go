@@ -346,15 +346,16 @@ func (h *Handler) OutboundDecision(c net.Conn) Decision {
 		return Sniff
 	}
 	od, ok := h.OrigDst(c)
-	switch {
-	case !ok:
+	if !ok {
 		return Sniff
-	case len(rt.TCP.forAddr(od)) > 0:
-		if rt.TCP.forAddr(od)[0].Sniffed {
+	}
+	if chains := rt.TCP.forAddr(od); len(chains) > 0 {
+		if chains[0].Sniffed {
 			return Sniff
 		}
 		return AsTCP
-	case rt.Routes[strconv.Itoa(int(od.Port()))] != nil:
+	}
+	if rt.Routes[strconv.Itoa(int(od.Port()))] != nil {
 		return AsHTTP
 	}
 	return Sniff

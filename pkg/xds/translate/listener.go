@@ -225,14 +225,20 @@ func (b *builder) fallbackCluster() string {
 // HTTP application protocols the http_inspector detects (Istio's sniffing).
 var httpALPN = []string{"http/1.1", "h2c"}
 
+// httpInspector is the listener filter that detects HTTP/1.1 and h2c for
+// the application_protocols chain match.
+func httpInspector() *listenerv3.ListenerFilter {
+	return &listenerv3.ListenerFilter{Name: HTTPInspector,
+		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspectorv3.HttpInspector{})}}
+}
+
 // sniffed makes outbound listener l detect the protocol as Istio does for
 // ports without a declared protocol: an http_inspector listener filter, a
 // chain for HTTP (application_protocols http/1.1, h2c) routed by the port's
 // RDS table, and a default chain with tcp for everything else.
 func sniffed(l *listenerv3.Listener, port uint32, tcp *listenerv3.Filter) {
 	ps := strconv.Itoa(int(port))
-	l.ListenerFilters = append(l.ListenerFilters, &listenerv3.ListenerFilter{Name: HTTPInspector,
-		ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspectorv3.HttpInspector{})}})
+	l.ListenerFilters = append(l.ListenerFilters, httpInspector())
 	l.FilterChains = []*listenerv3.FilterChain{
 		{Name: "http", FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: httpALPN},
 			Filters: []*listenerv3.Filter{hcmFilter(hcmRDS("outbound_"+ps, ps, false))}},
@@ -486,8 +492,7 @@ func (b *builder) buildInbound() {
 		}
 	}
 	if sniffInbound {
-		vi.ListenerFilters = append(vi.ListenerFilters, &listenerv3.ListenerFilter{Name: HTTPInspector,
-			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&httpinspectorv3.HttpInspector{})}})
+		vi.ListenerFilters = append(vi.ListenerFilters, httpInspector())
 	}
 	b.listeners[VirtualInbound] = vi
 }
