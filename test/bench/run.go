@@ -39,6 +39,10 @@ type Config struct {
 	// Perf, when set, records each proxy with `perf record -g` during the
 	// max-throughput run into WorkDir/perf-NAME-PID.data (Linux perf needed).
 	Perf bool
+	// PProf, when set, fetches a Go CPU profile of each weft proxy over the
+	// max-throughput run from its admin /debug/pprof/profile into
+	// WorkDir/pprof-TAG-N.pb.gz (read with `go tool pprof`).
+	PProf bool
 	// ProxyEnv is added to the weft proxies' environment (e.g. GOMAXPROCS=1).
 	ProxyEnv []string
 	Logger   *slog.Logger
@@ -160,6 +164,9 @@ type runner struct {
 	log   *slog.Logger
 	procs []*exec.Cmd
 	stops []func()
+	// admins are the admin addresses of the weft proxies being measured
+	// (for PProf); empty for HAProxy.
+	admins []string
 }
 
 func (r *runner) stopAll() {

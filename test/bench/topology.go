@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -98,6 +99,8 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string, mtls bo
 		return fmt.Errorf("bench service through the sidecars: %w\n%s\n%s", err, r.logTail(pfx+"bench-client"), r.logTail(pfx+"bench-server"))
 	}
 	pids := []int{client.cmd.Process.Pid, server.cmd.Process.Pid}
+	r.admins = []string{client.adminA, server.adminA}
+	defer func() { r.admins = nil }()
 	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pids[0])); err == nil {
 		t.ProxyExe = exe
 	}
@@ -337,10 +340,23 @@ func (r *runner) measure(ctx context.Context, t *Topology, tag, url, host string
 			perfs = append(perfs, c)
 		}
 	}
+	var profiles sync.WaitGroup
+	if r.cfg.PProf {
+		secs := max(1, r.cfg.MaxDuration.Seconds()-2)
+		for i, a := range r.admins {
+			out := filepath.Join(r.cfg.WorkDir, fmt.Sprintf("pprof-%s-%d.pb.gz", tag, i))
+			profiles.Go(func() {
+				if err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%g", a, secs), out); err != nil {
+					r.log.Warn("cpu profile", "admin", a, "err", err)
+				}
+			})
+		}
+	}
 	mx, err := r.fortio(ctx, tag+"-max", url, host, 0, r.cfg.MaxConns, r.cfg.MaxDuration)
 	for _, c := range perfs {
 		_ = c.Wait()
 	}
+	profiles.Wait()
 	if err != nil {
 		return err
 	}
@@ -348,6 +364,31 @@ func (r *runner) measure(ctx context.Context, t *Topology, tag, url, host string
 	t.Errors += mx.Requests() - mx.OK()
 	r.log.Info("measured", "topology", t.Name, "p50", t.P50, "p99", t.P99, "maxRPS", t.MaxRPS)
 	return nil
+}
+
+// fetchTo saves the body of GET url to the file out.
+func fetchTo(ctx context.Context, url, out string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func sumCPU(pids []int) (float64, error) {

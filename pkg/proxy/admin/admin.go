@@ -1,5 +1,6 @@
 // Package admin serves the proxy's Envoy-like admin endpoints
-// (/config_dump, /clusters, /certs, /stats, /stats/prometheus, /ready, /logging)
+// (/config_dump, /clusters, /certs, /stats, /stats/prometheus, /ready, /logging,
+// and Go profiles under /debug/pprof/)
 // and the health and status endpoints (/healthz/ready, /quitquitquit).
 package admin
 
@@ -66,6 +67,8 @@ func (h *Handlers) Admin() http.Handler {
 	mux.HandleFunc("POST /logging", h.logging)
 	mux.HandleFunc("GET /logging", h.logging)
 	mux.HandleFunc("POST /quitquitquit", h.quit)
+	mux.HandleFunc("GET /debug/pprof/profile", cpuProfile)
+	mux.HandleFunc("GET /debug/pprof/{name}", namedProfile)
 	return mux
 }
 

@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"bytes"
+	"compress/gzip"
 	"io"
 	"log/slog"
 	"net/http"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 )
@@ -71,4 +74,49 @@ func TestEndpoints(t *testing.T) {
 		t.Fatalf("quit: %d", code)
 	}
 	<-quit
+}
+
+func TestProfiles(t *testing.T) {
+	h := &Handlers{Src: &src{}, Stats: stats.NewRegistry(), Level: new(slog.LevelVar)}
+	admin := httptest.NewServer(h.Admin())
+	defer admin.Close()
+	get := func(path string) (int, []byte) {
+		resp, err := http.Get(admin.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	// pprof's format is a gzipped protobuf: check the gzip stream is whole
+	// and not empty.
+	isProfile := func(b []byte) bool {
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return false
+		}
+		raw, err := io.ReadAll(zr)
+		return err == nil && len(raw) > 0
+	}
+	for _, p := range []string{"/debug/pprof/profile?seconds=0.2", "/debug/pprof/heap?gc=1", "/debug/pprof/goroutine", "/debug/pprof/allocs"} {
+		if code, b := get(p); code != 200 || !isProfile(b) {
+			t.Errorf("GET %s: %d, %d bytes, not a pprof profile", p, code, len(b))
+		}
+	}
+	for p, want := range map[string]int{"/debug/pprof/profile?seconds=x": 400, "/debug/pprof/profile?seconds=500": 400, "/debug/pprof/nosuch": 404} {
+		if code, _ := get(p); code != want {
+			t.Errorf("GET %s: %d, want %d", p, code, want)
+		}
+	}
+	// Two CPU profiles cannot overlap: the second is refused.
+	done := make(chan int)
+	go func() { code, _ := get("/debug/pprof/profile?seconds=1"); done <- code }()
+	time.Sleep(300 * time.Millisecond)
+	if code, _ := get("/debug/pprof/profile?seconds=0.1"); code != http.StatusConflict {
+		t.Errorf("overlapping CPU profile: %d, want 409", code)
+	}
+	if code := <-done; code != 200 {
+		t.Errorf("first CPU profile: %d", code)
+	}
 }

@@ -2,9 +2,12 @@
 // prints its table. Environment: BENCH_DURATION (constant-rate run per
 // topology, default 60s), BENCH_MAX_DURATION (max-throughput run, default
 // 20s), BENCH_QPS (default 1000), WEFT_BIN, FORTIO_BIN, HAPROXY_BIN,
-// BENCH_PROXY_GOMAXPROCS (GOMAXPROCS of the weft proxies), BENCH_PROXY_ENV (more proxy environment, e.g. "GOGC=50 GOMEMLIMIT=16MiB"), BENCH_WORKDIR (keep configs, logs and fortio JSON there), BENCH_PERF=1
-// (record the proxies with perf during the max-throughput runs; set
-// BENCH_WORKDIR to keep the recordings).
+// BENCH_PROXY_GOMAXPROCS (GOMAXPROCS of the weft proxies), BENCH_PROXY_ENV
+// (more proxy environment, e.g. "GOGC=50 GOMEMLIMIT=16MiB"), BENCH_WORKDIR
+// (keep configs, logs and fortio JSON there), BENCH_PERF=1 (record the
+// proxies with perf during the max-throughput runs) and BENCH_PPROF=1 (Go
+// CPU profiles of the weft proxies over the same runs); set BENCH_WORKDIR
+// to keep the recordings.
 package main
 
 import (
@@ -60,6 +63,7 @@ func run() error {
 		HAProxy: lookBin("HAPROXY_BIN", "haproxy"),
 		WorkDir: os.Getenv("BENCH_WORKDIR"),
 		Perf:    os.Getenv("BENCH_PERF") == "1",
+		PProf:   os.Getenv("BENCH_PPROF") == "1",
 		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	if cfg.Weft == "" || cfg.Fortio == "" {
