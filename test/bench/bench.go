@@ -7,6 +7,7 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -20,8 +21,9 @@ type FortioResult struct {
 	NumThreads        int            `json:"NumThreads"`
 	RetCodes          map[string]int `json:"RetCodes"`
 	DurationHistogram struct {
-		Count       int64   `json:"Count"`
-		Avg         float64 `json:"Avg"`
+		Count       int64    `json:"Count"`
+		Avg         float64  `json:"Avg"`
+		Data        []Bucket `json:"Data"`
 		Percentiles []struct {
 			Percentile float64 `json:"Percentile"`
 			Value      float64 `json:"Value"` // seconds
@@ -50,6 +52,62 @@ func (r *FortioResult) Percentile(p float64) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("fortio result has no p%g", p)
+}
+
+// Histogram returns the run's latency histogram.
+func (r *FortioResult) Histogram() Histogram { return r.DurationHistogram.Data }
+
+// Bucket is one of fortio's histogram buckets: Count requests took
+// between Start and End seconds (the first bucket starts at the run's
+// minimum, the last ends at its maximum).
+type Bucket struct {
+	Start float64 `json:"Start"`
+	End   float64 `json:"End"`
+	Count int64   `json:"Count"`
+}
+
+// Histogram is the union of the buckets of one or more runs; appending
+// two runs' buckets merges them.
+type Histogram []Bucket
+
+// below is how many requests took at most x seconds, counting each
+// bucket's requests as spread evenly over it (fortio's own model for its
+// percentiles).
+func (h Histogram) below(x float64) float64 {
+	var n float64
+	for _, b := range h {
+		switch {
+		case x >= b.End:
+			n += float64(b.Count)
+		case x > b.Start:
+			n += float64(b.Count) * (x - b.Start) / (b.End - b.Start)
+		}
+	}
+	return n
+}
+
+// Percentile returns the latency (seconds) at percentile p (0–100) of
+// the merged histogram, 0 when it is empty.
+func (h Histogram) Percentile(p float64) float64 {
+	var total int64
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, b := range h {
+		total += b.Count
+		lo, hi = min(lo, b.Start), max(hi, b.End)
+	}
+	if total == 0 {
+		return 0
+	}
+	want := p / 100 * float64(total)
+	for range 64 { // bisection: below is monotonic in x
+		mid := (lo + hi) / 2
+		if h.below(mid) < want {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return hi
 }
 
 // Requests is the number of requests fortio sent.

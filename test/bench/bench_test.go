@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,5 +186,56 @@ func TestProcRSSSplit(t *testing.T) {
 	}
 	if anon <= 0 || file <= 0 || anon+file > 2*rss {
 		t.Errorf("anon %d + file %d vs RSS %d", anon, file, rss)
+	}
+}
+
+// A real fortio result: the merged-histogram percentile of one run must
+// agree with fortio's own, and two copies of a run merge to the same
+// percentiles (twice the counts everywhere).
+func TestHistogramMatchesFortio(t *testing.T) {
+	b, err := os.ReadFile("testdata/fortio-1000qps.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ParseFortio(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := r.Histogram()
+	if len(h) < 5 {
+		t.Fatalf("histogram has %d buckets", len(h))
+	}
+	twice := append(append(Histogram{}, h...), h...)
+	for _, p := range []float64{50, 90, 99} {
+		want, err := r.Percentile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := h.Percentile(p); math.Abs(got-want) > 0.005*want {
+			t.Errorf("p%g = %.6f, fortio says %.6f", p, got, want)
+		}
+		if got, one := twice.Percentile(p), h.Percentile(p); math.Abs(got-one) > 1e-9 {
+			t.Errorf("p%g of a run merged with itself = %.6f, of the run %.6f", p, got, one)
+		}
+	}
+}
+
+func TestHistogramMerge(t *testing.T) {
+	fast := Histogram{{Start: 0.001, End: 0.002, Count: 99}, {Start: 0.002, End: 0.003, Count: 1}}
+	slow := Histogram{{Start: 0.010, End: 0.020, Count: 100}}
+	m := append(append(Histogram{}, fast...), slow...)
+	// 200 requests: the 50th percentile is the last of the fast run's
+	// (100th request, 0.003 s), p75 lies halfway through the slow run.
+	if got := m.Percentile(50); math.Abs(got-0.003) > 1e-6 {
+		t.Errorf("p50 = %v, want 0.003", got)
+	}
+	if got := m.Percentile(75); math.Abs(got-0.015) > 1e-6 {
+		t.Errorf("p75 = %v, want 0.015", got)
+	}
+	if got := fast.Percentile(50); math.Abs(got-(0.001+0.001*50.0/99)) > 1e-6 {
+		t.Errorf("fast p50 = %v", got)
+	}
+	if got := (Histogram{}).Percentile(99); got != 0 {
+		t.Errorf("empty p99 = %v", got)
 	}
 }

@@ -36,8 +36,9 @@ func (r *Report) Find(prefix string) *Topology {
 // Print writes the table and the target ratios.
 func (r *Report) Print(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "Data-plane benchmark: %d B bodies, %d rps × %s over %d connections; max throughput: -qps 0, %d connections × %s\n\n",
+	fmt.Fprintf(w, "Data-plane benchmark: %d B bodies, %d rps × %s over %d connections; max throughput: -qps 0, %d connections × %s\n",
 		c.BodySize, c.QPS, c.Duration, c.Conns, c.MaxConns, c.MaxDuration)
+	fmt.Fprintf(w, "Each topology's runs are split into %d chunks measured in interleaved rounds (every topology once per round);\npercentiles are over the merged chunks, max rps is all max-chunk requests over their time.\n\n", c.Rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "topology\tp50 ms\tp90 ms\tp99 ms\t+p50 ms\t+p90 ms\t+p99 ms\tmax rps\tproxy RSS MB (sum)\tproxy CPU s/1k req (sum)\terrors\t")
 	var skipped []string
@@ -89,6 +90,13 @@ func (r *Report) Print(w io.Writer) {
 		ratio := weft.MaxRPS / ha.MaxRPS
 		fmt.Fprintf(w, "  weft max rps / HAProxy max rps      = %.0f / %.0f = %.2f  (target ≥ %.1f)  %s\n",
 			weft.MaxRPS, ha.MaxRPS, ratio, TargetMaxRPSRatio, verdict(ratio >= TargetMaxRPSRatio))
+		if len(weft.RoundMaxRPS) == len(ha.RoundMaxRPS) && len(weft.RoundMaxRPS) > 1 {
+			fmt.Fprint(w, "    per round (weft / HAProxy):")
+			for i, wr := range weft.RoundMaxRPS {
+				fmt.Fprintf(w, "  %.0f/%.0f = %.2f", wr, ha.RoundMaxRPS[i], wr/ha.RoundMaxRPS[i])
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	if weft != nil {
 		fmt.Fprintf(w, "  weft RSS per proxy, %d services     = %.1f MB (largest of the two)  (target ≤ %.0f MB)  %s\n",

@@ -29,6 +29,9 @@ type Config struct {
 	// MaxDuration and MaxConns shape the -qps 0 run (default 20s, 16).
 	MaxDuration time.Duration
 	MaxConns    int
+	// Rounds splits both runs into this many chunks per topology, run in
+	// interleaved rounds (default 3; see measureRounds).
+	Rounds int
 	// Services is how many extra ServiceEntries are applied before the
 	// "RSS with N services" sample (default 100).
 	Services int
@@ -64,6 +67,9 @@ func (c *Config) defaults() {
 	if c.MaxConns == 0 {
 		c.MaxConns = 16
 	}
+	if c.Rounds <= 0 {
+		c.Rounds = 3
+	}
 	if c.Services == 0 {
 		c.Services = 100
 	}
@@ -85,11 +91,13 @@ type Topology struct {
 	Requests int64 // constant-rate run
 	Errors   int64 // non-200 answers in both runs
 	MaxRPS   float64
-	Procs    int     // proxy processes on the path
-	RSS      int64   // bytes, summed over the proxies, after the constant-rate run
-	CPUPer1K float64 // proxy CPU seconds per 1000 requests, summed, constant-rate run
-	RSSMax   int64   // bytes, largest single proxy, after the extra services (weft only)
-	RSSAnon  int64   // bytes, RssAnon part of RSS (the rest maps the binary), summed
+	// RoundMaxRPS is each round's max-throughput chunk, in round order.
+	RoundMaxRPS []float64
+	Procs       int     // proxy processes on the path
+	RSS         int64   // bytes, summed over the proxies, after the constant-rate run
+	CPUPer1K    float64 // proxy CPU seconds per 1000 requests, summed, constant-rate run
+	RSSMax      int64   // bytes, largest single proxy, after the extra services (weft only)
+	RSSAnon     int64   // bytes, RssAnon part of RSS (the rest maps the binary), summed
 	// RSSMaxAnon and RSSMaxFile split RSSMax (that proxy's
 	// /proc/PID/smaps_rollup): anonymous (heap, stacks) and file-backed
 	// (pages of the weft binary and libraries).
@@ -131,31 +139,35 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Config: cfg}
-
-	direct := Topology{Name: "A direct"}
-	if err := r.measure(ctx, &direct, "direct", "http://"+upstream+"/", "", nil); err != nil {
-		return nil, fmt.Errorf("direct: %w", err)
-	}
-	rep.Topologies = append(rep.Topologies, direct)
-
-	weft := Topology{Name: "B weft→weft", Procs: 2}
-	if err := r.weft(ctx, &weft, upstream, false); err != nil {
+	direct := &Topology{Name: "A direct"}
+	targets := []*target{{t: direct, tag: "direct", url: "http://" + upstream + "/"}}
+	weft := &Topology{Name: "B weft→weft", Procs: 2}
+	tg, err := r.startWeft(ctx, weft, upstream, false)
+	if err != nil {
 		return nil, fmt.Errorf("weft: %w", err)
 	}
-	rep.Topologies = append(rep.Topologies, weft)
-
-	ha := Topology{Name: "C haproxy→haproxy", Procs: 2}
+	targets = append(targets, tg)
+	ha := &Topology{Name: "C haproxy→haproxy", Procs: 2}
 	if cfg.HAProxy == "" {
 		ha.Skipped = "haproxy not found"
-	} else if err := r.haproxy(ctx, &ha, upstream); err != nil {
-		return nil, fmt.Errorf("haproxy: %w", err)
+	} else {
+		tg, err := r.startHAProxy(ctx, ha, upstream)
+		if err != nil {
+			return nil, fmt.Errorf("haproxy: %w", err)
+		}
+		targets = append(targets, tg)
 	}
-	rep.Topologies = append(rep.Topologies, ha)
-	mt := Topology{Name: "D weft→weft mTLS", Procs: 2}
-	if err := r.weft(ctx, &mt, upstream, true); err != nil {
+	mt := &Topology{Name: "D weft→weft mTLS", Procs: 2}
+	if tg, err = r.startWeft(ctx, mt, upstream, true); err != nil {
 		return nil, fmt.Errorf("weft mTLS: %w", err)
 	}
-	rep.Topologies = append(rep.Topologies, mt)
+	targets = append(targets, tg)
+	if err := r.measureRounds(ctx, targets); err != nil {
+		return nil, err
+	}
+	for _, t := range []*Topology{direct, weft, ha, mt} {
+		rep.Topologies = append(rep.Topologies, *t)
+	}
 	return rep, nil
 }
 
@@ -164,9 +176,6 @@ type runner struct {
 	log   *slog.Logger
 	procs []*exec.Cmd
 	stops []func()
-	// admins are the admin addresses of the weft proxies being measured
-	// (for PProf); empty for HAProxy.
-	admins []string
 }
 
 func (r *runner) stopAll() {

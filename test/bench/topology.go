@@ -19,14 +19,14 @@ const (
 	benchPort    = 8080
 )
 
-// weft starts a control plane and two sidecars and measures topology B;
-// with mtls (topology D) the control plane runs the CA with a STRICT
-// mesh-wide PeerAuthentication and both sidecars get workload
-// certificates, so the hop between them is ISTIO_MUTUAL.
-func (r *runner) weft(ctx context.Context, t *Topology, upstream string, mtls bool) error {
+// startWeft starts a control plane and two sidecars for topology B; with
+// mtls (topology D) the control plane runs the CA with a STRICT mesh-wide
+// PeerAuthentication and both sidecars get workload certificates, so the
+// hop between them is ISTIO_MUTUAL.
+func (r *runner) startWeft(ctx context.Context, t *Topology, upstream string, mtls bool) (*target, error) {
 	a, err := freeAddrs(4)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	admin, xds, mon, caAddr := a[0], a[1], a[2], a[3]
 	pfx, dataDir := "", filepath.Join(r.cfg.WorkDir, "store")
@@ -36,20 +36,20 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string, mtls bo
 		pfx, dataDir = "mtls-", filepath.Join(r.cfg.WorkDir, "store-mtls")
 		cfgDir := filepath.Join(r.cfg.WorkDir, "config-mtls")
 		if err := os.MkdirAll(cfgDir, 0o755); err != nil {
-			return err
+			return nil, err
 		}
 		pa := "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: weft-system\nspec:\n  mtls:\n    mode: STRICT\n"
 		if err := os.WriteFile(filepath.Join(cfgDir, "peer-authentication.yaml"), []byte(pa), 0o644); err != nil {
-			return err
+			return nil, err
 		}
 		cpArgs = append(cpArgs, "--ca-address", caAddr, "--config-dir", cfgDir)
 	}
 	cpArgs = append(cpArgs, "--data-dir", dataDir)
 	if _, err := r.spawn(pfx+"control-plane", r.cfg.Weft, cpArgs...); err != nil {
-		return err
+		return nil, err
 	}
 	if err := waitHTTP(ctx, "http://"+admin+"/healthz", "", 30*time.Second, nil); err != nil {
-		return fmt.Errorf("control plane: %w\n%s", err, r.logTail(pfx+"control-plane"))
+		return nil, fmt.Errorf("control plane: %w\n%s", err, r.logTail(pfx+"control-plane"))
 	}
 	_, upPort, _ := strings.Cut(upstream, ":")
 	type sidecar struct {
@@ -87,76 +87,72 @@ func (r *runner) weft(ctx context.Context, t *Topology, upstream string, mtls bo
 	server, err := start("bench-server", "app=bench,version=v1",
 		"--service", fmt.Sprintf("%s:%d/http", benchService, benchPort), "--app-port", upPort)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	client, err := start("bench-client", "app=bench-client,version=v1")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	host := fmt.Sprintf("%s:%d", benchService, benchPort)
 	url := "http://" + client.outbound + "/"
 	if err := waitHTTP(ctx, url, host, 30*time.Second, nil); err != nil {
-		return fmt.Errorf("bench service through the sidecars: %w\n%s\n%s", err, r.logTail(pfx+"bench-client"), r.logTail(pfx+"bench-server"))
+		return nil, fmt.Errorf("bench service through the sidecars: %w\n%s\n%s", err, r.logTail(pfx+"bench-client"), r.logTail(pfx+"bench-server"))
 	}
-	pids := []int{client.cmd.Process.Pid, server.cmd.Process.Pid}
-	r.admins = []string{client.adminA, server.adminA}
-	defer func() { r.admins = nil }()
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pids[0])); err == nil {
+	tg := &target{t: t, tag: "weft", url: url, host: host,
+		pids: []int{client.cmd.Process.Pid, server.cmd.Process.Pid}, admins: []string{client.adminA, server.adminA}}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", tg.pids[0])); err == nil {
 		t.ProxyExe = exe
 	}
 	if mtls {
-		return r.measureMTLS(ctx, t, url, host, pids, server.adminA)
-	}
-	if err := r.measure(ctx, t, "weft", url, host, pids); err != nil {
-		return err
-	}
-	// RSS with many services: apply ServiceEntries, wait until the client
-	// proxy's config holds them, push some traffic so every path is warm,
-	// then sample.
-	if err := applyServiceEntries(ctx, admin, r.cfg.Services); err != nil {
-		return fmt.Errorf("apply %d ServiceEntries: %w", r.cfg.Services, err)
-	}
-	last := fmt.Sprintf("svc%d.bench-extra.svc.cluster.local", r.cfg.Services-1)
-	if err := waitConfig(ctx, "http://"+client.adminA+"/config_dump", last, 30*time.Second); err != nil {
-		return err
-	}
-	if _, err := r.fortio(ctx, "weft-services-warm", url, host, 200, 4, 3*time.Second); err != nil {
-		return err
-	}
-	for _, pid := range pids {
-		rss, err := ProcRSS(pid)
+		// Count the connections the server sidecar accepts (each one a
+		// full mTLS handshake) over the whole measurement.
+		tg.tag = "weft-mtls"
+		stats := "http://" + server.adminA + "/stats"
+		conns0, err := statCounter(ctx, stats, "inbound.connections")
 		if err != nil {
+			return nil, err
+		}
+		began := time.Now()
+		tg.after = func(ctx context.Context) error {
+			conns1, err := statCounter(ctx, stats, "inbound.connections")
+			if err != nil {
+				return err
+			}
+			t.NewConns = conns1 - conns0
+			t.NewConnsPerSec = float64(t.NewConns) / time.Since(began).Seconds()
+			return nil
+		}
+		return tg, nil
+	}
+	// After the rounds, RSS with many services: apply ServiceEntries, wait
+	// until the client proxy's config holds them, push some traffic so
+	// every path is warm, then sample.
+	tg.after = func(ctx context.Context) error {
+		if err := applyServiceEntries(ctx, admin, r.cfg.Services); err != nil {
+			return fmt.Errorf("apply %d ServiceEntries: %w", r.cfg.Services, err)
+		}
+		last := fmt.Sprintf("svc%d.bench-extra.svc.cluster.local", r.cfg.Services-1)
+		if err := waitConfig(ctx, "http://"+client.adminA+"/config_dump", last, 30*time.Second); err != nil {
 			return err
 		}
-		if rss > t.RSSMax {
-			t.RSSMax = rss
-			if anon, file, err := ProcRSSSplit(pid); err == nil {
-				t.RSSMaxAnon, t.RSSMaxFile = anon, file
+		if _, err := r.fortio(ctx, "weft-services-warm", url, host, 200, 4, 3*time.Second); err != nil {
+			return err
+		}
+		for _, pid := range tg.pids {
+			rss, err := ProcRSS(pid)
+			if err != nil {
+				return err
+			}
+			if rss > t.RSSMax {
+				t.RSSMax = rss
+				if anon, file, err := ProcRSSSplit(pid); err == nil {
+					t.RSSMaxAnon, t.RSSMaxFile = anon, file
+				}
 			}
 		}
+		return nil
 	}
-	return nil
-}
-
-// measureMTLS measures topology D and counts the connections the server
-// sidecar accepted (each one a full mTLS handshake) over the whole
-// measurement.
-func (r *runner) measureMTLS(ctx context.Context, t *Topology, url, host string, pids []int, serverAdmin string) error {
-	conns0, err := statCounter(ctx, "http://"+serverAdmin+"/stats", "inbound.connections")
-	if err != nil {
-		return err
-	}
-	began := time.Now()
-	if err := r.measure(ctx, t, "weft-mtls", url, host, pids); err != nil {
-		return err
-	}
-	conns1, err := statCounter(ctx, "http://"+serverAdmin+"/stats", "inbound.connections")
-	if err != nil {
-		return err
-	}
-	t.NewConns = conns1 - conns0
-	t.NewConnsPerSec = float64(t.NewConns) / time.Since(began).Seconds()
-	return nil
+	return tg, nil
 }
 
 // statCounter reads one "name: value" line of a proxy's admin /stats.
@@ -259,12 +255,12 @@ backend out
 `, listen, next)
 }
 
-// haproxy starts two HAProxy processes chained to the upstream and
-// measures topology C.
-func (r *runner) haproxy(ctx context.Context, t *Topology, upstream string) error {
+// startHAProxy starts two HAProxy processes chained to the upstream
+// (topology C).
+func (r *runner) startHAProxy(ctx context.Context, t *Topology, upstream string) (*target, error) {
 	a, err := freeAddrs(2)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	outer, inner := a[0], a[1]
 	var pids []int
@@ -273,78 +269,150 @@ func (r *runner) haproxy(ctx context.Context, t *Topology, upstream string) erro
 	} {
 		cfgPath := filepath.Join(r.cfg.WorkDir, h.name+".cfg")
 		if err := os.WriteFile(cfgPath, []byte(haproxyConfig(h.listen, h.next)), 0o644); err != nil {
-			return err
+			return nil, err
 		}
 		cmd, err := r.spawn(h.name, r.cfg.HAProxy, "-db", "-f", cfgPath)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		pids = append(pids, cmd.Process.Pid)
 	}
 	url := "http://" + outer + "/"
 	if err := waitHTTP(ctx, url, "", 30*time.Second, nil); err != nil {
-		return fmt.Errorf("%w\n%s\n%s", err, r.logTail("haproxy-client"), r.logTail("haproxy-server"))
+		return nil, fmt.Errorf("%w\n%s\n%s", err, r.logTail("haproxy-client"), r.logTail("haproxy-server"))
 	}
-	return r.measure(ctx, t, "haproxy", url, "", pids)
+	return &target{t: t, tag: "haproxy", url: url, pids: pids}, nil
 }
 
-// measure runs a warm-up, the constant-rate run and the max-throughput run
-// against url, filling t; pids are the proxies whose CPU and RSS count.
-func (r *runner) measure(ctx context.Context, t *Topology, tag, url, host string, pids []int) error {
-	if _, err := r.fortio(ctx, tag+"-warm", url, host, r.cfg.QPS, r.cfg.Conns, 2*time.Second); err != nil {
-		return err
-	}
-	cpu0, err := sumCPU(pids)
-	if err != nil {
-		return err
-	}
-	res, err := r.fortio(ctx, tag+"-qps", url, host, r.cfg.QPS, r.cfg.Conns, r.cfg.Duration)
-	if err != nil {
-		return err
-	}
-	cpu1, err := sumCPU(pids)
-	if err != nil {
-		return err
-	}
-	for p, dst := range map[float64]*float64{50: &t.P50, 90: &t.P90, 99: &t.P99} {
-		if *dst, err = res.Percentile(p); err != nil {
+// target is one started topology: where its load goes and which
+// processes are its proxies, with what the rounds add up for it.
+type target struct {
+	t         *Topology
+	tag       string
+	url, host string
+	pids      []int    // proxies whose CPU and RSS count
+	admins    []string // weft proxies' admin addresses (profiles)
+	// after runs once all rounds are done (extra samples); may be nil.
+	after func(ctx context.Context) error
+
+	qpsHist  Histogram
+	cpu      float64 // proxy CPU seconds over the constant-rate chunks
+	maxReqs  int64
+	maxSecs  float64
+	roundRPS []float64
+}
+
+// measureRounds measures every target in interleaved rounds: each round
+// runs a constant-rate chunk (Duration/Rounds) on every target, then a
+// max-throughput chunk (MaxDuration/Rounds) on every target, starting
+// each round with a different target. Slow drifts of a shared machine
+// (other tenants, thermal limits) then weigh on every topology alike
+// instead of on whichever ran during the bad minute. Percentiles come
+// from the merged histograms of the constant-rate chunks; max rps is all
+// max-chunk requests over their summed durations.
+func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
+	for _, tg := range targets {
+		if _, err := r.fortio(ctx, tg.tag+"-warm", tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, 2*time.Second); err != nil {
 			return err
 		}
 	}
-	t.Requests = res.Requests()
-	t.Errors = res.Requests() - res.OK()
-	if len(pids) > 0 {
-		t.CPUPer1K = (cpu1 - cpu0) / float64(t.Requests) * 1000
-		for _, pid := range pids {
-			rss, err := ProcRSS(pid)
+	n := r.cfg.Rounds
+	qd := r.cfg.Duration / time.Duration(n)
+	md := r.cfg.MaxDuration / time.Duration(n)
+	order := func(round int) []*target {
+		out := make([]*target, 0, len(targets))
+		for k := range targets {
+			out = append(out, targets[(round+k)%len(targets)])
+		}
+		return out
+	}
+	for round := range n {
+		last := round == n-1
+		for _, tg := range order(round) {
+			cpu0, err := sumCPU(tg.pids)
 			if err != nil {
 				return err
 			}
-			t.RSS += rss
-			anon, err := ProcRSSAnon(pid)
+			res, err := r.fortio(ctx, fmt.Sprintf("%s-qps-%d", tg.tag, round+1), tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, qd)
 			if err != nil {
 				return err
 			}
-			t.RSSAnon += anon
+			cpu1, err := sumCPU(tg.pids)
+			if err != nil {
+				return err
+			}
+			tg.cpu += cpu1 - cpu0
+			tg.qpsHist = append(tg.qpsHist, res.Histogram()...)
+			tg.t.Requests += res.Requests()
+			tg.t.Errors += res.Requests() - res.OK()
+			if last { // RSS after the constant-rate load, as in earlier versions
+				for _, pid := range tg.pids {
+					rss, err := ProcRSS(pid)
+					if err != nil {
+						return err
+					}
+					tg.t.RSS += rss
+					anon, err := ProcRSSAnon(pid)
+					if err != nil {
+						return err
+					}
+					tg.t.RSSAnon += anon
+				}
+			}
+		}
+		for _, tg := range order(round) {
+			mx, err := r.maxChunk(ctx, tg, round, md, last)
+			if err != nil {
+				return err
+			}
+			tg.maxReqs += mx.Requests()
+			tg.maxSecs += float64(mx.ActualDuration) / 1e9
+			tg.roundRPS = append(tg.roundRPS, mx.ActualQPS)
+			tg.t.Errors += mx.Requests() - mx.OK()
 		}
 	}
+	for _, tg := range targets {
+		t := tg.t
+		t.P50, t.P90, t.P99 = tg.qpsHist.Percentile(50), tg.qpsHist.Percentile(90), tg.qpsHist.Percentile(99)
+		if len(tg.pids) > 0 && t.Requests > 0 {
+			t.CPUPer1K = tg.cpu / float64(t.Requests) * 1000
+		}
+		if tg.maxSecs > 0 {
+			t.MaxRPS = float64(tg.maxReqs) / tg.maxSecs
+		}
+		t.RoundMaxRPS = tg.roundRPS
+		r.log.Info("measured", "topology", t.Name, "p50", t.P50, "p99", t.P99, "maxRPS", t.MaxRPS)
+	}
+	for _, tg := range targets {
+		if tg.after != nil {
+			if err := tg.after(ctx); err != nil {
+				return fmt.Errorf("%s: %w", tg.t.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// maxChunk runs one max-throughput chunk on tg; in the last round it
+// records perf or Go CPU profiles of the proxies when asked to.
+func (r *runner) maxChunk(ctx context.Context, tg *target, round int, d time.Duration, last bool) (*FortioResult, error) {
 	var perfs []*exec.Cmd
-	if r.cfg.Perf {
-		for _, pid := range pids {
-			out := filepath.Join(r.cfg.WorkDir, fmt.Sprintf("perf-%s-%d.data", tag, pid))
+	var profiles sync.WaitGroup
+	if last && r.cfg.Perf {
+		for _, pid := range tg.pids {
+			out := filepath.Join(r.cfg.WorkDir, fmt.Sprintf("perf-%s-%d.data", tg.tag, pid))
 			c := exec.CommandContext(ctx, "perf", "record", "-g", "-F", "499", "-o", out, "-p", strconv.Itoa(pid),
-				"--", "sleep", strconv.Itoa(int(r.cfg.MaxDuration.Seconds())))
+				"--", "sleep", strconv.Itoa(max(1, int(d.Seconds()))))
 			if err := c.Start(); err != nil {
-				return fmt.Errorf("perf record: %w", err)
+				return nil, fmt.Errorf("perf record: %w", err)
 			}
 			perfs = append(perfs, c)
 		}
 	}
-	var profiles sync.WaitGroup
-	if r.cfg.PProf {
-		secs := max(1, r.cfg.MaxDuration.Seconds()-2)
-		for i, a := range r.admins {
-			out := filepath.Join(r.cfg.WorkDir, fmt.Sprintf("pprof-%s-%d.pb.gz", tag, i))
+	if last && r.cfg.PProf {
+		secs := max(1, d.Seconds()-1)
+		for i, a := range tg.admins {
+			out := filepath.Join(r.cfg.WorkDir, fmt.Sprintf("pprof-%s-%d.pb.gz", tg.tag, i))
 			profiles.Go(func() {
 				if err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%g", a, secs), out); err != nil {
 					r.log.Warn("cpu profile", "admin", a, "err", err)
@@ -352,18 +420,12 @@ func (r *runner) measure(ctx context.Context, t *Topology, tag, url, host string
 			})
 		}
 	}
-	mx, err := r.fortio(ctx, tag+"-max", url, host, 0, r.cfg.MaxConns, r.cfg.MaxDuration)
+	mx, err := r.fortio(ctx, fmt.Sprintf("%s-max-%d", tg.tag, round+1), tg.url, tg.host, 0, r.cfg.MaxConns, d)
 	for _, c := range perfs {
 		_ = c.Wait()
 	}
 	profiles.Wait()
-	if err != nil {
-		return err
-	}
-	t.MaxRPS = mx.ActualQPS
-	t.Errors += mx.Requests() - mx.OK()
-	r.log.Info("measured", "topology", t.Name, "p50", t.P50, "p99", t.P99, "maxRPS", t.MaxRPS)
-	return nil
+	return mx, err
 }
 
 // fetchTo saves the body of GET url to the file out.

@@ -1,7 +1,8 @@
 // Command benchproxy runs the data-plane benchmark (`make bench-proxy`) and
 // prints its table. Environment: BENCH_DURATION (constant-rate run per
 // topology, default 60s), BENCH_MAX_DURATION (max-throughput run, default
-// 20s), BENCH_QPS (default 1000), WEFT_BIN, FORTIO_BIN, HAPROXY_BIN,
+// 20s), BENCH_ROUNDS (interleaved rounds the runs are split into, default
+// 3), BENCH_QPS (default 1000), WEFT_BIN, FORTIO_BIN, HAPROXY_BIN,
 // BENCH_PROXY_GOMAXPROCS (GOMAXPROCS of the weft proxies), BENCH_PROXY_ENV
 // (more proxy environment, e.g. "GOGC=50 GOMEMLIMIT=16MiB"), BENCH_WORKDIR
 // (keep configs, logs and fortio JSON there), BENCH_PERF=1 (record the
@@ -81,6 +82,11 @@ func run() error {
 			return fmt.Errorf("BENCH_QPS: %w", err)
 		}
 	}
+	if v := os.Getenv("BENCH_ROUNDS"); v != "" {
+		if cfg.Rounds, err = strconv.Atoi(v); err != nil || cfg.Rounds < 1 {
+			return fmt.Errorf("BENCH_ROUNDS: want a positive integer, got %q", v)
+		}
+	}
 	if v := os.Getenv("BENCH_PROXY_GOMAXPROCS"); v != "" {
 		cfg.ProxyEnv = append(cfg.ProxyEnv, "GOMAXPROCS="+v)
 	}
@@ -94,7 +100,8 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// Bound the whole run: three topologies × (warm-up + both runs) + start-up.
+	// Bound the whole run: four topologies × (warm-up + both runs), fortio's
+	// start per chunk, start-up.
 	d, md := cfg.Duration, cfg.MaxDuration
 	if d == 0 {
 		d = 60 * time.Second
@@ -102,7 +109,8 @@ func run() error {
 	if md == 0 {
 		md = 20 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*(d+md+10*time.Second)+3*time.Minute)
+	rounds := max(cfg.Rounds, 3)
+	ctx, cancel := context.WithTimeout(ctx, 4*(d+md+10*time.Second)+time.Duration(rounds)*8*5*time.Second+3*time.Minute)
 	defer cancel()
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
