@@ -208,13 +208,14 @@ var aLongTimeAgo = time.Unix(1, 0)
 // Body/ContentLength) to addr on a pooled or new connection and returns the
 // response; its Body must be closed, which returns the connection to the
 // pool when the response was read to its end and both sides keep it alive.
-// gotConn runs once a connection is in hand, with it. Cancelling req's context
-// interrupts the exchange, including reads of the body. A dial failure is
+// gotConn runs once a connection is in hand, with it. Cancelling ctx (req's
+// own context is not used) interrupts the exchange, including reads of the
+// body. The response, its Header and Body are the connection's and are
+// reused once Body is closed: a caller copies what it keeps. A dial failure is
 // an *ErrDial. A request without a body (or replay, a body that can be
 // sent again) that fails on a reused connection before any response byte
 // is retried once on a new connection, as the server may have closed it.
-func (p *H1Pool) RoundTrip(req *http.Request, addr string, replay func() (io.ReadCloser, error), gotConn func(net.Conn)) (*http.Response, error) {
-	ctx := req.Context()
+func (p *H1Pool) RoundTrip(ctx context.Context, req *http.Request, addr string, replay func() (io.ReadCloser, error), gotConn func(net.Conn)) (*http.Response, error) {
 	c := p.getIdle(addr)
 	reused := c != nil
 	if c == nil {

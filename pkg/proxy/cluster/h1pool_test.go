@@ -28,7 +28,7 @@ func newReq(t *testing.T, ctx context.Context, method, addr, path string, body i
 
 func do(t *testing.T, p *H1Pool, r *http.Request, addr string) (*http.Response, string) {
 	t.Helper()
-	resp, err := p.RoundTrip(r, addr, nil, nil)
+	resp, err := p.RoundTrip(r.Context(), r, addr, nil, nil)
 	if err != nil {
 		t.Fatalf("%s %s: %v", r.Method, r.URL.Path, err)
 	}
@@ -201,7 +201,7 @@ func TestH1PoolEarlyCloseAndStaleReuse(t *testing.T) {
 
 	// A server that closes without any answer is an error, not a hang.
 	dead := rawServer(t, func(c net.Conn, br *bufio.Reader) { readReq(t, br) })
-	if _, err := p.RoundTrip(newReq(t, context.Background(), "GET", dead, "/", nil, 0), dead, nil, nil); err == nil {
+	if _, err := p.RoundTrip(context.Background(), newReq(t, context.Background(), "GET", dead, "/", nil, 0), dead, nil, nil); err == nil {
 		t.Error("no error when the server closed without a response")
 	}
 	// A body that cannot be replayed is not sent twice.
@@ -212,7 +212,7 @@ func TestH1PoolEarlyCloseAndStaleReuse(t *testing.T) {
 	})
 	do(t, p, newReq(t, context.Background(), "GET", stale, "/", nil, 0), stale)
 	time.Sleep(10 * time.Millisecond)
-	if _, err := p.RoundTrip(newReq(t, context.Background(), "POST", stale, "/", strings.NewReader("x"), 1), stale, nil, nil); err == nil {
+	if _, err := p.RoundTrip(context.Background(), newReq(t, context.Background(), "POST", stale, "/", strings.NewReader("x"), 1), stale, nil, nil); err == nil {
 		t.Error("a non-replayable POST on a dead connection succeeded")
 	}
 }
@@ -271,7 +271,7 @@ func TestH1PoolMaxRequestsAndCancel(t *testing.T) {
 		t.Errorf("max 2 requests per connection: connections %v", remotes)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	resp, err := p.RoundTrip(newReq(t, ctx, "GET", addr, "/slow", nil, 0), addr, nil, nil)
+	resp, err := p.RoundTrip(ctx, newReq(t, ctx, "GET", addr, "/slow", nil, 0), addr, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestH1PoolMaxRequestsAndCancel(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := ln.Addr().String()
 	ln.Close()
-	if _, err := p.RoundTrip(newReq(t, context.Background(), "GET", closed, "/", nil, 0), closed, nil, nil); !errors.As(err, &de) {
+	if _, err := p.RoundTrip(context.Background(), newReq(t, context.Background(), "GET", closed, "/", nil, 0), closed, nil, nil); !errors.As(err, &de) {
 		t.Errorf("dial to a closed port: %v, want *ErrDial", err)
 	}
 }

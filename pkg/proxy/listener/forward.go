@@ -217,26 +217,40 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		br.Pending.Add(-1)
 		return nil, outOverflow
 	}
-	// One allocation for the attempt's bookkeeping; it also wraps the
-	// response body.
-	st := &attemptState{br: br, host: host, up: up, peerURI: h.Access != nil && c.MTLS != nil}
-	defer st.release()
-	actx := ctx
-	if retry != nil && retry.PerTryTimeout > 0 {
-		actx, st.cancel = context.WithTimeout(ctx, retry.PerTryTimeout)
-	}
 	t := c.Transport
 	if h2 || c.UpstreamH2 {
 		t = c.H2C
 	}
 	// Plain HTTP/1.1 goes through the cluster's own pool: this goroutine
 	// writes the request and reads the response itself (no per-connection
-	// goroutines to hand off to, no client trace to allocate).
+	// goroutines to hand off to, no client trace to allocate), and the
+	// attempt's bookkeeping and upstream request reuse the request's
+	// scratch (attempts run one after the other; each one's body is closed
+	// before the next starts). Otherwise one allocation for the attempt's
+	// bookkeeping; it also wraps the response body.
 	ownH1 := c.H1 != nil && t == c.Transport && !isUpgrade(up.orig) && len(up.orig.Trailer) == 0
-	if !ownH1 {
-		actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { st.gotConn(info.Conn) }})
+	var st *attemptState
+	if ownH1 && up.sc != nil {
+		st = &up.sc.att
+		*st = attemptState{br: br, host: host, up: up, peerURI: h.Access != nil && c.MTLS != nil}
+	} else {
+		st = &attemptState{br: br, host: host, up: up, peerURI: h.Access != nil && c.MTLS != nil}
 	}
-	req, err := up.build(actx, addr, &st.url)
+	defer st.release()
+	actx := ctx
+	if retry != nil && retry.PerTryTimeout > 0 {
+		actx, st.cancel = context.WithTimeout(ctx, retry.PerTryTimeout)
+	}
+	var req *http.Request
+	var err error
+	if ownH1 && up.sc != nil {
+		req, err = up.build(nil, addr, &up.sc.url, up.sc)
+	} else {
+		if !ownH1 {
+			actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { st.gotConn(info.Conn) }})
+		}
+		req, err = up.build(actx, addr, &st.url, nil)
+	}
 	if err != nil {
 		st.finish()
 		return nil, outReset
@@ -253,7 +267,7 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		}
 		// A dial failure leaves got false (connect failure); the pool counts
 		// max_requests_per_connection itself.
-		resp, err = c.H1.RoundTrip(req, addr, replay, st.gotConn)
+		resp, err = c.H1.RoundTrip(actx, req, addr, replay, st.gotConn)
 	} else {
 		resp, err = t.RoundTrip(req)
 	}
@@ -294,8 +308,9 @@ type attemptState struct {
 	spent    *cluster.CountedConn // connection whose request budget this request used up
 	cancel   context.CancelFunc   // per-try timeout, or nil
 	body     io.ReadCloser
+	closed   bool // Close was called: body is not ours any more
 	finished atomic.Bool
-	url      url.URL // the upstream request's URL
+	url      url.URL // the upstream request's URL (when not in upScratch)
 }
 
 // release returns the pending-request slot once.
@@ -332,9 +347,20 @@ func (a *attemptState) finish() {
 	}
 }
 
-func (a *attemptState) Read(p []byte) (int, error) { return a.body.Read(p) }
+func (a *attemptState) Read(p []byte) (int, error) {
+	if a.closed {
+		return 0, errors.New("read on closed response body")
+	}
+	return a.body.Read(p)
+}
 
+// Close closes the body once: after that an H1Pool body (and its
+// connection) may serve another request.
 func (a *attemptState) Close() error {
+	if a.closed {
+		return nil
+	}
+	a.closed = true
 	err := a.body.Close()
 	a.finish()
 	return err
@@ -442,7 +468,7 @@ func httpToGRPC(s int) int {
 	return 2
 }
 
-func (h *Handler) forwardInboundDirect(w *countingWriter, r *http.Request, ri *reqInfo, rt *Runtime, appPort int) {
+func (h *Handler) forwardInboundDirect(w *countingWriter, r *http.Request, ri *reqInfo, rt *Runtime, appPort int, up *upstreamReq) {
 	name := "inbound|" + strconv.Itoa(appPort) + "||"
 	c := rt.Clusters.Clusters[name]
 	if c == nil && appPort == h.AppPort {
@@ -451,8 +477,8 @@ func (h *Handler) forwardInboundDirect(w *countingWriter, r *http.Request, ri *r
 		c = h.portCluster(appPort)
 	}
 	ri.cluster = name
-	up := &upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
-		buffered: r.Body == nil || r.Body == http.NoBody}
+	*up = upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
+		buffered: r.Body == nil || r.Body == http.NoBody, sc: up.sc}
 	h.forward(r.Context(), w, r, ri, c, up, h.rnd(), nil, func(http.Header) {})
 }
 
@@ -479,7 +505,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	dur := time.Since(ri.start)
 	if len(ri.done) > 0 {
 		si := StreamInfo{ResponseCode: ri.status, ResponseFlags: ri.flagString(), Details: ri.details, Cluster: ri.cluster,
-			UpstreamHost: ri.upstreamHost, RouteName: ri.routeName, Duration: dur, BytesReceived: ri.bytesIn.Load(), BytesSent: w.n}
+			UpstreamHost: ri.upstreamHost, RouteName: ri.routeName, Duration: dur, BytesReceived: ri.received(), BytesSent: w.n}
 		for i := len(ri.done) - 1; i >= 0; i-- {
 			ri.done[i](si)
 		}
@@ -529,7 +555,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		l.Dropped = mp.Drop
 	}
 	if h.Stats != nil && proto != "tcp" && l.Dropped != stats.DropAllHTTP {
-		h.Stats.ObserveHTTP(l, float64(dur.Microseconds())/1000, ri.bytesIn.Load(), w.n)
+		h.Stats.ObserveHTTP(l, float64(dur.Microseconds())/1000, ri.received(), w.n)
 	}
 	if ri.span != nil {
 		h.finishSpan(r, ri, svc, ri.start.Add(dur))
@@ -544,7 +570,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	traceID, spanID := traceIDs(r, ri)
 	h.Access.Log(&stats.AccessEntry{TraceID: traceID, SpanID: spanID, ResponseCodeDetails: ri.details, UpstreamPeerURISAN: ri.upstreamPeer,
 		SourceWorkload: l.SourceWorkload, DestinationWorkload: l.DestinationWorkload, StartTime: ri.start.UTC(), Method: r.Method, Path: r.URL.RequestURI(), Protocol: r.Proto,
-		ResponseCode: ri.status, ResponseFlags: ri.flagString(), BytesReceived: ri.bytesIn.Load(), BytesSent: w.n,
+		ResponseCode: ri.status, ResponseFlags: ri.flagString(), BytesReceived: ri.received(), BytesSent: w.n,
 		DurationMs: dur.Milliseconds(), UpstreamHost: ri.upstreamHost, UpstreamCluster: ri.cluster,
 		XRequestID: r.Header.Get("X-Request-Id"), RouteName: ri.routeName, Authority: r.Host, Direction: dir,
 		DownstreamPeerURISAN: PeerPrincipal(r.TLS)})

@@ -168,10 +168,24 @@ func readHeadBytes(br *bufio.Reader, buf *[]byte, max int) error {
 	}
 }
 
+// headScratch is the header map and value array a connection reuses from
+// request to request (parseHead clears and refills them); nil makes new
+// ones. Nothing may keep the map or a value slice once the request is
+// done: the strings themselves are the request's own.
+type headScratch struct {
+	hdr  http.Header
+	vals []string
+}
+
+// maxReusedFields bounds the header a connection keeps for reuse; a larger
+// one is allocated for its request only.
+const maxReusedFields = 64
+
 // parseHead parses into h a head read by readHeadBytes: s is one string (one
 // allocation) whose substrings become the method, target, header keys
-// (when already canonical) and values.
-func parseHead(s string, h *h1Head) error {
+// (when already canonical) and values. The header map and its value array
+// come from sc (reused) when it is not nil.
+func parseHead(s string, h *h1Head, sc *headScratch) error {
 	*h = h1Head{}
 	line, rest, _ := strings.Cut(s, "\n")
 	var ok bool
@@ -208,8 +222,24 @@ func parseHead(s string, h *h1Head) error {
 		h.major, h.minor = 1, int(proto[7]-'0')
 	}
 	n := strings.Count(rest, "\n")
-	h.header = make(http.Header, n)
-	vals := make([]string, n) // one backing array for every single-valued field
+	var vals []string // one backing array for every single-valued field
+	switch {
+	case sc == nil || n > maxReusedFields:
+		h.header = make(http.Header, n)
+		vals = make([]string, n)
+	default:
+		if sc.hdr == nil {
+			sc.hdr = make(http.Header, max(n, 8))
+		} else {
+			clear(sc.hdr)
+		}
+		if cap(sc.vals) < n {
+			sc.vals = make([]string, max(n, 8))
+		}
+		h.header = sc.hdr
+		vals = sc.vals[:n]
+		clear(vals)
+	}
 	var hosts, cls, tes, expects int
 	var connClose, connKeepAlive bool
 	var cl, te string
@@ -323,9 +353,9 @@ func parseHead(s string, h *h1Head) error {
 }
 
 // requestURL parses the request target like net/http's server: origin
-// form (fast path without url parsing for plain paths), absolute form,
-// authority form for CONNECT, and "*".
-func requestURL(method, target string) (*url.URL, error) {
+// form (fast path without url parsing for plain paths, into *dst when dst
+// is not nil), absolute form, authority form for CONNECT, and "*".
+func requestURL(method, target string, dst *url.URL) (*url.URL, error) {
 	if method == http.MethodConnect && target[0] != '/' {
 		u, err := url.ParseRequestURI("http://" + target)
 		if err != nil || u.Host == "" || u.Path != "" || u.RawQuery != "" {
@@ -341,7 +371,11 @@ func requestURL(method, target string) (*url.URL, error) {
 			fast = pathSafe[path[i]]
 		}
 		if fast {
-			return &url.URL{Path: path, RawQuery: q}, nil
+			if dst == nil {
+				dst = new(url.URL)
+			}
+			*dst = url.URL{Path: path, RawQuery: q}
+			return dst, nil
 		}
 	}
 	u, err := url.ParseRequestURI(target)

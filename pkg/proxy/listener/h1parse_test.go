@@ -37,7 +37,7 @@ func FuzzParseRequest(f *testing.F) {
 			return
 		}
 		h := new(h1Head)
-		if err := parseHead(string(head), h); err != nil {
+		if err := parseHead(string(head), h, nil); err != nil {
 			return
 		}
 		if !isToken(h.method) || h.target == "" || h.major != 1 {
@@ -46,7 +46,7 @@ func FuzzParseRequest(f *testing.F) {
 		if h.chunked != (h.contentLength == -1) || h.contentLength < -1 {
 			t.Fatalf("framing: chunked %v length %d", h.chunked, h.contentLength)
 		}
-		u, err := requestURL(h.method, h.target)
+		u, err := requestURL(h.method, h.target, nil)
 		if err != nil {
 			return
 		}
@@ -100,7 +100,7 @@ func FuzzParseRequest(f *testing.F) {
 func TestParseHeadSlicesOneString(t *testing.T) {
 	s := "GET /x HTTP/1.1\nHost: h\nX-A: 1\nx-b: 2\nX-A: 3\n"
 	h := new(h1Head)
-	if err := parseHead(s, h); err != nil {
+	if err := parseHead(s, h, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.header["X-A"]; !reflect.DeepEqual(got, []string{"1", "3"}) {
@@ -116,9 +116,24 @@ func TestParseHeadSlicesOneString(t *testing.T) {
 	// one array of values, no per-field strings.
 	s = "GET /x HTTP/1.1\nHost: h\nUser-Agent: fortio\nAccept: */*\nX-Request-Id: 1234\nContent-Length: 0\n"
 	allocs := testing.AllocsPerRun(100, func() {
-		_ = parseHead(s, h)
+		_ = parseHead(s, h, nil)
 	})
 	if allocs > 3 {
 		t.Errorf("parseHead: %.0f allocations, want at most 3 (header map, values array)", allocs)
+	}
+	// A connection's scratch: the map and array are reused, cleared of
+	// the previous request's fields.
+	var sc headScratch
+	if err := parseHead("GET / HTTP/1.1\nHost: h\nX-Old: 1\nX-Old: 2\nX-Other: 3\n", h, &sc); err != nil {
+		t.Fatal(err)
+	}
+	allocs = testing.AllocsPerRun(100, func() {
+		_ = parseHead(s, h, &sc)
+	})
+	if allocs > 0 {
+		t.Errorf("parseHead with a connection's scratch: %.0f allocations, want 0", allocs)
+	}
+	if len(h.header) != 4 || h.header["X-Old"] != nil || h.header.Get("User-Agent") != "fortio" {
+		t.Errorf("reused header: %v", h.header)
 	}
 }

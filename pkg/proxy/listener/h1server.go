@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -291,6 +292,14 @@ type h1Conn struct {
 	base       *http.Request
 	resp       h1Response
 
+	// Reused from request to request (see serveOne): nothing may keep
+	// them once a request's response is finished.
+	req    http.Request // a copy of *base, then the request's fields
+	url    url.URL
+	hs     headScratch
+	rs     *reqState // the Handler's per-request state (reqStateFor)
+	rsBusy bool      // rs is in use by a ServeHTTP on this connection
+
 	// hang-up watch (see watchHangup); guarded by mu.
 	mu        sync.Mutex
 	inHandler bool
@@ -435,19 +444,25 @@ func (c *h1Conn) serveOne() bool {
 	}
 	var hd h1Head
 	h := &hd
-	if err := parseHead(string(c.head), h); err != nil {
+	if err := parseHead(string(c.head), h, &c.hs); err != nil {
 		c.reject(err)
 		return false
 	}
 	if cap(c.head) > 64<<10 { // do not keep a huge head buffer
 		c.head = nil
 	}
-	u, err := requestURL(h.method, h.target)
+	u, err := requestURL(h.method, h.target, &c.url)
 	if err != nil {
 		c.reject(err)
 		return false
 	}
-	r := c.base.WithContext(c.ctx) // a fresh Request carrying the connection's context
+	// The connection's Request, header map, value array and URL are reused
+	// for each request: the previous request is over (its response
+	// finished, its body closed), and the handler copies what outlives it
+	// (a mirror copies the request, header and URL). *base carries the
+	// connection's context.
+	r := &c.req
+	*r = *c.base
 	r.Method = h.method
 	r.URL = u
 	r.RequestURI = h.target

@@ -93,13 +93,61 @@ type Handler struct {
 // reqState is everything the handler keeps per request, allocated once:
 // telemetry info, the counting writer, the route match input and the
 // upstream request description (the mirror goroutine copies the latter).
+//
+// On the proxy's own HTTP/1 server a connection reuses one reqState for
+// its requests (reqStateFor): it is reset when the next request starts,
+// after the previous response was finished, so what it holds (the
+// upstream request, response header values) may be used until then but
+// not kept beyond (a mirror copies what it needs).
 type reqState struct {
 	ri   reqInfo
 	cw   countingWriter
 	rreq router.Request
 	up   upstreamReq
-	cb   countingBody
+	upsc upScratch
 	rid  [1]string // X-Request-Id value slice when the proxy sets it
+}
+
+// reqStateFor returns the request state for a request written to w: the
+// connection's reused one on the proxy's own HTTP/1 server (release must
+// be called when ServeHTTP returns), else a new one.
+func reqStateFor(w http.ResponseWriter) (st *reqState, release *h1Conn) {
+	hw, ok := w.(*h1Response)
+	if !ok || hw.c.rsBusy { // another server, or a nested ServeHTTP
+		st = new(reqState)
+		st.up.sc = &st.upsc
+		return st, nil
+	}
+	c := hw.c
+	c.rsBusy = true
+	if c.rs == nil {
+		c.rs = new(reqState)
+	} else {
+		c.rs.reset()
+	}
+	c.rs.up.sc = &c.rs.upsc
+	return c.rs, c
+}
+
+// reset zeroes st for the next request, keeping its slices' and maps'
+// storage (unless a request made them large).
+func (st *reqState) reset() {
+	sc := &st.upsc
+	hdr, vals, rv := sc.hdr, sc.vals, sc.rv
+	if len(hdr) > maxReusedFields || cap(vals) > 2*maxReusedFields {
+		hdr, vals = nil, nil
+	}
+	if cap(rv) > 2*maxReusedFields {
+		rv = nil
+	}
+	clear(hdr)
+	clear(vals)
+	clear(rv)
+	clear(st.ri.done)
+	flags, done := st.ri.flags[:0], st.ri.done[:0]
+	*st = reqState{}
+	st.ri.flags, st.ri.done = flags, done
+	sc.hdr, sc.vals, sc.rv = hdr, vals[:0], rv[:0]
 }
 
 // reqInfo accumulates what telemetry needs about one request.
@@ -110,7 +158,8 @@ type reqInfo struct {
 	cluster      string
 	routeName    string
 	status       int
-	bytesIn      atomic.Int64
+	bytesIn      atomic.Int64 // tunnels; request bodies count in body
+	body         *countingBody
 	bytesOut     int64
 	destWorkload string
 	span         *tracing.Span      // nil unless tracing sampled this request
@@ -135,9 +184,21 @@ func (ri *reqInfo) flagString() string {
 	return strings.Join(ri.flags, ",")
 }
 
+// received is the request bytes read from the client.
+func (ri *reqInfo) received() int64 {
+	n := ri.bytesIn.Load()
+	if ri.body != nil {
+		n += ri.body.n.Load()
+	}
+	return n
+}
+
+// countingBody counts a request body's bytes. It is allocated per request
+// (not part of the reused reqState): a transport goroutine may still call
+// Read after the handler returned.
 type countingBody struct {
 	io.ReadCloser
-	n *atomic.Int64
+	n atomic.Int64
 }
 
 func (c *countingBody) Read(p []byte) (int, error) {
@@ -162,12 +223,15 @@ func (h *Handler) Wait() { h.mirrorsWG.Wait() }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &reqState{}
+	st, conn := reqStateFor(w)
+	if conn != nil {
+		defer func() { conn.rsBusy = false }()
+	}
 	ri := &st.ri
 	ri.start = time.Now()
 	if r.Body != nil && r.Body != http.NoBody {
-		st.cb = countingBody{r.Body, &ri.bytesIn}
-		r.Body = &st.cb
+		ri.body = &countingBody{ReadCloser: r.Body}
+		r.Body = ri.body
 	}
 	cw := &st.cw
 	cw.ResponseWriter = w
@@ -235,7 +299,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			table = rt.Inbound[0]
 		}
 		if table == nil {
-			h.forwardInboundDirect(cw, r, ri, rt, appPort)
+			h.forwardInboundDirect(cw, r, ri, rt, appPort, &st.up)
 			return
 		}
 	}
@@ -245,7 +309,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ri.cluster = c.Name
 			up := &st.up
 			*up = upstreamReq{orig: r, path: r.URL.Path, rawQuery: r.URL.RawQuery, host: r.Host,
-				buffered: r.Body == nil || r.Body == http.NoBody}
+				buffered: r.Body == nil || r.Body == http.NoBody, sc: up.sc}
 			if odOK {
 				up.dialAddr = odst.String()
 			}
@@ -433,7 +497,7 @@ func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt
 	if c.HashBased {
 		hash = requestHash(r, fwd.Hash, h.rnd)
 	}
-	*up = upstreamReq{orig: r, path: path, rawQuery: r.URL.RawQuery, host: host}
+	*up = upstreamReq{orig: r, path: path, rawQuery: r.URL.RawQuery, host: host, sc: up.sc}
 	// Mirrors and retries need the body more than once.
 	needBuffer := len(fwd.Mirrors) > 0 || (fwd.Retry != nil && fwd.Retry.NumRetries > 0)
 	if needBuffer && r.Body != nil && r.Body != http.NoBody && r.ContentLength >= 0 && r.ContentLength <= 1<<20 {
@@ -472,12 +536,30 @@ type upstreamReq struct {
 	buffered             bool
 	dialAddr             string // passthrough: the captured original destination
 	consumed             bool
-	peerSAN              string // upstream mTLS peer's URI SAN (access log)
+	peerSAN              string     // upstream mTLS peer's URI SAN (access log)
+	sc                   *upScratch // the request's reused attempt storage; nil in a mirror
 }
 
-// build makes the upstream request for one attempt; its URL is *uu (the
-// caller's per-attempt allocation).
-func (u *upstreamReq) build(ctx context.Context, addr string, uu *url.URL) (*http.Request, error) {
+// upScratch is what a request's attempts through a cluster's own
+// HTTP/1.1 pool (cluster.H1Pool) reuse, one attempt after the other: the
+// attempt state, the upstream request with its URL, header map and value
+// array (H1Pool writes the request before RoundTrip returns), and the
+// response header values copied for the downstream response (the pool
+// reuses the response's own once the body is closed).
+type upScratch struct {
+	att  attemptState
+	req  http.Request
+	url  url.URL
+	hdr  http.Header
+	vals []string
+	rv   []string
+}
+
+// build makes the upstream request for one attempt; its URL is *uu. With
+// sc, the request, header map and value array are sc's (reused) and the
+// request carries no context: the caller passes ctx to H1Pool.RoundTrip.
+// Without, they are new and the request carries ctx.
+func (u *upstreamReq) build(ctx context.Context, addr string, uu *url.URL, sc *upScratch) (*http.Request, error) {
 	var body io.ReadCloser
 	var getBody func() (io.ReadCloser, error)
 	switch {
@@ -494,7 +576,7 @@ func (u *upstreamReq) build(ctx context.Context, addr string, uu *url.URL) (*htt
 		u.consumed = true
 		body = u.orig.Body
 	}
-	if ctx == nil {
+	if ctx == nil && sc == nil {
 		return nil, errors.New("build upstream request: nil context")
 	}
 	// The method was validated when the request was read; the URL is set
@@ -503,14 +585,25 @@ func (u *upstreamReq) build(ctx context.Context, addr string, uu *url.URL) (*htt
 	if u.path == u.orig.URL.Path {
 		uu.RawPath = u.orig.URL.RawPath // keep the client's (normalized) encoding, e.g. %2F
 	}
-	out := (&http.Request{Method: u.orig.Method, URL: uu, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Host: u.host}).WithContext(ctx)
+	var out *http.Request
+	if sc != nil {
+		out = &sc.req
+		*out = http.Request{Method: u.orig.Method, URL: uu, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: u.host}
+	} else {
+		out = (&http.Request{Method: u.orig.Method, URL: uu, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Host: u.host}).WithContext(ctx)
+	}
 	out.Body, out.GetBody = body, getBody
 	clientIP := ""
 	if ip, _, err := net.SplitHostPort(u.orig.RemoteAddr); err == nil {
 		clientIP = ip
 	}
-	out.Header = upstreamHeader(u.orig.Header, isUpgrade(u.orig), clientIP)
+	if sc != nil {
+		sc.hdr, sc.vals = upstreamHeader(u.orig.Header, isUpgrade(u.orig), clientIP, sc.hdr, sc.vals)
+		out.Header = sc.hdr
+	} else {
+		out.Header, _ = upstreamHeader(u.orig.Header, isUpgrade(u.orig), clientIP, nil, nil)
+	}
 	if u.buffered {
 		out.ContentLength = int64(len(u.body))
 	} else {
@@ -529,14 +622,22 @@ var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy
 // Connection names are dropped (Connection and Upgrade kept for an
 // upgrade), Te is passed on only as "trailers", X-Forwarded-For gets the
 // client address appended (to its first value) and X-Forwarded-Proto
-// defaults to http.
-func upstreamHeader(in http.Header, keepUpgrade bool, clientIP string) http.Header {
+// defaults to http. out and vals, when not nil, are cleared and reused
+// (the returned vals is the value array to keep for the next call).
+func upstreamHeader(in http.Header, keepUpgrade bool, clientIP string, out http.Header, vals []string) (http.Header, []string) {
 	n := 0
 	for _, vs := range in {
 		n += len(vs)
 	}
-	out := make(http.Header, len(in)+2)
-	vals := make([]string, 0, n+3)
+	if out == nil {
+		out = make(http.Header, len(in)+2)
+	} else {
+		clear(out)
+	}
+	if cap(vals) < n+3 {
+		vals = make([]string, 0, n+3)
+	}
+	vals = vals[:0]
 	conn := in["Connection"]
 	put := func(k string, vs ...string) {
 		i := len(vals)
@@ -589,7 +690,7 @@ func upstreamHeader(in http.Header, keepUpgrade bool, clientIP string) http.Head
 	if xfp == "" {
 		put("X-Forwarded-Proto", "http")
 	}
-	return out
+	return out, vals
 }
 
 // connectionNames reports whether the Connection field values name field
@@ -783,11 +884,18 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 	} else {
 		shadowHost += "-shadow"
 	}
+	// The goroutine uses copies only: the request, its header map and URL
+	// are reused by the connection's next request.
 	cp := *up
 	cp.host = shadowHost
+	cp.sc = nil
 	hdr := up.orig.Header.Clone()
 	orig := *up.orig
 	orig.Header = hdr
+	if up.orig.URL != nil {
+		u := *up.orig.URL
+		orig.URL = &u
+	}
 	cp.orig = &orig
 	if timeout <= 0 {
 		timeout = router.DefaultTimeout
@@ -801,16 +909,16 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 		defer h.mirrorsWG.Done()
 		ctx, cancel := context.WithTimeout(parent, timeout)
 		defer cancel()
-		host, err := c.Pick(lb.Hash64(up.path))
+		host, err := c.Pick(lb.Hash64(cp.path))
 		if err != nil {
 			return
 		}
-		req, err := cp.build(ctx, host.Addr, new(url.URL))
+		req, err := cp.build(ctx, host.Addr, new(url.URL), nil)
 		if err != nil {
 			return
 		}
 		t := c.Transport
-		if (up.orig.ProtoMajor == 2 && (h.RouteFor == nil || isGRPC(up.orig))) || c.UpstreamH2 {
+		if (cp.orig.ProtoMajor == 2 && (h.RouteFor == nil || isGRPC(cp.orig))) || c.UpstreamH2 {
 			t = c.H2C
 		}
 		resp, err := t.RoundTrip(req)

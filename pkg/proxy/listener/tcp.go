@@ -189,7 +189,7 @@ func (h *Handler) connectH2(w *countingWriter, r *http.Request, ri *reqInfo, up 
 	if h.Stats != nil {
 		h.Stats.TCPOpened(l)
 	}
-	// r.Body counts into ri.bytesIn itself (countingBody).
+	// r.Body counts into ri.body itself (countingBody).
 	sent, recv := pipe(r.Context(), &h2Stream{body: r.Body, w: w, rc: rc}, up)
 	if h.Stats != nil {
 		h.Stats.TCPClosed(l, sent, recv)

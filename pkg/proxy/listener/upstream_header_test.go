@@ -40,7 +40,7 @@ func TestUpstreamHeader(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := tc.in.Clone()
-			got := upstreamHeader(in, tc.upgrade, tc.ip)
+			got, _ := upstreamHeader(in, tc.upgrade, tc.ip, nil, nil)
 			if d := cmp.Diff(tc.want, got); d != "" {
 				t.Errorf("upstream header (-want +got):\n%s", d)
 			}
