@@ -412,6 +412,50 @@ func (v *validator) trafficPolicy(path string, tp *networking.TrafficPolicy) {
 	}
 }
 
+// localityLbSetting checks Istio's rules: distribute excludes failover and
+// failoverPriority, distribute weights sum to 100, failover is between two
+// different regions, failoverPriority labels are named once each.
+func (v *validator) localityLbSetting(p string, s *networking.LocalityLoadBalancerSetting) {
+	if len(s.GetDistribute()) > 0 && (len(s.GetFailover()) > 0 || len(s.GetFailoverPriority()) > 0) {
+		v.errorf(p, "distribute cannot be set together with failover or failoverPriority")
+	}
+	for i, d := range s.GetDistribute() {
+		dp := idx(p+".distribute", i)
+		if d.GetFrom() == "" {
+			v.errorf(dp+".from", "from is required")
+		}
+		var sum uint32
+		for _, w := range d.GetTo() {
+			sum += w
+		}
+		if sum != 100 {
+			v.errorf(dp+".to", "the weights must add up to 100, got %d", sum)
+		}
+	}
+	for i, f := range s.GetFailover() {
+		fp := idx(p+".failover", i)
+		switch {
+		case f.GetFrom() == "" || f.GetTo() == "":
+			v.errorf(fp, "from and to are both required")
+		case strings.Contains(f.GetFrom(), "/") || strings.Contains(f.GetTo(), "/"):
+			v.errorf(fp, "failover is between regions: %q → %q names a zone", f.GetFrom(), f.GetTo())
+		case f.GetFrom() == f.GetTo():
+			v.errorf(fp, "from and to are the same region %q", f.GetFrom())
+		}
+	}
+	seen := map[string]bool{}
+	for i, l := range s.GetFailoverPriority() {
+		k, _, _ := strings.Cut(l, "=")
+		switch {
+		case k == "":
+			v.errorf(idx(p+".failoverPriority", i), "a label key is required (KEY or KEY=VALUE)")
+		case seen[k]:
+			v.errorf(idx(p+".failoverPriority", i), "label %q is listed twice", k)
+		}
+		seen[k] = true
+	}
+}
+
 func (v *validator) trafficPolicyBody(path string, lb *networking.LoadBalancerSettings, cp *networking.ConnectionPoolSettings,
 	od *networking.OutlierDetection, tls *networking.ClientTLSSettings) {
 	if ch := lb.GetConsistentHash(); ch != nil {
@@ -427,6 +471,9 @@ func (v *validator) trafficPolicyBody(path string, lb *networking.LoadBalancerSe
 				v.errorf(p+".httpCookie.ttl", "ttl must not be negative")
 			}
 		}
+	}
+	if ls := lb.GetLocalityLbSetting(); ls != nil {
+		v.localityLbSetting(path+".loadBalancer.localityLbSetting", ls)
 	}
 	if cp != nil {
 		p := path + ".connectionPool"

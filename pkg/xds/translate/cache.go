@@ -21,8 +21,9 @@ import (
 // what they have in common: a sidecar's outbound side (the well-known
 // clusters, every outbound cluster and load assignment, the outbound route
 // configurations and listeners) depends only on its namespace, its LOCALITY
-// and those of its labels that a DestinationRule or Sidecar
-// workloadSelector or a VirtualService sourceLabels match reads. Sidecars
+// and NETWORK and those of its labels that a DestinationRule or Sidecar
+// workloadSelector, a VirtualService sourceLabels match or a
+// failoverPriority reads. Sidecars
 // equal in those (say, every pod of every deployment in a namespace) get
 // the outbound side built and validated once, as the very same resource
 // objects; only the inbound side (virtualInbound, inbound clusters) and
@@ -76,10 +77,27 @@ func NewCache(in *Input) *Cache {
 			keys[k] = true
 		}
 	}
+	// failoverPriority compares the proxy's labels with the endpoints'.
+	addPriority := func(s *networking.LocalityLoadBalancerSetting) {
+		for _, l := range parseFailoverPriority(s.GetFailoverPriority()) {
+			keys[l.key] = true
+		}
+	}
+	policy := func(tp *networking.TrafficPolicy) {
+		addPriority(tp.GetLoadBalancer().GetLocalityLbSetting())
+		for _, pl := range tp.GetPortLevelSettings() {
+			addPriority(pl.GetLoadBalancer().GetLocalityLbSetting())
+		}
+	}
+	addPriority(in.Mesh.GetLocalityLbSetting())
 	for _, c := range in.Configs {
 		switch spec := c.Spec.(type) {
 		case *networking.DestinationRule:
 			add(spec.GetWorkloadSelector().GetMatchLabels())
+			policy(spec.GetTrafficPolicy())
+			for _, ss := range spec.GetSubsets() {
+				policy(ss.GetTrafficPolicy())
+			}
 		case *networking.Sidecar:
 			add(spec.GetWorkloadSelector().GetLabels())
 		case *networking.VirtualService:
@@ -164,6 +182,8 @@ func (c *Cache) outboundKey(p *model.Proxy) string {
 	b.WriteString(p.Namespace)
 	b.WriteByte(0)
 	b.WriteString(p.Metadata["LOCALITY"])
+	b.WriteByte(0)
+	b.WriteString(p.Metadata["NETWORK"]) // failoverPriority's topology.istio.io/network
 	for _, k := range c.selKeys {
 		b.WriteByte(0)
 		if v, ok := p.Labels[k]; ok {

@@ -2,6 +2,8 @@ package translate
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -522,15 +524,26 @@ func fileSource(path string) *corev3.DataSource {
 }
 
 // loadAssignment groups the service's endpoints (filtered by subset labels)
-// by locality. Every LocalityLbEndpoints has a Locality and a weight.
+// by locality (and, with failoverPriority, by how many of its labels the
+// endpoint shares with the proxy). Every LocalityLbEndpoints has a Locality
+// and a weight; with locality failover each has a priority (see
+// failoverPriorities).
 func (b *builder) loadAssignment(name string, svc *registry.Service, port registry.Port, labels map[string]string, tp *networking.TrafficPolicy) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	type group struct {
 		loc    string
+		match  uint32 // failoverPriority labels matched; 0 without failoverPriority
 		eps    []*endpointv3.LbEndpoint
 		weight uint32
 	}
+	lbs := b.localityLbSetting(tp)
+	failover := localityFailoverOn(lbs, tp)
+	var fp []priorityLabel
+	if failover {
+		fp = parseFailoverPriority(lbs.GetFailoverPriority())
+	}
 	groups := map[string]*group{}
+	var keys []string
 	for _, e := range b.reg.EndpointsOf(svc.Hostname) {
 		if !labelsMatch(labels, e.Labels) || !e.Serves(port) {
 			continue
@@ -539,74 +552,211 @@ func (b *builder) loadAssignment(name string, svc *registry.Service, port regist
 		if w == 0 {
 			w = 1
 		}
-		g := groups[e.Locality]
+		m := b.priorityMatch(fp, e)
+		key := e.Locality + "\x00" + strconv.Itoa(int(m))
+		g := groups[key]
 		if g == nil {
-			g = &group{loc: e.Locality}
-			groups[e.Locality] = g
+			g = &group{loc: e.Locality, match: m}
+			groups[key] = g
+			keys = append(keys, key)
 		}
 		g.eps = append(g.eps, lbEndpoint(e.Address, e.PortFor(port), w, e.Workload))
 		g.weight += w
 	}
-	locs := make([]string, 0, len(groups))
-	for l := range groups {
-		locs = append(locs, l)
-	}
-	sort.Strings(locs)
-	lbs := tp.GetLoadBalancer().GetLocalityLbSetting()
-	prio := b.localityPriorities(locs, lbs)
+	sort.Strings(keys)
+	locs := make([]string, 0, len(keys))
 	counts := map[string]int{}
-	for l, g := range groups {
-		counts[l] = len(g.eps)
+	for _, k := range keys {
+		g := groups[k]
+		if _, seen := counts[g.loc]; !seen {
+			locs = append(locs, g.loc)
+		}
+		counts[g.loc] += len(g.eps)
+	}
+	var prio func(loc string, match uint32) uint32
+	if failover {
+		prio = b.failoverPriorities(locs, lbs, fp, func(yield func(string, uint32) bool) {
+			for _, k := range keys {
+				if g := groups[k]; !yield(g.loc, g.match) {
+					return
+				}
+			}
+		})
 	}
 	dist := b.localityDistribution(counts, lbs)
-	for _, l := range locs {
-		g := groups[l]
+	for _, k := range keys {
+		g := groups[k]
 		w := g.weight
-		if dist != nil {
-			if w = dist[l]; w == 0 {
+		if dist != nil { // no failover: one group per locality
+			if w = dist[g.loc]; w == 0 {
 				continue // not a distribute target: no traffic
 			}
 		}
-		region, zone, sub := splitLocality(l)
-		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
+		region, zone, sub := splitLocality(g.loc)
+		lle := &endpointv3.LocalityLbEndpoints{
 			Locality:            &corev3.Locality{Region: region, Zone: zone, SubZone: sub},
 			LbEndpoints:         g.eps,
 			LoadBalancingWeight: wrapperspb.UInt32(w),
-			Priority:            prio[l],
-		})
+		}
+		if prio != nil {
+			lle.Priority = prio(g.loc, g.match)
+		}
+		cla.Endpoints = append(cla.Endpoints, lle)
 	}
-	if len(prio) > 0 {
+	if prio != nil {
 		sort.SliceStable(cla.Endpoints, func(i, j int) bool { return cla.Endpoints[i].Priority < cla.Endpoints[j].Priority })
 	}
 	return cla
 }
 
-// localityPriorities assigns Istio's failover priorities relative to the
-// proxy's locality (metadata LOCALITY "region/zone/subzone"): same
-// subzone 0, same zone 1, same region 2, a configured failover region 3,
-// anything else 4; priorities are then made contiguous. It returns nil when
-// locality load balancing is off or the proxy has no locality.
-func (b *builder) localityPriorities(locs []string, s *networking.LocalityLoadBalancerSetting) map[string]uint32 {
-	if s == nil || (s.GetEnabled() != nil && !s.GetEnabled().GetValue()) || len(s.GetDistribute()) > 0 {
-		return nil
+// localityLbSetting is the DestinationRule's localityLbSetting, else the
+// mesh config's, else Istio's default: enabled.
+func (b *builder) localityLbSetting(tp *networking.TrafficPolicy) *networking.LocalityLoadBalancerSetting {
+	if s := tp.GetLoadBalancer().GetLocalityLbSetting(); s != nil {
+		return s
 	}
+	if s := b.in.Mesh.GetLocalityLbSetting(); s != nil {
+		return s
+	}
+	return &networking.LocalityLoadBalancerSetting{}
+}
+
+// localityFailoverOn reports whether endpoints get failover priorities:
+// locality load balancing enabled (the default), no distribute rule, and
+// outlier detection configured, as Istio requires — without it no host is
+// ever marked unhealthy, and a dead nearest locality would keep its traffic.
+func localityFailoverOn(s *networking.LocalityLoadBalancerSetting, tp *networking.TrafficPolicy) bool {
+	if s.GetEnabled() != nil && !s.GetEnabled().GetValue() {
+		return false
+	}
+	return len(s.GetDistribute()) == 0 && tp.GetOutlierDetection() != nil
+}
+
+// Istio's topology labels in failoverPriority: their values come from the
+// proxy's and the endpoint's locality and network, not from pod labels.
+const (
+	labelRegion  = "topology.kubernetes.io/region"
+	labelZone    = "topology.kubernetes.io/zone"
+	labelSubzone = "topology.istio.io/subzone"
+	labelNetwork = "topology.istio.io/network"
+)
+
+// priorityLabel is one failoverPriority entry: a label key, and the value
+// to compare with when given as "key=value" (instead of the proxy's own).
+type priorityLabel struct {
+	key, value string
+	fixed      bool
+}
+
+func parseFailoverPriority(in []string) []priorityLabel {
+	out := make([]priorityLabel, 0, len(in))
+	for _, s := range in {
+		k, v, fixed := strings.Cut(s, "=")
+		out = append(out, priorityLabel{key: k, value: v, fixed: fixed})
+	}
+	return out
+}
+
+// topologyValue is the value of label key for a workload of locality loc,
+// network net and labels ls.
+func topologyValue(key, loc, net string, ls map[string]string) (string, bool) {
+	r, z, sz := splitLocality(loc)
+	switch key {
+	case labelRegion:
+		return r, r != ""
+	case labelZone:
+		return z, z != ""
+	case labelSubzone:
+		return sz, sz != ""
+	case labelNetwork:
+		return net, net != ""
+	}
+	v, ok := ls[key]
+	return v, ok
+}
+
+// priorityMatch counts the leading failoverPriority labels endpoint e
+// shares with the proxy; counting stops at the first label that differs
+// (or that either side lacks).
+func (b *builder) priorityMatch(fp []priorityLabel, e *registry.Endpoint) uint32 {
+	var n uint32
+	for _, l := range fp {
+		want, ok := l.value, l.fixed
+		if !l.fixed {
+			want, ok = topologyValue(l.key, b.p.Metadata["LOCALITY"], b.p.Metadata["NETWORK"], b.p.Labels)
+		}
+		got, gok := topologyValue(l.key, e.Locality, e.Network, e.Labels)
+		if !ok || !gok || got != want {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// failoverPriorities assigns Envoy priorities (0 = preferred) to the
+// (locality, matched-labels) groups listed by all.
+//
+// Without failoverPriority they follow Istio's locality order relative to
+// the proxy's locality (metadata LOCALITY "region/zone/subzone"): same
+// subzone 0, same zone 1, same region 2, a configured failover region 3,
+// anything else 4 (none without a proxy locality). With N failoverPriority
+// labels an endpoint matching the proxy on all N gets 0, on the first N-1
+// gets 1, ..., on none N. With both failover and failoverPriority the
+// region failover orders first and the labels within it. Priorities are
+// then made contiguous.
+func (b *builder) failoverPriorities(locs []string, s *networking.LocalityLoadBalancerSetting, fp []priorityLabel,
+	all func(yield func(loc string, match uint32) bool)) func(loc string, match uint32) uint32 {
+	var locPrio map[string]uint32
+	if len(fp) == 0 || len(s.GetFailover()) > 0 {
+		locPrio = b.localityOrder(locs, s.GetFailover(), len(fp) > 0)
+	}
+	n := uint32(len(fp))
+	raw := func(loc string, match uint32) uint32 {
+		return locPrio[loc]*(n+1) + (n - match)
+	}
+	if locPrio == nil && len(fp) == 0 {
+		return nil // no proxy locality to order by
+	}
+	used := map[uint32]bool{}
+	for loc, m := range all {
+		used[raw(loc, m)] = true
+	}
+	levels := slices.Sorted(maps.Keys(used))
+	return func(loc string, match uint32) uint32 {
+		i, _ := slices.BinarySearch(levels, raw(loc, match))
+		return uint32(i)
+	}
+}
+
+// localityOrder is Istio's locality failover order of locs relative to
+// the proxy's locality (see failoverPriorities); nil when the proxy has no
+// locality. regionOnly (failover combined with failoverPriority, whose
+// labels then decide within a region) uses just same region 0, failover
+// region 1, other 2.
+func (b *builder) localityOrder(locs []string, failover []*networking.LocalityLoadBalancerSetting_Failover, regionOnly bool) map[string]uint32 {
 	mine := b.p.Metadata["LOCALITY"]
 	if mine == "" {
 		return nil
 	}
 	r, z, sz := splitLocality(mine)
 	failTo := map[string]bool{}
-	for _, f := range s.GetFailover() {
+	for _, f := range failover {
 		if f.GetFrom() == r {
 			failTo[f.GetTo()] = true
 		}
 	}
-	raw := map[string]uint32{}
-	used := map[uint32]bool{}
+	out := map[string]uint32{}
 	for _, l := range locs {
 		lr, lz, lsz := splitLocality(l)
 		var p uint32
 		switch {
+		case regionOnly && lr == r:
+			p = 0
+		case regionOnly && failTo[lr]:
+			p = 1
+		case regionOnly:
+			p = 2
 		case lr == r && lz == z && lsz == sz:
 			p = 0
 		case lr == r && lz == z:
@@ -618,21 +768,9 @@ func (b *builder) localityPriorities(locs []string, s *networking.LocalityLoadBa
 		default:
 			p = 4
 		}
-		raw[l] = p
-		used[p] = true
+		out[l] = p
 	}
-	remap := map[uint32]uint32{}
-	next := uint32(0)
-	for p := uint32(0); p <= 4; p++ {
-		if used[p] {
-			remap[p] = next
-			next++
-		}
-	}
-	for l, p := range raw {
-		raw[l] = remap[p]
-	}
-	return raw
+	return out
 }
 
 // localityDistribution applies the first localityLbSetting.distribute rule
