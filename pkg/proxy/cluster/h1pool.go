@@ -43,6 +43,48 @@ type h1Conn struct {
 	idleAt time.Time
 	head   []byte // scratch for response heads
 	intr   func() // interrupts a blocked exchange (context.AfterFunc)
+	// ra is the response, its header map and value array, body framing
+	// and pool body wrapper, reused by each exchange: the caller is done
+	// with the previous response once its body was closed, which is
+	// before the connection can be taken for the next one.
+	ra respAlloc
+}
+
+// CancelHook is implemented by a context that can run one registered
+// function when it is cancelled without context.AfterFunc's allocations
+// (package listener's downstream connection context). AfterCancel
+// registers f (false: not registered, the caller falls back to
+// context.AfterFunc; f runs at once if the context is already done);
+// StopAfterCancel(id) unregisters it, false if f has already been taken
+// to run. Both are safe for concurrent use.
+type CancelHook interface {
+	AfterCancel(f func()) (id uint64, ok bool)
+	StopAfterCancel(id uint64) bool
+}
+
+// cancelWatch is an exchange's registration on its context's
+// cancellation: a CancelHook slot, or context.AfterFunc.
+type cancelWatch struct {
+	hook CancelHook
+	id   uint64
+	stop func() bool
+}
+
+func watchCancel(ctx context.Context, f func()) cancelWatch {
+	if h, ok := ctx.(CancelHook); ok {
+		if id, ok := h.AfterCancel(f); ok {
+			return cancelWatch{hook: h, id: id}
+		}
+	}
+	return cancelWatch{stop: context.AfterFunc(ctx, f)}
+}
+
+// Stop unregisters; false when the function has run or is running.
+func (w *cancelWatch) Stop() bool {
+	if w.hook != nil {
+		return w.hook.StopAfterCancel(w.id)
+	}
+	return w.stop()
 }
 
 // interruptFunc returns the func that makes the connection's blocked
@@ -256,7 +298,7 @@ func (p *H1Pool) RoundTrip(ctx context.Context, req *http.Request, addr string, 
 // exchange writes req and reads its response on c. fresh reports that the
 // failure happened before any response byte arrived.
 func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string) (*http.Response, error, bool) {
-	stop := context.AfterFunc(ctx, c.interruptFunc())
+	watch := watchCancel(ctx, c.interruptFunc())
 	c.uses++
 	if p.maxRequests == 1 || (p.maxRequests > 0 && c.uses >= p.maxRequests) {
 		req.Close = true // last request on this connection: tell the server
@@ -269,23 +311,23 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 		// The server may have answered early (e.g. 413) and closed; a
 		// response that is already there still counts.
 		if c.br.Buffered() == 0 {
-			stop()
+			watch.Stop()
 			_ = c.Close()
 			return nil, fmt.Errorf("write request: %w", werr), true
 		}
 		req.Close = true
 	}
 	var resp *http.Response
-	ra := &respAlloc{}
+	ra := &c.ra
 	for {
 		if _, err := c.br.Peek(1); err != nil {
-			stop()
+			watch.Stop()
 			_ = c.Close()
 			return nil, fmt.Errorf("read response: %w", err), resp == nil
 		}
 		r, err := readResponseInto(c.br, req, &c.head, ra)
 		if err != nil {
-			stop()
+			watch.Stop()
 			_ = c.Close()
 			return nil, fmt.Errorf("read response: %w", err), false
 		}
@@ -297,7 +339,7 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 		break
 	}
 	keep := !resp.Close && !req.Close && werr == nil && resp.StatusCode != http.StatusSwitchingProtocols
-	ra.hb = h1Body{rc: resp.Body, c: c, p: p, addr: addr, stop: stop, keep: keep}
+	ra.hb = h1Body{rc: resp.Body, c: c, p: p, addr: addr, watch: watch, keep: keep}
 	resp.Body = &ra.hb
 	return resp, nil, false
 }
@@ -305,14 +347,14 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 // h1Body returns the connection to the pool at a clean end of the body and
 // closes it otherwise.
 type h1Body struct {
-	rc   io.ReadCloser
-	c    *h1Conn
-	p    *H1Pool
-	addr string
-	stop func() bool
-	keep bool
-	eof  bool
-	done bool
+	rc    io.ReadCloser
+	c     *h1Conn
+	p     *H1Pool
+	addr  string
+	watch cancelWatch
+	keep  bool
+	eof   bool
+	done  bool
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -331,7 +373,7 @@ func (b *h1Body) Close() error {
 		return nil
 	}
 	b.done = true
-	interrupted := !b.stop() // the context fired: the deadline poisoned the conn
+	interrupted := !b.watch.Stop() // the context fired: the deadline poisoned the conn
 	if b.eof && b.keep && !interrupted {
 		b.p.put(b.addr, b.c)
 		return nil

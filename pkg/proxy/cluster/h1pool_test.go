@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -287,5 +288,53 @@ func TestH1PoolMaxRequestsAndCancel(t *testing.T) {
 	ln.Close()
 	if _, err := p.RoundTrip(context.Background(), newReq(t, context.Background(), "GET", closed, "/", nil, 0), closed, nil, nil); !errors.As(err, &de) {
 		t.Errorf("dial to a closed port: %v, want *ErrDial", err)
+	}
+}
+
+// TestH1PoolResponseReuse: a connection's response, header map and value
+// array are reused by its next exchange, which can only start after the
+// previous body was closed: each response, read before its Close, has its
+// own fields only.
+func TestH1PoolResponseReuse(t *testing.T) {
+	t.Parallel()
+	addr := connServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n := r.URL.Query().Get("n")
+		w.Header().Set("X-Remote", r.RemoteAddr)
+		w.Header().Set("X-Only-"+n, n)
+		w.Header().Add("X-Multi", "a"+n)
+		w.Header().Add("X-Multi", "b"+n)
+		for i, _ := strconv.Atoi(n); i > 0; i-- { // a varying number of fields
+			w.Header().Set("X-Extra-"+strconv.Itoa(i), n)
+		}
+		io.WriteString(w, "body"+n)
+	})
+	p := NewH1Pool(nil, 0)
+	t.Cleanup(p.Close)
+	ctx := context.Background()
+	remote := ""
+	for i := range 8 {
+		n := strconv.Itoa(i)
+		resp, err := p.RoundTrip(ctx, newReq(t, ctx, "GET", addr, "/?n="+n, nil, 0), addr, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			remote = resp.Header.Get("X-Remote")
+		} else if got := resp.Header.Get("X-Remote"); got != remote {
+			t.Fatalf("response %d on another connection (%s, first %s): the test needs one", i, got, remote)
+		}
+		for k, vs := range resp.Header {
+			if strings.HasPrefix(k, "X-Only-") && k != "X-Only-"+n || strings.HasPrefix(k, "X-Extra-") && vs[0] != n {
+				t.Errorf("response %d has %s: %q (another response's field)", i, k, vs)
+			}
+		}
+		if got := strings.Join(resp.Header.Values("X-Multi"), ","); got != "a"+n+",b"+n {
+			t.Errorf("response %d: X-Multi %q", i, got)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "body"+n {
+			t.Errorf("response %d: body %q, %v", i, b, err)
+		}
 	}
 }

@@ -158,8 +158,22 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	}
 	defer resp.Body.Close()
 	hdr := w.Header()
-	for k, v := range resp.Header {
-		hdr[k] = v
+	if sc := up.sc; sc != nil {
+		// The values are copied into the request's own array: an H1Pool
+		// response's are reused once its body is closed, and the
+		// downstream response may be written after that (h1Server's
+		// finish).
+		rv := sc.rv
+		for k, v := range resp.Header {
+			i := len(rv)
+			rv = append(rv, v...)
+			hdr[k] = rv[i:len(rv):len(rv)]
+		}
+		sc.rv = rv
+	} else {
+		for k, v := range resp.Header {
+			hdr[k] = append([]string(nil), v...)
+		}
 	}
 	removeHopHeaders(hdr, resp.StatusCode == http.StatusSwitchingProtocols)
 	respHdr(hdr)

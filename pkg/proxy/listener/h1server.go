@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/internal/httpwire"
 )
 
@@ -155,7 +156,8 @@ func (s *Server) newConn(base context.Context, rwc net.Conn) *h1Conn {
 	if s.ConnContext != nil {
 		ctx = s.ConnContext(ctx, rwc)
 	}
-	c.ctx, c.cancel = context.WithCancel(ctx)
+	cctx, cancel := context.WithCancel(ctx)
+	c.ctx, c.cancel = &connCtx{Context: cctx, c: c}, cancel
 	c.src = rwc
 	if pc, ok := rwc.(*peekedConn); ok { // sniffed inbound: read through its buffer
 		c.src = pc.r
@@ -313,6 +315,71 @@ type h1Conn struct {
 	// wmu orders the 100 Continue a body read writes against the
 	// response the handler writes.
 	wmu sync.Mutex
+
+	// onCancel is the function registered through connCtx.AfterCancel
+	// (an upstream exchange's interrupt), hookID its registration.
+	hookMu   sync.Mutex
+	onCancel func()
+	hookID   uint64
+}
+
+// connCtx is a connection's context (cancelled when the client hangs up
+// or the connection closes). Besides the context it offers
+// cluster.CancelHook: one function at a time runs on that cancellation,
+// registered without context.AfterFunc's per-call allocations (H1Pool
+// interrupts an upstream exchange with it).
+type connCtx struct {
+	context.Context
+	c *h1Conn
+}
+
+var _ cluster.CancelHook = (*connCtx)(nil)
+
+// AfterCancel registers f to run when the connection's context is
+// cancelled; false when another function is registered.
+func (x *connCtx) AfterCancel(f func()) (uint64, bool) {
+	c := x.c
+	c.hookMu.Lock()
+	if x.Err() != nil {
+		c.hookMu.Unlock()
+		f()
+		return 0, true
+	}
+	if c.onCancel != nil {
+		c.hookMu.Unlock()
+		return 0, false
+	}
+	c.hookID++
+	c.onCancel = f
+	id := c.hookID
+	c.hookMu.Unlock()
+	return id, true
+}
+
+// StopAfterCancel unregisters registration id; false when its function
+// has been taken to run (or id is not registered).
+func (x *connCtx) StopAfterCancel(id uint64) bool {
+	c := x.c
+	c.hookMu.Lock()
+	defer c.hookMu.Unlock()
+	if c.onCancel == nil || c.hookID != id {
+		return false
+	}
+	c.onCancel = nil
+	return true
+}
+
+// cancelConn cancels the connection's context and runs the registered
+// function.
+func (c *h1Conn) cancelConn() {
+	c.cancel()
+	c.hookMu.Lock()
+	f := c.onCancel
+	c.onCancel = nil
+	c.hookMu.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 // connReader is the bufio source: it returns the byte a hang-up watch
@@ -372,7 +439,7 @@ func (c *h1Conn) serve() {
 
 // close tears the connection down (unless hijacked) and recycles buffers.
 func (c *h1Conn) close() {
-	c.cancel()
+	c.cancelConn()
 	c.s.forget(c)
 	c.mu.Lock()
 	hijacked := c.hijacked
@@ -605,7 +672,7 @@ func (c *h1Conn) watchHangup() {
 	}
 	if err != nil && !isTimeout(err) {
 		c.bgErr = err
-		c.cancel() // the client is gone: cancel the request
+		c.cancelConn() // the client is gone: cancel the request
 	}
 	c.bgRunning = false
 	close(done)

@@ -9,11 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
 )
 
 // echoHandler answers with what the server parsed, so the same bytes can
@@ -462,5 +465,101 @@ func TestH1ShutdownWaitsForActive(t *testing.T) {
 	}
 	if err := <-serveErr; !errors.Is(err, ErrServerClosed) {
 		t.Errorf("Serve returned %v", err)
+	}
+}
+
+// TestH1HangupInterruptsUpstream: an H1Pool exchange on the request's
+// context (the connection's, a cluster.CancelHook the pool registers on
+// instead of context.AfterFunc) fails soon after the client hangs up, and
+// the interrupted upstream connection is not pooled again; a request that
+// completes pools its connection.
+func TestH1HangupInterruptsUpstream(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	defer close(release)
+	upAddr := up.Listener.Addr().String()
+	pool := cluster.NewH1Pool(nil, 0)
+	defer pool.Close()
+	started := make(chan struct{})
+	result := make(chan error, 1)
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := r.Context().(cluster.CancelHook); !ok {
+			t.Errorf("request context %T is not a cluster.CancelHook", r.Context())
+		}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+upAddr+r.URL.Path, nil)
+		resp, err := pool.RoundTrip(r.Context(), req, upAddr, nil, nil)
+		if err != nil {
+			result <- err
+			return
+		}
+		if r.URL.Path == "/slow" {
+			close(started)
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if r.URL.Path == "/slow" {
+			result <- err
+		}
+		io.WriteString(w, "done")
+	})}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Serve(l) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n := pool.IdleCount(upAddr); n != 1 {
+		t.Fatalf("after a complete exchange: %d idle upstream connections, want 1", n)
+	}
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	select {
+	case <-started:
+	case err := <-result:
+		t.Fatalf("slow exchange failed early: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("slow exchange did not start")
+	}
+	c.Close()
+	select {
+	case err := <-result:
+		if err == nil {
+			t.Fatal("body read succeeded after the client hung up")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("upstream exchange not interrupted after the client hung up")
+	}
+	if n := pool.IdleCount(upAddr); n != 0 {
+		t.Errorf("interrupted upstream connection pooled: %d idle", n)
 	}
 }
