@@ -68,6 +68,7 @@ func (h *Handlers) Admin() http.Handler {
 	mux.HandleFunc("GET /logging", h.logging)
 	mux.HandleFunc("POST /quitquitquit", h.quit)
 	mux.HandleFunc("GET /debug/pprof/profile", cpuProfile)
+	mux.HandleFunc("GET /debug/pprof/trace", execTrace)
 	mux.HandleFunc("GET /debug/pprof/{name}", namedProfile)
 	return mux
 }

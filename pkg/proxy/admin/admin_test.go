@@ -109,6 +109,13 @@ func TestProfiles(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d", p, code, want)
 		}
 	}
+	// An execution trace starts with the format's "go 1.N trace" header.
+	if code, b := get("/debug/pprof/trace?seconds=0.2"); code != 200 || !bytes.HasPrefix(b, []byte("go 1.")) || !bytes.Contains(b[:16], []byte(" trace")) {
+		t.Errorf("GET trace: %d, %d bytes, no trace header", code, len(b))
+	}
+	if code, _ := get("/debug/pprof/trace?seconds=-1"); code != 400 {
+		t.Errorf("GET trace?seconds=-1: %d, want 400", code)
+	}
 	// Two CPU profiles cannot overlap: the second is refused.
 	done := make(chan int)
 	go func() { code, _ := get("/debug/pprof/profile?seconds=1"); done <- code }()

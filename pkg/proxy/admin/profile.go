@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"time"
 )
@@ -34,6 +35,31 @@ func cpuProfile(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 	}
 	pprof.StopCPUProfile()
+}
+
+// execTrace writes a runtime execution trace (`go tool trace`) of the
+// next ?seconds=N (default 1, at most 120) seconds: scheduling latency,
+// GC pauses and blocking per goroutine. One trace at a time (409).
+func execTrace(w http.ResponseWriter, r *http.Request) {
+	d := time.Second
+	if s := r.URL.Query().Get("seconds"); s != "" {
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil || n <= 0 || time.Duration(n*float64(time.Second)) > maxProfile {
+			http.Error(w, "seconds: a number in (0, 120]", http.StatusBadRequest)
+			return
+		}
+		d = time.Duration(n * float64(time.Second))
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	if err := trace.Start(w); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	select {
+	case <-time.After(d):
+	case <-r.Context().Done():
+	}
+	trace.Stop()
 }
 
 // namedProfile writes one of runtime/pprof's profiles (heap, allocs,
