@@ -530,7 +530,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	} else if r.Method == http.MethodConnect {
 		proto = "tcp"
 	}
-	svc := ServiceFQDN(serviceOf(ri.cluster, r.Host), h.Ident.Namespace)
+	svc := h.serviceFQDN(serviceOf(ri.cluster, r.Host))
 	if svc == "" && h.Direction == Inbound {
 		svc = h.Service
 	}
@@ -642,6 +642,28 @@ func statusText(code int) string {
 		return statusCodes[code-100]
 	}
 	return strconv.Itoa(code)
+}
+
+// maxFQDNCache bounds the hosts Handler.serviceFQDN remembers.
+const maxFQDNCache = 1024
+
+// serviceFQDN is ServiceFQDN in the handler's namespace, remembered per
+// host (it builds a new string for short names, once per request before).
+func (h *Handler) serviceFQDN(host string) string {
+	if host == "" {
+		return ""
+	}
+	if v, ok := h.fqdns.Load(host); ok {
+		return v.(string)
+	}
+	fq := ServiceFQDN(host, h.Ident.Namespace)
+	if h.nfqdn.Load() < maxFQDNCache {
+		fq = strings.Clone(fq) // not a substring of the request's head
+		if _, loaded := h.fqdns.LoadOrStore(strings.Clone(host), fq); !loaded {
+			h.nfqdn.Add(1)
+		}
+	}
+	return fq
 }
 
 // commonTLDs are top-level domains that make a one-dot host an external

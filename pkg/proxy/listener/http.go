@@ -88,6 +88,8 @@ type Handler struct {
 	bufs      sync.Pool // *[]byte response copy buffers
 	peerOnce  sync.Once
 	peerVals  [3]string
+	fqdns     sync.Map // service host → ServiceFQDN (serviceFQDN), at most maxFQDNCache
+	nfqdn     atomic.Int32
 }
 
 // reqState is everything the handler keeps per request, allocated once:

@@ -156,3 +156,18 @@ func TestBuildReportsUnexecutedFilters(t *testing.T) {
 		t.Fatal("inline route config of an outbound listener not compiled under its port")
 	}
 }
+
+// TestServiceFQDNCache: the handler's remembered names are ServiceFQDN's,
+// and a remembered one costs no allocation.
+func TestServiceFQDNCache(t *testing.T) {
+	h := &Handler{Ident: Identity{Namespace: "shop"}}
+	for _, host := range []string{"bench", "details.default", "example.com", "10.0.0.1", "Bench", ""} {
+		if got, want := h.serviceFQDN(host), ServiceFQDN(host, "shop"); got != want {
+			t.Errorf("serviceFQDN(%q) = %q, want %q", host, got, want)
+		}
+	}
+	host := string([]byte("bench")) // not a constant: as a request's Host
+	if allocs := testing.AllocsPerRun(100, func() { _ = h.serviceFQDN(host) }); allocs != 0 {
+		t.Errorf("remembered serviceFQDN: %.0f allocations, want 0", allocs)
+	}
+}
