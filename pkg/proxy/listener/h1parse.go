@@ -364,6 +364,11 @@ func requestURL(method, target string, dst *url.URL) (*url.URL, error) {
 		u.Scheme = ""
 		return u, nil
 	}
+	if rest, ok := strings.CutPrefix(target, "http://"); ok { // absolute form (HTTP_PROXY clients)
+		if u := fastAbsoluteURL(rest, dst); u != nil {
+			return u, nil
+		}
+	}
 	if target[0] == '/' {
 		path, q, hasQ := strings.Cut(target, "?")
 		fast := !(hasQ && q == "")
@@ -383,6 +388,46 @@ func requestURL(method, target string, dst *url.URL) (*url.URL, error) {
 		return nil, badRequest("malformed request target")
 	}
 	return u, nil
+}
+
+// fastAbsoluteURL is url.ParseRequestURI("http://"+rest) for the plain
+// case, into *dst (nil: new): a host of letters, digits, '.', '-' and an
+// optional numeric port, then a path of pathSafe bytes and an optional
+// non-empty query. Anything else returns nil (parse it fully).
+func fastAbsoluteURL(rest string, dst *url.URL) *url.URL {
+	slash := strings.IndexByte(rest, '/')
+	if slash <= 0 {
+		return nil
+	}
+	host := rest[:slash]
+	name, port, hasPort := strings.Cut(host, ":")
+	if name == "" || hasPort && port == "" {
+		return nil
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return nil
+		}
+	}
+	for i := 0; i < len(port); i++ {
+		if c := port[i]; c < '0' || c > '9' {
+			return nil
+		}
+	}
+	path, q, hasQ := strings.Cut(rest[slash:], "?")
+	if hasQ && q == "" {
+		return nil
+	}
+	for i := 0; i < len(path); i++ {
+		if !pathSafe[path[i]] {
+			return nil
+		}
+	}
+	if dst == nil {
+		dst = new(url.URL)
+	}
+	*dst = url.URL{Scheme: "http", Host: host, Path: path, RawQuery: q}
+	return dst
 }
 
 // chunkedReader decodes a chunked request body from br (RFC 9112 §7.1):

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -22,6 +23,10 @@ func FuzzParseRequest(f *testing.F) {
 		"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: A\r\n\r\n3;e=1\r\nabc\r\n0\r\nA: b\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 		"GET http://svc:80/x%2Fy?q HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET http://reviews.default:9080/a/b;c@d?e=f HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET http://Svc.EXAMPLE/ HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET http://svc:/x? HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET http://u@svc/x HTTP/1.1\r\nHost: h\r\n\r\n",
 		"CONNECT svc:443 HTTP/1.1\r\nHost: svc:443\r\n\r\n",
 		"OPTIONS * HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: x\r\nFoo: a\r\n b\r\n\r\n",
@@ -49,6 +54,11 @@ func FuzzParseRequest(f *testing.F) {
 		u, err := requestURL(h.method, h.target, nil)
 		if err != nil {
 			return
+		}
+		if h.method != http.MethodConnect { // the fast paths build what url.ParseRequestURI does
+			if pu, err := url.ParseRequestURI(h.target); err != nil || !reflect.DeepEqual(*pu, *u) {
+				t.Fatalf("target %q: %#v, url.ParseRequestURI %#v (%v)", h.target, u, pu, err)
+			}
 		}
 		std, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
 		if err != nil {
