@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,11 @@ type gwChain struct {
 	name        string
 	serverNames []string    // SNI match; empty matches any
 	tls         *tls.Config // non-nil: terminate TLS
+	// meshTLS: terminate the mesh's mutual TLS (Gateway ISTIO_MUTUAL, SDS
+	// "default"/"ROOTCA") with the proxy's workload certificate, taken per
+	// handshake so rotation applies; alpn is the chain's ALPN list.
+	meshTLS bool
+	alpn    []string
 	route       string      // HCM: the RDS route configuration name
 	tcpCluster  string      // tcp_proxy: the upstream cluster
 }
@@ -53,7 +59,7 @@ type gwConfig struct {
 func (c *gwConfig) match(isTLS bool, sni string) *gwChain {
 	if !isTLS {
 		for _, ch := range c.chains {
-			if ch.tls == nil && len(ch.serverNames) == 0 {
+			if !ch.terminates() && len(ch.serverNames) == 0 {
 				return ch
 			}
 		}
@@ -63,7 +69,7 @@ func (c *gwConfig) match(isTLS bool, sni string) *gwChain {
 	bestScore := -1
 	for _, ch := range c.chains {
 		if len(ch.serverNames) == 0 {
-			if ch.tls != nil && bestScore < 0 {
+			if ch.terminates() && bestScore < 0 {
 				best, bestScore = ch, 0
 			}
 			continue
@@ -77,12 +83,16 @@ func (c *gwConfig) match(isTLS bool, sni string) *gwChain {
 	return best
 }
 
+// terminates reports whether the chain terminates TLS.
+func (ch *gwChain) terminates() bool { return ch.tls != nil || ch.meshTLS }
+
 // compileGateway compiles the gateway listeners (every listener except the
 // sidecar's virtual ones) into per-listener configs by name.
 // Chains whose TLS certificate is not inline (an unresolved credential) or
-// does not parse are skipped with a warning rather than rejecting the whole
-// update.
-func compileGateway(ls map[string]*listenerv3.Listener) (map[string]*gwConfig, []string, error) {
+// does not parse, and ISTIO_MUTUAL chains of a proxy without a workload
+// certificate (mesh false), are skipped with a warning rather than
+// rejecting the whole update.
+func compileGateway(ls map[string]*listenerv3.Listener, mesh bool) (map[string]*gwConfig, []string, error) {
 	var warnings []string
 	out := map[string]*gwConfig{}
 	for name, l := range ls {
@@ -99,7 +109,7 @@ func compileGateway(ls map[string]*listenerv3.Listener) (map[string]*gwConfig, [
 			chains = append(append([]*listenerv3.FilterChain{}, chains...), d)
 		}
 		for _, fc := range chains {
-			ch, err := compileChain(fc)
+			ch, err := compileChain(fc, mesh)
 			if errors.Is(err, errNoCert) {
 				warnings = append(warnings, fmt.Sprintf("listener %q: filter chain %q skipped: %v", name, fc.GetName(), err))
 				continue
@@ -116,7 +126,7 @@ func compileGateway(ls map[string]*listenerv3.Listener) (map[string]*gwConfig, [
 	return out, warnings, nil
 }
 
-func compileChain(fc *listenerv3.FilterChain) (*gwChain, error) {
+func compileChain(fc *listenerv3.FilterChain, mesh bool) (*gwChain, error) {
 	ch := &gwChain{name: fc.GetName(), serverNames: fc.GetFilterChainMatch().GetServerNames()}
 	for _, f := range fc.GetFilters() {
 		tc := f.GetTypedConfig()
@@ -154,6 +164,16 @@ func compileChain(fc *listenerv3.FilterChain) (*gwChain, error) {
 		} else if err := tc.UnmarshalTo(ctx); err != nil {
 			return nil, fmt.Errorf("downstream tls context: %w", err)
 		}
+		if isMeshTLS(ctx) {
+			if !mesh {
+				return nil, fmt.Errorf("%w: ISTIO_MUTUAL needs the proxy's workload certificate (weft proxy --ca-address ...)", errNoCert)
+			}
+			if !ctx.GetRequireClientCertificate().GetValue() {
+				return nil, fmt.Errorf("%w: mesh TLS without required client certificates", ErrUnsupported)
+			}
+			ch.meshTLS, ch.alpn = true, ctx.GetCommonTlsContext().GetAlpnProtocols()
+			return ch, nil
+		}
 		cfg, err := serverTLS(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errNoCert, err)
@@ -187,6 +207,22 @@ func dataSource(d *corev3.DataSource) ([]byte, error) {
 		return b, nil
 	}
 	return nil, errors.New("empty data source")
+}
+
+// isMeshTLS reports whether ctx is the mesh's mutual TLS: no inline
+// certificate, the workload certificate by SDS name "default" and the mesh
+// roots ("ROOTCA") as validation context.
+func isMeshTLS(ctx *tlsv3.DownstreamTlsContext) bool {
+	common := ctx.GetCommonTlsContext()
+	sds := common.GetTlsCertificateSdsSecretConfigs()
+	if len(common.GetTlsCertificates()) > 0 || len(sds) != 1 || sds[0].GetName() != "default" {
+		return false
+	}
+	root := common.GetValidationContextSdsSecretConfig()
+	if c := common.GetCombinedValidationContext(); c != nil {
+		root = c.GetValidationContextSdsSecretConfig()
+	}
+	return root.GetName() == "ROOTCA"
 }
 
 // serverTLS builds a server tls.Config from a DownstreamTlsContext with
@@ -250,6 +286,69 @@ type gwListener struct {
 	closed sync.Once
 	h      *listener.Handler
 	raw    []byte
+	// inner are the servers of mesh-ALPN connections (serveMeshALPN),
+	// drained with the listener.
+	inner sync.Map // *http.Server → struct{}
+}
+
+// meshALPN are the protocols Istio's sidecars offer with ISTIO_MUTUAL.
+var meshALPN = []string{"istio-peer-exchange", "istio"}
+
+// serveMeshALPN takes a TLS connection whose negotiated protocol is one of
+// meshALPN: net/http closes a connection with an ALPN protocol it has no
+// TLSNextProto entry for, so an inner server serves it as a plain
+// connection (HTTP/1.1, or HTTP/2 with prior knowledge, which is what a
+// sidecar sends after "istio"), and h, net/http's wrapper of the
+// listener's handler, gives each request the connection's TLS state.
+func (g *gwListener) serveMeshALPN(_ *http.Server, c *tls.Conn, h http.Handler) {
+	pr := new(http.Protocols)
+	pr.SetHTTP1(true)
+	pr.SetUnencryptedHTTP2(true)
+	inner := &http.Server{Handler: h, ReadHeaderTimeout: g.srv.ReadHeaderTimeout, ErrorLog: g.srv.ErrorLog, Protocols: pr}
+	g.inner.Store(inner, struct{}{})
+	defer g.inner.Delete(inner)
+	_ = inner.Serve(newOneConnListener(c))
+}
+
+// oneConnListener hands out one connection, hiding that it is a
+// *tls.Conn, then blocks until that connection is closed.
+type oneConnListener struct {
+	c    net.Conn
+	once sync.Once
+	done chan struct{}
+	shut sync.Once
+}
+
+func newOneConnListener(c net.Conn) *oneConnListener {
+	return &oneConnListener{c: c, done: make(chan struct{})}
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	var out net.Conn
+	l.once.Do(func() { out = &closeNotifyConn{Conn: l.c, l: l} })
+	if out != nil {
+		return out, nil
+	}
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error {
+	l.shut.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return l.c.LocalAddr() }
+
+type closeNotifyConn struct {
+	net.Conn
+	l *oneConnListener
+}
+
+func (c *closeNotifyConn) Close() error {
+	err := c.Conn.Close()
+	_ = c.l.Close()
+	return err
 }
 
 // Accept implements net.Listener for the listener's http.Server: it
@@ -379,6 +478,10 @@ func (g *gateway) sync(ls map[string]*listenerv3.Listener, cfgs map[string]*gwCo
 		pr.SetHTTP2(true)
 		pr.SetUnencryptedHTTP2(true)
 		gl.srv.Protocols = pr
+		gl.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		for _, p := range meshALPN {
+			gl.srv.TLSNextProto[p] = gl.serveMeshALPN
+		}
 		g.lns[name] = gl
 		g.log.Info("gateway listener bound", "listener", name, "addr", ln.Addr().String(), "chains", len(cfg.chains))
 		go func() {
@@ -416,6 +519,10 @@ func (g *gateway) drain(gl *gwListener) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.p.opts.DrainTimeout)
 	defer cancel()
 	_ = gl.srv.Shutdown(ctx) // closes gl (and the socket) first
+	gl.inner.Range(func(k, _ any) bool {
+		_ = k.(*http.Server).Shutdown(ctx)
+		return true
+	})
 	gl.h.Wait()
 }
 
@@ -473,11 +580,23 @@ func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 	}
 	var hc net.Conn = pc
 	switch {
-	case ch.tcpCluster != "" && ch.tls == nil:
+	case ch.tcpCluster != "" && !ch.terminates():
 		gl.h.ServeTCPCluster(g.ctx, pc, ch.tcpCluster)
 		return
-	case ch.tls != nil:
-		tc := tls.Server(pc, ch.tls)
+	case ch.terminates():
+		cfg := ch.tls
+		if ch.meshTLS {
+			if g.p.opts.MTLS == nil { // compiled only with a certificate
+				c.Close()
+				return
+			}
+			cfg = g.p.opts.MTLS.ServerConfig()
+			// Mesh clients offer only Istio's ALPN ("istio-peer-exchange",
+			// "istio"); Envoy carries on without a common protocol, Go's
+			// server refuses, so accept those after the chain's own.
+			cfg.NextProtos = append(slices.Clip(ch.alpn), meshALPN...)
+		}
+		tc := tls.Server(pc, cfg)
 		hctx, cancel := context.WithTimeout(g.ctx, 10*time.Second)
 		err := tc.HandshakeContext(hctx)
 		cancel()

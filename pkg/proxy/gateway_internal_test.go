@@ -37,7 +37,7 @@ func TestGatewayGoldenCompat(t *testing.T) {
 				}
 				ls[l.GetName()] = l
 			}
-			cfgs, warns, err := compileGateway(ls)
+			cfgs, warns, err := compileGateway(ls, false)
 			if err != nil {
 				t.Fatalf("gateway would NACK: %v", err)
 			}
@@ -85,5 +85,49 @@ func TestGatewayChainMatch(t *testing.T) {
 		if got := tc.cfg.match(tc.tls, tc.sni); got != tc.want {
 			t.Errorf("%s: got %v, want %v", tc.label, got, tc.want)
 		}
+	}
+}
+
+// An ISTIO_MUTUAL gateway chain (SDS "default"/"ROOTCA", from the
+// translator's golden) terminates the mesh's mTLS with the proxy's
+// workload certificate; a proxy without one skips the chain with a
+// warning instead of refusing the whole update.
+func TestGatewayIstioMutualChain(t *testing.T) {
+	b, err := os.ReadFile("../xds/translate/testdata/gateway_istio_mutual.golden.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ Listeners []json.RawMessage }
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	ls := map[string]*listenerv3.Listener{}
+	for _, raw := range doc.Listeners {
+		l := &listenerv3.Listener{}
+		if err := protojson.Unmarshal(raw, l); err != nil {
+			t.Fatal(err)
+		}
+		ls[l.GetName()] = l
+	}
+	cfgs, warns, err := compileGateway(ls, true)
+	if err != nil || len(warns) != 0 {
+		t.Fatalf("with a workload certificate: err %v, warnings %q", err, warns)
+	}
+	c := cfgs["0.0.0.0_15443"]
+	if c == nil || len(c.chains) != 1 || !c.chains[0].meshTLS || c.chains[0].tls != nil || c.chains[0].route == "" {
+		t.Fatalf("want one mesh-TLS chain with a route, got %+v", c)
+	}
+	if ch := c.match(true, "productpage.default.svc.cluster.local"); ch != c.chains[0] {
+		t.Errorf("TLS connection did not match the mesh chain")
+	}
+	if ch := c.match(false, ""); ch != nil {
+		t.Errorf("plaintext matched %q", ch.name)
+	}
+	cfgs, warns, err = compileGateway(ls, false)
+	if err != nil || len(warns) != 1 || !strings.Contains(warns[0], "ISTIO_MUTUAL") {
+		t.Fatalf("without a workload certificate: err %v, warnings %q", err, warns)
+	}
+	if c := cfgs["0.0.0.0_15443"]; c == nil || len(c.chains) != 0 {
+		t.Errorf("chain kept without a certificate: %+v", c)
 	}
 }

@@ -354,7 +354,7 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 	var gwCfgs map[string]*gwConfig
 	if p.gw != nil {
 		var warnings []string
-		gwCfgs, warnings, err = compileGateway(res.Listeners)
+		gwCfgs, warnings, err = compileGateway(res.Listeners, p.opts.MTLS != nil)
 		if err != nil {
 			p.stats.Counter("xds.update_rejected").Add(1)
 			_ = listener.CloseUnused(rt, p.rt.Load()) // filters only this rejected update built

@@ -125,7 +125,8 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 }
 
 func isTerminating(m networking.ServerTLSSettings_TLSmode) bool {
-	return m == networking.ServerTLSSettings_SIMPLE || m == networking.ServerTLSSettings_MUTUAL || m == networking.ServerTLSSettings_OPTIONAL_MUTUAL
+	return m == networking.ServerTLSSettings_SIMPLE || m == networking.ServerTLSSettings_MUTUAL || m == networking.ServerTLSSettings_OPTIONAL_MUTUAL ||
+		m == networking.ServerTLSSettings_ISTIO_MUTUAL
 }
 
 func serverName(s gwServer) string {
@@ -149,7 +150,21 @@ func sniNames(hosts []string) []string {
 }
 
 // downstreamTLS builds a server-side TLS context for a Gateway server.
+// ISTIO_MUTUAL is the mesh's mutual TLS: the gateway's own workload
+// certificate (SDS "default"), clients verified against the mesh roots
+// ("ROOTCA"), as a sidecar's inbound mTLS but with the gateway's ALPN.
 func (b *builder) downstreamTLS(t *networking.ServerTLSSettings) *corev3.TransportSocket {
+	if t.GetMode() == networking.ServerTLSSettings_ISTIO_MUTUAL {
+		ts := inboundMTLS()
+		ctx := &tlsv3.DownstreamTlsContext{}
+		_ = ts.GetTypedConfig().UnmarshalTo(ctx)
+		ctx.CommonTlsContext.AlpnProtocols = []string{"h2", "http/1.1"}
+		if len(t.GetCipherSuites()) > 0 {
+			ctx.CommonTlsContext.TlsParams = &tlsv3.TlsParameters{CipherSuites: t.GetCipherSuites()}
+		}
+		ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}
+		return ts
+	}
 	common := &tlsv3.CommonTlsContext{}
 	var cred Credential
 	if cn := t.GetCredentialName(); cn != "" {
