@@ -12,10 +12,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,10 +39,10 @@ type gwChain struct {
 	// meshTLS: terminate the mesh's mutual TLS (Gateway ISTIO_MUTUAL, SDS
 	// "default"/"ROOTCA") with the proxy's workload certificate, taken per
 	// handshake so rotation applies; alpn is the chain's ALPN list.
-	meshTLS bool
-	alpn    []string
-	route       string      // HCM: the RDS route configuration name
-	tcpCluster  string      // tcp_proxy: the upstream cluster
+	meshTLS    bool
+	alpn       []string
+	route      string // HCM: the RDS route configuration name
+	tcpCluster string // tcp_proxy: the upstream cluster
 }
 
 // gwConfig is the compiled form of one gateway listener.
