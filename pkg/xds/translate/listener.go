@@ -106,6 +106,9 @@ func (b *builder) buildOutbound() {
 	for _, svc := range b.services {
 		b.buildClusters(svc)
 		for _, port := range svc.Ports {
+			if !b.sidecarAllowsPort(svc, port.Number) {
+				continue // a Sidecar egress listener for another port set
+			}
 			proto := protocolOf(port)
 			switch {
 			case isHTTP(proto):

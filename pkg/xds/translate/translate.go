@@ -296,34 +296,74 @@ func (b *builder) indexHosts() {
 	}
 }
 
-// sidecarAllows applies the Sidecar egress hosts ("ns/host") to a service.
+// sidecarAllows applies the Sidecar egress hosts ("ns/host") to a service:
+// some egress listener names it.
 func (b *builder) sidecarAllows(s *registry.Service) bool {
 	if b.sidecar == nil || len(b.sidecar.GetEgress()) == 0 || b.p.Type == model.Router {
 		return true
 	}
-	sidecarNS := nsOf(b.sidecarR)
 	for _, eg := range b.sidecar.GetEgress() {
-		for _, h := range eg.GetHosts() {
-			ns, host, ok := strings.Cut(h, "/")
-			if !ok {
-				ns, host = "*", h
-			}
-			switch ns {
-			case "*":
-			case ".":
-				if s.Namespace != sidecarNS {
-					continue
-				}
-			case "~":
+		if b.egressHostsMatch(eg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// sidecarAllowsPort applies the Sidecar egress listeners to one port of a
+// service, as Istio: an egress listener with that port number decides for
+// the port (only its hosts are reachable there); without one, the
+// catch-all listeners (no port) do. So `egress: [{port: 9080, hosts:
+// [./*]}, {hosts: [istio-system/*]}]` reaches the proxy's own namespace on
+// port 9080 only and istio-system on every other port.
+func (b *builder) sidecarAllowsPort(s *registry.Service, port uint32) bool {
+	if b.sidecar == nil || len(b.sidecar.GetEgress()) == 0 || b.p.Type == model.Router {
+		return true
+	}
+	var exact, catchAll []*networking.IstioEgressListener
+	for _, eg := range b.sidecar.GetEgress() {
+		switch {
+		case eg.GetPort() == nil:
+			catchAll = append(catchAll, eg)
+		case eg.GetPort().GetNumber() == port:
+			exact = append(exact, eg)
+		}
+	}
+	if len(exact) == 0 {
+		exact = catchAll
+	}
+	for _, eg := range exact {
+		if b.egressHostsMatch(eg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// egressHostsMatch reports whether one of an egress listener's hosts
+// ("ns/host": "*" any namespace, "." the Sidecar's, "~" none) names s.
+func (b *builder) egressHostsMatch(eg *networking.IstioEgressListener, s *registry.Service) bool {
+	sidecarNS := nsOf(b.sidecarR)
+	for _, h := range eg.GetHosts() {
+		ns, host, ok := strings.Cut(h, "/")
+		if !ok {
+			ns, host = "*", h
+		}
+		switch ns {
+		case "*":
+		case ".":
+			if s.Namespace != sidecarNS {
 				continue
-			default:
-				if s.Namespace != ns {
-					continue
-				}
 			}
-			if hostMatch(host, s.Hostname) {
-				return true
+		case "~":
+			continue
+		default:
+			if s.Namespace != ns {
+				continue
 			}
+		}
+		if hostMatch(host, s.Hostname) {
+			return true
 		}
 	}
 	return false
