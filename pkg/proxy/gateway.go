@@ -496,7 +496,7 @@ func (g *gateway) sync(ls map[string]*listenerv3.Listener, cfgs map[string]*gwCo
 func (g *gateway) handler(gl *gwListener) *listener.Handler {
 	p := g.p
 	o := p.opts
-	ident := listener.Identity{Workload: o.Workload, Namespace: o.Namespace, App: o.Labels["app"], ServiceAccount: o.ServiceAccount}
+	ident := identity(o)
 	var access = p.access
 	return &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, Log: g.log, Stats: p.stats,
 		Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: g.ctx, Tracer: p.tracer,

@@ -284,7 +284,7 @@ func TestGateway(t *testing.T) {
 	})
 	t.Run("telemetry", func(t *testing.T) {
 		_, m := httpGet(t, "http://"+gw.Addresses().Metrics+"/stats/prometheus")
-		if !strings.Contains(m, `reporter="source",source_workload="istio-ingressgateway",source_workload_namespace="weft-system"`) ||
+		if !strings.Contains(m, `reporter="source",source_workload="istio-ingressgateway",source_canonical_service="istio-ingressgateway",source_canonical_revision="latest",source_workload_namespace="weft-system"`) ||
 			!strings.Contains(m, `destination_service="productpage.default.svc.cluster.local"`) {
 			t.Errorf("gateway metrics:\n%s", m)
 		}

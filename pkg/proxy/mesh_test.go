@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,7 +63,13 @@ func httpGet(t *testing.T, url string) (int, string) {
 func TestTwoProxies(t *testing.T) {
 	skipShort(t)
 	cp := xdstest.Start(t)
-	app := startBackend(t, "reviews-app", nil)
+	var mdSeen atomic.Int32 // requests that reached the app with metadata exchange headers
+	app := startBackend(t, "reviews-app", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Envoy-Peer-Metadata") != "" || r.Header.Get("X-Envoy-Peer-Metadata-Id") != "" {
+			mdSeen.Add(1)
+		}
+		fmt.Fprint(w, "reviews-app")
+	})
 	_, appPort, _ := net.SplitHostPort(app.addr)
 	var port int
 	fmt.Sscan(appPort, &port)
@@ -98,8 +105,12 @@ func TestTwoProxies(t *testing.T) {
 
 	c := clientHTTP(client)
 	for i := 0; i < 5; i++ {
-		if r := get(t, c, "http://reviews:9080/reviews/1"); r.status != 200 || r.body != "reviews-app" {
+		r := get(t, c, "http://reviews:9080/reviews/1")
+		if r.status != 200 || r.body != "reviews-app" {
 			t.Fatalf("through two proxies: %d %q", r.status, r.body)
+		}
+		if r.header.Get("X-Envoy-Peer-Metadata") != "" || r.header.Get("X-Envoy-Peer-Metadata-Id") != "" {
+			t.Fatalf("client app got the server's peer metadata: %v", r.header)
 		}
 	}
 	if hs := app.seenHosts(); hs[0] != "reviews:9080" {
@@ -133,17 +144,24 @@ func TestTwoProxies(t *testing.T) {
 		}
 	})
 	t.Run("istio metrics", func(t *testing.T) {
+		// Every Istio standard label, in Istio's order: the client learns
+		// the server's app/version/canonical labels from the metadata
+		// exchange on the response, the server the client's from the
+		// request. Plaintext: principals unknown.
 		_, src := httpGet(t, "http://"+client.Addresses().Metrics+"/stats/prometheus")
-		for _, want := range []string{`istio_requests_total{reporter="source",source_workload="productpage-v1",source_workload_namespace="default",source_app="productpage",destination_workload="reviews-v1",destination_workload_namespace="default",destination_service="reviews.default.svc.cluster.local",destination_service_name="reviews",destination_service_namespace="default",destination_app="unknown",request_protocol="http",response_code="200",response_flags="-",connection_security_policy="unknown"} 5`,
+		for _, want := range []string{`istio_requests_total{reporter="source",source_workload="productpage-v1",source_canonical_service="productpage",source_canonical_revision="latest",source_workload_namespace="default",source_principal="unknown",source_app="productpage",source_version="unknown",source_cluster="Kubernetes",destination_workload="reviews-v1",destination_workload_namespace="default",destination_principal="unknown",destination_app="reviews",destination_version="v1",destination_service="reviews.default.svc.cluster.local",destination_canonical_service="reviews",destination_canonical_revision="v1",destination_service_name="reviews",destination_service_namespace="default",destination_cluster="Kubernetes",request_protocol="http",response_code="200",grpc_response_status="",response_flags="-",connection_security_policy="unknown"} 5`,
 			"istio_request_duration_milliseconds_bucket{", "istio_request_bytes_count{", "istio_response_bytes_sum{"} {
 			if !strings.Contains(src, want) {
-				t.Errorf("client metrics lack %s\n%s", want, src)
+				t.Errorf("client metrics lack %s\n%s", want, requestSeries(src))
 			}
 		}
 		_, dst := httpGet(t, "http://"+server.Addresses().Metrics+"/stats/prometheus")
-		if !strings.Contains(dst, `reporter="destination",source_workload="productpage-v1",source_workload_namespace="default",source_app="productpage",destination_workload="reviews-v1"`) ||
-			!strings.Contains(dst, `connection_security_policy="none"} 5`) {
-			t.Errorf("server metrics:\n%s", dst)
+		if want := `istio_requests_total{reporter="destination",source_workload="productpage-v1",source_canonical_service="productpage",source_canonical_revision="latest",source_workload_namespace="default",source_principal="unknown",source_app="productpage",source_version="unknown",source_cluster="Kubernetes",destination_workload="reviews-v1",destination_workload_namespace="default",destination_principal="unknown",destination_app="reviews",destination_version="v1",destination_service="reviews.default.svc.cluster.local",destination_canonical_service="reviews",destination_canonical_revision="v1",destination_service_name="reviews",destination_service_namespace="default",destination_cluster="Kubernetes",request_protocol="http",response_code="200",grpc_response_status="",response_flags="-",connection_security_policy="none"} 5`; !strings.Contains(dst, want) {
+			t.Errorf("server metrics lack %s\n%s", want, requestSeries(dst))
+		}
+		// The metadata exchange stays between the proxies.
+		if n := mdSeen.Load(); n != 0 {
+			t.Errorf("%d requests reached the app with peer metadata headers", n)
 		}
 	})
 	t.Run("access log", func(t *testing.T) {
@@ -288,6 +306,29 @@ func TestGRPC(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("dead upstream: %v, want Unavailable", err)
 	}
+	// grpc_response_status: 0 (header-and-trailers OK), 5 (NotFound in a
+	// trailers-only response), 14 (the proxy's own reply).
+	_, m := httpGet(t, "http://"+p.Addresses().Metrics+"/stats/prometheus")
+	for _, want := range []string{
+		`destination_service="grpc.default.svc.cluster.local",destination_canonical_service="unknown",destination_canonical_revision="latest",destination_service_name="grpc",destination_service_namespace="default",destination_cluster="unknown",request_protocol="grpc",response_code="200",grpc_response_status="0",response_flags="-",connection_security_policy="unknown"} 1`,
+		`request_protocol="grpc",response_code="200",grpc_response_status="5",response_flags="-"`,
+		`request_protocol="grpc",response_code="200",grpc_response_status="14",response_flags="UF"`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s\n%s", want, requestSeries(m))
+		}
+	}
+}
+
+// requestSeries are the istio_requests_total lines of a scrape.
+func requestSeries(m string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(m, "\n") {
+		if strings.HasPrefix(l, "istio_requests_total{") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
 }
 
 func rawRequest(t *testing.T, addr, req string) (net.Conn, *bufio.Reader, *http.Response) {

@@ -131,3 +131,39 @@ func (p *Proxy) workloadChain() []*x509.Certificate {
 	}
 	return out
 }
+
+// localPrincipal is the SPIFFE ID of the workload certificate (the first
+// URI SAN of the certificate ServerConfig serves), or "" without one.
+func localPrincipal(wc WorkloadCerts) string {
+	if wc == nil {
+		return ""
+	}
+	c := wc.ServerConfig()
+	var cert *tls.Certificate
+	switch {
+	case c.GetCertificate != nil:
+		cert, _ = c.GetCertificate(&tls.ClientHelloInfo{})
+	case len(c.Certificates) > 0:
+		cert = &c.Certificates[0]
+	}
+	if cert == nil || len(cert.Certificate) == 0 {
+		return ""
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return ""
+		}
+	}
+	if len(leaf.URIs) == 0 {
+		return ""
+	}
+	return leaf.URIs[0].String()
+}
+
+// identity is the proxy's workload identity for telemetry labels.
+func identity(o Options) listener.Identity {
+	return listener.Identity{Workload: o.Workload, Namespace: o.Namespace, App: o.Labels["app"], ServiceAccount: o.ServiceAccount,
+		Labels: o.Labels, Cluster: o.ClusterID, Principal: localPrincipal(o.MTLS)}
+}

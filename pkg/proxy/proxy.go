@@ -57,6 +57,9 @@ type Options struct {
 	Workload       string
 	ServiceAccount string
 	Labels         map[string]string
+	// ClusterID is the mesh cluster id reported as source_cluster /
+	// destination_cluster (Istio's CLUSTER_ID); default "Kubernetes".
+	ClusterID string
 	// AppPort is the local application's port (inbound target); 0 = none.
 	AppPort int
 	// Services are NAME:PORT[/PROTOCOL] entries this workload serves.
@@ -442,7 +445,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 			return fmt.Errorf("write ready file: %w", err)
 		}
 	}
-	ident := listener.Identity{Workload: o.Workload, Namespace: o.Namespace, App: o.Labels["app"], ServiceAccount: o.ServiceAccount}
+	ident := identity(o)
 	var access *stats.AccessLog
 	if o.AccessLog != nil {
 		access = stats.NewAccessLog(o.AccessLog)

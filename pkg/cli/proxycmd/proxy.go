@@ -171,6 +171,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 	f.StringVar(&o.Workload, "workload", "", "workload (pod) name (required)")
 	f.StringVar(&labels, "labels", "", "workload labels k=v,k2=v2")
 	f.StringVar(&o.ServiceAccount, "service-account", "default", "service account")
+	f.StringVar(&o.ClusterID, "cluster-id", os.Getenv("ISTIO_META_CLUSTER_ID"), "mesh cluster id for the source_cluster/destination_cluster metric labels (default $ISTIO_META_CLUSTER_ID, else Kubernetes)")
 	f.IntVar(&o.AppPort, "app-port", 0, "local application port inbound traffic goes to")
 	f.StringArrayVar(&o.Services, "service", nil, "service this workload serves, NAME:PORT[/PROTOCOL] (repeatable)")
 	f.StringVar(&o.OutboundAddress, "outbound-address", "127.0.0.1:15001", "outbound listener HOST:PORT")

@@ -48,6 +48,13 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		return
 	}
 	defer br.Requests.Add(-1)
+	if h.Direction == Inbound { // metadata exchange: the caller's metadata stops here
+		if v := r.Header[PeerMetadataHeader]; len(v) > 0 {
+			ri.peerMD = v[0]
+			delete(r.Header, PeerMetadataHeader)
+			delete(r.Header, PeerMetadataIDHeader)
+		}
+	}
 	attempts := 1
 	if retry != nil && up.buffered {
 		attempts += retry.NumRetries
@@ -176,6 +183,17 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		}
 	}
 	removeHopHeaders(hdr, resp.StatusCode == http.StatusSwitchingProtocols)
+	if h.Direction == Outbound { // the server proxy's metadata is for telemetry, not the app
+		if v := hdr[PeerMetadataHeader]; len(v) > 0 {
+			ri.peerMD = v[0]
+			delete(hdr, PeerMetadataHeader)
+			delete(hdr, PeerMetadataIDHeader)
+		}
+	} else if ri.peerMD != "" { // answer a mesh peer with this workload's metadata
+		md := &h.self().md
+		hdr[PeerMetadataHeader] = md[0:1:1]
+		hdr[PeerMetadataIDHeader] = md[1:2:2]
+	}
 	respHdr(hdr)
 	if len(ri.flags) > 0 {
 		hdr.Set(ResponseFlagsHeader, ri.flagString())
@@ -246,9 +264,9 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	var st *attemptState
 	if ownH1 && up.sc != nil {
 		st = &up.sc.att
-		*st = attemptState{br: br, host: host, up: up, peerURI: h.Access != nil && c.MTLS != nil}
+		*st = attemptState{h: h, br: br, host: host, up: up, peerURI: c.MTLS != nil}
 	} else {
-		st = &attemptState{br: br, host: host, up: up, peerURI: h.Access != nil && c.MTLS != nil}
+		st = &attemptState{h: h, br: br, host: host, up: up, peerURI: c.MTLS != nil}
 	}
 	defer st.release()
 	actx := ctx
@@ -316,7 +334,8 @@ type attemptState struct {
 	br       *cluster.Breakers
 	host     *cluster.Host
 	up       *upstreamReq
-	peerURI  bool // record the upstream mTLS peer (access log)
+	peerURI  bool // record the upstream mTLS peer (access log, principal labels)
+	h        *Handler
 	entered  bool // host.Enter was called
 	got      atomic.Bool
 	spent    *cluster.CountedConn // connection whose request budget this request used up
@@ -340,7 +359,7 @@ func (a *attemptState) gotConn(conn net.Conn) {
 		a.spent = cc
 	}
 	if a.peerURI {
-		a.up.peerSAN = upstreamPeerURI(conn) // access log upstream_peer_uri_san
+		a.up.peerSAN = a.h.principals.of(upstreamCert(conn)) // access log upstream_peer_uri_san, destination_principal
 	}
 }
 
@@ -538,30 +557,53 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	if svcNS != "" {
 		svcNS, _, _ = strings.Cut(svcNS, ".")
 	}
+	me := h.self()
 	l := stats.Labels{RequestProtocol: proto, ResponseCode: statusText(ri.status), ResponseFlags: ri.flagString(),
 		DestinationService: orUnknown(svc), DestinationServiceName: orUnknown(svcName), DestinationServiceNamespace: orUnknown(svcNS)}
+	if proto == "grpc" {
+		l.GRPCResponseStatus = grpcStatus(w.Header(), ri.status)
+	}
+	var downPrincipal string // the downstream mTLS peer (inbound)
 	if h.Direction == Outbound {
 		l.Reporter = "source"
-		l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
-		l.DestinationWorkload = orUnknown(ri.destWorkload)
-		l.DestinationWorkloadNamespace = orUnknown(svcNS)
-		if ri.destWorkload == "" {
-			l.DestinationWorkloadNamespace = "unknown"
+		setSource(&l, &me.info)
+		peer := h.peers.get(ri.peerMD)
+		setDestination(&l, peer)
+		if peer == unknownPeer { // no metadata exchange: the endpoint's workload metadata
+			l.DestinationWorkload = orUnknown(ri.destWorkload)
+			if ri.destWorkload != "" {
+				l.DestinationWorkloadNamespace = orUnknown(svcNS)
+			}
 		}
-		l.DestinationApp = "unknown"
+		if ri.upstreamPeer != "" { // mutual TLS upstream
+			l.SourcePrincipal, l.DestinationPrincipal = me.principal, ri.upstreamPeer
+		} else {
+			l.SourcePrincipal, l.DestinationPrincipal = "unknown", "unknown"
+		}
+		// As Istio: the client cannot know the server's policy.
 		l.ConnectionSecurityPolicy = "unknown"
 	} else {
 		l.Reporter = "destination"
-		l.SourceWorkload = orUnknown(r.Header.Get(PeerWorkloadHeader))
-		l.SourceWorkloadNamespace = orUnknown(r.Header.Get(PeerNamespaceHeader))
-		l.SourceApp = orUnknown(r.Header.Get(PeerAppHeader))
-		l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
+		md := ri.peerMD
+		if md == "" { // answered before forwarding (e.g. an authorization denial)
+			if v := r.Header[PeerMetadataHeader]; len(v) > 0 {
+				md = v[0]
+			}
+		}
+		setSource(&l, h.peers.get(md))
+		setDestination(&l, &me.info)
 		if svc == "" {
 			l.DestinationServiceNamespace = h.Ident.Namespace
 		}
+		downPrincipal = h.principals.of(tlsLeaf(r.TLS))
+		l.SourcePrincipal, l.DestinationPrincipal = "unknown", "unknown"
 		l.ConnectionSecurityPolicy = "none"
-		if PeerPrincipal(r.TLS) != "" {
+		if downPrincipal != "" {
+			l.SourcePrincipal, l.DestinationPrincipal = downPrincipal, me.principal
 			l.ConnectionSecurityPolicy = "mutual_tls"
+			if ns := spiffeNamespace(downPrincipal); ns != "" { // as Istio: the certificate's namespace first
+				l.SourceWorkloadNamespace = ns
+			}
 		}
 	}
 	if mp := h.metricsPolicy(h.Runtime()); mp != nil { // Telemetry metrics overrides
@@ -587,7 +629,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		ResponseCode: ri.status, ResponseFlags: ri.flagString(), BytesReceived: ri.received(), BytesSent: w.n,
 		DurationMs: dur.Milliseconds(), UpstreamHost: ri.upstreamHost, UpstreamCluster: ri.cluster,
 		XRequestID: r.Header.Get("X-Request-Id"), RouteName: ri.routeName, Authority: r.Host, Direction: dir,
-		DownstreamPeerURISAN: PeerPrincipal(r.TLS)})
+		DownstreamPeerURISAN: downPrincipal})
 }
 
 // serviceOf extracts the service host from an Istio cluster name
@@ -709,6 +751,49 @@ func dnsLabel(s string) bool {
 		}
 	}
 	return true
+}
+
+// setSource and setDestination copy one workload's precomputed values.
+func setSource(l *stats.Labels, p *PeerInfo) {
+	l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceApp, l.SourceVersion = p.Workload, p.Namespace, p.App, p.Version
+	l.SourceCanonicalService, l.SourceCanonicalRevision, l.SourceCluster = p.CanonicalService, p.CanonicalRevision, p.Cluster
+}
+
+func setDestination(l *stats.Labels, p *PeerInfo) {
+	l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationApp, l.DestinationVersion = p.Workload, p.Namespace, p.App, p.Version
+	l.DestinationCanonicalService, l.DestinationCanonicalRevision, l.DestinationCluster = p.CanonicalService, p.CanonicalRevision, p.Cluster
+}
+
+// grpcCodes are the grpc_response_status values of gRPC's codes 0-16.
+var grpcCodes = [...]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16"}
+
+const trailerGRPCStatus = http.TrailerPrefix + "Grpc-Status"
+
+// grpcStatus is a gRPC response's grpc_response_status: the grpc-status
+// trailer, else header (trailers-only responses), else the HTTP status
+// mapped as Envoy does; "" when there is no response.
+func grpcStatus(hdr http.Header, status int) string {
+	v := hdr[trailerGRPCStatus]
+	if len(v) == 0 {
+		v = hdr["Grpc-Status"]
+	}
+	if len(v) == 0 {
+		if status == 0 {
+			return ""
+		}
+		return grpcCodes[httpToGRPC(status)]
+	}
+	n := 0
+	for _, c := range []byte(v[0]) {
+		if c < '0' || c > '9' || n > len(grpcCodes) {
+			return grpcCodes[2] // not a code: Unknown
+		}
+		n = n*10 + int(c-'0')
+	}
+	if v[0] == "" || n >= len(grpcCodes) {
+		return grpcCodes[2]
+	}
+	return grpcCodes[n]
 }
 
 func orUnknown(s string) string {

@@ -35,15 +35,17 @@ const (
 // Identity is this proxy's workload, for telemetry labels.
 type Identity struct {
 	Workload, Namespace, App, ServiceAccount string
+	// Labels are the workload's labels (app, version, canonical service
+	// and revision labels); nil means {app: App}.
+	Labels map[string]string
+	// Cluster is the mesh cluster id (source_cluster /
+	// destination_cluster); default DefaultCluster, as Istio.
+	Cluster string
+	// Principal is the proxy's SPIFFE ID when it has a workload
+	// certificate; mutual TLS connections report it as their local
+	// principal.
+	Principal string
 }
-
-// Peer headers carry the calling workload to the inbound proxy (Istio uses
-// a metadata exchange for this).
-const (
-	PeerWorkloadHeader  = "X-Weft-Peer-Workload"
-	PeerNamespaceHeader = "X-Weft-Peer-Namespace"
-	PeerAppHeader       = "X-Weft-Peer-App"
-)
 
 // Handler executes the current Runtime for one listener.
 type Handler struct {
@@ -79,17 +81,19 @@ type Handler struct {
 	Tracer *tracing.Tracer
 
 	// fallback transports for inbound direct-to-app and passthrough.
-	once      sync.Once
-	t1, t2    *http.Transport
-	once2     sync.Once
-	direct    *cluster.Cluster
-	ports     sync.Map // capture mode: app port → direct *cluster.Cluster
-	mirrorsWG sync.WaitGroup
-	bufs      sync.Pool // *[]byte response copy buffers
-	peerOnce  sync.Once
-	peerVals  [3]string
-	fqdns     sync.Map // service host → ServiceFQDN (serviceFQDN), at most maxFQDNCache
-	nfqdn     atomic.Int32
+	once       sync.Once
+	t1, t2     *http.Transport
+	once2      sync.Once
+	direct     *cluster.Cluster
+	ports      sync.Map // capture mode: app port → direct *cluster.Cluster
+	mirrorsWG  sync.WaitGroup
+	bufs       sync.Pool // *[]byte response copy buffers
+	selfOnce   sync.Once
+	me         *self
+	peers      peerCache      // decoded peer metadata header values
+	principals principalCache // SPIFFE IDs of peer certificates
+	fqdns      sync.Map       // service host → ServiceFQDN (serviceFQDN), at most maxFQDNCache
+	nfqdn      atomic.Int32
 }
 
 // reqState is everything the handler keeps per request, allocated once:
@@ -166,7 +170,8 @@ type reqInfo struct {
 	destWorkload string
 	span         *tracing.Span      // nil unless tracing sampled this request
 	details      string             // why the proxy answered itself (access log)
-	upstreamPeer string             // upstream mTLS peer URI SAN (access log)
+	upstreamPeer string             // upstream mTLS peer URI SAN (access log, destination_principal)
+	peerMD       string             // the other proxy's metadata exchange value (outbound: response, inbound: request)
 	done         []func(StreamInfo) // ResponseFilter completions, in filter order
 }
 
@@ -409,12 +414,10 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request, c *router.Cors) b
 	return false
 }
 
-// peerValues are the peer header values, one array shared by every
-// request (each header gets a one-element slice of it, capacity 1, so an
-// append copies instead of writing into it).
-func (h *Handler) peerValues() *[3]string {
-	h.peerOnce.Do(func() { h.peerVals = [3]string{h.Ident.Workload, h.Ident.Namespace, h.Ident.App} })
-	return &h.peerVals
+// self returns the label values and metadata computed once from Ident.
+func (h *Handler) self() *self {
+	h.selfOnce.Do(func() { h.me = newSelf(h.Ident) })
+	return h.me
 }
 
 func (h *Handler) rnd() uint64 {
@@ -521,12 +524,9 @@ func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt
 		}
 	}
 	if h.Direction == Outbound {
-		pv := h.peerValues()
-		r.Header[PeerWorkloadHeader] = pv[0:1:1]
-		r.Header[PeerNamespaceHeader] = pv[1:2:2]
-		if h.Ident.App != "" {
-			r.Header[PeerAppHeader] = pv[2:3:3]
-		}
+		md := &h.self().md // metadata exchange: shared value slices, no allocation
+		r.Header[PeerMetadataHeader] = md[0:1:1]
+		r.Header[PeerMetadataIDHeader] = md[1:2:2]
 	}
 	h.forward(ctx, w, r, ri, c, up, hash, fwd.Retry, func(hdr http.Header) { applyResponseHeaders(hdr, vh, route, wc) })
 }

@@ -218,25 +218,43 @@ func (s *h2Stream) Write(p []byte) (int, error) {
 // when the handler returns.
 func (s *h2Stream) Close() error { return s.body.Close() }
 
-func (h *Handler) tcpLabels(clusterName, authority, destWorkload, peer string) stats.Labels {
+// tcpLabels are a TCP connection's labels; principal is the peer's
+// SPIFFE ID over mutual TLS (inbound: the downstream's, outbound: the
+// upstream's), else "". Opaque TCP has no metadata exchange here: the
+// peer's workload labels are what the endpoint metadata (outbound) or
+// the certificate (inbound: namespace) tell, the rest "unknown".
+func (h *Handler) tcpLabels(clusterName, authority, destWorkload, principal string) stats.Labels {
 	svc := ServiceFQDN(serviceOf(clusterName, authority), h.Ident.Namespace)
 	if svc == "" && h.Direction == Inbound {
 		svc = h.Service
 	}
 	name, ns, _ := strings.Cut(svc, ".")
 	ns, _, _ = strings.Cut(ns, ".")
-	l := stats.Labels{RequestProtocol: "tcp", ResponseCode: "0", ResponseFlags: "-",
+	me := h.self()
+	l := stats.Labels{RequestProtocol: "tcp", ResponseFlags: "-", SourcePrincipal: "unknown", DestinationPrincipal: "unknown",
 		DestinationService: orUnknown(svc), DestinationServiceName: orUnknown(name), DestinationServiceNamespace: orUnknown(ns)}
 	if h.Direction == Outbound {
 		l.Reporter = "source"
-		l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
-		l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationApp = orUnknown(destWorkload), orUnknown(ns), "unknown"
+		setSource(&l, &me.info)
+		setDestination(&l, unknownPeer)
+		l.DestinationWorkload = orUnknown(destWorkload)
+		l.DestinationWorkloadNamespace = orUnknown(ns)
+		if principal != "" {
+			l.SourcePrincipal, l.DestinationPrincipal = me.principal, principal
+		}
 		l.ConnectionSecurityPolicy = "unknown"
 	} else {
 		l.Reporter = "destination"
-		l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceApp = orUnknown(peer), "unknown", "unknown"
-		l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationApp = h.Ident.Workload, h.Ident.Namespace, orUnknown(h.Ident.App)
+		setSource(&l, unknownPeer)
+		setDestination(&l, &me.info)
 		l.ConnectionSecurityPolicy = "none"
+		if principal != "" {
+			l.SourcePrincipal, l.DestinationPrincipal = principal, me.principal
+			l.ConnectionSecurityPolicy = "mutual_tls"
+			if pns := spiffeNamespace(principal); pns != "" {
+				l.SourceWorkloadNamespace = pns
+			}
+		}
 	}
 	return l
 }
@@ -267,10 +285,7 @@ func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 			}
 		}
 	}
-	l := h.tcpLabels(name, "", "", "")
-	if PeerPrincipal(PeerTLS(conn)) != "" {
-		l.ConnectionSecurityPolicy = "mutual_tls"
-	}
+	l := h.tcpLabels(name, "", "", h.principals.of(tlsLeaf(PeerTLS(conn))))
 	d := net.Dialer{Timeout: 10 * time.Second}
 	up, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -500,7 +515,7 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 		return
 	}
 	defer up.Close()
-	l := h.tcpLabels(clusterName, "", host.Workload, "")
+	l := h.tcpLabels(clusterName, "", host.Workload, h.principals.of(upstreamCert(up)))
 	h.proxyTCP(ctx, conn, up, start, tcpLog{cluster: clusterName, upstream: host.Addr}, l)
 }
 
@@ -544,7 +559,7 @@ func (h *Handler) logTCP(conn net.Conn, start time.Time, e tcpLog, l stats.Label
 		ent.DownstreamRemoteAddress = ra.String()
 	}
 	if h.Direction == Inbound {
-		ent.DownstreamPeerURISAN = PeerPrincipal(PeerTLS(conn))
+		ent.DownstreamPeerURISAN = h.principals.of(tlsLeaf(PeerTLS(conn)))
 		ent.ConnectionSecurityPolicy = l.ConnectionSecurityPolicy
 	}
 	h.Access.Log(ent)

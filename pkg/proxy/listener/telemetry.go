@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 
-	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
@@ -315,7 +313,7 @@ const StatsFilter = "istio.stats"
 // (stats.LabelNames).
 type MetricsPolicy struct {
 	Drop   uint8
-	Remove uint16
+	Remove uint32
 }
 
 var metricBits = map[string]uint8{"requests_total": stats.DropRequests, "request_duration_milliseconds": stats.DropDuration,
@@ -346,11 +344,7 @@ func metricsPolicy(h *hcmv3.HttpConnectionManager) (*MetricsPolicy, error) {
 				p.Drop |= bits
 			}
 			for _, tag := range m.GetTagsToRemove() {
-				for i, n := range stats.LabelNames {
-					if n == tag {
-						p.Remove |= 1 << i
-					}
-				}
+				p.Remove |= stats.LabelBit(tag)
 			}
 		}
 		return p, nil
@@ -366,21 +360,4 @@ func (h *Handler) metricsPolicy(rt *Runtime) *MetricsPolicy {
 		return rt.InboundMetrics
 	}
 	return rt.OutboundMetrics
-}
-
-// upstreamPeerURI returns the first URI SAN of an upstream mutual TLS
-// connection's peer certificate ("" for plaintext).
-func upstreamPeerURI(c net.Conn) string {
-	if cc, ok := c.(*cluster.CountedConn); ok {
-		c = cc.Conn
-	}
-	tc, ok := c.(*tls.Conn)
-	if !ok {
-		return ""
-	}
-	st := tc.ConnectionState()
-	if len(st.PeerCertificates) == 0 || len(st.PeerCertificates[0].URIs) == 0 {
-		return ""
-	}
-	return st.PeerCertificates[0].URIs[0].String()
 }

@@ -15,34 +15,76 @@ import (
 	"sync/atomic"
 )
 
-// Labels are the Istio standard metric labels, in Istio's order.
+// Labels are the Istio standard metric labels, in the order Istio's
+// stats filter (istio_stats) emits them. TCP series have no
+// response_code and grpc_response_status, as in Istio.
 type Labels struct {
 	Reporter                     string
 	SourceWorkload               string
+	SourceCanonicalService       string
+	SourceCanonicalRevision      string
 	SourceWorkloadNamespace      string
+	SourcePrincipal              string
 	SourceApp                    string
+	SourceVersion                string
+	SourceCluster                string
 	DestinationWorkload          string
 	DestinationWorkloadNamespace string
+	DestinationPrincipal         string
+	DestinationApp               string
+	DestinationVersion           string
 	DestinationService           string
+	DestinationCanonicalService  string
+	DestinationCanonicalRevision string
 	DestinationServiceName       string
 	DestinationServiceNamespace  string
-	DestinationApp               string
+	DestinationCluster           string
 	RequestProtocol              string
 	ResponseCode                 string
+	GRPCResponseStatus           string
 	ResponseFlags                string
 	ConnectionSecurityPolicy     string
 	// Removed has bit i set when label i (in LabelNames order) is removed
 	// by a Telemetry tagOverride; Dropped has a DropX bit per HTTP metric
 	// a Telemetry override disabled for this series.
-	Removed uint16
+	Removed uint32
 	Dropped uint8
 }
 
 // LabelNames are the label keys in render order (bit i of Labels.Removed).
-var LabelNames = [...]string{"reporter", "source_workload", "source_workload_namespace", "source_app",
-	"destination_workload", "destination_workload_namespace", "destination_service", "destination_service_name",
-	"destination_service_namespace", "destination_app", "request_protocol", "response_code", "response_flags",
-	"connection_security_policy"}
+var LabelNames = [...]string{"reporter",
+	"source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace",
+	"source_principal", "source_app", "source_version", "source_cluster",
+	"destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
+	"destination_version", "destination_service", "destination_canonical_service", "destination_canonical_revision",
+	"destination_service_name", "destination_service_namespace", "destination_cluster",
+	"request_protocol", "response_code", "grpc_response_status", "response_flags", "connection_security_policy"}
+
+// httpOnly marks the labels TCP series do not have (response_code,
+// grpc_response_status).
+const httpOnly uint32 = 1<<21 | 1<<22
+
+// LabelBit returns the Removed bit of the label named name (0 for a name
+// that is not a standard label).
+func LabelBit(name string) uint32 {
+	for i, n := range LabelNames {
+		if n == name {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// fields are l's values in LabelNames order.
+func (l *Labels) fields() [len(LabelNames)]*string {
+	return [...]*string{&l.Reporter,
+		&l.SourceWorkload, &l.SourceCanonicalService, &l.SourceCanonicalRevision, &l.SourceWorkloadNamespace,
+		&l.SourcePrincipal, &l.SourceApp, &l.SourceVersion, &l.SourceCluster,
+		&l.DestinationWorkload, &l.DestinationWorkloadNamespace, &l.DestinationPrincipal, &l.DestinationApp,
+		&l.DestinationVersion, &l.DestinationService, &l.DestinationCanonicalService, &l.DestinationCanonicalRevision,
+		&l.DestinationServiceName, &l.DestinationServiceNamespace, &l.DestinationCluster,
+		&l.RequestProtocol, &l.ResponseCode, &l.GRPCResponseStatus, &l.ResponseFlags, &l.ConnectionSecurityPolicy}
+}
 
 // Dropped bits: Istio's metric names (stats.PluginConfig) they stand for.
 const (
@@ -55,43 +97,36 @@ const (
 
 // Remove blanks the labels in mask (bit i = LabelNames[i]) so their series
 // aggregate, and marks them omitted from the output.
-func (l *Labels) Remove(mask uint16) {
+func (l *Labels) Remove(mask uint32) {
 	if mask == 0 {
 		return
 	}
-	f := [...]*string{&l.Reporter, &l.SourceWorkload, &l.SourceWorkloadNamespace, &l.SourceApp, &l.DestinationWorkload,
-		&l.DestinationWorkloadNamespace, &l.DestinationService, &l.DestinationServiceName, &l.DestinationServiceNamespace,
-		&l.DestinationApp, &l.RequestProtocol, &l.ResponseCode, &l.ResponseFlags, &l.ConnectionSecurityPolicy}
-	for i := range f {
+	for i, f := range l.fields() {
 		if mask&(1<<i) != 0 {
-			*f[i] = ""
+			*f = ""
 		}
 	}
 	l.Removed |= mask
 }
 
-func (l *Labels) render(b *strings.Builder) {
-	kv := [...][2]string{
-		{"reporter", l.Reporter}, {"source_workload", l.SourceWorkload},
-		{"source_workload_namespace", l.SourceWorkloadNamespace}, {"source_app", l.SourceApp},
-		{"destination_workload", l.DestinationWorkload}, {"destination_workload_namespace", l.DestinationWorkloadNamespace},
-		{"destination_service", l.DestinationService}, {"destination_service_name", l.DestinationServiceName},
-		{"destination_service_namespace", l.DestinationServiceNamespace}, {"destination_app", l.DestinationApp},
-		{"request_protocol", l.RequestProtocol}, {"response_code", l.ResponseCode},
-		{"response_flags", l.ResponseFlags}, {"connection_security_policy", l.ConnectionSecurityPolicy},
+// render writes l as Prometheus labels; tcp leaves out the HTTP-only ones.
+func (l *Labels) render(b *strings.Builder, tcp bool) {
+	skip := l.Removed
+	if tcp {
+		skip |= httpOnly
 	}
 	first := true
-	for i, p := range kv {
-		if l.Removed&(1<<i) != 0 {
+	for i, f := range l.fields() {
+		if skip&(1<<i) != 0 {
 			continue
 		}
 		if !first {
 			b.WriteByte(',')
 		}
 		first = false
-		b.WriteString(p[0])
+		b.WriteString(LabelNames[i])
 		b.WriteString(`="`)
-		b.WriteString(escape(p[1]))
+		b.WriteString(escape(*f))
 		b.WriteByte('"')
 	}
 }
@@ -273,9 +308,10 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 		tl = append(tl, l)
 	}
 	r.mu.RUnlock()
-	key := func(l Labels) string { var b strings.Builder; l.render(&b); return b.String() }
+	key := func(l Labels) string { var b strings.Builder; l.render(&b, false); return b.String() }
+	tkey := func(l Labels) string { var b strings.Builder; l.render(&b, true); return b.String() }
 	sort.Slice(hl, func(i, j int) bool { return key(hl[i]) < key(hl[j]) })
-	sort.Slice(tl, func(i, j int) bool { return key(tl[i]) < key(tl[j]) })
+	sort.Slice(tl, func(i, j int) bool { return tkey(tl[i]) < tkey(tl[j]) })
 	var b strings.Builder
 	b.WriteString("# TYPE istio_requests_total counter\n")
 	series := func(l Labels) *httpSeries { r.mu.RLock(); defer r.mu.RUnlock(); return r.http[l] }
@@ -315,7 +351,7 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 			r.mu.RLock()
 			s := r.tcp[l]
 			r.mu.RUnlock()
-			fmt.Fprintf(&b, "%s{%s} %d\n", name, key(l), get(s))
+			fmt.Fprintf(&b, "%s{%s} %d\n", name, tkey(l), get(s))
 		}
 	}
 	tcp("istio_tcp_sent_bytes_total", func(s *tcpSeries) uint64 { return s.sent.Load() })

@@ -65,3 +65,30 @@ func BenchmarkObserveHTTP(b *testing.B) {
 		r.ObserveHTTP(l, 1.5, 100, 200)
 	}
 }
+
+func TestLabelOrderAndTCPLabels(t *testing.T) {
+	r := NewRegistry()
+	l := Labels{Reporter: "destination", SourcePrincipal: "spiffe://td/ns/a/sa/b", ResponseCode: "0", GRPCResponseStatus: "",
+		RequestProtocol: "tcp", ConnectionSecurityPolicy: "mutual_tls"}
+	r.TCPOpened(l)
+	h := l
+	h.RequestProtocol, h.ResponseCode, h.GRPCResponseStatus = "grpc", "200", "14"
+	h.Remove(LabelBit("source_cluster") | LabelBit("destination_cluster"))
+	r.ObserveHTTP(h, 1, 1, 1)
+	var b bytes.Buffer
+	if err := r.WritePrometheus(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	tcp := `istio_tcp_connections_opened_total{reporter="destination",source_workload="",source_canonical_service="",source_canonical_revision="",source_workload_namespace="",source_principal="spiffe://td/ns/a/sa/b",source_app="",source_version="",source_cluster="",destination_workload="",destination_workload_namespace="",destination_principal="",destination_app="",destination_version="",destination_service="",destination_canonical_service="",destination_canonical_revision="",destination_service_name="",destination_service_namespace="",destination_cluster="",request_protocol="tcp",response_flags="",connection_security_policy="mutual_tls"} 1`
+	if !strings.Contains(out, tcp) {
+		t.Errorf("want %s in\n%s", tcp, out)
+	}
+	http := `istio_requests_total{reporter="destination",source_workload="",source_canonical_service="",source_canonical_revision="",source_workload_namespace="",source_principal="spiffe://td/ns/a/sa/b",source_app="",source_version="",destination_workload="",destination_workload_namespace="",destination_principal="",destination_app="",destination_version="",destination_service="",destination_canonical_service="",destination_canonical_revision="",destination_service_name="",destination_service_namespace="",request_protocol="grpc",response_code="200",grpc_response_status="14",response_flags="",connection_security_policy="mutual_tls"} 1`
+	if !strings.Contains(out, http) { // source_cluster and destination_cluster removed
+		t.Errorf("want %s in\n%s", http, out)
+	}
+	if LabelBit("nope") != 0 || LabelBit("grpc_response_status") != httpOnly&^(1<<21) {
+		t.Errorf("LabelBit")
+	}
+}

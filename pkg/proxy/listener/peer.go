@@ -1,0 +1,282 @@
+package listener
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
+)
+
+// Peer metadata exchange headers, as Istio's metadata exchange sends them:
+// the client proxy puts its workload metadata (base64 of a serialized
+// google.protobuf.Struct with Istio's node metadata keys NAME, NAMESPACE,
+// WORKLOAD_NAME, CLUSTER_ID, LABELS, ...) on the request, the server
+// proxy answers with its own on the response; each side takes the other's
+// labels (source_* / destination_*) from it and removes the headers
+// before the application sees them.
+const (
+	PeerMetadataHeader   = "X-Envoy-Peer-Metadata"
+	PeerMetadataIDHeader = "X-Envoy-Peer-Metadata-Id"
+)
+
+// Label keys Istio derives the canonical service and revision from.
+const (
+	LabelCanonicalName     = "service.istio.io/canonical-name"
+	LabelCanonicalRevision = "service.istio.io/canonical-revision"
+	labelAppName           = "app.kubernetes.io/name"
+	labelAppVersion        = "app.kubernetes.io/version"
+)
+
+// DefaultCluster is the cluster id Istio reports when none is configured.
+const DefaultCluster = "Kubernetes"
+
+// PeerInfo is one workload's metric label values, "unknown" (canonical
+// revision: "latest") where the metadata has none. Values are computed
+// once per proxy or per distinct peer metadata header value and shared by
+// every request's labels.
+type PeerInfo struct {
+	Workload, Namespace, App, Version, CanonicalService, CanonicalRevision, Cluster string
+}
+
+var unknownPeer = &PeerInfo{Workload: "unknown", Namespace: "unknown", App: "unknown", Version: "unknown",
+	CanonicalService: "unknown", CanonicalRevision: "latest", Cluster: "unknown"}
+
+// peerInfoFrom applies Istio's label rules: app from app.kubernetes.io/name
+// else app, version from app.kubernetes.io/version else version, canonical
+// service from service.istio.io/canonical-name else the app name labels
+// else the workload name, canonical revision from
+// service.istio.io/canonical-revision else the version labels else
+// "latest".
+func peerInfoFrom(workload, namespace, clusterID string, labels map[string]string) PeerInfo {
+	first := func(keys ...string) string {
+		for _, k := range keys {
+			if v := labels[k]; v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	p := PeerInfo{Workload: workload, Namespace: namespace, Cluster: clusterID,
+		App: first(labelAppName, "app"), Version: first(labelAppVersion, "version"),
+		CanonicalService:  first(LabelCanonicalName, labelAppName, "app"),
+		CanonicalRevision: first(LabelCanonicalRevision, labelAppVersion, "version")}
+	if p.CanonicalService == "" {
+		p.CanonicalService = workload
+	}
+	if p.CanonicalRevision == "" {
+		p.CanonicalRevision = "latest"
+	}
+	p.Workload, p.Namespace, p.App, p.Version = orUnknown(p.Workload), orUnknown(p.Namespace), orUnknown(p.App), orUnknown(p.Version)
+	p.CanonicalService, p.Cluster = orUnknown(p.CanonicalService), orUnknown(p.Cluster)
+	return p
+}
+
+// self is what a handler computes once from its Identity: its own label
+// values and the metadata header values it sends.
+type self struct {
+	info PeerInfo
+	// md holds the PeerMetadataHeader and PeerMetadataIDHeader values;
+	// requests and responses share one-element slices of it.
+	md [2]string
+	// principal is the proxy's SPIFFE ID ("unknown" without one).
+	principal string
+}
+
+func newSelf(id Identity) *self {
+	labels := id.Labels
+	if labels == nil && id.App != "" {
+		labels = map[string]string{"app": id.App}
+	}
+	cl := id.Cluster
+	if cl == "" {
+		cl = DefaultCluster
+	}
+	s := &self{info: peerInfoFrom(id.Workload, id.Namespace, cl, labels), principal: orUnknown(id.Principal)}
+	s.md[0] = encodePeerMetadata(id, cl, labels, s.info)
+	s.md[1] = "sidecar~" + id.Workload + "." + id.Namespace
+	return s
+}
+
+// encodePeerMetadata serializes the workload's metadata as Istio's
+// x-envoy-peer-metadata value. Canonical name and revision are put in the
+// labels as Istio's injector does, so that any receiver reads the same
+// values.
+func encodePeerMetadata(id Identity, clusterID string, labels map[string]string, info PeerInfo) string {
+	lv := map[string]*structpb.Value{}
+	for k, v := range labels {
+		lv[k] = structpb.NewStringValue(v)
+	}
+	lv[LabelCanonicalName] = structpb.NewStringValue(info.CanonicalService)
+	lv[LabelCanonicalRevision] = structpb.NewStringValue(info.CanonicalRevision)
+	f := map[string]*structpb.Value{
+		"NAME":          structpb.NewStringValue(id.Workload),
+		"NAMESPACE":     structpb.NewStringValue(id.Namespace),
+		"WORKLOAD_NAME": structpb.NewStringValue(id.Workload),
+		"CLUSTER_ID":    structpb.NewStringValue(clusterID),
+		"MESH_ID":       structpb.NewStringValue("cluster.local"),
+		"LABELS":        structpb.NewStructValue(&structpb.Struct{Fields: lv}),
+	}
+	if id.ServiceAccount != "" {
+		f["SERVICE_ACCOUNT"] = structpb.NewStringValue(id.ServiceAccount)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&structpb.Struct{Fields: f})
+	if err != nil { // strings only: cannot fail
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+var errNoMetadata = errors.New("no peer metadata")
+
+// decodePeerMetadata parses an x-envoy-peer-metadata value.
+func decodePeerMetadata(v string) (*PeerInfo, error) {
+	if v == "" {
+		return nil, errNoMetadata
+	}
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", PeerMetadataHeader, err)
+	}
+	st := &structpb.Struct{}
+	if err := proto.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("%s: %w", PeerMetadataHeader, err)
+	}
+	f := st.GetFields()
+	labels := map[string]string{}
+	for k, v := range f["LABELS"].GetStructValue().GetFields() {
+		labels[k] = v.GetStringValue()
+	}
+	wl := f["WORKLOAD_NAME"].GetStringValue()
+	if wl == "" {
+		wl = f["NAME"].GetStringValue()
+	}
+	p := peerInfoFrom(wl, f["NAMESPACE"].GetStringValue(), f["CLUSTER_ID"].GetStringValue(), labels)
+	return &p, nil
+}
+
+// maxPeerCache bounds the distinct peer metadata values a handler keeps
+// decoded (one per calling workload in practice).
+const maxPeerCache = 512
+
+// peerCache maps metadata header values to decoded label values. Reads
+// are lock-free (an immutable map swapped on insert): the common case
+// costs one map lookup and no allocation.
+type peerCache struct {
+	m  atomic.Pointer[map[string]*PeerInfo]
+	mu sync.Mutex
+}
+
+// get returns the label values for a metadata header value: unknownPeer
+// for "" or a value that does not decode.
+func (c *peerCache) get(v string) *PeerInfo {
+	if v == "" {
+		return unknownPeer
+	}
+	if m := c.m.Load(); m != nil {
+		if p := (*m)[v]; p != nil {
+			return p
+		}
+	}
+	p, err := decodePeerMetadata(v)
+	if err != nil {
+		p = unknownPeer
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	n := 0
+	if old != nil {
+		n = len(*old)
+	}
+	if n >= maxPeerCache {
+		return p // too many distinct values: decode them every time
+	}
+	m := make(map[string]*PeerInfo, n+1)
+	if old != nil {
+		for k, x := range *old {
+			m[k] = x
+		}
+	}
+	m[v] = p
+	c.m.Store(&m)
+	return p
+}
+
+// maxPrincipalCache bounds the certificates whose SPIFFE IDs are kept.
+const maxPrincipalCache = 1024
+
+// principalCache keeps the SPIFFE ID string of each peer certificate
+// (keyed by the parsed certificate, which a connection keeps), so a
+// request's principal labels cost a lookup instead of formatting the URI.
+type principalCache struct {
+	m sync.Map // *x509.Certificate → string
+	n atomic.Int32
+}
+
+// of returns cert's first URI SAN, or "".
+func (c *principalCache) of(cert *x509.Certificate) string {
+	if cert == nil || len(cert.URIs) == 0 {
+		return ""
+	}
+	if v, ok := c.m.Load(cert); ok {
+		return v.(string)
+	}
+	s := cert.URIs[0].String()
+	if c.n.Add(1) > maxPrincipalCache { // rotated certificates: start over
+		c.m.Clear()
+		c.n.Store(1)
+	}
+	c.m.Store(cert, s)
+	return s
+}
+
+// upstreamCert is the peer leaf certificate of an upstream mutual TLS
+// connection, or nil for plaintext.
+func upstreamCert(c net.Conn) *x509.Certificate {
+	if cc, ok := c.(*cluster.CountedConn); ok {
+		c = cc.Conn
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	return leaf(tc.ConnectionState().PeerCertificates)
+}
+
+func leaf(cs []*x509.Certificate) *x509.Certificate {
+	if len(cs) == 0 {
+		return nil
+	}
+	return cs[0]
+}
+
+// tlsLeaf is the peer leaf certificate of a downstream connection state.
+func tlsLeaf(st *tls.ConnectionState) *x509.Certificate {
+	if st == nil {
+		return nil
+	}
+	return leaf(st.PeerCertificates)
+}
+
+// spiffeNamespace returns NS of spiffe://TD/ns/NS/sa/SA, or "".
+func spiffeNamespace(id string) string {
+	i := strings.Index(id, "/ns/")
+	if i < 0 {
+		return ""
+	}
+	ns := id[i+4:]
+	if j := strings.IndexByte(ns, '/'); j >= 0 {
+		ns = ns[:j]
+	}
+	return ns
+}
