@@ -155,8 +155,8 @@ func BenchmarkProxyRequestTracing(b *testing.B) {
 }
 
 // TestMetricsOverrides: an istio.stats filter (Telemetry metrics overrides)
-// drops istio_request_bytes and removes the request_protocol label from
-// the outbound metrics; other metrics keep their labels.
+// drops istio_request_bytes and removes labels (old and new standard
+// ones) from the outbound metrics; other metrics keep their labels.
 func TestMetricsOverrides(t *testing.T) {
 	be := startBackend(t, "v1", nil)
 	cp := xdstest.Start(t)
@@ -168,7 +168,7 @@ func TestMetricsOverrides(t *testing.T) {
 	}
 	pc, _ := anypb.New(&statsv1.PluginConfig{Metrics: []*statsv1.MetricConfig{
 		{Name: "request_bytes", Drop: true},
-		{Name: "requests_total", TagsToRemove: []string{"request_protocol"}},
+		{Name: "requests_total", TagsToRemove: []string{"request_protocol", "source_principal", "destination_canonical_revision", "grpc_response_status"}},
 	}})
 	h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "istio.stats", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: pc}}}, h.HttpFilters...)
 	a, _ := anypb.New(h)
@@ -199,7 +199,9 @@ func TestMetricsOverrides(t *testing.T) {
 			t.Errorf("dropped metric rendered: %s", line)
 		}
 	}
-	if reqLine == "" || strings.Contains(reqLine, "request_protocol=") || !strings.Contains(reqLine, `response_code="200"`) {
+	if reqLine == "" || strings.Contains(reqLine, "request_protocol=") || !strings.Contains(reqLine, `response_code="200"`) ||
+		strings.Contains(reqLine, "source_principal=") || strings.Contains(reqLine, "destination_canonical_revision=") ||
+		strings.Contains(reqLine, "grpc_response_status=") || !strings.Contains(reqLine, `destination_principal="unknown"`) {
 		t.Errorf("istio_requests_total line %q", reqLine)
 	}
 	if !strings.Contains(out, "istio_request_duration_milliseconds_count{") {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
@@ -75,7 +83,7 @@ func TestMutualTLS(t *testing.T) {
 	caAddr := cp.ListenAddress(t, "CA")
 
 	server, serverProc := startMeshedProxy(t, dataDir, xds, caAddr, "server",
-		"--app-port", strconv.Itoa(appPort), "--service", "server:8080/http")
+		"--app-port", strconv.Itoa(appPort), "--service", "server:8080/http", "--labels", "app=server,version=v2", "--cluster-id", "east")
 	client, _ := startMeshedProxy(t, dataDir, xds, caAddr, "client")
 	// An opaque TCP service (echo) behind its own sidecar.
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
@@ -94,6 +102,17 @@ func TestMutualTLS(t *testing.T) {
 	}()
 	db, _ := startMeshedProxy(t, dataDir, xds, caAddr, "db",
 		"--app-port", strconv.Itoa(echo.Addr().(*net.TCPAddr).Port), "--service", "db:9000/tcp")
+	// A gRPC service (the standard health service) behind its own sidecar.
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go func() { _ = gs.Serve(gl) }()
+	t.Cleanup(gs.Stop)
+	greeter, _ := startMeshedProxy(t, dataDir, xds, caAddr, "greeter",
+		"--app-port", strconv.Itoa(gl.Addr().(*net.TCPAddr).Port), "--service", "greeter:9090/grpc")
 	u, _ := url.Parse("http://" + client.Outbound)
 	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(u), DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	meshed := func() (int, string) {
@@ -161,6 +180,76 @@ func TestMutualTLS(t *testing.T) {
 	}
 
 	t.Logf("STRICT: server sidecar metrics:\n%s", grepLines(metrics(), "istio_requests_total{"))
+	t.Run("istio standard labels", func(t *testing.T) {
+		scrape := func(addr string) string {
+			resp, err := http.Get("http://" + addr + "/stats/prometheus")
+			if err != nil {
+				return ""
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return string(b)
+		}
+		const clientID, serverID = "spiffe://cluster.local/ns/default/sa/client", "spiffe://cluster.local/ns/default/sa/server"
+		// Both reporters of one mTLS HTTP hop: principals from the
+		// certificates, the peer's workload labels from the metadata
+		// exchange (the client learns the server's version and cluster
+		// from the response).
+		hop := map[string]string{"source_workload": "client", "source_workload_namespace": "default", "source_principal": clientID,
+			"source_app": "client", "source_version": "unknown", "source_canonical_service": "client", "source_canonical_revision": "latest",
+			"source_cluster": "Kubernetes", "destination_workload": "server", "destination_workload_namespace": "default",
+			"destination_principal": serverID, "destination_app": "server", "destination_version": "v2",
+			"destination_service": "server.default.svc.cluster.local", "destination_service_name": "server",
+			"destination_service_namespace": "default", "destination_canonical_service": "server", "destination_canonical_revision": "v2",
+			"destination_cluster": "east", "request_protocol": "http", "response_code": "200", "grpc_response_status": "", "response_flags": "-"}
+		for _, side := range []struct{ reporter, csp, addr string }{
+			{"source", "unknown", client.Metrics}, {"destination", "mutual_tls", server.Metrics},
+		} {
+			want := map[string]string{"reporter": side.reporter, "connection_security_policy": side.csp}
+			for k, v := range hop {
+				want[k] = v
+			}
+			if m := scrape(side.addr); !hasSeries(m, "istio_requests_total", want) {
+				t.Errorf("%s reporter lacks %v:\n%s", side.reporter, want, grepLines(m, "istio_requests_total{"))
+			}
+		}
+		// Opaque TCP over mTLS: principals and the namespace from the
+		// certificate; no response_code on TCP series, as in Istio.
+		tcp := map[string]string{"reporter": "destination", "source_principal": clientID, "source_workload_namespace": "default",
+			"destination_principal": "spiffe://cluster.local/ns/default/sa/db", "destination_workload": "db", "destination_app": "db",
+			"destination_canonical_service": "db", "request_protocol": "tcp", "connection_security_policy": "mutual_tls"}
+		if m := dbMetrics(); !hasSeries(m, "istio_tcp_connections_opened_total", tcp) || strings.Contains(grepLines(m, "istio_tcp"), "response_code=") {
+			t.Errorf("db sidecar TCP series lack %v (or have response_code):\n%s", tcp, grepLines(m, "istio_tcp_connections_opened_total{"))
+		}
+		// A real gRPC call through both sidecars: grpc_response_status on
+		// both reporters, 0 for SERVING and 5 for an unknown service.
+		conn, err := grpc.NewClient(client.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("greeter:9090"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		hc := healthpb.NewHealthClient(conn)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		eventually("gRPC call through the sidecars", func() bool {
+			r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+			return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
+		})
+		if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"}); status.Code(err) != codes.NotFound {
+			t.Fatalf("unknown service: %v, want NotFound", err)
+		}
+		for _, c := range []struct{ reporter, addr, code string }{
+			{"source", client.Metrics, "0"}, {"source", client.Metrics, "5"},
+			{"destination", greeter.Metrics, "0"}, {"destination", greeter.Metrics, "5"},
+		} {
+			want := map[string]string{"reporter": c.reporter, "request_protocol": "grpc", "grpc_response_status": c.code, "response_code": "200",
+				"source_principal": clientID, "destination_principal": "spiffe://cluster.local/ns/default/sa/greeter",
+				"source_workload": "client", "destination_workload": "greeter", "destination_canonical_service": "greeter"}
+			if m := scrape(c.addr); !hasSeries(m, "istio_requests_total", want) {
+				t.Errorf("%s reporter lacks %v:\n%s", c.reporter, want, grepLines(m, "istio_requests_total{"))
+			}
+		}
+	})
 	// PERMISSIVE: both.
 	if err := os.WriteFile(paFile, []byte(peerAuthn("PERMISSIVE")), 0o644); err != nil {
 		t.Fatal(err)
