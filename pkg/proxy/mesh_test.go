@@ -203,6 +203,18 @@ func TestTwoProxies(t *testing.T) {
 			t.Errorf("healthz %d", code)
 		}
 	})
+	// Last: it stops the app. The server sidecar's own 503 still carries
+	// its metadata, so the client reports who answered.
+	t.Run("server sidecar local reply", func(t *testing.T) {
+		app.srv.Close()
+		if r := get(t, c, "http://reviews:9080/reviews/1"); r.status != 503 {
+			t.Fatalf("app down: %d %q", r.status, r.body)
+		}
+		_, src := httpGet(t, "http://"+client.Addresses().Metrics+"/stats/prometheus")
+		if want := `destination_workload="reviews-v1",destination_workload_namespace="default",destination_principal="unknown",destination_app="reviews",destination_version="v1",destination_service="reviews.default.svc.cluster.local",destination_canonical_service="reviews",destination_canonical_revision="v1",destination_service_name="reviews",destination_service_namespace="default",destination_cluster="Kubernetes",request_protocol="http",response_code="503"`; !strings.Contains(src, want) {
+			t.Errorf("client metrics lack %s\n%s", want, requestSeries(src))
+		}
+	})
 }
 
 func startProxyNoWait(t *testing.T, cp *xdstest.ControlPlane, mutate ...func(*proxy.Options)) *proxy.Proxy {

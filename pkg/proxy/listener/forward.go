@@ -458,6 +458,12 @@ func (h *Handler) localReply(w http.ResponseWriter, r *http.Request, ri *reqInfo
 	if flag != "" {
 		ri.flag(flag)
 	}
+	if h.Direction == Inbound && (ri.peerMD != "" || len(r.Header[PeerMetadataHeader]) > 0) {
+		// The calling sidecar learns who answered, as from a forwarded response.
+		md := &h.self().md
+		w.Header()[PeerMetadataHeader] = md[0:1:1]
+		w.Header()[PeerMetadataIDHeader] = md[1:2:2]
+	}
 	ri.details = msg
 	if len(ri.flags) > 0 {
 		w.Header().Set(ResponseFlagsHeader, ri.flagString())
