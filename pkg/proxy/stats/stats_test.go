@@ -92,3 +92,21 @@ func TestLabelOrderAndTCPLabels(t *testing.T) {
 		t.Errorf("LabelBit")
 	}
 }
+
+// BenchmarkObserveHTTPFullLabels records one request with every standard
+// label set to realistic values (the map key the proxy hashes per request).
+func BenchmarkObserveHTTPFullLabels(b *testing.B) {
+	r := NewRegistry()
+	l := Labels{Reporter: "destination", SourceWorkload: "productpage-v1", SourceCanonicalService: "productpage",
+		SourceCanonicalRevision: "v1", SourceWorkloadNamespace: "default", SourcePrincipal: "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+		SourceApp: "productpage", SourceVersion: "v1", SourceCluster: "Kubernetes", DestinationWorkload: "reviews-v2",
+		DestinationWorkloadNamespace: "default", DestinationPrincipal: "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+		DestinationApp: "reviews", DestinationVersion: "v2", DestinationService: "reviews.default.svc.cluster.local",
+		DestinationCanonicalService: "reviews", DestinationCanonicalRevision: "v2", DestinationServiceName: "reviews",
+		DestinationServiceNamespace: "default", DestinationCluster: "Kubernetes", RequestProtocol: "http", ResponseCode: "200",
+		ResponseFlags: "-", ConnectionSecurityPolicy: "mutual_tls"}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.ObserveHTTP(l, 1.5, 100, 200)
+	}
+}
