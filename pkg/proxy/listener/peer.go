@@ -144,8 +144,10 @@ func decodePeerMetadata(v string) (*PeerInfo, error) {
 		return nil, errNoMetadata
 	}
 	b, err := base64.StdEncoding.DecodeString(v)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", PeerMetadataHeader, err)
+	if err != nil { // Envoy decodes without requiring padding
+		if b, err = base64.RawStdEncoding.DecodeString(strings.TrimRight(v, "=")); err != nil {
+			return nil, fmt.Errorf("%s: %w", PeerMetadataHeader, err)
+		}
 	}
 	st := &structpb.Struct{}
 	if err := proto.Unmarshal(b, st); err != nil {

@@ -4,6 +4,9 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -52,6 +55,9 @@ func TestPeerMetadataRoundTrip(t *testing.T) {
 	}
 	if s.principal != "unknown" || newSelf(Identity{Workload: "w"}).info.Cluster != DefaultCluster {
 		t.Fatalf("defaults: principal %q cluster %q", s.principal, newSelf(Identity{Workload: "w"}).info.Cluster)
+	}
+	if got, err := decodePeerMetadata(strings.TrimRight(s.md[0], "=")); err != nil || *got != s.info {
+		t.Fatalf("unpadded value: %+v %v", got, err)
 	}
 	for _, bad := range []string{"", "not base64!", "aGVsbG8="} {
 		var c peerCache
@@ -110,5 +116,32 @@ func TestGRPCStatusLabel(t *testing.T) {
 				t.Fatalf("grpcStatus = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPeerCacheConcurrent: concurrent lookups of more distinct values than
+// the cache keeps all decode correctly (run with -race).
+func TestPeerCacheConcurrent(t *testing.T) {
+	var c peerCache
+	vals := make([]string, maxPeerCache+50)
+	for i := range vals {
+		vals[i] = newSelf(Identity{Workload: "w" + strconv.Itoa(i), Namespace: "ns"}).md[0]
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i, v := range vals {
+				if p := c.get(v); p.Workload != "w"+strconv.Itoa(i) {
+					t.Errorf("get(%d) = %+v", i, p)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(*c.m.Load()); n != maxPeerCache {
+		t.Fatalf("cache holds %d values, want the bound %d", n, maxPeerCache)
 	}
 }
