@@ -126,7 +126,7 @@ func TestOutlierDetectionPanicThreshold(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// b fails twice at most (round robin), then only a answers.
+	// b fails twice at most (consecutive 5xx per host), then only a answers.
 	fails := 0
 	for range 20 {
 		if r := get(); r.status != 200 {

@@ -927,7 +927,7 @@ func (m *Manager) picker(pc *clusterv3.Cluster, hosts []lb.Host) (lb.Picker, boo
 		}
 		return &lb.RoundRobin{}, false, nil
 	case clusterv3.Cluster_LEAST_REQUEST:
-		return &lb.LeastRequest{Rnd: m.rnd}, false, nil
+		return &lb.LeastRequest{Rnd: m.rnd, Weighted: weighted}, false, nil
 	case clusterv3.Cluster_RANDOM:
 		return &lb.Random{Rnd: m.rnd}, false, nil
 	case clusterv3.Cluster_RING_HASH:

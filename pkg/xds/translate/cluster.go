@@ -191,7 +191,12 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 	c := &clusterv3.Cluster{
 		Name:           name,
 		ConnectTimeout: durationpb.New(defaultConnectTimeout),
-		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
+		// Istio's default since 1.14 (LEAST_REQUEST); proxyless gRPC
+		// clients get ROUND_ROBIN, as Istio sends them.
+		LbPolicy: clusterv3.Cluster_LEAST_REQUEST,
+	}
+	if b.p.Type == model.Proxyless {
+		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
 	}
 	cla := b.loadAssignment(name, svc, port, labels, tp)
 	switch {
@@ -319,9 +324,9 @@ func applyLB(c *clusterv3.Cluster, lb *networking.LoadBalancerSettings) {
 			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
 		case networking.LoadBalancerSettings_RANDOM:
 			c.LbPolicy = clusterv3.Cluster_RANDOM
-		default:
+		case networking.LoadBalancerSettings_ROUND_ROBIN:
 			c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
-		}
+		} // UNSPECIFIED keeps the default
 	}
 }
 

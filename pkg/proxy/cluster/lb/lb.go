@@ -103,14 +103,24 @@ func (p *Random) Pick(hosts []Host, now int64, _ uint64) int {
 	return -1
 }
 
-// LeastRequest is power-of-two-choices on active requests.
-type LeastRequest struct{ Rnd Rand }
+// LeastRequest is power-of-two-choices on active requests. Weighted (the
+// hosts' weights differ) samples the two candidates in proportion to
+// their weights and compares active requests per unit of weight, so that
+// with no requests in flight traffic follows the weights (Envoy switches
+// to a weighted schedule in that case, to the same effect).
+type LeastRequest struct {
+	Rnd      Rand
+	Weighted bool
+}
 
 // Pick implements Picker.
 func (p *LeastRequest) Pick(hosts []Host, now int64, _ uint64) int {
 	n := uint64(len(hosts))
 	if n == 0 {
 		return -1
+	}
+	if p.Weighted {
+		return p.pickWeighted(hosts, now)
 	}
 	best := -1
 	for tries := 0; tries < 2; tries++ {
@@ -133,6 +143,41 @@ func (p *LeastRequest) Pick(hosts []Host, now int64, _ uint64) int {
 		}
 	}
 	return -1
+}
+
+func (p *LeastRequest) pickWeighted(hosts []Host, now int64) int {
+	var total uint64
+	for _, h := range hosts {
+		if h.Healthy(now) {
+			total += uint64(h.Weight())
+		}
+	}
+	if total == 0 {
+		return -1
+	}
+	sample := func() int {
+		x := p.Rnd.Uint64() % total
+		for i, h := range hosts {
+			if !h.Healthy(now) {
+				continue
+			}
+			if w := uint64(h.Weight()); x < w {
+				return i
+			} else {
+				x -= w
+			}
+		}
+		return -1
+	}
+	a, b := sample(), sample()
+	if a < 0 || b < 0 {
+		return max(a, b)
+	}
+	// active/weight, compared without division.
+	if uint64(hosts[b].Active())*uint64(hosts[a].Weight()) < uint64(hosts[a].Active())*uint64(hosts[b].Weight()) {
+		return b
+	}
+	return a
 }
 
 // RingHash is Ketama-style consistent hashing. Build it with NewRingHash

@@ -128,3 +128,36 @@ func BenchmarkLeastRequest(b *testing.B) { benchPick(b, &LeastRequest{Rnd: rnd()
 func BenchmarkRandom(b *testing.B)       { benchPick(b, &Random{Rnd: rnd()}, hosts(16)) }
 func BenchmarkRingHash(b *testing.B)     { hs := hosts(16); benchPick(b, NewRingHash(hs, 0), hs) }
 func BenchmarkMaglev(b *testing.B)       { hs := hosts(16); benchPick(b, NewMaglev(hs, 0), hs) }
+
+// Weighted least request: idle hosts share traffic by weight; under load
+// the host with fewer requests per unit of weight wins, and ejected hosts
+// are never picked.
+func TestLeastRequestWeighted(t *testing.T) {
+	hs := hosts(3)
+	hs[1].(*host).weight = 3
+	hs[2].(*host).healthy = false
+	p := &LeastRequest{Rnd: rnd(), Weighted: true}
+	counts := [3]int{}
+	for range 4000 {
+		counts[p.Pick(hs, 0, 0)]++
+	}
+	if counts[2] != 0 || counts[1] < 2800 || counts[1] > 3200 {
+		t.Fatalf("idle: picks %v, want ~1000/3000/0", counts)
+	}
+	// 30 in flight on the weight-3 host (10 per unit) vs 2 on the other:
+	// whenever both are sampled the lighter one wins.
+	hs[1].(*host).active, hs[0].(*host).active = 30, 2
+	counts = [3]int{}
+	for range 4000 {
+		counts[p.Pick(hs, 0, 0)]++
+	}
+	if counts[0] < 1500 {
+		t.Fatalf("loaded: picks %v, want host 0 (2 per weight unit) preferred over host 1 (10)", counts)
+	}
+}
+
+func BenchmarkLeastRequestWeighted(b *testing.B) {
+	hs := hosts(8)
+	hs[3].(*host).weight = 4
+	benchPick(b, &LeastRequest{Rnd: rnd(), Weighted: true}, hs)
+}
