@@ -116,7 +116,13 @@ type LeastRequest struct {
 // Pick implements Picker.
 func (p *LeastRequest) Pick(hosts []Host, now int64, _ uint64) int {
 	n := uint64(len(hosts))
-	if n == 0 {
+	switch {
+	case n == 0:
+		return -1
+	case n == 1: // no choice to make: skip the random draws
+		if hosts[0].Healthy(now) {
+			return 0
+		}
 		return -1
 	}
 	if p.Weighted {

@@ -67,6 +67,16 @@ func TestNoHealthyHost(t *testing.T) {
 			t.Errorf("%s picked %d from no hosts", name, idx)
 		}
 	}
+	// A single host: least request takes it without drawing, unless ejected.
+	one := hosts(1)
+	lr := &LeastRequest{Rnd: rnd()}
+	if idx := lr.Pick(one, 0, 0); idx != 0 {
+		t.Errorf("lr picked %d of one healthy host", idx)
+	}
+	one[0].(*host).healthy = false
+	if idx := lr.Pick(one, 0, 0); idx != -1 {
+		t.Errorf("lr picked %d of one ejected host", idx)
+	}
 }
 
 func TestConsistentHashStable(t *testing.T) {
