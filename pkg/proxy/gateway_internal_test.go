@@ -12,6 +12,28 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
+// goldenListeners reads the listeners of a translator golden file by name.
+func goldenListeners(t *testing.T, path string) map[string]*listenerv3.Listener {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ Listeners []json.RawMessage }
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	ls := map[string]*listenerv3.Listener{}
+	for _, raw := range doc.Listeners {
+		l := &listenerv3.Listener{}
+		if err := protojson.Unmarshal(raw, l); err != nil {
+			t.Fatal(err)
+		}
+		ls[l.GetName()] = l
+	}
+	return ls
+}
+
 // TestGatewayGoldenCompat compiles the translator's gateway goldens: every
 // listener compiles, and its chains keep their RDS names / clusters.
 func TestGatewayGoldenCompat(t *testing.T) {
@@ -21,22 +43,7 @@ func TestGatewayGoldenCompat(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(strings.TrimSuffix(filepath.Base(f), ".golden.json"), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var doc struct{ Listeners []json.RawMessage }
-			if err := json.Unmarshal(b, &doc); err != nil {
-				t.Fatal(err)
-			}
-			ls := map[string]*listenerv3.Listener{}
-			for _, raw := range doc.Listeners {
-				l := &listenerv3.Listener{}
-				if err := protojson.Unmarshal(raw, l); err != nil {
-					t.Fatal(err)
-				}
-				ls[l.GetName()] = l
-			}
+			ls := goldenListeners(t, f)
 			cfgs, warns, err := compileGateway(ls, false)
 			if err != nil {
 				t.Fatalf("gateway would NACK: %v", err)
@@ -93,22 +100,7 @@ func TestGatewayChainMatch(t *testing.T) {
 // workload certificate; a proxy without one skips the chain with a
 // warning instead of refusing the whole update.
 func TestGatewayIstioMutualChain(t *testing.T) {
-	b, err := os.ReadFile("../xds/translate/testdata/gateway_istio_mutual.golden.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct{ Listeners []json.RawMessage }
-	if err := json.Unmarshal(b, &doc); err != nil {
-		t.Fatal(err)
-	}
-	ls := map[string]*listenerv3.Listener{}
-	for _, raw := range doc.Listeners {
-		l := &listenerv3.Listener{}
-		if err := protojson.Unmarshal(raw, l); err != nil {
-			t.Fatal(err)
-		}
-		ls[l.GetName()] = l
-	}
+	ls := goldenListeners(t, "../xds/translate/testdata/gateway_istio_mutual.golden.json")
 	cfgs, warns, err := compileGateway(ls, true)
 	if err != nil || len(warns) != 0 {
 		t.Fatalf("with a workload certificate: err %v, warnings %q", err, warns)

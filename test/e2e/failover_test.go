@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -30,20 +29,7 @@ func TestFailoverPriority(t *testing.T) {
 	}
 	start := func(name string) *app {
 		a := &app{}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			if a.fail.Load() {
-				http.Error(w, name+" failing", http.StatusInternalServerError)
-				return
-			}
-			fmt.Fprint(w, name)
-		})}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = srv.Serve(lis) }()
-		t.Cleanup(func() { srv.Close() })
-		a.port = lis.Addr().(*net.TCPAddr).Port
+		a.port = flakyApp(t, name, a.fail.Load)
 		return a
 	}
 	a, b, c := start("a"), start("b"), start("c")

@@ -48,6 +48,26 @@ spec:
 %s`, portA, portB, minHealth)
 }
 
+// flakyApp serves name's own name on 127.0.0.1, or 500 while fail says so;
+// it returns the port.
+func flakyApp(t *testing.T, name string, fail func() bool) int {
+	t.Helper()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if fail() {
+			http.Error(w, name+" failing", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprint(w, name)
+	})}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Close() })
+	return lis.Addr().(*net.TCPAddr).Port
+}
+
 // TestOutlierDetectionPanicThreshold drives Istio's outlierDetection
 // through the translator and a `weft proxy`: a host answering 500 is
 // ejected and the other takes all traffic; once both are ejected, Istio's
@@ -58,24 +78,8 @@ func TestOutlierDetectionPanicThreshold(t *testing.T) {
 	harness.SkipShort(t)
 	t.Parallel()
 	var aFails atomic.Bool
-	app := func(name string, fail func() bool) int {
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if fail() {
-				http.Error(w, name+" failing", http.StatusInternalServerError)
-				return
-			}
-			fmt.Fprint(w, name)
-		})}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = srv.Serve(lis) }()
-		t.Cleanup(func() { srv.Close() })
-		return lis.Addr().(*net.TCPAddr).Port
-	}
-	portA := app("a", aFails.Load)
-	portB := app("b", func() bool { return true })
+	portA := flakyApp(t, "a", aFails.Load)
+	portB := flakyApp(t, "b", func() bool { return true })
 
 	configDir := t.TempDir()
 	write := func(minHealth string) {

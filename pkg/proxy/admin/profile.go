@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"io"
 	"net/http"
 	"runtime"
 	"runtime/pprof"
@@ -16,32 +17,20 @@ const maxProfile = 120 * time.Second
 // seconds, the Go counterpart of Envoy's admin /cpuprofiler. Only one
 // profile runs at a time; a second request gets 409.
 func cpuProfile(w http.ResponseWriter, r *http.Request) {
-	d := 10 * time.Second
-	if s := r.URL.Query().Get("seconds"); s != "" {
-		n, err := strconv.ParseFloat(s, 64)
-		if err != nil || n <= 0 || time.Duration(n*float64(time.Second)) > maxProfile {
-			http.Error(w, "seconds: a number in (0, 120]", http.StatusBadRequest)
-			return
-		}
-		d = time.Duration(n * float64(time.Second))
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := pprof.StartCPUProfile(w); err != nil {
-		http.Error(w, err.Error(), http.StatusConflict)
-		return
-	}
-	select {
-	case <-time.After(d):
-	case <-r.Context().Done():
-	}
-	pprof.StopCPUProfile()
+	record(w, r, 10*time.Second, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // execTrace writes a runtime execution trace (`go tool trace`) of the
-// next ?seconds=N (default 1, at most 120) seconds: scheduling latency,
-// GC pauses and blocking per goroutine. One trace at a time (409).
+// next ?seconds=N (default 1) seconds: scheduling latency, GC pauses and
+// blocking per goroutine. One trace at a time (409).
 func execTrace(w http.ResponseWriter, r *http.Request) {
-	d := time.Second
+	record(w, r, time.Second, trace.Start, trace.Stop)
+}
+
+// record runs start → wait ?seconds=N (default def, at most maxProfile, or
+// until the client goes away) → stop, streaming to w.
+func record(w http.ResponseWriter, r *http.Request, def time.Duration, start func(io.Writer) error, stop func()) {
+	d := def
 	if s := r.URL.Query().Get("seconds"); s != "" {
 		n, err := strconv.ParseFloat(s, 64)
 		if err != nil || n <= 0 || time.Duration(n*float64(time.Second)) > maxProfile {
@@ -51,7 +40,7 @@ func execTrace(w http.ResponseWriter, r *http.Request) {
 		d = time.Duration(n * float64(time.Second))
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := trace.Start(w); err != nil {
+	if err := start(w); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
@@ -59,7 +48,7 @@ func execTrace(w http.ResponseWriter, r *http.Request) {
 	case <-time.After(d):
 	case <-r.Context().Done():
 	}
-	trace.Stop()
+	stop()
 }
 
 // namedProfile writes one of runtime/pprof's profiles (heap, allocs,
