@@ -19,8 +19,8 @@ import (
 
 // Peer metadata exchange headers, as Istio's metadata exchange sends them:
 // the client proxy puts its workload metadata (base64 of a serialized
-// google.protobuf.Struct with Istio's node metadata keys NAME, NAMESPACE,
-// WORKLOAD_NAME, CLUSTER_ID, LABELS, ...) on the request, the server
+// google.protobuf.Struct with Istio's node metadata keys NAMESPACE,
+// WORKLOAD_NAME, CLUSTER_ID and LABELS) on the request, the server
 // proxy answers with its own on the response; each side takes the other's
 // labels (source_* / destination_*) from it and removes the headers
 // before the application sees them.
@@ -118,16 +118,14 @@ func encodePeerMetadata(id Identity, clusterID string, labels map[string]string,
 	}
 	lv[LabelCanonicalName] = structpb.NewStringValue(info.CanonicalService)
 	lv[LabelCanonicalRevision] = structpb.NewStringValue(info.CanonicalRevision)
+	// Only the keys the receiver's labels come from: the value travels
+	// on every request and response (Istio also sends NAME, MESH_ID,
+	// SERVICE_ACCOUNT, INSTANCE_IPS, ...; the stats labels do not use them).
 	f := map[string]*structpb.Value{
-		"NAME":          structpb.NewStringValue(id.Workload),
 		"NAMESPACE":     structpb.NewStringValue(id.Namespace),
 		"WORKLOAD_NAME": structpb.NewStringValue(id.Workload),
 		"CLUSTER_ID":    structpb.NewStringValue(clusterID),
-		"MESH_ID":       structpb.NewStringValue("cluster.local"),
 		"LABELS":        structpb.NewStructValue(&structpb.Struct{Fields: lv}),
-	}
-	if id.ServiceAccount != "" {
-		f["SERVICE_ACCOUNT"] = structpb.NewStringValue(id.ServiceAccount)
 	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&structpb.Struct{Fields: f})
 	if err != nil { // strings only: cannot fail
