@@ -30,27 +30,8 @@ func BenchmarkMeshRequest(b *testing.B) {
 		o.AppPort = port
 		o.Services = []string{"reviews:9080/http"}
 	})
-	res := &xdstest.Resources{}
-	res.Listeners = append(res.Listeners, xdstest.HTTPListener(9080))
-	res.Routes = append(res.Routes, xdstest.RouteConfig(9080, "reviews", xdstest.ToCluster("r", cAll)))
-	res.Clusters = append(res.Clusters, xdstest.EDSCluster(cAll))
-	res.Endpoints = append(res.Endpoints, xdstest.Endpoints(cAll, "reviews-v1", server.Addresses().Inbound))
-	cp.Set(b, nodeID, res)
-	p := startProxy(b, cp)
-	c := client(p)
-	req, _ := http.NewRequest(http.MethodGet, svcURL+"/bench", nil)
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := c.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			b.Fatalf("status %d", resp.StatusCode)
-		}
-	}
+	cp.Set(b, nodeID, oneRoute(xdstest.HTTPListener(9080), server.Addresses().Inbound))
+	benchGets(b, client(startProxy(b, cp)))
 	b.StopTimer()
 	resp, err := http.Get("http://" + server.Addresses().Metrics + "/stats/prometheus")
 	if err != nil {

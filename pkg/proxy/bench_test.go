@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
 
@@ -14,14 +16,25 @@ import (
 func BenchmarkProxyRequest(b *testing.B) {
 	cp := xdstest.Start(b)
 	be := startBackend(b, "v1", nil)
+	cp.Set(b, nodeID, oneRoute(xdstest.HTTPListener(9080), be.addr))
+	benchGets(b, client(startProxy(b, cp)))
+}
+
+// oneRoute is listener l (port 9080) routing everything to cAll, whose one
+// endpoint is addr.
+func oneRoute(l *listenerv3.Listener, addr string) *xdstest.Resources {
 	res := &xdstest.Resources{}
-	res.Listeners = append(res.Listeners, xdstest.HTTPListener(9080))
+	res.Listeners = append(res.Listeners, l)
 	res.Routes = append(res.Routes, xdstest.RouteConfig(9080, "reviews", xdstest.ToCluster("r", cAll)))
 	res.Clusters = append(res.Clusters, xdstest.EDSCluster(cAll))
-	res.Endpoints = append(res.Endpoints, xdstest.Endpoints(cAll, "reviews-v1", be.addr))
-	cp.Set(b, nodeID, res)
-	p := startProxy(b, cp)
-	c := client(p)
+	res.Endpoints = append(res.Endpoints, xdstest.Endpoints(cAll, "reviews-v1", addr))
+	return res
+}
+
+// benchGets sends GET svcURL/bench through c once per b.Loop iteration and
+// fails on a non-200 answer.
+func benchGets(b *testing.B, c *http.Client) {
+	b.Helper()
 	req, _ := http.NewRequest(http.MethodGet, svcURL+"/bench", nil)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -132,24 +132,8 @@ func BenchmarkProxyRequestTracing(b *testing.B) {
 			if bc.on {
 				l = withTracing(b, l, bc.collector, bc.sampling)
 			}
-			res := &xdstest.Resources{}
-			res.Listeners = append(res.Listeners, l)
-			res.Routes = append(res.Routes, xdstest.RouteConfig(9080, "reviews", xdstest.ToCluster("r", cAll)))
-			res.Clusters = append(res.Clusters, xdstest.EDSCluster(cAll))
-			res.Endpoints = append(res.Endpoints, xdstest.Endpoints(cAll, "reviews-v1", be.addr))
-			cp.Set(b, nodeID, res)
-			p := startProxy(b, cp)
-			c := client(p)
-			req, _ := http.NewRequest(http.MethodGet, svcURL+"/bench", nil)
-			b.ReportAllocs()
-			for b.Loop() {
-				resp, err := c.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
+			cp.Set(b, nodeID, oneRoute(l, be.addr))
+			benchGets(b, client(startProxy(b, cp)))
 		})
 	}
 }
