@@ -31,6 +31,16 @@ type upperFilter struct {
 	closed atomic.Int32
 	mu     sync.Mutex
 	infos  []listener.StreamInfo
+	logged []listener.StreamInfo // LogOnly: requests an earlier filter answered
+}
+
+// LogOnly makes upperFilter a listener.LogFilter.
+func (u *upperFilter) LogOnly(*http.Request) func(listener.StreamInfo) {
+	return func(si listener.StreamInfo) {
+		u.mu.Lock()
+		u.logged = append(u.logged, si)
+		u.mu.Unlock()
+	}
 }
 
 func (u *upperFilter) Filter(http.ResponseWriter, *http.Request) bool { return false }
@@ -215,5 +225,31 @@ func TestResponseFilterHook(t *testing.T) {
 	}
 	if three.closed.Load() != 1 || two.closed.Load() != 0 {
 		t.Fatalf("after a NACK: three closed %d times, two %d", three.closed.Load(), two.closed.Load())
+	}
+	// A filter after one that answers locally gets only its log phase, with
+	// the local reply's stream info; it never sees the request otherwise.
+	cp.Set(t, nodeID, res("two", "four"))
+	for {
+		mu.Lock()
+		four := built["four"]
+		mu.Unlock()
+		if four != nil {
+			if code, _ := httpGet(t, in+"/local"); code != http.StatusTeapot {
+				t.Fatalf("local reply: %d", code)
+			}
+			four.mu.Lock()
+			logged, infos := append([]listener.StreamInfo(nil), four.logged...), len(four.infos)
+			four.mu.Unlock()
+			if len(logged) > 0 {
+				if logged[0].ResponseCode != http.StatusTeapot || infos != 0 {
+					t.Fatalf("filter after the local reply: logged %+v, full streams %d", logged, infos)
+				}
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the filter after a local reply never got its log phase")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

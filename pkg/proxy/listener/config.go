@@ -94,6 +94,16 @@ type ResponseFilter interface {
 	FilterResponse(w http.ResponseWriter, r *http.Request) (wrap func(http.ResponseWriter) http.ResponseWriter, done func(StreamInfo), handled bool)
 }
 
+// LogFilter is an optional interface of an HTTPFilter: when a filter
+// before it answers the request, the filter never sees the request, yet
+// Envoy still runs its log phase (a proxy-wasm plugin's proxy_on_log sees
+// the local reply). The handler calls LogOnly for each filter after the
+// one that answered and calls the function it returns (nil: nothing to
+// log) with the other done functions.
+type LogFilter interface {
+	LogOnly(r *http.Request) func(StreamInfo)
+}
+
 // StreamInfo is what the proxy knows about a finished stream (Envoy's
 // stream info, for filters' log phases).
 type StreamInfo struct {

@@ -354,32 +354,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // runFilters runs extension filters; true means one answered the request.
+// The filters after the one that answered get their log phase only
+// (LogFilter).
 func (h *Handler) runFilters(w *countingWriter, r *http.Request, ri *reqInfo, fs []HTTPFilter) bool {
-	for _, f := range fs {
+	for i, f := range fs {
+		handled := false
 		if rf, ok := f.(ResponseFilter); ok {
-			wrap, done, handled := rf.FilterResponse(w, r)
+			wrap, done, answered := rf.FilterResponse(w, r)
 			if done != nil {
 				ri.done = append(ri.done, done)
 			}
-			if handled {
-				ri.status, ri.details = w.status, w.details
-				if w.flags != "" {
-					ri.flag(w.flags)
-				}
-				return true
-			}
-			if wrap != nil {
+			if !answered && wrap != nil {
 				w.ResponseWriter = wrap(w.ResponseWriter)
 			}
+			handled = answered
+		} else {
+			handled = f.Filter(w, r)
+		}
+		if !handled {
 			continue
 		}
-		if f.Filter(w, r) {
-			ri.status, ri.details = w.status, w.details
-			if w.flags != "" {
-				ri.flag(w.flags)
-			}
-			return true
+		ri.status, ri.details = w.status, w.details
+		if w.flags != "" {
+			ri.flag(w.flags)
 		}
+		for _, later := range fs[i+1:] {
+			if lf, ok := later.(LogFilter); ok {
+				if done := lf.LogOnly(r); done != nil {
+					ri.done = append(ri.done, done)
+				}
+			}
+		}
+		return true
 	}
 	return false
 }

@@ -473,3 +473,37 @@ func TestProperties(t *testing.T) {
 		}
 	}
 }
+
+// A plugin after one that answers locally still gets its log phase
+// (LogOnly), as in Envoy: go-deny refuses the request with 403, then
+// go-response's proxy_on_log records the request duration and would count
+// a 5xx.
+func TestLogPhaseAfterLocalReply(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, WithCallTimeout(10*time.Second))
+	deny := newPlugin(t, e, "go-deny", "")
+	logger := newPlugin(t, e, "go-response", "x")
+	for i, code := range []int{403, 503} {
+		r := httptest.NewRequest("GET", "/secret", nil)
+		rec := httptest.NewRecorder()
+		_, denyDone, handled := deny.FilterResponse(rec, r)
+		if !handled || rec.Code != 403 {
+			t.Fatalf("go-deny did not answer: handled %v, %d", handled, rec.Code)
+		}
+		done := logger.LogOnly(r)
+		if done == nil {
+			t.Fatal("go-response exports proxy_on_log but LogOnly returned nil")
+		}
+		si := listener.StreamInfo{ResponseCode: code, ResponseFlags: "-", Details: "go_deny", Duration: 2 * time.Millisecond}
+		done(si)
+		if denyDone != nil {
+			denyDone(si)
+		}
+		if got, _ := e.Metric("wasm_go_response_duration_ms"); got != int64(i+1) {
+			t.Errorf("request %d: go-response logged %d requests, want %d", i, got, i+1)
+		}
+	}
+	if got, _ := e.Metric("wasm_go_response_5xx_total"); got != 1 {
+		t.Errorf("5xx counter %d, want 1 (the 503)", got)
+	}
+}

@@ -200,6 +200,37 @@ func (p *Plugin) FilterResponse(w http.ResponseWriter, r *http.Request) (func(ht
 	return wrap, s.done, false
 }
 
+// LogOnly is the plugin's part in a request a filter before it answered:
+// a stream context is created and, after the local reply, the log phase
+// runs (proxy_on_done, proxy_on_log, proxy_on_delete), as Envoy creates a
+// context for the log of a request whose filter chain was cut short. nil
+// when the plugin exports no log phase.
+func (p *Plugin) LogOnly(r *http.Request) func(listener.StreamInfo) {
+	in, err := p.bind(r.Context())
+	if err != nil {
+		return nil
+	}
+	if !in.has("proxy_on_log") && !in.has("proxy_on_done") {
+		p.unbind(in)
+		return nil
+	}
+	s := &stream{p: p, in: in, r: r, start: time.Now(), resume: make(chan struct{}, 1)}
+	in.mu.Lock()
+	in.nextID++
+	s.id = in.nextID
+	in.streams[s.id] = s
+	in.mu.Unlock()
+	if _, err := s.phase("proxy_on_context_create", false, uint64(s.id), rootContextID); err != nil {
+		s.end()
+		p.e.log.Warn("wasm plugin failed", "plugin", p.cfg.Name, "phase", "proxy_on_context_create", "err", err)
+		return nil
+	}
+	s.reqPairs = requestPairs(r)
+	return s.finish
+}
+
+var _ listener.LogFilter = (*Plugin)(nil)
+
 // answered writes the plugin's local reply (or resets the stream for
 // proxy_close_stream); true when the request is answered.
 func (s *stream) answered(w http.ResponseWriter) bool {
