@@ -80,16 +80,27 @@ type Random struct{ Rnd Rand }
 
 // Pick implements Picker.
 func (p *Random) Pick(hosts []Host, now int64, _ uint64) int {
+	return weightedDraw(hosts, now, p.Rnd, healthyWeight(hosts, now))
+}
+
+// healthyWeight is the summed weight of the hosts healthy at now.
+func healthyWeight(hosts []Host, now int64) uint64 {
 	var total uint64
 	for _, h := range hosts {
 		if h.Healthy(now) {
 			total += uint64(h.Weight())
 		}
 	}
+	return total
+}
+
+// weightedDraw picks a healthy host with probability weight/total (total
+// from healthyWeight), or -1 when total is 0.
+func weightedDraw(hosts []Host, now int64, rnd Rand, total uint64) int {
 	if total == 0 {
 		return -1
 	}
-	x := p.Rnd.Uint64() % total
+	x := rnd.Uint64() % total
 	for i, h := range hosts {
 		if !h.Healthy(now) {
 			continue
@@ -152,30 +163,8 @@ func (p *LeastRequest) Pick(hosts []Host, now int64, _ uint64) int {
 }
 
 func (p *LeastRequest) pickWeighted(hosts []Host, now int64) int {
-	var total uint64
-	for _, h := range hosts {
-		if h.Healthy(now) {
-			total += uint64(h.Weight())
-		}
-	}
-	if total == 0 {
-		return -1
-	}
-	sample := func() int {
-		x := p.Rnd.Uint64() % total
-		for i, h := range hosts {
-			if !h.Healthy(now) {
-				continue
-			}
-			if w := uint64(h.Weight()); x < w {
-				return i
-			} else {
-				x -= w
-			}
-		}
-		return -1
-	}
-	a, b := sample(), sample()
+	total := healthyWeight(hosts, now)
+	a, b := weightedDraw(hosts, now, p.Rnd, total), weightedDraw(hosts, now, p.Rnd, total)
 	if a < 0 || b < 0 {
 		return max(a, b)
 	}

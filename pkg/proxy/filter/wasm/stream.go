@@ -144,17 +144,11 @@ func (p *Plugin) FilterResponse(w http.ResponseWriter, r *http.Request) (func(ht
 	if err != nil {
 		return nil, nil, p.fail(w, err)
 	}
-	s := &stream{p: p, in: in, r: r, start: time.Now(), resume: make(chan struct{}, 1)}
-	in.mu.Lock()
-	in.nextID++
-	s.id = in.nextID
-	in.streams[s.id] = s
-	in.mu.Unlock()
-	id := uint64(s.id)
-	if _, err := s.phase("proxy_on_context_create", false, id, rootContextID); err != nil {
-		s.end()
+	s, err := p.openStream(in, r)
+	if err != nil {
 		return nil, nil, p.fail(w, err)
 	}
+	id := uint64(s.id)
 	noBody := r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 	eos := uint64(0)
 	if noBody {
@@ -214,6 +208,19 @@ func (p *Plugin) LogOnly(r *http.Request) func(listener.StreamInfo) {
 		p.unbind(in)
 		return nil
 	}
+	s, err := p.openStream(in, r)
+	if err != nil {
+		p.e.log.Warn("wasm plugin failed", "plugin", p.cfg.Name, "phase", "proxy_on_context_create", "err", err)
+		return nil
+	}
+	s.reqPairs = requestPairs(r)
+	return s.finish
+}
+
+// openStream registers a stream for r on the bound instance in and runs
+// proxy_on_context_create; on an error the stream is ended (and in
+// released).
+func (p *Plugin) openStream(in *instance, r *http.Request) (*stream, error) {
 	s := &stream{p: p, in: in, r: r, start: time.Now(), resume: make(chan struct{}, 1)}
 	in.mu.Lock()
 	in.nextID++
@@ -222,11 +229,9 @@ func (p *Plugin) LogOnly(r *http.Request) func(listener.StreamInfo) {
 	in.mu.Unlock()
 	if _, err := s.phase("proxy_on_context_create", false, uint64(s.id), rootContextID); err != nil {
 		s.end()
-		p.e.log.Warn("wasm plugin failed", "plugin", p.cfg.Name, "phase", "proxy_on_context_create", "err", err)
-		return nil
+		return nil, err
 	}
-	s.reqPairs = requestPairs(r)
-	return s.finish
+	return s, nil
 }
 
 var _ listener.LogFilter = (*Plugin)(nil)
