@@ -71,16 +71,9 @@ spec:
 func TestGatewayIstioMutual(t *testing.T) {
 	harness.SkipShort(t)
 	t.Parallel()
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	appPort := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "web %s", r.URL.Path)
-	})}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = app.Serve(lis) }()
-	t.Cleanup(func() { app.Close() })
-
+	}))
 	front := harness.FreeAddr(t)
 	_, frontPort, _ := net.SplitHostPort(front)
 	fp, _ := strconv.Atoi(frontPort)
@@ -88,23 +81,14 @@ func TestGatewayIstioMutual(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(configDir, "gateway.yaml"), []byte(fmt.Sprintf(gatewayMTLSConfig, fp)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	bin := weft.Binary(t)
-	cp := harness.StartControlPlane(t, bin, "--config-dir", configDir, "--data-dir", dataDir,
-		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--dashboard-address", "",
-		"--ca-address", "127.0.0.1:0", "--debounce", "50ms")
-	xds := cp.ListenAddress(t, "xDS server")
-	caAddr := cp.ListenAddress(t, "CA")
-	startMeshedProxy(t, dataDir, xds, caAddr, "web", "--app-port", strconv.Itoa(lis.Addr().(*net.TCPAddr).Port), "--service", "web:8080/http")
+	// PERMISSIVE is the mesh default: the gateway's ISTIO_MUTUAL is what
+	// this test is about.
+	xds, caAddr := startCAControlPlane(t, dataDir, configDir, "PERMISSIVE")
+	startMeshedProxy(t, dataDir, xds, caAddr, "web", "--app-port", strconv.Itoa(appPort), "--service", "web:8080/http")
 	client, _ := startMeshedProxy(t, dataDir, xds, caAddr, "client")
 
-	tok := harness.Run(t, bin, nil, "token", "create", "--data-dir", dataDir, "--namespace", "weft-system", "--service-account", "eastwestgateway")
-	if tok.ExitCode != 0 {
-		t.Fatalf("token create: %s", tok.Stderr)
-	}
-	tokFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokFile, []byte(tok.Stdout), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	bin := weft.Binary(t)
+	tokFile := joinTokenFile(t, dataDir, "weft-system", "eastwestgateway")
 	gwReady := filepath.Join(t.TempDir(), "gw.json")
 	gw := harness.Start(t, bin, nil, "proxy", "--gateway", "--gateway-address", "15443="+front,
 		"--control-plane", xds, "--namespace", "weft-system", "--workload", "eastwestgateway", "--service-account", "eastwestgateway",

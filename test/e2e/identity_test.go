@@ -31,12 +31,11 @@ func startCAControlPlane(t *testing.T, dataDir, configDir, mode string, extra ..
 	return cp.ListenAddress(t, "xDS server"), cp.ListenAddress(t, "CA")
 }
 
-// startMeshedProxy runs `weft proxy` for workload (also its service
-// account) in namespace default with a join token for it, and returns its
-// bound addresses.
-func startMeshedProxy(t *testing.T, dataDir, xds, caAddr, workload string, extra ...string) (proxyAddrs, *harness.Process) {
+// joinTokenFile creates a CA join token for service account sa in
+// namespace ns (`weft token create`) and returns the file holding it.
+func joinTokenFile(t *testing.T, dataDir, ns, sa string) string {
 	t.Helper()
-	tok := harness.Run(t, weft.Binary(t), nil, "token", "create", "--data-dir", dataDir, "--namespace", "default", "--service-account", workload)
+	tok := harness.Run(t, weft.Binary(t), nil, "token", "create", "--data-dir", dataDir, "--namespace", ns, "--service-account", sa)
 	if tok.ExitCode != 0 {
 		t.Fatalf("token create: %s", tok.Stderr)
 	}
@@ -44,6 +43,15 @@ func startMeshedProxy(t *testing.T, dataDir, xds, caAddr, workload string, extra
 	if err := os.WriteFile(tokFile, []byte(tok.Stdout), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return tokFile
+}
+
+// startMeshedProxy runs `weft proxy` for workload (also its service
+// account) in namespace default with a join token for it, and returns its
+// bound addresses.
+func startMeshedProxy(t *testing.T, dataDir, xds, caAddr, workload string, extra ...string) (proxyAddrs, *harness.Process) {
+	t.Helper()
+	tokFile := joinTokenFile(t, dataDir, "default", workload)
 	ready := filepath.Join(t.TempDir(), "ready.json")
 	args := append([]string{"proxy", "--control-plane", xds, "--namespace", "default", "--workload", workload,
 		"--service-account", workload, "--labels", "app=" + workload,

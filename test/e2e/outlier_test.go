@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -52,20 +51,13 @@ spec:
 // it returns the port.
 func flakyApp(t *testing.T, name string, fail func() bool) int {
 	t.Helper()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if fail() {
 			http.Error(w, name+" failing", http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprint(w, name)
-	})}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(func() { srv.Close() })
-	return lis.Addr().(*net.TCPAddr).Port
+	}))
 }
 
 // TestOutlierDetectionPanicThreshold drives Istio's outlierDetection
