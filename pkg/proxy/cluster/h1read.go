@@ -30,13 +30,8 @@ type respAlloc struct {
 	resp http.Response
 	lb   lengthBody
 	hb   h1Body
-	hdr  http.Header // reused header map, nil: make one
-	vals []string    // reused value array
+	hs   httpwire.HeaderScratch // reused header map and value array
 }
-
-// maxReusedFields bounds the response header a pool connection keeps for
-// reuse.
-const maxReusedFields = 64
 
 // readResponseInto is readResponse building the response in ra.
 func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *respAlloc) (*http.Response, error) {
@@ -90,22 +85,7 @@ func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *
 		return nil, fmt.Errorf("malformed HTTP version %q", proto)
 	}
 	nf := strings.Count(rest, "\n")
-	var hdr http.Header
-	var vals []string
-	if nf > maxReusedFields {
-		hdr, vals = make(http.Header, nf), make([]string, nf)
-	} else {
-		if ra.hdr == nil {
-			ra.hdr = make(http.Header, max(nf, 8))
-		} else {
-			clear(ra.hdr)
-		}
-		if cap(ra.vals) < nf {
-			ra.vals = make([]string, max(nf, 8))
-		}
-		hdr, vals = ra.hdr, ra.vals[:nf]
-		clear(vals)
-	}
+	hdr, vals := ra.hs.Take(nf)
 	var cls, tes int
 	var cl, te string
 	for i := 0; ; i++ {

@@ -168,24 +168,11 @@ func readHeadBytes(br *bufio.Reader, buf *[]byte, max int) error {
 	}
 }
 
-// headScratch is the header map and value array a connection reuses from
-// request to request (parseHead clears and refills them); nil makes new
-// ones. Nothing may keep the map or a value slice once the request is
-// done: the strings themselves are the request's own.
-type headScratch struct {
-	hdr  http.Header
-	vals []string
-}
-
-// maxReusedFields bounds the header a connection keeps for reuse; a larger
-// one is allocated for its request only.
-const maxReusedFields = 64
-
 // parseHead parses into h a head read by readHeadBytes: s is one string (one
 // allocation) whose substrings become the method, target, header keys
 // (when already canonical) and values. The header map and its value array
 // come from sc (reused) when it is not nil.
-func parseHead(s string, h *h1Head, sc *headScratch) error {
+func parseHead(s string, h *h1Head, sc *httpwire.HeaderScratch) error {
 	*h = h1Head{}
 	line, rest, _ := strings.Cut(s, "\n")
 	var ok bool
@@ -223,23 +210,7 @@ func parseHead(s string, h *h1Head, sc *headScratch) error {
 	}
 	n := strings.Count(rest, "\n")
 	var vals []string // one backing array for every single-valued field
-	switch {
-	case sc == nil || n > maxReusedFields:
-		h.header = make(http.Header, n)
-		vals = make([]string, n)
-	default:
-		if sc.hdr == nil {
-			sc.hdr = make(http.Header, max(n, 8))
-		} else {
-			clear(sc.hdr)
-		}
-		if cap(sc.vals) < n {
-			sc.vals = make([]string, max(n, 8))
-		}
-		h.header = sc.hdr
-		vals = sc.vals[:n]
-		clear(vals)
-	}
+	h.header, vals = sc.Take(n)
 	var hosts, cls, tes, expects int
 	var connClose, connKeepAlive bool
 	var cl, te string

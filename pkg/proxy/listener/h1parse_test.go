@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/weftmesh/weft/pkg/proxy/internal/httpwire"
 )
 
 // FuzzParseRequest feeds arbitrary bytes to the request-head parser and
@@ -133,7 +135,7 @@ func TestParseHeadSlicesOneString(t *testing.T) {
 	}
 	// A connection's scratch: the map and array are reused, cleared of
 	// the previous request's fields.
-	var sc headScratch
+	var sc httpwire.HeaderScratch
 	if err := parseHead("GET / HTTP/1.1\nHost: h\nX-Old: 1\nX-Old: 2\nX-Other: 3\n", h, &sc); err != nil {
 		t.Fatal(err)
 	}

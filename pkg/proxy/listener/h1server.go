@@ -298,7 +298,7 @@ type h1Conn struct {
 	// them once a request's response is finished.
 	req    http.Request // a copy of *base, then the request's fields
 	url    url.URL
-	hs     headScratch
+	hs     httpwire.HeaderScratch
 	rs     *reqState // the Handler's per-request state (reqStateFor)
 	rsBusy bool      // rs is in use by a ServeHTTP on this connection
 

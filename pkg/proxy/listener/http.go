@@ -18,6 +18,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
+	"github.com/weftmesh/weft/pkg/proxy/internal/httpwire"
 	"github.com/weftmesh/weft/pkg/proxy/router"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
@@ -140,10 +141,10 @@ func reqStateFor(w http.ResponseWriter) (st *reqState, release *h1Conn) {
 func (st *reqState) reset() {
 	sc := &st.upsc
 	hdr, vals, rv := sc.hdr, sc.vals, sc.rv
-	if len(hdr) > maxReusedFields || cap(vals) > 2*maxReusedFields {
+	if len(hdr) > httpwire.MaxReusedFields || cap(vals) > 2*httpwire.MaxReusedFields {
 		hdr, vals = nil, nil
 	}
-	if cap(rv) > 2*maxReusedFields {
+	if cap(rv) > 2*httpwire.MaxReusedFields {
 		rv = nil
 	}
 	clear(hdr)

@@ -1,9 +1,13 @@
 // Package httpwire holds the small HTTP/1.1 field helpers that the proxy's
 // own request parser (pkg/proxy/listener) and its upstream response reader
-// (pkg/proxy/cluster) share. They allocate nothing.
+// (pkg/proxy/cluster) share. The field helpers allocate nothing;
+// HeaderScratch allocates only when it grows.
 package httpwire
 
-import "strings"
+import (
+	"net/http"
+	"strings"
+)
 
 // TrimOWS trims optional whitespace (spaces and tabs, RFC 9110 §5.6.3)
 // from both ends of s.
@@ -45,4 +49,38 @@ func ParseContentLength(s string) (int64, bool) {
 		n = n*10 + int64(c-'0')
 	}
 	return n, true
+}
+
+// MaxReusedFields bounds the header a connection keeps for reuse; a larger
+// one is allocated for its message only.
+const MaxReusedFields = 64
+
+// HeaderScratch is the header map and value array one connection reuses
+// from message to message (the request parser's and the upstream
+// response reader's). Nothing may keep the map or a value slice once the
+// message is done: the strings themselves are the message's own.
+type HeaderScratch struct {
+	hdr  http.Header
+	vals []string
+}
+
+// Take returns an empty header map and n cleared value slots (one backing
+// array for every single-valued field): the scratch's own, grown as
+// needed, when n is at most MaxReusedFields; new ones for this message
+// only when it is larger or the scratch is nil.
+func (s *HeaderScratch) Take(n int) (http.Header, []string) {
+	if s == nil || n > MaxReusedFields {
+		return make(http.Header, n), make([]string, n)
+	}
+	if s.hdr == nil {
+		s.hdr = make(http.Header, max(n, 8))
+	} else {
+		clear(s.hdr)
+	}
+	if cap(s.vals) < n {
+		s.vals = make([]string, max(n, 8))
+	}
+	vals := s.vals[:n]
+	clear(vals)
+	return s.hdr, vals
 }
