@@ -209,10 +209,10 @@ spec:
 	}
 }
 
-// A push with the same config objects and registry content reuses the
-// previous push's output (so the server skips it without hashing); a
-// registry change that adds endpoints does not.
-func TestTranslateGeneratorReusesUnchangedPush(t *testing.T) {
+// clientFirstPush decodes meshYAML into a registry and the production
+// generator, and translates the first push for client.default.
+func clientFirstPush(t *testing.T) ([]*config.Resource, *registry.Registry, Generator, *model.Proxy, *Resources) {
+	t.Helper()
 	rs, err := config.Decode("mesh.yaml", []byte(meshYAML))
 	if err != nil {
 		t.Fatal(err)
@@ -228,6 +228,14 @@ func TestTranslateGeneratorReusesUnchangedPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return rs, reg, gen, p, first
+}
+
+// A push with the same config objects and registry content reuses the
+// previous push's output (so the server skips it without hashing); a
+// registry change that adds endpoints does not.
+func TestTranslateGeneratorReusesUnchangedPush(t *testing.T) {
+	rs, reg, gen, p, first := clientFirstPush(t)
 	// A proxy without services joins: the registry changes, its content
 	// (services, endpoints) does not.
 	other, _ := model.ParseNodeID("sidecar~10.0.0.10~other.default~default.svc.cluster.local")
@@ -359,21 +367,7 @@ func TestClassesShareOutboundResponses(t *testing.T) {
 // push's cluster and load-assignment objects (translate.NewCacheFrom), so
 // they are not hashed or encoded again; any other change does not.
 func TestTranslateGeneratorReusesClustersOnVirtualServiceChange(t *testing.T) {
-	rs, err := config.Decode("mesh.yaml", []byte(meshYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := registry.New(slog.New(slog.DiscardHandler))
-	reg.SetConfigs(rs)
-	gen := TranslateGenerator(reg)
-	p, err := model.ParseNodeID("sidecar~10.0.0.9~client.default~default.svc.cluster.local")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := gen(rs)(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs, reg, gen, p, first := clientFirstPush(t)
 	find := func(out *Resources, name string) types.Resource {
 		for _, c := range out.Clusters {
 			if cachev3.GetResourceName(c) == name {
