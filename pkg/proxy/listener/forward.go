@@ -49,10 +49,8 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	}
 	defer br.Requests.Add(-1)
 	if h.Direction == Inbound { // metadata exchange: the caller's metadata stops here
-		if v := r.Header[PeerMetadataHeader]; len(v) > 0 {
-			ri.peerMD = v[0]
-			delete(r.Header, PeerMetadataHeader)
-			delete(r.Header, PeerMetadataIDHeader)
+		if md := takePeerMetadata(r.Header); md != "" {
+			ri.peerMD = md
 		}
 	}
 	attempts := 1
@@ -184,15 +182,11 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	}
 	removeHopHeaders(hdr, resp.StatusCode == http.StatusSwitchingProtocols)
 	if h.Direction == Outbound { // the server proxy's metadata is for telemetry, not the app
-		if v := hdr[PeerMetadataHeader]; len(v) > 0 {
-			ri.peerMD = v[0]
-			delete(hdr, PeerMetadataHeader)
-			delete(hdr, PeerMetadataIDHeader)
+		if md := takePeerMetadata(hdr); md != "" {
+			ri.peerMD = md
 		}
 	} else if ri.peerMD != "" { // answer a mesh peer with this workload's metadata
-		md := &h.self().md
-		hdr[PeerMetadataHeader] = md[0:1:1]
-		hdr[PeerMetadataIDHeader] = md[1:2:2]
+		h.self().stamp(hdr)
 	}
 	respHdr(hdr)
 	if len(ri.flags) > 0 {
@@ -460,9 +454,7 @@ func (h *Handler) localReply(w http.ResponseWriter, r *http.Request, ri *reqInfo
 	}
 	if h.Direction == Inbound && (ri.peerMD != "" || len(r.Header[PeerMetadataHeader]) > 0) {
 		// The calling sidecar learns who answered, as from a forwarded response.
-		md := &h.self().md
-		w.Header()[PeerMetadataHeader] = md[0:1:1]
-		w.Header()[PeerMetadataIDHeader] = md[1:2:2]
+		h.self().stamp(w.Header())
 	}
 	ri.details = msg
 	if len(ri.flags) > 0 {

@@ -531,9 +531,7 @@ func (h *Handler) serveRoute(w *countingWriter, r *http.Request, ri *reqInfo, rt
 		}
 	}
 	if h.Direction == Outbound {
-		md := &h.self().md // metadata exchange: shared value slices, no allocation
-		r.Header[PeerMetadataHeader] = md[0:1:1]
-		r.Header[PeerMetadataIDHeader] = md[1:2:2]
+		h.self().stamp(r.Header) // metadata exchange
 	}
 	h.forward(ctx, w, r, ri, c, up, hash, fwd.Retry, func(hdr http.Header) { applyResponseHeaders(hdr, vh, route, wc) })
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,26 @@ type self struct {
 	md [2]string
 	// principal is the proxy's SPIFFE ID ("unknown" without one).
 	principal string
+}
+
+// stamp sets this workload's metadata exchange headers on hdr, sharing
+// one-element slices of md (no allocation).
+func (s *self) stamp(hdr http.Header) {
+	hdr[PeerMetadataHeader] = s.md[0:1:1]
+	hdr[PeerMetadataIDHeader] = s.md[1:2:2]
+}
+
+// takePeerMetadata removes the peer's metadata exchange headers from hdr
+// (they are for telemetry, not for the application) and returns the
+// metadata value, "" when there is none.
+func takePeerMetadata(hdr http.Header) string {
+	v := hdr[PeerMetadataHeader]
+	if len(v) == 0 {
+		return ""
+	}
+	delete(hdr, PeerMetadataHeader)
+	delete(hdr, PeerMetadataIDHeader)
+	return v[0]
 }
 
 func newSelf(id Identity) *self {
