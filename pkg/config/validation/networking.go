@@ -401,6 +401,14 @@ func (v *validator) trafficPolicy(path string, tp *networking.TrafficPolicy) {
 		return
 	}
 	v.trafficPolicyBody(path, tp.GetLoadBalancer(), tp.GetConnectionPool(), tp.GetOutlierDetection(), tp.GetTls())
+	if rb := tp.GetRetryBudget(); rb != nil {
+		if p := rb.GetPercent(); p != nil && (p.GetValue() < 0 || p.GetValue() > 100) {
+			v.errorf(path+".retryBudget.percent", "percent must be between 0 and 100, got %g", p.GetValue())
+		}
+		if iv := rb.GetBudgetInterval(); iv != nil && (iv.CheckValid() != nil || iv.AsDuration() < 0) {
+			v.errorf(path+".retryBudget.budgetInterval", "budgetInterval must be a valid, non-negative duration (0 counts only requests in flight)")
+		}
+	}
 	for i, pl := range tp.GetPortLevelSettings() {
 		p := idx(path+".portLevelSettings", i)
 		if pl.GetPort() == nil {
@@ -456,6 +464,26 @@ func (v *validator) localityLbSetting(p string, s *networking.LocalityLoadBalanc
 	}
 }
 
+// warmup checks loadBalancer.warmup (Envoy's slow_start_config): a
+// duration is required, minimumPercent is a percentage, aggression is
+// positive, and the older warmupDurationSecs is not set as well.
+func (v *validator) warmup(p string, lb *networking.LoadBalancerSettings, w *networking.WarmupConfiguration) {
+	if lb.GetWarmupDurationSecs() != nil {
+		v.errorf(p+".warmup", "warmup and warmupDurationSecs are mutually exclusive (warmupDurationSecs is the older form of warmup.duration)")
+	}
+	if w.GetDuration() == nil {
+		v.errorf(p+".warmup.duration", "duration is required")
+	} else if w.GetDuration().AsDuration() <= 0 {
+		v.errorf(p+".warmup.duration", "duration must be positive, got %s", w.GetDuration().AsDuration())
+	}
+	if m := w.GetMinimumPercent(); m != nil && (m.GetValue() < 0 || m.GetValue() > 100) {
+		v.errorf(p+".warmup.minimumPercent", "minimumPercent must be between 0 and 100, got %g", m.GetValue())
+	}
+	if a := w.GetAggression(); a != nil && a.GetValue() <= 0 {
+		v.errorf(p+".warmup.aggression", "aggression must be greater than 0, got %g", a.GetValue())
+	}
+}
+
 func (v *validator) trafficPolicyBody(path string, lb *networking.LoadBalancerSettings, cp *networking.ConnectionPoolSettings,
 	od *networking.OutlierDetection, tls *networking.ClientTLSSettings) {
 	if ch := lb.GetConsistentHash(); ch != nil {
@@ -475,6 +503,10 @@ func (v *validator) trafficPolicyBody(path string, lb *networking.LoadBalancerSe
 	if ls := lb.GetLocalityLbSetting(); ls != nil {
 		v.localityLbSetting(path+".loadBalancer.localityLbSetting", ls)
 	}
+	if w := lb.GetWarmup(); w != nil {
+		v.warmup(path+".loadBalancer", lb, w)
+	}
+	v.checkDuration(path+".loadBalancer.warmupDurationSecs", lb.GetWarmupDurationSecs())
 	if cp != nil {
 		p := path + ".connectionPool"
 		if t := cp.GetTcp(); t != nil {

@@ -110,6 +110,11 @@ var invalidCases = []invalidCase{
 
 	// DestinationRule.
 	{"dr exportTo", doc(netv1, "DestinationRule", "host: a\nexportTo:\n- '-' # <-"), "spec.exportTo[0]", "exportTo", false},
+	{"warmup minimumPercent", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  loadBalancer:\n    warmup:\n      duration: 10s\n      minimumPercent: 120 # <-"), "spec.trafficPolicy.loadBalancer.warmup.minimumPercent", "between 0 and 100", false},
+	{"warmup aggression", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  loadBalancer:\n    warmup:\n      duration: 10s\n      aggression: 0 # <-"), "spec.trafficPolicy.loadBalancer.warmup.aggression", "greater than 0", false},
+	{"warmup without duration", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  loadBalancer:\n    warmup: # <-\n      aggression: 2"), "spec.trafficPolicy.loadBalancer.warmup.duration", "duration is required", false},
+	{"warmup and warmupDurationSecs", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  loadBalancer:\n    warmupDurationSecs: 10s\n    warmup: # <-\n      duration: 10s"), "spec.trafficPolicy.loadBalancer.warmup", "mutually exclusive", false},
+	{"retryBudget percent", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  retryBudget:\n    percent: -5 # <-"), "spec.trafficPolicy.retryBudget.percent", "between 0 and 100", false},
 	{"subset without name", doc(netv1, "DestinationRule", "host: reviews\nsubsets:\n- labels: {version: v1} # <-"), "spec.subsets[0].name", "subset name is required", false},
 	{"duplicate subset", doc(netv1, "DestinationRule", "host: reviews\nsubsets:\n- name: v1\n  labels: {version: v1}\n- name: v1 # <-\n  labels: {version: v2}"), "spec.subsets[1].name", "duplicate subset name", false},
 	{"subset without labels", doc(netv1, "DestinationRule", "host: reviews\nsubsets:\n- name: v1 # <-"), "spec.subsets[0].labels", "no labels", true},

@@ -14,6 +14,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
+	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -147,6 +149,12 @@ func mergePolicy(base, over *networking.TrafficPolicy, port uint32) *networking.
 		if tp.Tls != nil {
 			out.Tls = tp.Tls
 		}
+		if tp.ProxyProtocol != nil {
+			out.ProxyProtocol = tp.ProxyProtocol
+		}
+		if tp.RetryBudget != nil {
+			out.RetryBudget = tp.RetryBudget
+		}
 		for _, pl := range tp.GetPortLevelSettings() {
 			if pl.GetPort().GetNumber() != port {
 				continue
@@ -233,7 +241,9 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 	}
 	proto := protocolOf(port)
 	applyLB(c, tp.GetLoadBalancer())
+	applyWarmup(c, tp.GetLoadBalancer())
 	opts := applyConnectionPool(c, tp.GetConnectionPool())
+	applyRetryBudget(c, tp.GetRetryBudget())
 	if isHTTP2(proto) && !tp.GetConnectionPool().GetHttp().GetUseClientProtocol() {
 		if opts == nil {
 			opts = &httpv3.HttpProtocolOptions{}
@@ -265,7 +275,91 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 	if ts := b.autoMTLS(tp, svc, port, labels); ts != nil {
 		c.TransportSocket = ts
 	}
+	c.TransportSocket = wrapProxyProtocol(c.TransportSocket, tp.GetProxyProtocol())
 	b.clusters[name] = c
+}
+
+// Transport socket names of Envoy's upstream PROXY protocol wrapper and
+// of the plain socket it wraps when the cluster has no TLS.
+const (
+	proxyProtocolTransportSocket = "envoy.transport_sockets.upstream_proxy_protocol"
+	rawBufferTransportSocket     = "envoy.transport_sockets.raw_buffer"
+)
+
+// wrapProxyProtocol is DestinationRule trafficPolicy.proxyProtocol as
+// Istio sends it: the cluster's transport socket (TLS, or a raw_buffer
+// one when there is none) wrapped in upstream_proxy_protocol, so the
+// PROXY header goes first on each upstream connection, then TLS.
+func wrapProxyProtocol(ts *corev3.TransportSocket, pp *networking.TrafficPolicy_ProxyProtocol) *corev3.TransportSocket {
+	if pp == nil {
+		return ts
+	}
+	if ts == nil {
+		ts = &corev3.TransportSocket{Name: rawBufferTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&rawbufferv3.RawBuffer{})}}
+	}
+	version := corev3.ProxyProtocolConfig_V1
+	if pp.GetVersion() == networking.TrafficPolicy_ProxyProtocol_V2 {
+		version = corev3.ProxyProtocolConfig_V2
+	}
+	return &corev3.TransportSocket{Name: proxyProtocolTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(&proxyprotocolv3.ProxyProtocolUpstreamTransport{
+		Config:          &corev3.ProxyProtocolConfig{Version: version},
+		TransportSocket: ts,
+	})}}
+}
+
+// applyWarmup is loadBalancer.warmup (or the older warmupDurationSecs) as
+// Istio sends it: Envoy's slow_start_config, only on ROUND_ROBIN and
+// LEAST_REQUEST clusters (the policies Envoy's slow start supports).
+// minimumPercent and aggression are sent only when set (Envoy's defaults:
+// 10 % and 1.0).
+func applyWarmup(c *clusterv3.Cluster, lb *networking.LoadBalancerSettings) {
+	var ss *clusterv3.Cluster_SlowStartConfig
+	switch w := lb.GetWarmup(); {
+	case w != nil && w.GetDuration() != nil:
+		ss = &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(w.GetDuration().AsDuration())}
+		if a := w.GetAggression(); a != nil {
+			ss.Aggression = &corev3.RuntimeDouble{DefaultValue: a.GetValue(), RuntimeKey: "upstream.slow_start.aggression"}
+		}
+		if m := w.GetMinimumPercent(); m != nil {
+			ss.MinWeightPercent = &typev3.Percent{Value: m.GetValue()}
+		}
+	case lb.GetWarmupDurationSecs() != nil:
+		ss = &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(lb.GetWarmupDurationSecs().AsDuration())}
+	default:
+		return
+	}
+	switch c.LbPolicy {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		c.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{SlowStartConfig: ss}}
+	case clusterv3.Cluster_LEAST_REQUEST:
+		c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{SlowStartConfig: ss}}
+	}
+}
+
+// applyRetryBudget is trafficPolicy.retryBudget as Istio sends it:
+// circuit_breakers.thresholds.retry_budget with Istio's defaults (20 %,
+// minimum concurrency 3) for unset fields; Envoy then ignores max_retries.
+func applyRetryBudget(c *clusterv3.Cluster, rb *networking.TrafficPolicy_RetryBudget) {
+	if rb == nil {
+		return
+	}
+	budget := &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+		BudgetPercent:       &typev3.Percent{Value: 20},
+		MinRetryConcurrency: wrapperspb.UInt32(3),
+	}
+	if p := rb.GetPercent(); p != nil {
+		budget.BudgetPercent.Value = p.GetValue()
+	}
+	if n := rb.GetMinRetryConcurrency(); n > 0 {
+		budget.MinRetryConcurrency.Value = n
+	}
+	if iv := rb.GetBudgetInterval(); iv != nil && iv.AsDuration() > 0 {
+		budget.BudgetInterval = durationpb.New(iv.AsDuration())
+	}
+	if c.CircuitBreakers == nil {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{}}}
+	}
+	c.CircuitBreakers.Thresholds[0].RetryBudget = budget
 }
 
 // outlierErrorMatcher is outlierDetection.outlierDetectionHttpErrorCodes
