@@ -59,6 +59,10 @@ type hostState struct {
 	ejections    atomic.Int32
 	Requests     atomic.Uint64
 	Failures     atomic.Uint64
+	// slowStartAt is when the host joined its cluster (unix ns), 0 for
+	// the cluster's first hosts; set once, before the host is
+	// published (see lb.SlowStart).
+	slowStartAt int64
 }
 
 // Healthy implements lb.Host.
@@ -72,6 +76,9 @@ func (h *Host) Weight() uint32 { return h.weight }
 
 // Key implements lb.Host.
 func (h *Host) Key() string { return h.Addr }
+
+// SlowStartAt implements lb.Warming.
+func (h *Host) SlowStartAt() int64 { return h.slowStartAt }
 
 // Begin marks a request in flight; call the returned func when done.
 func (h *Host) Begin() func() {
@@ -89,7 +96,10 @@ func (h *Host) Enter() {
 // Leave ends a request counted by Enter.
 func (h *Host) Leave() { h.active.Add(-1) }
 
-var _ lb.Host = (*Host)(nil)
+var (
+	_ lb.Host    = (*Host)(nil)
+	_ lb.Warming = (*Host)(nil)
+)
 
 // Thresholds are circuit-breaker limits (Envoy defaults 1024 each, retries 3).
 type Thresholds struct {
@@ -595,6 +605,10 @@ type clusterState struct {
 	tkey     string
 	t1, t2   *http.Transport
 	h1       *H1Pool
+	// built is set once the cluster has been committed with hosts: hosts
+	// that appear after that join in slow start (the first endpoints do
+	// not, whether they came with the cluster or by a later EDS response).
+	built bool
 }
 
 // NewManager returns a Manager. rnd and clock may be nil for defaults.
@@ -660,7 +674,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", n, err)
 		}
-		built = append(built, pending{c, &clusterState{hosts: newHosts, breakers: st.breakers, tkey: st.tkey, t1: st.t1, t2: st.t2, h1: st.h1}})
+		built = append(built, pending{c, &clusterState{hosts: newHosts, breakers: st.breakers, tkey: st.tkey, t1: st.t1, t2: st.t2, h1: st.h1, built: st.built || len(c.Hosts) > 0}})
 		out.Clusters[n] = c
 	}
 	// Commit live state only once everything compiled.
@@ -827,6 +841,7 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		c.Outlier = o
 	}
 	newHosts := map[string]*hostState{}
+	now := m.clock().UnixNano()
 	if cla != nil {
 		byPrio := map[uint32][]lb.Host{}
 		for _, le := range cla.GetEndpoints() {
@@ -854,6 +869,9 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 				hs := st.hosts[key]
 				if hs == nil {
 					hs = &hostState{}
+					if st.built {
+						hs.slowStartAt = now
+					}
 				}
 				h := &Host{Addr: addr, Priority: le.GetPriority(), Locality: locName, hostState: hs}
 				h.weight = w
@@ -922,12 +940,14 @@ func (m *Manager) picker(pc *clusterv3.Cluster, hosts []lb.Host) (lb.Picker, boo
 	}
 	switch pc.GetLbPolicy() {
 	case clusterv3.Cluster_ROUND_ROBIN:
+		var p lb.Picker = &lb.RoundRobin{}
 		if weighted {
-			return &lb.Random{Rnd: m.rnd}, false, nil
+			p = &lb.Random{Rnd: m.rnd}
 		}
-		return &lb.RoundRobin{}, false, nil
+		return m.slowStart(p, pc.GetRoundRobinLbConfig().GetSlowStartConfig(), hosts, false), false, nil
 	case clusterv3.Cluster_LEAST_REQUEST:
-		return &lb.LeastRequest{Rnd: m.rnd, Weighted: weighted}, false, nil
+		p := &lb.LeastRequest{Rnd: m.rnd, Weighted: weighted}
+		return m.slowStart(p, pc.GetLeastRequestLbConfig().GetSlowStartConfig(), hosts, true), false, nil
 	case clusterv3.Cluster_RANDOM:
 		return &lb.Random{Rnd: m.rnd}, false, nil
 	case clusterv3.Cluster_RING_HASH:
@@ -942,6 +962,32 @@ func (m *Manager) picker(pc *clusterv3.Cluster, hosts []lb.Host) (lb.Picker, boo
 		}
 	}
 	return nil, false, fmt.Errorf("lb_policy %v: %w", pc.GetLbPolicy(), ErrUnsupported)
+}
+
+// slowStart wraps a ROUND_ROBIN or LEAST_REQUEST picker with the
+// cluster's slow_start_config (Istio's warmup), when it has one and a host
+// of the level joined after the cluster's first build.
+func (m *Manager) slowStart(p lb.Picker, cfg *clusterv3.Cluster_SlowStartConfig, hosts []lb.Host, leastRequest bool) lb.Picker {
+	if cfg.GetSlowStartWindow().AsDuration() <= 0 {
+		return p
+	}
+	var latest int64
+	for _, h := range hosts {
+		if w, ok := h.(lb.Warming); ok {
+			latest = max(latest, w.SlowStartAt())
+		}
+	}
+	if latest == 0 {
+		return p
+	}
+	ss := lb.SlowStart{Window: cfg.GetSlowStartWindow().AsDuration(), Aggression: 1, MinWeightPercent: 10}
+	if a := cfg.GetAggression(); a != nil {
+		ss.Aggression = a.GetDefaultValue()
+	}
+	if mw := cfg.GetMinWeightPercent(); mw != nil {
+		ss.MinWeightPercent = mw.GetValue()
+	}
+	return &lb.SlowStartPicker{Inner: p, Config: ss, Rnd: m.rnd, LeastRequest: leastRequest, Latest: latest}
 }
 
 func transportKey(c *Cluster) string {
