@@ -230,15 +230,21 @@ func decodeResource(file string, n *yaml.Node) (*Resource, ErrorList) {
 		w.errorf(n.Line, "kind", "missing kind")
 		return nil, w.errs
 	}
-	s, ok := SchemaForKind(kind)
-	if !ok && isKubernetesKind(apiVersion, kind) || ok && isKubernetesGroup(apiVersion) {
+	group, version, _ := strings.Cut(apiVersion, "/")
+	s, ok := SchemaFor(group, kind)
+	ours := ok && s.Group == group
+	if !ours && group == GroupGatewayAPI {
+		return nil, ErrorList{{Source: Source{File: file, Line: n.Line}, Kind: kind, Path: "kind",
+			Msg: fmt.Sprintf("skipped: Gateway API kind %s is not supported by weft (supported: GatewayClass, Gateway, HTTPRoute)", kind), Warning: true}}
+	}
+	if !ok && isKubernetesKind(apiVersion, kind) || ok && !ours && isKubernetesGroup(apiVersion) {
 		return nil, ErrorList{{Source: Source{File: file, Line: n.Line}, Kind: kind, Path: "apiVersion",
 			Msg: fmt.Sprintf("skipped: %s (%s) is not an Istio resource", kind, apiVersion), Warning: true}}
 	}
 	if !ok {
 		names := make([]string, len(schemas))
 		for i := range schemas {
-			names[i] = schemas[i].Kind
+			names[i] = schemas[i].WireKind()
 		}
 		msg := fmt.Sprintf("unknown kind %q", kind)
 		if sug := suggest(kind, names); sug != "" {
@@ -247,15 +253,14 @@ func decodeResource(file string, n *yaml.Node) (*Resource, ErrorList) {
 		w.errorf(w.lines["kind"], "kind", "%s", msg)
 		return nil, w.errs
 	}
-	w.kind = kind
-	group, version, _ := strings.Cut(apiVersion, "/")
+	w.kind = s.DisplayKind()
 	if apiVersion == "" {
 		w.errorf(n.Line, "apiVersion", "missing apiVersion; %s is served at %s", kind, strings.Join(s.APIVersions(), ", "))
 	} else if group != s.Group || !s.ServesVersion(version) {
 		w.errorf(w.lines["apiVersion"], "apiVersion", "%s is not served at %q; %s is served at %s",
 			kind, apiVersion, kind, strings.Join(s.APIVersions(), ", "))
 	}
-	r := &Resource{APIVersion: apiVersion, Kind: kind}
+	r := &Resource{APIVersion: apiVersion, Kind: s.Kind}
 	w.meta(metaNode, n.Line, &r.Meta)
 	if r.Meta.Name != "" {
 		w.name = r.Meta.Namespace + "/" + r.Meta.Name
@@ -425,7 +430,11 @@ func (r *Resource) MarshalJSON() ([]byte, error) {
 			return nil, fmt.Errorf("marshal %s spec: %w", r.Kind, err)
 		}
 	}
-	return json.Marshal(object{APIVersion: r.APIVersion, Kind: r.Kind, Metadata: r.Meta, Spec: spec})
+	kind := r.Kind
+	if s, ok := SchemaForKind(r.Kind); ok {
+		kind = s.WireKind()
+	}
+	return json.Marshal(object{APIVersion: r.APIVersion, Kind: kind, Metadata: r.Meta, Spec: spec})
 }
 
 // UnmarshalJSON parses the Kubernetes shape written by MarshalJSON.

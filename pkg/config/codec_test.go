@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/weftmesh/weft/pkg/config"
@@ -120,7 +121,9 @@ func TestDecodeJSONListAndMultiDoc(t *testing.T) {
 			[]string{"DestinationRule default/a", "PeerAuthentication x/p"}},
 		{"snake case and proto names", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec:\n  host: a\n  traffic_policy:\n    connection_pool: {tcp: {max_connections: 5}}\n",
 			[]string{"DestinationRule default/a"}},
-		{"kubernetes objects skipped", "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: istio}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n",
+		{"gateway api kinds", "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: istio}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {selector: {a: b}}\n---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {parentRefs: [{name: g, group: \"\", kind: Service}]}\n",
+			[]string{"KubernetesGateway default/g", "Gateway default/g", "HTTPRoute default/r"}},
+		{"kubernetes objects skipped", "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: g}\nspec: {}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n",
 			[]string{"DestinationRule default/a"}},
 		{"kubectl metadata ignored", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, uid: 123-4, managedFields: []}\nspec: {host: a}\nstatus: {foo: bar}\n",
 			[]string{"DestinationRule default/a"}},
@@ -229,6 +232,70 @@ func TestSuggest(t *testing.T) {
 	for in, want := range map[string]string{"patches": "patch", "aplyTo": "applyTo", "zzzzzz": "", "Match": "match"} {
 		if got := config.Suggest(in, cands); got != want {
 			t.Errorf("Suggest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestGatewayAPIRoundTrip(t *testing.T) {
+	in := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bookinfo, namespace: shop}
+spec:
+  parentRefs:
+  - {name: gw, sectionName: http, port: 80}
+  - {group: "", kind: Service, name: reviews}
+  hostnames: [bookinfo.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /productpage}
+      headers: [{name: x-user, value: jason}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-a, value: "1"}], remove: [x-b]}
+    backendRefs:
+    - {name: productpage, port: 9080, weight: 90}
+    timeouts: {request: 10s}
+`
+	rs, err := config.Decode("r.yaml", []byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := json.Marshal(rs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(j), `"kind":"HTTPRoute"`) || !strings.Contains(string(j), `"group":""`) {
+		t.Errorf("encoded %s: want kind HTTPRoute and the explicit empty group kept", j)
+	}
+	var back config.Resource
+	if err := json.Unmarshal(j, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Kind != config.KindHTTPRoute || !proto.Equal(back.Spec, rs[0].Spec) {
+		t.Errorf("round trip: kind %q, spec equal %v", back.Kind, proto.Equal(back.Spec, rs[0].Spec))
+	}
+	gw, err := config.Decode("g.yaml", []byte("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := config.EncodeYAML(gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(y), "kind: Gateway\n") || !strings.Contains(string(y), "apiVersion: gateway.networking.k8s.io/v1\n") {
+		t.Errorf("YAML of a Gateway API Gateway:\n%s", y)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  rules:\n  - backendRef: []\n",
+			`f.yaml:6: HTTPRoute default/r: spec.rules[0].backendRef: unknown field "backendRef" in HTTPRouteRule; did you mean "backendRefs"?`},
+		{"apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  listeners:\n  - port: eighty\n",
+			`f.yaml:6: Gateway.gateway.networking.k8s.io default/g: spec.listeners[0].port: `},
+		{"apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: HTTPRoute\nmetadata: {name: r}\n",
+			`HTTPRoute is served at gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1`},
+	} {
+		_, err := config.Decode("f.yaml", []byte(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Decode(%q) = %v, want %q", tc.in, err, tc.want)
 		}
 	}
 }

@@ -118,7 +118,11 @@ func (r *Resource) FieldError(path string, warning bool, format string, args ...
 	if r.Meta.Name != "" {
 		name = r.Meta.Namespace + "/" + r.Meta.Name
 	}
-	return &FieldError{Source: src, Kind: r.Kind, Name: name, Path: path, Msg: fmt.Sprintf(format, args...), Warning: warning}
+	kind := r.Kind
+	if s, ok := SchemaForKind(r.Kind); ok {
+		kind = s.DisplayKind()
+	}
+	return &FieldError{Source: src, Kind: kind, Name: name, Path: path, Msg: fmt.Sprintf(format, args...), Warning: warning}
 }
 
 func (k Key) String() string { return k.Kind + " " + k.Namespace + "/" + k.Name }

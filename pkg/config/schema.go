@@ -15,6 +15,8 @@ import (
 	networkingv1beta1 "istio.io/api/networking/v1beta1"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	telemetryv1alpha1 "istio.io/api/telemetry/v1alpha1"
+
+	"github.com/weftmesh/weft/pkg/config/gatewayapi"
 )
 
 // Schema describes one Istio kind: its API group, the versions Istio serves it
@@ -30,6 +32,32 @@ type Schema struct {
 	// shares one Go type in istio.io/api (the v1 and v1beta1 packages alias
 	// v1alpha3), so one constructor serves them all.
 	NewSpec func() proto.Message
+	// APIKind is the kind written in YAML when it differs from Kind: the
+	// Gateway API's Gateway is "Gateway" on the wire but KindKubernetesGateway
+	// inside weft (as in Istio), so it never collides with Istio's Gateway
+	// in store keys. Empty means Kind.
+	APIKind string
+	// ClusterScoped marks a kind Kubernetes stores without a namespace
+	// (GatewayClass). Weft's own stores keep it in the default namespace;
+	// the Kubernetes CRD store does not watch it.
+	ClusterScoped bool
+}
+
+// WireKind is the kind as written in YAML and sent to Kubernetes.
+func (s *Schema) WireKind() string {
+	if s.APIKind != "" {
+		return s.APIKind
+	}
+	return s.Kind
+}
+
+// DisplayKind names the kind for people: the wire kind, qualified with its
+// group when the wire kind alone is ambiguous ("Gateway.gateway.networking.k8s.io").
+func (s *Schema) DisplayKind() string {
+	if s.APIKind != "" {
+		return s.APIKind + "." + s.Group
+	}
+	return s.Kind
 }
 
 // GroupVersion returns "group/version" for the schema's storage version.
@@ -59,6 +87,8 @@ const (
 	groupSecurity   = "security.istio.io"
 	groupTelemetry  = "telemetry.istio.io"
 	groupExtensions = "extensions.istio.io"
+	// GroupGatewayAPI is the Kubernetes Gateway API group.
+	GroupGatewayAPI = gatewayapi.Group
 )
 
 // Kind names, as users write them in YAML.
@@ -77,6 +107,13 @@ const (
 	KindAuthorizationPolicy   = "AuthorizationPolicy"
 	KindTelemetry             = "Telemetry"
 	KindWasmPlugin            = "WasmPlugin"
+
+	// Gateway API kinds (group gateway.networking.k8s.io). The Gateway
+	// API's Gateway is written "Gateway" in YAML; weft keys it as
+	// KindKubernetesGateway, as Istio does.
+	KindGatewayClass      = "GatewayClass"
+	KindKubernetesGateway = "KubernetesGateway"
+	KindHTTPRoute         = "HTTPRoute"
 )
 
 // schemas is the immutable table of kinds (versions as in istio.io/api's
@@ -96,6 +133,9 @@ var schemas = []Schema{
 	{Group: groupSecurity, Kind: KindAuthorizationPolicy, Plural: "authorizationpolicies", ShortNames: []string{"ap"}, Versions: []string{"v1", "v1beta1"}, NewSpec: func() proto.Message { return &securityv1beta1.AuthorizationPolicy{} }},
 	{Group: groupTelemetry, Kind: KindTelemetry, Plural: "telemetries", ShortNames: []string{"telemetry"}, Versions: []string{"v1", "v1alpha1"}, NewSpec: func() proto.Message { return &telemetryv1alpha1.Telemetry{} }},
 	{Group: groupExtensions, Kind: KindWasmPlugin, Plural: "wasmplugins", Versions: []string{"v1alpha1"}, NewSpec: func() proto.Message { return &extensionsv1alpha1.WasmPlugin{} }},
+	{Group: GroupGatewayAPI, Kind: KindGatewayClass, Plural: "gatewayclasses", ShortNames: []string{"gc"}, Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewGatewayClassSpec, ClusterScoped: true},
+	{Group: GroupGatewayAPI, Kind: KindKubernetesGateway, APIKind: "Gateway", Plural: "gateways", ShortNames: []string{"gtw"}, Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewGatewaySpec},
+	{Group: GroupGatewayAPI, Kind: KindHTTPRoute, Plural: "httproutes", Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewHTTPRouteSpec},
 }
 
 // Schemas returns every kind Weft understands, in a stable order.
@@ -111,10 +151,40 @@ func SchemaForKind(kind string) (*Schema, bool) {
 	return nil, false
 }
 
+// SchemaFor returns the schema of a kind as written in YAML (wire kind)
+// in API group group. With an unknown group it returns the first schema of
+// that wire kind (Istio's, for "Gateway"), so callers can name the versions
+// it is served at.
+func SchemaFor(group, kind string) (*Schema, bool) {
+	var first *Schema
+	for i := range schemas {
+		s := &schemas[i]
+		if s.WireKind() != kind {
+			continue
+		}
+		if s.Group == group {
+			return s, true
+		}
+		if first == nil {
+			first = s
+		}
+	}
+	return first, first != nil
+}
+
 // ResolveKind maps what a user typed on the command line (Kind, lower-case
-// kind, plural, or short name, case-insensitive) to a schema.
+// kind, plural, or short name, case-insensitive; "plural.group" as kubectl
+// takes it, e.g. gateways.gateway.networking.k8s.io) to a schema. A bare
+// "gateway" is Istio's; the Gateway API's is "kubernetesgateway", "gtw" or
+// "gateways.gateway.networking.k8s.io".
 func ResolveKind(name string) (*Schema, error) {
 	n := strings.ToLower(name)
+	for i := range schemas {
+		s := &schemas[i]
+		if n == s.Plural+"."+s.Group || n == strings.ToLower(s.WireKind())+"."+s.Group {
+			return s, nil
+		}
+	}
 	for i := range schemas {
 		s := &schemas[i]
 		if n == strings.ToLower(s.Kind) || n == s.Plural || n == strings.ToLower(s.Kind)+"s" {

@@ -26,6 +26,10 @@ func Validate(r *config.Resource) config.ErrorList {
 			v.errorf(key("metadata.annotations", k), "invalid annotation key %q: %s", k, msg)
 		}
 	}
+	if r.Kind == config.KindGatewayClass || r.Kind == config.KindKubernetesGateway || r.Kind == config.KindHTTPRoute {
+		v.gatewayAPI()
+		return v.errs
+	}
 	switch spec := r.Spec.(type) {
 	case *networking.VirtualService:
 		v.virtualService(spec)

@@ -83,12 +83,24 @@ func ForSchema(s config.Schema) CRD {
 	for i, v := range s.Versions {
 		spec, status := open, open
 		spec.Description = fmt.Sprintf("Istio %s spec; validated by the weft webhook.", s.Kind)
+		if s.Group == config.GroupGatewayAPI {
+			spec.Description = fmt.Sprintf("Gateway API %s spec (trimmed, schemaless CRD); validated by the weft webhook.", s.WireKind())
+		}
 		versions[i] = Version{
 			Name: v, Served: true, Storage: i == 0,
 			Schema: Validation{OpenAPIV3Schema: Schema{Type: "object", Properties: map[string]Schema{"spec": spec, "status": status}}},
 		}
 	}
 	group := strings.ReplaceAll(s.Group, ".", "-")
+	categories := []string{"istio-io", group}
+	if s.Group == config.GroupGatewayAPI {
+		categories = []string{"gateway-api"}
+	}
+	scope := "Namespaced"
+	if s.ClusterScoped {
+		scope = "Cluster"
+	}
+	kind := s.WireKind()
 	return CRD{
 		APIVersion: "apiextensions.k8s.io/v1",
 		Kind:       "CustomResourceDefinition",
@@ -96,20 +108,36 @@ func ForSchema(s config.Schema) CRD {
 		Spec: Spec{
 			Group: s.Group,
 			Names: Names{
-				Kind: s.Kind, ListKind: s.Kind + "List", Plural: s.Plural, Singular: strings.ToLower(s.Kind),
-				ShortNames: s.ShortNames, Categories: []string{"istio-io", group},
+				Kind: kind, ListKind: kind + "List", Plural: s.Plural, Singular: strings.ToLower(kind),
+				ShortNames: s.ShortNames, Categories: categories,
 			},
-			Scope:    "Namespaced",
+			Scope:    scope,
 			Versions: versions,
 		},
 	}
 }
 
-// All returns the CRDs of every kind in config.Schemas(), in table order.
-func All() []CRD {
+// All returns the CRDs of every kind in config.Schemas(), in table order:
+// Istio's, then the Gateway API's.
+func All() []CRD { return append(Istio(), GatewayAPI()...) }
+
+// Istio returns the CRDs of the Istio kinds (manifests/crds/istio.yaml and
+// the Helm chart's crds/).
+func Istio() []CRD { return forGroups(false) }
+
+// GatewayAPI returns trimmed, schemaless stand-ins for the Gateway API CRDs
+// weft reads (GatewayClass, Gateway, HTTPRoute; v1 storage, v1beta1
+// served), for clusters without the upstream CRDs
+// (manifests/crds/gateway-api.yaml). They are not in the Helm chart, so
+// installing weft never replaces upstream Gateway API CRDs.
+func GatewayAPI() []CRD { return forGroups(true) }
+
+func forGroups(gatewayAPI bool) []CRD {
 	var out []CRD
 	for _, s := range config.Schemas() {
-		out = append(out, ForSchema(s))
+		if (s.Group == config.GroupGatewayAPI) == gatewayAPI {
+			out = append(out, ForSchema(s))
+		}
 	}
 	return out
 }

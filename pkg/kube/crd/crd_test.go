@@ -9,11 +9,15 @@ import (
 )
 
 func TestGeneratedFileUpToDate(t *testing.T) {
-	want, err := YAML(All())
+	istio, err := YAML(Istio())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"manifests/crds/istio.yaml", "manifests/charts/weft/crds/istio.yaml"} {
+	gwapi, err := YAML(GatewayAPI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string][]byte{"manifests/crds/istio.yaml": istio, "manifests/charts/weft/crds/istio.yaml": istio, "manifests/crds/gateway-api.yaml": gwapi} {
 		got, err := os.ReadFile("../../../" + f)
 		if err != nil {
 			t.Fatal(err)
@@ -48,6 +52,14 @@ func TestForSchema(t *testing.T) {
 	}
 	if storage != 1 || c.Spec.Versions[0].Name != "v1" || len(c.Spec.Versions) != 3 {
 		t.Fatalf("versions %+v", c.Spec.Versions)
+	}
+	gw, _ := config.SchemaForKind(config.KindKubernetesGateway)
+	if c := ForSchema(*gw); c.Metadata.Name != "gateways.gateway.networking.k8s.io" || c.Spec.Names.Kind != "Gateway" || c.Spec.Scope != "Namespaced" {
+		t.Fatalf("Gateway API Gateway CRD: %+v", c)
+	}
+	gc, _ := config.SchemaForKind(config.KindGatewayClass)
+	if c := ForSchema(*gc); c.Spec.Scope != "Cluster" {
+		t.Fatalf("GatewayClass CRD scope %q", c.Spec.Scope)
 	}
 	ep, _ := config.SchemaForKind(config.KindEnvoyFilter)
 	if v := ForSchema(*ep).Spec.Versions; len(v) != 1 || v[0].Name != "v1alpha3" || !v[0].Storage {

@@ -123,6 +123,11 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		tombstones: map[types.UID]string{},
 	}
 	for _, sc := range config.Schemas() {
+		if sc.ClusterScoped {
+			// GatewayClass: Gateways of class istio or weft need no
+			// GatewayClass object, so the store does not watch them.
+			continue
+		}
 		gvr, ok := served(dc, sc)
 		if !ok {
 			s.log.Warn("Istio CRD not installed; kind skipped", "kind", sc.Kind, "crd", sc.Plural+"."+sc.Group)
@@ -209,7 +214,11 @@ func (s *Store) toResource(u *unstructured.Unstructured) (*config.Resource, conf
 }
 
 func keyOf(u *unstructured.Unstructured) config.Key {
-	return config.Key{Kind: u.GetKind(), Namespace: u.GetNamespace(), Name: u.GetName()}
+	kind := u.GetKind()
+	if sc, ok := config.SchemaFor(u.GroupVersionKind().Group, kind); ok {
+		kind = sc.Kind // the Gateway API's Gateway is KubernetesGateway
+	}
+	return config.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
 }
 
 // observe applies one informer notification to the cache and publishes
