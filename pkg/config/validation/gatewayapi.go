@@ -514,4 +514,3 @@ func (v *validator) pathModifier(p string, m *gatewayapi.HTTPPathModifier, allPr
 		v.errorf(p+".type", "unknown path modifier type %q (ReplaceFullPath, ReplacePrefixMatch)", m.Type)
 	}
 }
-
