@@ -104,6 +104,32 @@ var (
 // Thresholds are circuit-breaker limits (Envoy defaults 1024 each, retries 3).
 type Thresholds struct {
 	MaxConnections, MaxPending, MaxRequests, MaxRetries int64
+	// RetryBudget, when set (retry_budget, Istio's trafficPolicy.retryBudget),
+	// replaces MaxRetries as the limit on concurrent retries.
+	RetryBudget *RetryBudget
+}
+
+// RetryBudget is Envoy's circuit_breakers.thresholds.retry_budget: at most
+// max(MinConcurrency, Percent % of the cluster's active requests) retries
+// at once, active requests counting pending ones (Envoy's "active
+// requests + active pending requests").
+type RetryBudget struct {
+	Percent        float64 // budget_percent; default 20
+	MinConcurrency int64   // min_retry_concurrency; default 3
+}
+
+// RetryLimit is the number of concurrent retries the cluster admits now:
+// the retry budget computed from the requests in flight when it has one,
+// else max_retries. A retry is admitted while Breakers.Retries (including
+// itself) does not exceed it.
+func (c *Cluster) RetryLimit() int64 {
+	b := c.Thresholds.RetryBudget
+	if b == nil {
+		return c.Thresholds.MaxRetries
+	}
+	// Breakers.Requests counts every request of the cluster in flight,
+	// pending ones included.
+	return max(b.MinConcurrency, int64(b.Percent/100*float64(c.Breakers.Requests.Load())))
 }
 
 // Breakers are a cluster's live circuit-breaker gauges and the cluster's
@@ -732,6 +758,19 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		}
 		if v := t.GetMaxRetries(); v != nil {
 			c.Thresholds.MaxRetries = int64(v.GetValue())
+		}
+		if rb := t.GetRetryBudget(); rb != nil {
+			b := &RetryBudget{Percent: 20, MinConcurrency: 3}
+			if p := rb.GetBudgetPercent(); p != nil {
+				b.Percent = p.GetValue()
+			}
+			if n := rb.GetMinRetryConcurrency(); n != nil {
+				b.MinConcurrency = int64(n.GetValue())
+			}
+			if iv := rb.GetBudgetInterval(); iv.AsDuration() > 0 {
+				c.Warnings = append(c.Warnings, "circuit_breakers retry_budget budget_interval not executed: the budget counts requests in flight only")
+			}
+			c.Thresholds.RetryBudget = b
 		}
 	}
 	if v := pc.GetMaxRequestsPerConnection(); v != nil {

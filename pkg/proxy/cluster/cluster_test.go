@@ -158,7 +158,7 @@ func TestThresholdsAndOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := set.Clusters["s"]
-	if cl.Thresholds != (Thresholds{7, 8, 9, 10}) || cl.MaxRequestsPerConnection != 1 || !cl.Transport.DisableKeepAlives || cl.Transport.MaxConnsPerHost != 7 {
+	if cl.Thresholds != (Thresholds{MaxConnections: 7, MaxPending: 8, MaxRequests: 9, MaxRetries: 10}) || cl.MaxRequestsPerConnection != 1 || !cl.Transport.DisableKeepAlives || cl.Transport.MaxConnsPerHost != 7 {
 		t.Fatalf("thresholds %+v mrpc %d", cl.Thresholds, cl.MaxRequestsPerConnection)
 	}
 	if h, err := cl.Pick(0); err != nil || h.Addr != "localhost:8080" {

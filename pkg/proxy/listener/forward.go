@@ -65,7 +65,7 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	)
 	for attempt := 0; attempt < attempts; attempt++ {
 		if attempt > 0 {
-			if br.Retries.Add(1) > c.Thresholds.MaxRetries {
+			if br.Retries.Add(1) > c.RetryLimit() { // max_retries, or the retry budget
 				br.Retries.Add(-1)
 				br.RetryOverflow.Add(1)
 				break
