@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/weftmesh/weft/pkg/proxy/sockio"
 )
 
 // H1Pool is a cluster's own HTTP/1.1 upstream connection pool. Unlike
@@ -43,6 +45,10 @@ type h1Conn struct {
 	idleAt time.Time
 	head   []byte // scratch for response heads
 	intr   func() // interrupts a blocked exchange (context.AfterFunc)
+	// d sends each request with the read of its response (one read(2)
+	// fewer per exchange, see sockio.DeferFlush); nil when the socket
+	// is not a sockio.Conn.
+	d sockio.Deferrer
 	// ra is the response, its header map and value array, body framing
 	// and pool body wrapper, reused by each exchange: the caller is done
 	// with the previous response once its body was closed, which is
@@ -222,7 +228,7 @@ func (p *H1Pool) dialConn(ctx context.Context, addr string) (*h1Conn, error) {
 	} else {
 		bw.Reset(nc)
 	}
-	return &h1Conn{Conn: nc, br: br, bw: bw}, nil
+	return &h1Conn{Conn: nc, br: br, bw: bw, d: sockio.DeferrerOf(nc)}, nil
 }
 
 // Close closes the connection and recycles its buffers.
@@ -305,7 +311,11 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 	}
 	werr := writeRequest(c.bw, req)
 	if werr == nil {
-		werr = c.bw.Flush()
+		if c.d != nil && c.br.Buffered() == 0 {
+			werr = c.d.DeferFlush(c.bw) // sent by the response's first read
+		} else {
+			werr = c.bw.Flush()
+		}
 	}
 	if werr != nil {
 		// The server may have answered early (e.g. 413) and closed; a
@@ -332,6 +342,13 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 			return nil, fmt.Errorf("read response: %w", err), false
 		}
 		resp = r
+		if c.d != nil {
+			// The read above sent the request; only an early answer
+			// found in the buffer could have left it pending.
+			if err := c.d.SendPending(); err != nil {
+				req.Close = true
+			}
+		}
 		// Skip interim 1xx (100 Continue, 103 Early Hints); 101 is final.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			continue

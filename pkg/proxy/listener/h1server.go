@@ -21,6 +21,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/internal/httpwire"
+	"github.com/weftmesh/weft/pkg/proxy/sockio"
 )
 
 // Server is the proxy's own HTTP/1.1 server for its listeners. Compared
@@ -162,6 +163,7 @@ func (s *Server) newConn(base context.Context, rwc net.Conn) *h1Conn {
 	if pc, ok := rwc.(*peekedConn); ok { // sniffed inbound: read through its buffer
 		c.src = pc.r
 	}
+	c.d = sockio.DeferrerOf(rwc)
 	c.cr.c = c
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -279,9 +281,13 @@ func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0
 
 // h1Conn is one downstream connection.
 type h1Conn struct {
-	s          *Server
-	rwc        net.Conn
-	src        io.Reader // rwc, or the sniffer's buffered reader
+	s   *Server
+	rwc net.Conn
+	src io.Reader // rwc, or the sniffer's buffered reader
+	// d sends a kept-alive connection's response with the read of the
+	// next request (one read(2) fewer per request, see
+	// sockio.DeferFlush); nil when the socket is not a sockio.Conn.
+	d          sockio.Deferrer
 	cr         connReader
 	br         *bufio.Reader
 	bw         *bufio.Writer
@@ -479,6 +485,14 @@ func (c *h1Conn) serveOne() bool {
 	first, err := c.br.Peek(1)
 	if err != nil {
 		return false
+	}
+	if c.d != nil {
+		// The read that found this request sent the previous response,
+		// unless the request was already buffered (pipelined): send it
+		// before this one is served.
+		if c.d.SendPending() != nil {
+			return false
+		}
 	}
 	isP := first[0] == 'P'
 	if !c.state.CompareAndSwap(connIdle, connActive) {
@@ -1079,13 +1093,17 @@ func (w *h1Response) finish() bool {
 		}
 		_, _ = bw.WriteString("\r\n")
 	}
-	if err := bw.Flush(); err != nil && w.err == nil {
+	keep := !w.close && (w.clen < 0 || w.written >= w.clen || w.head || !w.bodyAllowed)
+	var err error
+	if keep && w.err == nil && w.c.d != nil {
+		err = w.c.d.DeferFlush(bw) // sent by the next request's first read
+	} else {
+		err = bw.Flush()
+	}
+	if err != nil && w.err == nil {
 		w.err = err
 	}
-	if w.err != nil || w.close || (w.clen >= 0 && w.written < w.clen && !w.head && w.bodyAllowed) {
-		return false
-	}
-	return true
+	return keep && w.err == nil
 }
 
 // Flush sends what is buffered (committing the header).

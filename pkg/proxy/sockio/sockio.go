@@ -14,15 +14,25 @@
 // once and need none of the bookkeeping that lets the runtime hand the P to
 // another thread during a blocking call.
 //
-// Everything else (deadlines, Close, CloseWrite, SetNoDelay, SyscallConn,
-// the file descriptor) is the wrapped *net.TCPConn's; NetConn returns it.
+// Everything else (deadlines, CloseWrite, SetNoDelay, SyscallConn, the
+// file descriptor) is the wrapped *net.TCPConn's; NetConn returns it.
+//
+// DeferFlush saves a request/response exchange one read(2): Go's poller
+// forgets a socket's readiness when a read begins, so every blocking read
+// first tries read(2), which after sending a request (or a response, on a
+// kept-alive connection) finds nothing (EAGAIN) before it waits. A
+// deferred flush keeps the bytes until the next Read, which sends them
+// after the poller has forgotten the old readiness and then waits for the
+// answer straight away: whatever arrives after the send wakes it.
 package sockio
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -38,13 +48,28 @@ type Conn struct {
 	rn    int
 	rerr  syscall.Errno
 	readf func(fd uintptr) bool
+	// eagain counts reads that found nothing (tests).
+	eagain int
 
 	wmu    sync.Mutex // guards the write call state below
 	wbuf   []byte
 	wn     int
 	werr   syscall.Errno
 	writef func(fd uintptr) bool
+
+	// A deferred flush's bytes (guarded by wmu), sent by the next Read
+	// (sendThenRead) or SendPending.
+	deferring bool
+	pend      *[]byte
+	pending   atomic.Bool
+	sent      bool  // read call state: this Read sent the pending bytes
+	sendErr   error // read call state: sending them failed
+	sendReadf func(fd uintptr) bool
 }
+
+// pendPool holds deferred-flush buffers: a connection holds one only
+// between a deferred flush and the next Read.
+var pendPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // Wrap returns c as a *Conn when it is a *net.TCPConn; any other
 // connection (TLS, a test pipe, an already wrapped one) is returned as it is.
@@ -60,6 +85,7 @@ func Wrap(c net.Conn) net.Conn {
 	sc := &Conn{TCPConn: tc, raw: raw}
 	sc.readf = sc.read
 	sc.writef = sc.write
+	sc.sendReadf = sc.sendThenRead
 	return sc
 }
 
@@ -76,6 +102,7 @@ func (c *Conn) read(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			c.eagain++
 			return false // wait in the poller, then call again
 		}
 		c.rn, c.rerr = 0, e
@@ -116,7 +143,22 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rbuf = p
-	err := c.raw.Read(c.readf)
+	var err error
+	if c.pending.Load() {
+		c.sent, c.sendErr = false, nil
+		err = c.raw.Read(c.sendReadf)
+		if !c.sent && err != nil {
+			// The read failed before the send (closed, deadline
+			// passed): the bytes still go out if they can.
+			_ = c.SendPending()
+		}
+		if c.sendErr != nil {
+			c.rbuf = nil
+			return 0, c.sendErr
+		}
+	} else {
+		err = c.raw.Read(c.readf)
+	}
 	c.rbuf = nil
 	if err != nil {
 		return 0, c.opError("read", err)
@@ -130,13 +172,136 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return c.rn, nil
 }
 
-// Write writes all of p like net.TCPConn.Write.
+// sendThenRead is the read callback of a Read with pending bytes: the
+// first call (after the poller reset the socket's read readiness) sends
+// them and waits; later calls read.
+func (c *Conn) sendThenRead(fd uintptr) bool {
+	if c.sent {
+		return c.read(fd)
+	}
+	c.sent = true
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.pend == nil {
+		return c.read(fd) // sent meanwhile (SendPending from another goroutine)
+	}
+	if err := c.sendLocked(int(fd)); err != nil {
+		c.sendErr = err
+		return true
+	}
+	return false // wait for the answer: it can only come after the send
+}
+
+// sendLocked sends the pending bytes: raw write(2) calls on fd while the
+// socket takes them, the poller-waiting write path for the rest (fd < 0:
+// that path only). c.wmu is held.
+func (c *Conn) sendLocked(fd int) error {
+	p := *c.pend
+	var err error
+	for fd >= 0 && len(p) > 0 {
+		n, e := sysWrite(uintptr(fd), p)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e == syscall.EAGAIN {
+			break
+		}
+		if e != 0 {
+			err = c.opError("write", os.NewSyscallError("write", e))
+			p = nil
+			break
+		}
+		if n <= 0 {
+			err = c.opError("write", os.NewSyscallError("write", syscall.EIO))
+			p = nil
+			break
+		}
+		p = p[n:]
+	}
+	if len(p) > 0 {
+		_, err = c.writeLocked(p)
+	}
+	*c.pend = (*c.pend)[:0]
+	pendPool.Put(c.pend)
+	c.pend = nil
+	c.pending.Store(false)
+	return err
+}
+
+// DeferFlush flushes w, which writes to c, without sending: the bytes
+// wait in c and the next Read sends them before it waits for the answer
+// (see the package comment). The caller must read next, or call
+// SendPending; Write and Close send pending bytes first.
+func (c *Conn) DeferFlush(w *bufio.Writer) error {
+	c.wmu.Lock()
+	c.deferring = true
+	c.wmu.Unlock()
+	err := w.Flush()
+	c.wmu.Lock()
+	c.deferring = false
+	c.wmu.Unlock()
+	return err
+}
+
+// SendPending sends the bytes a deferred flush left, if any.
+func (c *Conn) SendPending() error {
+	if !c.pending.Load() {
+		return nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.pend == nil {
+		return nil
+	}
+	return c.sendLocked(-1)
+}
+
+// Close sends pending bytes (one attempt that does not wait) and closes.
+func (c *Conn) Close() error {
+	if c.pending.Load() {
+		c.wmu.Lock()
+		if c.pend != nil {
+			_ = c.raw.Control(func(fd uintptr) {
+				if p := *c.pend; len(p) > 0 {
+					_, _ = sysWrite(fd, p)
+				}
+			})
+			*c.pend = (*c.pend)[:0]
+			pendPool.Put(c.pend)
+			c.pend = nil
+			c.pending.Store(false)
+		}
+		c.wmu.Unlock()
+	}
+	return c.TCPConn.Close()
+}
+
+// Write writes all of p like net.TCPConn.Write, after any pending bytes;
+// during DeferFlush it keeps p as pending bytes.
 func (c *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.deferring {
+		if c.pend == nil {
+			c.pend = pendPool.Get().(*[]byte)
+			c.pending.Store(true)
+		}
+		*c.pend = append(*c.pend, p...)
+		return len(p), nil
+	}
+	if c.pend != nil {
+		if err := c.sendLocked(-1); err != nil {
+			return 0, err
+		}
+	}
+	return c.writeLocked(p)
+}
+
+// writeLocked writes all of p through the poller; c.wmu is held.
+func (c *Conn) writeLocked(p []byte) (int, error) {
 	c.wbuf, c.wn, c.werr = p, 0, 0
 	err := c.raw.Write(c.writef)
 	n := c.wn

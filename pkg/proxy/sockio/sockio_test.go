@@ -3,12 +3,15 @@
 package sockio
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -255,5 +258,152 @@ func TestQuiet(t *testing.T) {
 			t.Fatal("a closed peer never made the connection not quiet")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// exchange runs n request/response round trips of size bytes each way
+// between c (client) and s (server), both flushing through bufio; with
+// deferred, both sides use DeferFlush. It checks every byte.
+func exchange(t *testing.T, c, s *Conn, n, size int, deferred bool) {
+	t.Helper()
+	flush := func(conn *Conn, w *bufio.Writer) error {
+		if deferred {
+			return conn.DeferFlush(w)
+		}
+		return w.Flush()
+	}
+	errc := make(chan error, 1)
+	go func() { // server: read a request, answer with its bytes reversed
+		r, w := bufio.NewReader(s), bufio.NewWriter(s)
+		buf := make([]byte, size)
+		for range n {
+			if _, err := io.ReadFull(r, buf); err != nil {
+				errc <- fmt.Errorf("server read: %w", err)
+				return
+			}
+			slices.Reverse(buf)
+			_, _ = w.Write(buf)
+			if err := flush(s, w); err != nil {
+				errc <- fmt.Errorf("server flush: %w", err)
+				return
+			}
+		}
+		errc <- s.SendPending() // the last answer has no next read
+	}()
+	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	req, resp, want := make([]byte, size), make([]byte, size), make([]byte, size)
+	for i := range n {
+		for j := range req {
+			req[j] = byte(i + j)
+		}
+		_, _ = w.Write(req)
+		if err := flush(c, w); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, resp); err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+		copy(want, req)
+		slices.Reverse(want)
+		if !bytes.Equal(resp, want) {
+			t.Fatalf("exchange %d: answer corrupted", i)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A deferred flush goes out with the next read, which then waits for the
+// answer without a read(2) that finds nothing: request/response on both
+// sides costs one read per message instead of two.
+func TestDeferFlushSavesEmptyReads(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	c, s := pair(t)
+	exchange(t, c, s, n, 200, false)
+	plain := c.eagain + s.eagain
+	c2, s2 := pair(t)
+	exchange(t, c2, s2, n, 200, true)
+	deferred := c2.eagain + s2.eagain
+	t.Logf("reads that found nothing over %d exchanges: %d plain, %d deferred", n, plain, deferred)
+	// The client's read after each request always comes before the
+	// answer, so plain flushes find nothing at least ~n times; deferred
+	// ones only on a spurious wake-up.
+	if deferred > n/10 {
+		t.Fatalf("%d empty reads with deferred flushes over %d exchanges (plain: %d)", deferred, n, plain)
+	}
+	if plain < n/2 {
+		t.Fatalf("plain flushes: only %d empty reads over %d exchanges; the test no longer tells the two apart", plain, n)
+	}
+}
+
+// Pending bytes larger than the socket buffers: the read sends what the
+// socket takes and waits in the poller for the rest before reading.
+func TestDeferFlushLarge(t *testing.T) {
+	t.Parallel()
+	c, s := pair(t)
+	exchange(t, c, s, 3, 4<<20, true)
+}
+
+// Close, Write and SendPending send pending bytes, in order; a read whose
+// deadline has passed still sends them.
+func TestDeferFlushSentByCloseWriteAndFailedRead(t *testing.T) {
+	t.Parallel()
+	c, s := pair(t)
+	w := bufio.NewWriter(c)
+	_, _ = w.WriteString("one ")
+	if err := c.DeferFlush(w); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("two ")); err != nil { // sends "one " first
+		t.Fatal(err)
+	}
+	_, _ = w.WriteString("three ")
+	if err := c.DeferFlush(w); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read with a past deadline: %v", err)
+	}
+	_, _ = w.WriteString("four")
+	if err := c.DeferFlush(w); err != nil {
+		t.Fatal(err)
+	}
+	if !c.pending.Load() {
+		t.Fatal("DeferFlush sent its bytes")
+	}
+	c.Close()
+	got, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "one two three four" {
+		t.Fatalf("peer got %q", got)
+	}
+}
+
+// A pending write that fails (peer gone) is the next Read's error.
+func TestDeferFlushErrorOnRead(t *testing.T) {
+	t.Parallel()
+	c, s := pair(t)
+	_ = s.TCPConn.SetLinger(0)
+	s.Close() // reset
+	w := bufio.NewWriter(c)
+	var err error
+	for range 50 { // the first write after the reset may still succeed
+		_, _ = w.WriteString("ping")
+		if err = c.DeferFlush(w); err != nil {
+			break
+		}
+		if _, err = c.Read(make([]byte, 4)); err != nil {
+			break
+		}
+	}
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want the failed send or the reset", err)
 	}
 }
