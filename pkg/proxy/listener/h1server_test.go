@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/sockio"
 )
 
 // echoHandler answers with what the server parsed, so the same bytes can
@@ -52,7 +53,7 @@ func serveBoth(t *testing.T, h http.Handler) (ours, std string) {
 	}
 	s1 := &Server{Handler: h}
 	s2 := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
-	go func() { _ = s1.Serve(l1) }()
+	go func() { _ = s1.Serve(sockio.Listener{Listener: l1}) }() // sockio, as the proxy serves it
 	go func() { _ = s2.Serve(l2) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -416,7 +417,7 @@ func TestH1ShutdownWaitsForActive(t *testing.T) {
 		io.WriteString(w, "ok")
 	})}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.Serve(l) }()
+	go func() { serveErr <- s.Serve(sockio.Listener{Listener: l}) }()
 	c := &http.Client{Transport: &http.Transport{}}
 	defer c.CloseIdleConnections()
 	if resp, err := c.Get("http://" + l.Addr().String() + "/fast"); err != nil {
@@ -519,7 +520,7 @@ func TestH1HangupInterruptsUpstream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = s.Serve(l) }()
+	go func() { _ = s.Serve(sockio.Listener{Listener: l}) }()
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
