@@ -39,7 +39,7 @@ type Cache struct {
 	// selKeys are the label keys any outbound-relevant selector reads,
 	// sorted.
 	selKeys []string
-	// routing is routingConfigs(in.Configs), sorted once for every proxy.
+	// routing is routingConfigs(in.Configs, ...), sorted once for every proxy.
 	routing []*config.Resource
 	roots   []string // root namespaces, sorted, as applyEnvoyFilters passes them
 	entries sync.Map // outbound key -> *outboundEntry
@@ -118,7 +118,7 @@ func NewCache(in *Input) *Cache {
 			}
 		}
 	}
-	c := &Cache{in: in, routing: routingConfigs(in.Configs)}
+	c := &Cache{in: in, routing: routingConfigs(in.Configs, in.DomainSuffix)}
 	c.roots = slices.Sorted(maps.Keys(rootNamespaces(in)))
 	for k := range keys {
 		c.selKeys = append(c.selKeys, k)

@@ -18,6 +18,7 @@ import (
 	"github.com/weftmesh/weft/pkg/registry"
 	"github.com/weftmesh/weft/pkg/xds/model"
 	"github.com/weftmesh/weft/pkg/xds/translate/envoyfilter"
+	"github.com/weftmesh/weft/pkg/xds/translate/gwapi"
 )
 
 // Input is everything translation reads. It must not be modified while
@@ -169,10 +170,15 @@ func rootNamespaces(in *Input) map[string]bool {
 }
 
 // routingConfigs returns the VirtualServices, DestinationRules, Gateways
-// and Sidecars of configs, oldest first (then by namespace and name), the
+// and Sidecars of configs, with the Istio Gateways and VirtualServices
+// converted from Gateway API resources (package gwapi; suffix qualifies
+// their Service names), oldest first (then by namespace and name), the
 // order newBuilder reads them in.
-func routingConfigs(configs []*config.Resource) []*config.Resource {
+func routingConfigs(configs []*config.Resource, suffix string) []*config.Resource {
 	var cfgs []*config.Resource
+	if gwapi.HasGatewayAPI(configs) {
+		cfgs = gwapi.Convert(configs, suffix)
+	}
 	for _, c := range configs {
 		switch c.Spec.(type) {
 		case *networking.VirtualService, *networking.DestinationRule, *networking.Gateway, *networking.Sidecar:
@@ -207,7 +213,7 @@ func newBuilder(in *Input, p *model.Proxy, sorted []*config.Resource) *builder {
 		b.suffix = registry.DefaultDomainSuffix
 	}
 	if sorted == nil {
-		sorted = routingConfigs(in.Configs)
+		sorted = routingConfigs(in.Configs, in.DomainSuffix)
 	}
 	cfgs := sorted
 	var rootSidecar, nsSidecar *config.Resource

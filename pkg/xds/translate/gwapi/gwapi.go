@@ -1,0 +1,607 @@
+// Package gwapi converts Kubernetes Gateway API resources (GatewayClass,
+// Gateway, HTTPRoute) into Istio Gateways and VirtualServices, as Istio
+// does before it generates xDS: pkg/xds/translate then treats the result
+// like any Istio configuration.
+//
+//   - A Gateway of class istio or weft (or of a GatewayClass whose
+//     controllerName is istio.io/gateway-controller or
+//     weftmesh.io/gateway-controller) becomes one Istio Gateway per
+//     HTTP/HTTPS listener, selecting the workloads labelled
+//     gateway.networking.k8s.io/gateway-name=NAME in the Gateway's namespace
+//     (Istio's label; `weft proxy --gateway --labels ...`). HTTPS listeners
+//     terminate TLS with the first certificateRef as credentialName.
+//   - HTTPRoutes attached to those listeners (parentRefs with sectionName
+//     and port, allowedRoutes Same/All, hostname intersection) become one
+//     VirtualService per listener and hostname, whose routes are every
+//     attached rule ordered by the Gateway API's precedence.
+//   - HTTPRoutes whose parentRef is a Service (GAMMA) become a
+//     VirtualService for that service's host, bound to the mesh: exported
+//     everywhere when the route is in the service's namespace (producer
+//     route), else only to the route's namespace (consumer route).
+//
+// Convert is pure and deterministic.
+package gwapi
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+	gw "github.com/weftmesh/weft/pkg/config/gatewayapi"
+)
+
+// GatewayNameLabel is the label a Gateway API Gateway's proxies carry.
+const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
+
+// SourceAnnotation marks generated resources with the Gateway API object
+// they come from ("Gateway ns/name", "HTTPRoute ns/name, ...").
+const SourceAnnotation = "weft.io/gateway-api-source"
+
+// Controllers weft implements, and the class names that need no
+// GatewayClass object.
+const (
+	ControllerIstio = "istio.io/gateway-controller"
+	ControllerWeft  = "weftmesh.io/gateway-controller"
+)
+
+// IsGenerated reports whether c was generated from Gateway API resources.
+func IsGenerated(c *config.Resource) bool { return c.Meta.Annotations[SourceAnnotation] != "" }
+
+// HasGatewayAPI reports whether configs hold any Gateway or HTTPRoute.
+func HasGatewayAPI(configs []*config.Resource) bool {
+	for _, c := range configs {
+		if c.Kind == config.KindKubernetesGateway || c.Kind == config.KindHTTPRoute {
+			return true
+		}
+	}
+	return false
+}
+
+type gateway struct {
+	res  *config.Resource
+	spec gw.GatewaySpec
+}
+
+type route struct {
+	res  *config.Resource
+	spec gw.HTTPRouteSpec
+}
+
+// entry is one HTTPRoute match (of one rule) headed for one host.
+type entry struct {
+	rt        *route
+	rule      int
+	match     int
+	m         gw.HTTPRouteMatch // the match (default: PathPrefix /)
+	port      uint32            // GAMMA parentRef port, 0 for any
+	gatewayNS string
+}
+
+// Convert returns the Istio Gateways and VirtualServices equivalent to the
+// Gateway API resources in configs (other kinds are ignored). domainSuffix
+// qualifies Service names ("cluster.local" when empty).
+func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource {
+	if domainSuffix == "" {
+		domainSuffix = "cluster.local"
+	}
+	classes := map[string]bool{"istio": true, "weft": true}
+	var gws []*gateway
+	var rts []*route
+	for _, c := range configs {
+		switch c.Kind {
+		case config.KindGatewayClass:
+			var s gw.GatewayClassSpec
+			if gw.Spec(c.Spec, &s) == nil && (s.ControllerName == ControllerIstio || s.ControllerName == ControllerWeft) {
+				classes[c.Meta.Name] = true
+			}
+		case config.KindKubernetesGateway:
+			g := &gateway{res: c}
+			if gw.Spec(c.Spec, &g.spec) == nil {
+				gws = append(gws, g)
+			}
+		case config.KindHTTPRoute:
+			r := &route{res: c}
+			if gw.Spec(c.Spec, &r.spec) == nil {
+				rts = append(rts, r)
+			}
+		}
+	}
+	byAge := func(a, b *config.Resource) int {
+		if c := a.Meta.CreationTimestamp.Compare(b.Meta.CreationTimestamp); c != 0 {
+			return c
+		}
+		return cmp.Or(cmp.Compare(ns(a), ns(b)), cmp.Compare(a.Meta.Name, b.Meta.Name))
+	}
+	slices.SortFunc(gws, func(a, b *gateway) int { return byAge(a.res, b.res) })
+	slices.SortFunc(rts, func(a, b *route) int { return byAge(a.res, b.res) })
+
+	var out []*config.Resource
+	for _, g := range gws {
+		if !classes[g.spec.GatewayClassName] {
+			continue
+		}
+		for _, l := range g.spec.Listeners {
+			if l.Protocol != "HTTP" && l.Protocol != "HTTPS" {
+				continue
+			}
+			igw := istioGateway(g, l)
+			out = append(out, igw)
+			byHost := map[string][]entry{}
+			var hosts []string
+			for _, r := range rts {
+				for _, h := range attach(g, l, r) {
+					if _, ok := byHost[h]; !ok {
+						hosts = append(hosts, h)
+					}
+					byHost[h] = append(byHost[h], entries(r, 0)...)
+				}
+			}
+			for i, h := range hosts {
+				vs := virtualService(byHost[h], domainSuffix)
+				vs.Hosts = []string{h}
+				vs.Gateways = []string{ns(igw) + "/" + igw.Meta.Name}
+				out = append(out, generated(config.KindVirtualService, "networking.istio.io/v1", ns(g.res), fmt.Sprintf("%s-%d", igw.Meta.Name, i), sources(byHost[h]), oldest(byHost[h]), vs))
+			}
+		}
+	}
+
+	// GAMMA: routes whose parent is a Service.
+	type meshKey struct{ routeNS, host string }
+	mesh := map[meshKey][]entry{}
+	var keys []meshKey
+	for _, r := range rts {
+		for _, pr := range r.spec.ParentRefs {
+			if !pr.IsService() || pr.Name == "" {
+				continue
+			}
+			svcNS := gw.Deref(pr.Namespace, ns(r.res))
+			k := meshKey{ns(r.res), pr.Name + "." + svcNS + ".svc." + domainSuffix}
+			if _, ok := mesh[k]; !ok {
+				keys = append(keys, k)
+			}
+			mesh[k] = append(mesh[k], entries(r, uint32(gw.Deref(pr.Port, 0)))...)
+		}
+	}
+	for _, k := range keys {
+		vs := virtualService(mesh[k], domainSuffix)
+		vs.Hosts = []string{k.host}
+		svcNS := strings.Split(k.host, ".")[1]
+		if k.routeNS == svcNS {
+			vs.ExportTo = []string{"*"}
+		} else {
+			vs.ExportTo = []string{"."}
+		}
+		name := "gwapi-mesh-" + strings.Split(k.host, ".")[0] + "-" + svcNS
+		out = append(out, generated(config.KindVirtualService, "networking.istio.io/v1", k.routeNS, name, sources(mesh[k]), oldest(mesh[k]), vs))
+	}
+	return out
+}
+
+func ns(c *config.Resource) string { return cmp.Or(c.Meta.Namespace, config.DefaultNamespace) }
+
+func generated(kind, apiVersion, namespace, name, source string, created time.Time, spec *networking.VirtualService) *config.Resource {
+	return &config.Resource{APIVersion: apiVersion, Kind: kind, Spec: spec, Meta: config.Meta{
+		Name: name, Namespace: namespace, CreationTimestamp: created,
+		Annotations: map[string]string{SourceAnnotation: source},
+	}}
+}
+
+// istioGateway is the Istio Gateway of one listener.
+func istioGateway(g *gateway, l gw.Listener) *config.Resource {
+	host := gw.Deref(l.Hostname, "*")
+	srv := &networking.Server{
+		Name:  l.Name,
+		Port:  &networking.Port{Number: uint32(l.Port), Protocol: l.Protocol, Name: l.Name},
+		Hosts: []string{"*/" + host},
+	}
+	if l.Protocol == "HTTPS" && l.TLS != nil && len(l.TLS.CertificateRefs) > 0 {
+		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: l.TLS.CertificateRefs[0].Name}
+	}
+	spec := &networking.Gateway{Selector: map[string]string{GatewayNameLabel: g.res.Meta.Name}, Servers: []*networking.Server{srv}}
+	return &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindGateway, Spec: spec, Meta: config.Meta{
+		Name: g.res.Meta.Name + "-gwapi-" + l.Name, Namespace: ns(g.res), CreationTimestamp: g.res.Meta.CreationTimestamp,
+		Annotations: map[string]string{SourceAnnotation: "Gateway " + ns(g.res) + "/" + g.res.Meta.Name},
+	}}
+}
+
+// attach returns the hostnames under which route r serves on listener l of
+// gateway g (none: not attached).
+func attach(g *gateway, l gw.Listener, r *route) []string {
+	attached := false
+	for _, pr := range r.spec.ParentRefs {
+		if !pr.IsGateway() || pr.Name != g.res.Meta.Name || gw.Deref(pr.Namespace, ns(r.res)) != ns(g.res) {
+			continue
+		}
+		if pr.SectionName != nil && *pr.SectionName != l.Name {
+			continue
+		}
+		if pr.Port != nil && *pr.Port != l.Port {
+			continue
+		}
+		attached = true
+	}
+	if !attached || !allowed(g, l, r) {
+		return nil
+	}
+	return intersect(l.Hostname, r.spec.Hostnames)
+}
+
+func allowed(g *gateway, l gw.Listener, r *route) bool {
+	ar := l.AllowedRoutes
+	if ar != nil && len(ar.Kinds) > 0 {
+		ok := false
+		for _, k := range ar.Kinds {
+			ok = ok || (gw.Deref(k.Group, gw.Group) == gw.Group && k.Kind == "HTTPRoute")
+		}
+		if !ok {
+			return false
+		}
+	}
+	from := "Same"
+	if ar != nil && ar.Namespaces != nil {
+		from = gw.Deref(ar.Namespaces.From, "Same")
+	}
+	switch from {
+	case "All":
+		return true
+	case "Same":
+		return ns(r.res) == ns(g.res)
+	}
+	return false // Selector: not supported (validation refuses it)
+}
+
+// intersect applies the Gateway API's hostname rules: a route's hostnames
+// narrowed to what the listener accepts ("*" when neither names any).
+func intersect(listener *string, routeHosts []string) []string {
+	if listener == nil || *listener == "" {
+		if len(routeHosts) == 0 {
+			return []string{"*"}
+		}
+		return slices.Clone(routeHosts)
+	}
+	l := *listener
+	if len(routeHosts) == 0 {
+		return []string{l}
+	}
+	var out []string
+	for _, h := range routeHosts {
+		switch {
+		case h == l:
+			out = append(out, h)
+		case strings.HasPrefix(l, "*.") && strings.HasSuffix(h, l[1:]):
+			out = append(out, h) // route host within the listener's wildcard
+		case strings.HasPrefix(h, "*.") && strings.HasSuffix(l, h[1:]):
+			out = append(out, l) // listener host within the route's wildcard
+		}
+	}
+	return out
+}
+
+// entries lists every match of every rule of r (the default match is
+// PathPrefix /).
+func entries(r *route, port uint32) []entry {
+	var out []entry
+	for i, rule := range r.spec.Rules {
+		if len(rule.Matches) == 0 {
+			out = append(out, entry{rt: r, rule: i, match: 0, port: port})
+			continue
+		}
+		for j, m := range rule.Matches {
+			out = append(out, entry{rt: r, rule: i, match: j, m: m, port: port})
+		}
+	}
+	return out
+}
+
+func sources(es []entry) string {
+	var names []string
+	for _, e := range es {
+		n := "HTTPRoute " + ns(e.rt.res) + "/" + e.rt.res.Meta.Name
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+func oldest(es []entry) time.Time {
+	var t time.Time
+	for i, e := range es {
+		if c := e.rt.res.Meta.CreationTimestamp; i == 0 || c.Before(t) {
+			t = c
+		}
+	}
+	return t
+}
+
+// pathOf returns a match's path type and value with the defaults.
+func pathOf(m gw.HTTPRouteMatch) (string, string) {
+	if m.Path == nil {
+		return "PathPrefix", "/"
+	}
+	return gw.Deref(m.Path.Type, "PathPrefix"), gw.Deref(m.Path.Value, "/")
+}
+
+// precedence orders entries as the Gateway API specifies: Exact paths,
+// then (weft's choice, as Istio) regular expressions, then prefixes, each
+// longer first; then method matches, more header matches, more query
+// matches; then the oldest route, then namespace/name, then rule and
+// match order.
+func precedence(a, b entry) int {
+	rank := func(t string) int {
+		switch t {
+		case "Exact":
+			return 0
+		case "RegularExpression":
+			return 1
+		}
+		return 2
+	}
+	at, av := pathOf(a.m)
+	bt, bv := pathOf(b.m)
+	if at == "PathPrefix" {
+		av = strings.TrimSuffix(av, "/")
+	}
+	if bt == "PathPrefix" {
+		bv = strings.TrimSuffix(bv, "/")
+	}
+	return cmp.Or(
+		cmp.Compare(rank(at), rank(bt)),
+		-cmp.Compare(len(av), len(bv)),
+		-cmp.Compare(boolInt(a.m.Method != nil), boolInt(b.m.Method != nil)),
+		-cmp.Compare(len(a.m.Headers), len(b.m.Headers)),
+		-cmp.Compare(len(a.m.QueryParams), len(b.m.QueryParams)),
+		a.rt.res.Meta.CreationTimestamp.Compare(b.rt.res.Meta.CreationTimestamp),
+		cmp.Compare(ns(a.rt.res), ns(b.rt.res)),
+		cmp.Compare(a.rt.res.Meta.Name, b.rt.res.Meta.Name),
+		cmp.Compare(a.rule, b.rule),
+		cmp.Compare(a.match, b.match),
+	)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// virtualService turns entries into VirtualService http routes, ordered by
+// precedence.
+func virtualService(es []entry, suffix string) *networking.VirtualService {
+	es = slices.Clone(es)
+	slices.SortStableFunc(es, precedence)
+	vs := &networking.VirtualService{}
+	for _, e := range es {
+		vs.Http = append(vs.Http, httpRoutes(e, suffix)...)
+	}
+	return vs
+}
+
+// httpRoutes converts one entry. A PathPrefix match /foo becomes the exact
+// path /foo plus the prefix /foo/ (the Gateway API matches whole path
+// elements: /foo/bar but not /foobar); with ReplacePrefixMatch the two get
+// their own routes so each rewrites its part.
+func httpRoutes(e entry, suffix string) []*networking.HTTPRoute {
+	rule := e.rt.spec.Rules[e.rule]
+	typ, val := pathOf(e.m)
+	var uris []*networking.StringMatch
+	switch typ {
+	case "Exact":
+		uris = []*networking.StringMatch{{MatchType: &networking.StringMatch_Exact{Exact: val}}}
+	case "RegularExpression":
+		uris = []*networking.StringMatch{{MatchType: &networking.StringMatch_Regex{Regex: val}}}
+	default:
+		if p := strings.TrimSuffix(val, "/"); p == "" {
+			uris = []*networking.StringMatch{{MatchType: &networking.StringMatch_Prefix{Prefix: "/"}}}
+		} else {
+			uris = []*networking.StringMatch{
+				{MatchType: &networking.StringMatch_Exact{Exact: p}},
+				{MatchType: &networking.StringMatch_Prefix{Prefix: p + "/"}},
+			}
+		}
+	}
+	matchFor := func(uri *networking.StringMatch) *networking.HTTPMatchRequest {
+		m := &networking.HTTPMatchRequest{Uri: uri, Port: e.port}
+		for _, h := range e.m.Headers {
+			if m.Headers == nil {
+				m.Headers = map[string]*networking.StringMatch{}
+			}
+			m.Headers[strings.ToLower(h.Name)] = stringMatch(gw.Deref(h.Type, "Exact"), h.Value)
+		}
+		for _, q := range e.m.QueryParams {
+			if m.QueryParams == nil {
+				m.QueryParams = map[string]*networking.StringMatch{}
+			}
+			m.QueryParams[q.Name] = stringMatch(gw.Deref(q.Type, "Exact"), q.Value)
+		}
+		if e.m.Method != nil {
+			m.Method = &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: *e.m.Method}}
+		}
+		return m
+	}
+	name := fmt.Sprintf("%s.%s.%d", ns(e.rt.res), e.rt.res.Meta.Name, e.rule)
+	base := baseRoute(e, rule, suffix)
+	base.Name = name
+	prefixRewrite := ""
+	for _, f := range rule.Filters {
+		if f.Type == gw.FilterURLRewrite && f.URLRewrite != nil && f.URLRewrite.Path != nil && f.URLRewrite.Path.Type == gw.PrefixMatchHTTPPathModifier {
+			prefixRewrite = gw.Deref(f.URLRewrite.Path.ReplacePrefixMatch, "/")
+		}
+	}
+	if prefixRewrite == "" || typ != "PathPrefix" {
+		for _, u := range uris {
+			base.Match = append(base.Match, matchFor(u))
+		}
+		return []*networking.HTTPRoute{base}
+	}
+	var out []*networking.HTTPRoute
+	for _, u := range uris {
+		r := cloneRoute(base)
+		r.Match = []*networking.HTTPMatchRequest{matchFor(u)}
+		if r.Rewrite == nil {
+			r.Rewrite = &networking.HTTPRewrite{}
+		}
+		r.Rewrite.Uri = prefixRewrite
+		if u.GetPrefix() != "" && u.GetPrefix() != "/" || u.GetPrefix() == "/" && prefixRewrite != "/" {
+			// "/foo/" + rest → prefixRewrite + "/" + rest.
+			r.Rewrite.Uri = strings.TrimSuffix(prefixRewrite, "/") + "/"
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func cloneRoute(r *networking.HTTPRoute) *networking.HTTPRoute {
+	c := proto.Clone(r).(*networking.HTTPRoute)
+	c.Match = nil
+	return c
+}
+
+func stringMatch(typ, v string) *networking.StringMatch {
+	if typ == "RegularExpression" {
+		return &networking.StringMatch{MatchType: &networking.StringMatch_Regex{Regex: v}}
+	}
+	return &networking.StringMatch{MatchType: &networking.StringMatch_Exact{Exact: v}}
+}
+
+func destination(ref gw.BackendObjectReference, routeNS, suffix string) *networking.Destination {
+	d := &networking.Destination{Host: ref.Name + "." + gw.Deref(ref.Namespace, routeNS) + ".svc." + suffix}
+	if ref.Port != nil {
+		d.Port = &networking.PortSelector{Number: uint32(*ref.Port)}
+	}
+	return d
+}
+
+func headers(hf *gw.HTTPHeaderFilter) *networking.Headers_HeaderOperations {
+	op := &networking.Headers_HeaderOperations{Remove: hf.Remove}
+	for _, h := range hf.Set {
+		if op.Set == nil {
+			op.Set = map[string]string{}
+		}
+		op.Set[h.Name] = h.Value
+	}
+	for _, h := range hf.Add {
+		if op.Add == nil {
+			op.Add = map[string]string{}
+		}
+		op.Add[h.Name] = h.Value
+	}
+	return op
+}
+
+// baseRoute is a rule's route without matches: backends, filters,
+// timeouts.
+func baseRoute(e entry, rule gw.HTTPRouteRule, suffix string) *networking.HTTPRoute {
+	rns := ns(e.rt.res)
+	r := &networking.HTTPRoute{}
+	redirect := false
+	for _, f := range rule.Filters {
+		switch f.Type {
+		case gw.FilterRequestHeaderModifier:
+			if f.RequestHeaderModifier != nil {
+				if r.Headers == nil {
+					r.Headers = &networking.Headers{}
+				}
+				r.Headers.Request = headers(f.RequestHeaderModifier)
+			}
+		case gw.FilterResponseHeaderModifier:
+			if f.ResponseHeaderModifier != nil {
+				if r.Headers == nil {
+					r.Headers = &networking.Headers{}
+				}
+				r.Headers.Response = headers(f.ResponseHeaderModifier)
+			}
+		case gw.FilterRequestRedirect:
+			if rr := f.RequestRedirect; rr != nil {
+				redirect = true
+				r.Redirect = &networking.HTTPRedirect{
+					Scheme:       gw.Deref(rr.Scheme, ""),
+					Authority:    gw.Deref(rr.Hostname, ""),
+					RedirectCode: uint32(gw.Deref(rr.StatusCode, 302)),
+				}
+				if rr.Port != nil {
+					r.Redirect.RedirectPort = &networking.HTTPRedirect_Port{Port: uint32(*rr.Port)}
+				}
+				if rr.Path != nil && rr.Path.Type == gw.FullPathHTTPPathModifier {
+					r.Redirect.Uri = gw.Deref(rr.Path.ReplaceFullPath, "/")
+				}
+			}
+		case gw.FilterURLRewrite:
+			if rw := f.URLRewrite; rw != nil {
+				r.Rewrite = &networking.HTTPRewrite{Authority: gw.Deref(rw.Hostname, "")}
+				if rw.Path != nil && rw.Path.Type == gw.FullPathHTTPPathModifier {
+					r.Rewrite.UriRegexRewrite = &networking.RegexRewrite{Match: "^/.*$", Rewrite: gw.Deref(rw.Path.ReplaceFullPath, "/")}
+				}
+			}
+		case gw.FilterRequestMirror:
+			if m := f.RequestMirror; m != nil {
+				mp := &networking.HTTPMirrorPolicy{Destination: destination(m.BackendRef, rns, suffix)}
+				switch {
+				case m.Percent != nil:
+					mp.Percentage = &networking.Percent{Value: float64(*m.Percent)}
+				case m.Fraction != nil:
+					mp.Percentage = &networking.Percent{Value: 100 * float64(m.Fraction.Numerator) / float64(gw.Deref(m.Fraction.Denominator, 100))}
+				}
+				r.Mirrors = append(r.Mirrors, mp)
+			}
+		}
+	}
+	if redirect {
+		return r
+	}
+	for _, b := range rule.BackendRefs {
+		w := gw.Deref(b.Weight, 1)
+		if w == 0 || !b.IsService() {
+			continue
+		}
+		d := &networking.HTTPRouteDestination{Destination: destination(b.BackendObjectReference, rns, suffix), Weight: w}
+		for _, f := range b.Filters {
+			switch {
+			case f.Type == gw.FilterRequestHeaderModifier && f.RequestHeaderModifier != nil:
+				if d.Headers == nil {
+					d.Headers = &networking.Headers{}
+				}
+				d.Headers.Request = headers(f.RequestHeaderModifier)
+			case f.Type == gw.FilterResponseHeaderModifier && f.ResponseHeaderModifier != nil:
+				if d.Headers == nil {
+					d.Headers = &networking.Headers{}
+				}
+				d.Headers.Response = headers(f.ResponseHeaderModifier)
+			}
+		}
+		r.Route = append(r.Route, d)
+	}
+	switch {
+	case len(r.Route) == 0 && len(rule.BackendRefs) == 0:
+		// No backends: the Gateway API answers 404.
+		r.DirectResponse = &networking.HTTPDirectResponse{Status: 404}
+	case len(r.Route) == 0:
+		// Backends, but none usable (weight 0 or unsupported): 500.
+		r.DirectResponse = &networking.HTTPDirectResponse{Status: 500}
+	case len(r.Route) == 1:
+		r.Route[0].Weight = 0
+	}
+	if t := rule.Timeouts; t != nil {
+		if t.Request != nil {
+			if d, err := gw.ParseDuration(*t.Request); err == nil {
+				r.Timeout = durationpb.New(d)
+			}
+		}
+		if t.BackendRequest != nil {
+			if d, err := gw.ParseDuration(*t.BackendRequest); err == nil {
+				// Each attempt's timeout; Istio's default retry count.
+				r.Retries = &networking.HTTPRetry{Attempts: 2, PerTryTimeout: durationpb.New(d)}
+			}
+		}
+	}
+	return r
+}
+
