@@ -604,4 +604,3 @@ func baseRoute(e entry, rule gw.HTTPRouteRule, suffix string) *networking.HTTPRo
 	}
 	return r
 }
-
