@@ -240,6 +240,10 @@ type Cluster struct {
 	MTLS *UpstreamMTLS
 	// Origin, when set, makes the proxy originate TLS upstream (see tls.go).
 	Origin *UpstreamTLS
+	// ProxyProtocol, when set, makes every upstream connection start with
+	// a PROXY protocol header (see proxyprotocol.go and Pools).
+	ProxyProtocol *ProxyProtocol
+	pp            *ppPools // per-downstream HTTP pools of a ProxyProtocol cluster
 
 	clock   Clock
 	rnd     lb.Rand
@@ -631,6 +635,7 @@ type clusterState struct {
 	tkey     string
 	t1, t2   *http.Transport
 	h1       *H1Pool
+	pp       *ppPools
 	// built is set once the cluster has been committed with hosts: hosts
 	// that appear after that join in slow start (the first endpoints do
 	// not, whether they came with the cluster or by a later EDS response).
@@ -700,7 +705,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", n, err)
 		}
-		built = append(built, pending{c, &clusterState{hosts: newHosts, breakers: st.breakers, tkey: st.tkey, t1: st.t1, t2: st.t2, h1: st.h1, built: st.built || len(c.Hosts) > 0}})
+		built = append(built, pending{c, &clusterState{hosts: newHosts, breakers: st.breakers, tkey: st.tkey, t1: st.t1, t2: st.t2, h1: st.h1, pp: st.pp, built: st.built || len(c.Hosts) > 0}})
 		out.Clusters[n] = c
 	}
 	// Commit live state only once everything compiled.
@@ -715,11 +720,16 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 			if b.st.h1 != nil {
 				b.st.h1.Close()
 			}
-			b.st.t1, b.st.t2 = newTransports(b.c)
-			b.st.h1 = newH1Pool(b.c)
+			b.st.pp.close()
+			b.st.t1, b.st.t2 = newTransports(b.c, downstream{})
+			b.st.h1 = newH1Pool(b.c, downstream{})
+			b.st.pp = nil
+			if b.c.ProxyProtocol != nil {
+				b.st.pp = &ppPools{c: b.c, m: map[downstream]*ppEntry{}}
+			}
 			b.st.tkey = key
 		}
-		b.c.Transport, b.c.H2C, b.c.H1 = b.st.t1, b.st.t2, b.st.h1
+		b.c.Transport, b.c.H2C, b.c.H1, b.c.pp = b.st.t1, b.st.t2, b.st.h1, b.st.pp
 		newState[b.c.Name] = b.st
 	}
 	for n, st := range m.state {
@@ -729,6 +739,9 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 		}
 		if newState[n] == nil && st.h1 != nil {
 			st.h1.Close()
+		}
+		if newState[n] == nil {
+			st.pp.close()
 		}
 	}
 	m.state = newState
@@ -1030,7 +1043,8 @@ func (m *Manager) slowStart(p lb.Picker, cfg *clusterv3.Cluster_SlowStartConfig,
 }
 
 func transportKey(c *Cluster) string {
-	return fmt.Sprintf("%d|%d|%s|%t|%s", c.Thresholds.MaxConnections, c.MaxRequestsPerConnection, c.ConnectTimeout, c.UpstreamH2, c.MTLS.key()+"|"+c.Origin.key())
+	return fmt.Sprintf("%d|%d|%s|%t|%s", c.Thresholds.MaxConnections, c.MaxRequestsPerConnection, c.ConnectTimeout, c.UpstreamH2,
+		c.MTLS.key()+"|"+c.Origin.key()+"|"+c.ProxyProtocol.key())
 }
 
 // connLimiter bounds a cluster's open upstream connections (Envoy's
@@ -1090,7 +1104,10 @@ type CountedConn struct {
 // Use counts one request and reports whether it exhausted the budget.
 func (c *CountedConn) Use() bool { return c.uses.Add(1) >= c.limit }
 
-func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
+// newTransports builds the cluster's HTTP/1.1 and h2c transports; for a
+// PROXY protocol cluster their connections start with ds's header (the
+// connection's own addresses when ds is zero).
+func newTransports(c *Cluster, ds downstream) (*http.Transport, *http.Transport) {
 	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
 	dial := RawDialer(d) // HTTP/2, gRPC, upgrades: raw-syscall socket I/O too
 	var limiter *connLimiter
@@ -1098,7 +1115,7 @@ func newTransports(c *Cluster) (*http.Transport, *http.Transport) {
 		limiter = &connLimiter{d: d, slots: make(chan struct{}, c.Thresholds.MaxConnections)}
 		dial = limiter.dial
 	}
-	dial = c.wrapTLS(dial)
+	dial = c.wrapTLS(c.wrapPP(dial, ds))
 	dial1 := dial
 	if n := c.MaxRequestsPerConnection; n > 1 {
 		dial1 = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -1148,8 +1165,8 @@ func Static(name, addr string) *Cluster {
 	c := &Cluster{Name: name, Hosts: []*Host{h}, Breakers: &Breakers{}, clock: time.Now, ConnectTimeout: 10 * time.Second,
 		Thresholds: Thresholds{MaxConnections: 1024, MaxPending: 1024, MaxRequests: 1024, MaxRetries: 3}}
 	c.levels = []level{{hosts: []lb.Host{h}, picker: &lb.RoundRobin{}}}
-	c.Transport, c.H2C = newTransports(c)
-	c.H1 = newH1Pool(c)
+	c.Transport, c.H2C = newTransports(c, downstream{})
+	c.H1 = newH1Pool(c, downstream{})
 	return c
 }
 
@@ -1169,11 +1186,11 @@ func RawDialer(d *net.Dialer) func(ctx context.Context, network, addr string) (n
 // connections (max_connections below 1024): those keep net/http's
 // Transport, whose per-host connection cap and wait queue the circuit
 // breaker semantics rely on.
-func newH1Pool(c *Cluster) *H1Pool {
+func newH1Pool(c *Cluster, ds downstream) *H1Pool {
 	if c.Thresholds.MaxConnections > 0 && c.Thresholds.MaxConnections < 1024 {
 		return nil
 	}
 	dial := RawDialer(&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second})
-	dial = c.wrapTLS(dial)
+	dial = c.wrapTLS(c.wrapPP(dial, ds))
 	return NewH1Pool(dial, c.MaxRequestsPerConnection)
 }

@@ -50,11 +50,13 @@ func (m *Manager) SetMTLS(cfg MTLSClient) {
 	m.mtls = cfg
 }
 
-// compileTLS interprets the cluster's transport_socket.
+// compileTLS interprets the cluster's transport_socket: an
+// upstream_proxy_protocol wrapper (see proxyprotocol.go) around TLS or
+// raw_buffer, or TLS.
 func (m *Manager) compileTLS(pc *clusterv3.Cluster, c *Cluster) error {
-	ts := pc.GetTransportSocket()
-	if ts == nil {
-		return nil
+	ts, err := unwrapProxyProtocol(pc.GetTransportSocket(), c)
+	if err != nil || ts == nil {
+		return err
 	}
 	ctx := &tlsv3.UpstreamTlsContext{}
 	if tc := ts.GetTypedConfig(); tc == nil || !tc.MessageIs(ctx) {
@@ -147,14 +149,15 @@ func matchURISAN(rawCerts [][]byte, sans []string) error {
 // DialContext opens an opaque upstream connection (tcp_proxy, CONNECT) to
 // addr, a host of the cluster: mutual TLS when the cluster's transport
 // socket is an executed ISTIO_MUTUAL one, TLS when it originates TLS
-// (DestinationRule SIMPLE/MUTUAL), plaintext otherwise.
+// (DestinationRule SIMPLE/MUTUAL), plaintext otherwise; a PROXY protocol
+// cluster first sends the header of the downstream in ctx (WithDownstream).
 func (c *Cluster) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	timeout := c.ConnectTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
 	d := &net.Dialer{Timeout: timeout}
-	return c.wrapTLS(d.DialContext)(ctx, network, addr)
+	return c.wrapTLS(c.wrapPP(d.DialContext, downstream{}))(ctx, network, addr)
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)

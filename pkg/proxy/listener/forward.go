@@ -243,9 +243,10 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		br.Pending.Add(-1)
 		return nil, outOverflow
 	}
-	t := c.Transport
+	t1, t2, h1 := c.Pools(up.orig) // per downstream connection for PROXY protocol clusters
+	t := t1
 	if h2 || c.UpstreamH2 {
-		t = c.H2C
+		t = t2
 	}
 	// Plain HTTP/1.1 goes through the cluster's own pool: this goroutine
 	// writes the request and reads the response itself (no per-connection
@@ -254,7 +255,7 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	// scratch (attempts run one after the other; each one's body is closed
 	// before the next starts). Otherwise one allocation for the attempt's
 	// bookkeeping; it also wraps the response body.
-	ownH1 := c.H1 != nil && t == c.Transport && !isUpgrade(up.orig) && len(up.orig.Trailer) == 0
+	ownH1 := h1 != nil && t == t1 && !isUpgrade(up.orig) && len(up.orig.Trailer) == 0
 	var st *attemptState
 	if ownH1 && up.sc != nil {
 		st = &up.sc.att
@@ -293,7 +294,7 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		}
 		// A dial failure leaves got false (connect failure); the pool counts
 		// max_requests_per_connection itself.
-		resp, err = c.H1.RoundTrip(actx, req, addr, replay, st.gotConn)
+		resp, err = h1.RoundTrip(actx, req, addr, replay, st.gotConn)
 	} else {
 		resp, err = t.RoundTrip(req)
 	}

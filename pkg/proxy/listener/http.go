@@ -924,9 +924,9 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 		if err != nil {
 			return
 		}
-		t := c.Transport
+		t, t2, _ := c.Pools(cp.orig)
 		if (cp.orig.ProtoMajor == 2 && (h.RouteFor == nil || isGRPC(cp.orig))) || c.UpstreamH2 {
-			t = c.H2C
+			t = t2
 		}
 		resp, err := t.RoundTrip(req)
 		if err != nil {

@@ -137,7 +137,8 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 	if c != nil && !c.Passthrough {
 		dial = c.DialContext // mutual TLS for ISTIO_MUTUAL clusters
 	}
-	up, err := dial(r.Context(), "tcp", addr)
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	up, err := dial(cluster.WithDownstream(r.Context(), stringAddr(r.RemoteAddr), local), "tcp", addr)
 	if err != nil {
 		h.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", "upstream connect error")
 		return
@@ -505,7 +506,7 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 		h.logTCP(conn, start, tcpLog{cluster: clusterName, flags: "UH"}, stats.Labels{})
 		return
 	}
-	up, err := c.DialContext(ctx, "tcp", host.Addr)
+	up, err := c.DialContext(cluster.WithDownstream(ctx, conn.RemoteAddr(), conn.LocalAddr()), "tcp", host.Addr)
 	if err != nil {
 		c.Report(host, 0)
 		if h.Log != nil {
@@ -639,3 +640,9 @@ func (h *Handler) ServeTCPOutbound(ctx context.Context, conn net.Conn) {
 	defer up.Close()
 	h.proxyTCP(ctx, conn, up, start, tcpLog{cluster: rt.Passthrough, upstream: od.String()}, h.tcpLabels(rt.Passthrough, "", "", ""))
 }
+
+// stringAddr is a net.Addr from its string form (a request's RemoteAddr).
+type stringAddr string
+
+func (a stringAddr) Network() string { return "tcp" }
+func (a stringAddr) String() string  { return string(a) }
