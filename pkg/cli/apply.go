@@ -114,7 +114,7 @@ func resourceName(kind, name string) string { return qualifiedKind(kind) + "/" +
 func qualifiedKind(kind string) string {
 	k := strings.ToLower(kind)
 	if sch, ok := config.SchemaForKind(kind); ok {
-		k += "." + sch.Group
+		k = strings.ToLower(sch.WireKind()) + "." + sch.Group // gateway.gateway.networking.k8s.io, as kubectl
 	}
 	return k
 }

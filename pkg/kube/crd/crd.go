@@ -25,8 +25,9 @@ type CRD struct {
 
 // Metadata is the CRD's object metadata.
 type Metadata struct {
-	Name   string            `json:"name"`
-	Labels map[string]string `json:"labels,omitempty"`
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // Spec is a CustomResourceDefinitionSpec.
@@ -101,10 +102,16 @@ func ForSchema(s config.Schema) CRD {
 		scope = "Cluster"
 	}
 	kind := s.WireKind()
+	meta := Metadata{Name: s.Plural + "." + s.Group, Labels: map[string]string{"app.kubernetes.io/part-of": "weft"}}
+	if strings.HasSuffix(s.Group, ".k8s.io") {
+		// API servers refuse CRDs in *.k8s.io groups without this
+		// annotation; the value is the upstream Gateway API's approval.
+		meta.Annotations = map[string]string{"api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/gateway-api/pull/2466"}
+	}
 	return CRD{
 		APIVersion: "apiextensions.k8s.io/v1",
 		Kind:       "CustomResourceDefinition",
-		Metadata:   Metadata{Name: s.Plural + "." + s.Group, Labels: map[string]string{"app.kubernetes.io/part-of": "weft"}},
+		Metadata:   meta,
 		Spec: Spec{
 			Group: s.Group,
 			Names: Names{

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	meshv1 "istio.io/api/mesh/v1alpha1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -32,9 +33,11 @@ func cluster(t *testing.T) (*rest.Config, string) {
 	}
 	cl := kubetest.Start(t)
 	kc := cl.WriteKubeconfig(t)
-	out, err := exec.Command("kubectl", "--kubeconfig", kc, "apply", "-f", "../../../../manifests/crds/istio.yaml").CombinedOutput()
-	if err != nil {
-		t.Fatalf("install CRDs: %v\n%s", err, out)
+	for _, f := range []string{"istio.yaml", "gateway-api.yaml"} {
+		out, err := exec.Command("kubectl", "--kubeconfig", kc, "apply", "-f", "../../../../manifests/crds/"+f).CombinedOutput()
+		if err != nil {
+			t.Fatalf("install CRDs %s: %v\n%s", f, err, out)
+		}
 	}
 	// Kubernetes namespaces must exist before anything is stored in them.
 	for _, ns := range []string{"ns1", "ns2", "ns3"} {
@@ -95,6 +98,89 @@ func TestKubeStore(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) { testConformance(t, cfg) })
 	t.Run("KubectlAndInvalid", func(t *testing.T) { wipe(t, cfg); testKubectlAndInvalid(t, cfg, kc) })
 	t.Run("UpsertLastWriterWins", func(t *testing.T) { wipe(t, cfg); testUpsertLastWriterWins(t, cfg) })
+	t.Run("GatewayAPI", func(t *testing.T) { wipe(t, cfg); testGatewayAPI(t, cfg, kc) })
+}
+
+// testGatewayAPI: Gateway API objects go through the store as their own
+// custom resources; an Istio Gateway and a Gateway API Gateway of the same
+// name live side by side (KubernetesGateway keys the latter), and one
+// written with kubectl comes back as KubernetesGateway.
+func testGatewayAPI(t *testing.T, cfg *rest.Config, kc string) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rs, err := config.Decode("gw.yaml", []byte(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: ns1}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: ns1}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: HTTPRoute
+metadata: {name: web, namespace: ns1}
+spec:
+  parentRefs: [{name: web}, {group: "", kind: Service, name: web}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Apply(ctx, store.Upsert, rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		got, err := s.Get(ctx, r.Key())
+		if err != nil {
+			t.Fatalf("get %s: %v", r.Key(), err)
+		}
+		if got.Kind != r.Kind || !proto.Equal(got.Spec, r.Spec) {
+			t.Errorf("%s came back as %s with spec %v", r.Key(), got.Kind, got.Spec)
+		}
+	}
+	out, err := exec.Command("kubectl", "--kubeconfig", kc, "get", "gateways.gateway.networking.k8s.io", "-n", "ns1", "web", "-o", "jsonpath={.kind} {.spec.gatewayClassName} {.spec.listeners[0].port}").CombinedOutput()
+	if err != nil || string(out) != "Gateway istio 80" {
+		t.Errorf("kubectl get gateways.gateway.networking.k8s.io: %q %v", out, err)
+	}
+	apply := exec.Command("kubectl", "--kubeconfig", kc, "apply", "-f", "-")
+	apply.Stdin = strings.NewReader(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: other, namespace: ns2}
+spec:
+  gatewayClassName: weft
+  listeners: [{name: https, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: cert}]}}]
+`)
+	if out, err := apply.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	key := config.Key{Kind: config.KindKubernetesGateway, Namespace: "ns2", Name: "other"}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if r, err := s.Get(ctx, key); err == nil {
+			if r.APIVersion != "gateway.networking.k8s.io/v1" {
+				t.Errorf("apiVersion %q", r.APIVersion)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never reached the store; invalid: %v", key, s.Invalid())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	list, _, err := s.List(ctx, config.KindKubernetesGateway, "")
+	if err != nil || len(list) != 2 {
+		t.Errorf("List(KubernetesGateway) = %d resources, %v; want 2", len(list), err)
+	}
 }
 
 func testConformance(t *testing.T, cfg *rest.Config) {
