@@ -296,6 +296,30 @@ func (c *Cluster) Pick(hash uint64) (*Host, error) {
 	return nil, ErrNoHealthyHost
 }
 
+// PickExcluding is Pick for a retry whose retry priority excludes the
+// priority levels whose bits are set in excluded (bit p for priority p <
+// 64; Envoy's previous_priorities): the lowest level not excluded that has
+// a healthy host takes the request (Envoy spreads it over the remaining
+// levels by their health, which gives that level all of it while it is
+// healthy enough). When every level is excluded or none of the others has
+// a healthy host, the exclusion is dropped, as Envoy does, and Pick runs.
+func (c *Cluster) PickExcluding(hash uint64, excluded uint64) (*Host, error) {
+	if excluded == 0 {
+		return c.Pick(hash)
+	}
+	now := c.clock().UnixNano()
+	for i := range c.levels {
+		l := &c.levels[i]
+		if l.priority < 64 && excluded&(1<<l.priority) != 0 {
+			continue
+		}
+		if idx := l.picker.Pick(l.hosts, now, hash); idx >= 0 {
+			return l.hosts[idx].(*Host), nil
+		}
+	}
+	return c.Pick(hash)
+}
+
 // overprovisioning is Envoy's default overprovisioning factor (140 %).
 const overprovisioning = 140
 

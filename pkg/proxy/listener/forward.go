@@ -62,6 +62,9 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		out       outcome
 		retriable bool
 		host      *cluster.Host
+		// Envoy's previous_priorities (retryRemoteLocalities): priorities
+		// of the hosts tried, and those the current attempts avoid.
+		triedPrios, excludedPrios uint64
 	)
 	for attempt := 0; attempt < attempts; attempt++ {
 		if attempt > 0 {
@@ -71,6 +74,7 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 				break
 			}
 			br.RetryTotal.Add(1)
+			ri.retries++
 			backoff := 25 * time.Millisecond << min(attempt-1, 3)
 			backoff = backoff/2 + time.Duration(h.rnd()%uint64(backoff/2+1))
 			t := time.NewTimer(backoff)
@@ -91,7 +95,13 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		} else {
 			var err error
 			prev := host
-			host, err = c.Pick(hash)
+			if f := retryPriorityFrequency(retry); f > 0 && attempt >= f && attempt%f == 0 {
+				excludedPrios = triedPrios
+			}
+			host, err = c.PickExcluding(hash, excludedPrios)
+			if err == nil && host.Priority < 64 {
+				triedPrios |= 1 << host.Priority
+			}
 			// Like Envoy's previous_hosts retry predicate (Istio's default):
 			// a retry prefers another host when there is one.
 			if err == nil && prev != nil && host == prev {
@@ -402,6 +412,15 @@ func (a *attemptState) Write(p []byte) (int, error) {
 	return 0, errors.New("body is not writable")
 }
 
+// retryPriorityFrequency is the retry policy's previous_priorities update
+// frequency, 0 without one.
+func retryPriorityFrequency(p *router.RetryPolicy) int {
+	if p == nil {
+		return 0
+	}
+	return p.PreviousPriorities
+}
+
 func shouldRetry(p *router.RetryPolicy, resp *http.Response, out outcome) bool {
 	if p == nil {
 		return false
@@ -612,6 +631,9 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	if h.Stats != nil && proto != "tcp" && l.Dropped != stats.DropAllHTTP {
 		h.Stats.ObserveHTTP(l, float64(dur.Microseconds())/1000, ri.received(), w.n)
 	}
+	if h.Stats != nil && ri.statPrefix != "" {
+		h.routeStats(ri)
+	}
 	if ri.span != nil {
 		h.finishSpan(r, ri, svc, ri.start.Add(dur))
 	}
@@ -800,4 +822,20 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
+}
+
+// routeStats counts a request of a route with a stat_prefix (Istio's
+// HTTPMatchRequest.statPrefix) under vhost.VHOST.route.PREFIX, with
+// Envoy's virtual-cluster statistic names: upstream_rq_total,
+// upstream_rq_<code>, upstream_rq_<class>xx, upstream_rq_retry.
+func (h *Handler) routeStats(ri *reqInfo) {
+	p := ri.statPrefix
+	h.Stats.Counter(p + ".upstream_rq_total").Add(1)
+	if ri.status > 0 {
+		h.Stats.Counter(p + ".upstream_rq_" + strconv.Itoa(ri.status)).Add(1)
+		h.Stats.Counter(p + ".upstream_rq_" + strconv.Itoa(ri.status/100) + "xx").Add(1)
+	}
+	if ri.retries > 0 {
+		h.Stats.Counter(p + ".upstream_rq_retry").Add(uint64(ri.retries))
+	}
 }

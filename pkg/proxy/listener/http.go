@@ -164,6 +164,8 @@ type reqInfo struct {
 	upstreamHost string
 	cluster      string
 	routeName    string
+	statPrefix   string // the route's stats root (stat_prefix), or empty
+	retries      int    // retries made
 	status       int
 	bytesIn      atomic.Int64 // tunnels; request bodies count in body
 	body         *countingBody
@@ -342,7 +344,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.localReply(cw, r, ri, http.StatusNotFound, "NR", "no route")
 		return
 	}
-	ri.routeName = route.Name
+	ri.routeName, ri.statPrefix = route.Name, route.StatPrefix
 	if c := route.Cors; c != nil || vh.Cors != nil {
 		if c == nil {
 			c = vh.Cors

@@ -17,6 +17,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -91,6 +92,10 @@ type Route struct {
 	Headers  HeaderOps
 	Fault    *Fault
 	Cors     *Cors
+	// StatPrefix, when the route has a stat_prefix (Istio's
+	// HTTPMatchRequest.statPrefix), roots its statistics:
+	// "vhost.VHOST.route.PREFIX"; empty otherwise.
+	StatPrefix string
 }
 
 // Forward is a route action to one or more clusters.
@@ -145,6 +150,12 @@ type RetryPolicy struct {
 	NumRetries    int
 	PerTryTimeout time.Duration
 	StatusCodes   []int
+	// PreviousPriorities is the update_frequency of Envoy's
+	// previous_priorities retry priority (Istio's retryRemoteLocalities),
+	// 0 without it: from attempt N = PreviousPriorities on, every N-th
+	// attempt excludes the priorities of the hosts tried so far, and later
+	// attempts keep that exclusion until the next update.
+	PreviousPriorities int
 }
 
 // Mirror is a request_mirror_policy: Fraction in parts per million.
@@ -430,6 +441,9 @@ func compileVirtualHost(v *routev3.VirtualHost) (*VirtualHost, error) {
 		if err != nil {
 			return nil, fmt.Errorf("route %d (%q): %w", i, r.GetName(), err)
 		}
+		if p := r.GetStatPrefix(); p != "" {
+			cr.StatPrefix = "vhost." + v.GetName() + ".route." + p
+		}
 		vh.Routes = append(vh.Routes, cr)
 	}
 	return vh, nil
@@ -606,6 +620,18 @@ func compileForward(a *routev3.RouteAction, matchPfx string) (*Forward, error) {
 		}
 		for _, c := range rp.GetRetriableStatusCodes() {
 			p.StatusCodes = append(p.StatusCodes, int(c))
+		}
+		if pr := rp.GetRetryPriority(); pr != nil {
+			cfg := &previousprioritiesv3.PreviousPrioritiesConfig{}
+			if tc := pr.GetTypedConfig(); tc == nil || !tc.MessageIs(cfg) {
+				return nil, fmt.Errorf("retry_priority %q: %w", pr.GetName(), ErrUnsupported)
+			} else if err := tc.UnmarshalTo(cfg); err != nil {
+				return nil, fmt.Errorf("retry_priority %q: %w", pr.GetName(), err)
+			}
+			if cfg.GetUpdateFrequency() <= 0 {
+				return nil, fmt.Errorf("retry_priority %q: update_frequency must be positive, got %d", pr.GetName(), cfg.GetUpdateFrequency())
+			}
+			p.PreviousPriorities = int(cfg.GetUpdateFrequency())
 		}
 		f.Retry = p
 	}

@@ -6,7 +6,10 @@ import (
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -115,12 +118,20 @@ func TestCompileRejects(t *testing.T) {
 	badRetry.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,bogus"}
 	hdrCluster := &routev3.Route{Name: "h", Match: prefix("/"), Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_ClusterHeader{ClusterHeader: "x-cluster"}}}}
+	otherPrio := route("prio", prefix("/"))
+	otherPrio.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryPriority: &routev3.RetryPolicy_RetryPriority{Name: "custom.priority",
+		ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: mustAny(t, wrapperspb.String("x"))}}}
+	zeroFreq := route("freq", prefix("/"))
+	zeroFreq.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryPriority: &routev3.RetryPolicy_RetryPriority{Name: "envoy.retry_priorities.previous_priorities",
+		ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: mustAny(t, &previousprioritiesv3.PreviousPrioritiesConfig{})}}}
 	tests := []struct {
 		name        string
 		r           *routev3.Route
 		unsupported bool
 	}{
 		{"invalid regex", badRegex, false},
+		{"unknown retry priority", otherPrio, true},
+		{"previous_priorities without update_frequency", zeroFreq, false},
 		{"unknown retry_on", badRetry, true},
 		{"cluster_header", hdrCluster, true},
 	}
@@ -134,6 +145,37 @@ func TestCompileRejects(t *testing.T) {
 				t.Fatalf("errors.Is(ErrUnsupported) = %v for %v", !tc.unsupported, err)
 			}
 		})
+	}
+}
+
+func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// TestStatPrefixAndRetryPriority: a route's stat_prefix roots its stats
+// under its virtual host; previous_priorities' update frequency is kept.
+func TestStatPrefixAndRetryPriority(t *testing.T) {
+	r := route("api", prefix("/api"))
+	r.StatPrefix = "reviews-api"
+	r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(3), RetryPriority: &routev3.RetryPolicy_RetryPriority{
+		Name: "envoy.retry_priorities.previous_priorities", ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{
+			TypedConfig: mustAny(t, &previousprioritiesv3.PreviousPrioritiesConfig{UpdateFrequency: 2})}}}
+	tb, err := Compile(&routev3.RouteConfiguration{Name: "9080", VirtualHosts: []*routev3.VirtualHost{{Name: "reviews:9080", Domains: []string{"*"},
+		Routes: []*routev3.Route{r, route("other", prefix("/"))}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, got := tb.Match(&Request{Host: "reviews", Path: "/api/x", Method: http.MethodGet})
+	if got.StatPrefix != "vhost.reviews:9080.route.reviews-api" || got.Forward.Retry.PreviousPriorities != 2 {
+		t.Fatalf("stat prefix %q, previous priorities %d", got.StatPrefix, got.Forward.Retry.PreviousPriorities)
+	}
+	if _, other := tb.Match(&Request{Host: "reviews", Path: "/", Method: http.MethodGet}); other.StatPrefix != "" {
+		t.Fatalf("route without stat_prefix has %q", other.StatPrefix)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -297,6 +298,9 @@ func mergeMatch(root, del *networking.HTTPMatchRequest) (*networking.HTTPMatchRe
 		m.Gateways = root.GetGateways()
 	}
 	m.IgnoreUriCase = m.IgnoreUriCase || root.GetIgnoreUriCase()
+	if m.StatPrefix == "" {
+		m.StatPrefix = root.GetStatPrefix()
+	}
 	return m, true
 }
 
@@ -321,7 +325,8 @@ func uriWithin(del, root *networking.StringMatch) bool {
 
 func (b *builder) httpRoute(c *config.Resource, hr *networking.HTTPRoute, m *networking.HTTPMatchRequest, name string, rc routeCtx) *routev3.Route {
 	ns := nsOf(c)
-	r := &routev3.Route{Name: name, Match: routeMatch(m)}
+	// statPrefix: per-route statistics (vhost.VHOST.route.PREFIX.*).
+	r := &routev3.Route{Name: name, Match: routeMatch(m), StatPrefix: m.GetStatPrefix()}
 	if n := hr.GetName(); n != "" {
 		// The VirtualService route name is the tracing operation.
 		r.Decorator = &routev3.Decorator{Operation: n}
@@ -592,6 +597,10 @@ func hashPolicy(ch *networking.LoadBalancerSettings_ConsistentHashLB) []*routev3
 	return []*routev3.RouteAction_HashPolicy{hp}
 }
 
+// previousPriorities is Envoy's retry priority plugin that Istio's
+// retryRemoteLocalities selects.
+const previousPriorities = "envoy.retry_priorities.previous_priorities"
+
 // retryPolicy applies Istio's retry defaults: unset retries mean 2
 // attempts on DefaultRetryOn with previous_hosts; attempts 0 disables.
 func retryPolicy(r *networking.HTTPRetry) *routev3.RetryPolicy {
@@ -609,6 +618,13 @@ func retryPolicy(r *networking.HTTPRetry) *routev3.RetryPolicy {
 		return rp
 	}
 	rp.NumRetries = wrapperspb.UInt32(uint32(r.GetAttempts()))
+	if r.GetRetryRemoteLocalities().GetValue() {
+		// As Istio: retries move on to other priorities (localities);
+		// the first two attempts use the normal priority load, the third
+		// excludes the priorities already tried.
+		rp.RetryPriority = &routev3.RetryPolicy_RetryPriority{Name: previousPriorities,
+			ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: mustAny(&previousprioritiesv3.PreviousPrioritiesConfig{UpdateFrequency: 2})}}
+	}
 	if t := r.GetPerTryTimeout(); t != nil {
 		rp.PerTryTimeout = durationpb.New(t.AsDuration())
 	}
