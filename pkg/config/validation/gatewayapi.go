@@ -55,7 +55,20 @@ const (
 	ControllerWeft  = "weftmesh.io/gateway-controller"
 )
 
+// unsupported reports something weft does not translate: an error on
+// Gateways of class istio or weft; a warning on other classes, which may
+// belong to another controller (or to a GatewayClass naming weft's
+// controller, which validation cannot see).
+func (v *validator) unsupported(ours bool, path, format string, args ...any) {
+	if ours {
+		v.errorf(path, format, args...)
+	} else {
+		v.warnf(path, format, args...)
+	}
+}
+
 func (v *validator) kubernetesGateway(s *gatewayapi.GatewaySpec) {
+	ours := s.GatewayClassName == "istio" || s.GatewayClassName == "weft"
 	if s.GatewayClassName == "" {
 		v.errorf("spec.gatewayClassName", "gatewayClassName is required (weft serves classes istio and weft)")
 	} else if !config.IsDNS1123Subdomain(s.GatewayClassName) {
@@ -108,9 +121,9 @@ func (v *validator) kubernetesGateway(s *gatewayapi.GatewaySpec) {
 		case "":
 			v.errorf(p+".protocol", "protocol is required (weft translates HTTP and HTTPS)")
 		case "TLS", "TCP", "UDP":
-			v.errorf(p+".protocol", "protocol %s is not supported by weft (TLSRoute, TCPRoute and UDPRoute are not translated); use an Istio Gateway for it", l.Protocol)
+			v.unsupported(ours, p+".protocol", "protocol %s is not supported by weft (TLSRoute, TCPRoute and UDPRoute are not translated); use an Istio Gateway for it", l.Protocol)
 		default:
-			v.errorf(p+".protocol", "unknown protocol %q (weft translates HTTP and HTTPS)", l.Protocol)
+			v.unsupported(ours, p+".protocol", "protocol %q is not translated by weft (HTTP and HTTPS are)", l.Protocol)
 		}
 		if prev, ok := protoOf[l.Port]; ok && prev != l.Protocol && l.Protocol != "" {
 			v.errorf(p+".protocol", "port %d is already an %s listener; listeners sharing a port must share its protocol", l.Port, prev)
@@ -122,27 +135,27 @@ func (v *validator) kubernetesGateway(s *gatewayapi.GatewaySpec) {
 		} else {
 			seen[k] = true
 		}
-		v.listenerTLS(p, l)
+		v.listenerTLS(p, l, ours)
 		if ar := l.AllowedRoutes; ar != nil {
 			if ns := ar.Namespaces; ns != nil {
 				switch from := gatewayapi.Deref(ns.From, "Same"); from {
 				case "Same", "All":
 				case "Selector":
-					v.errorf(p+".allowedRoutes.namespaces.from", "from: Selector is not supported by weft (namespace labels are not read); use Same or All")
+					v.unsupported(ours, p+".allowedRoutes.namespaces.from", "from: Selector is not supported by weft (namespace labels are not read); use Same or All")
 				default:
 					v.errorf(p+".allowedRoutes.namespaces.from", "unknown value %q (Same, All, Selector)", from)
 				}
 			}
 			for j, k := range ar.Kinds {
 				if gatewayapi.Deref(k.Group, gatewayapi.Group) != gatewayapi.Group || k.Kind != "HTTPRoute" {
-					v.errorf(idx(p+".allowedRoutes.kinds", j), "route kind %s is not supported by weft (only HTTPRoute)", k.Kind)
+					v.unsupported(ours, idx(p+".allowedRoutes.kinds", j), "route kind %s is not supported by weft (only HTTPRoute)", k.Kind)
 				}
 			}
 		}
 	}
 }
 
-func (v *validator) listenerTLS(p string, l gatewayapi.Listener) {
+func (v *validator) listenerTLS(p string, l gatewayapi.Listener, ours bool) {
 	if l.Protocol == "HTTP" {
 		if l.TLS != nil {
 			v.errorf(p+".tls", "tls is only allowed on HTTPS listeners")
@@ -157,7 +170,7 @@ func (v *validator) listenerTLS(p string, l gatewayapi.Listener) {
 		return
 	}
 	if m := gatewayapi.Deref(l.TLS.Mode, "Terminate"); m != "Terminate" {
-		v.errorf(p+".tls.mode", "tls mode %q is not allowed on an HTTPS listener (Terminate; Passthrough needs a TLS listener, which weft does not translate)", m)
+		v.unsupported(ours, p+".tls.mode", "tls mode %q is not allowed on an HTTPS listener (Terminate; Passthrough needs a TLS listener, which weft does not translate)", m)
 	}
 	if len(l.TLS.CertificateRefs) == 0 {
 		v.errorf(p+".tls.certificateRefs", "an HTTPS listener needs at least one certificateRef")
@@ -165,13 +178,13 @@ func (v *validator) listenerTLS(p string, l gatewayapi.Listener) {
 	for j, c := range l.TLS.CertificateRefs {
 		cp := idx(p+".tls.certificateRefs", j)
 		if gatewayapi.Deref(c.Group, "") != "" || gatewayapi.Deref(c.Kind, "Secret") != "Secret" {
-			v.errorf(cp, "certificateRef %s/%s is not supported (weft reads core Secrets only)", gatewayapi.Deref(c.Group, ""), gatewayapi.Deref(c.Kind, "Secret"))
+			v.unsupported(ours, cp, "certificateRef %s/%s is not supported (weft reads core Secrets only)", gatewayapi.Deref(c.Group, ""), gatewayapi.Deref(c.Kind, "Secret"))
 		}
 		if c.Name == "" {
 			v.errorf(cp+".name", "name is required")
 		}
 		if ns := gatewayapi.Deref(c.Namespace, ""); ns != "" && ns != v.r.Meta.Namespace {
-			v.errorf(cp+".namespace", "certificateRefs to another namespace (%s) are not supported: weft reads no ReferenceGrant and looks credentials up in the gateway's namespace", ns)
+			v.unsupported(ours, cp+".namespace", "certificateRefs to another namespace (%s) are not supported: weft reads no ReferenceGrant and looks credentials up in the gateway's namespace", ns)
 		}
 	}
 	if len(l.TLS.CertificateRefs) > 1 {

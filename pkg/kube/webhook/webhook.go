@@ -190,7 +190,7 @@ func (s *Server) validate(_ context.Context, req *admissionv1.AdmissionRequest) 
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return &admissionv1.AdmissionResponse{Allowed: true}
 	}
-	if sc, ok := config.SchemaFor(req.Kind.Group, req.Kind.Kind); !ok || sc.Group != req.Kind.Group {
+	if sc, ok := config.SchemaFor(req.Kind.Group, req.Kind.Kind); !ok || sc.Group != req.Kind.Group || sc.Group == config.GroupGatewayAPI {
 		return &admissionv1.AdmissionResponse{Allowed: true}
 	}
 	var r config.Resource
