@@ -185,7 +185,7 @@ const (
 )
 
 func (p *ppPools) get(ds downstream) *ppEntry {
-	now := time.Now()
+	now := p.c.clock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.m[ds]

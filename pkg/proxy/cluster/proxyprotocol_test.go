@@ -2,8 +2,21 @@ package cluster
 
 import (
 	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	ppv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
+	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 func TestProxyHeader(t *testing.T) {
@@ -33,5 +46,57 @@ func TestProxyHeader(t *testing.T) {
 				t.Fatalf("ProxyHeader = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestProxyProtocolPools: a PROXY protocol cluster gives each downstream
+// connection its own pools, keeps them while used, closes them after
+// ppPoolIdle unused and keeps at most ppPoolMax.
+func TestProxyProtocolPools(t *testing.T) {
+	m, fc := newTestManager()
+	raw, err := anypb.New(&rawbufferv3.RawBuffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp, err := anypb.New(&ppv3.ProxyProtocolUpstreamTransport{Config: &corev3.ProxyProtocolConfig{Version: corev3.ProxyProtocolConfig_V2},
+		TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.raw_buffer", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: raw}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := eds("c")
+	pc.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.upstream_proxy_protocol", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: pp}}
+	set, err := m.Build(map[string]*clusterv3.Cluster{"c": pc}, map[string]*endpointv3.ClusterLoadAssignment{"c": cla("c", []string{"10.0.0.1"})}, edsName, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := set.Clusters["c"]
+	if c.ProxyProtocol == nil || c.ProxyProtocol.Version != 2 || len(c.Warnings) > 0 {
+		t.Fatalf("proxy protocol %+v, warnings %v", c.ProxyProtocol, c.Warnings)
+	}
+	req := func(remote string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
+		r.RemoteAddr = remote
+		return r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15001}))
+	}
+	a1, _, h1 := c.Pools(req("10.1.1.1:1000"))
+	a2, _, h2 := c.Pools(req("10.1.1.1:1000"))
+	b1, _, _ := c.Pools(req("10.1.1.1:1001"))
+	if a1 != a2 || h1 != h2 || a1 == b1 || a1 == c.Transport {
+		t.Fatal("pools are not per downstream connection")
+	}
+	if t1, _, _ := c.Pools(httptest.NewRequest(http.MethodGet, "http://x/", nil)); t1 != c.Transport {
+		t.Fatal("a request without a local address should use the cluster's own pools")
+	}
+	// Unused for ppPoolIdle: closed on a later lookup.
+	fc.Advance(ppPoolIdle + time.Second)
+	c.Pools(req("10.1.1.1:1002"))
+	if a3, _, _ := c.Pools(req("10.1.1.1:1000")); a3 == a1 {
+		t.Fatal("idle downstream pools were kept")
+	}
+	for i := 0; i < ppPoolMax+10; i++ {
+		c.Pools(req("10.2.0.1:" + strconv.Itoa(2000+i)))
+	}
+	if n := len(c.pp.m); n > ppPoolMax {
+		t.Fatalf("%d downstream pool sets kept, want at most %d", n, ppPoolMax)
 	}
 }
