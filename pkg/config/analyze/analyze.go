@@ -70,7 +70,11 @@ func (m Message) String() string {
 	if s := m.Source.String(); s != "" {
 		b.WriteString(s + ": ")
 	}
-	fmt.Fprintf(&b, "%s [%s] %s %s/%s", m.Severity, m.Code, m.Resource.Kind, m.Resource.Namespace, m.Resource.Name)
+	kind := m.Resource.Kind
+	if s, ok := config.SchemaForKind(kind); ok {
+		kind = s.DisplayKind() // Gateway.gateway.networking.k8s.io for KubernetesGateway
+	}
+	fmt.Fprintf(&b, "%s [%s] %s %s/%s", m.Severity, m.Code, kind, m.Resource.Namespace, m.Resource.Name)
 	if m.Path != "" {
 		b.WriteString(": " + m.Path)
 	}
@@ -139,6 +143,7 @@ func Analyze(rs []*config.Resource, opts ...Option) []Message {
 	a.destinationRules()
 	a.sidecars()
 	a.envoyFilters()
+	a.gatewayAPI()
 	if a.o.checkSel {
 		a.selectors()
 	}

@@ -42,18 +42,12 @@ var controllerNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z
 func (v *validator) gatewayClass(s *gatewayapi.GatewayClassSpec) {
 	switch {
 	case s.ControllerName == "":
-		v.errorf("spec.controllerName", "controllerName is required (weft answers to %s and %s)", ControllerIstio, ControllerWeft)
+		v.errorf("spec.controllerName", "controllerName is required (weft answers to %s and %s)", gatewayapi.ControllerIstio, gatewayapi.ControllerWeft)
 	case !controllerNameRE.MatchString(s.ControllerName):
-		v.errorf("spec.controllerName", "invalid controllerName %q: want a domain-prefixed path such as %s", s.ControllerName, ControllerIstio)
+		v.errorf("spec.controllerName", "invalid controllerName %q: want a domain-prefixed path such as %s", s.ControllerName, gatewayapi.ControllerIstio)
 	}
 }
 
-// Controller names weft implements, and the class names that need no
-// GatewayClass object.
-const (
-	ControllerIstio = "istio.io/gateway-controller"
-	ControllerWeft  = "weftmesh.io/gateway-controller"
-)
 
 // unsupported reports something weft does not translate: an error on
 // Gateways of class istio or weft; a warning on other classes, which may

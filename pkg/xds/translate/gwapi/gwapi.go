@@ -44,13 +44,6 @@ const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 // they come from ("Gateway ns/name", "HTTPRoute ns/name, ...").
 const SourceAnnotation = "weft.io/gateway-api-source"
 
-// Controllers weft implements, and the class names that need no
-// GatewayClass object.
-const (
-	ControllerIstio = "istio.io/gateway-controller"
-	ControllerWeft  = "weftmesh.io/gateway-controller"
-)
-
 // IsGenerated reports whether c was generated from Gateway API resources.
 func IsGenerated(c *config.Resource) bool { return c.Meta.Annotations[SourceAnnotation] != "" }
 
@@ -91,15 +84,15 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 	if domainSuffix == "" {
 		domainSuffix = "cluster.local"
 	}
-	classes := map[string]bool{"istio": true, "weft": true}
+	classes := map[string]gw.GatewayClassSpec{}
 	var gws []*gateway
 	var rts []*route
 	for _, c := range configs {
 		switch c.Kind {
 		case config.KindGatewayClass:
 			var s gw.GatewayClassSpec
-			if gw.Spec(c.Spec, &s) == nil && (s.ControllerName == ControllerIstio || s.ControllerName == ControllerWeft) {
-				classes[c.Meta.Name] = true
+			if gw.Spec(c.Spec, &s) == nil {
+				classes[c.Meta.Name] = s
 			}
 		case config.KindKubernetesGateway:
 			g := &gateway{res: c}
@@ -124,7 +117,7 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 
 	var out []*config.Resource
 	for _, g := range gws {
-		if !classes[g.spec.GatewayClassName] {
+		if !gw.OurClass(g.spec.GatewayClassName, classes) {
 			continue
 		}
 		for _, l := range g.spec.Listeners {
@@ -216,72 +209,12 @@ func istioGateway(g *gateway, l gw.Listener) *config.Resource {
 func attach(g *gateway, l gw.Listener, r *route) []string {
 	attached := false
 	for _, pr := range r.spec.ParentRefs {
-		if !pr.IsGateway() || pr.Name != g.res.Meta.Name || gw.Deref(pr.Namespace, ns(r.res)) != ns(g.res) {
-			continue
-		}
-		if pr.SectionName != nil && *pr.SectionName != l.Name {
-			continue
-		}
-		if pr.Port != nil && *pr.Port != l.Port {
-			continue
-		}
-		attached = true
+		attached = attached || gw.ParentSelects(pr, ns(r.res), ns(g.res), g.res.Meta.Name, l)
 	}
-	if !attached || !allowed(g, l, r) {
+	if !attached || !gw.AllowsRoute(l, ns(g.res), ns(r.res)) {
 		return nil
 	}
-	return intersect(l.Hostname, r.spec.Hostnames)
-}
-
-func allowed(g *gateway, l gw.Listener, r *route) bool {
-	ar := l.AllowedRoutes
-	if ar != nil && len(ar.Kinds) > 0 {
-		ok := false
-		for _, k := range ar.Kinds {
-			ok = ok || (gw.Deref(k.Group, gw.Group) == gw.Group && k.Kind == "HTTPRoute")
-		}
-		if !ok {
-			return false
-		}
-	}
-	from := "Same"
-	if ar != nil && ar.Namespaces != nil {
-		from = gw.Deref(ar.Namespaces.From, "Same")
-	}
-	switch from {
-	case "All":
-		return true
-	case "Same":
-		return ns(r.res) == ns(g.res)
-	}
-	return false // Selector: not supported (validation refuses it)
-}
-
-// intersect applies the Gateway API's hostname rules: a route's hostnames
-// narrowed to what the listener accepts ("*" when neither names any).
-func intersect(listener *string, routeHosts []string) []string {
-	if listener == nil || *listener == "" {
-		if len(routeHosts) == 0 {
-			return []string{"*"}
-		}
-		return slices.Clone(routeHosts)
-	}
-	l := *listener
-	if len(routeHosts) == 0 {
-		return []string{l}
-	}
-	var out []string
-	for _, h := range routeHosts {
-		switch {
-		case h == l:
-			out = append(out, h)
-		case strings.HasPrefix(l, "*.") && strings.HasSuffix(h, l[1:]):
-			out = append(out, h) // route host within the listener's wildcard
-		case strings.HasPrefix(h, "*.") && strings.HasSuffix(l, h[1:]):
-			out = append(out, l) // listener host within the route's wildcard
-		}
-	}
-	return out
+	return gw.Intersect(l.Hostname, r.spec.Hostnames)
 }
 
 // entries lists every match of every rule of r (the default match is

@@ -8,6 +8,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/config"
+	gw "github.com/weftmesh/weft/pkg/config/gatewayapi"
 )
 
 func TestIntersect(t *testing.T) {
@@ -27,7 +28,7 @@ func TestIntersect(t *testing.T) {
 		{s("*.example.com"), []string{"*.a.example.com"}, []string{"*.a.example.com"}},
 		{s("a.com"), []string{"b.com"}, nil},
 	} {
-		if got := intersect(tc.listener, tc.route); !cmp.Equal(got, tc.want) {
+		if got := gw.Intersect(tc.listener, tc.route); !cmp.Equal(got, tc.want) {
 			t.Errorf("intersect(%v, %v) = %v, want %v", tc.listener, tc.route, got, tc.want)
 		}
 	}

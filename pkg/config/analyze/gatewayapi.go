@@ -1,0 +1,131 @@
+package analyze
+
+import (
+	"fmt"
+	"strings"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/weftmesh/weft/pkg/config"
+	gw "github.com/weftmesh/weft/pkg/config/gatewayapi"
+)
+
+// Gateway API findings.
+const (
+	CodeGatewayAPIParentNotFound = "WEFT0112" // an HTTPRoute parentRef names a Gateway that does not exist
+	CodeGatewayAPINotAttached    = "WEFT0113" // an HTTPRoute parentRef matches no listener that accepts it
+	CodeGatewayAPIClass          = "WEFT0114" // a Gateway's class is not served by weft
+)
+
+type gwapiGateway struct {
+	r    *config.Resource
+	spec gw.GatewaySpec
+}
+
+// gatewayAPI checks HTTPRoutes against the Gateways they name (existence,
+// a listener that accepts them, hostname overlap), their backendRefs
+// against the known hosts, and Gateway classes.
+func (a *analyzer) gatewayAPI() {
+	classes := map[string]gw.GatewayClassSpec{}
+	gateways := map[string]*gwapiGateway{} // ns/name
+	for _, r := range a.rs {
+		switch r.Kind {
+		case config.KindGatewayClass:
+			var s gw.GatewayClassSpec
+			if gw.Spec(r.Spec, &s) == nil {
+				classes[r.Meta.Name] = s
+			}
+		case config.KindKubernetesGateway:
+			g := &gwapiGateway{r: r}
+			if gw.Spec(r.Spec, &g.spec) == nil {
+				gateways[r.Meta.Namespace+"/"+r.Meta.Name] = g
+			}
+		}
+	}
+	for _, g := range gateways {
+		if !gw.OurClass(g.spec.GatewayClassName, classes) {
+			a.report(g.r, Info, CodeGatewayAPIClass, "spec.gatewayClassName", "class %q is not served by weft (classes istio and weft are, and GatewayClasses whose controllerName is %s or %s)",
+				g.spec.GatewayClassName, gw.ControllerIstio, gw.ControllerWeft)
+		}
+	}
+	for _, r := range a.rs {
+		if r.Kind != config.KindHTTPRoute {
+			continue
+		}
+		var s gw.HTTPRouteSpec
+		if gw.Spec(r.Spec, &s) != nil {
+			continue
+		}
+		for i, pr := range s.ParentRefs {
+			path := fmt.Sprintf("spec.parentRefs[%d]", i)
+			switch {
+			case pr.IsService():
+				a.checkBackendHost(r, path, pr.Name, gw.Deref(pr.Namespace, r.Meta.Namespace))
+			case pr.IsGateway():
+				a.checkParentGateway(r, path, pr, s.Hostnames, gateways, classes)
+			}
+		}
+		for i, rule := range s.Rules {
+			for j, b := range rule.BackendRefs {
+				if b.IsService() && b.Name != "" {
+					a.checkBackendHost(r, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b.Name, gw.Deref(b.Namespace, r.Meta.Namespace))
+				}
+			}
+			for j, f := range rule.Filters {
+				if f.RequestMirror != nil && f.RequestMirror.BackendRef.IsService() {
+					m := f.RequestMirror.BackendRef
+					a.checkBackendHost(r, fmt.Sprintf("spec.rules[%d].filters[%d].requestMirror.backendRef", i, j), m.Name, gw.Deref(m.Namespace, r.Meta.Namespace))
+				}
+			}
+		}
+	}
+}
+
+// checkBackendHost reports a Service name.ns that is not a known host
+// (WEFT0101, as for VirtualService destinations).
+func (a *analyzer) checkBackendHost(r *config.Resource, path, name, ns string) {
+	a.checkDestination(r, path, &networking.Destination{Host: name + "." + ns + ".svc." + a.o.domain})
+}
+
+func (a *analyzer) checkParentGateway(r *config.Resource, path string, pr gw.ParentReference, hostnames []string, gateways map[string]*gwapiGateway, classes map[string]gw.GatewayClassSpec) {
+	gwNS := gw.Deref(pr.Namespace, r.Meta.Namespace)
+	g := gateways[gwNS+"/"+pr.Name]
+	if g == nil {
+		msg := fmt.Sprintf("Gateway %s/%s (gateway.networking.k8s.io) not found: the route is not attached to it", gwNS, pr.Name)
+		if a.gatewayExists(gwNS, pr.Name) {
+			msg += "; an Istio Gateway of that name exists, but HTTPRoutes attach to Gateway API Gateways"
+		}
+		a.report(r, Warning, CodeGatewayAPIParentNotFound, path, "%s", msg)
+		return
+	}
+	if !gw.OurClass(g.spec.GatewayClassName, classes) {
+		return // another controller's Gateway: nothing to say
+	}
+	var why []string
+	for _, l := range g.spec.Listeners {
+		if !gw.ParentSelects(pr, r.Meta.Namespace, gwNS, pr.Name, l) {
+			continue
+		}
+		switch {
+		case l.Protocol != "HTTP" && l.Protocol != "HTTPS":
+			why = append(why, fmt.Sprintf("listener %s is %s", l.Name, l.Protocol))
+		case !gw.AllowsRoute(l, gwNS, r.Meta.Namespace):
+			why = append(why, fmt.Sprintf("listener %s does not allow routes from namespace %s", l.Name, r.Meta.Namespace))
+		case len(gw.Intersect(l.Hostname, hostnames)) == 0:
+			why = append(why, fmt.Sprintf("listener %s's hostname %s matches none of the route's hostnames", l.Name, gw.Deref(l.Hostname, "")))
+		default:
+			return // attached
+		}
+	}
+	if len(why) == 0 {
+		sel := ""
+		if pr.SectionName != nil {
+			sel += " named " + *pr.SectionName
+		}
+		if pr.Port != nil {
+			sel += fmt.Sprintf(" on port %d", *pr.Port)
+		}
+		why = append(why, "the Gateway has no listener"+sel)
+	}
+	a.report(r, Warning, CodeGatewayAPINotAttached, path, "not attached to Gateway %s/%s: %s", gwNS, pr.Name, strings.Join(why, "; "))
+}

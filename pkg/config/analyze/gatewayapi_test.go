@@ -1,0 +1,90 @@
+package analyze
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestGatewayAPI(t *testing.T) {
+	rs := decode(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: a.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: nginx, namespace: infra}
+spec:
+  gatewayClassName: nginx
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-gw, namespace: apps}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, protocol: HTTP, name: http}, hosts: ['*']}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ok, namespace: infra}
+spec:
+  parentRefs: [{name: gw}, {name: nginx}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wrong, namespace: apps}
+spec:
+  parentRefs:
+  - {name: gw, namespace: infra}
+  - {name: gw, namespace: infra, sectionName: https}
+  - {name: istio-gw}
+  - {group: "", kind: Service, name: nope}
+  hostnames: [b.example.com]
+  rules: [{backendRefs: [{name: missing, port: 80}]}]
+`)
+	msgs := Analyze(rs, WithKnownHosts("web.infra.svc.cluster.local"))
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.String())
+	}
+	want := []string{
+		`Info [WEFT0114] Gateway.gateway.networking.k8s.io infra/nginx: spec.gatewayClassName: class "nginx" is not served by weft`,
+		`Warning [WEFT0113] HTTPRoute apps/wrong: spec.parentRefs[0]: not attached to Gateway infra/gw: listener http does not allow routes from namespace apps`,
+		`Warning [WEFT0113] HTTPRoute apps/wrong: spec.parentRefs[1]: not attached to Gateway infra/gw: the Gateway has no listener named https`,
+		`Warning [WEFT0112] HTTPRoute apps/wrong: spec.parentRefs[2]: Gateway apps/istio-gw (gateway.networking.k8s.io) not found: the route is not attached to it; an Istio Gateway of that name exists`,
+		`Warning [WEFT0101] HTTPRoute apps/wrong: spec.parentRefs[3].host: host "nope.apps.svc.cluster.local"`,
+		`Warning [WEFT0101] HTTPRoute apps/wrong: spec.rules[0].backendRefs[0].host: host "missing.apps.svc.cluster.local"`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d messages, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("message %d:\n got %s\nwant %s", i, got[i], want[i])
+		}
+	}
+	// Allowed from the namespace but the hostnames do not overlap.
+	rs = decode(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: weft
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: a.example.com}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [b.example.com]
+`)
+	msgs = Analyze(rs)
+	if len(msgs) != 1 || !strings.Contains(msgs[0].String(), "hostname a.example.com matches none of the route's hostnames") {
+		t.Errorf("hostname mismatch: %v", msgs)
+	}
+}
