@@ -482,6 +482,9 @@ func (v *validator) warmup(p string, lb *networking.LoadBalancerSettings, w *net
 	if a := w.GetAggression(); a != nil && a.GetValue() <= 0 {
 		v.errorf(p+".warmup.aggression", "aggression must be greater than 0, got %g", a.GetValue())
 	}
+	if lb.GetConsistentHash() != nil || lb.GetSimple() == networking.LoadBalancerSettings_RANDOM || lb.GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH {
+		v.warnf(p+".warmup", "warmup has no effect with this load balancer: Envoy's slow start applies to ROUND_ROBIN and LEAST_REQUEST only")
+	}
 }
 
 func (v *validator) trafficPolicyBody(path string, lb *networking.LoadBalancerSettings, cp *networking.ConnectionPoolSettings,

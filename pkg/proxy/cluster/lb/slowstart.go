@@ -67,18 +67,28 @@ func (p *SlowStartPicker) Pick(hosts []Host, now int64, hash uint64) int {
 	if p.Latest == 0 || now-p.Latest >= int64(p.Config.Window) || len(hosts) < 2 {
 		return p.Inner.Pick(hosts, now, hash)
 	}
+	// Effective weights, computed once per pick (on the stack for levels
+	// of up to 64 hosts); 0 for unhealthy hosts.
+	var buf [64]float64
+	ws := buf[:0]
+	if len(hosts) > len(buf) {
+		ws = make([]float64, 0, len(hosts))
+	}
 	var total float64
 	for _, h := range hosts {
+		w := 0.0
 		if h.Healthy(now) {
-			total += p.weight(h, now)
+			w = p.weight(h, now)
 		}
+		ws = append(ws, w)
+		total += w
 	}
-	a := p.draw(hosts, now, total)
+	a := p.draw(ws, total)
 	if !p.LeastRequest || a < 0 {
 		return a
 	}
-	b := p.draw(hosts, now, total)
-	if b >= 0 && float64(hosts[b].Active())*p.weight(hosts[a], now) < float64(hosts[a].Active())*p.weight(hosts[b], now) {
+	b := p.draw(ws, total)
+	if b >= 0 && float64(hosts[b].Active())*ws[a] < float64(hosts[a].Active())*ws[b] {
 		return b
 	}
 	return a
@@ -93,19 +103,18 @@ func (p *SlowStartPicker) weight(h Host, now int64) float64 {
 	return w
 }
 
-// draw picks a healthy host with probability weight/total, or -1.
-func (p *SlowStartPicker) draw(hosts []Host, now int64, total float64) int {
+// draw picks index i with probability ws[i]/total, or -1 when total is 0.
+func (p *SlowStartPicker) draw(ws []float64, total float64) int {
 	if total <= 0 {
 		return -1
 	}
 	x := float64(p.Rnd.Uint64()>>11) / (1 << 53) * total
 	last := -1
-	for i, h := range hosts {
-		if !h.Healthy(now) {
+	for i, w := range ws {
+		if w <= 0 {
 			continue
 		}
 		last = i
-		w := p.weight(h, now)
 		if x < w {
 			return i
 		}

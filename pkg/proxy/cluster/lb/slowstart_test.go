@@ -101,3 +101,46 @@ func TestSlowStartLeastRequestPrefersIdle(t *testing.T) {
 		t.Fatalf("idle warming host share %.3f, want %.3f", share, want)
 	}
 }
+
+// warmingHosts is n equal hosts, the last of which joined at start.
+func warmingHosts(n int, start int64) []Host {
+	out := make([]Host, n)
+	for i := range out {
+		out[i] = &warmingHost{host: host{key: "10.0.0." + string(rune('a'+i)) + ":80", healthy: true, weight: 1}}
+	}
+	out[n-1].(*warmingHost).start = start
+	return out
+}
+
+// BenchmarkSlowStart: 16 hosts, one warming (the effective-weight draws)
+// or past its window (the plain picker behind the time check); compare
+// with BenchmarkRoundRobin / BenchmarkLeastRequest in the same run.
+func BenchmarkSlowStart(b *testing.B) {
+	const t0 = int64(1_000_000) * int64(time.Second)
+	cfg := SlowStart{Window: 10 * time.Second, MinWeightPercent: 10, Aggression: 1}
+	for _, bc := range []struct {
+		name string
+		lr   bool
+		now  int64
+	}{
+		{"round_robin/warming", false, t0 + int64(time.Second)},
+		{"round_robin/warm", false, t0 + int64(time.Minute)},
+		{"least_request/warming", true, t0 + int64(time.Second)},
+		{"least_request/warm", true, t0 + int64(time.Minute)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var inner Picker = &RoundRobin{}
+			if bc.lr {
+				inner = &LeastRequest{Rnd: rnd()}
+			}
+			p := &SlowStartPicker{Inner: inner, Config: cfg, Rnd: rnd(), LeastRequest: bc.lr, Latest: t0}
+			hs := warmingHosts(16, t0)
+			b.ReportAllocs()
+			for b.Loop() {
+				if p.Pick(hs, bc.now, 0) < 0 {
+					b.Fatal("no host")
+				}
+			}
+		})
+	}
+}
