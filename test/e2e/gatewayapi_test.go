@@ -1,14 +1,16 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -23,12 +25,17 @@ spec:
   gatewayClassName: istio
   listeners:
   - {name: http, port: 8000, protocol: HTTP, hostname: bookinfo.example.com}
+  - name: https
+    port: 8443
+    protocol: HTTPS
+    hostname: bookinfo.example.com
+    tls: {certificateRefs: [{kind: Secret, name: bookinfo-cert}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: productpage, namespace: default}
 spec:
-  parentRefs: [{name: bookinfo-gw, sectionName: http}]
+  parentRefs: [{name: bookinfo-gw}]
   rules:
   - matches: [{path: {type: PathPrefix, value: /productpage}}]
     filters:
@@ -59,7 +66,8 @@ spec:
 // directory, `weft proxy --gateway` selected by the
 // gateway.networking.k8s.io/gateway-name label, and sidecars in front of
 // test apps. The ingress routes /productpage by path prefix, sets a
-// request header and splits 90/10 between two Services; then a GAMMA
+// request header and splits 90/10 between two Services, on an HTTP and an
+// HTTPS listener (its certificateRef served from --credentials-dir); then a GAMMA
 // HTTPRoute (parentRef: the reviews Service) changes where a client
 // sidecar sends reviews traffic.
 func TestGatewayAPI(t *testing.T) {
@@ -74,20 +82,33 @@ func TestGatewayAPI(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(configDir, "gateway.yaml"), []byte(gatewayAPIConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, xds := startXDSControlPlane(t, configDir)
+	// The HTTPS listener's certificateRef, served from --credentials-dir.
+	credDir := t.TempDir()
+	pki := newTestPKI(t, "bookinfo-ca")
+	certPEM, keyPEM := pki.issue(t, "bookinfo.example.com", false)
+	if err := os.MkdirAll(filepath.Join(credDir, "bookinfo-cert"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(credDir, "bookinfo-cert", name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp := harness.StartControlPlane(t, weft.Binary(t), "--config-dir", configDir, "--credentials-dir", credDir,
+		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--debounce", "50ms")
+	m := regexp.MustCompile(`xDS server listening.*?address=([0-9.]+:[0-9]+)`).FindStringSubmatch(cp.Stderr())
+	if m == nil {
+		t.Fatalf("control plane log names no xDS address:\n%s", cp.Stderr())
+	}
+	xds := m[1]
 	bin := weft.Binary(t)
 	for _, name := range []string{"productpage", "productpage-v2", "reviews", "reviews-v2"} {
 		startAppSidecar(t, bin, xds, name, serveApp(t, app(name)))
 	}
 
-	fl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	front := fl.Addr().String()
-	fl.Close()
+	front, frontTLS := harness.FreeAddr(t), harness.FreeAddr(t)
 	gwReady := filepath.Join(t.TempDir(), "gw.json")
-	gw := harness.Start(t, bin, nil, "proxy", "--gateway", "--gateway-address", "8000="+front,
+	gw := harness.Start(t, bin, nil, "proxy", "--gateway", "--gateway-address", "8000="+front, "--gateway-address", "8443="+frontTLS,
 		"--control-plane", xds, "--namespace", "default", "--workload", "bookinfo-gw-istio",
 		"--labels", "gateway.networking.k8s.io/gateway-name=bookinfo-gw",
 		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
@@ -132,6 +153,31 @@ func TestGatewayAPI(t *testing.T) {
 		if code, body, err := get(tc.host, tc.path); err != nil || code != tc.code {
 			t.Errorf("Host %s %s: %d %q %v; want %d", tc.host, tc.path, code, body, err, tc.code)
 		}
+	}
+
+	// The HTTPS listener: TLS with the certificateRef's certificate, the
+	// same route.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pki.pem)
+	tc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "bookinfo.example.com"}}}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+frontTLS+"/productpage", nil)
+		req.Host = "bookinfo.example.com"
+		resp, err := tc.Do(req)
+		var body []byte
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.Contains(string(body), "x-gateway=gateway-api") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("HTTPS listener: %v %q\ngateway log:\n%s", err, body, gw.Stderr())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// The 90/10 split, and the header modifier on every request.
