@@ -250,21 +250,28 @@ func (a *analyzer) checkDestination(r *config.Resource, path string, d *networki
 	if d == nil || d.GetHost() == "" {
 		return
 	}
-	fq := a.fqdn(d.GetHost(), r.Meta.Namespace)
+	fq := a.checkHost(r, path+".host", d.GetHost())
+	if d.GetSubset() != "" {
+		a.checkSubset(r, path+".subset", fq, d.GetSubset())
+	}
+}
+
+// checkHost reports (WEFT0101, at path) a host that matches no
+// ServiceEntry or known service, and returns its FQDN.
+func (a *analyzer) checkHost(r *config.Resource, path, host string) string {
+	fq := a.fqdn(host, r.Meta.Namespace)
 	if !a.hostKnown(fq) {
-		msg := fmt.Sprintf("host %q (%s) matches no ServiceEntry or known service", d.GetHost(), fq)
+		msg := fmt.Sprintf("host %q (%s) matches no ServiceEntry or known service", host, fq)
 		sev := Warning
-		if hint := a.hostHint(d.GetHost(), r.Meta.Namespace); hint != "" {
+		if hint := a.hostHint(host, r.Meta.Namespace); hint != "" {
 			msg += "; " + hint
 		} else if !a.o.registry && strings.HasSuffix(fq, ".svc."+a.o.domain) {
 			sev = Info
 			msg += " here; fine if it is a Kubernetes service (pass known hosts to check)"
 		}
-		a.report(r, sev, CodeHostNotFound, path+".host", "%s", msg)
+		a.report(r, sev, CodeHostNotFound, path, "%s", msg)
 	}
-	if d.GetSubset() != "" {
-		a.checkSubset(r, path+".subset", fq, d.GetSubset())
-	}
+	return fq
 }
 
 // hostHint suggests the host of a ServiceEntry whose name was used as a host.

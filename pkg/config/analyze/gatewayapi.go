@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	networking "istio.io/api/networking/v1alpha3"
-
 	"github.com/weftmesh/weft/pkg/config"
 	gw "github.com/weftmesh/weft/pkg/config/gatewayapi"
 )
@@ -82,9 +80,9 @@ func (a *analyzer) gatewayAPI() {
 }
 
 // checkBackendHost reports a Service name.ns that is not a known host
-// (WEFT0101, as for VirtualService destinations).
+// (WEFT0101, as for VirtualService destinations), at the reference's name.
 func (a *analyzer) checkBackendHost(r *config.Resource, path, name, ns string) {
-	a.checkDestination(r, path, &networking.Destination{Host: name + "." + ns + ".svc." + a.o.domain})
+	a.checkHost(r, path+".name", name+"."+ns+".svc."+a.o.domain)
 }
 
 func (a *analyzer) checkParentGateway(r *config.Resource, path string, pr gw.ParentReference, hostnames []string, gateways map[string]*gwapiGateway, classes map[string]gw.GatewayClassSpec) {

@@ -57,8 +57,8 @@ spec:
 		`Warning [WEFT0113] HTTPRoute apps/wrong: spec.parentRefs[0]: not attached to Gateway infra/gw: listener http does not allow routes from namespace apps`,
 		`Warning [WEFT0113] HTTPRoute apps/wrong: spec.parentRefs[1]: not attached to Gateway infra/gw: the Gateway has no listener named https`,
 		`Warning [WEFT0112] HTTPRoute apps/wrong: spec.parentRefs[2]: Gateway apps/istio-gw (gateway.networking.k8s.io) not found: the route is not attached to it; an Istio Gateway of that name exists`,
-		`Warning [WEFT0101] HTTPRoute apps/wrong: spec.parentRefs[3].host: host "nope.apps.svc.cluster.local"`,
-		`Warning [WEFT0101] HTTPRoute apps/wrong: spec.rules[0].backendRefs[0].host: host "missing.apps.svc.cluster.local"`,
+		`Warning [WEFT0101] HTTPRoute apps/wrong: spec.parentRefs[3].name: host "nope.apps.svc.cluster.local" (nope.apps.svc.cluster.local) matches no`,
+		`Warning [WEFT0101] HTTPRoute apps/wrong: spec.rules[0].backendRefs[0].name: host "missing.apps.svc.cluster.local" (missing.apps.svc.cluster.local) matches no`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d messages, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
