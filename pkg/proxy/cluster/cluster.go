@@ -745,11 +745,16 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 				b.st.h1.Close()
 			}
 			b.st.pp.close()
-			b.st.t1, b.st.t2 = newTransports(b.c, downstream{})
-			b.st.h1 = newH1Pool(b.c, downstream{})
 			b.st.pp = nil
+			var shared *connLimiter
 			if b.c.ProxyProtocol != nil {
-				b.st.pp = &ppPools{c: b.c, m: map[downstream]*ppEntry{}}
+				b.st.pp = newPPPools(b.c)
+				shared = b.st.pp.lim
+			}
+			b.st.t1, b.st.t2 = newTransports(b.c, downstream{}, shared)
+			b.st.h1 = newH1Pool(b.c, downstream{})
+			if b.st.pp != nil {
+				b.st.pp.t1, b.st.pp.t2 = b.st.t1, b.st.t2
 			}
 			b.st.tkey = key
 		}
@@ -1071,6 +1076,16 @@ func transportKey(c *Cluster) string {
 		c.MTLS.key()+"|"+c.Origin.key()+"|"+c.ProxyProtocol.key())
 }
 
+// newConnLimiter is the max_connections limiter of c, nil when c does not
+// limit connections (1024, Envoy's default, or more).
+func newConnLimiter(c *Cluster) *connLimiter {
+	if c.Thresholds.MaxConnections >= 1024 || c.Thresholds.MaxConnections <= 0 {
+		return nil
+	}
+	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
+	return &connLimiter{d: d, slots: make(chan struct{}, c.Thresholds.MaxConnections)}
+}
+
 // connLimiter bounds a cluster's open upstream connections (Envoy's
 // max_connections is per cluster, not per host): a dial waits for a slot,
 // and closing a connection frees one.
@@ -1130,13 +1145,17 @@ func (c *CountedConn) Use() bool { return c.uses.Add(1) >= c.limit }
 
 // newTransports builds the cluster's HTTP/1.1 and h2c transports; for a
 // PROXY protocol cluster their connections start with ds's header (the
-// connection's own addresses when ds is zero).
-func newTransports(c *Cluster, ds downstream) (*http.Transport, *http.Transport) {
+// connection's own addresses when ds is zero). shared, when set, is the
+// max_connections limiter the transports share with others (a PROXY
+// protocol cluster's per-downstream pools); else they get their own when
+// the cluster limits connections.
+func newTransports(c *Cluster, ds downstream, shared *connLimiter) (*http.Transport, *http.Transport) {
 	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
 	dial := RawDialer(d) // HTTP/2, gRPC, upgrades: raw-syscall socket I/O too
 	var limiter *connLimiter
-	if c.Thresholds.MaxConnections < 1024 && c.Thresholds.MaxConnections > 0 {
-		limiter = &connLimiter{d: d, slots: make(chan struct{}, c.Thresholds.MaxConnections)}
+	if shared != nil {
+		dial = shared.dial
+	} else if limiter = newConnLimiter(c); limiter != nil {
 		dial = limiter.dial
 	}
 	dial = c.wrapTLS(c.wrapPP(dial, ds))
@@ -1189,7 +1208,7 @@ func Static(name, addr string) *Cluster {
 	c := &Cluster{Name: name, Hosts: []*Host{h}, Breakers: &Breakers{}, clock: time.Now, ConnectTimeout: 10 * time.Second,
 		Thresholds: Thresholds{MaxConnections: 1024, MaxPending: 1024, MaxRequests: 1024, MaxRetries: 3}}
 	c.levels = []level{{hosts: []lb.Host{h}, picker: &lb.RoundRobin{}}}
-	c.Transport, c.H2C = newTransports(c, downstream{})
+	c.Transport, c.H2C = newTransports(c, downstream{}, nil)
 	c.H1 = newH1Pool(c, downstream{})
 	return c
 }

@@ -164,6 +164,11 @@ func ProxyHeader(version int, src, dst netip.AddrPort) []byte {
 // closed on a later lookup.
 type ppPools struct {
 	c *Cluster // whose configuration the pools are built from
+	// lim is the cluster's max_connections limiter, shared by every
+	// downstream's pools and the cluster's own (t1, t2), so the limit
+	// holds across the cluster; nil when the cluster has no limit.
+	lim    *connLimiter
+	t1, t2 *http.Transport
 
 	mu        sync.Mutex
 	m         map[downstream]*ppEntry
@@ -184,6 +189,35 @@ const (
 	ppPoolMax  = 1024
 )
 
+func newPPPools(c *Cluster) *ppPools {
+	p := &ppPools{c: c, m: map[downstream]*ppEntry{}, lim: newConnLimiter(c)}
+	if p.lim != nil {
+		p.lim.onFull = p.closeIdle
+	}
+	return p
+}
+
+// closeIdle closes the idle connections of every pool sharing the
+// limiter, so that a dial waiting for a slot does not wait for an idle
+// timeout.
+func (p *ppPools) closeIdle() {
+	p.mu.Lock()
+	entries := make([]*ppEntry, 0, len(p.m))
+	for _, e := range p.m {
+		entries = append(entries, e)
+	}
+	t1, t2 := p.t1, p.t2
+	p.mu.Unlock()
+	for _, e := range entries {
+		e.t1.CloseIdleConnections()
+		e.t2.CloseIdleConnections()
+	}
+	if t1 != nil {
+		t1.CloseIdleConnections()
+		t2.CloseIdleConnections()
+	}
+}
+
 func (p *ppPools) get(ds downstream) *ppEntry {
 	now := p.c.clock()
 	p.mu.Lock()
@@ -191,7 +225,7 @@ func (p *ppPools) get(ds downstream) *ppEntry {
 	e := p.m[ds]
 	if e == nil {
 		e = &ppEntry{}
-		e.t1, e.t2 = newTransports(p.c, ds)
+		e.t1, e.t2 = newTransports(p.c, ds, p.lim)
 		e.h1 = newH1Pool(p.c, ds)
 		p.m[ds] = e
 	}

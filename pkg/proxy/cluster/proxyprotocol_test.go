@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	ppv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 func TestProxyHeader(t *testing.T) {
@@ -99,4 +101,63 @@ func TestProxyProtocolPools(t *testing.T) {
 	if n := len(c.pp.m); n > ppPoolMax {
 		t.Fatalf("%d downstream pool sets kept, want at most %d", n, ppPoolMax)
 	}
+}
+
+// TestProxyProtocolMaxConnections: max_connections holds across the
+// per-downstream pools of a PROXY protocol cluster, not per downstream.
+func TestProxyProtocolMaxConnections(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	m, _ := newTestManager()
+	raw, _ := anypb.New(&rawbufferv3.RawBuffer{})
+	pp, _ := anypb.New(&ppv3.ProxyProtocolUpstreamTransport{Config: &corev3.ProxyProtocolConfig{},
+		TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.raw_buffer", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: raw}}})
+	pc := eds("c")
+	pc.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.upstream_proxy_protocol", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: pp}}
+	pc.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: wrapperspb.UInt32(2)}}}
+	set, err := m.Build(map[string]*clusterv3.Cluster{"c": pc}, map[string]*endpointv3.ClusterLoadAssignment{"c": cla("c", []string{"127.0.0.1"})}, edsName, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := set.Clusters["c"]
+	pools := func(remote string) *http.Transport {
+		r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
+		r.RemoteAddr = remote
+		t1, _, _ := c.Pools(r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15001})))
+		return t1
+	}
+	addr := lis.Addr().String()
+	a, err := pools("10.0.0.1:1").DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := pools("10.0.0.2:2").DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if c3, err := pools("10.0.0.3:3").DialContext(ctx, "tcp", addr); err == nil {
+		c3.Close()
+		t.Fatal("a third connection opened with max_connections 2")
+	}
+	a.Close() // frees a slot
+	c3, err := pools("10.0.0.3:3").DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatalf("after a connection closed: %v", err)
+	}
+	c3.Close()
 }
