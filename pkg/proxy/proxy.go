@@ -707,6 +707,7 @@ func (p *Proxy) WriteStats(w io.Writer) {
 		}{
 			{"circuit_breakers.default.rq_pending_open", boolU(b.Pending.Load() >= c.Thresholds.MaxPending)},
 			{"circuit_breakers.default.rq_open", boolU(b.Requests.Load() >= c.Thresholds.MaxRequests)},
+			{"circuit_breakers.default.rq_retry_open", boolU(b.Retries.Load() >= c.RetryLimit())}, // max_retries or the retry budget
 			{"outlier_detection.ejections_active", uint64(c.EjectedCount())},
 			{"outlier_detection.ejections_total", b.Ejections.Load()},
 			{"outlier_detection.ejections_enforced_consecutive_local_origin_failure", b.LocalOriginEjections.Load()},

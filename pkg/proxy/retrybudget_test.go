@@ -108,6 +108,11 @@ func TestRetryBudget(t *testing.T) {
 			eventually(t, "every retry admitted or refused", func() bool {
 				return holding.hits.Load()+int64(done.Load()) == n
 			})
+			// While the admitted retries are held the budget is used up.
+			_, held := httpGet(t, "http://"+p.Addresses().Admin+"/stats")
+			if want := "cluster." + cAll + ".circuit_breakers.default.rq_retry_open: 1\n"; !strings.Contains(held, want) {
+				t.Errorf("stats while retries are held lack %q", want)
+			}
 			close(release)
 			wg.Wait()
 			if got := int(ok.Load()); got != tc.want || int(failed.Load()) != n-tc.want {
