@@ -181,6 +181,61 @@ spec:
 	if err != nil || len(list) != 2 {
 		t.Errorf("List(KubernetesGateway) = %d resources, %v; want 2", len(list), err)
 	}
+
+	// Status: the HTTPRoute is accepted by Gateway web and by its Service
+	// parent; the Gateway counts it on its listener. A route for a hostname
+	// the listener does not take is refused with the Gateway API's reason.
+	apply = exec.Command("kubectl", "--kubeconfig", kc, "apply", "-f", "-")
+	apply.Stdin = strings.NewReader(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: narrow, namespace: ns1}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: a.example.com}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: elsewhere, namespace: ns1}
+spec:
+  parentRefs: [{name: narrow}]
+  hostnames: [b.example.com]
+`)
+	if out, err := apply.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go s.RunStatusWriter(sctx, 50*time.Millisecond)
+	jsonpath := func(resource, name, path string) string {
+		out, _ := exec.Command("kubectl", "--kubeconfig", kc, "get", resource, "-n", "ns1", name, "-o", "jsonpath="+path).CombinedOutput()
+		return string(out)
+	}
+	for _, tc := range []struct{ resource, name, path, want string }{
+		{"httproutes.gateway.networking.k8s.io", "web", `{range .status.parents[*]}{.parentRef.kind}/{.parentRef.name}={.conditions[?(@.type=="Accepted")].status},{.conditions[?(@.type=="ResolvedRefs")].reason};{end}`,
+			"Gateway/web=True,ResolvedRefs;Service/web=True,ResolvedRefs;"},
+		{"httproutes.gateway.networking.k8s.io", "elsewhere", `{.status.parents[0].controllerName} {.status.parents[0].conditions[?(@.type=="Accepted")].reason}`,
+			"istio.io/gateway-controller NoMatchingListenerHostname"},
+		{"gateways.gateway.networking.k8s.io", "web", `{.status.conditions[0].type}={.status.conditions[0].status} {.status.listeners[0].name}:{.status.listeners[0].attachedRoutes}`,
+			"Accepted=True http:1"},
+	} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			got := jsonpath(tc.resource, tc.name, tc.path)
+			if got == tc.want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s %s status: %q, want %q", tc.resource, tc.name, got, tc.want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// The writer settles: the route's status is not rewritten every round.
+	rv := jsonpath("httproutes.gateway.networking.k8s.io", "web", "{.metadata.resourceVersion}")
+	time.Sleep(500 * time.Millisecond)
+	if again := jsonpath("httproutes.gateway.networking.k8s.io", "web", "{.metadata.resourceVersion}"); again != rv {
+		t.Errorf("HTTPRoute status rewritten without a change: resourceVersion %s -> %s", rv, again)
+	}
 }
 
 func testConformance(t *testing.T, cfg *rest.Config) {

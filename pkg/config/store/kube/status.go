@@ -111,11 +111,13 @@ func fieldMessage(e *config.FieldError) string {
 
 func (s *Store) writeStatuses(ctx context.Context) {
 	want, objects := s.desiredMessages()
+	gwapi := map[config.Key]*unstructured.Unstructured{}
 	for k, u := range objects {
 		msgs := want[k]
 		if u.GroupVersionKind().Group == config.GroupGatewayAPI {
 			// The Gateway API's status has its own schema (conditions per
-			// parent), which weft does not write yet.
+			// parent and listener): writeGatewayAPIStatuses.
+			gwapi[k] = u
 			continue
 		}
 		if sameMessages(u, msgs) {
@@ -146,6 +148,7 @@ func (s *Store) writeStatuses(ctx context.Context) {
 			s.log.Debug("status update", "resource", k.String(), "err", err)
 		}
 	}
+	s.writeGatewayAPIStatuses(ctx, gwapi)
 }
 
 // sameMessages reports whether u's status already holds msgs.

@@ -1,0 +1,156 @@
+package gatewayapi
+
+import "fmt"
+
+// Condition is a metav1.Condition without lastTransitionTime (the writer
+// keeps or stamps that).
+type Condition struct {
+	Type, Status, Reason, Message string
+}
+
+// RouteParentStatus is weft's entry in an HTTPRoute's status.parents.
+type RouteParentStatus struct {
+	// ParentRef echoes the spec's parentRef, group and kind filled in.
+	ParentRef ParentReference
+	// ControllerName is the parent Gateway's class's controller
+	// (ControllerIstio for Service parents).
+	ControllerName string
+	Conditions     []Condition
+}
+
+// ListenerStatus is one entry of a Gateway's status.listeners.
+type ListenerStatus struct {
+	Name           string
+	AttachedRoutes int32
+	Conditions     []Condition
+}
+
+// GatewayStatus is what weft reports on a Gateway it serves.
+type GatewayStatus struct {
+	Conditions []Condition
+	Listeners  []ListenerStatus
+}
+
+// NamedGateway is a Gateway with its namespace and name.
+type NamedGateway struct {
+	Namespace, Name string
+	Spec            GatewaySpec
+}
+
+// NamedRoute is an HTTPRoute with its namespace and name.
+type NamedRoute struct {
+	Namespace, Name string
+	Spec            HTTPRouteSpec
+}
+
+// Statuses computes the status weft reports for the Gateways it serves
+// (class istio/weft or a GatewayClass naming weft's controller) and for the
+// parentRefs of HTTPRoutes that name such a Gateway or a Service (GAMMA).
+// Parents served by other controllers get no entry. ResolvedRefs only
+// checks backendRef kinds: whether the Services exist is not known here.
+func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []NamedRoute) (map[string]GatewayStatus, map[string][]RouteParentStatus) {
+	gwOut := map[string]GatewayStatus{}
+	byName := map[string]NamedGateway{}
+	for _, g := range gws {
+		if OurClass(g.Spec.GatewayClassName, classes) {
+			byName[g.Namespace+"/"+g.Name] = g
+		}
+	}
+	attached := map[string][]int32{} // gateway → attached routes per listener
+	rtOut := map[string][]RouteParentStatus{}
+	for _, r := range routes {
+		resolved := Condition{Type: "ResolvedRefs", Status: "True", Reason: "ResolvedRefs", Message: "backendRefs are Services"}
+		for _, rule := range r.Spec.Rules {
+			for _, b := range rule.BackendRefs {
+				if !b.IsService() {
+					resolved = Condition{Type: "ResolvedRefs", Status: "False", Reason: "InvalidKind",
+						Message: fmt.Sprintf("backendRef %s is a %s; weft routes to Services", b.Name, deref(b.Kind, "Service"))}
+				}
+			}
+		}
+		var parents []RouteParentStatus
+		for _, pr := range r.Spec.ParentRefs {
+			echo := pr
+			if echo.Group == nil {
+				g := Group
+				echo.Group = &g
+			}
+			if echo.Kind == nil {
+				k := "Gateway"
+				echo.Kind = &k
+			}
+			switch {
+			case pr.IsService():
+				parents = append(parents, RouteParentStatus{ParentRef: echo, ControllerName: ControllerIstio, Conditions: []Condition{
+					{Type: "Accepted", Status: "True", Reason: "Accepted", Message: "routes calls to the Service from sidecars"}, resolved}})
+			case pr.IsGateway():
+				key := deref(pr.Namespace, r.Namespace) + "/" + pr.Name
+				g, ok := byName[key]
+				if !ok {
+					continue // not weft's (or missing: no controller to speak for it)
+				}
+				counts := attached[key]
+				if counts == nil {
+					counts = make([]int32, len(g.Spec.Listeners))
+					attached[key] = counts
+				}
+				acc := Condition{Type: "Accepted", Status: "False", Reason: "NoMatchingParent", Message: "no listener matches the parentRef's sectionName and port"}
+				for i, l := range g.Spec.Listeners {
+					if !ParentSelects(pr, r.Namespace, g.Namespace, g.Name, l) {
+						continue
+					}
+					switch {
+					case l.Protocol != "HTTP" && l.Protocol != "HTTPS":
+						if acc.Status != "True" {
+							acc = Condition{Type: "Accepted", Status: "False", Reason: "NotAllowedByListeners", Message: "listener " + l.Name + " is " + l.Protocol}
+						}
+					case !AllowsRoute(l, g.Namespace, r.Namespace):
+						if acc.Status != "True" {
+							acc = Condition{Type: "Accepted", Status: "False", Reason: "NotAllowedByListeners", Message: "listener " + l.Name + " does not allow routes from namespace " + r.Namespace}
+						}
+					case len(Intersect(l.Hostname, r.Spec.Hostnames)) == 0:
+						if acc.Status != "True" {
+							acc = Condition{Type: "Accepted", Status: "False", Reason: "NoMatchingListenerHostname", Message: "no hostname of the route matches listener " + l.Name}
+						}
+					default:
+						acc = Condition{Type: "Accepted", Status: "True", Reason: "Accepted", Message: "attached"}
+						counts[i]++
+					}
+				}
+				parents = append(parents, RouteParentStatus{ParentRef: echo, ControllerName: controllerOf(g.Spec.GatewayClassName, classes), Conditions: []Condition{acc, resolved}})
+			}
+		}
+		if len(parents) > 0 {
+			rtOut[r.Namespace+"/"+r.Name] = parents
+		}
+	}
+	for key, g := range byName {
+		st := GatewayStatus{Conditions: []Condition{{Type: "Accepted", Status: "True", Reason: "Accepted", Message: "served by weft proxies labelled gateway.networking.k8s.io/gateway-name=" + g.Name}}}
+		counts := attached[key]
+		for i, l := range g.Spec.Listeners {
+			ls := ListenerStatus{Name: l.Name}
+			if counts != nil {
+				ls.AttachedRoutes = counts[i]
+			}
+			if l.Protocol == "HTTP" || l.Protocol == "HTTPS" {
+				ls.Conditions = []Condition{{Type: "Accepted", Status: "True", Reason: "Accepted", Message: "translated"}}
+			} else {
+				ls.Conditions = []Condition{{Type: "Accepted", Status: "False", Reason: "UnsupportedProtocol", Message: "weft translates HTTP and HTTPS listeners"}}
+			}
+			st.Listeners = append(st.Listeners, ls)
+		}
+		gwOut[key] = st
+	}
+	return gwOut, rtOut
+}
+
+// controllerOf is the controller name of a class weft serves.
+func controllerOf(class string, classes map[string]GatewayClassSpec) string {
+	switch class {
+	case "istio":
+		return ControllerIstio
+	case "weft":
+		return ControllerWeft
+	}
+	return classes[class].ControllerName
+}
