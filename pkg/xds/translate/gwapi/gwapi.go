@@ -69,12 +69,11 @@ type route struct {
 
 // entry is one HTTPRoute match (of one rule) headed for one host.
 type entry struct {
-	rt        *route
-	rule      int
-	match     int
-	m         gw.HTTPRouteMatch // the match (default: PathPrefix /)
-	port      uint32            // GAMMA parentRef port, 0 for any
-	gatewayNS string
+	rt    *route
+	rule  int
+	match int
+	m     gw.HTTPRouteMatch // the match (default: PathPrefix /)
+	port  uint32            // GAMMA parentRef port, 0 for any
 }
 
 // Convert returns the Istio Gateways and VirtualServices equivalent to the
@@ -162,8 +161,21 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 			mesh[k] = append(mesh[k], entries(r, uint32(gw.Deref(pr.Port, 0)))...)
 		}
 	}
+	// A consumer route (in the client's namespace) wins over the
+	// producer's for clients in its namespace, as GAMMA specifies: its
+	// VirtualService sorts first (translation takes the oldest one).
+	producerAge := map[string]time.Time{}
+	for _, k := range keys {
+		if k.routeNS == strings.Split(k.host, ".")[1] {
+			producerAge[k.host] = oldest(mesh[k])
+		}
+	}
 	for _, k := range keys {
 		vs := virtualService(mesh[k], domainSuffix)
+		created := oldest(mesh[k])
+		if p, ok := producerAge[k.host]; ok && k.routeNS != strings.Split(k.host, ".")[1] && !created.Before(p) {
+			created = p.Add(-time.Nanosecond)
+		}
 		vs.Hosts = []string{k.host}
 		svcNS := strings.Split(k.host, ".")[1]
 		if k.routeNS == svcNS {
@@ -172,7 +184,7 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 			vs.ExportTo = []string{"."}
 		}
 		name := "gwapi-mesh-" + strings.Split(k.host, ".")[0] + "-" + svcNS
-		out = append(out, generated(config.KindVirtualService, "networking.istio.io/v1", k.routeNS, name, sources(mesh[k]), oldest(mesh[k]), vs))
+		out = append(out, generated(config.KindVirtualService, "networking.istio.io/v1", k.routeNS, name, sources(mesh[k]), created, vs))
 	}
 	return out
 }
@@ -214,7 +226,9 @@ func attach(g *gateway, l gw.Listener, r *route) []string {
 	if !attached || !gw.AllowsRoute(l, ns(g.res), ns(r.res)) {
 		return nil
 	}
-	return gw.Intersect(l.Hostname, r.spec.Hostnames)
+	hosts := gw.Intersect(l.Hostname, r.spec.Hostnames)
+	slices.Sort(hosts)
+	return slices.Compact(hosts)
 }
 
 // entries lists every match of every rule of r (the default match is

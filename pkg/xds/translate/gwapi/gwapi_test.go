@@ -115,4 +115,31 @@ spec:
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("Convert (-want +got):\n%s", d)
 	}
+
+	// GAMMA: a consumer route sorts before the (older) producer route.
+	rs = decode(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: producer, namespace: web, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules: [{backendRefs: [{name: web-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: consumer, namespace: apps, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, namespace: web}]
+  rules: [{backendRefs: [{name: web-v2, namespace: web, port: 8080}]}]
+`)
+	out = Convert(rs, "")
+	if len(out) != 2 {
+		t.Fatalf("got %d resources", len(out))
+	}
+	prod, cons := out[0], out[1]
+	if prod.Meta.Namespace != "web" {
+		prod, cons = cons, prod
+	}
+	if !cons.Meta.CreationTimestamp.Before(prod.Meta.CreationTimestamp) {
+		t.Errorf("consumer VirtualService created %v, producer %v: the consumer must sort first", cons.Meta.CreationTimestamp, prod.Meta.CreationTimestamp)
+	}
 }
