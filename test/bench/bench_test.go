@@ -167,11 +167,14 @@ func TestBenchSmoke(t *testing.T) {
 	rep.Print(&b)
 	t.Log("\n" + b.String())
 	w := rep.Find("B")
-	if w == nil || w.Requests < 2000 || w.Errors != 0 || w.MaxRPS <= 0 || w.RSS <= 0 || w.RSSMax <= 0 || w.CPUPer1K <= 0 {
+	if w == nil || w.Requests < 2000 || w.Errors != 0 || w.MaxRPS <= 0 || w.RSS <= 0 || w.RSSMax <= 0 || w.CPUPer1K <= 0 || w.LockP99 <= 0 {
 		t.Errorf("weft topology incomplete: %+v", w)
 	}
 	if !strings.Contains(b.String(), "weft max rps / HAProxy max rps") && cfg.HAProxy != "" {
 		t.Error("report lacks the HAProxy ratio")
+	}
+	if !strings.Contains(b.String(), "Lockstep:") {
+		t.Error("report lacks the lockstep run")
 	}
 }
 

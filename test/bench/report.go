@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"text/tabwriter"
+	"time"
 )
 
 // Targets are issue 4's goals for the weft data plane.
@@ -36,7 +37,7 @@ func (r *Report) Find(prefix string) *Topology {
 // Print writes the table and the target ratios.
 func (r *Report) Print(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "Data-plane benchmark: %d B bodies, %d rps × %s over %d connections; max throughput: -qps 0, %d connections × %s\n",
+	fmt.Fprintf(w, "Data-plane benchmark: %d B bodies, %d rps × %s over %d connections, evenly spaced (fortio -uniform); max throughput: -qps 0, %d connections × %s\n",
 		c.BodySize, c.QPS, c.Duration, c.Conns, c.MaxConns, c.MaxDuration)
 	fmt.Fprintf(w, "Each topology's runs are split into %d chunks measured in interleaved rounds (every topology once per round);\npercentiles are over the merged chunks, max rps is all max-chunk requests over their time.\n\n", c.Rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -69,6 +70,7 @@ func (r *Report) Print(w io.Writer) {
 	for _, s := range skipped {
 		fmt.Fprint(w, s)
 	}
+	r.printLockstep(w, direct)
 
 	weft, ha := r.Find("B"), r.Find("C")
 	fmt.Fprintln(w, "\nTargets:")
@@ -138,5 +140,34 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintln(w, "\nCPU seconds per 1000 requests equal vCPU per 1000 rps. Client (fortio), upstream and proxies share the machine's cores.")
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(w, "Load average at the end (other work on the machine skews the numbers): %s", la)
+	}
+}
+
+// printLockstep writes the lockstep run's percentiles (no target).
+func (r *Report) printLockstep(w io.Writer, direct *Topology) {
+	if direct == nil || direct.LockP99 == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nLockstep: the same %d rps with fortio's default timing (all %d connections fire together every %s), %s per topology; for comparison, no target:\n",
+		r.Config.QPS, r.Config.Conns, time.Duration(float64(time.Second)*float64(r.Config.Conns)/float64(r.Config.QPS)), r.Config.LockstepDuration)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "topology\tp50 ms\tp90 ms\tp99 ms\t+p50 ms\t+p90 ms\t+p99 ms\t")
+	for _, t := range r.Topologies {
+		if t.Skipped != "" || t.LockP99 == 0 {
+			continue
+		}
+		add := func(v, base float64) string {
+			if t.Name == direct.Name {
+				return "-"
+			}
+			return ms(v - base)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Name, ms(t.LockP50), ms(t.LockP90), ms(t.LockP99),
+			add(t.LockP50, direct.LockP50), add(t.LockP90, direct.LockP90), add(t.LockP99, direct.LockP99))
+	}
+	tw.Flush()
+	if weft, ha := r.Find("B"), r.Find("C"); weft != nil && ha != nil && ha.LockP99 > direct.LockP99 {
+		fmt.Fprintf(w, "  lockstep weft added p99 / HAProxy added p99 = %.3f / %.3f ms = %.2f\n",
+			(weft.LockP99-direct.LockP99)*1000, (ha.LockP99-direct.LockP99)*1000, (weft.LockP99-direct.LockP99)/(ha.LockP99-direct.LockP99))
 	}
 }

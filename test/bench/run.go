@@ -24,8 +24,18 @@ type Config struct {
 	HAProxy string // haproxy binary; empty skips topology C
 	// Duration of the constant-rate run per topology (default 60s).
 	Duration time.Duration
-	// QPS of the constant-rate run (default 1000) and its connections (default 8).
+	// QPS of the constant-rate run (default 1000) and its connections
+	// (default 8). Its requests are evenly spaced (fortio -uniform: one
+	// every 1/QPS s in all, the connections offset from each other),
+	// which is what a constant rate means and how Istio's own benchmark
+	// scripts de-synchronize fortio's connections (-jitter).
 	QPS, Conns int
+	// LockstepDuration is an extra constant-rate run with fortio's
+	// default timing, in which every connection fires at the same
+	// instant (8 requests together every 8 ms at 1000 rps over 8
+	// connections): reported for comparison, no target. Default
+	// Duration/3; negative skips it.
+	LockstepDuration time.Duration
 	// MaxDuration and MaxConns shape the -qps 0 run (default 20s, 16).
 	MaxDuration time.Duration
 	MaxConns    int
@@ -61,6 +71,9 @@ func (c *Config) defaults() {
 	if c.Conns == 0 {
 		c.Conns = 8
 	}
+	if c.LockstepDuration == 0 {
+		c.LockstepDuration = c.Duration / 3
+	}
 	if c.MaxDuration == 0 {
 		c.MaxDuration = 20 * time.Second
 	}
@@ -83,14 +96,16 @@ func (c *Config) defaults() {
 
 // Topology is the measurement of one path.
 type Topology struct {
-	Name     string
-	Skipped  string  // why it was not measured, if it was not
-	P50      float64 // seconds, constant-rate run
-	P90      float64
-	P99      float64
-	Requests int64 // constant-rate run
-	Errors   int64 // non-200 answers in both runs
-	MaxRPS   float64
+	Name    string
+	Skipped string  // why it was not measured, if it was not
+	P50     float64 // seconds, constant-rate run
+	P90     float64
+	P99     float64
+	// LockP50, LockP90 and LockP99 are the lockstep run's (seconds).
+	LockP50, LockP90, LockP99 float64
+	Requests                  int64 // constant-rate run
+	Errors                    int64 // non-200 answers in both runs
+	MaxRPS                    float64
 	// RoundMaxRPS is each round's max-throughput chunk, in round order.
 	RoundMaxRPS []float64
 	Procs       int     // proxy processes on the path

@@ -296,6 +296,7 @@ type target struct {
 	after func(ctx context.Context) error
 
 	qpsHist  Histogram
+	lockHist Histogram
 	cpu      float64 // proxy CPU seconds over the constant-rate chunks
 	maxReqs  int64
 	maxSecs  float64
@@ -312,13 +313,14 @@ type target struct {
 // max-chunk requests over their summed durations.
 func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
 	for _, tg := range targets {
-		if _, err := r.fortio(ctx, tg.tag+"-warm", tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, 2*time.Second); err != nil {
+		if _, err := r.fortio(ctx, tg.tag+"-warm", tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, 2*time.Second, "-uniform"); err != nil {
 			return err
 		}
 	}
 	n := r.cfg.Rounds
 	qd := r.cfg.Duration / time.Duration(n)
 	md := r.cfg.MaxDuration / time.Duration(n)
+	ld := r.cfg.LockstepDuration / time.Duration(n)
 	order := func(round int) []*target {
 		out := make([]*target, 0, len(targets))
 		for k := range targets {
@@ -333,7 +335,7 @@ func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
 			if err != nil {
 				return err
 			}
-			res, err := r.fortio(ctx, fmt.Sprintf("%s-qps-%d", tg.tag, round+1), tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, qd)
+			res, err := r.fortio(ctx, fmt.Sprintf("%s-qps-%d", tg.tag, round+1), tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, qd, "-uniform")
 			if err != nil {
 				return err
 			}
@@ -345,6 +347,14 @@ func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
 			tg.qpsHist = append(tg.qpsHist, res.Histogram()...)
 			tg.t.Requests += res.Requests()
 			tg.t.Errors += res.Requests() - res.OK()
+			if ld > 0 {
+				lr, err := r.fortio(ctx, fmt.Sprintf("%s-lockstep-%d", tg.tag, round+1), tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, ld)
+				if err != nil {
+					return err
+				}
+				tg.lockHist = append(tg.lockHist, lr.Histogram()...)
+				tg.t.Errors += lr.Requests() - lr.OK()
+			}
 			if last { // RSS after the constant-rate load, as in earlier versions
 				for _, pid := range tg.pids {
 					rss, err := ProcRSS(pid)
@@ -374,6 +384,9 @@ func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
 	for _, tg := range targets {
 		t := tg.t
 		t.P50, t.P90, t.P99 = tg.qpsHist.Percentile(50), tg.qpsHist.Percentile(90), tg.qpsHist.Percentile(99)
+		if len(tg.lockHist) > 0 {
+			t.LockP50, t.LockP90, t.LockP99 = tg.lockHist.Percentile(50), tg.lockHist.Percentile(90), tg.lockHist.Percentile(99)
+		}
 		if len(tg.pids) > 0 && t.Requests > 0 {
 			t.CPUPer1K = tg.cpu / float64(t.Requests) * 1000
 		}
@@ -466,13 +479,14 @@ func sumCPU(pids []int) (float64, error) {
 }
 
 // fortio runs one fortio load and parses its JSON result.
-func (r *runner) fortio(ctx context.Context, name, url, host string, qps, conns int, d time.Duration) (*FortioResult, error) {
+func (r *runner) fortio(ctx context.Context, name, url, host string, qps, conns int, d time.Duration, extra ...string) (*FortioResult, error) {
 	out := filepath.Join(r.cfg.WorkDir, "fortio-"+name+".json")
 	args := []string{"load", "-qps", strconv.Itoa(qps), "-c", strconv.Itoa(conns), "-t", d.String(),
 		"-p", "50,90,99", "-r", "0.00001", "-loglevel", "Warning", "-json", out}
 	if host != "" {
 		args = append(args, "-H", "Host: "+host)
 	}
+	args = append(args, extra...)
 	args = append(args, url)
 	// Bound every run: the load itself plus generous slack.
 	cctx, cancel := context.WithTimeout(ctx, d+60*time.Second)

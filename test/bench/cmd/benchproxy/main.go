@@ -1,7 +1,9 @@
 // Command benchproxy runs the data-plane benchmark (`make bench-proxy`) and
 // prints its table. Environment: BENCH_DURATION (constant-rate run per
-// topology, default 60s), BENCH_MAX_DURATION (max-throughput run, default
-// 20s), BENCH_ROUNDS (interleaved rounds the runs are split into, default
+// topology, evenly spaced requests, default 60s), BENCH_LOCKSTEP_DURATION
+// (the same rate in fortio's default lockstep timing, for comparison;
+// default a third of BENCH_DURATION, negative: skip),
+// BENCH_MAX_DURATION (max-throughput run, default 20s), BENCH_ROUNDS (interleaved rounds the runs are split into, default
 // 3), BENCH_QPS (default 1000), WEFT_BIN, FORTIO_BIN, HAPROXY_BIN,
 // BENCH_PROXY_GOMAXPROCS (GOMAXPROCS of the weft proxies), BENCH_PROXY_ENV
 // (more proxy environment, e.g. "GOGC=50 GOMEMLIMIT=16MiB"), BENCH_WORKDIR
@@ -72,6 +74,9 @@ func run() error {
 	}
 	var err error
 	if cfg.Duration, err = envDuration("BENCH_DURATION"); err != nil {
+		return err
+	}
+	if cfg.LockstepDuration, err = envDuration("BENCH_LOCKSTEP_DURATION"); err != nil {
 		return err
 	}
 	if cfg.MaxDuration, err = envDuration("BENCH_MAX_DURATION"); err != nil {
