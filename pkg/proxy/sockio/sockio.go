@@ -149,8 +149,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		err = c.raw.Read(c.sendReadf)
 		if !c.sent && err != nil {
 			// The read failed before the send (closed, deadline
-			// passed): the bytes still go out if they can.
-			_ = c.SendPending()
+			// passed): the bytes still go out if the socket takes
+			// them now.
+			c.dropPending()
 		}
 		if c.sendErr != nil {
 			c.rbuf = nil
@@ -258,22 +259,37 @@ func (c *Conn) SendPending() error {
 
 // Close sends pending bytes (one attempt that does not wait) and closes.
 func (c *Conn) Close() error {
-	if c.pending.Load() {
-		c.wmu.Lock()
-		if c.pend != nil {
-			_ = c.raw.Control(func(fd uintptr) {
-				if p := *c.pend; len(p) > 0 {
-					_, _ = sysWrite(fd, p)
-				}
-			})
-			*c.pend = (*c.pend)[:0]
-			pendPool.Put(c.pend)
-			c.pend = nil
-			c.pending.Store(false)
-		}
-		c.wmu.Unlock()
-	}
+	c.dropPending()
 	return c.TCPConn.Close()
+}
+
+// dropPending makes one write attempt that does not wait for the
+// pending bytes, then forgets them.
+func (c *Conn) dropPending() {
+	if !c.pending.Load() {
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.pend == nil {
+		return
+	}
+	_ = c.raw.Control(func(fd uintptr) {
+		for p := *c.pend; len(p) > 0; {
+			n, e := sysWrite(fd, p)
+			if e == syscall.EINTR {
+				continue
+			}
+			if e != 0 || n <= 0 {
+				return
+			}
+			p = p[n:]
+		}
+	})
+	*c.pend = (*c.pend)[:0]
+	pendPool.Put(c.pend)
+	c.pend = nil
+	c.pending.Store(false)
 }
 
 // Write writes all of p like net.TCPConn.Write, after any pending bytes;

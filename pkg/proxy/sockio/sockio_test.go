@@ -274,7 +274,7 @@ func exchange(t *testing.T, c, s *Conn, n, size int, deferred bool) {
 	}
 	errc := make(chan error, 1)
 	go func() { // server: read a request, answer with its bytes reversed
-		r, w := bufio.NewReader(s), bufio.NewWriter(s)
+		r, w := bufio.NewReader(s), bufio.NewWriterSize(s, size)
 		buf := make([]byte, size)
 		for range n {
 			if _, err := io.ReadFull(r, buf); err != nil {
@@ -290,7 +290,8 @@ func exchange(t *testing.T, c, s *Conn, n, size int, deferred bool) {
 		}
 		errc <- s.SendPending() // the last answer has no next read
 	}()
-	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	// Writers as large as a message: the whole message is one flush.
+	r, w := bufio.NewReader(c), bufio.NewWriterSize(c, size)
 	req, resp, want := make([]byte, size), make([]byte, size), make([]byte, size)
 	for i := range n {
 		for j := range req {
@@ -339,7 +340,7 @@ func TestDeferFlushSavesEmptyReads(t *testing.T) {
 }
 
 // Pending bytes larger than the socket buffers: the read sends what the
-// socket takes and waits in the poller for the rest before reading.
+// socket takes, waits in the poller for the rest, then reads.
 func TestDeferFlushLarge(t *testing.T) {
 	t.Parallel()
 	c, s := pair(t)
