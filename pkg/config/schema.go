@@ -114,6 +114,7 @@ const (
 	KindGatewayClass      = "GatewayClass"
 	KindKubernetesGateway = "KubernetesGateway"
 	KindHTTPRoute         = "HTTPRoute"
+	KindReferenceGrant    = "ReferenceGrant"
 )
 
 // schemas is the immutable table of kinds (versions as in istio.io/api's
@@ -136,6 +137,7 @@ var schemas = []Schema{
 	{Group: GroupGatewayAPI, Kind: KindGatewayClass, Plural: "gatewayclasses", ShortNames: []string{"gc"}, Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewGatewayClassSpec, ClusterScoped: true},
 	{Group: GroupGatewayAPI, Kind: KindKubernetesGateway, APIKind: "Gateway", Plural: "gateways", ShortNames: []string{"gtw"}, Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewGatewaySpec},
 	{Group: GroupGatewayAPI, Kind: KindHTTPRoute, Plural: "httproutes", Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewHTTPRouteSpec},
+	{Group: GroupGatewayAPI, Kind: KindReferenceGrant, Plural: "referencegrants", ShortNames: []string{"refgrant"}, Versions: []string{"v1beta1"}, NewSpec: gatewayapi.NewReferenceGrantSpec},
 }
 
 // Schemas returns every kind Weft understands, in a stable order.

@@ -13,6 +13,7 @@ const (
 	CodeGatewayAPIParentNotFound = "WEFT0112" // an HTTPRoute parentRef names a Gateway that does not exist
 	CodeGatewayAPINotAttached    = "WEFT0113" // an HTTPRoute parentRef matches no listener that accepts it
 	CodeGatewayAPIClass          = "WEFT0114" // a Gateway's class is not served by weft
+	CodeGatewayAPIRefNotGranted  = "WEFT0115" // a backendRef to another namespace has no ReferenceGrant there
 )
 
 type gwapiGateway struct {
@@ -26,8 +27,14 @@ type gwapiGateway struct {
 func (a *analyzer) gatewayAPI() {
 	classes := map[string]gw.GatewayClassSpec{}
 	gateways := map[string]*gwapiGateway{} // ns/name
+	var grants []gw.NamedGrant
 	for _, r := range a.rs {
 		switch r.Kind {
+		case config.KindReferenceGrant:
+			g := gw.NamedGrant{Namespace: r.Meta.Namespace}
+			if gw.Spec(r.Spec, &g.Spec) == nil {
+				grants = append(grants, g)
+			}
 		case config.KindGatewayClass:
 			var s gw.GatewayClassSpec
 			if gw.Spec(r.Spec, &s) == nil {
@@ -66,7 +73,12 @@ func (a *analyzer) gatewayAPI() {
 		for i, rule := range s.Rules {
 			for j, b := range rule.BackendRefs {
 				if b.IsService() && b.Name != "" {
-					a.checkBackendHost(r, fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j), b.Name, gw.Deref(b.Namespace, r.Meta.Namespace))
+					path := fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j)
+					ns := gw.Deref(b.Namespace, r.Meta.Namespace)
+					a.checkBackendHost(r, path, b.Name, ns)
+					if !gw.Granted(grants, gw.Group, "HTTPRoute", r.Meta.Namespace, "", "Service", b.Name, ns) {
+						a.report(r, Warning, CodeGatewayAPIRefNotGranted, path+".namespace", "no ReferenceGrant in namespace %s lets HTTPRoutes from %s refer to Service %s: this backend gets no traffic", ns, r.Meta.Namespace, b.Name)
+					}
 				}
 			}
 			for j, f := range rule.Filters {

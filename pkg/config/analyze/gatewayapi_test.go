@@ -87,4 +87,29 @@ spec:
 	if len(msgs) != 1 || !strings.Contains(msgs[0].String(), "hostname a.example.com matches none of the route's hostnames") {
 		t.Errorf("hostname mismatch: %v", msgs)
 	}
+
+	// A backend in another namespace needs a ReferenceGrant there.
+	route := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: apps}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web}]
+  rules: [{backendRefs: [{name: db, namespace: data, port: 5432}]}]
+`
+	known := WithKnownHosts("web.apps.svc.cluster.local", "db.data.svc.cluster.local")
+	msgs = Analyze(decode(t, route), known)
+	if len(msgs) != 1 || !strings.Contains(msgs[0].String(), "Warning [WEFT0115] HTTPRoute apps/r: spec.rules[0].backendRefs[0].namespace: no ReferenceGrant in namespace data") {
+		t.Errorf("cross-namespace backend without a grant: %v", msgs)
+	}
+	msgs = Analyze(decode(t, route+`---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: data}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}]
+  to: [{group: "", kind: Service, name: db}]
+`), known)
+	if len(msgs) != 0 {
+		t.Errorf("with a ReferenceGrant: %v", msgs)
+	}
 }

@@ -1,6 +1,6 @@
 // Package gatewayapi models the Kubernetes Gateway API kinds weft accepts
 // (gateway.networking.k8s.io GatewayClass, Gateway, HTTPRoute; v1 and
-// v1beta1) for pkg/config. istio.io/api has no messages for them, so this
+// v1beta1; ReferenceGrant v1beta1) for pkg/config. istio.io/api has no messages for them, so this
 // package declares a trimmed protobuf schema of their specs at run time
 // (proto2, so optional fields keep presence: `group: ""` differs from an
 // unset group) and the specs are dynamicpb messages: pkg/config decodes,
@@ -99,6 +99,10 @@ var messages = []messageSpec{
 	message("LocalObjectReference", str("group"), str("kind"), str("name")),
 	message("HTTPBackendRef", str("group"), str("kind"), str("name"), str("namespace"), i32("port"), i32("weight"), msgs("filters", "HTTPRouteFilter")),
 	message("HTTPRouteTimeouts", str("request"), str("backendRequest")),
+
+	message("ReferenceGrantSpec", msgs("from", "ReferenceGrantFrom"), msgs("to", "ReferenceGrantTo")),
+	message("ReferenceGrantFrom", str("group"), str("kind"), str("namespace")),
+	message("ReferenceGrantTo", str("group"), str("kind"), str("name")),
 }
 
 // file is the resolved schema, built once at package initialisation and
@@ -179,3 +183,6 @@ func NewGatewaySpec() proto.Message { return newSpec("GatewaySpec") }
 
 // NewHTTPRouteSpec returns an empty HTTPRoute spec.
 func NewHTTPRouteSpec() proto.Message { return newSpec("HTTPRouteSpec") }
+
+// NewReferenceGrantSpec returns an empty ReferenceGrant spec.
+func NewReferenceGrantSpec() proto.Message { return newSpec("ReferenceGrantSpec") }

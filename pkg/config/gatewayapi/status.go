@@ -46,9 +46,10 @@ type NamedRoute struct {
 // Statuses computes the status weft reports for the Gateways it serves
 // (class istio/weft or a GatewayClass naming weft's controller) and for the
 // parentRefs of HTTPRoutes that name such a Gateway or a Service (GAMMA).
-// Parents served by other controllers get no entry. ResolvedRefs only
-// checks backendRef kinds: whether the Services exist is not known here.
-func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []NamedRoute) (map[string]GatewayStatus, map[string][]RouteParentStatus) {
+// Parents served by other controllers get no entry. ResolvedRefs checks
+// backendRef kinds and ReferenceGrants; whether the Services exist is not
+// known here.
+func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []NamedRoute, grants []NamedGrant) (map[string]GatewayStatus, map[string][]RouteParentStatus) {
 	gwOut := map[string]GatewayStatus{}
 	byName := map[string]NamedGateway{}
 	for _, g := range gws {
@@ -62,9 +63,13 @@ func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []
 		resolved := Condition{Type: "ResolvedRefs", Status: "True", Reason: "ResolvedRefs", Message: "backendRefs are Services"}
 		for _, rule := range r.Spec.Rules {
 			for _, b := range rule.BackendRefs {
-				if !b.IsService() {
+				switch ns := deref(b.Namespace, r.Namespace); {
+				case !b.IsService():
 					resolved = Condition{Type: "ResolvedRefs", Status: "False", Reason: "InvalidKind",
 						Message: fmt.Sprintf("backendRef %s is a %s; weft routes to Services", b.Name, deref(b.Kind, "Service"))}
+				case !Granted(grants, Group, "HTTPRoute", r.Namespace, "", "Service", b.Name, ns):
+					resolved = Condition{Type: "ResolvedRefs", Status: "False", Reason: "RefNotPermitted",
+						Message: fmt.Sprintf("backendRef %s/%s: no ReferenceGrant in namespace %s allows it", ns, b.Name, ns)}
 				}
 			}
 		}

@@ -23,7 +23,7 @@ func TestStatuses(t *testing.T) {
 		{Namespace: "apps", Name: "gamma", Spec: HTTPRouteSpec{ParentRefs: []ParentReference{{Group: s(""), Kind: s("Service"), Name: "web"}},
 			Rules: []HTTPRouteRule{{BackendRefs: []HTTPBackendRef{{BackendObjectReference: BackendObjectReference{Name: "b", Group: s("x.io"), Kind: s("Bucket")}}}}}}},
 	}
-	gwSt, rtSt := Statuses(nil, gws, routes)
+	gwSt, rtSt := Statuses(nil, gws, routes, nil)
 	if _, ok := gwSt["infra/nginx"]; ok {
 		t.Error("status for another controller's Gateway")
 	}
@@ -43,5 +43,14 @@ func TestStatuses(t *testing.T) {
 	}
 	if c := rtSt["apps/gamma"][0].Conditions[1]; c.Reason != "InvalidKind" || c.Status != "False" {
 		t.Errorf("gamma ResolvedRefs %+v", c)
+	}
+	cross := []NamedRoute{{Namespace: "apps", Name: "cross", Spec: HTTPRouteSpec{ParentRefs: []ParentReference{{Group: s(""), Kind: s("Service"), Name: "web"}},
+		Rules: []HTTPRouteRule{{BackendRefs: []HTTPBackendRef{{BackendObjectReference: BackendObjectReference{Name: "b", Namespace: s("db")}}}}}}}}
+	if _, st := Statuses(nil, nil, cross, nil); st["apps/cross"][0].Conditions[1].Reason != "RefNotPermitted" {
+		t.Errorf("cross-namespace backend without a grant: %+v", st["apps/cross"])
+	}
+	grant := []NamedGrant{{Namespace: "db", Spec: ReferenceGrantSpec{From: []ReferenceGrantFrom{{Group: Group, Kind: "HTTPRoute", Namespace: "apps"}}, To: []ReferenceGrantTo{{Kind: "Service", Name: s("b")}}}}}
+	if _, st := Statuses(nil, nil, cross, grant); st["apps/cross"][0].Conditions[1].Reason != "ResolvedRefs" {
+		t.Errorf("cross-namespace backend with a grant: %+v", st["apps/cross"])
 	}
 }

@@ -274,6 +274,62 @@ type HTTPRouteTimeouts struct {
 	BackendRequest *string `json:"backendRequest,omitempty"`
 }
 
+// ReferenceGrantSpec lets objects in other namespaces refer to objects in
+// the grant's namespace.
+type ReferenceGrantSpec struct {
+	From []ReferenceGrantFrom `json:"from,omitempty"`
+	To   []ReferenceGrantTo   `json:"to,omitempty"`
+}
+
+// ReferenceGrantFrom names the referring kind and namespace.
+type ReferenceGrantFrom struct {
+	Group     string `json:"group"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+}
+
+// ReferenceGrantTo names the kind (and optionally the object) that may be
+// referred to.
+type ReferenceGrantTo struct {
+	Group string  `json:"group"`
+	Kind  string  `json:"kind"`
+	Name  *string `json:"name,omitempty"`
+}
+
+// NamedGrant is a ReferenceGrant with its namespace.
+type NamedGrant struct {
+	Namespace string
+	Spec      ReferenceGrantSpec
+}
+
+// Granted reports whether one of grants (in the target's namespace)
+// lets an object of fromGroup/fromKind in namespace fromNS refer to the
+// object toGroup/toKind/toName in namespace toNS. References within a
+// namespace need no grant.
+func Granted(grants []NamedGrant, fromGroup, fromKind, fromNS, toGroup, toKind, toName, toNS string) bool {
+	if fromNS == toNS {
+		return true
+	}
+	for _, g := range grants {
+		if g.Namespace != toNS {
+			continue
+		}
+		from := false
+		for _, f := range g.Spec.From {
+			from = from || (f.Group == fromGroup && f.Kind == fromKind && f.Namespace == fromNS)
+		}
+		if !from {
+			continue
+		}
+		for _, t := range g.Spec.To {
+			if t.Group == toGroup && t.Kind == toKind && (t.Name == nil || *t.Name == toName) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func deref[T any](p *T, def T) T {
 	if p == nil {
 		return def

@@ -31,6 +31,11 @@ func (v *validator) gatewayAPI() {
 		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
 			v.gwHTTPRoute(&s)
 		}
+	case config.KindReferenceGrant:
+		var s gatewayapi.ReferenceGrantSpec
+		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
+			v.referenceGrant(&s)
+		}
 	}
 	if err != nil {
 		v.errorf("spec", "%v", err)
@@ -178,7 +183,7 @@ func (v *validator) listenerTLS(p string, l gatewayapi.Listener, ours bool) {
 			v.errorf(cp+".name", "name is required")
 		}
 		if ns := gatewayapi.Deref(c.Namespace, ""); ns != "" && ns != v.r.Meta.Namespace {
-			v.unsupported(ours, cp+".namespace", "certificateRefs to another namespace (%s) are not supported: weft reads no ReferenceGrant and looks credentials up in the gateway's namespace", ns)
+			v.unsupported(ours, cp+".namespace", "certificateRefs to another namespace (%s) are not supported: weft looks credentials up in the gateway's namespace", ns)
 		}
 	}
 	if len(l.TLS.CertificateRefs) > 1 {
@@ -356,8 +361,28 @@ func (v *validator) backendRef(p string, b gatewayapi.BackendObjectReference) {
 	} else if *b.Port < 1 || *b.Port > 65535 {
 		v.errorf(p+".port", "port %d out of range (1-65535)", *b.Port)
 	}
-	if ns := gatewayapi.Deref(b.Namespace, ""); ns != "" && ns != v.r.Meta.Namespace {
-		v.warnf(p+".namespace", "a backend in another namespace (%s) is routed to without a ReferenceGrant check (weft does not read ReferenceGrants)", ns)
+}
+
+func (v *validator) referenceGrant(s *gatewayapi.ReferenceGrantSpec) {
+	if len(s.From) == 0 {
+		v.errorf("spec.from", "from needs at least one entry")
+	}
+	if len(s.To) == 0 {
+		v.errorf("spec.to", "to needs at least one entry")
+	}
+	for i, f := range s.From {
+		p := idx("spec.from", i)
+		if f.Kind == "" {
+			v.errorf(p+".kind", "kind is required")
+		}
+		if !config.IsDNS1123Label(f.Namespace) {
+			v.errorf(p+".namespace", "invalid namespace %q", f.Namespace)
+		}
+	}
+	for i, t := range s.To {
+		if t.Kind == "" {
+			v.errorf(idx("spec.to", i)+".kind", "kind is required")
+		}
 	}
 }
 

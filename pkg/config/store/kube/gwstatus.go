@@ -45,8 +45,14 @@ func (s *Store) writeGatewayAPIStatuses(ctx context.Context, objects map[config.
 	s.mu.RLock()
 	var gws []gw.NamedGateway
 	var routes []gw.NamedRoute
+	var grants []gw.NamedGrant
 	for k, r := range s.resources {
 		switch k.Kind {
+		case config.KindReferenceGrant:
+			g := gw.NamedGrant{Namespace: k.Namespace}
+			if gw.Spec(r.Spec, &g.Spec) == nil {
+				grants = append(grants, g)
+			}
 		case config.KindKubernetesGateway:
 			g := gw.NamedGateway{Namespace: k.Namespace, Name: k.Name}
 			if gw.Spec(r.Spec, &g.Spec) == nil {
@@ -62,7 +68,7 @@ func (s *Store) writeGatewayAPIStatuses(ctx context.Context, objects map[config.
 	s.mu.RUnlock()
 	// GatewayClasses are cluster-scoped and not watched: classes istio and
 	// weft are served.
-	gwStatus, rtStatus := gw.Statuses(nil, gws, routes)
+	gwStatus, rtStatus := gw.Statuses(nil, gws, routes, grants)
 	now := time.Now().UTC().Format(time.RFC3339)
 	for k, u := range objects {
 		c := u.DeepCopy()

@@ -14,6 +14,9 @@
 //     and port, allowedRoutes Same/All, hostname intersection) become one
 //     VirtualService per listener and hostname, whose routes are every
 //     attached rule ordered by the Gateway API's precedence.
+//   - backendRefs (and mirrors) to Services in another namespace need a
+//     ReferenceGrant there, as in Istio; without one they get no traffic
+//     (a rule left with no backend answers 500).
 //   - HTTPRoutes whose parentRef is a Service (GAMMA) become a
 //     VirtualService for that service's host, bound to the mesh: exported
 //     everywhere when the route is in the service's namespace (producer
@@ -65,6 +68,14 @@ type gateway struct {
 type route struct {
 	res  *config.Resource
 	spec gw.HTTPRouteSpec
+	// grants are every ReferenceGrant (cross-namespace backendRefs need
+	// one in the backend's namespace).
+	grants []gw.NamedGrant
+}
+
+// granted reports whether the route may refer to Service name in ns.
+func (r *route) granted(name, ns string) bool {
+	return gw.Granted(r.grants, gw.Group, "HTTPRoute", cmp.Or(r.res.Meta.Namespace, config.DefaultNamespace), "", "Service", name, ns)
 }
 
 // entry is one HTTPRoute match (of one rule) headed for one host.
@@ -86,8 +97,14 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 	classes := map[string]gw.GatewayClassSpec{}
 	var gws []*gateway
 	var rts []*route
+	var grants []gw.NamedGrant
 	for _, c := range configs {
 		switch c.Kind {
+		case config.KindReferenceGrant:
+			g := gw.NamedGrant{Namespace: ns(c)}
+			if gw.Spec(c.Spec, &g.Spec) == nil {
+				grants = append(grants, g)
+			}
 		case config.KindGatewayClass:
 			var s gw.GatewayClassSpec
 			if gw.Spec(c.Spec, &s) == nil {
@@ -113,6 +130,9 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 	}
 	slices.SortFunc(gws, func(a, b *gateway) int { return byAge(a.res, b.res) })
 	slices.SortFunc(rts, func(a, b *route) int { return byAge(a.res, b.res) })
+	for _, r := range rts {
+		r.grants = grants
+	}
 
 	var out []*config.Resource
 	for _, g := range gws {
@@ -489,7 +509,7 @@ func baseRoute(e entry, rule gw.HTTPRouteRule, suffix string) *networking.HTTPRo
 				}
 			}
 		case gw.FilterRequestMirror:
-			if m := f.RequestMirror; m != nil {
+			if m := f.RequestMirror; m != nil && e.rt.granted(m.BackendRef.Name, gw.Deref(m.BackendRef.Namespace, rns)) {
 				mp := &networking.HTTPMirrorPolicy{Destination: destination(m.BackendRef, rns, suffix)}
 				switch {
 				case m.Percent != nil:
@@ -506,8 +526,8 @@ func baseRoute(e entry, rule gw.HTTPRouteRule, suffix string) *networking.HTTPRo
 	}
 	for _, b := range rule.BackendRefs {
 		w := gw.Deref(b.Weight, 1)
-		if w == 0 || !b.IsService() {
-			continue
+		if w == 0 || !b.IsService() || !e.rt.granted(b.Name, gw.Deref(b.Namespace, rns)) {
+			continue // no traffic, or an invalid reference (500 when none is left)
 		}
 		d := &networking.HTTPRouteDestination{Destination: destination(b.BackendObjectReference, rns, suffix), Weight: w}
 		for _, f := range b.Filters {
@@ -531,7 +551,8 @@ func baseRoute(e entry, rule gw.HTTPRouteRule, suffix string) *networking.HTTPRo
 		// No backends: the Gateway API answers 404.
 		r.DirectResponse = &networking.HTTPDirectResponse{Status: 404}
 	case len(r.Route) == 0:
-		// Backends, but none usable (weight 0 or unsupported): 500.
+		// Backends, but none usable (weight 0, unsupported, or in another
+		// namespace without a ReferenceGrant): 500.
 		r.DirectResponse = &networking.HTTPDirectResponse{Status: 500}
 	case len(r.Route) == 1:
 		r.Route[0].Weight = 0

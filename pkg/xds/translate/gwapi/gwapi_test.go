@@ -109,8 +109,10 @@ spec:
 		"Gateway infra/gw-gwapi-b gw */*",
 		// same-ns: port 81 only (listener b); its only backend has weight 0: 500.
 		"VirtualService infra/gw-gwapi-b-0 * gw=infra/gw-gwapi-b export= status=5",
-		// other-ns is refused (from: Same); consumer is exported to its namespace only.
-		"VirtualService apps/gwapi-mesh-web-web web.web.svc.cluster.local gw= export=.",
+		// other-ns is refused (from: Same); consumer is exported to its
+		// namespace only, and its backend in namespace web has no
+		// ReferenceGrant: 500.
+		"VirtualService apps/gwapi-mesh-web-web web.web.svc.cluster.local gw= export=. status=5",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("Convert (-want +got):\n%s", d)
@@ -130,6 +132,13 @@ metadata: {name: consumer, namespace: apps, creationTimestamp: "2026-02-01T00:00
 spec:
   parentRefs: [{group: "", kind: Service, name: web, namespace: web}]
   rules: [{backendRefs: [{name: web-v2, namespace: web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: apps, namespace: web}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}]
+  to: [{group: "", kind: Service}]
 `)
 	out = Convert(rs, "")
 	if len(out) != 2 {
@@ -138,6 +147,9 @@ spec:
 	prod, cons := out[0], out[1]
 	if prod.Meta.Namespace != "web" {
 		prod, cons = cons, prod
+	}
+	if d := cons.Spec.(*networking.VirtualService).GetHttp()[0].GetRoute(); len(d) != 1 || d[0].GetDestination().GetHost() != "web-v2.web.svc.cluster.local" {
+		t.Errorf("consumer route with a ReferenceGrant routes to %v", d)
 	}
 	if !cons.Meta.CreationTimestamp.Before(prod.Meta.CreationTimestamp) {
 		t.Errorf("consumer VirtualService created %v, producer %v: the consumer must sort first", cons.Meta.CreationTimestamp, prod.Meta.CreationTimestamp)
