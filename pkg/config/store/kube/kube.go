@@ -162,7 +162,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("kube store: informers did not sync within %v", o.SyncTimeout)
 	}
-	s.log.Info("kube store synced", "kinds", len(s.gvrs), "resources", len(s.resources), "invalid", len(s.invalid))
+	s.mu.RLock() // the informers keep writing the cache
+	nres, ninv := len(s.resources), len(s.invalid)
+	s.mu.RUnlock()
+	s.log.Info("kube store synced", "kinds", len(s.gvrs), "resources", nres, "invalid", ninv)
 	return s, nil
 }
 
