@@ -16,7 +16,6 @@ import (
 
 	"github.com/weftmesh/weft/pkg/config"
 	"github.com/weftmesh/weft/pkg/xds/translate/envoyfilter"
-	"github.com/weftmesh/weft/pkg/xds/translate/gwapi"
 )
 
 // gwServer is one Gateway server with the gateway it belongs to.
@@ -50,11 +49,8 @@ func (b *builder) buildGateway() {
 	byPort := map[uint32][]gwServer{}
 	for _, c := range b.gateways {
 		gw := c.Spec.(*networking.Gateway)
-		if len(gw.GetSelector()) == 0 || !labelsMatch(gw.GetSelector(), b.p.Labels) {
+		if !b.gatewaySelects(c, gw) {
 			continue
-		}
-		if gwapi.IsGenerated(c) && nsOf(c) != b.p.Namespace {
-			continue // a Gateway API Gateway's proxies run in its namespace
 		}
 		for i, s := range gw.GetServers() {
 			byPort[s.GetPort().GetNumber()] = append(byPort[s.GetPort().GetNumber()], gwServer{c, s, i})

@@ -8,7 +8,9 @@
 //     weftmesh.io/gateway-controller) becomes one Istio Gateway per
 //     HTTP/HTTPS listener, selecting the workloads labelled
 //     gateway.networking.k8s.io/gateway-name=NAME in the Gateway's namespace
-//     (Istio's label; `weft proxy --gateway --labels ...`). HTTPS listeners
+//     (Istio's label; `weft proxy --gateway --labels ...`) and, when
+//     spec.addresses has a Hostname (Istio's manual deployment), the
+//     endpoints of that Service (ServiceAnnotation). HTTPS listeners
 //     terminate TLS with the first certificateRef as credentialName.
 //   - HTTPRoutes attached to those listeners (parentRefs with sectionName
 //     and port, allowedRoutes Same/All, hostname intersection) become one
@@ -46,6 +48,11 @@ const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 // SourceAnnotation marks generated resources with the Gateway API object
 // they come from ("Gateway ns/name", "HTTPRoute ns/name, ...").
 const SourceAnnotation = "weft.io/gateway-api-source"
+
+// ServiceAnnotation, on a generated Istio Gateway, names the Service host
+// of the Gateway's first Hostname address (Istio's manual deployment: the
+// Gateway is served by that Service's endpoints).
+const ServiceAnnotation = "weft.io/gateway-api-service"
 
 // IsGenerated reports whether c was generated from Gateway API resources.
 func IsGenerated(c *config.Resource) bool { return c.Meta.Annotations[SourceAnnotation] != "" }
@@ -230,9 +237,16 @@ func istioGateway(g *gateway, l gw.Listener) *config.Resource {
 		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: l.TLS.CertificateRefs[0].Name}
 	}
 	spec := &networking.Gateway{Selector: map[string]string{GatewayNameLabel: g.res.Meta.Name}, Servers: []*networking.Server{srv}}
+	ann := map[string]string{SourceAnnotation: "Gateway " + ns(g.res) + "/" + g.res.Meta.Name}
+	for _, a := range g.spec.Addresses {
+		if gw.Deref(a.Type, "IPAddress") == "Hostname" {
+			ann[ServiceAnnotation] = a.Value
+			break
+		}
+	}
 	return &config.Resource{APIVersion: "networking.istio.io/v1", Kind: config.KindGateway, Spec: spec, Meta: config.Meta{
 		Name: g.res.Meta.Name + "-gwapi-" + l.Name, Namespace: ns(g.res), CreationTimestamp: g.res.Meta.CreationTimestamp,
-		Annotations: map[string]string{SourceAnnotation: "Gateway " + ns(g.res) + "/" + g.res.Meta.Name},
+		Annotations: ann,
 	}}
 }
 
