@@ -53,7 +53,6 @@ func (v *validator) gatewayClass(s *gatewayapi.GatewayClassSpec) {
 	}
 }
 
-
 // unsupported reports something weft does not translate: an error on
 // Gateways of class istio or weft; a warning on other classes, which may
 // belong to another controller (or to a GatewayClass naming weft's
