@@ -115,6 +115,7 @@ const (
 	KindKubernetesGateway = "KubernetesGateway"
 	KindHTTPRoute         = "HTTPRoute"
 	KindReferenceGrant    = "ReferenceGrant"
+	KindGRPCRoute         = "GRPCRoute"
 )
 
 // schemas is the immutable table of kinds (versions as in istio.io/api's
@@ -137,6 +138,7 @@ var schemas = []Schema{
 	{Group: GroupGatewayAPI, Kind: KindGatewayClass, Plural: "gatewayclasses", ShortNames: []string{"gc"}, Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewGatewayClassSpec, ClusterScoped: true},
 	{Group: GroupGatewayAPI, Kind: KindKubernetesGateway, APIKind: "Gateway", Plural: "gateways", ShortNames: []string{"gtw"}, Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewGatewaySpec},
 	{Group: GroupGatewayAPI, Kind: KindHTTPRoute, Plural: "httproutes", Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewHTTPRouteSpec},
+	{Group: GroupGatewayAPI, Kind: KindGRPCRoute, Plural: "grpcroutes", Versions: []string{"v1"}, NewSpec: gatewayapi.NewGRPCRouteSpec},
 	{Group: GroupGatewayAPI, Kind: KindReferenceGrant, Plural: "referencegrants", ShortNames: []string{"refgrant"}, Versions: []string{"v1beta1"}, NewSpec: gatewayapi.NewReferenceGrantSpec},
 }
 

@@ -54,11 +54,19 @@ func (a *analyzer) gatewayAPI() {
 		}
 	}
 	for _, r := range a.rs {
-		if r.Kind != config.KindHTTPRoute {
-			continue
-		}
 		var s gw.HTTPRouteSpec
-		if gw.Spec(r.Spec, &s) != nil {
+		switch r.Kind {
+		case config.KindHTTPRoute:
+			if gw.Spec(r.Spec, &s) != nil {
+				continue
+			}
+		case config.KindGRPCRoute:
+			var g gw.GRPCRouteSpec
+			if gw.Spec(r.Spec, &g) != nil {
+				continue
+			}
+			s = g.HTTP()
+		default:
 			continue
 		}
 		for i, pr := range s.ParentRefs {
@@ -76,8 +84,8 @@ func (a *analyzer) gatewayAPI() {
 					path := fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j)
 					ns := gw.Deref(b.Namespace, r.Meta.Namespace)
 					a.checkBackendHost(r, path, b.Name, ns)
-					if !gw.Granted(grants, gw.Group, "HTTPRoute", r.Meta.Namespace, "", "Service", b.Name, ns) {
-						a.report(r, Warning, CodeGatewayAPIRefNotGranted, path+".namespace", "no ReferenceGrant in namespace %s lets HTTPRoutes from %s refer to Service %s: this backend gets no traffic", ns, r.Meta.Namespace, b.Name)
+					if !gw.Granted(grants, gw.Group, r.Kind, r.Meta.Namespace, "", "Service", b.Name, ns) {
+						a.report(r, Warning, CodeGatewayAPIRefNotGranted, path+".namespace", "no ReferenceGrant in namespace %s lets %ss from %s refer to Service %s: this backend gets no traffic", ns, r.Kind, r.Meta.Namespace, b.Name)
 					}
 				}
 			}
@@ -119,7 +127,7 @@ func (a *analyzer) checkParentGateway(r *config.Resource, path string, pr gw.Par
 		switch {
 		case l.Protocol != "HTTP" && l.Protocol != "HTTPS":
 			why = append(why, fmt.Sprintf("listener %s is %s", l.Name, l.Protocol))
-		case !gw.AllowsRoute(l, gwNS, r.Meta.Namespace):
+		case !gw.AllowsRoute(l, gwNS, r.Meta.Namespace, r.Kind):
 			why = append(why, fmt.Sprintf("listener %s does not allow routes from namespace %s", l.Name, r.Meta.Namespace))
 		case len(gw.Intersect(l.Hostname, hostnames)) == 0:
 			why = append(why, fmt.Sprintf("listener %s's hostname %s matches none of the route's hostnames", l.Name, gw.Deref(l.Hostname, "")))

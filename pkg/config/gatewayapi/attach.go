@@ -31,15 +31,16 @@ func ParentSelects(pr ParentReference, routeNS, gwNS, gwName string, l Listener)
 		(pr.Port == nil || *pr.Port == l.Port)
 }
 
-// AllowsRoute applies a listener's allowedRoutes to an HTTPRoute from
-// namespace routeNS for a Gateway in gwNS (Same and All; Selector admits
-// nothing, as weft reads no namespace labels).
-func AllowsRoute(l Listener, gwNS, routeNS string) bool {
+// AllowsRoute applies a listener's allowedRoutes to a route of kind
+// (HTTPRoute, GRPCRoute) from namespace routeNS for a Gateway in gwNS
+// (Same and All; Selector admits nothing, as weft reads no namespace
+// labels).
+func AllowsRoute(l Listener, gwNS, routeNS, kind string) bool {
 	ar := l.AllowedRoutes
 	if ar != nil && len(ar.Kinds) > 0 {
 		ok := false
 		for _, k := range ar.Kinds {
-			ok = ok || (deref(k.Group, Group) == Group && k.Kind == "HTTPRoute")
+			ok = ok || (deref(k.Group, Group) == Group && k.Kind == kind)
 		}
 		if !ok {
 			return false

@@ -1,6 +1,6 @@
 // Package gatewayapi models the Kubernetes Gateway API kinds weft accepts
 // (gateway.networking.k8s.io GatewayClass, Gateway, HTTPRoute; v1 and
-// v1beta1; ReferenceGrant v1beta1) for pkg/config. istio.io/api has no messages for them, so this
+// v1beta1; GRPCRoute v1; ReferenceGrant v1beta1) for pkg/config. istio.io/api has no messages for them, so this
 // package declares a trimmed protobuf schema of their specs at run time
 // (proto2, so optional fields keep presence: `group: ""` differs from an
 // unset group) and the specs are dynamicpb messages: pkg/config decodes,
@@ -100,6 +100,11 @@ var messages = []messageSpec{
 	message("HTTPBackendRef", str("group"), str("kind"), str("name"), str("namespace"), i32("port"), i32("weight"), msgs("filters", "HTTPRouteFilter")),
 	message("HTTPRouteTimeouts", str("request"), str("backendRequest")),
 
+	message("GRPCRouteSpec", msgs("parentRefs", "ParentReference"), strs("hostnames"), msgs("rules", "GRPCRouteRule")),
+	message("GRPCRouteRule", str("name"), msgs("matches", "GRPCRouteMatch"), msgs("filters", "HTTPRouteFilter"), msgs("backendRefs", "HTTPBackendRef")),
+	message("GRPCRouteMatch", msg("method", "GRPCMethodMatch"), msgs("headers", "HTTPHeaderMatch")),
+	message("GRPCMethodMatch", str("type"), str("service"), str("method")),
+
 	message("ReferenceGrantSpec", msgs("from", "ReferenceGrantFrom"), msgs("to", "ReferenceGrantTo")),
 	message("ReferenceGrantFrom", str("group"), str("kind"), str("namespace")),
 	message("ReferenceGrantTo", str("group"), str("kind"), str("name")),
@@ -183,6 +188,9 @@ func NewGatewaySpec() proto.Message { return newSpec("GatewaySpec") }
 
 // NewHTTPRouteSpec returns an empty HTTPRoute spec.
 func NewHTTPRouteSpec() proto.Message { return newSpec("HTTPRouteSpec") }
+
+// NewGRPCRouteSpec returns an empty GRPCRoute spec.
+func NewGRPCRouteSpec() proto.Message { return newSpec("GRPCRouteSpec") }
 
 // NewReferenceGrantSpec returns an empty ReferenceGrant spec.
 func NewReferenceGrantSpec() proto.Message { return newSpec("ReferenceGrantSpec") }

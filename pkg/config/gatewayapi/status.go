@@ -37,13 +37,24 @@ type NamedGateway struct {
 	Spec            GatewaySpec
 }
 
-// NamedRoute is an HTTPRoute with its namespace and name.
+// NamedRoute is an HTTPRoute (or a GRPCRoute as its HTTPRoute, Kind
+// "GRPCRoute") with its namespace and name.
 type NamedRoute struct {
 	Namespace, Name string
-	Spec            HTTPRouteSpec
+	// Kind is "HTTPRoute" when empty.
+	Kind string
+	Spec HTTPRouteSpec
 }
 
-// Statuses computes the status weft reports for the Gateways it serves
+// KindOr returns the route's kind, HTTPRoute by default.
+func (r NamedRoute) KindOr() string {
+	if r.Kind == "" {
+		return "HTTPRoute"
+	}
+	return r.Kind
+}
+
+// Statuses computes the status weft reports (routes keyed "KIND/ns/name") for the Gateways it serves
 // (class istio/weft or a GatewayClass naming weft's controller) and for the
 // parentRefs of HTTPRoutes that name such a Gateway or a Service (GAMMA).
 // Parents served by other controllers get no entry. ResolvedRefs checks
@@ -67,7 +78,7 @@ func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []
 				case !b.IsService():
 					resolved = Condition{Type: "ResolvedRefs", Status: "False", Reason: "InvalidKind",
 						Message: fmt.Sprintf("backendRef %s is a %s; weft routes to Services", b.Name, deref(b.Kind, "Service"))}
-				case !Granted(grants, Group, "HTTPRoute", r.Namespace, "", "Service", b.Name, ns):
+				case !Granted(grants, Group, r.KindOr(), r.Namespace, "", "Service", b.Name, ns):
 					resolved = Condition{Type: "ResolvedRefs", Status: "False", Reason: "RefNotPermitted",
 						Message: fmt.Sprintf("backendRef %s/%s: no ReferenceGrant in namespace %s allows it", ns, b.Name, ns)}
 				}
@@ -109,7 +120,7 @@ func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []
 						if acc.Status != "True" {
 							acc = Condition{Type: "Accepted", Status: "False", Reason: "NotAllowedByListeners", Message: "listener " + l.Name + " is " + l.Protocol}
 						}
-					case !AllowsRoute(l, g.Namespace, r.Namespace):
+					case !AllowsRoute(l, g.Namespace, r.Namespace, r.KindOr()):
 						if acc.Status != "True" {
 							acc = Condition{Type: "Accepted", Status: "False", Reason: "NotAllowedByListeners", Message: "listener " + l.Name + " does not allow routes from namespace " + r.Namespace}
 						}
@@ -126,7 +137,7 @@ func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []
 			}
 		}
 		if len(parents) > 0 {
-			rtOut[r.Namespace+"/"+r.Name] = parents
+			rtOut[r.KindOr()+"/"+r.Namespace+"/"+r.Name] = parents
 		}
 	}
 	for key, g := range byName {

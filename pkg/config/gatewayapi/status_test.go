@@ -32,7 +32,7 @@ func TestStatuses(t *testing.T) {
 		t.Errorf("gateway status %+v", g)
 	}
 	for name, want := range map[string]string{"ok": "Accepted", "same": "NotAllowedByListeners", "host": "NoMatchingListenerHostname", "section": "NoMatchingParent", "gamma": "Accepted"} {
-		ps := rtSt["apps/"+name]
+		ps := rtSt["HTTPRoute/apps/"+name]
 		if len(ps) != 1 || ps[0].Conditions[0].Reason != want {
 			t.Errorf("route %s: %+v, want one parent with reason %s", name, ps, want)
 			continue
@@ -41,16 +41,16 @@ func TestStatuses(t *testing.T) {
 			t.Errorf("route %s: controller %s for %+v", name, ps[0].ControllerName, ps[0].ParentRef)
 		}
 	}
-	if c := rtSt["apps/gamma"][0].Conditions[1]; c.Reason != "InvalidKind" || c.Status != "False" {
+	if c := rtSt["HTTPRoute/apps/gamma"][0].Conditions[1]; c.Reason != "InvalidKind" || c.Status != "False" {
 		t.Errorf("gamma ResolvedRefs %+v", c)
 	}
 	cross := []NamedRoute{{Namespace: "apps", Name: "cross", Spec: HTTPRouteSpec{ParentRefs: []ParentReference{{Group: s(""), Kind: s("Service"), Name: "web"}},
 		Rules: []HTTPRouteRule{{BackendRefs: []HTTPBackendRef{{BackendObjectReference: BackendObjectReference{Name: "b", Namespace: s("db")}}}}}}}}
-	if _, st := Statuses(nil, nil, cross, nil); st["apps/cross"][0].Conditions[1].Reason != "RefNotPermitted" {
-		t.Errorf("cross-namespace backend without a grant: %+v", st["apps/cross"])
+	if _, st := Statuses(nil, nil, cross, nil); st["HTTPRoute/apps/cross"][0].Conditions[1].Reason != "RefNotPermitted" {
+		t.Errorf("cross-namespace backend without a grant: %+v", st["HTTPRoute/apps/cross"])
 	}
 	grant := []NamedGrant{{Namespace: "db", Spec: ReferenceGrantSpec{From: []ReferenceGrantFrom{{Group: Group, Kind: "HTTPRoute", Namespace: "apps"}}, To: []ReferenceGrantTo{{Kind: "Service", Name: s("b")}}}}}
-	if _, st := Statuses(nil, nil, cross, grant); st["apps/cross"][0].Conditions[1].Reason != "ResolvedRefs" {
-		t.Errorf("cross-namespace backend with a grant: %+v", st["apps/cross"])
+	if _, st := Statuses(nil, nil, cross, grant); st["HTTPRoute/apps/cross"][0].Conditions[1].Reason != "ResolvedRefs" {
+		t.Errorf("cross-namespace backend with a grant: %+v", st["HTTPRoute/apps/cross"])
 	}
 }

@@ -3,6 +3,7 @@ package gatewayapi
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -272,6 +273,79 @@ type HTTPBackendRef struct {
 type HTTPRouteTimeouts struct {
 	Request        *string `json:"request,omitempty"`
 	BackendRequest *string `json:"backendRequest,omitempty"`
+}
+
+// GRPCRouteSpec is a GRPCRoute spec. Its filters and backendRefs share
+// the HTTPRoute types (validation refuses the filter types GRPCRoute does
+// not have).
+type GRPCRouteSpec struct {
+	ParentRefs []ParentReference `json:"parentRefs,omitempty"`
+	Hostnames  []string          `json:"hostnames,omitempty"`
+	Rules      []GRPCRouteRule   `json:"rules,omitempty"`
+}
+
+// GRPCRouteRule is one rule of a GRPCRoute.
+type GRPCRouteRule struct {
+	Name        *string           `json:"name,omitempty"`
+	Matches     []GRPCRouteMatch  `json:"matches,omitempty"`
+	Filters     []HTTPRouteFilter `json:"filters,omitempty"`
+	BackendRefs []HTTPBackendRef  `json:"backendRefs,omitempty"`
+}
+
+// GRPCRouteMatch matches a gRPC method and headers.
+type GRPCRouteMatch struct {
+	Method  *GRPCMethodMatch  `json:"method,omitempty"`
+	Headers []HTTPHeaderMatch `json:"headers,omitempty"`
+}
+
+// GRPCMethodMatch matches the service and method (type Exact or
+// RegularExpression).
+type GRPCMethodMatch struct {
+	Type    *string `json:"type,omitempty"`
+	Service *string `json:"service,omitempty"`
+	Method  *string `json:"method,omitempty"`
+}
+
+// HTTP returns the GRPCRoute as the HTTPRoute it is on the wire: a gRPC
+// call is a POST to /SERVICE/METHOD, so a method match becomes a path
+// match (Exact service and method: the exact path; service only: the
+// path prefix /SERVICE/; method only or RegularExpression: a regular
+// expression over the path).
+func (s GRPCRouteSpec) HTTP() HTTPRouteSpec {
+	out := HTTPRouteSpec{ParentRefs: s.ParentRefs, Hostnames: s.Hostnames}
+	for _, r := range s.Rules {
+		hr := HTTPRouteRule{Name: r.Name, Filters: r.Filters, BackendRefs: r.BackendRefs}
+		for _, m := range r.Matches {
+			hm := HTTPRouteMatch{Headers: m.Headers}
+			if mm := m.Method; mm != nil {
+				svc, meth := deref(mm.Service, ""), deref(mm.Method, "")
+				typ, val := "", ""
+				switch {
+				case deref(mm.Type, "Exact") == "RegularExpression":
+					typ, val = "RegularExpression", "/"+orAny(svc, "[^/]+")+"/"+orAny(meth, "[^/]+")
+				case svc != "" && meth != "":
+					typ, val = "Exact", "/"+svc+"/"+meth
+				case svc != "":
+					typ, val = "PathPrefix", "/"+svc+"/"
+				case meth != "":
+					typ, val = "RegularExpression", "/[^/]+/"+regexp.QuoteMeta(meth)
+				}
+				if typ != "" {
+					hm.Path = &HTTPPathMatch{Type: &typ, Value: &val}
+				}
+			}
+			hr.Matches = append(hr.Matches, hm)
+		}
+		out.Rules = append(out.Rules, hr)
+	}
+	return out
+}
+
+func orAny(s, any string) string {
+	if s == "" {
+		return any
+	}
+	return s
 }
 
 // ReferenceGrantSpec lets objects in other namespaces refer to objects in

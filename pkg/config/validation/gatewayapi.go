@@ -31,6 +31,11 @@ func (v *validator) gatewayAPI() {
 		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
 			v.gwHTTPRoute(&s)
 		}
+	case config.KindGRPCRoute:
+		var s gatewayapi.GRPCRouteSpec
+		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
+			v.gwGRPCRoute(&s)
+		}
 	case config.KindReferenceGrant:
 		var s gatewayapi.ReferenceGrantSpec
 		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
@@ -145,8 +150,8 @@ func (v *validator) kubernetesGateway(s *gatewayapi.GatewaySpec) {
 				}
 			}
 			for j, k := range ar.Kinds {
-				if gatewayapi.Deref(k.Group, gatewayapi.Group) != gatewayapi.Group || k.Kind != "HTTPRoute" {
-					v.unsupported(ours, idx(p+".allowedRoutes.kinds", j), "route kind %s is not supported by weft (only HTTPRoute)", k.Kind)
+				if gatewayapi.Deref(k.Group, gatewayapi.Group) != gatewayapi.Group || k.Kind != "HTTPRoute" && k.Kind != "GRPCRoute" {
+					v.unsupported(ours, idx(p+".allowedRoutes.kinds", j), "route kind %s is not supported by weft (HTTPRoute and GRPCRoute are)", k.Kind)
 				}
 			}
 		}
@@ -209,6 +214,88 @@ var gwHTTPMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, h
 var headerNameRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+\\-.^_`|~]+$")
 
 func (v *validator) gwHTTPRoute(s *gatewayapi.HTTPRouteSpec) {
+	v.routeParents(s.ParentRefs, s.Hostnames)
+	for i, rule := range s.Rules {
+		v.httpRouteRule(idx("spec.rules", i), rule)
+	}
+}
+
+var (
+	grpcServiceRE = regexp.MustCompile(`^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$`)
+	grpcMethodRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z_0-9]*$`)
+)
+
+func (v *validator) gwGRPCRoute(s *gatewayapi.GRPCRouteSpec) {
+	v.routeParents(s.ParentRefs, s.Hostnames)
+	for i, rule := range s.Rules {
+		p := idx("spec.rules", i)
+		for j, m := range rule.Matches {
+			mp := idx(p+".matches", j)
+			if mm := m.Method; mm != nil {
+				svc, meth := gatewayapi.Deref(mm.Service, ""), gatewayapi.Deref(mm.Method, "")
+				switch t := gatewayapi.Deref(mm.Type, "Exact"); t {
+				case "Exact":
+					if svc == "" && meth == "" {
+						v.errorf(mp+".method", "an Exact method match needs service or method")
+					}
+					if svc != "" && !grpcServiceRE.MatchString(svc) {
+						v.errorf(mp+".method.service", "invalid gRPC service name %q", svc)
+					}
+					if meth != "" && !grpcMethodRE.MatchString(meth) {
+						v.errorf(mp+".method.method", "invalid gRPC method name %q", meth)
+					}
+				case "RegularExpression":
+					if svc != "" {
+						v.checkRegex(mp+".method.service", svc)
+					}
+					if meth != "" {
+						v.checkRegex(mp+".method.method", meth)
+					}
+				default:
+					v.errorf(mp+".method.type", "unknown method match type %q (Exact, RegularExpression)", t)
+				}
+			}
+			seen := map[string]bool{}
+			for k, h := range m.Headers {
+				hp := idx(mp+".headers", k)
+				v.checkNameValueMatch(hp, gatewayapi.Deref(h.Type, "Exact"), h.Name, h.Value, true)
+				if n := strings.ToLower(h.Name); seen[n] {
+					v.errorf(hp+".name", "header %q is matched twice in one match", h.Name)
+				} else {
+					seen[n] = true
+				}
+			}
+		}
+		v.grpcFilterTypes(p+".filters", rule.Filters)
+		v.httpFilters(p+".filters", rule.Filters, true, false)
+		for j, b := range rule.BackendRefs {
+			bp := idx(p+".backendRefs", j)
+			v.backendRef(bp, b.BackendObjectReference)
+			if w := gatewayapi.Deref(b.Weight, 1); w < 0 || w > 1000000 {
+				v.errorf(bp+".weight", "weight %d out of range (0-1000000)", w)
+			}
+			v.grpcFilterTypes(bp+".filters", b.Filters)
+			v.httpFilters(bp+".filters", b.Filters, true, true)
+		}
+	}
+}
+
+// grpcFilterTypes refuses the HTTPRoute-only filter types in a GRPCRoute.
+func (v *validator) grpcFilterTypes(p string, fs []gatewayapi.HTTPRouteFilter) {
+	for i, f := range fs {
+		if f.Type == gatewayapi.FilterRequestRedirect || f.Type == gatewayapi.FilterURLRewrite {
+			v.errorf(idx(p, i)+".type", "%s is not a GRPCRoute filter (RequestHeaderModifier, ResponseHeaderModifier, RequestMirror)", f.Type)
+		}
+	}
+}
+
+// routeParents checks an HTTPRoute's or GRPCRoute's parentRefs and
+// hostnames.
+func (v *validator) routeParents(parentRefs []gatewayapi.ParentReference, hostnames []string) {
+	s := struct {
+		ParentRefs []gatewayapi.ParentReference
+		Hostnames  []string
+	}{parentRefs, hostnames}
 	if len(s.ParentRefs) == 0 {
 		v.warnf("spec.parentRefs", "the route has no parentRefs, so it attaches to nothing")
 	}
@@ -233,9 +320,6 @@ func (v *validator) gwHTTPRoute(s *gatewayapi.HTTPRouteSpec) {
 	}
 	for i, h := range s.Hostnames {
 		v.checkGatewayAPIHostname(idx("spec.hostnames", i), h)
-	}
-	for i, rule := range s.Rules {
-		v.httpRouteRule(idx("spec.rules", i), rule)
 	}
 }
 

@@ -30,7 +30,11 @@ var gatewayAPIInvalid = []invalidCase{
 	{"cert not a secret", doc(gwv1, "Gateway", "gatewayClassName: istio\nlisteners:\n- name: a\n  port: 443\n  protocol: HTTPS\n  tls:\n    certificateRefs:\n    - name: c # <-\n      kind: ConfigMap"), "spec.listeners[0].tls.certificateRefs[0]", "core Secrets only", false},
 	{"tls on http", doc(gwv1, "Gateway", "gatewayClassName: istio\nlisteners:\n- name: a\n  port: 80\n  protocol: HTTP\n  tls: {certificateRefs: [{name: c}]} # <-"), "spec.listeners[0].tls", "only allowed on HTTPS", false},
 	{"namespace selector", doc(gwv1, "Gateway", "gatewayClassName: istio\nlisteners:\n- name: a\n  port: 80\n  protocol: HTTP\n  allowedRoutes:\n    namespaces:\n      from: Selector # <-"), "spec.listeners[0].allowedRoutes.namespaces.from", "Selector is not supported", false},
-	{"route kind", doc(gwv1, "Gateway", "gatewayClassName: istio\nlisteners:\n- name: a\n  port: 80\n  protocol: HTTP\n  allowedRoutes:\n    kinds:\n    - kind: GRPCRoute # <-"), "spec.listeners[0].allowedRoutes.kinds[0]", "only HTTPRoute", false},
+	{"route kind", doc(gwv1, "Gateway", "gatewayClassName: istio\nlisteners:\n- name: a\n  port: 80\n  protocol: HTTP\n  allowedRoutes:\n    kinds:\n    - kind: TLSRoute # <-"), "spec.listeners[0].allowedRoutes.kinds[0]", "HTTPRoute and GRPCRoute are", false},
+	{"grpc method", doc(gwv1, "GRPCRoute", "parentRefs: [{name: gw}]\nrules:\n- matches:\n  - method:\n      service: helloworld.Greeter\n      method: say-hello # <-"), "spec.rules[0].matches[0].method.method", "invalid gRPC method name", false},
+	{"grpc empty method match", doc(gwv1, "GRPCRoute", "parentRefs: [{name: gw}]\nrules:\n- matches:\n  - method: {type: Exact} # <-"), "spec.rules[0].matches[0].method", "needs service or method", false},
+	{"grpc redirect", doc(gwv1, "GRPCRoute", "parentRefs: [{name: gw}]\nrules:\n- filters:\n  - type: RequestRedirect # <-\n    requestRedirect: {scheme: https}"), "spec.rules[0].filters[0].type", "not a GRPCRoute filter", false},
+	{"grpc backend port", doc(gwv1, "GRPCRoute", "parentRefs: [{name: gw}]\nrules:\n- backendRefs:\n  - name: a # <-"), "spec.rules[0].backendRefs[0].port", "port is required", false},
 
 	{"no parents", doc(gwv1, "HTTPRoute", "parentRefs: [] # <-\nrules: [{backendRefs: [{name: a, port: 80}]}]"), "spec.parentRefs", "attaches to nothing", true},
 	{"parent kind", doc(gwv1, "HTTPRoute", "parentRefs:\n- name: gw # <-\n  kind: Ingress\nrules: []"), "spec.parentRefs[0]", "not supported", false},

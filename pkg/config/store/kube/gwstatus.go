@@ -63,6 +63,11 @@ func (s *Store) writeGatewayAPIStatuses(ctx context.Context, objects map[config.
 			if gw.Spec(r.Spec, &rt.Spec) == nil {
 				routes = append(routes, rt)
 			}
+		case config.KindGRPCRoute:
+			var g gw.GRPCRouteSpec
+			if gw.Spec(r.Spec, &g) == nil {
+				routes = append(routes, gw.NamedRoute{Namespace: k.Namespace, Name: k.Name, Kind: config.KindGRPCRoute, Spec: g.HTTP()})
+			}
 		}
 	}
 	s.mu.RUnlock()
@@ -95,12 +100,12 @@ func (s *Store) writeGatewayAPIStatuses(ctx context.Context, objects map[config.
 					}
 				}
 				g := gw.Group
-				ls = append(ls, wireListener{Name: l.Name, SupportedKinds: []gw.RouteGroupKind{{Group: &g, Kind: "HTTPRoute"}},
+				ls = append(ls, wireListener{Name: l.Name, SupportedKinds: []gw.RouteGroupKind{{Group: &g, Kind: "HTTPRoute"}, {Group: &g, Kind: "GRPCRoute"}},
 					AttachedRoutes: l.AttachedRoutes, Conditions: conditions(l.Conditions, prev, gen, now)})
 			}
 			status["listeners"] = toAny(ls)
-		case config.KindHTTPRoute:
-			want := rtStatus[k.Namespace+"/"+k.Name]
+		case config.KindHTTPRoute, config.KindGRPCRoute:
+			want := rtStatus[k.Kind+"/"+k.Namespace+"/"+k.Name]
 			cur, _ := status["parents"].([]any)
 			var parents []any
 			for _, x := range cur {

@@ -12,6 +12,8 @@
 //     spec.addresses has a Hostname (Istio's manual deployment), the
 //     endpoints of that Service (ServiceAnnotation). HTTPS listeners
 //     terminate TLS with the first certificateRef as credentialName.
+//   - GRPCRoutes are HTTPRoutes whose method matches are paths
+//     (gatewayapi.GRPCRouteSpec.HTTP) and are converted alike.
 //   - HTTPRoutes attached to those listeners (parentRefs with sectionName
 //     and port, allowedRoutes Same/All, hostname intersection) become one
 //     VirtualService per listener and hostname, whose routes are every
@@ -57,10 +59,10 @@ const ServiceAnnotation = "weft.io/gateway-api-service"
 // IsGenerated reports whether c was generated from Gateway API resources.
 func IsGenerated(c *config.Resource) bool { return c.Meta.Annotations[SourceAnnotation] != "" }
 
-// HasGatewayAPI reports whether configs hold any Gateway or HTTPRoute.
+// HasGatewayAPI reports whether configs hold any Gateway or route.
 func HasGatewayAPI(configs []*config.Resource) bool {
 	for _, c := range configs {
-		if c.Kind == config.KindKubernetesGateway || c.Kind == config.KindHTTPRoute {
+		if c.Kind == config.KindKubernetesGateway || c.Kind == config.KindHTTPRoute || c.Kind == config.KindGRPCRoute {
 			return true
 		}
 	}
@@ -74,7 +76,8 @@ type gateway struct {
 
 type route struct {
 	res  *config.Resource
-	spec gw.HTTPRouteSpec
+	spec gw.HTTPRouteSpec // a GRPCRoute's as gw.GRPCRouteSpec.HTTP gives it
+	kind string           // HTTPRoute or GRPCRoute
 	// grants are every ReferenceGrant (cross-namespace backendRefs need
 	// one in the backend's namespace).
 	grants []gw.NamedGrant
@@ -82,7 +85,7 @@ type route struct {
 
 // granted reports whether the route may refer to Service name in ns.
 func (r *route) granted(name, ns string) bool {
-	return gw.Granted(r.grants, gw.Group, "HTTPRoute", cmp.Or(r.res.Meta.Namespace, config.DefaultNamespace), "", "Service", name, ns)
+	return gw.Granted(r.grants, gw.Group, r.kind, cmp.Or(r.res.Meta.Namespace, config.DefaultNamespace), "", "Service", name, ns)
 }
 
 // entry is one HTTPRoute match (of one rule) headed for one host.
@@ -123,9 +126,14 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 				gws = append(gws, g)
 			}
 		case config.KindHTTPRoute:
-			r := &route{res: c}
+			r := &route{res: c, kind: config.KindHTTPRoute}
 			if gw.Spec(c.Spec, &r.spec) == nil {
 				rts = append(rts, r)
+			}
+		case config.KindGRPCRoute:
+			var g gw.GRPCRouteSpec
+			if gw.Spec(c.Spec, &g) == nil {
+				rts = append(rts, &route{res: c, kind: config.KindGRPCRoute, spec: g.HTTP()})
 			}
 		}
 	}
@@ -257,7 +265,7 @@ func attach(g *gateway, l gw.Listener, r *route) []string {
 	for _, pr := range r.spec.ParentRefs {
 		attached = attached || gw.ParentSelects(pr, ns(r.res), ns(g.res), g.res.Meta.Name, l)
 	}
-	if !attached || !gw.AllowsRoute(l, ns(g.res), ns(r.res)) {
+	if !attached || !gw.AllowsRoute(l, ns(g.res), ns(r.res), r.kind) {
 		return nil
 	}
 	hosts := gw.Intersect(l.Hostname, r.spec.Hostnames)
@@ -284,7 +292,7 @@ func entries(r *route, port uint32) []entry {
 func sources(es []entry) string {
 	var names []string
 	for _, e := range es {
-		n := "HTTPRoute " + ns(e.rt.res) + "/" + e.rt.res.Meta.Name
+		n := e.rt.kind + " " + ns(e.rt.res) + "/" + e.rt.res.Meta.Name
 		if !slices.Contains(names, n) {
 			names = append(names, n)
 		}
@@ -409,6 +417,9 @@ func httpRoutes(e entry, suffix string) []*networking.HTTPRoute {
 		return m
 	}
 	name := fmt.Sprintf("%s.%s.%d", ns(e.rt.res), e.rt.res.Meta.Name, e.rule)
+	if e.rt.kind == config.KindGRPCRoute {
+		name = fmt.Sprintf("%s.grpcroute.%s.%d", ns(e.rt.res), e.rt.res.Meta.Name, e.rule)
+	}
 	base := baseRoute(e, rule, suffix)
 	base.Name = name
 	prefixRewrite := ""
