@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -11,9 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
@@ -30,6 +37,19 @@ spec:
     protocol: HTTPS
     hostname: bookinfo.example.com
     tls: {certificateRefs: [{kind: Secret, name: bookinfo-cert}]}
+  - {name: grpc, port: 9000, protocol: HTTP, hostname: grpc.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter, namespace: default}
+spec:
+  parentRefs: [{name: bookinfo-gw, sectionName: grpc}]
+  rules:
+  - matches:
+    - method: {service: grpc.testing.TestService, method: UnaryCall}
+      headers: [{name: x-canary, value: "true"}]
+    backendRefs: [{name: greeter-v2, port: 8080}]
+  - backendRefs: [{name: greeter, port: 8080}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -67,7 +87,8 @@ spec:
 // gateway.networking.k8s.io/gateway-name label, and sidecars in front of
 // test apps. The ingress routes /productpage by path prefix, sets a
 // request header and splits 90/10 between two Services, on an HTTP and an
-// HTTPS listener (its certificateRef served from --credentials-dir); then a GAMMA
+// HTTPS listener (its certificateRef served from --credentials-dir); a
+// GRPCRoute sends a real gRPC client's calls by method and header; then a GAMMA
 // HTTPRoute (parentRef: the reviews Service) changes where a client
 // sidecar sends reviews traffic.
 func TestGatewayAPI(t *testing.T) {
@@ -106,9 +127,20 @@ func TestGatewayAPI(t *testing.T) {
 		startAppSidecar(t, bin, xds, name, serveApp(t, app(name)))
 	}
 
-	front, frontTLS := harness.FreeAddr(t), harness.FreeAddr(t)
+	// gRPC backends: sidecars declaring their service as grpc.
+	for _, name := range []string{"greeter", "greeter-v2"} {
+		ready := filepath.Join(t.TempDir(), name+".json")
+		p := harness.Start(t, bin, nil, "proxy", "--control-plane", xds, "--namespace", "default", "--workload", name+"-v1",
+			"--labels", "app="+name, "--app-port", strconv.Itoa(startGreeter(t, name)), "--service", name+":8080/grpc",
+			"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
+			"--metrics-address", "", "--health-address", "", "--status-address", "", "--ready-file", ready)
+		harness.WaitForFile(t, ready, 30*time.Second, p)
+	}
+
+	front, frontTLS, frontGRPC := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
 	gwReady := filepath.Join(t.TempDir(), "gw.json")
 	gw := harness.Start(t, bin, nil, "proxy", "--gateway", "--gateway-address", "8000="+front, "--gateway-address", "8443="+frontTLS,
+		"--gateway-address", "9000="+frontGRPC,
 		"--control-plane", xds, "--namespace", "default", "--workload", "bookinfo-gw-istio",
 		"--labels", "gateway.networking.k8s.io/gateway-name=bookinfo-gw",
 		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
@@ -178,6 +210,43 @@ func TestGatewayAPI(t *testing.T) {
 			t.Fatalf("HTTPS listener: %v %q\ngateway log:\n%s", err, body, gw.Stderr())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The GRPCRoute: a real gRPC client (h2c) through the gateway; the
+	// method plus x-canary header goes to greeter-v2, the rest to greeter.
+	conn, err := grpc.NewClient(frontGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tsc := testgrpc.NewTestServiceClient(conn)
+	call := func(canary bool) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if canary {
+			ctx = metadata.AppendToOutgoingContext(ctx, "x-canary", "true")
+		}
+		r, err := tsc.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		return r.GetHostname(), err
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		got, err := call(false)
+		if err == nil && got == "greeter" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GRPCRoute: %q %v\ngateway log:\n%s", got, err, gw.Stderr())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i := 0; i < 10; i++ {
+		if got, err := call(true); err != nil || got != "greeter-v2" {
+			t.Fatalf("GRPCRoute with x-canary: %q %v, want greeter-v2", got, err)
+		}
+		if got, err := call(false); err != nil || got != "greeter" {
+			t.Fatalf("GRPCRoute without x-canary: %q %v, want greeter", got, err)
+		}
 	}
 
 	// The 90/10 split, and the header modifier on every request.
