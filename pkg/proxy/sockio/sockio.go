@@ -195,10 +195,18 @@ func (c *Conn) sendThenRead(fd uintptr) bool {
 
 // sendLocked sends the pending bytes: raw write(2) calls on fd while the
 // socket takes them, the poller-waiting write path for the rest (fd < 0:
-// that path only). c.wmu is held.
+// that path only). c.wmu is held. The bytes stop being pending first, so
+// a Close during a send that waits does not wait for it (it interrupts
+// it, as it does a Write).
 func (c *Conn) sendLocked(fd int) error {
-	p := *c.pend
-	var err error
+	bp := c.pend
+	c.pend = nil
+	c.pending.Store(false)
+	defer func() {
+		*bp = (*bp)[:0]
+		pendPool.Put(bp)
+	}()
+	p := *bp
 	for fd >= 0 && len(p) > 0 {
 		n, e := sysWrite(uintptr(fd), p)
 		if e == syscall.EINTR {
@@ -208,25 +216,18 @@ func (c *Conn) sendLocked(fd int) error {
 			break
 		}
 		if e != 0 {
-			err = c.opError("write", os.NewSyscallError("write", e))
-			p = nil
-			break
+			return c.opError("write", os.NewSyscallError("write", e))
 		}
 		if n <= 0 {
-			err = c.opError("write", os.NewSyscallError("write", syscall.EIO))
-			p = nil
-			break
+			return c.opError("write", os.NewSyscallError("write", syscall.EIO))
 		}
 		p = p[n:]
 	}
 	if len(p) > 0 {
-		_, err = c.writeLocked(p)
+		_, err := c.writeLocked(p)
+		return err
 	}
-	*c.pend = (*c.pend)[:0]
-	pendPool.Put(c.pend)
-	c.pend = nil
-	c.pending.Store(false)
-	return err
+	return nil
 }
 
 // DeferFlush flushes w, which writes to c, without sending: the bytes

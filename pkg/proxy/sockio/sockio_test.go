@@ -408,3 +408,34 @@ func TestDeferFlushErrorOnRead(t *testing.T) {
 		t.Fatalf("err = %v, want the failed send or the reset", err)
 	}
 }
+
+// Close interrupts a Read that waits to send pending bytes the peer does
+// not take (it must not wait for that send to end).
+func TestCloseInterruptsPendingSend(t *testing.T) {
+	t.Parallel()
+	c, _ := pair(t) // the peer never reads
+	big := make([]byte, 16<<20)
+	w := bufio.NewWriterSize(c, len(big))
+	_, _ = w.Write(big)
+	if err := c.DeferFlush(w); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 10)); done <- err }()
+	time.Sleep(20 * time.Millisecond) // let the send fill the socket (not needed for correctness)
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a pending send the peer does not take")
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not interrupt the Read's pending send")
+	}
+}
