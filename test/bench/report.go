@@ -151,7 +151,7 @@ func (r *Report) printLockstep(w io.Writer, direct *Topology) {
 	fmt.Fprintf(w, "\nLockstep: the same %d rps with fortio's default timing (all %d connections fire together every %s), %s per topology; for comparison, no target:\n",
 		r.Config.QPS, r.Config.Conns, time.Duration(float64(time.Second)*float64(r.Config.Conns)/float64(r.Config.QPS)), r.Config.LockstepDuration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "topology\tp50 ms\tp90 ms\tp99 ms\t+p50 ms\t+p90 ms\t+p99 ms\t")
+	fmt.Fprintln(tw, "topology\tp50 ms\tp90 ms\tp99 ms\t+p50 ms\t+p90 ms\t+p99 ms\tproxy CPU s/1k req (sum)\t")
 	for _, t := range r.Topologies {
 		if t.Skipped != "" || t.LockP99 == 0 {
 			continue
@@ -162,12 +162,17 @@ func (r *Report) printLockstep(w io.Writer, direct *Topology) {
 			}
 			return ms(v - base)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Name, ms(t.LockP50), ms(t.LockP90), ms(t.LockP99),
-			add(t.LockP50, direct.LockP50), add(t.LockP90, direct.LockP90), add(t.LockP99, direct.LockP99))
+		cpu := "-"
+		if t.Procs > 0 {
+			cpu = fmt.Sprintf("%.4f", t.LockCPUPer1K)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Name, ms(t.LockP50), ms(t.LockP90), ms(t.LockP99),
+			add(t.LockP50, direct.LockP50), add(t.LockP90, direct.LockP90), add(t.LockP99, direct.LockP99), cpu)
 	}
 	tw.Flush()
 	if weft, ha := r.Find("B"), r.Find("C"); weft != nil && ha != nil && ha.LockP99 > direct.LockP99 {
-		fmt.Fprintf(w, "  lockstep weft added p99 / HAProxy added p99 = %.3f / %.3f ms = %.2f\n",
-			(weft.LockP99-direct.LockP99)*1000, (ha.LockP99-direct.LockP99)*1000, (weft.LockP99-direct.LockP99)/(ha.LockP99-direct.LockP99))
+		fmt.Fprintf(w, "  lockstep weft added p99 / HAProxy added p99 = %.3f / %.3f ms = %.2f; vCPU per proxy per 1000 rps weft %.4f, HAProxy %.4f\n",
+			(weft.LockP99-direct.LockP99)*1000, (ha.LockP99-direct.LockP99)*1000, (weft.LockP99-direct.LockP99)/(ha.LockP99-direct.LockP99),
+			weft.LockCPUPer1K/float64(max(weft.Procs, 1)), ha.LockCPUPer1K/float64(max(ha.Procs, 1)))
 	}
 }

@@ -101,11 +101,12 @@ type Topology struct {
 	P50     float64 // seconds, constant-rate run
 	P90     float64
 	P99     float64
-	// LockP50, LockP90 and LockP99 are the lockstep run's (seconds).
-	LockP50, LockP90, LockP99 float64
-	Requests                  int64 // constant-rate run
-	Errors                    int64 // non-200 answers in both runs
-	MaxRPS                    float64
+	// LockP50, LockP90 and LockP99 are the lockstep run's (seconds),
+	// LockCPUPer1K its proxy CPU seconds per 1000 requests, summed.
+	LockP50, LockP90, LockP99, LockCPUPer1K float64
+	Requests                                int64 // constant-rate run
+	Errors                                  int64 // non-200 answers in both runs
+	MaxRPS                                  float64
 	// RoundMaxRPS is each round's max-throughput chunk, in round order.
 	RoundMaxRPS []float64
 	Procs       int     // proxy processes on the path

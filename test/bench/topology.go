@@ -297,6 +297,8 @@ type target struct {
 
 	qpsHist  Histogram
 	lockHist Histogram
+	lockCPU  float64 // proxy CPU seconds over the lockstep chunks
+	lockReqs int64
 	cpu      float64 // proxy CPU seconds over the constant-rate chunks
 	maxReqs  int64
 	maxSecs  float64
@@ -352,6 +354,12 @@ func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
 				if err != nil {
 					return err
 				}
+				cpu2, err := sumCPU(tg.pids)
+				if err != nil {
+					return err
+				}
+				tg.lockCPU += cpu2 - cpu1
+				tg.lockReqs += lr.Requests()
 				tg.lockHist = append(tg.lockHist, lr.Histogram()...)
 				tg.t.Errors += lr.Requests() - lr.OK()
 			}
@@ -386,6 +394,9 @@ func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
 		t.P50, t.P90, t.P99 = tg.qpsHist.Percentile(50), tg.qpsHist.Percentile(90), tg.qpsHist.Percentile(99)
 		if len(tg.lockHist) > 0 {
 			t.LockP50, t.LockP90, t.LockP99 = tg.lockHist.Percentile(50), tg.lockHist.Percentile(90), tg.lockHist.Percentile(99)
+			if len(tg.pids) > 0 && tg.lockReqs > 0 {
+				t.LockCPUPer1K = tg.lockCPU / float64(tg.lockReqs) * 1000
+			}
 		}
 		if len(tg.pids) > 0 && t.Requests > 0 {
 			t.CPUPer1K = tg.cpu / float64(t.Requests) * 1000
