@@ -306,7 +306,8 @@ type target struct {
 }
 
 // measureRounds measures every target in interleaved rounds: each round
-// runs a constant-rate chunk (Duration/Rounds) on every target, then a
+// runs an evenly spaced constant-rate chunk (Duration/Rounds) and a
+// lockstep one (LockstepDuration/Rounds) on every target, then a
 // max-throughput chunk (MaxDuration/Rounds) on every target, starting
 // each round with a different target. Slow drifts of a shared machine
 // (other tenants, thermal limits) then weigh on every topology alike
