@@ -199,35 +199,36 @@ func (c *Conn) sendThenRead(fd uintptr) bool {
 // a Close during a send that waits does not wait for it (it interrupts
 // it, as it does a Write).
 func (c *Conn) sendLocked(fd int) error {
-	bp := c.pend
-	c.pend = nil
-	c.pending.Store(false)
-	defer func() {
-		*bp = (*bp)[:0]
-		pendPool.Put(bp)
-	}()
-	p := *bp
-	for fd >= 0 && len(p) > 0 {
-		n, e := sysWrite(uintptr(fd), p)
-		if e == syscall.EINTR {
-			continue
-		}
-		if e == syscall.EAGAIN {
-			break
-		}
-		if e != 0 {
-			return c.opError("write", os.NewSyscallError("write", e))
-		}
-		if n <= 0 {
-			return c.opError("write", os.NewSyscallError("write", syscall.EIO))
-		}
-		p = p[n:]
+	bp := c.takePendingLocked()
+	defer releasePend(bp)
+	c.wbuf, c.wn, c.werr = *bp, 0, 0
+	if fd >= 0 {
+		c.write(uintptr(fd))
 	}
-	if len(p) > 0 {
-		_, err := c.writeLocked(p)
+	rest, werr := (*bp)[c.wn:], c.werr
+	c.wbuf = nil
+	if werr != 0 {
+		return c.opError("write", os.NewSyscallError("write", werr))
+	}
+	if len(rest) > 0 {
+		_, err := c.writeLocked(rest)
 		return err
 	}
 	return nil
+}
+
+// takePendingLocked ends the pending state and returns its buffer, for
+// releasePend once sent. c.wmu is held and there are pending bytes.
+func (c *Conn) takePendingLocked() *[]byte {
+	bp := c.pend
+	c.pend = nil
+	c.pending.Store(false)
+	return bp
+}
+
+func releasePend(bp *[]byte) {
+	*bp = (*bp)[:0]
+	pendPool.Put(bp)
 }
 
 // DeferFlush flushes w, which writes to c, without sending: the bytes
@@ -275,22 +276,11 @@ func (c *Conn) dropPending() {
 	if c.pend == nil {
 		return
 	}
-	_ = c.raw.Control(func(fd uintptr) {
-		for p := *c.pend; len(p) > 0; {
-			n, e := sysWrite(fd, p)
-			if e == syscall.EINTR {
-				continue
-			}
-			if e != 0 || n <= 0 {
-				return
-			}
-			p = p[n:]
-		}
-	})
-	*c.pend = (*c.pend)[:0]
-	pendPool.Put(c.pend)
-	c.pend = nil
-	c.pending.Store(false)
+	bp := c.takePendingLocked()
+	defer releasePend(bp)
+	c.wbuf, c.wn, c.werr = *bp, 0, 0
+	_ = c.raw.Control(func(fd uintptr) { c.write(fd) }) // stops at EAGAIN
+	c.wbuf = nil
 }
 
 // Write writes all of p like net.TCPConn.Write, after any pending bytes;
