@@ -346,9 +346,10 @@ type h1Conn struct {
 	bgDone    chan struct{}
 	bgErr     error
 	hijacked  bool
-	armed     bool // counted in the watchdog's active handlers
 	// wdTick is the watchdog tick (+1) the armed handler started in, 0
-	// when none is armed, watchMarked once its watch was started.
+	// when none is armed (else it counts in the watchdog's active
+	// handlers), watchMarked once its watch was started. Only c.mu
+	// holders set or clear it; the watchdog only marks it.
 	wdTick atomic.Uint64
 	// wmu orders the 100 Continue a body read writes against the
 	// response the handler writes.
@@ -692,10 +693,9 @@ func (c *h1Conn) handoffH2() {
 // a read that notices the client closing while the handler still runs;
 // the request body must have been read to its end. c.mu is held.
 func (c *h1Conn) armHangupWatchLocked() {
-	if c.armed {
+	if c.wdTick.Load() != 0 {
 		return
 	}
-	c.armed = true
 	wd := &c.s.wd
 	wd.once.Do(func() {
 		wd.wake = make(chan struct{}, 1)
@@ -714,8 +714,7 @@ func (c *h1Conn) armHangupWatchLocked() {
 
 // disarmLocked takes the handler off the watchdog. c.mu is held.
 func (c *h1Conn) disarmLocked() {
-	if c.armed {
-		c.armed = false
+	if c.wdTick.Load() != 0 {
 		c.wdTick.Store(0)
 		c.s.wd.active.Add(-1)
 	}
