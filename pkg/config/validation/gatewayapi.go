@@ -17,34 +17,29 @@ func (v *validator) gatewayAPI() {
 	var err error
 	switch v.r.Kind {
 	case config.KindGatewayClass:
-		var s gatewayapi.GatewayClassSpec
-		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
-			v.gatewayClass(&s)
-		}
+		err = checkSpec(v, v.gatewayClass)
 	case config.KindKubernetesGateway:
-		var s gatewayapi.GatewaySpec
-		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
-			v.kubernetesGateway(&s)
-		}
+		err = checkSpec(v, v.kubernetesGateway)
 	case config.KindHTTPRoute:
-		var s gatewayapi.HTTPRouteSpec
-		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
-			v.gwHTTPRoute(&s)
-		}
+		err = checkSpec(v, v.gwHTTPRoute)
 	case config.KindGRPCRoute:
-		var s gatewayapi.GRPCRouteSpec
-		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
-			v.gwGRPCRoute(&s)
-		}
+		err = checkSpec(v, v.gwGRPCRoute)
 	case config.KindReferenceGrant:
-		var s gatewayapi.ReferenceGrantSpec
-		if err = gatewayapi.Spec(v.r.Spec, &s); err == nil {
-			v.referenceGrant(&s)
-		}
+		err = checkSpec(v, v.referenceGrant)
 	}
 	if err != nil {
 		v.errorf("spec", "%v", err)
 	}
+}
+
+// checkSpec decodes the resource's spec as T and runs check on it.
+func checkSpec[T any](v *validator, check func(*T)) error {
+	var s T
+	if err := gatewayapi.Spec(v.r.Spec, &s); err != nil {
+		return err
+	}
+	check(&s)
+	return nil
 }
 
 var controllerNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9/\-._~%!$&'()*+,;=:]+$`)
