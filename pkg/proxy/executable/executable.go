@@ -13,6 +13,7 @@ import "slices"
 var NetworkFilters = []string{
 	"envoy.filters.network.http_connection_manager",
 	"envoy.filters.network.tcp_proxy",
+	"istio.stats", // Telemetry metrics overrides for TCP metrics (stats.PluginConfig)
 }
 
 // ExtensionNetworkFilters are the network filters `weft proxy` registers

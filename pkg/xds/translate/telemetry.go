@@ -19,10 +19,14 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 	meshv1 "istio.io/api/mesh/v1alpha1"
+	networking "istio.io/api/networking/v1alpha3"
 	telemetry "istio.io/api/telemetry/v1alpha1"
+	typev1beta1 "istio.io/api/type/v1beta1"
 
 	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/gatewayapi"
 	"github.com/weftmesh/weft/pkg/xds/model"
+	"github.com/weftmesh/weft/pkg/xds/translate/envoyfilter"
 )
 
 // Envoy extension names used for telemetry.
@@ -65,15 +69,28 @@ type AccessLogPolicy struct {
 	Filter    string                                 // CEL expression, e.g. response.code >= 400
 }
 
-// telemetries returns the Telemetry resources that apply to p, least
-// specific first: root namespace (no selector), p's namespace (no
-// selector), then those in p's namespace whose selector matches p. Within
-// a level the oldest wins, as in Istio; only the first of each level is
-// used.
-func telemetries(configs []*config.Resource, p *model.Proxy, roots map[string]bool) []*telemetry.Telemetry {
-	var levels [3]*config.Resource
-	// Only Telemetry resources, then sorted (stable, so their order is the
-	// one they have in the whole sorted list).
+// TelemetryScope is what SelectTelemetry needs to know about the proxy
+// besides its labels: whether it is an endpoint of a service host (for
+// targetRefs of kind Service and ServiceEntry) and the domain suffix
+// that completes a Service name (NAME.NS.svc.SUFFIX).
+type TelemetryScope struct {
+	Serves       func(host string) bool
+	DomainSuffix string
+}
+
+// SelectTelemetry returns the Telemetry resources that apply to p, least
+// specific first, as Istio: the root namespace's (no selector or
+// targetRefs), p's namespace's (no selector or targetRefs), then every
+// workload-level one, oldest first so that a newer one overrides: a
+// selector in p's namespace matching p's labels, or targetRefs naming a
+// Gateway (gateway.networking.k8s.io, p labelled
+// gateway.networking.k8s.io/gateway-name=NAME in the policy's namespace),
+// a GatewayClass (policy in a root namespace, p a proxy of a Gateway of
+// that class), a Service or a ServiceEntry (policy's namespace) that p is
+// an endpoint of. Istio attaches Service and ServiceEntry targets to
+// waypoints only; weft has no waypoints and applies them to the sidecars
+// behind the service. Within the namespace levels the oldest wins.
+func SelectTelemetry(configs []*config.Resource, p *model.Proxy, roots map[string]bool, scope TelemetryScope) []*telemetry.Telemetry {
 	var cfgs []*config.Resource
 	for _, c := range configs {
 		if _, ok := c.Spec.(*telemetry.Telemetry); ok {
@@ -90,32 +107,108 @@ func telemetries(configs []*config.Resource, p *model.Proxy, roots map[string]bo
 		}
 		return a.Meta.Name < c.Meta.Name
 	})
+	var root, ns *telemetry.Telemetry
+	var workload []*telemetry.Telemetry
 	for _, c := range cfgs {
-		t, ok := c.Spec.(*telemetry.Telemetry)
-		if !ok {
-			continue
+		t := c.Spec.(*telemetry.Telemetry)
+		refs := t.GetTargetRefs()
+		if r := t.GetTargetRef(); r != nil && len(refs) == 0 {
+			refs = []*typev1beta1.PolicyTargetReference{r}
 		}
 		sel := t.GetSelector().GetMatchLabels()
-		lvl := -1
 		switch {
-		case len(sel) > 0 && nsOf(c) == p.Namespace && labelsMatch(sel, p.Labels):
-			lvl = 2
-		case len(sel) == 0 && len(t.GetTargetRefs()) == 0 && t.GetTargetRef() == nil && nsOf(c) == p.Namespace && !roots[p.Namespace]:
-			lvl = 1
-		case len(sel) == 0 && len(t.GetTargetRefs()) == 0 && t.GetTargetRef() == nil && roots[nsOf(c)]:
-			lvl = 0
-		}
-		if lvl >= 0 && levels[lvl] == nil {
-			levels[lvl] = c
+		case len(refs) > 0:
+			if telemetryTargets(c, refs, configs, p, roots, scope) {
+				workload = append(workload, t)
+			}
+		case len(sel) > 0:
+			if nsOf(c) == p.Namespace && labelsMatch(sel, p.Labels) {
+				workload = append(workload, t)
+			}
+		case roots[nsOf(c)]:
+			if root == nil {
+				root = t
+			}
+		case nsOf(c) == p.Namespace:
+			if ns == nil {
+				ns = t
+			}
 		}
 	}
 	var out []*telemetry.Telemetry
-	for _, c := range levels {
-		if c != nil {
-			out = append(out, c.Spec.(*telemetry.Telemetry))
+	for _, t := range []*telemetry.Telemetry{root, ns} {
+		if t != nil {
+			out = append(out, t)
 		}
 	}
-	return out
+	return append(out, workload...)
+}
+
+// telemetryTargets reports whether one of refs (of Telemetry c) selects p.
+func telemetryTargets(c *config.Resource, refs []*typev1beta1.PolicyTargetReference, configs []*config.Resource, p *model.Proxy, roots map[string]bool, scope TelemetryScope) bool {
+	pns := nsOf(c)
+	for _, ref := range refs {
+		// Workload-level policies come from the workload's namespace
+		// (GatewayClass policies from a root namespace).
+		if ref.GetNamespace() != "" && ref.GetNamespace() != pns {
+			continue
+		}
+		g, k, name := ref.GetGroup(), ref.GetKind(), ref.GetName()
+		switch {
+		case k == "Gateway" && g == config.GroupGatewayAPI:
+			if pns == p.Namespace && name != "" && p.Labels[envoyfilter.GatewayNameLabel] == name {
+				return true
+			}
+		case k == "GatewayClass" && g == config.GroupGatewayAPI:
+			if gw := p.Labels[envoyfilter.GatewayNameLabel]; roots[pns] && gw != "" && gatewayClassOf(configs, p.Namespace, gw) == name {
+				return true
+			}
+		case k == "Service" && (g == "" || g == "core"):
+			if pns == p.Namespace && scope.Serves != nil && scope.Serves(name+"."+pns+".svc."+scope.DomainSuffix) {
+				return true
+			}
+		case k == "ServiceEntry" && g == "networking.istio.io":
+			if pns == p.Namespace && serviceEntrySelects(configs, pns, name, p, scope) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// gatewayClassOf returns the class of Gateway API Gateway ns/name ("" when
+// there is none).
+func gatewayClassOf(configs []*config.Resource, ns, name string) string {
+	for _, c := range configs {
+		if c.Kind != config.KindKubernetesGateway || nsOf(c) != ns || c.Meta.Name != name {
+			continue
+		}
+		var s gatewayapi.GatewaySpec
+		if gatewayapi.Spec(c.Spec, &s) == nil {
+			return s.GatewayClassName
+		}
+	}
+	return ""
+}
+
+// serviceEntrySelects reports whether p is behind ServiceEntry ns/name: an
+// endpoint of one of its hosts, or matched by its workloadSelector.
+func serviceEntrySelects(configs []*config.Resource, ns, name string, p *model.Proxy, scope TelemetryScope) bool {
+	for _, c := range configs {
+		se, ok := c.Spec.(*networking.ServiceEntry)
+		if !ok || nsOf(c) != ns || c.Meta.Name != name {
+			continue
+		}
+		if sel := se.GetWorkloadSelector().GetLabels(); len(sel) > 0 && labelsMatch(sel, p.Labels) {
+			return true
+		}
+		for _, h := range se.GetHosts() {
+			if scope.Serves != nil && scope.Serves(h) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func modeApplies(m telemetry.WorkloadMode, mode TelemetryMode) bool {
@@ -134,7 +227,7 @@ func modeApplies(m telemetry.WorkloadMode, mode TelemetryMode) bool {
 // tracing rules of the root namespace, the namespace and the workload (in
 // that order; a rule whose match.mode excludes the side is skipped;
 // custom tags merge by name). It returns nil when no provider results.
-func ResolveTracing(mesh *meshv1.MeshConfig, configs []*config.Resource, p *model.Proxy, roots map[string]bool, mode TelemetryMode) *TracingPolicy {
+func ResolveTracing(mesh *meshv1.MeshConfig, tms []*telemetry.Telemetry, mode TelemetryMode) *TracingPolicy {
 	pol := &TracingPolicy{Sampling: 1, CustomTags: map[string]*telemetry.Tracing_CustomTag{}}
 	if t := mesh.GetDefaultConfig().GetTracing(); t != nil && t.GetSampling() > 0 {
 		pol.Sampling = t.GetSampling()
@@ -144,7 +237,7 @@ func ResolveTracing(mesh *meshv1.MeshConfig, configs []*config.Resource, p *mode
 		providerName = names[0]
 	}
 	touched := false
-	for _, tm := range telemetries(configs, p, roots) {
+	for _, tm := range tms {
 		for _, tr := range tm.GetTracing() {
 			if !modeApplies(tr.GetMatch().GetMode(), mode) {
 				continue
@@ -198,7 +291,7 @@ func providerLookup(mesh *meshv1.MeshConfig, name string) *meshv1.MeshConfig_Ext
 // specific rule's providers, disabled and filter replace the others).
 // nil means nothing configures access logging (the proxy keeps its own
 // default).
-func ResolveAccessLogging(mesh *meshv1.MeshConfig, configs []*config.Resource, p *model.Proxy, roots map[string]bool, mode TelemetryMode) *AccessLogPolicy {
+func ResolveAccessLogging(mesh *meshv1.MeshConfig, tms []*telemetry.Telemetry, mode TelemetryMode) *AccessLogPolicy {
 	var pol *AccessLogPolicy
 	var names []string
 	if f := mesh.GetAccessLogFile(); f != "" {
@@ -209,7 +302,7 @@ func ResolveAccessLogging(mesh *meshv1.MeshConfig, configs []*config.Resource, p
 		names = d
 		pol = &AccessLogPolicy{}
 	}
-	for _, tm := range telemetries(configs, p, roots) {
+	for _, tm := range tms {
 		for _, al := range tm.GetAccessLogging() {
 			if !modeApplies(al.GetMatch().GetMode(), mode) {
 				continue
@@ -251,12 +344,13 @@ func (b *builder) applyTelemetry() {
 	var tr [2]*hcmv3.HttpConnectionManager_Tracing
 	var al [2][]*accesslogv3.AccessLog
 	var mt [2]*statsv1.PluginConfig
+	tms := SelectTelemetry(b.in.Configs, b.p, b.root, TelemetryScope{Serves: b.proxyServes, DomainSuffix: b.suffix})
 	for _, mode := range []TelemetryMode{ModeClient, ModeServer} {
-		mt[mode] = ResolveMetrics(b.in.Configs, b.p, b.root, mode)
-		if pol := ResolveTracing(b.in.Mesh, b.in.Configs, b.p, b.root, mode); pol != nil {
+		mt[mode] = ResolveMetrics(tms, mode)
+		if pol := ResolveTracing(b.in.Mesh, tms, mode); pol != nil {
 			tr[mode] = b.hcmTracing(pol)
 		}
-		if pol := ResolveAccessLogging(b.in.Mesh, b.in.Configs, b.p, b.root, mode); pol != nil {
+		if pol := ResolveAccessLogging(b.in.Mesh, tms, mode); pol != nil {
 			al[mode] = hcmAccessLog(pol)
 		}
 	}
@@ -277,6 +371,11 @@ func (b *builder) applyTelemetry() {
 			chains = append(append([]*listenerv3.FilterChain(nil), chains...), l.GetDefaultFilterChain())
 		}
 		for _, fc := range chains {
+			if mt[mode] != nil {
+				if fs := withNetworkStatsFilter(fc.GetFilters(), mt[mode]); fs != nil {
+					fc.Filters = fs
+				}
+			}
 			for _, f := range fc.GetFilters() {
 				if f.GetName() != HCMFilter || f.GetTypedConfig() == nil {
 					continue
@@ -441,16 +540,23 @@ var istioMetricNames = map[telemetry.MetricSelector_IstioMetric]string{
 	telemetry.MetricSelector_TCP_SENT_BYTES: "tcp_sent_bytes_total", telemetry.MetricSelector_TCP_RECEIVED_BYTES: "tcp_received_bytes_total",
 }
 
-// ResolveMetrics computes p's metrics overrides for one side (Telemetry
-// metrics[].overrides, root → namespace → workload; a more specific
-// `disabled` replaces a less specific one, tag REMOVEs accumulate and an
-// UPSERT of the same tag cancels a REMOVE — upsert values are not
-// executed). nil means no override.
-func ResolveMetrics(configs []*config.Resource, p *model.Proxy, roots map[string]bool, mode TelemetryMode) *statsv1.PluginConfig {
+// ResolveMetrics computes p's metrics overrides for one side from the
+// selected Telemetry resources (metrics[].overrides, least specific
+// first): a later `disabled` replaces an earlier one; tagOverrides apply
+// per metric and per tag, a later REMOVE or UPSERT replacing an earlier
+// one for the same tag. The result is Istio's stats.PluginConfig: per
+// metric name drop, tags_to_remove and dimensions (tag → CEL
+// expression, pkg/telemetry/expr), HTTP and TCP metrics alike. nil means
+// no override.
+func ResolveMetrics(tms []*telemetry.Telemetry, mode TelemetryMode) *statsv1.PluginConfig {
+	type tagOp struct {
+		remove bool
+		value  string
+	}
 	drop := map[string]bool{}
-	remove := map[string]map[string]bool{}
+	tags := map[string]map[string]tagOp{}
 	touched := false
-	for _, tm := range telemetries(configs, p, roots) {
+	for _, tm := range tms {
 		for _, m := range tm.GetMetrics() {
 			for _, o := range m.GetOverrides() {
 				if !modeApplies(o.GetMatch().GetMode(), mode) || o.GetMatch().GetCustomMetric() != "" {
@@ -470,10 +576,10 @@ func ResolveMetrics(configs []*config.Resource, p *model.Proxy, roots map[string
 						drop[n] = d.GetValue()
 					}
 					for tag, to := range o.GetTagOverrides() {
-						if remove[n] == nil {
-							remove[n] = map[string]bool{}
+						if tags[n] == nil {
+							tags[n] = map[string]tagOp{}
 						}
-						remove[n][tag] = to.GetOperation() == telemetry.MetricsOverrides_TagOverride_REMOVE
+						tags[n][tag] = tagOp{remove: to.GetOperation() == telemetry.MetricsOverrides_TagOverride_REMOVE, value: to.GetValue()}
 					}
 				}
 			}
@@ -490,13 +596,18 @@ func ResolveMetrics(configs []*config.Resource, p *model.Proxy, roots map[string
 	pc := &statsv1.PluginConfig{}
 	for _, n := range names {
 		mc := &statsv1.MetricConfig{Name: n, Drop: drop[n]}
-		for tag, rm := range remove[n] {
-			if rm {
+		for tag, op := range tags[n] {
+			if op.remove {
 				mc.TagsToRemove = append(mc.TagsToRemove, tag)
+			} else {
+				if mc.Dimensions == nil {
+					mc.Dimensions = map[string]string{}
+				}
+				mc.Dimensions[tag] = op.value
 			}
 		}
 		sort.Strings(mc.TagsToRemove)
-		if mc.Drop || len(mc.TagsToRemove) > 0 {
+		if mc.Drop || len(mc.TagsToRemove) > 0 || len(mc.Dimensions) > 0 {
 			pc.Metrics = append(pc.Metrics, mc)
 		}
 	}
@@ -504,6 +615,30 @@ func ResolveMetrics(configs []*config.Resource, p *model.Proxy, roots map[string
 		return nil
 	}
 	return pc
+}
+
+// withNetworkStatsFilter puts an istio.stats network filter with pc
+// before a tcp_proxy filter (replacing one already there), as Istio's
+// TCP metrics filter; nil when fs has no tcp_proxy.
+func withNetworkStatsFilter(fs []*listenerv3.Filter, pc *statsv1.PluginConfig) []*listenerv3.Filter {
+	has := false
+	for _, x := range fs {
+		has = has || x.GetName() == TCPProxyFilter
+	}
+	if !has {
+		return nil
+	}
+	out := make([]*listenerv3.Filter, 0, len(fs)+1)
+	for _, x := range fs {
+		switch x.GetName() {
+		case StatsFilter:
+			continue
+		case TCPProxyFilter:
+			out = append(out, &listenerv3.Filter{Name: StatsFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(pc)}})
+		}
+		out = append(out, x)
+	}
+	return out
 }
 
 // withStatsFilter puts an istio.stats filter with pc before the router

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +119,7 @@ spec:
 			if tc.yaml != "" {
 				cfgs = decodeTelemetry(t, tc.yaml)
 			}
-			pol := ResolveTracing(mesh, cfgs, proxy, roots, tc.mode)
+			pol := ResolveTracing(mesh, SelectTelemetry(cfgs, proxy, roots, TelemetryScope{}), tc.mode)
 			if tc.provider == "" {
 				if pol != nil {
 					t.Fatalf("got tracing %+v, want none", pol)
@@ -140,7 +141,7 @@ func TestResolveAccessLogging(t *testing.T) {
 	}
 	proxy := &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "reviews"}}
 	roots := map[string]bool{"weft-system": true}
-	if ResolveAccessLogging(mesh, nil, proxy, roots, ModeClient) != nil {
+	if ResolveAccessLogging(mesh, SelectTelemetry(nil, proxy, roots, TelemetryScope{}), ModeClient) != nil {
 		t.Fatal("access logging configured without any rule")
 	}
 	cfgs := decodeTelemetry(t, `apiVersion: telemetry.istio.io/v1
@@ -156,12 +157,12 @@ spec:
   selector: {matchLabels: {app: reviews}}
   accessLogging: [{match: {mode: CLIENT}, disabled: true}]
 `)
-	srv := ResolveAccessLogging(mesh, cfgs, proxy, roots, ModeServer)
+	srv := ResolveAccessLogging(mesh, SelectTelemetry(cfgs, proxy, roots, TelemetryScope{}), ModeServer)
 	if srv == nil || srv.Disabled || srv.Filter != "response.code >= 400" || len(srv.Providers) != 1 ||
 		srv.Providers[0].GetEnvoyFileAccessLog().GetPath() != "/var/log/access.log" {
 		t.Fatalf("server side %+v", srv)
 	}
-	cli := ResolveAccessLogging(mesh, cfgs, proxy, roots, ModeClient)
+	cli := ResolveAccessLogging(mesh, SelectTelemetry(cfgs, proxy, roots, TelemetryScope{}), ModeClient)
 	if cli == nil || !cli.Disabled {
 		t.Fatalf("client side %+v, want disabled", cli)
 	}
@@ -169,5 +170,157 @@ spec:
 	if len(al) != 1 || al[0].GetFilter().GetRuntimeFilter().GetPercentSampled().GetNumerator() != 0 ||
 		!strings.Contains(al[0].GetFilter().String(), "weft.access_log.disabled") {
 		t.Fatalf("disabled access log %v", al)
+	}
+}
+
+// targetRefs select workloads as Istio's policy attachment does (Service
+// and ServiceEntry: the sidecars behind them), at workload precedence.
+func TestSelectTelemetryTargetRefs(t *testing.T) {
+	roots := map[string]bool{"weft-system": true}
+	cfgs := decodeTelemetry(t, `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh, namespace: weft-system}
+spec:
+  tracing: [{randomSamplingPercentage: 1}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ns, namespace: bookinfo}
+spec:
+  tracing: [{randomSamplingPercentage: 2}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: by-service, namespace: bookinfo}
+spec:
+  targetRefs: [{kind: Service, group: "", name: reviews}]
+  tracing: [{randomSamplingPercentage: 3}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: by-gateway, namespace: bookinfo}
+spec:
+  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: ingress}
+  tracing: [{randomSamplingPercentage: 4}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: by-class, namespace: weft-system}
+spec:
+  targetRefs: [{kind: GatewayClass, group: gateway.networking.k8s.io, name: istio}]
+  tracing: [{randomSamplingPercentage: 5}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: bookinfo}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: by-se, namespace: bookinfo}
+spec:
+  targetRefs: [{kind: ServiceEntry, group: networking.istio.io, name: legacy}]
+  tracing: [{randomSamplingPercentage: 6}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: bookinfo}
+spec:
+  hosts: [legacy.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: legacy}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: other-ns-service, namespace: other}
+spec:
+  targetRefs: [{kind: Service, name: reviews}]
+  tracing: [{randomSamplingPercentage: 7}]
+`)
+	serves := func(hosts ...string) TelemetryScope {
+		return TelemetryScope{DomainSuffix: "cluster.local", Serves: func(h string) bool {
+			for _, x := range hosts {
+				if x == h {
+					return true
+				}
+			}
+			return false
+		}}
+	}
+	cases := []struct {
+		name     string
+		proxy    *model.Proxy
+		scope    TelemetryScope
+		sampling float64
+	}{
+		{"behind the Service: workload level wins", &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "reviews"}},
+			serves("reviews.bookinfo.svc.cluster.local"), 3},
+		{"not behind it: namespace level", &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "ratings"}},
+			serves("ratings.bookinfo.svc.cluster.local"), 2},
+		{"same Service name in another namespace does not match", &model.Proxy{Namespace: "other", Labels: map[string]string{"app": "reviews"}},
+			serves("reviews.other.svc.cluster.local"), 7},
+		{"Gateway by gateway-name label; the newer GatewayClass policy overrides", &model.Proxy{Namespace: "bookinfo",
+			Labels: map[string]string{"gateway.networking.k8s.io/gateway-name": "ingress"}}, serves(), 5},
+		{"ServiceEntry workloadSelector", &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "legacy"}}, serves(), 6},
+		{"ServiceEntry host endpoint", &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "x"}}, serves("legacy.example.com"), 6},
+		{"root namespace only", &model.Proxy{Namespace: "default", Labels: map[string]string{"app": "reviews"}}, serves("reviews.bookinfo.svc.cluster.local"), 1},
+	}
+	mesh, err := meshconfig.Parse("mesh.yaml", []byte(telemetryMesh+"defaultProviders: {tracing: [zipkin]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pol := ResolveTracing(mesh, SelectTelemetry(cfgs, tc.proxy, roots, tc.scope), ModeClient)
+			if pol == nil || pol.Sampling != tc.sampling {
+				t.Fatalf("tracing %+v, want sampling %g", pol, tc.sampling)
+			}
+		})
+	}
+}
+
+func TestResolveMetricsUpsert(t *testing.T) {
+	cfgs := decodeTelemetry(t, `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh, namespace: weft-system}
+spec:
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides:
+        request_host: {value: request.host}
+        request_protocol: {operation: REMOVE}
+    - match: {metric: TCP_SENT_BYTES, mode: SERVER}
+      disabled: true
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: wl, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      tagOverrides:
+        request_protocol: {value: "'h'"}
+`)
+	proxy := &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "reviews"}}
+	tms := SelectTelemetry(cfgs, proxy, map[string]bool{"weft-system": true}, TelemetryScope{})
+	got := map[TelemetryMode]string{}
+	for _, mode := range []TelemetryMode{ModeClient, ModeServer} {
+		var b strings.Builder
+		for _, m := range ResolveMetrics(tms, mode).GetMetrics() {
+			fmt.Fprintf(&b, "%s drop=%v remove=%v dims=%v; ", m.GetName(), m.GetDrop(), m.GetTagsToRemove(), m.GetDimensions())
+		}
+		got[mode] = b.String()
+	}
+	if want := "requests_total drop=false remove=[] dims=map[request_host:request.host request_protocol:'h']; "; got[ModeClient] != want {
+		t.Errorf("client:\n got %s\nwant %s", got[ModeClient], want)
+	}
+	if want := "requests_total drop=false remove=[request_protocol] dims=map[request_host:request.host]; tcp_sent_bytes_total drop=true remove=[] dims=map[]; "; got[ModeServer] != want {
+		t.Errorf("server:\n got %s\nwant %s", got[ModeServer], want)
 	}
 }
