@@ -27,6 +27,8 @@ command -v iptables-restore >/dev/null 2>&1 || need_apt+=(iptables)
 # Headless Chromium drives the dashboard's browser test.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+# tinyproxy is the real HTTP forward proxy behind DestinationRule tunnel tests (pkg/proxy).
+command -v tinyproxy >/dev/null 2>&1 || need_apt+=(tinyproxy)
 # Prometheus (Debian 2.42) runs the dashboards' PromQL in test/e2e (weft demo --prometheus-run).
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 # Node builds the dashboard SPA (web/); the image usually ships it.

@@ -43,6 +43,8 @@ type gwChain struct {
 	alpn       []string
 	route      string // HCM: the RDS route configuration name
 	tcpCluster string // tcp_proxy: the upstream cluster
+	// tunnel is the tcp_proxy's tunneling_config (nil: none).
+	tunnel *listener.Tunnel
 }
 
 // gwConfig is the compiled form of one gateway listener.
@@ -148,7 +150,7 @@ func compileChain(fc *listenerv3.FilterChain, mesh bool) (*gwChain, error) {
 			if err := tc.UnmarshalTo(tp); err != nil {
 				return nil, fmt.Errorf("tcp_proxy: %w", err)
 			}
-			ch.tcpCluster = tp.GetCluster()
+			ch.tcpCluster, ch.tunnel = tp.GetCluster(), listener.CompileTunnel(tp)
 			if ws := tp.GetWeightedClusters().GetClusters(); ch.tcpCluster == "" && len(ws) > 0 {
 				ch.tcpCluster = ws[0].GetName()
 			}
@@ -581,7 +583,7 @@ func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 	var hc net.Conn = pc
 	switch {
 	case ch.tcpCluster != "" && !ch.terminates():
-		gl.h.ServeTCPCluster(g.ctx, pc, ch.tcpCluster)
+		gl.h.ServeTCPCluster(g.ctx, pc, ch.tcpCluster, ch.tunnel)
 		return
 	case ch.terminates():
 		cfg := ch.tls
@@ -606,7 +608,7 @@ func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 			return
 		}
 		if ch.tcpCluster != "" { // TLS terminated here, then opaque TCP
-			gl.h.ServeTCPCluster(g.ctx, tc, ch.tcpCluster)
+			gl.h.ServeTCPCluster(g.ctx, tc, ch.tcpCluster, ch.tunnel)
 			return
 		}
 		hc = tc

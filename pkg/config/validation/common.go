@@ -223,3 +223,18 @@ func parsePort(s string) (int, bool) {
 	n, err := strconv.Atoi(s)
 	return n, err == nil && n >= 1 && n <= 65535
 }
+
+// isDNSName accepts a host name of RFC 1123 labels (either case, an
+// optional trailing dot), at most 255 characters, without wildcards.
+func isDNSName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if !isDNSLabel(l) {
+			return false
+		}
+	}
+	return true
+}

@@ -400,6 +400,10 @@ func (v *validator) trafficPolicy(path string, tp *networking.TrafficPolicy) {
 	if tp == nil {
 		return
 	}
+	v.tunnel(path+".tunnel", tp.GetTunnel())
+	if tp.GetTunnel() != nil && tp.GetProxyProtocol() != nil {
+		v.errorf(path+".tunnel", "tunnel and proxyProtocol must not be set together")
+	}
 	v.trafficPolicyBody(path, tp.GetLoadBalancer(), tp.GetConnectionPool(), tp.GetOutlierDetection(), tp.GetTls())
 	if rb := tp.GetRetryBudget(); rb != nil {
 		if p := rb.GetPercent(); p != nil && (p.GetValue() < 0 || p.GetValue() > 100) {
@@ -787,6 +791,67 @@ func (v *validator) workloadGroup(wg *networking.WorkloadGroup) {
 	}
 }
 
+// tunnel checks DestinationRule trafficPolicy.tunnel as Istio does:
+// protocol CONNECT (the default) or POST, targetHost a DNS name or an IP
+// address, targetPort 1-65535.
+func (v *validator) tunnel(path string, t *networking.TrafficPolicy_TunnelSettings) {
+	if t == nil {
+		return
+	}
+	if p := t.GetProtocol(); p != "" && p != "CONNECT" && p != "POST" {
+		v.errorf(path+".protocol", "tunnel protocol must be CONNECT or POST, got %q", p)
+	}
+	switch h := t.GetTargetHost(); {
+	case h == "":
+		v.errorf(path+".targetHost", "targetHost is required")
+	case isIP(h):
+	case !isDNSName(h):
+		v.errorf(path+".targetHost", "targetHost %q must be a DNS name or an IP address", h)
+	}
+	if n := t.GetTargetPort(); n < 1 || n > 65535 {
+		v.errorf(path+".targetPort", "targetPort %d out of range (1-65535)", n)
+	}
+}
+
+// sidecarBind checks an egress listener's bind and captureMode as Istio
+// does (an IP address, or unix://PATH with port number 0 and captureMode
+// DEFAULT or NONE), plus what weft needs to open such a listener: a port
+// (weft binds one listener per egress port; a catch-all listener with bind
+// or captureMode NONE is refused) and a declared protocol.
+func (v *validator) sidecarBind(p string, eg *networking.IstioEgressListener) {
+	bind, mode := eg.GetBind(), eg.GetCaptureMode()
+	if eg.GetPort() == nil {
+		if bind != "" {
+			v.errorf(p+".bind", "bind needs a port: weft binds one listener per egress port (give port.number, or 0 with a unix:// bind)")
+		}
+		if mode == networking.CaptureMode_NONE {
+			v.errorf(p+".captureMode", "captureMode NONE needs a port: weft binds one listener per egress port")
+		}
+		return
+	}
+	unix := strings.HasPrefix(bind, "unix://")
+	switch {
+	case eg.GetPort().GetNumber() == 0 && !unix:
+		v.errorf(p+".port.number", "port number 0 needs a unix:// bind address")
+	case unix && eg.GetPort().GetNumber() != 0:
+		v.errorf(p+".port.number", "a unix domain socket listener (bind %q) must have port number 0", bind)
+	}
+	switch {
+	case unix:
+		if path := strings.TrimPrefix(bind, "unix://"); path == "" || (!strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "@")) {
+			v.errorf(p+".bind", "unix domain socket %q must be an absolute path or @abstract name", bind)
+		}
+		if mode != networking.CaptureMode_DEFAULT && mode != networking.CaptureMode_NONE {
+			v.errorf(p+".captureMode", "captureMode must be DEFAULT or NONE for a unix domain socket listener, got %s", mode)
+		}
+	case bind != "" && !isIP(bind):
+		v.errorf(p+".bind", "bind %q must be an IP address or unix:// path", bind)
+	}
+	if (bind != "" || mode == networking.CaptureMode_NONE) && eg.GetPort().GetProtocol() == "" {
+		v.errorf(p+".port.protocol", "a bound egress listener (bind or captureMode NONE) needs a protocol")
+	}
+}
+
 func (v *validator) sidecar(sc *networking.Sidecar) {
 	if sc.GetWorkloadSelector() != nil {
 		v.checkLabels("spec.workloadSelector.labels", sc.GetWorkloadSelector().GetLabels())
@@ -794,7 +859,7 @@ func (v *validator) sidecar(sc *networking.Sidecar) {
 	if len(sc.GetEgress()) == 0 && len(sc.GetIngress()) == 0 && sc.GetOutboundTrafficPolicy() == nil {
 		v.warnf("spec", "a sidecar with no egress, ingress or outboundTrafficPolicy has no effect")
 	}
-	ports := map[uint32]bool{}
+	ports, uds := map[uint32]bool{}, map[string]bool{}
 	for i, eg := range sc.GetEgress() {
 		p := idx("spec.egress", i)
 		if len(eg.GetHosts()) == 0 {
@@ -803,21 +868,26 @@ func (v *validator) sidecar(sc *networking.Sidecar) {
 		for j, h := range eg.GetHosts() {
 			v.checkNamespacedHost(idx(p+".hosts", j), h)
 		}
+		v.sidecarBind(p, eg)
 		if eg.GetPort() == nil {
 			if i != len(sc.GetEgress())-1 && len(sc.GetEgress()) > 1 {
 				v.errorf(p+".port", "an egress listener without a port (catch-all) must be the last one")
 			}
 			continue
 		}
-		v.checkPort(p+".port.number", eg.GetPort().GetNumber())
 		v.checkProtocol(p+".port.protocol", eg.GetPort().GetProtocol())
+		if eg.GetPort().GetNumber() == 0 {
+			if uds[eg.GetBind()] {
+				v.errorf(p+".bind", "duplicate unix domain socket %q", eg.GetBind())
+			}
+			uds[eg.GetBind()] = true
+			continue
+		}
+		v.checkPort(p+".port.number", eg.GetPort().GetNumber())
 		if ports[eg.GetPort().GetNumber()] {
 			v.errorf(p+".port.number", "duplicate egress port %d", eg.GetPort().GetNumber())
 		}
 		ports[eg.GetPort().GetNumber()] = true
-		if b := eg.GetBind(); b != "" && !isIP(b) && !strings.HasPrefix(b, "unix://") {
-			v.errorf(p+".bind", "bind %q must be an IP address or unix:// path", b)
-		}
 	}
 	for i, in := range sc.GetIngress() {
 		p := idx("spec.ingress", i)
@@ -826,6 +896,9 @@ func (v *validator) sidecar(sc *networking.Sidecar) {
 		} else {
 			v.checkPort(p+".port.number", in.GetPort().GetNumber())
 			v.checkProtocol(p+".port.protocol", in.GetPort().GetProtocol())
+		}
+		if b := in.GetBind(); b != "" && !isIP(b) {
+			v.errorf(p+".bind", "ingress bind %q must be an IP address", b)
 		}
 		if dst := in.GetDefaultEndpoint(); dst != "" {
 			if u, err := url.Parse(dst); err == nil && u.Scheme == "unix" {

@@ -109,6 +109,11 @@ var invalidCases = []invalidCase{
 	{"vs exportTo", doc(netv1, "VirtualService", "hosts: [a]\nexportTo:\n- Bad_NS # <-\nhttp: [{route: [{destination: {host: a}}]}]"), "spec.exportTo[0]", "exportTo", false},
 
 	// DestinationRule.
+	{"dr tunnel protocol", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  tunnel:\n    protocol: GET # <-\n    targetHost: b.example.com\n    targetPort: 443"), "spec.trafficPolicy.tunnel.protocol", "CONNECT or POST", false},
+	{"dr tunnel no target host", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  tunnel: # <-\n    targetPort: 443"), "spec.trafficPolicy.tunnel.targetHost", "targetHost is required", false},
+	{"dr tunnel bad target host", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  tunnel:\n    targetHost: '*.example.com' # <-\n    targetPort: 443"), "spec.trafficPolicy.tunnel.targetHost", "DNS name or an IP", false},
+	{"dr tunnel port range", doc(netv1, "DestinationRule", "host: a\nsubsets:\n- name: s\n  labels: {a: b}\n  trafficPolicy:\n    tunnel:\n      targetHost: 10.0.0.1\n      targetPort: 70000 # <-"), "spec.subsets[0].trafficPolicy.tunnel.targetPort", "out of range", false},
+	{"dr tunnel and proxyProtocol", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  proxyProtocol: {version: V1}\n  tunnel: # <-\n    targetHost: b\n    targetPort: 443"), "spec.trafficPolicy.tunnel", "must not be set together", false},
 	{"dr exportTo", doc(netv1, "DestinationRule", "host: a\nexportTo:\n- '-' # <-"), "spec.exportTo[0]", "exportTo", false},
 	{"warmup minimumPercent", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  loadBalancer:\n    warmup:\n      duration: 10s\n      minimumPercent: 120 # <-"), "spec.trafficPolicy.loadBalancer.warmup.minimumPercent", "between 0 and 100", false},
 	{"warmup aggression", doc(netv1, "DestinationRule", "host: a\ntrafficPolicy:\n  loadBalancer:\n    warmup:\n      duration: 10s\n      aggression: 0 # <-"), "spec.trafficPolicy.loadBalancer.warmup.aggression", "greater than 0", false},
@@ -163,6 +168,15 @@ var invalidCases = []invalidCase{
 
 	// Sidecar.
 	{"sidecar host form", doc(netv1, "Sidecar", "egress:\n- hosts:\n  - foo.com # <-"), "spec.egress[0].hosts[0]", "namespace/dnsName", false},
+	{"sidecar bind without port", doc(netv1, "Sidecar", "egress:\n- bind: 127.0.0.2 # <-\n  hosts: ['./*']"), "spec.egress[0].bind", "bind needs a port", false},
+	{"sidecar captureMode NONE without port", doc(netv1, "Sidecar", "egress:\n- captureMode: NONE # <-\n  hosts: ['./*']"), "spec.egress[0].captureMode", "needs a port", false},
+	{"sidecar bad bind", doc(netv1, "Sidecar", "egress:\n- port: {number: 9080, protocol: HTTP, name: http}\n  bind: 127.0.0.300 # <-\n  hosts: ['./*']"), "spec.egress[0].bind", "must be an IP address or unix:// path", false},
+	{"sidecar unix bind port", doc(netv1, "Sidecar", "egress:\n- port:\n    number: 9080 # <-\n    protocol: HTTP\n  bind: unix:///tmp/a.sock\n  hosts: ['./*']"), "spec.egress[0].port.number", "must have port number 0", false},
+	{"sidecar port 0 without unix", doc(netv1, "Sidecar", "egress:\n- port:\n    number: 0 # <-\n    protocol: HTTP\n  bind: 127.0.0.2\n  hosts: ['./*']"), "spec.egress[0].port.number", "needs a unix:// bind", false},
+	{"sidecar unix relative", doc(netv1, "Sidecar", "egress:\n- port: {number: 0, protocol: HTTP}\n  bind: unix://a.sock # <-\n  hosts: ['./*']"), "spec.egress[0].bind", "absolute path", false},
+	{"sidecar unix iptables", doc(netv1, "Sidecar", "egress:\n- port: {number: 0, protocol: HTTP}\n  bind: unix:///a.sock\n  captureMode: IPTABLES # <-\n  hosts: ['./*']"), "spec.egress[0].captureMode", "DEFAULT or NONE", false},
+	{"sidecar bound no protocol", doc(netv1, "Sidecar", "egress:\n- port: # <-\n    number: 9080\n  captureMode: NONE\n  hosts: ['./*']"), "spec.egress[0].port.protocol", "needs a protocol", false},
+	{"sidecar ingress bind", doc(netv1, "Sidecar", "ingress:\n- port: {number: 9080, protocol: HTTP, name: http}\n  bind: unix:///a.sock # <-\n  defaultEndpoint: 127.0.0.1:8080"), "spec.ingress[0].bind", "must be an IP address", false},
 	{"sidecar catch-all order", doc(netv1, "Sidecar", "egress:\n- hosts: ['./*'] # <-\n- port: {number: 80, protocol: HTTP, name: http}\n  hosts: ['*/*']"), "spec.egress[0].port", "must be the last", false},
 
 	// EnvoyFilter.

@@ -105,8 +105,10 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 	target := r.Host
 	port := hostPort(target, 443)
 	var c *cluster.Cluster
+	var tunnel *Tunnel
 	if rt != nil {
 		if tr := rt.connectTCPRoute(target, port, h.Ident.Namespace); tr != nil {
+			tunnel = tr.Tunnel
 			name := tr.Pick(uint32(h.rnd()))
 			c, ri.cluster = rt.Clusters.Clusters[name], name
 		} else if t := rt.Routes[strconv.Itoa(port)]; t != nil {
@@ -144,6 +146,17 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 		return
 	}
 	defer up.Close()
+	if tunnel != nil && c != nil && !c.Passthrough {
+		tc, err := tunnel.Open(r.Context(), up)
+		if err != nil {
+			if h.Log != nil {
+				h.Log.Debug("tcp proxy: tunnel", "cluster", ri.cluster, "addr", addr, "err", err)
+			}
+			h.localReply(w, r, ri, http.StatusServiceUnavailable, "UF", "upstream tunnel not established")
+			return
+		}
+		up = tc
+	}
 	ri.status = http.StatusOK
 	if r.ProtoMajor == 2 {
 		h.connectH2(w, r, ri, up, target)
@@ -480,10 +493,10 @@ func (p *peekedConn) CloseWrite() error {
 
 // ServeTCPCluster proxies an opaque connection to a host of the named
 // cluster, as a gateway's tcp_proxy filter chain does (e.g. TLS
-// passthrough routed by SNI). It reports outbound TCP telemetry and an
-// access log entry per connection (UH: no healthy host, UF: connect
-// failure).
-func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterName string) {
+// passthrough routed by SNI), through tunnel when it is not nil. It
+// reports outbound TCP telemetry and an access log entry per connection
+// (UH: no healthy host, UF: connect failure or the tunnel refused).
+func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterName string, tunnel *Tunnel) {
 	defer conn.Close()
 	start := time.Now()
 	rt := h.Runtime()
@@ -517,6 +530,17 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 	}
 	defer up.Close()
 	l := h.tcpLabels(clusterName, "", host.Workload, h.principals.of(upstreamCert(up)))
+	if tunnel != nil {
+		tc, err := tunnel.Open(ctx, up)
+		if err != nil {
+			if h.Log != nil {
+				h.Log.Debug("tcp proxy: tunnel", "cluster", clusterName, "addr", host.Addr, "err", err)
+			}
+			h.logTCP(conn, start, tcpLog{cluster: clusterName, upstream: host.Addr, flags: "UF"}, l)
+			return
+		}
+		up = tc
+	}
 	h.proxyTCP(ctx, conn, up, start, tcpLog{cluster: clusterName, upstream: host.Addr}, l)
 }
 
@@ -619,7 +643,7 @@ func (h *Handler) ServeTCPOutbound(ctx context.Context, conn net.Conn) {
 		}
 		if tr := matchSNI(chains, sni); tr != nil {
 			if name := tr.Pick(uint32(h.rnd())); rt.Clusters.Clusters[name] == nil || !rt.Clusters.Clusters[name].Passthrough {
-				h.ServeTCPCluster(ctx, conn, name)
+				h.ServeTCPCluster(ctx, conn, name, tr.Tunnel)
 				return
 			}
 		}

@@ -27,6 +27,9 @@ type TCPRoute struct {
 	// Sniffed: the listener also has an HTTP chain (a port without a
 	// declared protocol), so a connection is HTTP or TCP by its first bytes.
 	Sniffed bool
+	// Tunnel (nil: none) carries the connection to the cluster's host in
+	// an HTTP CONNECT/POST tunnel (tcp_proxy tunneling_config).
+	Tunnel *Tunnel
 }
 
 // WeightedCluster is a tcp_proxy destination.
@@ -51,7 +54,7 @@ func (t *TCPRoute) Pick(r uint32) string {
 }
 
 func compileTCPRoute(fc *listenerv3.FilterChain, tp *tcpv3.TcpProxy) *TCPRoute {
-	t := &TCPRoute{}
+	t := &TCPRoute{Tunnel: CompileTunnel(tp)}
 	for _, n := range fc.GetFilterChainMatch().GetServerNames() {
 		t.ServerNames = append(t.ServerNames, strings.ToLower(n))
 	}

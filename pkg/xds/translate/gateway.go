@@ -9,7 +9,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
-	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
@@ -94,8 +93,7 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 		default: // TCP, and TLS terminated here, to tcp routes
 			// The first tcp route that applies wins, as in Istio.
 			if routes := b.gatewayTCP(s, port); len(routes) > 0 {
-				w := routes[0]
-				fc := &listenerv3.FilterChain{Name: "tcp." + serverName(s), Filters: []*listenerv3.Filter{tcpProxy(w[0].Name, w)}}
+				fc := &listenerv3.FilterChain{Name: "tcp." + serverName(s), Filters: []*listenerv3.Filter{routes[0]}}
 				if s.srv.GetTls() != nil {
 					fc.TransportSocket = b.downstreamTLS(s.srv.GetTls())
 				}
@@ -341,7 +339,7 @@ func (b *builder) passthroughChains(s gwServer, port uint32) []*listenerv3.Filte
 				out = append(out, &listenerv3.FilterChain{
 					Name:             "passthrough." + serverName(s) + "." + c.Meta.Name + "." + strconv.Itoa(i),
 					FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: snis},
-					Filters:          []*listenerv3.Filter{tcpProxy(ws[0].Name, ws)},
+					Filters:          []*listenerv3.Filter{tcpProxy(ws[0].Name, ws, b.tunnelFor(tr.GetRoute(), nsOf(c)))},
 				})
 			}
 		}
@@ -349,11 +347,11 @@ func (b *builder) passthroughChains(s gwServer, port uint32) []*listenerv3.Filte
 	return out
 }
 
-// gatewayTCP returns the weighted clusters of tcp routes bound to the
-// gateway for a TCP server.
-func (b *builder) gatewayTCP(s gwServer, port uint32) [][]*tcpWeight {
+// gatewayTCP returns the tcp_proxy filters (weighted clusters, tunnel) of
+// the tcp routes bound to the gateway for a TCP server.
+func (b *builder) gatewayTCP(s gwServer, port uint32) []*listenerv3.Filter {
 	gwName := s.gatewayName()
-	var out [][]*tcpWeight
+	var out []*listenerv3.Filter
 	for _, c := range b.vss {
 		vs := c.Spec.(*networking.VirtualService)
 		if !gatewayListed(vs.GetGateways(), nsOf(c), gwName) {
@@ -364,11 +362,9 @@ func (b *builder) gatewayTCP(s gwServer, port uint32) [][]*tcpWeight {
 				continue
 			}
 			if ws := b.l4Weights(tr.GetRoute(), nsOf(c), port); len(ws) > 0 {
-				out = append(out, ws)
+				out = append(out, tcpProxy(ws[0].Name, ws, b.tunnelFor(tr.GetRoute(), nsOf(c))))
 			}
 		}
 	}
 	return out
 }
-
-type tcpWeight = tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight

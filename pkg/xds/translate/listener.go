@@ -64,8 +64,10 @@ func hcmFilter(h *hcmv3.HttpConnectionManager) *listenerv3.Filter {
 	return &listenerv3.Filter{Name: HCMFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)}}
 }
 
-func tcpProxy(statPrefix string, weights []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight) *listenerv3.Filter {
-	tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix}
+// tcpProxy is a tcp_proxy filter to the weighted clusters; tunnel (nil:
+// none) is a DestinationRule's trafficPolicy.tunnel (tunnelFor).
+func tcpProxy(statPrefix string, weights []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight, tunnel *tcpproxyv3.TcpProxy_TunnelingConfig) *listenerv3.Filter {
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix, TunnelingConfig: tunnel}
 	if len(weights) == 1 {
 		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: weights[0].Name}
 	} else {
@@ -96,6 +98,7 @@ func (b *builder) buildOutbound() {
 		sni      []string
 		clusters []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
 		name     string
+		tunnel   *tcpproxyv3.TcpProxy_TunnelingConfig
 	}
 	httpPorts := map[uint32][]*registry.Service{}
 	autoWildcard := map[uint32][]*registry.Service{} // AUTO ports of services without a VIP
@@ -129,7 +132,7 @@ func (b *builder) buildOutbound() {
 					continue
 				}
 				l := listener(lname, svc.Addresses[0], port.Number, corev3.TrafficDirection_OUTBOUND)
-				sniffed(l, port.Number, tcpProxy(ClusterName(port.Number, "", svc.Hostname), b.tcpRoute(svc, port.Number)))
+				sniffed(l, port.Number, b.tcpFilter(svc, port.Number))
 				tcpListeners[lname] = l
 			case isTLS(proto):
 				addr := "0.0.0.0"
@@ -137,7 +140,7 @@ func (b *builder) buildOutbound() {
 				tlsPorts[lname] = port.Number
 				chains := b.tlsRoutes(svc, port.Number)
 				for _, c := range chains {
-					tlsChains[lname] = append(tlsChains[lname], tlsChain{c.sni, c.clusters, c.name})
+					tlsChains[lname] = append(tlsChains[lname], tlsChain{c.sni, c.clusters, c.name, c.tunnel})
 				}
 			default:
 				addr := "0.0.0.0"
@@ -150,7 +153,7 @@ func (b *builder) buildOutbound() {
 				}
 				l := listener(lname, addr, port.Number, corev3.TrafficDirection_OUTBOUND)
 				l.FilterChains = []*listenerv3.FilterChain{{
-					Filters: []*listenerv3.Filter{tcpProxy(ClusterName(port.Number, "", svc.Hostname), b.tcpRoute(svc, port.Number))},
+					Filters: []*listenerv3.Filter{b.tcpFilter(svc, port.Number)},
 				}}
 				tcpListeners[lname] = l
 			}
@@ -167,9 +170,9 @@ func (b *builder) buildOutbound() {
 		if auto := autoWildcard[port]; len(auto) > 0 {
 			// Non-HTTP bytes on a sniffed wildcard port: to the one
 			// service that has it, else as unknown traffic is.
-			tcp := tcpProxy(b.fallbackCluster(), one(b.fallbackCluster()))
+			tcp := tcpProxy(b.fallbackCluster(), one(b.fallbackCluster()), nil)
 			if len(auto) == 1 {
-				tcp = tcpProxy(ClusterName(port, "", auto[0].Hostname), b.tcpRoute(auto[0], port))
+				tcp = b.tcpFilter(auto[0], port)
 			}
 			sniffed(l, port, tcp)
 		}
@@ -202,7 +205,7 @@ func (b *builder) buildOutbound() {
 			l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 				Name:             c.name,
 				FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: snis},
-				Filters:          []*listenerv3.Filter{tcpProxy(c.name, c.clusters)},
+				Filters:          []*listenerv3.Filter{tcpProxy(c.name, c.clusters, c.tunnel)},
 			})
 		}
 		b.listeners[lname] = l
@@ -212,7 +215,7 @@ func (b *builder) buildOutbound() {
 	fallback := b.fallbackCluster()
 	vo := listener(VirtualOutbound, "0.0.0.0", VirtualOutboundPort, corev3.TrafficDirection_OUTBOUND)
 	vo.UseOriginalDst = wrapperspb.Bool(true)
-	vo.FilterChains = []*listenerv3.FilterChain{{Name: fallback, Filters: []*listenerv3.Filter{tcpProxy(fallback, one(fallback))}}}
+	vo.FilterChains = []*listenerv3.FilterChain{{Name: fallback, Filters: []*listenerv3.Filter{tcpProxy(fallback, one(fallback), nil)}}}
 	b.listeners[VirtualOutbound] = vo
 }
 
@@ -291,19 +294,62 @@ func (b *builder) serviceRoutes(svc *registry.Service, port uint32, proxyless bo
 }
 
 // tcpRoute returns the weighted clusters of the first VirtualService tcp
-// route that applies to svc on port, else the service cluster.
-func (b *builder) tcpRoute(svc *registry.Service, port uint32) []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight {
+// route that applies to svc on port, else the service cluster, with the
+// route's tunnel (tunnelFor).
+func (b *builder) tcpRoute(svc *registry.Service, port uint32) ([]*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight, *tcpproxyv3.TcpProxy_TunnelingConfig) {
 	if c := b.virtualServiceFor(svc.Hostname, MeshGateway); c != nil {
 		for _, tr := range c.Spec.(*networking.VirtualService).GetTcp() {
 			if !b.l4MatchApplies(tr.GetMatch(), port, MeshGateway, nsOf(c)) {
 				continue
 			}
 			if ws := b.l4Weights(tr.GetRoute(), nsOf(c), port); len(ws) > 0 {
-				return ws
+				return ws, b.tunnelFor(tr.GetRoute(), nsOf(c))
 			}
 		}
 	}
-	return one(ClusterName(port, "", svc.Hostname))
+	return one(ClusterName(port, "", svc.Hostname)), b.tunnelFor([]*networking.RouteDestination{{Destination: &networking.Destination{Host: svc.Hostname}}}, svc.Namespace)
+}
+
+// tcpFilter is the tcp_proxy filter of svc's TCP listener on port.
+func (b *builder) tcpFilter(svc *registry.Service, port uint32) *listenerv3.Filter {
+	ws, tunnel := b.tcpRoute(svc, port)
+	return tcpProxy(ClusterName(port, "", svc.Hostname), ws, tunnel)
+}
+
+// tunnelFor is DestinationRule trafficPolicy.tunnel as Istio applies it to
+// a tcp_proxy (tunnelingconfig.Apply): the DestinationRule of the first
+// destination's host; with a single destination naming a subset, that
+// subset's tunnel only (the top-level one is not inherited), otherwise
+// the top-level tunnel (weighted destinations: a subset's tunnel is
+// ignored, it is set on the listener, not on a cluster). The connection
+// goes to the destination's cluster (the forward proxy or egress gateway)
+// and is carried to targetHost:targetPort in an HTTP CONNECT (or POST)
+// request.
+func (b *builder) tunnelFor(ds []*networking.RouteDestination, ns string) *tcpproxyv3.TcpProxy_TunnelingConfig {
+	if len(ds) == 0 {
+		return nil
+	}
+	dr, _ := b.destinationRule(b.resolve(ds[0].GetDestination().GetHost(), ns))
+	if dr == nil {
+		return nil
+	}
+	t := dr.GetTrafficPolicy().GetTunnel()
+	if subset := ds[0].GetDestination().GetSubset(); len(ds) == 1 && subset != "" {
+		t = nil
+		for _, s := range dr.GetSubsets() {
+			if s.GetName() == subset {
+				t = s.GetTrafficPolicy().GetTunnel()
+				break
+			}
+		}
+	}
+	if t == nil {
+		return nil
+	}
+	return &tcpproxyv3.TcpProxy_TunnelingConfig{
+		Hostname: net.JoinHostPort(t.GetTargetHost(), strconv.Itoa(int(t.GetTargetPort()))),
+		UsePost:  t.GetProtocol() == "POST",
+	}
 }
 
 func (b *builder) l4MatchApplies(ms []*networking.L4MatchAttributes, port uint32, gateway, vsNS string) bool {
@@ -345,6 +391,7 @@ type sniChain struct {
 	name     string
 	sni      []string
 	clusters []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
+	tunnel   *tcpproxyv3.TcpProxy_TunnelingConfig
 }
 
 // tlsRoutes returns SNI filter chains for a TLS service port: one per
@@ -368,11 +415,13 @@ func (b *builder) tlsRoutes(svc *registry.Service, port uint32) []sniChain {
 					name:     svc.Hostname + "|" + strconv.Itoa(i) + "|" + c.Meta.Name + "." + nsOf(c),
 					sni:      m.GetSniHosts(),
 					clusters: ws,
+					tunnel:   b.tunnelFor(tr.GetRoute(), nsOf(c)),
 				})
 			}
 		}
 	}
-	out = append(out, sniChain{name: svc.Hostname + "|~default", sni: []string{svc.Hostname}, clusters: one(ClusterName(port, "", svc.Hostname))})
+	out = append(out, sniChain{name: svc.Hostname + "|~default", sni: []string{svc.Hostname}, clusters: one(ClusterName(port, "", svc.Hostname)),
+		tunnel: b.tunnelFor([]*networking.RouteDestination{{Destination: &networking.Destination{Host: svc.Hostname}}}, svc.Namespace)})
 	return out
 }
 
@@ -479,7 +528,7 @@ func (b *builder) buildInbound() {
 			}
 			fc.Filters = []*listenerv3.Filter{hcmFilter(h)}
 		} else {
-			fc.Filters = append(append([]*listenerv3.Filter{}, tcpRBAC...), tcpProxy(cname, one(cname)))
+			fc.Filters = append(append([]*listenerv3.Filter{}, tcpRBAC...), tcpProxy(cname, one(cname), nil))
 		}
 		vi.FilterChains = append(vi.FilterChains, fc)
 		if ip.protocol == ProtocolAuto {
@@ -490,7 +539,7 @@ func (b *builder) buildInbound() {
 			vi.FilterChains = append(vi.FilterChains, &listenerv3.FilterChain{
 				Name:             cname + "-tcp",
 				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(ip.port)},
-				Filters:          append(append([]*listenerv3.Filter{}, tcpRBAC...), tcpProxy(cname, one(cname))),
+				Filters:          append(append([]*listenerv3.Filter{}, tcpRBAC...), tcpProxy(cname, one(cname), nil)),
 			})
 		}
 	}
