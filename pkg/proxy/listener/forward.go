@@ -18,6 +18,7 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/router"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
+	"github.com/weftmesh/weft/pkg/telemetry/expr"
 )
 
 // ResponseFlagsHeader is set on every response the proxy produces or
@@ -624,12 +625,20 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 			}
 		}
 	}
-	if mp := h.metricsPolicy(h.Runtime()); mp != nil { // Telemetry metrics overrides
-		l.Remove(mp.Remove)
-		l.Dropped = mp.Drop
-	}
-	if h.Stats != nil && proto != "tcp" && l.Dropped != stats.DropAllHTTP {
-		h.Stats.ObserveHTTP(l, float64(dur.Microseconds())/1000, ri.received(), w.n)
+	rt := h.Runtime()
+	var attrs expr.Attributes // Telemetry expressions' view of the request, made when needed
+	if h.Stats != nil && proto != "tcp" {
+		ms, reqB := float64(dur.Microseconds())/1000, ri.received()
+		if mp := h.metricsPolicy(rt); mp == nil {
+			h.Stats.ObserveHTTP(l, ms, reqB, w.n)
+		} else { // Telemetry metrics overrides: one series set per group
+			if needsAttrs(mp.HTTP) {
+				attrs = h.requestAttrs(r, ri, w, l, downPrincipal)
+			}
+			for i := range mp.HTTP {
+				h.Stats.ObserveHTTP(mp.HTTP[i].apply(l, stats.DropAllHTTP, attrs), ms, reqB, w.n)
+			}
+		}
 	}
 	if h.Stats != nil && ri.statPrefix != "" {
 		h.routeStats(ri)
@@ -637,7 +646,17 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	if ri.span != nil {
 		h.finishSpan(r, ri, svc, ri.start.Add(dur))
 	}
-	if h.Access == nil || !h.accessPolicy(h.Runtime()).Allows(ri.status) {
+	if h.Access == nil {
+		return
+	}
+	if ap := h.accessPolicy(rt); ap != nil && ap.Filter != nil && !ap.Disabled {
+		if attrs == nil {
+			attrs = h.requestAttrs(r, ri, w, l, downPrincipal)
+		}
+		if !ap.Filter.Matches(attrs) {
+			return
+		}
+	} else if !ap.Allows(ri.status) {
 		return
 	}
 	dir := "outbound"

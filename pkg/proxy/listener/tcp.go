@@ -176,14 +176,9 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 			return
 		}
 	}
-	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, "")
-	if h.Stats != nil {
-		h.Stats.TCPOpened(l)
-	}
+	m := h.tcpOpen(h.connectAttrs(r, ri, target))
 	sent, recv := pipe(r.Context(), conn, up)
-	if h.Stats != nil {
-		h.Stats.TCPClosed(l, sent, recv)
-	}
+	h.tcpClose(m, sent, recv)
 	w.n += sent
 	ri.bytesIn.Add(recv)
 }
@@ -199,15 +194,10 @@ func (h *Handler) connectH2(w *countingWriter, r *http.Request, ri *reqInfo, up 
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, "")
-	if h.Stats != nil {
-		h.Stats.TCPOpened(l)
-	}
+	m := h.tcpOpen(h.connectAttrs(r, ri, target))
 	// r.Body counts into ri.body itself (countingBody).
 	sent, recv := pipe(r.Context(), &h2Stream{body: r.Body, w: w, rc: rc}, up)
-	if h.Stats != nil {
-		h.Stats.TCPClosed(l, sent, recv)
-	}
+	h.tcpClose(m, sent, recv)
 }
 
 // h2Stream is the downstream side of an HTTP/2 CONNECT tunnel: reads are
@@ -552,13 +542,9 @@ type tcpLog struct {
 // proxyTCP pipes conn and up both ways with TCP telemetry (opened/closed
 // counters and bytes) and logs the connection when it ends.
 func (h *Handler) proxyTCP(ctx context.Context, conn, up net.Conn, start time.Time, e tcpLog, l stats.Labels) {
-	if h.Stats != nil {
-		h.Stats.TCPOpened(l)
-	}
+	m := h.tcpOpen(h.tcpConnAttrs(conn, e, l))
 	sent, recv := pipe(ctx, conn, up)
-	if h.Stats != nil {
-		h.Stats.TCPClosed(l, sent, recv)
-	}
+	h.tcpClose(m, sent, recv)
 	e.flags = "-"
 	h.logTCP(conn, start, e, l, sent, recv)
 }
@@ -567,7 +553,15 @@ func (h *Handler) proxyTCP(ctx context.Context, conn, up net.Conn, start time.Ti
 // connections when they close): bytes sent to and received from the
 // downstream side, the upstream and the response flags.
 func (h *Handler) logTCP(conn net.Conn, start time.Time, e tcpLog, l stats.Labels, bytes ...int64) {
-	if h.Access == nil || !h.accessPolicy(h.Runtime()).Allows(0) {
+	if h.Access == nil {
+		return
+	}
+	if ap := h.accessPolicy(h.Runtime()); ap != nil && ap.Filter != nil && !ap.Disabled {
+		a := h.tcpConnAttrs(conn, e, l)
+		if !ap.Filter.Matches(&a) {
+			return
+		}
+	} else if !ap.Allows(0) {
 		return
 	}
 	dir := "outbound"

@@ -2,6 +2,7 @@ package listener
 
 import (
 	"fmt"
+	"sort"
 	"net"
 	"net/http"
 	"strconv"
@@ -9,27 +10,34 @@ import (
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3" // access_log typed configs decode
 	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
+	"github.com/weftmesh/weft/pkg/telemetry/expr"
 )
 
 // AccessLogPolicy is an HCM's access log decision: Disabled logs nothing
-// (an access log whose filter never passes, e.g. a 0 % runtime_filter),
-// otherwise a request is logged when its status passes the comparison
-// (Op "" passes everything).
+// (an access log whose filter never passes, e.g. a 0 % runtime_filter);
+// else with a Filter (a CEL expression filter) a request or connection
+// is logged when it evaluates to true; else when its status passes the
+// comparison (status_code_filter; Op "" passes everything).
 type AccessLogPolicy struct {
 	Disabled bool
+	Filter   *expr.Program
 	Op       string // one of >= > == != < <=
 	Code     int
 }
 
-// Allows reports whether a request with status should be logged.
+// Allows reports whether a request with status (0 for a TCP connection)
+// should be logged by the status comparison; callers evaluate a Filter
+// themselves (p.Filter.Matches), only when there is one.
 func (p *AccessLogPolicy) Allows(status int) bool {
 	if p == nil {
 		return true
@@ -78,7 +86,7 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 			if err != nil {
 				return fmt.Errorf("listener %q: %w", name, err)
 			}
-			mp, err := metricsPolicy(h)
+			mp, err := metricsPolicy(h, nil)
 			if err != nil {
 				return fmt.Errorf("listener %q: %w", name, err)
 			}
@@ -95,6 +103,21 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 				rt.OutboundAccessLog = firstNonNil(rt.OutboundAccessLog, al)
 			}
 		}
+		chains := append([]*listenerv3.FilterChain{}, l.GetFilterChains()...)
+		if dc := l.GetDefaultFilterChain(); dc != nil {
+			chains = append(chains, dc)
+		}
+		for _, fc := range chains {
+			mp, err := metricsPolicy(nil, fc)
+			if err != nil {
+				return fmt.Errorf("listener %q: %w", name, err)
+			}
+			if inbound {
+				rt.InboundMetrics = firstNonNil(rt.InboundMetrics, mp)
+			} else {
+				rt.OutboundMetrics = firstNonNil(rt.OutboundMetrics, mp)
+			}
+		}
 	}
 	return nil
 }
@@ -108,8 +131,8 @@ func firstNonNil[T any](a, b *T) *T {
 
 // accessLogPolicy reads an HCM's access_log list: none → nil (proxy
 // default); entries → the first entry's filter (status_code_filter, a
-// CEL `response.code OP N` expression filter, or a 0 % runtime_filter for
-// "disabled").
+// CEL expression filter (pkg/telemetry/expr), or a 0 % runtime_filter
+// for "disabled").
 func accessLogPolicy(h *hcmv3.HttpConnectionManager) (*AccessLogPolicy, error) {
 	logs := h.GetAccessLog()
 	if len(logs) == 0 {
@@ -137,35 +160,15 @@ func accessLogPolicy(h *hcmv3.HttpConnectionManager) (*AccessLogPolicy, error) {
 		if err := f.GetExtensionFilter().GetTypedConfig().UnmarshalTo(ef); err != nil {
 			return nil, fmt.Errorf("access_log filter: %w", err)
 		}
-		op, code, err := parseCodeExpr(ef.GetExpression())
+		prog, err := expr.Compile(ef.GetExpression())
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("access_log filter expression %q: %w", ef.GetExpression(), err)
 		}
-		p.Op, p.Code = op, code
+		p.Filter = prog
 	default:
-		return nil, fmt.Errorf("access_log filter: only status_code_filter, runtime_filter and CEL response.code expressions are supported")
+		return nil, fmt.Errorf("access_log filter: only status_code_filter, runtime_filter and CEL expression filters are supported")
 	}
 	return p, nil
-}
-
-// parseCodeExpr parses the CEL subset `response.code OP N`.
-func parseCodeExpr(e string) (string, int, error) {
-	s := strings.TrimSpace(e)
-	rest, ok := strings.CutPrefix(s, "response.code")
-	if !ok {
-		return "", 0, fmt.Errorf("access_log filter expression %q: only `response.code OP NUMBER` is supported", e)
-	}
-	rest = strings.TrimSpace(rest)
-	for _, op := range []string{">=", "<=", "==", "!=", ">", "<"} {
-		if v, ok := strings.CutPrefix(rest, op); ok {
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				return "", 0, fmt.Errorf("access_log filter expression %q: %w", e, err)
-			}
-			return op, n, nil
-		}
-	}
-	return "", 0, fmt.Errorf("access_log filter expression %q: only `response.code OP NUMBER` is supported", e)
 }
 
 // tracingConfig is the tracing config for this handler's direction.
@@ -308,48 +311,174 @@ func (c *countingWriter) SetResponseFlags(s string) { c.flags = s }
 // (stats.PluginConfig) carries Telemetry metrics overrides.
 const StatsFilter = "istio.stats"
 
-// MetricsPolicy is a side's metrics overrides: Drop has a stats.DropX bit
-// per disabled HTTP metric, Remove a bit per removed label
-// (stats.LabelNames).
+// MetricsPolicy is a side's Telemetry metrics overrides: the HTTP and the
+// TCP metrics in groups that share their tag overrides (one series set
+// per group; a disabled metric is in no group).
 type MetricsPolicy struct {
-	Drop   uint8
-	Remove uint32
+	HTTP, TCP []MetricGroup
+}
+
+// MetricGroup is metrics (stats.DropX bits) with the same tag overrides:
+// standard labels removed (Remove, a stats.LabelBit mask) and labels
+// upserted from expressions, sorted by name.
+type MetricGroup struct {
+	Metrics uint8
+	Remove  uint32
+	Upsert  []TagUpsert
+}
+
+// TagUpsert sets label Name (a standard label, else an added one) to the
+// value of Value ("unknown" when the evaluation fails).
+type TagUpsert struct {
+	Name     string
+	Standard bool
+	Value    *expr.Program
+}
+
+// apply returns l with the group's overrides; attrs are evaluated against
+// l as it was.
+func (g *MetricGroup) apply(l stats.Labels, all uint8, attrs expr.Attributes) stats.Labels {
+	out := l
+	out.Remove(g.Remove)
+	var names, values []string
+	for _, u := range g.Upsert {
+		v := u.Value.Label(attrs, "unknown")
+		if u.Standard {
+			out.Set(u.Name, v)
+			continue
+		}
+		names = append(names, u.Name)
+		values = append(values, v)
+	}
+	if len(names) > 0 {
+		out.Extra = stats.ExtraLabels(names, values)
+	}
+	out.Dropped = all &^ g.Metrics
+	return out
+}
+
+// needsAttrs reports whether a group evaluates expressions.
+func needsAttrs(gs []MetricGroup) bool {
+	for _, g := range gs {
+		if len(g.Upsert) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 var metricBits = map[string]uint8{"requests_total": stats.DropRequests, "request_duration_milliseconds": stats.DropDuration,
-	"request_bytes": stats.DropRequestSize, "response_bytes": stats.DropResponseSize, "": stats.DropAllHTTP}
+	"request_bytes": stats.DropRequestSize, "response_bytes": stats.DropResponseSize,
+	"tcp_sent_bytes_total": stats.DropTCPSent, "tcp_received_bytes_total": stats.DropTCPReceived,
+	"tcp_connections_opened_total": stats.DropTCPOpened, "tcp_connections_closed_total": stats.DropTCPClosed}
 
-// metricsPolicy reads an HCM's istio.stats filter config: entries with
-// drop disable a metric ("" = every metric), tags_to_remove remove labels.
-// TCP metrics and dimensions (tag upserts) are not executed.
-func metricsPolicy(h *hcmv3.HttpConnectionManager) (*MetricsPolicy, error) {
+// metricsPolicy reads the istio.stats filter config of an HCM (HTTP
+// filter) or of a filter chain (network filter before tcp_proxy).
+func metricsPolicy(h *hcmv3.HttpConnectionManager, fc *listenerv3.FilterChain) (*MetricsPolicy, error) {
+	var tc *anypb.Any
 	for _, f := range h.GetHttpFilters() {
-		if f.GetName() != StatsFilter || f.GetTypedConfig() == nil {
-			continue
+		if f.GetName() == StatsFilter && f.GetTypedConfig() != nil {
+			tc = f.GetTypedConfig()
 		}
-		pc := &statsv1.PluginConfig{}
-		if !f.GetTypedConfig().MessageIs(pc) {
-			continue // Istio's TypedStruct form: not understood, metrics unchanged
+	}
+	for _, f := range fc.GetFilters() {
+		if tc == nil && f.GetName() == StatsFilter && f.GetTypedConfig() != nil {
+			tc = f.GetTypedConfig()
 		}
-		if err := f.GetTypedConfig().UnmarshalTo(pc); err != nil {
-			return nil, fmt.Errorf("%s: %w", StatsFilter, err)
-		}
-		p := &MetricsPolicy{}
-		for _, m := range pc.GetMetrics() {
-			bits, ok := metricBits[m.GetName()]
-			if !ok {
-				continue // TCP or custom metrics
+	}
+	if tc == nil {
+		return nil, nil
+	}
+	pc := &statsv1.PluginConfig{}
+	if !tc.MessageIs(pc) {
+		return nil, nil // Istio's TypedStruct form: not understood, metrics unchanged
+	}
+	if err := tc.UnmarshalTo(pc); err != nil {
+		return nil, fmt.Errorf("%s: %w", StatsFilter, err)
+	}
+	return compileMetrics(pc)
+}
+
+// compileMetrics turns a stats.PluginConfig into groups: per metric,
+// entries apply in order (name "" = every metric), a later one replacing
+// drop and the same tags; metrics whose overrides are equal share a group.
+func compileMetrics(pc *statsv1.PluginConfig) (*MetricsPolicy, error) {
+	type metric struct {
+		drop   bool
+		remove map[string]bool   // tag → removed
+		dims   map[string]string // tag → expression
+	}
+	per := map[string]*metric{}
+	for n := range metricBits {
+		per[n] = &metric{remove: map[string]bool{}, dims: map[string]string{}}
+	}
+	for _, m := range pc.GetMetrics() {
+		for n, pm := range per {
+			if m.GetName() != "" && m.GetName() != n {
+				continue
 			}
 			if m.GetDrop() {
-				p.Drop |= bits
+				pm.drop = true
 			}
-			for _, tag := range m.GetTagsToRemove() {
-				p.Remove |= stats.LabelBit(tag)
+			for _, t := range m.GetTagsToRemove() {
+				pm.remove[t] = true
+				delete(pm.dims, t)
+			}
+			for t, e := range m.GetDimensions() {
+				pm.dims[t] = e
+				delete(pm.remove, t)
 			}
 		}
-		return p, nil
 	}
-	return nil, nil
+	progs := map[string]*expr.Program{}
+	p := &MetricsPolicy{}
+	keys := map[string]int{} // group signature → index, per kind
+	names := make([]string, 0, len(per))
+	for n := range per {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		pm := per[n]
+		if pm.drop {
+			continue
+		}
+		g := MetricGroup{Metrics: metricBits[n]}
+		for t := range pm.remove {
+			g.Remove |= stats.LabelBit(t)
+		}
+		tags := make([]string, 0, len(pm.dims))
+		for t := range pm.dims {
+			tags = append(tags, t)
+		}
+		sort.Strings(tags)
+		sig := strconv.FormatUint(uint64(g.Remove), 16)
+		for _, t := range tags {
+			e := pm.dims[t]
+			prog := progs[e]
+			if prog == nil {
+				var err error
+				if prog, err = expr.Compile(e); err != nil {
+					return nil, fmt.Errorf("%s: metric %s: dimension %s: %w", StatsFilter, n, t, err)
+				}
+				progs[e] = prog
+			}
+			g.Upsert = append(g.Upsert, TagUpsert{Name: t, Standard: stats.LabelBit(t) != 0, Value: prog})
+			sig += "\x00" + t + "\x00" + e
+		}
+		list := &p.HTTP
+		if g.Metrics&stats.DropAllTCP != 0 {
+			list = &p.TCP
+			sig = "tcp" + sig
+		}
+		if i, ok := keys[sig]; ok {
+			(*list)[i].Metrics |= g.Metrics
+			continue
+		}
+		keys[sig] = len(*list)
+		*list = append(*list, g)
+	}
+	return p, nil
 }
 
 func (h *Handler) metricsPolicy(rt *Runtime) *MetricsPolicy {

@@ -9,6 +9,10 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	statsv1 "istio.io/api/envoy/extensions/stats"
+
+	"github.com/weftmesh/weft/pkg/proxy/stats"
+	"github.com/weftmesh/weft/pkg/telemetry/expr"
 )
 
 func TestAccessLogPolicy(t *testing.T) {
@@ -33,7 +37,8 @@ func TestAccessLogPolicy(t *testing.T) {
 		{name: "status_code_filter", logs: []*accesslogv3.AccessLog{{Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
 			StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{Op: accesslogv3.ComparisonFilter_GE,
 				Value: &corev3.RuntimeUInt32{DefaultValue: 500}}}}}}}, logged: []int{503}, skipped: []int{404}},
-		{name: "unsupported CEL", logs: []*accesslogv3.AccessLog{{Filter: cel("request.headers['x'] == 'y'")}}, err: "only `response.code OP NUMBER`"},
+		{name: "CEL conjunction", logs: []*accesslogv3.AccessLog{{Filter: cel("response.code >= 400 && response.code < 500")}}, logged: []int{404}, skipped: []int{200, 503}},
+		{name: "unsupported CEL", logs: []*accesslogv3.AccessLog{{Filter: cel("request.headers['x'] | 'y'")}}, err: `"|": '|' is not an operator`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,13 +52,19 @@ func TestAccessLogPolicy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			allows := func(status int) bool {
+				if p != nil && p.Filter != nil && !p.Disabled {
+					return p.Filter.Matches(codeAttrs(status))
+				}
+				return p.Allows(status)
+			}
 			for _, s := range tc.logged {
-				if !p.Allows(s) {
+				if !allows(s) {
 					t.Errorf("status %d not logged", s)
 				}
 			}
 			for _, s := range tc.skipped {
-				if p.Allows(s) {
+				if allows(s) {
 					t.Errorf("status %d logged", s)
 				}
 			}
@@ -68,4 +79,64 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+type codeAttrs int
+
+func (c codeAttrs) Attribute(name string) (expr.Value, bool) {
+	if name == "response.code" {
+		return expr.IntValue(int64(c)), true
+	}
+	return expr.Value{}, false
+}
+
+// compileMetrics groups metrics with equal overrides; disabled metrics are
+// in no group.
+func TestCompileMetrics(t *testing.T) {
+	pc := &statsv1.PluginConfig{Metrics: []*statsv1.MetricConfig{
+		{Name: "requests_total", Dimensions: map[string]string{"request_host": "request.host", "response_code": "'x'"}, TagsToRemove: []string{"request_protocol"}},
+		{Name: "request_bytes", Drop: true},
+		{Name: "response_bytes", Drop: true},
+		{Name: "tcp_sent_bytes_total", Drop: true},
+		{Name: "tcp_connections_opened_total", TagsToRemove: []string{"source_app"}},
+	}}
+	mp, err := compileMetrics(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mp.HTTP) != 2 || len(mp.TCP) != 2 {
+		t.Fatalf("groups %+v", mp)
+	}
+	var with, plain MetricGroup
+	for _, g := range mp.HTTP {
+		if len(g.Upsert) > 0 {
+			with = g
+		} else {
+			plain = g
+		}
+	}
+	if with.Metrics != stats.DropRequests || with.Remove != stats.LabelBit("request_protocol") || len(with.Upsert) != 2 ||
+		with.Upsert[0].Name != "request_host" || with.Upsert[0].Standard || !with.Upsert[1].Standard {
+		t.Errorf("requests_total group %+v", with)
+	}
+	if plain.Metrics != stats.DropDuration || plain.Remove != 0 {
+		t.Errorf("duration group %+v", plain)
+	}
+	l := stats.Labels{RequestProtocol: "http", ResponseCode: "200"}
+	got := with.apply(l, stats.DropAllHTTP, hostAttrs("reviews:9080"))
+	if got.Extra != `request_host="reviews:9080"` || got.ResponseCode != "x" || got.RequestProtocol != "" || got.Dropped != stats.DropAllHTTP&^stats.DropRequests {
+		t.Errorf("applied %+v", got)
+	}
+	if _, err := compileMetrics(&statsv1.PluginConfig{Metrics: []*statsv1.MetricConfig{{Dimensions: map[string]string{"a": "nope("}}}}); err == nil {
+		t.Error("a bad dimension expression compiled")
+	}
+}
+
+type hostAttrs string
+
+func (h hostAttrs) Attribute(name string) (expr.Value, bool) {
+	if name == "request.host" {
+		return expr.StringValue(string(h)), true
+	}
+	return expr.Value{}, false
 }

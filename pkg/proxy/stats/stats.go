@@ -45,10 +45,44 @@ type Labels struct {
 	ResponseFlags                string
 	ConnectionSecurityPolicy     string
 	// Removed has bit i set when label i (in LabelNames order) is removed
-	// by a Telemetry tagOverride; Dropped has a DropX bit per HTTP metric
-	// a Telemetry override disabled for this series.
+	// by a Telemetry tagOverride; Dropped has a DropX bit per metric a
+	// Telemetry override disabled for this series (or that another series
+	// with other tag overrides carries).
 	Removed uint32
 	Dropped uint8
+	// Extra are labels a Telemetry tagOverride UPSERT added, rendered
+	// after the standard ones: `name="value"` pairs (values escaped),
+	// comma-separated, sorted by name (see ExtraLabels).
+	Extra string
+}
+
+// ExtraLabels renders added labels for Labels.Extra; names must be
+// sorted and valid Prometheus label names.
+func ExtraLabels(names, values []string) string {
+	var b strings.Builder
+	for i, n := range names {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(n)
+		b.WriteString(`="`)
+		b.WriteString(escape(values[i]))
+		b.WriteByte('"')
+	}
+	return b.String()
+}
+
+// Set sets the standard label named name (false: not a standard label)
+// and un-removes it.
+func (l *Labels) Set(name, value string) bool {
+	for i, n := range LabelNames {
+		if n == name {
+			*l.fields()[i] = value
+			l.Removed &^= 1 << i
+			return true
+		}
+	}
+	return false
 }
 
 // LabelNames are the label keys in render order (bit i of Labels.Removed).
@@ -92,7 +126,12 @@ const (
 	DropDuration                       // request_duration_milliseconds
 	DropRequestSize                    // request_bytes
 	DropResponseSize                   // response_bytes
+	DropTCPSent                        // tcp_sent_bytes_total
+	DropTCPReceived                    // tcp_received_bytes_total
+	DropTCPOpened                      // tcp_connections_opened_total
+	DropTCPClosed                      // tcp_connections_closed_total
 	DropAllHTTP      = DropRequests | DropDuration | DropRequestSize | DropResponseSize
+	DropAllTCP       = DropTCPSent | DropTCPReceived | DropTCPOpened | DropTCPClosed
 )
 
 // Remove blanks the labels in mask (bit i = LabelNames[i]) so their series
@@ -128,6 +167,12 @@ func (l *Labels) render(b *strings.Builder, tcp bool) {
 		b.WriteString(`="`)
 		b.WriteString(escape(*f))
 		b.WriteByte('"')
+	}
+	if l.Extra != "" {
+		if !first {
+			b.WriteByte(',')
+		}
+		b.WriteString(l.Extra)
 	}
 }
 
@@ -345,19 +390,22 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 	hist("istio_request_duration_milliseconds", DropDuration, func(s *httpSeries) *histogram { return s.duration })
 	hist("istio_request_bytes", DropRequestSize, func(s *httpSeries) *histogram { return s.reqSize })
 	hist("istio_response_bytes", DropResponseSize, func(s *httpSeries) *histogram { return s.respSize })
-	tcp := func(name string, get func(*tcpSeries) uint64) {
+	tcp := func(name string, drop uint8, get func(*tcpSeries) uint64) {
 		fmt.Fprintf(&b, "# TYPE %s counter\n", name)
 		for _, l := range tl {
+			if l.Dropped&drop != 0 {
+				continue
+			}
 			r.mu.RLock()
 			s := r.tcp[l]
 			r.mu.RUnlock()
 			fmt.Fprintf(&b, "%s{%s} %d\n", name, tkey(l), get(s))
 		}
 	}
-	tcp("istio_tcp_sent_bytes_total", func(s *tcpSeries) uint64 { return s.sent.Load() })
-	tcp("istio_tcp_received_bytes_total", func(s *tcpSeries) uint64 { return s.received.Load() })
-	tcp("istio_tcp_connections_opened_total", func(s *tcpSeries) uint64 { return s.opened.Load() })
-	tcp("istio_tcp_connections_closed_total", func(s *tcpSeries) uint64 { return s.closed.Load() })
+	tcp("istio_tcp_sent_bytes_total", DropTCPSent, func(s *tcpSeries) uint64 { return s.sent.Load() })
+	tcp("istio_tcp_received_bytes_total", DropTCPReceived, func(s *tcpSeries) uint64 { return s.received.Load() })
+	tcp("istio_tcp_connections_opened_total", DropTCPOpened, func(s *tcpSeries) uint64 { return s.opened.Load() })
+	tcp("istio_tcp_connections_closed_total", DropTCPClosed, func(s *tcpSeries) uint64 { return s.closed.Load() })
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}

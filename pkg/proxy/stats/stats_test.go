@@ -110,3 +110,45 @@ func BenchmarkObserveHTTPFullLabels(b *testing.B) {
 		r.ObserveHTTP(l, 1.5, 100, 200)
 	}
 }
+
+// Telemetry overrides: added labels render after the standard ones, a
+// series only renders the metrics not dropped for it (HTTP and TCP).
+func TestOverrideRendering(t *testing.T) {
+	r := NewRegistry()
+	l := Labels{Reporter: "destination", ResponseCode: "200"}
+	l.Remove(^uint32(0))
+	if !l.Set("response_code", "404") || l.Set("nope", "x") {
+		t.Fatal("Set")
+	}
+	withTag := l
+	withTag.Extra = ExtraLabels([]string{"a_tag", "b_tag"}, []string{"x", `q"`})
+	withTag.Dropped = DropAllHTTP &^ DropRequests
+	plain := l
+	plain.Dropped = DropRequests
+	r.ObserveHTTP(withTag, 1, 1, 1)
+	r.ObserveHTTP(plain, 1, 1, 1)
+	tcp := l
+	tcp.Dropped = DropTCPSent
+	r.TCPOpened(tcp)
+	r.TCPClosed(tcp, 5, 6)
+	var b bytes.Buffer
+	if err := r.WritePrometheus(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		`istio_requests_total{response_code="404",a_tag="x",b_tag="q\""} 1` + "\n",
+		`istio_request_duration_milliseconds_count{response_code="404"} 1` + "\n",
+		`istio_tcp_received_bytes_total{} 6` + "\n",
+		`istio_tcp_connections_opened_total{} 1` + "\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{`istio_requests_total{response_code="404"}`, `istio_request_duration_milliseconds_count{response_code="404",a_tag`, `istio_tcp_sent_bytes_total{`} {
+		if strings.Contains(out, bad) {
+			t.Errorf("unexpected %q in\n%s", bad, out)
+		}
+	}
+}
