@@ -2,9 +2,9 @@ package listener
 
 import (
 	"fmt"
-	"sort"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"

@@ -28,7 +28,7 @@ func (h headerMap) Lookup(k string) (string, bool) {
 type connAttrs struct {
 	h              *Handler
 	l              stats.Labels // before Telemetry overrides
-	remote, local  string        // downstream addresses host:port
+	remote, local  string       // downstream addresses host:port
 	tls            *tls.ConnectionState
 	downPrincipal  string // the downstream mTLS peer's SPIFFE ID
 	upstream       string // upstream host:port
