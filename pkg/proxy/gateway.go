@@ -49,8 +49,12 @@ type gwChain struct {
 
 // gwConfig is the compiled form of one gateway listener.
 type gwConfig struct {
-	port   int
-	chains []*gwChain
+	port int
+	// network and addr, when set, are where the listener binds: a
+	// sidecar's bound listener ("tcp" HOST:PORT or "unix" PATH, its own
+	// address); empty for a gateway's, bound by port (bindAddr).
+	network, addr string
+	chains        []*gwChain
 }
 
 // match picks the filter chain for a connection as Envoy does with the TLS
@@ -95,6 +99,20 @@ func (ch *gwChain) terminates() bool { return ch.tls != nil || ch.meshTLS }
 // certificate (mesh false), are skipped with a warning rather than
 // rejecting the whole update.
 func compileGateway(ls map[string]*listenerv3.Listener, mesh bool) (map[string]*gwConfig, []string, error) {
+	return compileListeners(ls, mesh, false)
+}
+
+// compileBound compiles a sidecar's bound listeners: the outbound
+// listeners other than the virtual ones whose bind_to_port is explicitly
+// true (the translator's Sidecar egress listeners with a bind address or
+// captureMode NONE; the per-service listeners have it false and only
+// match captured connections), each bound on its own address (socket
+// address, or a pipe path as a unix socket).
+func compileBound(ls map[string]*listenerv3.Listener, mesh bool) (map[string]*gwConfig, []string, error) {
+	return compileListeners(ls, mesh, true)
+}
+
+func compileListeners(ls map[string]*listenerv3.Listener, mesh, bound bool) (map[string]*gwConfig, []string, error) {
 	var warnings []string
 	out := map[string]*gwConfig{}
 	for name, l := range ls {
@@ -102,10 +120,22 @@ func compileGateway(ls map[string]*listenerv3.Listener, mesh bool) (map[string]*
 			continue
 		}
 		port := int(l.GetAddress().GetSocketAddress().GetPortValue())
-		if port == 0 {
+		cfg := &gwConfig{port: port}
+		if bound {
+			if !l.GetBindToPort().GetValue() || l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND {
+				continue
+			}
+			switch a := l.GetAddress(); {
+			case a.GetPipe() != nil && a.GetPipe().GetPath() != "":
+				cfg.network, cfg.addr = "unix", a.GetPipe().GetPath()
+			case port > 0:
+				cfg.network, cfg.addr = "tcp", net.JoinHostPort(a.GetSocketAddress().GetAddress(), strconv.Itoa(port))
+			default:
+				continue
+			}
+		} else if port == 0 {
 			continue
 		}
-		cfg := &gwConfig{port: port}
 		chains := l.GetFilterChains()
 		if d := l.GetDefaultFilterChain(); d != nil {
 			chains = append(append([]*listenerv3.FilterChain{}, chains...), d)
@@ -278,9 +308,10 @@ func serverTLS(ctx *tlsv3.DownstreamTlsContext) (*tls.Config, error) {
 // gwListener is one bound gateway listener; its config is swapped on
 // updates without rebinding.
 type gwListener struct {
-	name   string
-	port   int
-	ln     net.Listener
+	name          string
+	port          int
+	network, addr string // as bound (listenAddr)
+	ln            net.Listener
 	cfg    atomic.Pointer[gwConfig]
 	srv    *http.Server
 	conns  chan net.Conn
@@ -373,11 +404,13 @@ func (g *gwListener) Close() error {
 // Addr implements net.Listener.
 func (g *gwListener) Addr() net.Addr { return g.ln.Addr() }
 
-// gateway manages the listeners a router proxy receives over LDS.
+// gateway manages the listeners a router proxy receives over LDS; with
+// bound set, a sidecar's bound listeners (compileBound).
 type gateway struct {
-	p   *Proxy
-	ctx context.Context
-	log *slog.Logger
+	p     *Proxy
+	ctx   context.Context
+	log   *slog.Logger
+	bound bool
 
 	mu      sync.Mutex
 	lns     map[string]*gwListener
@@ -421,6 +454,30 @@ func ParseGatewayAddress(s string) (port int, addr string, err error) {
 	return port, addr, nil
 }
 
+// listenAddr is where cfg's listener binds: its own address (a sidecar's
+// bound listener) or the gateway's address for its port.
+func (g *gateway) listenAddr(cfg *gwConfig) (network, addr string) {
+	if cfg.addr != "" {
+		return cfg.network, cfg.addr
+	}
+	return "tcp", g.bindAddr(cfg.port)
+}
+
+// listen binds network/addr; a unix socket path left by a previous process
+// (a socket file nobody accepts on) is removed first.
+func listen(network, addr string) (net.Listener, error) {
+	if network == "unix" && !strings.HasPrefix(addr, "@") {
+		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("listen unix %s: a process accepts on it", addr)
+			}
+			_ = os.Remove(addr)
+		}
+	}
+	return net.Listen(network, addr)
+}
+
 func (g *gateway) bindAddr(port int) string {
 	if a, ok := g.p.opts.GatewayAddresses[port]; ok {
 		return a
@@ -452,8 +509,9 @@ func (g *gateway) sync(ls map[string]*listenerv3.Listener, cfgs map[string]*gwCo
 	for _, name := range names {
 		cfg := cfgs[name]
 		raw, _ := proto.MarshalOptions{Deterministic: true}.Marshal(ls[name])
+		network, addr := g.listenAddr(cfg)
 		if gl := g.lns[name]; gl != nil {
-			if gl.port == cfg.port {
+			if gl.port == cfg.port && gl.network == network && gl.addr == addr {
 				gl.cfg.Store(cfg)
 				if !bytes.Equal(raw, gl.raw) {
 					gl.raw = raw
@@ -464,13 +522,12 @@ func (g *gateway) sync(ls map[string]*listenerv3.Listener, cfgs map[string]*gwCo
 			delete(g.lns, name)
 			go g.drain(gl)
 		}
-		addr := g.bindAddr(cfg.port)
-		ln, err := net.Listen("tcp", addr)
+		ln, err := listen(network, addr)
 		if err != nil {
-			g.log.Error("gateway listener: bind failed", "listener", name, "addr", addr, "err", err)
+			g.log.Error("listener: bind failed", "listener", name, "addr", addr, "err", err)
 			continue
 		}
-		gl := &gwListener{name: name, port: cfg.port, ln: ln, conns: make(chan net.Conn), done: make(chan struct{}), raw: raw}
+		gl := &gwListener{name: name, port: cfg.port, network: network, addr: addr, ln: ln, conns: make(chan net.Conn), done: make(chan struct{}), raw: raw}
 		gl.cfg.Store(cfg)
 		gl.h = g.handler(gl)
 		gl.srv = &http.Server{Handler: gl.h, ReadHeaderTimeout: 30 * time.Second,
@@ -501,7 +558,7 @@ func (g *gateway) handler(gl *gwListener) *listener.Handler {
 	ident := identity(o)
 	var access = p.access
 	return &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, Log: g.log, Stats: p.stats,
-		Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: g.ctx, Tracer: p.tracer,
+		Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: g.ctx, Tracer: p.tracer, Bound: g.bound,
 		RouteFor: func(r *http.Request) (string, int) {
 			cfg := gl.cfg.Load()
 			var ch *gwChain
@@ -560,6 +617,12 @@ func (g *gateway) accept(gl *gwListener) {
 // the filter chain and hands the connection to HTTP serving (terminating
 // TLS if the chain says so) or to the chain's tcp_proxy.
 func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
+	if cfg := gl.cfg.Load(); cfg.plainOnly() {
+		// No chain looks at TLS: nothing to peek, so server-first
+		// protocols (the server speaks first) work on a tcp_proxy chain.
+		g.serveChain(gl, c, cfg.match(false, ""), c, false, "")
+		return
+	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReaderSize(c, listener.MaxClientHello)
 	first, err := br.Peek(1)
@@ -573,8 +636,24 @@ func (g *gateway) dispatch(gl *gwListener, c net.Conn) {
 		sni = listener.PeekSNI(br)
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	pc := listener.PeekedConn(c, br)
-	ch := gl.cfg.Load().match(isTLS, sni)
+	g.serveChain(gl, c, gl.cfg.Load().match(isTLS, sni), listener.PeekedConn(c, br), isTLS, sni)
+}
+
+// plainOnly reports whether no chain terminates TLS or matches server
+// names: every connection takes the plaintext chain.
+func (c *gwConfig) plainOnly() bool {
+	for _, ch := range c.chains {
+		if ch.terminates() || len(ch.serverNames) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// serveChain hands connection c (pc: c reading through what was peeked)
+// to chain ch: HTTP serving (terminating TLS if the chain says so) or its
+// tcp_proxy; no chain closes it.
+func (g *gateway) serveChain(gl *gwListener, c net.Conn, ch *gwChain, pc net.Conn, isTLS bool, sni string) {
 	if ch == nil {
 		g.log.Debug("gateway: no filter chain matches", "listener", gl.name, "tls", isTLS, "sni", sni)
 		c.Close()

@@ -356,8 +356,12 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 	}
 	var gwCfgs map[string]*gwConfig
 	if p.gw != nil {
+		compile := compileGateway
+		if p.gw.bound {
+			compile = compileBound
+		}
 		var warnings []string
-		gwCfgs, warnings, err = compileGateway(res.Listeners, p.opts.MTLS != nil)
+		gwCfgs, warnings, err = compile(res.Listeners, p.opts.MTLS != nil)
 		if err != nil {
 			p.stats.Counter("xds.update_rejected").Add(1)
 			_ = listener.CloseUnused(rt, p.rt.Load()) // filters only this rejected update built
@@ -454,6 +458,10 @@ func (p *Proxy) Start(ctx context.Context) error {
 	p.tracer = tracing.NewTracer(tracing.Options{Log: p.log, Counter: p.stats.Counter})
 	if o.Gateway {
 		p.gw = &gateway{p: p, ctx: ctx, log: p.log.With("mode", "gateway"), lns: map[string]*gwListener{}}
+	} else {
+		// Sidecar listeners that bind their own socket (Sidecar egress
+		// bind / captureMode NONE), served like a gateway's listeners.
+		p.gw = &gateway{p: p, ctx: ctx, log: p.log.With("mode", "bound-listener"), lns: map[string]*gwListener{}, bound: true}
 	}
 	p.outH = &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort,
 		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer}

@@ -130,7 +130,7 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		}
 		// A gateway does not carry downstream HTTP/2 (TLS ALPN) to HTTP/1
 		// backends: only gRPC or clusters asking for HTTP/2 go upstream as h2c.
-		resp, out = h.attempt(ctx, c, host, addr, up, retry, r.ProtoMajor == 2 && (h.RouteFor == nil || isGRPC(r)))
+		resp, out = h.attempt(ctx, c, host, addr, up, retry, r.ProtoMajor == 2 && (h.RouteFor == nil || h.Bound || isGRPC(r)))
 		ri.upstreamPeer = up.peerSAN
 		if attempt > 0 {
 			br.Retries.Add(-1)

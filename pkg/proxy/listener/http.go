@@ -71,6 +71,11 @@ type Handler struct {
 	// the filters of the gateway listener port it returns, instead of
 	// choosing the route table by the Host port. Telemetry is as outbound.
 	RouteFor func(r *http.Request) (route string, port int)
+	// Bound marks a sidecar's own bound listener (a Sidecar egress
+	// listener with bind or captureMode NONE): RouteFor picks the route
+	// table, but the downstream HTTP/2 is kept upstream as on the
+	// outbound listener, not a gateway's HTTP/1 default.
+	Bound bool
 	// OrigDst, when set (transparent capture mode), returns the original
 	// destination of a redirected connection: outbound routes by its port
 	// (and unknown destinations pass through to it), inbound forwards to
@@ -927,7 +932,7 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 			return
 		}
 		t, t2, _ := c.Pools(cp.orig)
-		if (cp.orig.ProtoMajor == 2 && (h.RouteFor == nil || isGRPC(cp.orig))) || c.UpstreamH2 {
+		if (cp.orig.ProtoMajor == 2 && (h.RouteFor == nil || h.Bound || isGRPC(cp.orig))) || c.UpstreamH2 {
 			t = t2
 		}
 		resp, err := t.RoundTrip(req)

@@ -212,6 +212,7 @@ func (c *Cache) Build(p *model.Proxy) (*Output, error) {
 		b.skipClusters = reuse != nil
 		b.addWellKnownClusters()
 		b.buildOutbound()
+		b.boundEgressListeners()
 		out, err := b.finish()
 		if err != nil {
 			e.invalid = true

@@ -88,6 +88,7 @@ func listener(name, addr string, port uint32, dir corev3.TrafficDirection) *list
 func (b *builder) buildSidecar() {
 	b.addWellKnownClusters()
 	b.buildOutbound()
+	b.boundEgressListeners()
 	b.buildInbound()
 }
 
@@ -209,6 +210,12 @@ func (b *builder) buildOutbound() {
 			})
 		}
 		b.listeners[lname] = l
+	}
+	// The per-service listeners only match captured connections by their
+	// original destination (virtualOutbound's use_original_dst): they bind
+	// no socket, as Istio's (bind_to_port false).
+	for _, l := range b.listeners {
+		l.(*listenerv3.Listener).BindToPort = wrapperspb.Bool(false)
 	}
 	// virtualOutbound: everything not matched goes out as addressed
 	// (ALLOW_ANY) or nowhere (REGISTRY_ONLY).
