@@ -312,13 +312,13 @@ type gwListener struct {
 	port          int
 	network, addr string // as bound (listenAddr)
 	ln            net.Listener
-	cfg    atomic.Pointer[gwConfig]
-	srv    *http.Server
-	conns  chan net.Conn
-	done   chan struct{}
-	closed sync.Once
-	h      *listener.Handler
-	raw    []byte
+	cfg           atomic.Pointer[gwConfig]
+	srv           *http.Server
+	conns         chan net.Conn
+	done          chan struct{}
+	closed        sync.Once
+	h             *listener.Handler
+	raw           []byte
 	// inner are the servers of mesh-ALPN connections (serveMeshALPN),
 	// drained with the listener.
 	inner sync.Map // *http.Server → struct{}

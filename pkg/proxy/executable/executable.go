@@ -108,7 +108,7 @@ var Fields = map[string][]string{
 	"envoy.config.cluster.v3.Cluster.RingHashLbConfig": {"minimum_ring_size"},
 	"envoy.config.cluster.v3.Cluster.MaglevLbConfig":   {"table_size"},
 
-	"envoy.config.listener.v3.Listener": {"name", "address", "filter_chains", "default_filter_chain", "listener_filters",
+	"envoy.config.listener.v3.Listener": {"name", "address", "bind_to_port", "filter_chains", "default_filter_chain", "listener_filters",
 		"use_original_dst", "traffic_direction"},
 	"envoy.config.listener.v3.FilterChain":      {"name", "filter_chain_match", "filters", "transport_socket"},
 	"envoy.config.listener.v3.FilterChainMatch": {"destination_port", "server_names", "transport_protocol"},
