@@ -82,6 +82,8 @@ func (v *validator) telemetry(t *telemetry.Telemetry) {
 		for name, tag := range tr.GetCustomTags() {
 			if tag.GetType() == nil {
 				v.errorf(key(p+".customTags", name), "custom tag needs literal, environment, header or formatter")
+			} else if tag.GetFormatter() != nil {
+				v.warnf(key(p+".customTags", name)+".formatter", "formatter custom tags are not applied by weft (literal, environment and header are)")
 			}
 		}
 	}
