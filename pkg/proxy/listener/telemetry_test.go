@@ -1,7 +1,14 @@
 package listener
 
 import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -11,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 
+	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/telemetry/expr"
 )
@@ -140,3 +148,111 @@ func (h hostAttrs) Attribute(name string) (expr.Value, bool) {
 	}
 	return expr.Value{}, false
 }
+
+// TCP metric overrides on a real proxied connection: a disabled metric is
+// not rendered, an UPSERT on one metric evaluates connection attributes
+// and leaves the other metrics' labels alone; an access log filter sees
+// the connection's attributes.
+func TestTCPMetricOverrides(t *testing.T) {
+	t.Parallel()
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	_, echoPort, _ := net.SplitHostPort(echo.Addr().String())
+	mp, err := compileMetrics(&statsv1.PluginConfig{Metrics: []*statsv1.MetricConfig{
+		{Name: "tcp_sent_bytes_total", Drop: true},
+		{Name: "tcp_connections_opened_total", Dimensions: map[string]string{"upstream_port": "string(upstream.port)",
+			"mtls": "string(connection.mtls)", "request_protocol": "'opaque'"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter, err := expr.Compile("upstream.port == " + echoPort + " && !connection.mtls && xds.cluster_name.startsWith('outbound|')")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "outbound|5432||db.shop.svc.cluster.local"
+	rt := &Runtime{Clusters: &cluster.Set{Clusters: map[string]*cluster.Cluster{name: cluster.Static(name, echo.Addr().String())}},
+		OutboundMetrics: mp, OutboundAccessLog: &AccessLogPolicy{Filter: filter}}
+	reg := stats.NewRegistry()
+	var logBuf syncBuffer
+	h := &Handler{Runtime: func() *Runtime { return rt }, Stats: reg, Direction: Outbound, Access: stats.NewAccessLog(&logBuf),
+		Ident: Identity{Namespace: "shop", Workload: "api-v1"}}
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	go func() {
+		c, err := front.Accept()
+		if err == nil {
+			h.ServeTCPCluster(context.Background(), c, name, nil)
+		}
+	}()
+	c, err := net.Dial("tcp", front.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+	c.Close()
+	var out string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var b strings.Builder
+		_ = reg.WritePrometheus(&b)
+		out = b.String()
+		if strings.Contains(out, "istio_tcp_connections_closed_total{") && logBuf.String() != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no closed connection counted / logged:\n%s\nlog: %s", out, logBuf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasPrefix(line, "istio_tcp_sent_bytes_total{"):
+			t.Errorf("disabled metric rendered: %s", line)
+		case strings.HasPrefix(line, "istio_tcp_connections_opened_total{"):
+			if !strings.Contains(line, `request_protocol="opaque"`) || !strings.HasSuffix(line, `,mtls="false",upstream_port="`+echoPort+`"} 1`) {
+				t.Errorf("opened line %s", line)
+			}
+		case strings.HasPrefix(line, "istio_tcp_received_bytes_total{"):
+			if !strings.Contains(line, `request_protocol="tcp"`) || strings.Contains(line, "upstream_port") || !strings.HasSuffix(line, "} 4") {
+				t.Errorf("received line %s", line)
+			}
+		}
+	}
+	if !strings.Contains(logBuf.String(), `"upstream_cluster":"`+name+`"`) {
+		t.Errorf("access log %s", logBuf.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
