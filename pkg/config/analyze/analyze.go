@@ -144,6 +144,7 @@ func Analyze(rs []*config.Resource, opts ...Option) []Message {
 	a.sidecars()
 	a.envoyFilters()
 	a.gatewayAPI()
+	a.telemetries()
 	if a.o.checkSel {
 		a.selectors()
 	}

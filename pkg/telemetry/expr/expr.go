@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -530,4 +531,48 @@ func (n *call) eval(a Attributes) (Value, error) {
 		kinds[i] = v.Kind.String()
 	}
 	return Value{}, fmt.Errorf("no matching overload for %s(%s)", n.fn, strings.Join(kinds, ", "))
+}
+
+// Attributes returns the attribute names the program reads, sorted,
+// without duplicates.
+func (p *Program) Attributes() []string {
+	seen := map[string]bool{}
+	var walk func(n node)
+	walk = func(n node) {
+		switch x := n.(type) {
+		case *attr:
+			seen[x.name] = true
+		case *index:
+			walk(x.m)
+			walk(x.key)
+		case *has:
+			walk(x.x)
+		case *unary:
+			walk(x.x)
+		case *cond:
+			walk(x.c)
+			walk(x.t)
+			walk(x.f)
+		case *logic:
+			walk(x.l)
+			walk(x.r)
+		case *binary:
+			walk(x.l)
+			walk(x.r)
+		case *call:
+			if x.recv != nil {
+				walk(x.recv)
+			}
+			for _, a := range x.args {
+				walk(a)
+			}
+		}
+	}
+	walk(p.root)
+	out := make([]string, 0, len(seen))
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -151,6 +151,17 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
+func TestAttributes(t *testing.T) {
+	t.Parallel()
+	p, err := Compile("has(request.headers['x']) ? string(response.code) + request.host : request.url_path.matches(request.host) ? 'a' : 'b'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(p.Attributes(), ","); got != "request.headers,request.host,request.url_path,response.code" {
+		t.Errorf("attributes %s", got)
+	}
+}
+
 func TestMatchesAndLabel(t *testing.T) {
 	t.Parallel()
 	p, err := Compile("request.headers['x-log'] == 'yes'")

@@ -1,0 +1,107 @@
+package analyze
+
+import (
+	"fmt"
+	"strings"
+
+	telemetry "istio.io/api/telemetry/v1alpha1"
+	typev1beta1 "istio.io/api/type/v1beta1"
+
+	"github.com/weftmesh/weft/pkg/config"
+	gw "github.com/weftmesh/weft/pkg/config/gatewayapi"
+	"github.com/weftmesh/weft/pkg/telemetry/expr"
+)
+
+// Telemetry findings.
+const (
+	CodeTelemetryTargetNotFound = "WEFT0116" // a Telemetry targetRef names a Gateway, GatewayClass, Service or ServiceEntry that does not exist
+	CodeTelemetryTCPAttribute   = "WEFT0117" // a tag UPSERT on a TCP metric reads request/response attributes (always "unknown")
+)
+
+// telemetries checks Telemetry targetRefs against the resources and
+// hosts known, and tag UPSERTs on TCP metrics.
+func (a *analyzer) telemetries() {
+	for _, r := range a.rs {
+		t, ok := r.Spec.(*telemetry.Telemetry)
+		if !ok {
+			continue
+		}
+		if ref := t.GetTargetRef(); ref != nil {
+			a.checkTelemetryTarget(r, "spec.targetRef", ref)
+		}
+		for i, ref := range t.GetTargetRefs() {
+			a.checkTelemetryTarget(r, fmt.Sprintf("spec.targetRefs[%d]", i), ref)
+		}
+		for i, m := range t.GetMetrics() {
+			for j, o := range m.GetOverrides() {
+				if !tcpMetric(o.GetMatch().GetMetric()) {
+					continue
+				}
+				for tag, to := range o.GetTagOverrides() {
+					if to.GetOperation() != telemetry.MetricsOverrides_TagOverride_UPSERT {
+						continue
+					}
+					p, err := expr.Compile(to.GetValue())
+					if err != nil {
+						continue // a validation error
+					}
+					for _, at := range p.Attributes() {
+						if strings.HasPrefix(at, "request.") || strings.HasPrefix(at, "response.") {
+							a.report(r, Warning, CodeTelemetryTCPAttribute, fmt.Sprintf("spec.metrics[%d].overrides[%d].tagOverrides[%s].value", i, j, tag),
+								"%s is a TCP metric: %s is absent on TCP connections, so the tag is \"unknown\" unless the expression handles it", o.GetMatch().GetMetric(), at)
+							break
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func tcpMetric(m telemetry.MetricSelector_IstioMetric) bool {
+	switch m {
+	case telemetry.MetricSelector_TCP_OPENED_CONNECTIONS, telemetry.MetricSelector_TCP_CLOSED_CONNECTIONS,
+		telemetry.MetricSelector_TCP_SENT_BYTES, telemetry.MetricSelector_TCP_RECEIVED_BYTES:
+		return true
+	}
+	return false
+}
+
+func (a *analyzer) checkTelemetryTarget(r *config.Resource, path string, ref *typev1beta1.PolicyTargetReference) {
+	ns, name := r.Meta.Namespace, ref.GetName()
+	if ref.GetNamespace() != "" && ref.GetNamespace() != ns {
+		return // a validation error
+	}
+	exists := func(kind string) bool {
+		for _, x := range a.rs {
+			if x.Kind == kind && x.Meta.Name == name && (kind == config.KindGatewayClass || x.Meta.Namespace == ns) {
+				return true
+			}
+		}
+		return false
+	}
+	switch ref.GetKind() {
+	case "Gateway":
+		if !exists(config.KindKubernetesGateway) {
+			a.report(r, Warning, CodeTelemetryTargetNotFound, path, "Gateway %s/%s (gateway.networking.k8s.io) not found: the policy applies only to proxies labelled gateway.networking.k8s.io/gateway-name=%s", ns, name, name)
+		}
+	case "GatewayClass":
+		if !exists(config.KindGatewayClass) && !gw.OurClass(name, nil) {
+			a.report(r, Warning, CodeTelemetryTargetNotFound, path, "GatewayClass %q not found", name)
+		}
+	case "ServiceEntry":
+		if !exists(config.KindServiceEntry) {
+			a.report(r, Warning, CodeTelemetryTargetNotFound, path, "ServiceEntry %s/%s not found: the policy applies to no workload", ns, name)
+		}
+	case "Service":
+		fq := name + "." + ns + ".svc." + a.o.domain
+		if a.hostKnown(fq) {
+			return
+		}
+		if a.o.registry {
+			a.report(r, Warning, CodeTelemetryTargetNotFound, path, "Service %s/%s (%s) is not in the registry: the policy applies to no workload", ns, name, fq)
+		} else {
+			a.report(r, Info, CodeTelemetryTargetNotFound, path, "Service %s/%s (%s) is not known here; fine if it is a Kubernetes service (pass known hosts to check)", ns, name, fq)
+		}
+	}
+}

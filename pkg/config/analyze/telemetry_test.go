@@ -1,0 +1,80 @@
+package analyze
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestTelemetryTargets(t *testing.T) {
+	rs := decode(t, `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: apps}
+spec:
+  targetRefs:
+  - {kind: Service, group: "", name: web}
+  - {kind: Service, group: "", name: gone}
+  - {kind: ServiceEntry, group: networking.istio.io, name: legacy}
+  - {kind: ServiceEntry, group: networking.istio.io, name: nope}
+  - {kind: Gateway, group: gateway.networking.k8s.io, name: gw}
+  - {kind: Gateway, group: gateway.networking.k8s.io, name: other-gw}
+  - {kind: GatewayClass, group: gateway.networking.k8s.io, name: istio}
+  - {kind: GatewayClass, group: gateway.networking.k8s.io, name: custom}
+  metrics:
+  - overrides:
+    - match: {metric: TCP_OPENED_CONNECTIONS}
+      tagOverrides:
+        host: {value: request.host}
+        port: {value: string(destination.port)}
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides:
+        host: {value: request.host}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: legacy, namespace: apps}
+spec:
+  hosts: [legacy.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: apps}
+spec:
+  gatewayClassName: istio
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`)
+	var got []string
+	for _, m := range Analyze(rs, WithKnownHosts("web.apps.svc.cluster.local")) {
+		if m.Code == CodeTelemetryTargetNotFound || m.Code == CodeTelemetryTCPAttribute {
+			got = append(got, m.String())
+		}
+	}
+	want := []string{
+		`Warning [WEFT0116] Telemetry apps/t: spec.targetRefs[1]: Service apps/gone (gone.apps.svc.cluster.local) is not in the registry`,
+		`Warning [WEFT0116] Telemetry apps/t: spec.targetRefs[3]: ServiceEntry apps/nope not found`,
+		`Warning [WEFT0116] Telemetry apps/t: spec.targetRefs[5]: Gateway apps/other-gw (gateway.networking.k8s.io) not found`,
+		`Warning [WEFT0116] Telemetry apps/t: spec.targetRefs[7]: GatewayClass "custom" not found`,
+		`Warning [WEFT0117] Telemetry apps/t: spec.metrics[0].overrides[0].tagOverrides[host].value: TCP_OPENED_CONNECTIONS is a TCP metric: request.host is absent`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d messages, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("message %d:\n got %s\nwant %s", i, got[i], want[i])
+		}
+	}
+}
+
+// Without a registry an unknown Service is only Info.
+func TestTelemetryTargetNoRegistry(t *testing.T) {
+	msgs := Analyze(decode(t, `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: apps}
+spec:
+  targetRefs: [{kind: Service, group: "", name: web}]
+`))
+	if len(msgs) != 1 || !strings.Contains(msgs[0].String(), "Info [WEFT0116] Telemetry apps/t: spec.targetRefs[0]: Service apps/web (web.apps.svc.cluster.local) is not known here") {
+		t.Errorf("messages %v", msgs)
+	}
+}
