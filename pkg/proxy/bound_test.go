@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/pkg/proxy"
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
 
@@ -154,6 +155,52 @@ func TestBoundListeners(t *testing.T) {
 	cp.Set(t, nodeID, full)
 	eventually(t, "the unix socket listener to close", func() bool {
 		c, err := net.DialTimeout("unix", sock, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+}
+
+// TestBoundInboundListener is a Sidecar ingress listener with captureMode
+// NONE as the translator emits it: a real inbound listener on
+// 127.0.0.2:PORT (bind_to_port true) with the virtualInbound chain of its
+// port, whose inline route sends /admin a 403 and the rest to the
+// ingress defaultEndpoint (the inbound|PORT|| cluster, here the app on
+// another port): a client connecting to it directly gets the chain's
+// routes, not the proxy's --app-port.
+func TestBoundInboundListener(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	app := startBackend(t, "ingress-app", nil)
+	other := startBackend(t, "app-port", nil)
+	port := freePortOn(t, "127.0.0.2")
+	ps := strconv.Itoa(port)
+	vi := virtualInbound(t, port)
+	bound := &listenerv3.Listener{Name: "127.0.0.2_" + ps, Address: sockAddr("127.0.0.2", port), BindToPort: wrapperspb.Bool(true),
+		TrafficDirection: corev3.TrafficDirection_INBOUND, FilterChains: vi.FilterChains}
+	cp := xdstest.Start(t)
+	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{vi, bound},
+		Clusters: []types.Resource{staticCluster("inbound|"+ps+"||", app.addr)}})
+	_, ops, _ := net.SplitHostPort(other.addr)
+	appPort, _ := strconv.Atoi(ops)
+	p := startProxy(t, cp, func(o *proxy.Options) { o.AppPort = appPort })
+	eventually(t, "the bound inbound listener", func() bool { return p.InboundListeners()[bound.Name] != "" })
+	if code, body := httpGet(t, "http://127.0.0.2:"+ps+"/x"); code != 200 || body != "ingress-app" {
+		t.Fatalf("bound inbound listener: %d %q, want 200 ingress-app", code, body)
+	}
+	if code, _ := httpGet(t, "http://127.0.0.2:"+ps+"/admin"); code != 403 {
+		t.Fatalf("bound inbound listener skipped the chain's routes: %d, want 403", code)
+	}
+	if other.hits.Load() != 0 {
+		t.Fatalf("the --app-port app got %d requests", other.hits.Load())
+	}
+	// Removed from LDS: the socket closes.
+	cp.Set(t, nodeID, &xdstest.Resources{Listeners: []types.Resource{vi},
+		Clusters: []types.Resource{staticCluster("inbound|"+ps+"||", app.addr)}})
+	eventually(t, "the bound inbound listener to close", func() bool {
+		c, err := net.DialTimeout("tcp", "127.0.0.2:"+ps, time.Second)
 		if err != nil {
 			return true
 		}

@@ -52,6 +52,25 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 		return in
 	}
 	p.cm.SetMTLS(cluster.MTLSClient(o.MTLS.ClientConfig))
+	return p.inboundMTLS(ctx, in, func(c net.Conn) int {
+		port := o.AppPort
+		if o.Capture { // the captured connection's original port
+			if od, ok := originalDst(c); ok {
+				port = int(od.Port())
+			}
+		}
+		return port
+	})
+}
+
+// inboundMTLS wraps an inbound listener to terminate mutual TLS per
+// PeerAuthentication for the port portOf says a connection is for (nil
+// Options.MTLS: in itself).
+func (p *Proxy) inboundMTLS(ctx context.Context, in net.Listener, portOf func(net.Conn) int) net.Listener {
+	o := p.opts
+	if o.MTLS == nil {
+		return in
+	}
 	refused := p.stats.Counter("inbound.mtls_refused")
 	accepted := p.stats.Counter("inbound.connections") // per accepted inbound connection (mTLS or plaintext)
 	return &listener.MTLSListener{
@@ -67,13 +86,7 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 			if rt == nil {
 				return listener.InboundTLS{Plain: true}
 			}
-			port := o.AppPort
-			if o.Capture { // the captured connection's original port
-				if od, ok := originalDst(c); ok {
-					port = int(od.Port())
-				}
-			}
-			return listener.InboundTLSFor(rt.Resources, port)
+			return listener.InboundTLSFor(rt.Resources, portOf(c))
 		},
 		OnRefused: func(string) { refused.Add(1) },
 		Log:       p.log,

@@ -158,6 +158,7 @@ type Proxy struct {
 	servers   []httpServer
 	listeners []net.Listener
 	inSniff   *listener.SniffListener
+	boundIn   *boundInbound // Sidecar ingress captureMode NONE listeners (sidecars only)
 	access    *stats.AccessLog
 	gw        *gateway
 	tracer    *tracing.Tracer
@@ -378,6 +379,9 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 	if p.gw != nil {
 		p.gw.sync(res.Listeners, gwCfgs)
 	}
+	if p.boundIn != nil {
+		p.boundIn.sync(res.Listeners)
+	}
 	p.stats.Counter("xds.update_success").Add(1)
 	if p.opts.ReleaseMemoryAfterUpdate {
 		p.releaseMu.Lock()
@@ -473,6 +477,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort, Service: inSvc,
 		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer}
+	if !o.Gateway {
+		p.boundIn = &boundInbound{p: p, ctx: ctx, log: p.log.With("mode", "bound-inbound"), lns: map[string]*inListener{}}
+	}
 	if o.Capture { // the original destination routes opaque TCP and picks inbound ports
 		p.outH.OrigDst, p.inH.OrigDst = originalDst, originalDst
 	}
@@ -570,6 +577,13 @@ func (p *Proxy) Shutdown() error {
 		go func() {
 			defer wg.Done()
 			p.gw.shutdown()
+		}()
+	}
+	if p.boundIn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.boundIn.shutdown()
 		}()
 	}
 	wg.Wait()

@@ -39,12 +39,21 @@ func loopbackWithFreePort(t *testing.T, port int) string {
 // hosts ./*. A plain client (no proxy settings, no iptables) connecting
 // to 127.0.0.X:9080 with the Host of a mesh service reaches it through
 // the mesh: the client sidecar routes it and the server sidecar reports
-// it as coming from the client workload. Bind mistakes are refused by
-// `weft validate` with file:line.
+// it as coming from the client workload. The server's Sidecar ingress
+// listener with bind and captureMode NONE takes plain clients straight to
+// its defaultEndpoint. Bind mistakes are refused by `weft validate` with
+// file:line.
 func TestSidecarEgressBind(t *testing.T) {
 	harness.SkipShort(t)
 	t.Parallel()
 	bindIP := loopbackWithFreePort(t, 9080)
+	ingressIP := loopbackWithFreePort(t, 9080)
+	for ingressIP == bindIP {
+		ingressIP = loopbackWithFreePort(t, 9080)
+	}
+	appPort := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "reviews host=%s path=%s", r.Host, r.URL.Path)
+	}))
 	configDir := t.TempDir()
 	cfg := fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: Sidecar
@@ -58,7 +67,19 @@ spec:
     captureMode: NONE
     hosts: ["./*"]
   - hosts: ["istio-system/*"]
-`, bindIP)
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews, namespace: default}
+spec:
+  workloadSelector:
+    labels: {app: reviews}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: %s
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:%d
+`, bindIP, ingressIP, appPort)
 	if err := os.WriteFile(filepath.Join(configDir, "sidecar.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -70,9 +91,6 @@ spec:
 		"--xds-address", "127.0.0.1:0", "--monitoring-address", "127.0.0.1:0", "--debounce", "50ms")
 	xds := cp.ListenAddress(t, "xDS server")
 
-	appPort := serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "reviews host=%s path=%s", r.Host, r.URL.Path)
-	}))
 	ready := filepath.Join(t.TempDir(), "ready.json")
 	server := harness.Start(t, bin, nil, "proxy", "--control-plane", xds, "--namespace", "default", "--workload", "reviews-v1",
 		"--labels", "app=reviews", "--app-port", strconv.Itoa(appPort), "--service", "reviews:9080/http",
@@ -121,6 +139,27 @@ spec:
 	if !hasLine(m, "istio_requests_total{", `reporter="destination"`, `source_workload="sleep-v1"`, `response_code="200"`) {
 		t.Fatalf("reviews sidecar did not report requests from sleep-v1:\n%s", grepLines(m, "istio_requests_total{"))
 	}
+	// The reviews Sidecar's ingress listener with captureMode NONE: a plain
+	// client connecting to 127.0.0.Y:9080 reaches the app through the
+	// server sidecar's bound inbound listener (defaultEndpoint).
+	direct := func() (int, string) {
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + net.JoinHostPort(ingressIP, "9080") + "/direct")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if code, body = direct(); code == 200 {
+			break
+		}
+	}
+	if want := "reviews host=" + net.JoinHostPort(ingressIP, "9080") + " path=/direct"; code != 200 || body != want {
+		t.Fatalf("ingress listener %s:9080: %d %q, want 200 %q\nreviews proxy:\n%s", ingressIP, code, body, want, server.Stderr())
+	}
+
 	// Bind mistakes are refused with file:line.
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(bad, []byte(`apiVersion: networking.istio.io/v1

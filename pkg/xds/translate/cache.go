@@ -237,6 +237,7 @@ func (c *Cache) Build(p *model.Proxy) (*Output, error) {
 	b.buildInbound()
 	b.applyPeerAuthn()
 	b.applyTelemetry()
+	b.boundIngressListeners()
 	out, err := b.finish()
 	if err != nil {
 		return Build(c.in, p) // the same errors, in Build's order

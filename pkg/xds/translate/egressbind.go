@@ -8,6 +8,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -149,4 +150,43 @@ func (b *builder) unixRouteConfig(name string, eg *networking.IstioEgressListene
 	}
 	rc.VirtualHosts = append(vhs, rc.VirtualHosts...)
 	return rc
+}
+
+// boundIngressListeners emits, as Istio does for Sidecar ingress
+// listeners with captureMode NONE (inboundCustomListener), a real inbound
+// listener BIND_PORT (bind default 0.0.0.0, bind_to_port true) holding
+// the virtualInbound filter chains of that port (after PeerAuthentication
+// and Telemetry shaped them) and its listener filters: clients connect to
+// it directly, without iptables. Other ingress listeners stay chains of
+// virtualInbound (a bind there only names them in Istio).
+func (b *builder) boundIngressListeners() {
+	vi, _ := b.listeners[VirtualInbound].(*listenerv3.Listener)
+	if b.sidecar == nil || vi == nil {
+		return
+	}
+	for _, in := range b.sidecar.GetIngress() {
+		if in.GetCaptureMode() != networking.CaptureMode_NONE || in.GetPort() == nil {
+			continue
+		}
+		port := in.GetPort().GetNumber()
+		bind := in.GetBind()
+		if bind == "" {
+			bind = "0.0.0.0"
+		}
+		name := ListenerName(bind, port)
+		l := &listenerv3.Listener{Name: name, Address: socketAddress(bind, port), TrafficDirection: corev3.TrafficDirection_INBOUND,
+			BindToPort: wrapperspb.Bool(true)}
+		for _, fc := range vi.GetFilterChains() {
+			if fc.GetFilterChainMatch().GetDestinationPort().GetValue() == port {
+				l.FilterChains = append(l.FilterChains, proto.Clone(fc).(*listenerv3.FilterChain))
+			}
+		}
+		if len(l.FilterChains) == 0 {
+			continue
+		}
+		for _, lf := range vi.GetListenerFilters() {
+			l.ListenerFilters = append(l.ListenerFilters, proto.Clone(lf).(*listenerv3.ListenerFilter))
+		}
+		b.listeners[name] = l
+	}
 }

@@ -110,6 +110,7 @@ func Build(in *Input, p *model.Proxy) (*Output, error) {
 		b.buildSidecar()
 		b.applyPeerAuthn()
 		b.applyTelemetry()
+		b.boundIngressListeners()
 	}
 	b.applyEnvoyFilters()
 	return b.finish()
