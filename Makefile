@@ -126,6 +126,7 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeValidate -fuzztime $(FUZZTIME) ./pkg/config/
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./pkg/proxy/listener/
+	$(GO) test -run '^$$' -fuzz FuzzCompileEval -fuzztime $(FUZZTIME) ./pkg/telemetry/expr/
 
 clean:
 	rm -rf $(BIN)
