@@ -19,8 +19,10 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weftmesh/weft/pkg/proxy"
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
 
@@ -176,7 +178,8 @@ func tunnelListener(t *testing.T, port int, host, cluster string, tunnel *tcpv3.
 // tinyproxy, directly and with TLS originated to the forward proxy
 // (HAProxy terminating TLS in front of tinyproxy, as an HTTPS proxy); a
 // POST tunnel (use_post) goes through a small POST terminator; a target
-// the forward proxy cannot reach fails the client's CONNECT with 503 UF.
+// the forward proxy cannot reach fails the client's CONNECT with 503 UF;
+// an egress gateway's tcp_proxy chain tunnels the same way.
 func TestTunnelForwardProxy(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
@@ -266,11 +269,47 @@ backend tinyproxy
 			}
 		})
 	}
+	// An egress gateway's TCP server (Istio's gateway tunneling case): the
+	// gateway's tcp_proxy chain tunnels through tinyproxy too.
+	gwPort := freePort(t)
+	gwTP, err := anypb.New(&tcpv3.TcpProxy{StatPrefix: "tcp.egress", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "outbound|3128|connect|proxy.example.com"},
+		TunnelingConfig: &tcpv3.TcpProxy_TunnelingConfig{Hostname: echo}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwID := "router~127.0.0.1~istio-egressgateway.weft-system~weft-system.svc.cluster.local"
+	cp.Set(t, gwID, &xdstest.Resources{
+		Listeners: []types.Resource{gwListener(gwPort, &listenerv3.FilterChain{Name: "tcp.egress",
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: gwTP}}}})},
+		Clusters:  []types.Resource{res.Clusters[0]},
+		Endpoints: []types.Resource{res.Endpoints[0]},
+	})
+	gw := startProxy(t, cp, func(o *proxy.Options) {
+		o.Gateway = true
+		o.Namespace = "weft-system"
+		o.Workload = "istio-egressgateway"
+		o.Labels = map[string]string{"istio": "egressgateway"}
+	})
+	gwAddr := fmt.Sprintf("127.0.0.1:%d", gwPort)
+	eventually(t, "the egress gateway listener", func() bool { return gw.GatewayListeners()[fmt.Sprintf("0.0.0.0_%d", gwPort)] == gwAddr })
+	gc, err := net.DialTimeout("tcp", gwAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Close()
+	_ = gc.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(gc, "via the egress gateway\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bufio.NewReader(gc).ReadString('\n'); got != "echo: via the egress gateway\n" {
+		t.Fatalf("through the egress gateway's tunnel: %q %v", got, err)
+	}
+
 	// The bytes went through the forward proxies, addressed to the tunnel's
-	// target: tinyproxy logged both CONNECTs (plain and behind TLS), the
-	// POST terminator its request.
+	// target: tinyproxy logged the three CONNECTs (sidecar plain, behind
+	// TLS, gateway), the POST terminator its request.
 	eventually(t, "tinyproxy to log the CONNECT requests", func() bool {
-		return strings.Count(tpLog(), "CONNECT "+echo+" HTTP/1.1") >= 2
+		return strings.Count(tpLog(), "CONNECT "+echo+" HTTP/1.1") >= 3
 	})
 	if got := postSeen(); len(got) != 1 || got[0] != "POST / host="+echo {
 		t.Fatalf("POST tunnel requests: %q, want one \"POST / host=%s\"", got, echo)
