@@ -84,7 +84,8 @@ type TelemetryScope struct {
 // workload-level one, oldest first so that a newer one overrides: a
 // selector in p's namespace matching p's labels, or targetRefs naming a
 // Gateway (gateway.networking.k8s.io, p labelled
-// gateway.networking.k8s.io/gateway-name=NAME in the policy's namespace),
+// gateway.networking.k8s.io/gateway-name=NAME in the policy's namespace,
+// or an endpoint of the Service its spec.addresses names),
 // a GatewayClass (policy in a root namespace, p a proxy of a Gateway of
 // that class), a Service or a ServiceEntry (policy's namespace) that p is
 // an endpoint of. Istio attaches Service and ServiceEntry targets to
@@ -159,9 +160,20 @@ func telemetryTargets(c *config.Resource, refs []*typev1beta1.PolicyTargetRefere
 			if pns == p.Namespace && name != "" && p.Labels[envoyfilter.GatewayNameLabel] == name {
 				return true
 			}
+			// Istio's manual deployment: the endpoints of the Service the
+			// Gateway's spec.addresses names.
+			if s := gatewaySpecOf(configs, pns, name); s != nil && scope.Serves != nil {
+				for _, a := range s.Addresses {
+					if gatewayapi.Deref(a.Type, "IPAddress") == "Hostname" && scope.Serves(a.Value) {
+						return true
+					}
+				}
+			}
 		case k == "GatewayClass" && g == config.GroupGatewayAPI:
-			if gw := p.Labels[envoyfilter.GatewayNameLabel]; roots[pns] && gw != "" && gatewayClassOf(configs, p.Namespace, gw) == name {
-				return true
+			if gw := p.Labels[envoyfilter.GatewayNameLabel]; roots[pns] && gw != "" {
+				if s := gatewaySpecOf(configs, p.Namespace, gw); s != nil && s.GatewayClassName == name {
+					return true
+				}
 			}
 		case k == "Service" && (g == "" || g == "core"):
 			if pns == p.Namespace && scope.Serves != nil && scope.Serves(name+"."+pns+".svc."+scope.DomainSuffix) {
@@ -176,19 +188,19 @@ func telemetryTargets(c *config.Resource, refs []*typev1beta1.PolicyTargetRefere
 	return false
 }
 
-// gatewayClassOf returns the class of Gateway API Gateway ns/name ("" when
+// gatewaySpecOf returns the spec of Gateway API Gateway ns/name (nil when
 // there is none).
-func gatewayClassOf(configs []*config.Resource, ns, name string) string {
+func gatewaySpecOf(configs []*config.Resource, ns, name string) *gatewayapi.GatewaySpec {
 	for _, c := range configs {
 		if c.Kind != config.KindKubernetesGateway || nsOf(c) != ns || c.Meta.Name != name {
 			continue
 		}
 		var s gatewayapi.GatewaySpec
 		if gatewayapi.Spec(c.Spec, &s) == nil {
-			return s.GatewayClassName
+			return &s
 		}
 	}
-	return ""
+	return nil
 }
 
 // serviceEntrySelects reports whether p is behind ServiceEntry ns/name: an

@@ -233,6 +233,21 @@ spec:
   resolution: STATIC
   workloadSelector: {labels: {app: legacy}}
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: manual, namespace: bookinfo}
+spec:
+  gatewayClassName: istio
+  addresses: [{type: Hostname, value: edge.bookinfo.svc.cluster.local}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: by-manual-gateway, namespace: bookinfo}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: manual}]
+  tracing: [{randomSamplingPercentage: 8}]
+---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: other-ns-service, namespace: other}
@@ -264,6 +279,8 @@ spec:
 			serves("reviews.other.svc.cluster.local"), 7},
 		{"Gateway by gateway-name label; the newer GatewayClass policy overrides", &model.Proxy{Namespace: "bookinfo",
 			Labels: map[string]string{"gateway.networking.k8s.io/gateway-name": "ingress"}}, serves(), 5},
+		{"Gateway by its spec.addresses Service (manual deployment)", &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "edge"}},
+			serves("edge.bookinfo.svc.cluster.local"), 8},
 		{"ServiceEntry workloadSelector", &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "legacy"}}, serves(), 6},
 		{"ServiceEntry host endpoint", &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "x"}}, serves("legacy.example.com"), 6},
 		{"root namespace only", &model.Proxy{Namespace: "default", Labels: map[string]string{"app": "reviews"}}, serves("reviews.bookinfo.svc.cluster.local"), 1},
