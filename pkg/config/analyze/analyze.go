@@ -145,6 +145,7 @@ func Analyze(rs []*config.Resource, opts ...Option) []Message {
 	a.envoyFilters()
 	a.gatewayAPI()
 	a.telemetries()
+	a.tunnels()
 	if a.o.checkSel {
 		a.selectors()
 	}
