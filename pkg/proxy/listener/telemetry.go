@@ -14,6 +14,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3" // access_log typed configs decode
 	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 
@@ -75,6 +76,7 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 		}
 		return h.Addr
 	}
+	var tcpInAL, tcpOutAL *AccessLogPolicy
 	for name, l := range res.Listeners {
 		inbound := name == "virtualInbound"
 		for _, h := range xdsclient.ListenerHCMs(l) {
@@ -112,13 +114,27 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 			if err != nil {
 				return fmt.Errorf("listener %q: %w", name, err)
 			}
+			// tcp_proxy access_log: the side's policy when no HCM gave one.
+			var al *AccessLogPolicy
+			for _, f := range fc.GetFilters() {
+				tp := &tcpv3.TcpProxy{}
+				if tc := f.GetTypedConfig(); tc != nil && tc.MessageIs(tp) && tc.UnmarshalTo(tp) == nil {
+					if al, err = accessLogsPolicy(tp.GetAccessLog()); err != nil {
+						return fmt.Errorf("listener %q: tcp_proxy: %w", name, err)
+					}
+				}
+			}
 			if inbound {
 				rt.InboundMetrics = firstNonNil(rt.InboundMetrics, mp)
+				tcpInAL = firstNonNil(tcpInAL, al)
 			} else {
 				rt.OutboundMetrics = firstNonNil(rt.OutboundMetrics, mp)
+				tcpOutAL = firstNonNil(tcpOutAL, al)
 			}
 		}
 	}
+	rt.InboundAccessLog = firstNonNil(rt.InboundAccessLog, tcpInAL)
+	rt.OutboundAccessLog = firstNonNil(rt.OutboundAccessLog, tcpOutAL)
 	return nil
 }
 
@@ -134,7 +150,11 @@ func firstNonNil[T any](a, b *T) *T {
 // CEL expression filter (pkg/telemetry/expr), or a 0 % runtime_filter
 // for "disabled").
 func accessLogPolicy(h *hcmv3.HttpConnectionManager) (*AccessLogPolicy, error) {
-	logs := h.GetAccessLog()
+	return accessLogsPolicy(h.GetAccessLog())
+}
+
+// accessLogsPolicy reads an access_log list (an HCM's or a tcp_proxy's).
+func accessLogsPolicy(logs []*accesslogv3.AccessLog) (*AccessLogPolicy, error) {
 	if len(logs) == 0 {
 		return nil, nil
 	}

@@ -13,6 +13,7 @@ import (
 	filelogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tracingtypev3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -349,7 +350,8 @@ func ResolveAccessLogging(mesh *meshv1.MeshConfig, tms []*telemetry.Telemetry, m
 }
 
 // applyTelemetry sets the HCM `tracing` and `access_log` fields of every
-// HTTP connection manager the proxy got: virtualInbound's chains with the
+// HTTP connection manager the proxy got (and `access_log` of every
+// tcp_proxy, as Istio): virtualInbound's chains with the
 // SERVER side, every other listener (outbound, gateway) with the CLIENT
 // side.
 func (b *builder) applyTelemetry() {
@@ -389,6 +391,14 @@ func (b *builder) applyTelemetry() {
 				}
 			}
 			for _, f := range fc.GetFilters() {
+				if f.GetName() == TCPProxyFilter && f.GetTypedConfig() != nil && al[mode] != nil {
+					tp := &tcpv3.TcpProxy{}
+					if err := f.GetTypedConfig().UnmarshalTo(tp); err == nil {
+						tp.AccessLog = al[mode]
+						f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(tp)}
+					}
+					continue
+				}
 				if f.GetName() != HCMFilter || f.GetTypedConfig() == nil {
 					continue
 				}
