@@ -114,7 +114,7 @@ var Fields = map[string][]string{
 	"envoy.config.listener.v3.FilterChainMatch": {"destination_port", "server_names", "transport_protocol"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {"stat_prefix", "rds",
 		"route_config", "http_filters", "tracing", "access_log"},
-	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":                 {"stat_prefix", "cluster", "weighted_clusters", "tunneling_config"},
+	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":                 {"stat_prefix", "cluster", "weighted_clusters", "tunneling_config", "access_log"},
 	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.TunnelingConfig": {"hostname", "use_post", "post_path", "headers_to_add"},
 
 	"envoy.config.route.v3.RouteConfiguration": {"name", "virtual_hosts", "validate_clusters"},
