@@ -92,6 +92,8 @@ func (v *validator) telemetry(t *telemetry.Telemetry) {
 		for j, pr := range m.GetProviders() {
 			if pr.GetName() == "" {
 				v.errorf(idx(p+".providers", j)+".name", "provider name is required")
+			} else if pr.GetName() != "prometheus" {
+				v.warnf(idx(p+".providers", j)+".name", "metrics provider %q: weft proxy only exports Prometheus metrics; rules without the prometheus provider have no effect", pr.GetName())
 			}
 		}
 		if m.GetReportingInterval() != nil {

@@ -226,6 +226,7 @@ var invalidCases = []invalidCase{
 	{"telemetry upsert map", doc(tel, "Telemetry", "metrics:\n- overrides:\n  - tagOverrides:\n      h:\n        value: request.headers # <-"), "spec.metrics[0].overrides[0].tagOverrides[h].value", "is a map", false},
 	{"telemetry tag name", doc(tel, "Telemetry", "metrics:\n- overrides:\n  - tagOverrides:\n      bad-name: # <-\n        value: request.host"), "spec.metrics[0].overrides[0].tagOverrides[bad-name]", "not a Prometheus label name", false},
 	{"telemetry custom metric", doc(tel, "Telemetry", "metrics:\n- overrides:\n  - match:\n      customMetric: my_metric # <-\n    disabled: true"), "spec.metrics[0].overrides[0].match.customMetric", "no effect", true},
+	{"telemetry metrics provider", doc(tel, "Telemetry", "metrics:\n- providers:\n  - name: stackdriver # <-"), "spec.metrics[0].providers[0].name", "only exports Prometheus metrics", true},
 	{"wasm url scheme", doc(ext, "WasmPlugin", "url: ftp://a.com/p.wasm # <-"), "spec.url", "not supported", false},
 	{"wasm sha", doc(ext, "WasmPlugin", "url: oci://a.com/p:1\nsha256: abc # <-"), "spec.sha256", "64 lower-case hex", false},
 	{"wasm phase", doc(ext, "WasmPlugin", "url: oci://a.com/p:1\nphase: AUTH # <-"), "spec.phase", `did you mean "AUTHN"?`, false},

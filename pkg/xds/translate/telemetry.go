@@ -580,6 +580,9 @@ func ResolveMetrics(tms []*telemetry.Telemetry, mode TelemetryMode) *statsv1.Plu
 	touched := false
 	for _, tm := range tms {
 		for _, m := range tm.GetMetrics() {
+			if !prometheusRule(m) {
+				continue // overrides for another metrics provider
+			}
 			for _, o := range m.GetOverrides() {
 				if !modeApplies(o.GetMatch().GetMode(), mode) || o.GetMatch().GetCustomMetric() != "" {
 					continue
@@ -637,6 +640,21 @@ func ResolveMetrics(tms []*telemetry.Telemetry, mode TelemetryMode) *statsv1.Plu
 		return nil
 	}
 	return pc
+}
+
+// prometheusRule reports whether a metrics rule applies to Prometheus
+// (the only metrics provider weft proxy has): no providers (the default,
+// prometheus) or one named prometheus.
+func prometheusRule(m *telemetry.Metrics) bool {
+	if len(m.GetProviders()) == 0 {
+		return true
+	}
+	for _, p := range m.GetProviders() {
+		if p.GetName() == "prometheus" {
+			return true
+		}
+	}
+	return false
 }
 
 // withNetworkStatsFilter puts an istio.stats network filter with pc

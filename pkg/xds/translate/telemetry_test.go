@@ -312,6 +312,10 @@ spec:
         request_protocol: {operation: REMOVE}
     - match: {metric: TCP_SENT_BYTES, mode: SERVER}
       disabled: true
+  - providers: [{name: stackdriver}]
+    overrides:
+    - match: {metric: REQUEST_DURATION}
+      disabled: true
 ---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
