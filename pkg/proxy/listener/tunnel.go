@@ -56,8 +56,9 @@ var ErrTunnel = errors.New("tunnel not established")
 
 // Open sends the tunnel request on up and waits for the answer (bounded by
 // ctx and 10 s). It returns the connection that carries the tunneled
-// bytes: up itself for CONNECT (bytes the proxy sent after its answer are
-// kept), a chunked request body and the response body for POST. On error
+// bytes: up itself for CONNECT (wrapped to replay bytes the proxy sent
+// right after its answer, if any), a chunked request body and the
+// response body for POST. On error
 // up is left to the caller to close.
 func (t *Tunnel) Open(ctx context.Context, up net.Conn) (net.Conn, error) {
 	method, target := http.MethodConnect, t.Hostname
@@ -100,6 +101,9 @@ func (t *Tunnel) Open(ctx context.Context, up net.Conn) (net.Conn, error) {
 	_ = up.SetDeadline(time.Time{})
 	if t.UsePost {
 		return &postTunnel{Conn: up, body: resp.Body}, nil
+	}
+	if br.Buffered() == 0 {
+		return up, nil // nothing read past the answer: the connection itself
 	}
 	return &tunnelConn{Conn: up, r: br}, nil
 }
