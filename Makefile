@@ -127,6 +127,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeValidate -fuzztime $(FUZZTIME) ./pkg/config/
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./pkg/proxy/listener/
 	$(GO) test -run '^$$' -fuzz FuzzCompileEval -fuzztime $(FUZZTIME) ./pkg/telemetry/expr/
+	$(GO) test -run '^$$' -fuzz FuzzHeadLines -fuzztime $(FUZZTIME) ./pkg/proxy/internal/httpwire/
 
 clean:
 	rm -rf $(BIN)

@@ -15,7 +15,9 @@ import (
 
 // readResponse reads an HTTP/1.x response head from br and frames its
 // body, like http.ReadResponse but copying the head into one string whose
-// substrings become the header values (one allocation for all of them).
+// substrings become the header values (one allocation for all of them;
+// none for the lines that repeat the previous head read into the same
+// respAlloc, see httpwire.HeadLines).
 // Bodies: none for HEAD, 1xx, 204 and 304; chunked (trailers merged into
 // Trailer at the end); Content-Length; else until the connection closes.
 // Obsolete line folding, conflicting Content-Length and
@@ -31,6 +33,7 @@ type respAlloc struct {
 	lb   lengthBody
 	hb   h1Body
 	hs   httpwire.HeaderScratch // reused header map and value array
+	hl   httpwire.HeadLines     // the previous head's lines, reused where equal
 }
 
 // readResponseInto is readResponse building the response in ra.
@@ -57,9 +60,11 @@ func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *
 			break // an empty line
 		}
 	}
-	s := string(b)
-	line, rest, _ := strings.Cut(s, "\n")
-	line = strings.TrimSuffix(line, "\r")
+	lines := ra.hl.Split(b)
+	if len(lines) == 0 {
+		return nil, errors.New("malformed HTTP response: empty status line")
+	}
+	line := lines[0]
 	proto, status, ok := strings.Cut(line, " ")
 	if !ok || len(status) < 3 || (len(status) > 3 && status[3] != ' ') {
 		return nil, fmt.Errorf("malformed HTTP response %q", line)
@@ -84,16 +89,10 @@ func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *
 	default:
 		return nil, fmt.Errorf("malformed HTTP version %q", proto)
 	}
-	nf := strings.Count(rest, "\n")
-	hdr, vals := ra.hs.Take(nf)
+	hdr, vals := ra.hs.Take(len(lines) - 1)
 	var cls, tes int
 	var cl, te string
-	for i := 0; ; i++ {
-		line, rest, _ = strings.Cut(rest, "\n")
-		line = strings.TrimSuffix(line, "\r")
-		if line == "" {
-			break
-		}
+	for i, line := range lines[1:] {
 		if line[0] == ' ' || line[0] == '\t' {
 			return nil, errors.New("obsolete line folding in response header")
 		}

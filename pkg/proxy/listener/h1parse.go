@@ -168,13 +168,17 @@ func readHeadBytes(br *bufio.Reader, buf *[]byte, max int) error {
 	}
 }
 
-// parseHead parses into h a head read by readHeadBytes: s is one string (one
-// allocation) whose substrings become the method, target, header keys
-// (when already canonical) and values. The header map and its value array
-// come from sc (reused) when it is not nil.
-func parseHead(s string, h *h1Head, sc *httpwire.HeaderScratch) error {
+// parseHead parses into h the lines of a head read by readHeadBytes (see
+// httpwire.HeadLines: at most one allocation, none for lines that repeat
+// the connection's previous request): substrings of the lines become the
+// method, target, header keys (when already canonical) and values. The
+// header map and its value array come from sc (reused) when it is not nil.
+func parseHead(lines []string, h *h1Head, sc *httpwire.HeaderScratch) error {
 	*h = h1Head{}
-	line, rest, _ := strings.Cut(s, "\n")
+	if len(lines) == 0 {
+		return badRequest("malformed request line")
+	}
+	line := lines[0]
 	var ok bool
 	h.method, line, ok = strings.Cut(line, " ")
 	if !ok {
@@ -208,17 +212,12 @@ func parseHead(s string, h *h1Head, sc *httpwire.HeaderScratch) error {
 		}
 		h.major, h.minor = 1, int(proto[7]-'0')
 	}
-	n := strings.Count(rest, "\n")
 	var vals []string // one backing array for every single-valued field
-	h.header, vals = sc.Take(n)
+	h.header, vals = sc.Take(len(lines) - 1)
 	var hosts, cls, tes, expects int
 	var connClose, connKeepAlive bool
 	var cl, te string
-	for i := 0; rest != ""; i++ {
-		line, rest, _ = strings.Cut(rest, "\n")
-		if line == "" {
-			break
-		}
+	for i, line := range lines[1:] {
 		if line[0] == ' ' || line[0] == '\t' {
 			return badRequest("obsolete line folding in header")
 		}

@@ -334,8 +334,9 @@ type h1Conn struct {
 	req    http.Request // a copy of *base, then the request's fields
 	url    url.URL
 	hs     httpwire.HeaderScratch
-	rs     *reqState // the Handler's per-request state (reqStateFor)
-	rsBusy bool      // rs is in use by a ServeHTTP on this connection
+	hl     httpwire.HeadLines // the previous request head's lines, reused where equal
+	rs     *reqState          // the Handler's per-request state (reqStateFor)
+	rsBusy bool               // rs is in use by a ServeHTTP on this connection
 
 	// hang-up watch (see watchHangup); guarded by mu.
 	mu        sync.Mutex
@@ -556,7 +557,7 @@ func (c *h1Conn) serveOne() bool {
 	}
 	var hd h1Head
 	h := &hd
-	if err := parseHead(string(c.head), h, &c.hs); err != nil {
+	if err := parseHead(c.hl.Split(c.head), h, &c.hs); err != nil {
 		c.reject(err)
 		return false
 	}

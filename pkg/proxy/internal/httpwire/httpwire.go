@@ -5,6 +5,7 @@
 package httpwire
 
 import (
+	"bytes"
 	"net/http"
 	"strings"
 )
@@ -83,4 +84,73 @@ func (s *HeaderScratch) Take(n int) (http.Header, []string) {
 	vals := s.vals[:n]
 	clear(vals)
 	return s.hdr, vals
+}
+
+// HeadLines splits the message heads read on one connection into lines,
+// reusing strings from the previous head: consecutive heads on a
+// kept-alive connection mostly repeat each other line for line (the same
+// client sends the same request fields, an upstream the same response
+// fields), so a line equal to the one at the same index of the previous
+// head is that head's string, and only the lines that differ are copied,
+// all into one new string. A head that repeats the previous one allocates
+// nothing. Strings are immutable, so a message may keep the ones it got
+// for as long as it likes; only the returned slice is reused by the next
+// Split.
+type HeadLines struct {
+	lines []string
+	spans []int // scratch: start and end of each line of the current head
+}
+
+// Split returns the lines of head, a message head up to and including
+// its terminating empty line (or all of it when there is none), each
+// line without its "\n" or "\r\n". The slice is valid until the next
+// Split.
+func (h *HeadLines) Split(head []byte) []string {
+	prev := len(h.lines)
+	spans := h.spans[:0]
+	size := 0 // bytes of the lines that differ from the previous head's
+	for start := 0; start < len(head); {
+		end, next := len(head), len(head)
+		if i := bytes.IndexByte(head[start:], '\n'); i >= 0 {
+			end, next = start+i, start+i+1
+		}
+		if end > start && head[end-1] == '\r' {
+			end--
+		}
+		if end == start { // the empty line ends the head
+			break
+		}
+		if n := len(spans) / 2; n >= prev || string(head[start:end]) != h.lines[n] {
+			size += end - start
+		}
+		spans = append(spans, start, end)
+		start = next
+	}
+	h.spans = spans
+	n := len(spans) / 2
+	if cap(h.lines) < n {
+		h.lines = append(h.lines[:cap(h.lines)], make([]string, n-cap(h.lines))...)
+	}
+	lines := h.lines[:n]
+	h.lines = lines
+	if size == 0 {
+		return lines
+	}
+	var fresh strings.Builder
+	fresh.Grow(size)
+	same := func(i int) bool { return i < prev && string(head[spans[2*i]:spans[2*i+1]]) == lines[i] }
+	for i := range n {
+		if !same(i) {
+			fresh.Write(head[spans[2*i]:spans[2*i+1]])
+		}
+	}
+	s, off := fresh.String(), 0
+	for i := range n {
+		if !same(i) {
+			l := spans[2*i+1] - spans[2*i]
+			lines[i] = s[off : off+l]
+			off += l
+		}
+	}
+	return lines
 }

@@ -1,0 +1,93 @@
+package httpwire
+
+import (
+	"reflect"
+	"testing"
+	"unsafe"
+)
+
+func TestHeadLinesSplit(t *testing.T) {
+	var hl HeadLines
+	for _, c := range []struct {
+		head string
+		want []string
+	}{
+		{"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\n", []string{"HTTP/1.1 200 OK", "A: 1", "B: 2"}},
+		{"GET / HTTP/1.1\nHost: h\n\n", []string{"GET / HTTP/1.1", "Host: h"}},
+		{"GET / HTTP/1.1\nHost: h\n", []string{"GET / HTTP/1.1", "Host: h"}}, // no empty line
+		{"GET / HTTP/1.1\nHost: h", []string{"GET / HTTP/1.1", "Host: h"}},   // no line end
+		{"X\n\nY: after the end\n", []string{"X"}},
+		{"\r\nX\n", []string{}},
+		{"", []string{}},
+	} {
+		got := hl.Split([]byte(c.head))
+		if !reflect.DeepEqual(append([]string{}, got...), c.want) {
+			t.Errorf("Split(%q) = %q, want %q", c.head, got, c.want)
+		}
+	}
+}
+
+// TestHeadLinesReuse checks what HeadLines is for: lines equal to the
+// previous head's are its strings (no copy), the others are copied, all
+// into one allocation, and the strings never change afterwards.
+func TestHeadLinesReuse(t *testing.T) {
+	var hl HeadLines
+	buf := []byte("HTTP/1.1 200 OK\r\nDate: 1\r\nServer: s\r\n\r\n")
+	first := append([]string{}, hl.Split(buf)...)
+
+	if n := testing.AllocsPerRun(100, func() { hl.Split(buf) }); n != 0 {
+		t.Errorf("a repeated head: %.0f allocations, want 0", n)
+	}
+	again := hl.Split(buf)
+	for i := range first {
+		if unsafe.StringData(again[i]) != unsafe.StringData(first[i]) {
+			t.Errorf("line %d of a repeated head was copied", i)
+		}
+	}
+
+	changed := []byte("HTTP/1.1 200 OK\r\nDate: 2\r\nServer: s\r\n\r\n")
+	var got []string
+	n := testing.AllocsPerRun(10, func() {
+		hl.Split(buf)
+		got = hl.Split(changed)
+	})
+	if n != 2 { // one for the changed line of each head
+		t.Errorf("two heads with one changed line each: %.0f allocations, want 2", n)
+	}
+	if !reflect.DeepEqual(got, []string{"HTTP/1.1 200 OK", "Date: 2", "Server: s"}) {
+		t.Fatalf("got %q", got)
+	}
+	if unsafe.StringData(got[0]) != unsafe.StringData(first[0]) || unsafe.StringData(got[2]) != unsafe.StringData(first[2]) {
+		t.Error("unchanged lines were copied")
+	}
+	kept := got[1]
+	copy(changed, "XXXXXXXXXXXXXXXXXXXXXXXXXXXX") // the reader's buffer is reused
+	if kept != "Date: 2" {
+		t.Errorf("a returned line changed with the buffer: %q", kept)
+	}
+
+	// Fewer lines, then more again: slots past the previous head's
+	// lines hold older strings that must not be taken for equal ones.
+	hl.Split([]byte("A\nB\nC\n\n"))
+	hl.Split([]byte("A\n\n"))
+	if got := hl.Split([]byte("A\nB\nD\n\n")); !reflect.DeepEqual(got, []string{"A", "B", "D"}) {
+		t.Errorf("after a shorter head: %q", got)
+	}
+	if got := hl.Split([]byte("A\nB\nD\nE\nF\n\n")); !reflect.DeepEqual(got, []string{"A", "B", "D", "E", "F"}) {
+		t.Errorf("growing: %q", got)
+	}
+}
+
+func FuzzHeadLines(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), []byte("GET /x HTTP/1.1\r\nHost: h\r\nA: b\r\n\r\n"))
+	f.Add([]byte("A\nB\nC\n\n"), []byte("A\n\n"))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		var hl, fresh HeadLines
+		hl.Split(a)
+		got := append([]string{}, hl.Split(b)...)
+		want := append([]string{}, fresh.Split(b)...)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("after %q, Split(%q) = %q, fresh %q", a, b, got, want)
+		}
+	})
+}
