@@ -176,7 +176,8 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 			return
 		}
 	}
-	m := h.tcpOpen(h.connectAttrs(r, ri, target))
+	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, "")
+	m := h.tcpOpen(l, func() connAttrs { return h.connectAttrs(r, ri, l) })
 	sent, recv := pipe(r.Context(), conn, up)
 	h.tcpClose(m, sent, recv)
 	w.n += sent
@@ -194,7 +195,8 @@ func (h *Handler) connectH2(w *countingWriter, r *http.Request, ri *reqInfo, up 
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	m := h.tcpOpen(h.connectAttrs(r, ri, target))
+	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, "")
+	m := h.tcpOpen(l, func() connAttrs { return h.connectAttrs(r, ri, l) })
 	// r.Body counts into ri.body itself (countingBody).
 	sent, recv := pipe(r.Context(), &h2Stream{body: r.Body, w: w, rc: rc}, up)
 	h.tcpClose(m, sent, recv)
@@ -542,7 +544,7 @@ type tcpLog struct {
 // proxyTCP pipes conn and up both ways with TCP telemetry (opened/closed
 // counters and bytes) and logs the connection when it ends.
 func (h *Handler) proxyTCP(ctx context.Context, conn, up net.Conn, start time.Time, e tcpLog, l stats.Labels) {
-	m := h.tcpOpen(h.tcpConnAttrs(conn, e, l))
+	m := h.tcpOpen(l, func() connAttrs { return h.tcpConnAttrs(conn, e, l) })
 	sent, recv := pipe(ctx, conn, up)
 	h.tcpClose(m, sent, recv)
 	e.flags = "-"

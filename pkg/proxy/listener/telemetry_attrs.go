@@ -261,29 +261,29 @@ type tcpMetrics struct {
 	groups []stats.Labels
 }
 
-// tcpOpen counts an opened connection; c describes it for tag
-// expressions (c.l are its labels).
-func (h *Handler) tcpOpen(c connAttrs) tcpMetrics {
+// tcpOpen counts an opened connection with labels l; attrs describes it
+// for tag expressions (called only when an override needs them).
+func (h *Handler) tcpOpen(l stats.Labels, attrs func() connAttrs) tcpMetrics {
 	if h.Stats == nil {
 		return tcpMetrics{}
 	}
 	mp := h.metricsPolicy(h.Runtime())
 	if mp == nil {
-		h.Stats.TCPOpened(c.l)
-		return tcpMetrics{l: c.l}
+		h.Stats.TCPOpened(l)
+		return tcpMetrics{l: l}
 	}
 	var a expr.Attributes
 	if needsAttrs(mp.TCP) {
 		ca := new(connAttrs)
-		*ca = c
+		*ca = attrs()
 		a = ca
 	}
 	m := tcpMetrics{policy: true}
 	for i := range mp.TCP {
-		m.groups = append(m.groups, mp.TCP[i].apply(c.l, stats.DropAllTCP, a))
+		m.groups = append(m.groups, mp.TCP[i].apply(l, stats.DropAllTCP, a))
 	}
-	for _, l := range m.groups {
-		h.Stats.TCPOpened(l)
+	for _, g := range m.groups {
+		h.Stats.TCPOpened(g)
 	}
 	return m
 }
@@ -302,10 +302,9 @@ func (h *Handler) tcpClose(m tcpMetrics, sent, recv int64) {
 	}
 }
 
-// connectAttrs describe a CONNECT tunnel for TCP metric tag expressions.
-func (h *Handler) connectAttrs(r *http.Request, ri *reqInfo, target string) connAttrs {
-	c := connAttrs{h: h, l: h.tcpLabels(ri.cluster, target, ri.destWorkload, ""), remote: r.RemoteAddr, tls: r.TLS,
-		upstream: ri.upstreamHost, cluster: ri.cluster}
+// connectAttrs describe a CONNECT tunnel with labels l.
+func (h *Handler) connectAttrs(r *http.Request, ri *reqInfo, l stats.Labels) connAttrs {
+	c := connAttrs{h: h, l: l, remote: r.RemoteAddr, tls: r.TLS, upstream: ri.upstreamHost, cluster: ri.cluster}
 	if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && local != nil {
 		c.local = local.String()
 	}
