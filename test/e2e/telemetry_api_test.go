@@ -19,8 +19,9 @@ import (
 // TestTelemetryAPI runs real proxies under Telemetry resources from
 // Istio's docs: a mesh-wide metrics override UPSERTs two tags on
 // istio_requests_total (request.host, and a request header with a
-// has()/?: default) and disables istio_request_duration_milliseconds; a
-// Telemetry whose targetRefs name the Service "server" disables
+// has()/?: default), on the client side a third from the peer metadata
+// (upstream_peer.labels['app'].value), and disables
+// istio_request_duration_milliseconds; a Telemetry whose targetRefs name the Service "server" disables
 // istio_request_bytes on the server side and logs only /keep paths, for
 // the server's proxy only (the proxy behind the Service "other" keeps the
 // mesh-wide settings); the mesh-wide access log filter keeps errors and
@@ -57,6 +58,9 @@ spec:
         request_host: {value: request.host}
         user: {operation: UPSERT, value: "has(request.headers['x-user']) ? request.headers['x-user'] : 'anonymous'"}
         request_protocol: {operation: REMOVE}
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      tagOverrides:
+        peer_app: {value: "has(upstream_peer.labels['app']) ? upstream_peer.labels['app'].value : 'none'"}
     - match: {metric: REQUEST_DURATION}
       disabled: true
   accessLogging:
@@ -191,13 +195,13 @@ spec:
 			}
 		}
 	}
-	for _, want := range []string{`reporter="source"`, `request_host="server:8080",user="jason"} 1`, `request_host="other:8080",user="jason"} 1`,
+	for _, want := range []string{`reporter="source"`, `peer_app="server",request_host="server:8080",user="jason"} 1`, `peer_app="other",request_host="other:8080",user="jason"} 1`,
 		`response_code="500"`, "istio_request_bytes_count{"} {
 		if !strings.Contains(cm, want) {
 			t.Errorf("client metrics lack %q:\n%s", want, cm)
 		}
 	}
-	if !strings.Contains(sm, `request_host="server:8080",user="jason"} 1`) || sumSamples(sm, "istio_request_bytes_count{") != serverBytes {
+	if !strings.Contains(sm, `,request_host="server:8080",user="jason"} 1`) || strings.Contains(sm, "peer_app=") || sumSamples(sm, "istio_request_bytes_count{") != serverBytes {
 		t.Errorf("server metrics (targetRefs: request sizes disabled; %g before):\n%s", serverBytes, sm)
 	}
 	if !strings.Contains(om, `request_host="other:8080",user="jason"} 1`) || sumSamples(om, "istio_request_bytes_count{") != otherBytes+2 {

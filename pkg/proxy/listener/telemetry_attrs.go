@@ -158,6 +158,12 @@ func (a *connAttrs) Attribute(name string) (expr.Value, bool) {
 		return expr.Value{}, false
 	}
 	switch name {
+	case "name", "workload_name":
+		return present(peer.Workload)
+	case "cluster_id":
+		return present(peer.Cluster)
+	case "labels":
+		return expr.MapValue(peerLabels{peer}), true
 	case "app":
 		return present(peer.App)
 	case "version":
@@ -326,4 +332,23 @@ func (h *Handler) tcpConnAttrs(conn net.Conn, e tcpLog, l stats.Labels) connAttr
 		c.upstreamPeer = l.DestinationPrincipal
 	}
 	return c
+}
+
+// peerLabels are the workload labels a peer's metadata carries (app,
+// version, and the canonical service and revision labels).
+type peerLabels struct{ p *PeerInfo }
+
+func (l peerLabels) Lookup(k string) (string, bool) {
+	var v string
+	switch k {
+	case "app":
+		v = l.p.App
+	case "version":
+		v = l.p.Version
+	case LabelCanonicalName:
+		v = l.p.CanonicalService
+	case LabelCanonicalRevision:
+		v = l.p.CanonicalRevision
+	}
+	return v, v != "" && v != "unknown"
 }

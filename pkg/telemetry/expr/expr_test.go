@@ -26,6 +26,7 @@ var req = attrs{
 	"destination.port":      IntValue(9080),
 	"upstream_peer.app":     StringValue("reviews"),
 	"downstream_peer.app":   StringValue("productpage"),
+	"upstream_peer.labels":  MapValue(headers{"app": "reviews"}),
 	"response.code_details": StringValue("via_upstream"),
 }
 
@@ -55,6 +56,9 @@ func TestEval(t *testing.T) {
 		{"string(response.code) + '-' + request.method", "503-GET"},
 		{"upstream_peer.app", "reviews"},
 		{"downstream_peer.app", "productpage"},
+		{"upstream_peer.labels['app'].value", "reviews"},
+		{"upstream_peer.labels['app']", "reviews"},
+		{"request.headers['x-user'].value", "error"},
 		{"source.workload", "productpage-v1"},
 		{"'literal'", "literal"},
 		{"42", "42"},

@@ -300,6 +300,9 @@ func (p *parser) postfix(n node, path string, start token) (node, error) {
 					n = &index{m: n, key: &lit{StringValue(id.text)}}
 					continue
 				}
+				if x, ok := n.(*index); ok && id.text == "value" && isPeerLabels(x.m) {
+					continue // Istio's upstream_peer.labels['app'].value: the label itself
+				}
 				return nil, p.errAt(id, "field selection on a %s value", kindOf(n))
 			}
 			if _, ok := known[path]; ok && known[path] == Map { // request.headers.x
@@ -455,4 +458,10 @@ func (p *parser) method(recv node, m token) (node, error) {
 		c.re = re
 	}
 	return c, nil
+}
+
+// isPeerLabels reports whether n is a peer's labels map.
+func isPeerLabels(n node) bool {
+	a, ok := n.(*attr)
+	return ok && (a.name == "upstream_peer.labels" || a.name == "downstream_peer.labels")
 }
