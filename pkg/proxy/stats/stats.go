@@ -328,13 +328,14 @@ func (r *Registry) TCPClosed(l Labels, sent, received int64) {
 	s.received.Add(uint64(received))
 }
 
-// RequestsTotal sums istio_requests_total over series matching pred.
+// RequestsTotal sums istio_requests_total over series matching pred
+// (series that do not render it, dropped by Telemetry, are left out).
 func (r *Registry) RequestsTotal(pred func(Labels) bool) uint64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var n uint64
 	for l, s := range r.http {
-		if pred(l) {
+		if l.Dropped&DropRequests == 0 && pred(l) {
 			n += s.requests.Load()
 		}
 	}
