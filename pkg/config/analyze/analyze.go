@@ -151,6 +151,7 @@ func Analyze(rs []*config.Resource, opts ...Option) []Message {
 	}
 	if a.o.mesh != nil {
 		a.customProviders()
+		a.telemetryProviders()
 	}
 	sort.SliceStable(a.msgs, func(i, j int) bool {
 		si, sj := a.msgs[i].Source, a.msgs[j].Source

@@ -16,6 +16,7 @@ import (
 const (
 	CodeTelemetryTargetNotFound = "WEFT0116" // a Telemetry targetRef names a Gateway, GatewayClass, Service or ServiceEntry that does not exist
 	CodeTelemetryTCPAttribute   = "WEFT0117" // a tag UPSERT on a TCP metric reads request/response attributes (always "unknown")
+	CodeTelemetryProvider       = "WEFT0118" // a Telemetry tracing/accessLogging provider is not in the mesh config or not usable for it
 )
 
 // telemetries checks Telemetry targetRefs against the resources and
@@ -102,6 +103,58 @@ func (a *analyzer) checkTelemetryTarget(r *config.Resource, path string, ref *ty
 			a.report(r, Warning, CodeTelemetryTargetNotFound, path, "Service %s/%s (%s) is not in the registry: the policy applies to no workload", ns, name, fq)
 		} else {
 			a.report(r, Info, CodeTelemetryTargetNotFound, path, "Service %s/%s (%s) is not known here; fine if it is a Kubernetes service (pass known hosts to check)", ns, name, fq)
+		}
+	}
+}
+
+// telemetryProviders checks Telemetry tracing and access logging provider
+// names against the mesh config's extensionProviders (only with a mesh
+// config): unknown names and kinds weft does not apply there.
+func (a *analyzer) telemetryProviders() {
+	find := func(name string) (kind string, ok bool) {
+		for _, p := range a.o.mesh.GetExtensionProviders() {
+			if p.GetName() != name {
+				continue
+			}
+			switch {
+			case p.GetZipkin() != nil:
+				return "zipkin", true
+			case p.GetOpentelemetry() != nil:
+				return "opentelemetry", true
+			case p.GetEnvoyFileAccessLog() != nil:
+				return "envoyFileAccessLog", true
+			}
+			return "other", true
+		}
+		return "", false
+	}
+	for _, r := range a.rs {
+		t, ok := r.Spec.(*telemetry.Telemetry)
+		if !ok {
+			continue
+		}
+		for i, tr := range t.GetTracing() {
+			for j, p := range tr.GetProviders() {
+				path := fmt.Sprintf("spec.tracing[%d].providers[%d].name", i, j)
+				switch kind, ok := find(p.GetName()); {
+				case !ok:
+					a.report(r, Warning, CodeTelemetryProvider, path, "tracing provider %q is not in the mesh config's extensionProviders: no spans are reported", p.GetName())
+				case kind != "zipkin" && kind != "opentelemetry":
+					a.report(r, Warning, CodeTelemetryProvider, path, "provider %q is not a zipkin or opentelemetry provider: weft reports no spans to it", p.GetName())
+				}
+			}
+		}
+		for i, al := range t.GetAccessLogging() {
+			for j, p := range al.GetProviders() {
+				path := fmt.Sprintf("spec.accessLogging[%d].providers[%d].name", i, j)
+				switch kind, ok := find(p.GetName()); {
+				case !ok && p.GetName() == "envoy":
+				case !ok:
+					a.report(r, Warning, CodeTelemetryProvider, path, "access log provider %q is not in the mesh config's extensionProviders", p.GetName())
+				case kind != "envoyFileAccessLog":
+					a.report(r, Warning, CodeTelemetryProvider, path, "access log provider %q is not an envoyFileAccessLog provider: weft does not apply it", p.GetName())
+				}
+			}
 		}
 	}
 }

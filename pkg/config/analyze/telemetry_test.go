@@ -3,6 +3,8 @@ package analyze
 import (
 	"strings"
 	"testing"
+
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 func TestTelemetryTargets(t *testing.T) {
@@ -76,5 +78,48 @@ spec:
 `))
 	if len(msgs) != 1 || !strings.Contains(msgs[0].String(), "Info [WEFT0116] Telemetry apps/t: spec.targetRefs[0]: Service apps/web (web.apps.svc.cluster.local) is not known here") {
 		t.Errorf("messages %v", msgs)
+	}
+}
+
+func TestTelemetryProviders(t *testing.T) {
+	rs := decode(t, `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: weft-system}
+spec:
+  tracing:
+  - providers: [{name: zipkin}]
+  - providers: [{name: jaeger}]
+  - providers: [{name: file}]
+  accessLogging:
+  - providers: [{name: envoy}, {name: file}, {name: otel-als}, {name: nope}]
+`)
+	mesh, err := meshconfig.Parse("mesh.yaml", []byte(`extensionProviders:
+- {name: zipkin, zipkin: {service: zipkin.weft-system.svc.cluster.local, port: 9411}}
+- {name: file, envoyFileAccessLog: {path: /dev/stdout}}
+- {name: otel-als, envoyOtelAls: {service: otel.weft-system.svc.cluster.local, port: 4317}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs := Analyze(rs); len(msgs) != 0 {
+		t.Fatalf("without mesh config: %v", msgs)
+	}
+	var got []string
+	for _, m := range Analyze(rs, WithMeshConfig(mesh)) {
+		got = append(got, m.String())
+	}
+	want := []string{
+		`Warning [WEFT0118] Telemetry weft-system/t: spec.tracing[1].providers[0].name: tracing provider "jaeger" is not in the mesh config's extensionProviders`,
+		`Warning [WEFT0118] Telemetry weft-system/t: spec.tracing[2].providers[0].name: provider "file" is not a zipkin or opentelemetry provider`,
+		`Warning [WEFT0118] Telemetry weft-system/t: spec.accessLogging[0].providers[2].name: access log provider "otel-als" is not an envoyFileAccessLog provider`,
+		`Warning [WEFT0118] Telemetry weft-system/t: spec.accessLogging[0].providers[3].name: access log provider "nope" is not in the mesh config's extensionProviders`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d messages, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("message %d:\n got %s\nwant %s", i, got[i], want[i])
+		}
 	}
 }
