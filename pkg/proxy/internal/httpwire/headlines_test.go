@@ -66,6 +66,18 @@ func TestHeadLinesReuse(t *testing.T) {
 		t.Errorf("a returned line changed with the buffer: %q", kept)
 	}
 
+	// The same lines in another order (a Go map's order is random).
+	hl.Split([]byte("S\nA: 1\nB: 2\nC: 3\n\n"))
+	if n := testing.AllocsPerRun(10, func() {
+		hl.Split([]byte("S\nC: 3\nA: 1\nB: 2\n\n"))
+		hl.Split([]byte("S\nB: 2\nC: 3\nA: 1\n\n"))
+	}); n != 0 {
+		t.Errorf("reordered lines: %.0f allocations, want 0", n)
+	}
+	if got := hl.Split([]byte("S\nC: 3\nD: 4\nB: 2\n\n")); !reflect.DeepEqual(got, []string{"S", "C: 3", "D: 4", "B: 2"}) {
+		t.Errorf("reordered with a new line: %q", got)
+	}
+
 	// Fewer lines, then more again: slots past the previous head's
 	// lines hold older strings that must not be taken for equal ones.
 	hl.Split([]byte("A\nB\nC\n\n"))

@@ -88,17 +88,18 @@ func (s *HeaderScratch) Take(n int) (http.Header, []string) {
 
 // HeadLines splits the message heads read on one connection into lines,
 // reusing strings from the previous head: consecutive heads on a
-// kept-alive connection mostly repeat each other line for line (the same
-// client sends the same request fields, an upstream the same response
-// fields), so a line equal to the one at the same index of the previous
-// head is that head's string, and only the lines that differ are copied,
-// all into one new string. A head that repeats the previous one allocates
-// nothing. Strings are immutable, so a message may keep the ones it got
-// for as long as it likes; only the returned slice is reused by the next
-// Split.
+// kept-alive connection mostly repeat each other's lines (the same client
+// sends the same request fields, an upstream the same response fields,
+// though not always in the same order: a Go map's order is random), so a
+// line equal to one of the previous head's is that head's string, and only
+// the lines that differ are copied, all into one new string. A head that
+// repeats the previous one's lines allocates nothing. Strings are
+// immutable, so a message may keep the ones it got for as long as it
+// likes; only the returned slice is reused.
 type HeadLines struct {
-	lines []string
-	spans []int // scratch: start and end of each line of the current head
+	prev, cur []string // the last head's lines; scratch for the next
+	spans     []int    // scratch: start and end of each line of the current head
+	from      []int    // scratch: per line, the index of the equal line in prev, or -1
 }
 
 // Split returns the lines of head, a message head up to and including
@@ -106,9 +107,8 @@ type HeadLines struct {
 // line without its "\n" or "\r\n". The slice is valid until the next
 // Split.
 func (h *HeadLines) Split(head []byte) []string {
-	prev := len(h.lines)
-	spans := h.spans[:0]
-	size := 0 // bytes of the lines that differ from the previous head's
+	spans, from := h.spans[:0], h.from[:0]
+	size := 0 // bytes of the lines the previous head does not have
 	for start := 0; start < len(head); {
 		end, next := len(head), len(head)
 		if i := bytes.IndexByte(head[start:], '\n'); i >= 0 {
@@ -120,37 +120,50 @@ func (h *HeadLines) Split(head []byte) []string {
 		if end == start { // the empty line ends the head
 			break
 		}
-		if n := len(spans) / 2; n >= prev || string(head[start:end]) != h.lines[n] {
+		j := h.match(head[start:end], len(from))
+		if j < 0 {
 			size += end - start
 		}
-		spans = append(spans, start, end)
+		spans, from = append(spans, start, end), append(from, j)
 		start = next
 	}
-	h.spans = spans
-	n := len(spans) / 2
-	if cap(h.lines) < n {
-		h.lines = append(h.lines[:cap(h.lines)], make([]string, n-cap(h.lines))...)
-	}
-	lines := h.lines[:n]
-	h.lines = lines
-	if size == 0 {
-		return lines
-	}
-	var fresh strings.Builder
-	fresh.Grow(size)
-	same := func(i int) bool { return i < prev && string(head[spans[2*i]:spans[2*i+1]]) == lines[i] }
-	for i := range n {
-		if !same(i) {
-			fresh.Write(head[spans[2*i]:spans[2*i+1]])
+	h.spans, h.from = spans, from
+	var fresh string
+	if size > 0 {
+		var b strings.Builder
+		b.Grow(size)
+		for i, j := range from {
+			if j < 0 {
+				b.Write(head[spans[2*i]:spans[2*i+1]])
+			}
 		}
+		fresh = b.String()
 	}
-	s, off := fresh.String(), 0
-	for i := range n {
-		if !same(i) {
-			l := spans[2*i+1] - spans[2*i]
-			lines[i] = s[off : off+l]
-			off += l
+	lines := h.cur[:0]
+	for i, j := range from {
+		if j >= 0 {
+			lines = append(lines, h.prev[j])
+			continue
 		}
+		n := spans[2*i+1] - spans[2*i]
+		lines = append(lines, fresh[:n])
+		fresh = fresh[n:]
 	}
+	clear(h.prev) // drop the older strings; the slice is the next scratch
+	h.prev, h.cur = lines, h.prev
 	return lines
+}
+
+// match returns the index of the previous head's line equal to b, trying
+// index i (the same position) first, or -1.
+func (h *HeadLines) match(b []byte, i int) int {
+	if i < len(h.prev) && h.prev[i] == string(b) {
+		return i
+	}
+	for j, l := range h.prev {
+		if len(l) == len(b) && l == string(b) {
+			return j
+		}
+	}
+	return -1
 }
