@@ -10,7 +10,7 @@ import (
 
 // CodeTunnelNotApplied: a route sends traffic to a DestinationRule tunnel
 // that Istio's rule (and weft's) does not apply to it.
-const CodeTunnelNotApplied = "WEFT0118" // an http route, or a weighted tcp/tls route's subset, does not get the DestinationRule tunnel
+const CodeTunnelNotApplied = "WEFT0119" // an http route, or a weighted tcp/tls route's subset, does not get the DestinationRule tunnel
 
 // tunnels reports routes whose destination has a DestinationRule tunnel
 // that does not apply: tunnels are set on tcp_proxy (TCP and TLS routes),

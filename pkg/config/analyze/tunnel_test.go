@@ -51,8 +51,8 @@ spec:
 		}
 	}
 	want := []string{
-		`in.yaml:28: Warning [WEFT0118] VirtualService egress/routes: spec.http[0].route[0].destination: DestinationRule egress/tunnel subset a has a tunnel to a.example.com:9000, but tunnels apply to tcp and tls routes only: this HTTP traffic goes to forward-proxy.example.com untunneled`,
-		`in.yaml:36: Warning [WEFT0118] VirtualService egress/routes: spec.tcp[1].route[1].destination.subset: DestinationRule egress/tunnel subset a has a tunnel to a.example.com:9000, but with several weighted destinations only the first host's top-level tunnel applies (as in Istio)`,
+		`in.yaml:28: Warning [WEFT0119] VirtualService egress/routes: spec.http[0].route[0].destination: DestinationRule egress/tunnel subset a has a tunnel to a.example.com:9000, but tunnels apply to tcp and tls routes only: this HTTP traffic goes to forward-proxy.example.com untunneled`,
+		`in.yaml:36: Warning [WEFT0119] VirtualService egress/routes: spec.tcp[1].route[1].destination.subset: DestinationRule egress/tunnel subset a has a tunnel to a.example.com:9000, but with several weighted destinations only the first host's top-level tunnel applies (as in Istio)`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
