@@ -235,7 +235,7 @@ func decodeResource(file string, n *yaml.Node) (*Resource, ErrorList) {
 	ours := ok && s.Group == group
 	if !ours && group == GroupGatewayAPI {
 		return nil, ErrorList{{Source: Source{File: file, Line: n.Line}, Kind: kind, Path: "kind",
-			Msg: fmt.Sprintf("skipped: Gateway API kind %s is not supported by weft (supported: GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant)", kind), Warning: true}}
+			Msg: fmt.Sprintf("skipped: Gateway API kind %s is not supported by weft (supported: GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute, TCPRoute, ReferenceGrant)", kind), Warning: true}}
 	}
 	if !ok && isKubernetesKind(apiVersion, kind) || ok && !ours && isKubernetesGroup(apiVersion) {
 		return nil, ErrorList{{Source: Source{File: file, Line: n.Line}, Kind: kind, Path: "apiVersion",

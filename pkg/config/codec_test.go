@@ -123,7 +123,7 @@ func TestDecodeJSONListAndMultiDoc(t *testing.T) {
 			[]string{"DestinationRule default/a"}},
 		{"gateway api kinds", "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {gatewayClassName: istio}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec: {selector: {a: b}}\n---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {parentRefs: [{name: g, group: \"\", kind: Service}]}\n",
 			[]string{"KubernetesGateway default/g", "Gateway default/g", "HTTPRoute default/r"}},
-		{"kubernetes objects skipped", "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {name: g}\nspec: {}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n",
+		{"kubernetes objects skipped", "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: g}\nspec: {}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n",
 			[]string{"DestinationRule default/a"}},
 		{"kubectl metadata ignored", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, uid: 123-4, managedFields: []}\nspec: {host: a}\nstatus: {foo: bar}\n",
 			[]string{"DestinationRule default/a"}},

@@ -116,6 +116,8 @@ const (
 	KindHTTPRoute         = "HTTPRoute"
 	KindReferenceGrant    = "ReferenceGrant"
 	KindGRPCRoute         = "GRPCRoute"
+	KindTLSRoute          = "TLSRoute"
+	KindTCPRoute          = "TCPRoute"
 )
 
 // schemas is the immutable table of kinds (versions as in istio.io/api's
@@ -139,6 +141,8 @@ var schemas = []Schema{
 	{Group: GroupGatewayAPI, Kind: KindKubernetesGateway, APIKind: "Gateway", Plural: "gateways", ShortNames: []string{"gtw"}, Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewGatewaySpec},
 	{Group: GroupGatewayAPI, Kind: KindHTTPRoute, Plural: "httproutes", Versions: []string{"v1", "v1beta1"}, NewSpec: gatewayapi.NewHTTPRouteSpec},
 	{Group: GroupGatewayAPI, Kind: KindGRPCRoute, Plural: "grpcroutes", Versions: []string{"v1"}, NewSpec: gatewayapi.NewGRPCRouteSpec},
+	{Group: GroupGatewayAPI, Kind: KindTLSRoute, Plural: "tlsroutes", Versions: []string{"v1", "v1alpha3", "v1alpha2"}, NewSpec: gatewayapi.NewTLSRouteSpec},
+	{Group: GroupGatewayAPI, Kind: KindTCPRoute, Plural: "tcproutes", Versions: []string{"v1alpha2"}, NewSpec: gatewayapi.NewTCPRouteSpec},
 	{Group: GroupGatewayAPI, Kind: KindReferenceGrant, Plural: "referencegrants", ShortNames: []string{"refgrant"}, Versions: []string{"v1beta1"}, NewSpec: gatewayapi.NewReferenceGrantSpec},
 }
 

@@ -21,7 +21,7 @@ type gwapiGateway struct {
 	spec gw.GatewaySpec
 }
 
-// gatewayAPI checks HTTPRoutes against the Gateways they name (existence,
+// gatewayAPI checks routes (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute) against the Gateways they name (existence,
 // a listener that accepts them, hostname overlap), their backendRefs
 // against the known hosts, and Gateway classes.
 func (a *analyzer) gatewayAPI() {
@@ -66,6 +66,18 @@ func (a *analyzer) gatewayAPI() {
 				continue
 			}
 			s = g.HTTP()
+		case config.KindTLSRoute:
+			var t gw.TLSRouteSpec
+			if gw.Spec(r.Spec, &t) != nil {
+				continue
+			}
+			s = t.HTTP()
+		case config.KindTCPRoute:
+			var t gw.TCPRouteSpec
+			if gw.Spec(r.Spec, &t) != nil {
+				continue
+			}
+			s = t.HTTP()
 		default:
 			continue
 		}
@@ -111,7 +123,7 @@ func (a *analyzer) checkParentGateway(r *config.Resource, path string, pr gw.Par
 	if g == nil {
 		msg := fmt.Sprintf("Gateway %s/%s (gateway.networking.k8s.io) not found: the route is not attached to it", gwNS, pr.Name)
 		if a.gatewayExists(gwNS, pr.Name) {
-			msg += "; an Istio Gateway of that name exists, but HTTPRoutes attach to Gateway API Gateways"
+			msg += "; an Istio Gateway of that name exists, but " + r.Kind + "s attach to Gateway API Gateways"
 		}
 		a.report(r, Warning, CodeGatewayAPIParentNotFound, path, "%s", msg)
 		return
@@ -125,8 +137,12 @@ func (a *analyzer) checkParentGateway(r *config.Resource, path string, pr gw.Par
 			continue
 		}
 		switch {
-		case l.Protocol != "HTTP" && l.Protocol != "HTTPS":
-			why = append(why, fmt.Sprintf("listener %s is %s", l.Name, l.Protocol))
+		case !gw.ListenerAccepts(l, r.Kind):
+			mode := ""
+			if l.Protocol == "TLS" {
+				mode = " in mode " + l.TLSMode()
+			}
+			why = append(why, fmt.Sprintf("listener %s is %s%s, which carries %s, not %s", l.Name, l.Protocol, mode, orNone(strings.Join(gw.RouteKinds(l), " and ")), r.Kind))
 		case !gw.AllowsRoute(l, gwNS, r.Meta.Namespace, r.Kind):
 			why = append(why, fmt.Sprintf("listener %s does not allow routes from namespace %s", l.Name, r.Meta.Namespace))
 		case len(gw.Intersect(l.Hostname, hostnames)) == 0:
@@ -146,4 +162,11 @@ func (a *analyzer) checkParentGateway(r *config.Resource, path string, pr gw.Par
 		why = append(why, "the Gateway has no listener"+sel)
 	}
 	a.report(r, Warning, CodeGatewayAPINotAttached, path, "not attached to Gateway %s/%s: %s", gwNS, pr.Name, strings.Join(why, "; "))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no routes"
+	}
+	return s
 }

@@ -113,3 +113,60 @@ spec:
 		t.Errorf("with a ReferenceGrant: %v", msgs)
 	}
 }
+
+func TestGatewayAPITLSAndTCPRoutes(t *testing.T) {
+	rs := decode(t, `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: edge}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tls, port: 8443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: tcp, port: 9000, protocol: TCP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: alpha, namespace: edge}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [alpha.example.com]
+  rules: [{backendRefs: [{name: alpha, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: elsewhere, namespace: edge}
+spec:
+  parentRefs: [{name: edge, sectionName: tls}]
+  hostnames: [alpha.example.org]
+  rules: [{backendRefs: [{name: alpha, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: echo, namespace: edge}
+spec:
+  parentRefs: [{name: edge, sectionName: tcp}, {name: edge, sectionName: tls}]
+  rules: [{backendRefs: [{name: echo, port: 9000}, {name: missing, port: 9000}]}]
+`)
+	msgs := Analyze(rs, WithKnownHosts("alpha.edge.svc.cluster.local", "echo.edge.svc.cluster.local"))
+	var got []string
+	for _, m := range msgs {
+		got = append(got, m.String())
+	}
+	want := []string{
+		`in.yaml:22: Warning [WEFT0113] TLSRoute edge/elsewhere: spec.parentRefs[0]: not attached to Gateway edge/edge: listener tls's hostname *.example.com matches none of the route's hostnames`,
+		`in.yaml:30: Warning [WEFT0113] TCPRoute edge/echo: spec.parentRefs[1]: not attached to Gateway edge/edge: listener tls is TLS in mode Passthrough, which carries TLSRoute, not TCPRoute`,
+		`in.yaml:31: Warning [WEFT0101] TCPRoute edge/echo: spec.rules[0].backendRefs[1].name: host "missing.edge.svc.cluster.local"`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d findings, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for _, w := range want {
+		found := false
+		for _, g := range got {
+			found = found || strings.HasPrefix(g, w)
+		}
+		if !found {
+			t.Errorf("missing %q in:\n%s", w, strings.Join(got, "\n"))
+		}
+	}
+}

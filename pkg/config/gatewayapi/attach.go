@@ -31,8 +31,44 @@ func ParentSelects(pr ParentReference, routeNS, gwNS, gwName string, l Listener)
 		(pr.Port == nil || *pr.Port == l.Port)
 }
 
+// Listener TLS modes.
+const (
+	TLSModeTerminate   = "Terminate"
+	TLSModePassthrough = "Passthrough"
+)
+
+// TLSMode returns a listener's TLS mode (Terminate when unset).
+func (l Listener) TLSMode() string {
+	if l.TLS == nil {
+		return TLSModeTerminate
+	}
+	return deref(l.TLS.Mode, TLSModeTerminate)
+}
+
+// RouteKinds returns the route kinds a listener of l's protocol (and TLS
+// mode) can carry in weft, as Istio: HTTPRoute and GRPCRoute on HTTP and
+// HTTPS, TLSRoute on TLS Passthrough, TCPRoute on TCP and on TLS
+// Terminate. UDP and unknown protocols carry none.
+func RouteKinds(l Listener) []string {
+	switch l.Protocol {
+	case "HTTP", "HTTPS":
+		return []string{"HTTPRoute", "GRPCRoute"}
+	case "TLS":
+		if l.TLSMode() == TLSModePassthrough {
+			return []string{"TLSRoute"}
+		}
+		return []string{"TCPRoute"}
+	case "TCP":
+		return []string{"TCPRoute"}
+	}
+	return nil
+}
+
+// ListenerAccepts reports whether listener l can carry routes of kind.
+func ListenerAccepts(l Listener, kind string) bool { return slices.Contains(RouteKinds(l), kind) }
+
 // AllowsRoute applies a listener's allowedRoutes to a route of kind
-// (HTTPRoute, GRPCRoute) from namespace routeNS for a Gateway in gwNS
+// (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute) from namespace routeNS for a Gateway in gwNS
 // (Same and All; Selector admits nothing, as weft reads no namespace
 // labels).
 func AllowsRoute(l Listener, gwNS, routeNS, kind string) bool {

@@ -1,6 +1,7 @@
 // Package gatewayapi models the Kubernetes Gateway API kinds weft accepts
 // (gateway.networking.k8s.io GatewayClass, Gateway, HTTPRoute; v1 and
-// v1beta1; GRPCRoute v1; ReferenceGrant v1beta1) for pkg/config. istio.io/api has no messages for them, so this
+// v1beta1; GRPCRoute v1; TLSRoute v1, v1alpha3 and v1alpha2; TCPRoute
+// v1alpha2; ReferenceGrant v1beta1) for pkg/config. istio.io/api has no messages for them, so this
 // package declares a trimmed protobuf schema of their specs at run time
 // (proto2, so optional fields keep presence: `group: ""` differs from an
 // unset group) and the specs are dynamicpb messages: pkg/config decodes,
@@ -105,6 +106,11 @@ var messages = []messageSpec{
 	message("GRPCRouteMatch", msg("method", "GRPCMethodMatch"), msgs("headers", "HTTPHeaderMatch")),
 	message("GRPCMethodMatch", str("type"), str("service"), str("method")),
 
+	message("TLSRouteSpec", msgs("parentRefs", "ParentReference"), strs("hostnames"), msgs("rules", "L4RouteRule")),
+	message("TCPRouteSpec", msgs("parentRefs", "ParentReference"), msgs("rules", "L4RouteRule")),
+	message("L4RouteRule", str("name"), msgs("backendRefs", "BackendRef")),
+	message("BackendRef", str("group"), str("kind"), str("name"), str("namespace"), i32("port"), i32("weight")),
+
 	message("ReferenceGrantSpec", msgs("from", "ReferenceGrantFrom"), msgs("to", "ReferenceGrantTo")),
 	message("ReferenceGrantFrom", str("group"), str("kind"), str("namespace")),
 	message("ReferenceGrantTo", str("group"), str("kind"), str("name")),
@@ -191,6 +197,12 @@ func NewHTTPRouteSpec() proto.Message { return newSpec("HTTPRouteSpec") }
 
 // NewGRPCRouteSpec returns an empty GRPCRoute spec.
 func NewGRPCRouteSpec() proto.Message { return newSpec("GRPCRouteSpec") }
+
+// NewTLSRouteSpec returns an empty TLSRoute spec.
+func NewTLSRouteSpec() proto.Message { return newSpec("TLSRouteSpec") }
+
+// NewTCPRouteSpec returns an empty TCPRoute spec.
+func NewTCPRouteSpec() proto.Message { return newSpec("TCPRouteSpec") }
 
 // NewReferenceGrantSpec returns an empty ReferenceGrant spec.
 func NewReferenceGrantSpec() proto.Message { return newSpec("ReferenceGrantSpec") }

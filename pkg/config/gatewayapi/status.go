@@ -20,7 +20,10 @@ type RouteParentStatus struct {
 
 // ListenerStatus is one entry of a Gateway's status.listeners.
 type ListenerStatus struct {
-	Name           string
+	Name string
+	// SupportedKinds are the route kinds the listener carries
+	// (RouteKinds).
+	SupportedKinds []string
 	AttachedRoutes int32
 	Conditions     []Condition
 }
@@ -37,8 +40,9 @@ type NamedGateway struct {
 	Spec            GatewaySpec
 }
 
-// NamedRoute is an HTTPRoute (or a GRPCRoute as its HTTPRoute, Kind
-// "GRPCRoute") with its namespace and name.
+// NamedRoute is an HTTPRoute (or a GRPCRoute, TLSRoute or TCPRoute as
+// the HTTPRoute its HTTP method returns, with Kind set) with its
+// namespace and name.
 type NamedRoute struct {
 	Namespace, Name string
 	// Kind is "HTTPRoute" when empty.
@@ -56,7 +60,7 @@ func (r NamedRoute) KindOr() string {
 
 // Statuses computes the status weft reports (routes keyed "KIND/ns/name") for the Gateways it serves
 // (class istio/weft or a GatewayClass naming weft's controller) and for the
-// parentRefs of HTTPRoutes that name such a Gateway or a Service (GAMMA).
+// parentRefs of routes that name such a Gateway or a Service (GAMMA).
 // Parents served by other controllers get no entry. ResolvedRefs checks
 // backendRef kinds and ReferenceGrants; whether the Services exist is not
 // known here.
@@ -96,6 +100,8 @@ func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []
 				echo.Kind = &k
 			}
 			switch {
+			case pr.IsService() && (r.KindOr() == "TLSRoute" || r.KindOr() == "TCPRoute"):
+				continue // GAMMA is for HTTP routes; validation refuses these
 			case pr.IsService():
 				parents = append(parents, RouteParentStatus{ParentRef: echo, ControllerName: ControllerIstio, Conditions: []Condition{
 					{Type: "Accepted", Status: "True", Reason: "Accepted", Message: "routes calls to the Service from sidecars"}, resolved}})
@@ -116,9 +122,9 @@ func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []
 						continue
 					}
 					switch {
-					case l.Protocol != "HTTP" && l.Protocol != "HTTPS":
+					case !ListenerAccepts(l, r.KindOr()):
 						if acc.Status != "True" {
-							acc = Condition{Type: "Accepted", Status: "False", Reason: "NotAllowedByListeners", Message: "listener " + l.Name + " is " + l.Protocol}
+							acc = Condition{Type: "Accepted", Status: "False", Reason: "NotAllowedByListeners", Message: "listener " + l.Name + " is " + l.Protocol + listenerMode(l) + ", which does not carry " + r.KindOr()}
 						}
 					case !AllowsRoute(l, g.Namespace, r.Namespace, r.KindOr()):
 						if acc.Status != "True" {
@@ -144,20 +150,28 @@ func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []
 		st := GatewayStatus{Conditions: []Condition{{Type: "Accepted", Status: "True", Reason: "Accepted", Message: "served by weft proxies labelled gateway.networking.k8s.io/gateway-name=" + g.Name}}}
 		counts := attached[key]
 		for i, l := range g.Spec.Listeners {
-			ls := ListenerStatus{Name: l.Name}
+			ls := ListenerStatus{Name: l.Name, SupportedKinds: RouteKinds(l)}
 			if counts != nil {
 				ls.AttachedRoutes = counts[i]
 			}
-			if l.Protocol == "HTTP" || l.Protocol == "HTTPS" {
+			if len(RouteKinds(l)) > 0 {
 				ls.Conditions = []Condition{{Type: "Accepted", Status: "True", Reason: "Accepted", Message: "translated"}}
 			} else {
-				ls.Conditions = []Condition{{Type: "Accepted", Status: "False", Reason: "UnsupportedProtocol", Message: "weft translates HTTP and HTTPS listeners"}}
+				ls.Conditions = []Condition{{Type: "Accepted", Status: "False", Reason: "UnsupportedProtocol", Message: "weft translates HTTP, HTTPS, TLS and TCP listeners"}}
 			}
 			st.Listeners = append(st.Listeners, ls)
 		}
 		gwOut[key] = st
 	}
 	return gwOut, rtOut
+}
+
+// listenerMode names a TLS listener's mode in messages.
+func listenerMode(l Listener) string {
+	if l.Protocol == "TLS" {
+		return " (mode " + l.TLSMode() + ")"
+	}
+	return ""
 }
 
 // controllerOf is the controller name of a class weft serves.

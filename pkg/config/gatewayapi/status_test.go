@@ -1,6 +1,7 @@
 package gatewayapi
 
 import (
+	"fmt"
 	"testing"
 )
 
@@ -12,6 +13,9 @@ func TestStatuses(t *testing.T) {
 			{Name: "http", Port: 80, Protocol: "HTTP", Hostname: s("a.example.com"), AllowedRoutes: all},
 			{Name: "same", Port: 81, Protocol: "HTTP"},
 			{Name: "tcp", Port: 90, Protocol: "TCP"},
+			{Name: "udp", Port: 53, Protocol: "UDP"},
+			{Name: "tls", Port: 443, Protocol: "TLS", Hostname: s("*.example.com"), TLS: &TLSConfig{Mode: s("Passthrough")}},
+			{Name: "tls-term", Port: 5432, Protocol: "TLS", TLS: &TLSConfig{CertificateRefs: []SecretObjectReference{{Name: "c"}}}},
 		}}},
 		{Namespace: "infra", Name: "nginx", Spec: GatewaySpec{GatewayClassName: "nginx", Listeners: []Listener{{Name: "http", Port: 80, Protocol: "HTTP"}}}},
 	}
@@ -28,8 +32,37 @@ func TestStatuses(t *testing.T) {
 		t.Error("status for another controller's Gateway")
 	}
 	g := gwSt["infra/gw"]
-	if len(g.Listeners) != 3 || g.Listeners[0].AttachedRoutes != 1 || g.Listeners[1].AttachedRoutes != 0 || g.Listeners[2].Conditions[0].Reason != "UnsupportedProtocol" {
+	if len(g.Listeners) != 6 || g.Listeners[0].AttachedRoutes != 1 || g.Listeners[1].AttachedRoutes != 0 || g.Listeners[3].Conditions[0].Reason != "UnsupportedProtocol" {
 		t.Errorf("gateway status %+v", g)
+	}
+	// TLSRoutes attach to the Passthrough listener, TCPRoutes to the TCP
+	// and the TLS Terminate listeners; the other kinds are refused.
+	l4 := []NamedRoute{
+		{Namespace: "infra", Name: "sni", Kind: "TLSRoute", Spec: TLSRouteSpec{Hostnames: []string{"a.example.com"}, ParentRefs: []ParentReference{{Name: "gw"}}}.HTTP()},
+		{Namespace: "infra", Name: "sni-other", Kind: "TLSRoute", Spec: TLSRouteSpec{Hostnames: []string{"a.example.org"}, ParentRefs: []ParentReference{{Name: "gw", SectionName: s("tls")}}}.HTTP()},
+		{Namespace: "infra", Name: "raw", Kind: "TCPRoute", Spec: TCPRouteSpec{ParentRefs: []ParentReference{{Name: "gw"}}}.HTTP()},
+		{Namespace: "infra", Name: "raw-on-tls", Kind: "TCPRoute", Spec: TCPRouteSpec{ParentRefs: []ParentReference{{Name: "gw", SectionName: s("tls")}}}.HTTP()},
+		{Namespace: "infra", Name: "http-on-tcp", Spec: HTTPRouteSpec{ParentRefs: []ParentReference{{Name: "gw", SectionName: s("tcp")}}}},
+	}
+	gwSt4, rtSt4 := Statuses(nil, gws, l4, nil)
+	var attached []int32
+	for _, l := range gwSt4["infra/gw"].Listeners {
+		attached = append(attached, l.AttachedRoutes)
+		if want := RouteKinds(gws[0].Spec.Listeners[len(attached)-1]); len(l.SupportedKinds) != len(want) {
+			t.Errorf("listener %s supported kinds %v, want %v", l.Name, l.SupportedKinds, want)
+		}
+	}
+	if want := []int32{0, 0, 1, 0, 1, 1}; fmt.Sprint(attached) != fmt.Sprint(want) {
+		t.Errorf("attachedRoutes %v, want %v (http, same, tcp, udp, tls, tls-term)", attached, want)
+	}
+	if c := gwSt4["infra/gw"].Listeners[4].Conditions[0]; c.Status != "True" {
+		t.Errorf("TLS listener condition %+v", c)
+	}
+	for key, want := range map[string]string{"TLSRoute/infra/sni": "Accepted", "TLSRoute/infra/sni-other": "NoMatchingListenerHostname",
+		"TCPRoute/infra/raw": "Accepted", "TCPRoute/infra/raw-on-tls": "NotAllowedByListeners", "HTTPRoute/infra/http-on-tcp": "NotAllowedByListeners"} {
+		if ps := rtSt4[key]; len(ps) != 1 || ps[0].Conditions[0].Reason != want {
+			t.Errorf("%s: %+v, want reason %s", key, ps, want)
+		}
 	}
 	for name, want := range map[string]string{"ok": "Accepted", "same": "NotAllowedByListeners", "host": "NoMatchingListenerHostname", "section": "NoMatchingParent", "gamma": "Accepted"} {
 		ps := rtSt["HTTPRoute/apps/"+name]

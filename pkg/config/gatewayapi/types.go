@@ -348,6 +348,57 @@ func orAny(s, any string) string {
 	return s
 }
 
+// TLSRouteSpec is a TLSRoute spec (v1, v1alpha3, v1alpha2): routes TLS
+// connections by SNI (hostnames) without terminating them.
+type TLSRouteSpec struct {
+	ParentRefs []ParentReference `json:"parentRefs,omitempty"`
+	Hostnames  []string          `json:"hostnames,omitempty"`
+	Rules      []L4RouteRule     `json:"rules,omitempty"`
+}
+
+// TCPRouteSpec is a TCPRoute spec (v1alpha2): routes TCP connections (or
+// the plaintext of a TLS listener in mode Terminate).
+type TCPRouteSpec struct {
+	ParentRefs []ParentReference `json:"parentRefs,omitempty"`
+	Rules      []L4RouteRule     `json:"rules,omitempty"`
+}
+
+// L4RouteRule is one TLSRoute or TCPRoute rule: weighted backends.
+type L4RouteRule struct {
+	Name        *string      `json:"name,omitempty"`
+	BackendRefs []BackendRef `json:"backendRefs,omitempty"`
+}
+
+// BackendRef is a weighted backend without filters.
+type BackendRef struct {
+	BackendObjectReference
+	Weight *int32 `json:"weight,omitempty"`
+}
+
+// HTTP returns the TLSRoute as an HTTPRouteSpec with the same parents,
+// hostnames and backendRefs (no matches), for the attachment and status
+// code shared by every route kind.
+func (s TLSRouteSpec) HTTP() HTTPRouteSpec {
+	return HTTPRouteSpec{ParentRefs: s.ParentRefs, Hostnames: s.Hostnames, Rules: l4Rules(s.Rules)}
+}
+
+// HTTP returns the TCPRoute as an HTTPRouteSpec (see TLSRouteSpec.HTTP).
+func (s TCPRouteSpec) HTTP() HTTPRouteSpec {
+	return HTTPRouteSpec{ParentRefs: s.ParentRefs, Rules: l4Rules(s.Rules)}
+}
+
+func l4Rules(rs []L4RouteRule) []HTTPRouteRule {
+	var out []HTTPRouteRule
+	for _, r := range rs {
+		hr := HTTPRouteRule{Name: r.Name}
+		for _, b := range r.BackendRefs {
+			hr.BackendRefs = append(hr.BackendRefs, HTTPBackendRef{BackendObjectReference: b.BackendObjectReference, Weight: b.Weight})
+		}
+		out = append(out, hr)
+	}
+	return out
+}
+
 // ReferenceGrantSpec lets objects in other namespaces refer to objects in
 // the grant's namespace.
 type ReferenceGrantSpec struct {

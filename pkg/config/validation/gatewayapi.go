@@ -3,6 +3,7 @@ package validation
 import (
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/weftmesh/weft/pkg/config"
@@ -24,6 +25,10 @@ func (v *validator) gatewayAPI() {
 		err = checkSpec(v, v.gwHTTPRoute)
 	case config.KindGRPCRoute:
 		err = checkSpec(v, v.gwGRPCRoute)
+	case config.KindTLSRoute:
+		err = checkSpec(v, v.gwTLSRoute)
+	case config.KindTCPRoute:
+		err = checkSpec(v, v.gwTCPRoute)
 	case config.KindReferenceGrant:
 		err = checkSpec(v, v.referenceGrant)
 	}
@@ -115,13 +120,16 @@ func (v *validator) kubernetesGateway(s *gatewayapi.GatewaySpec) {
 			v.checkGatewayAPIHostname(p+".hostname", host)
 		}
 		switch l.Protocol {
-		case "HTTP", "HTTPS":
+		case "HTTP", "HTTPS", "TLS", "TCP":
 		case "":
-			v.errorf(p+".protocol", "protocol is required (weft translates HTTP and HTTPS)")
-		case "TLS", "TCP", "UDP":
-			v.unsupported(ours, p+".protocol", "protocol %s is not supported by weft (TLSRoute, TCPRoute and UDPRoute are not translated); use an Istio Gateway for it", l.Protocol)
+			v.errorf(p+".protocol", "protocol is required (weft translates HTTP, HTTPS, TLS and TCP)")
+		case "UDP":
+			v.unsupported(ours, p+".protocol", "protocol UDP is not supported by weft (UDPRoute is not translated)")
 		default:
-			v.unsupported(ours, p+".protocol", "protocol %q is not translated by weft (HTTP and HTTPS are)", l.Protocol)
+			v.unsupported(ours, p+".protocol", "protocol %q is not translated by weft (HTTP, HTTPS, TLS and TCP are)", l.Protocol)
+		}
+		if (l.Protocol == "TCP" || l.Protocol == "UDP") && l.Hostname != nil {
+			v.errorf(p+".hostname", "hostname must not be set on a %s listener (only HTTP, HTTPS and TLS listeners match names)", l.Protocol)
 		}
 		if prev, ok := protoOf[l.Port]; ok && prev != l.Protocol && l.Protocol != "" {
 			v.errorf(p+".protocol", "port %d is already an %s listener; listeners sharing a port must share its protocol", l.Port, prev)
@@ -145,33 +153,64 @@ func (v *validator) kubernetesGateway(s *gatewayapi.GatewaySpec) {
 				}
 			}
 			for j, k := range ar.Kinds {
-				if gatewayapi.Deref(k.Group, gatewayapi.Group) != gatewayapi.Group || k.Kind != "HTTPRoute" && k.Kind != "GRPCRoute" {
-					v.unsupported(ours, idx(p+".allowedRoutes.kinds", j), "route kind %s is not supported by weft (HTTPRoute and GRPCRoute are)", k.Kind)
+				kinds := gatewayapi.RouteKinds(l)
+				switch {
+				case gatewayapi.Deref(k.Group, gatewayapi.Group) != gatewayapi.Group || !slices.Contains(allRouteKinds, k.Kind):
+					v.unsupported(ours, idx(p+".allowedRoutes.kinds", j), "route kind %s is not supported by weft (%s are)", k.Kind, strings.Join(allRouteKinds, ", "))
+				case len(kinds) > 0 && !slices.Contains(kinds, k.Kind):
+					v.errorf(idx(p+".allowedRoutes.kinds", j)+".kind", "a %s listener%s does not carry %s (it carries %s)", l.Protocol, modeNote(l), k.Kind, strings.Join(kinds, ", "))
 				}
 			}
 		}
 	}
 }
 
+// allRouteKinds are the route kinds weft translates.
+var allRouteKinds = []string{"HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"}
+
+// modeNote names a TLS listener's mode in messages.
+func modeNote(l gatewayapi.Listener) string {
+	if l.Protocol == "TLS" {
+		return " in mode " + l.TLSMode()
+	}
+	return ""
+}
+
 func (v *validator) listenerTLS(p string, l gatewayapi.Listener, ours bool) {
-	if l.Protocol == "HTTP" {
+	switch l.Protocol {
+	case "HTTP", "TCP", "UDP":
 		if l.TLS != nil {
-			v.errorf(p+".tls", "tls is only allowed on HTTPS listeners")
+			v.errorf(p+".tls", "tls is only allowed on HTTPS and TLS listeners")
 		}
 		return
-	}
-	if l.Protocol != "HTTPS" {
+	case "HTTPS", "TLS":
+	default:
 		return
 	}
 	if l.TLS == nil {
-		v.errorf(p+".tls", "an HTTPS listener needs tls with certificateRefs")
+		if l.Protocol == "TLS" {
+			v.errorf(p+".tls", "a TLS listener needs tls: mode Passthrough, or mode Terminate with certificateRefs")
+		} else {
+			v.errorf(p+".tls", "an HTTPS listener needs tls with certificateRefs")
+		}
 		return
 	}
-	if m := gatewayapi.Deref(l.TLS.Mode, "Terminate"); m != "Terminate" {
-		v.unsupported(ours, p+".tls.mode", "tls mode %q is not allowed on an HTTPS listener (Terminate; Passthrough needs a TLS listener, which weft does not translate)", m)
+	m := gatewayapi.Deref(l.TLS.Mode, gatewayapi.TLSModeTerminate)
+	switch {
+	case m != gatewayapi.TLSModeTerminate && m != gatewayapi.TLSModePassthrough:
+		v.errorf(p+".tls.mode", "unknown tls mode %q (Terminate, Passthrough)", m)
+		return
+	case m == gatewayapi.TLSModePassthrough && l.Protocol == "HTTPS":
+		v.errorf(p+".tls.mode", "tls mode Passthrough is not allowed on an HTTPS listener (use protocol TLS with TLSRoutes)")
+		return
+	case m == gatewayapi.TLSModePassthrough:
+		if len(l.TLS.CertificateRefs) > 0 {
+			v.warnf(p+".tls.certificateRefs", "certificateRefs are not used in mode Passthrough (the backends terminate TLS)")
+		}
+		return
 	}
 	if len(l.TLS.CertificateRefs) == 0 {
-		v.errorf(p+".tls.certificateRefs", "an HTTPS listener needs at least one certificateRef")
+		v.errorf(p+".tls.certificateRefs", "an %s listener in mode Terminate needs at least one certificateRef", l.Protocol)
 	}
 	for j, c := range l.TLS.CertificateRefs {
 		cp := idx(p+".tls.certificateRefs", j)
@@ -209,7 +248,7 @@ var gwHTTPMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, h
 var headerNameRE = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+\\-.^_`|~]+$")
 
 func (v *validator) gwHTTPRoute(s *gatewayapi.HTTPRouteSpec) {
-	v.routeParents(s.ParentRefs, s.Hostnames)
+	v.routeParents(s.ParentRefs, s.Hostnames, true)
 	for i, rule := range s.Rules {
 		v.httpRouteRule(idx("spec.rules", i), rule)
 	}
@@ -221,7 +260,7 @@ var (
 )
 
 func (v *validator) gwGRPCRoute(s *gatewayapi.GRPCRouteSpec) {
-	v.routeParents(s.ParentRefs, s.Hostnames)
+	v.routeParents(s.ParentRefs, s.Hostnames, true)
 	for i, rule := range s.Rules {
 		p := idx("spec.rules", i)
 		for j, m := range rule.Matches {
@@ -284,9 +323,48 @@ func (v *validator) grpcFilterTypes(p string, fs []gatewayapi.HTTPRouteFilter) {
 	}
 }
 
-// routeParents checks an HTTPRoute's or GRPCRoute's parentRefs and
-// hostnames.
-func (v *validator) routeParents(parentRefs []gatewayapi.ParentReference, hostnames []string) {
+// gwTLSRoute checks a TLSRoute: parents, hostnames (SNI names; required
+// by TLSRoute v1), rules with weighted Service backends.
+func (v *validator) gwTLSRoute(s *gatewayapi.TLSRouteSpec) {
+	v.routeParents(s.ParentRefs, s.Hostnames, false)
+	if len(s.Hostnames) == 0 && strings.HasSuffix(v.r.APIVersion, "/v1") {
+		v.errorf("spec.hostnames", "a TLSRoute (v1) needs at least one hostname (the SNI names it routes)")
+	}
+	v.l4Rules(s.Rules)
+}
+
+// gwTCPRoute checks a TCPRoute: parents, rules with weighted Service
+// backends.
+func (v *validator) gwTCPRoute(s *gatewayapi.TCPRouteSpec) {
+	v.routeParents(s.ParentRefs, nil, false)
+	v.l4Rules(s.Rules)
+}
+
+func (v *validator) l4Rules(rules []gatewayapi.L4RouteRule) {
+	if len(rules) == 0 {
+		v.errorf("spec.rules", "a route needs at least one rule")
+	}
+	for i, rule := range rules {
+		p := idx("spec.rules", i)
+		if len(rule.BackendRefs) == 0 {
+			v.errorf(p+".backendRefs", "a rule needs at least one backendRef")
+		}
+		for j, b := range rule.BackendRefs {
+			bp := idx(p+".backendRefs", j)
+			v.backendRef(bp, b.BackendObjectReference)
+			if w := gatewayapi.Deref(b.Weight, 1); w < 0 || w > 1000000 {
+				v.errorf(bp+".weight", "weight %d out of range (0-1000000)", w)
+			}
+		}
+	}
+	if len(rules) > 1 {
+		v.warnf("spec.rules", "only the first rule with a usable backend receives connections (TLSRoute and TCPRoute rules have no matches)")
+	}
+}
+
+// routeParents checks a route's parentRefs and hostnames; Service
+// parents (GAMMA) are allowed for HTTP routes only.
+func (v *validator) routeParents(parentRefs []gatewayapi.ParentReference, hostnames []string, http bool) {
 	s := struct {
 		ParentRefs []gatewayapi.ParentReference
 		Hostnames  []string
@@ -301,6 +379,8 @@ func (v *validator) routeParents(parentRefs []gatewayapi.ParentReference, hostna
 		}
 		switch {
 		case pr.IsGateway():
+		case pr.IsService() && !http:
+			v.errorf(p, "a %s cannot have a Service parent: weft routes TLS and TCP in the mesh with Istio VirtualServices, not GAMMA", v.r.Kind)
 		case pr.IsService():
 			if pr.SectionName != nil {
 				v.errorf(p+".sectionName", "sectionName is not supported for a Service parent (use port)")

@@ -26,7 +26,7 @@ func Validate(r *config.Resource) config.ErrorList {
 			v.errorf(key("metadata.annotations", k), "invalid annotation key %q: %s", k, msg)
 		}
 	}
-	if r.Kind == config.KindGatewayClass || r.Kind == config.KindKubernetesGateway || r.Kind == config.KindHTTPRoute || r.Kind == config.KindGRPCRoute || r.Kind == config.KindReferenceGrant {
+	if r.Kind == config.KindGatewayClass || r.Kind == config.KindKubernetesGateway || r.Kind == config.KindHTTPRoute || r.Kind == config.KindGRPCRoute || r.Kind == config.KindTLSRoute || r.Kind == config.KindTCPRoute || r.Kind == config.KindReferenceGrant {
 		v.gatewayAPI()
 		return v.errs
 	}

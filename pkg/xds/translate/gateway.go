@@ -335,12 +335,16 @@ func (b *builder) passthroughChains(s gwServer, port uint32) []*listenerv3.Filte
 				if len(snis) == 0 || len(ws) == 0 {
 					continue
 				}
-				sort.Strings(snis)
-				out = append(out, &listenerv3.FilterChain{
-					Name:             "passthrough." + serverName(s) + "." + c.Meta.Name + "." + strconv.Itoa(i),
-					FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: snis},
-					Filters:          []*listenerv3.Filter{tcpProxy(ws[0].Name, ws, b.tunnelFor(tr.GetRoute(), nsOf(c)))},
-				})
+				fc := &listenerv3.FilterChain{
+					Name:    "passthrough." + serverName(s) + "." + c.Meta.Name + "." + strconv.Itoa(i),
+					Filters: []*listenerv3.Filter{tcpProxy(ws[0].Name, ws, b.tunnelFor(tr.GetRoute(), nsOf(c)))},
+				}
+				// sniHosts "*" (a TLSRoute without hostnames) matches any
+				// SNI: the chain has no server_names.
+				if sni := sniNames(snis); len(sni) > 0 {
+					fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: sni}
+				}
+				out = append(out, fc)
 			}
 		}
 	}

@@ -38,7 +38,7 @@ type wireListener struct {
 
 // writeGatewayAPIStatuses writes the Gateway API status of the Gateways
 // weft serves (conditions, listeners with attachedRoutes) and weft's
-// entries in HTTPRoutes' status.parents (Accepted, ResolvedRefs), keeping
+// entries in routes' (HTTPRoute, GRPCRoute, TLSRoute, TCPRoute) status.parents (Accepted, ResolvedRefs), keeping
 // other controllers' entries. Conditions keep their lastTransitionTime
 // while their status does not change.
 func (s *Store) writeGatewayAPIStatuses(ctx context.Context, objects map[config.Key]*unstructured.Unstructured) {
@@ -67,6 +67,16 @@ func (s *Store) writeGatewayAPIStatuses(ctx context.Context, objects map[config.
 			var g gw.GRPCRouteSpec
 			if gw.Spec(r.Spec, &g) == nil {
 				routes = append(routes, gw.NamedRoute{Namespace: k.Namespace, Name: k.Name, Kind: config.KindGRPCRoute, Spec: g.HTTP()})
+			}
+		case config.KindTLSRoute:
+			var t gw.TLSRouteSpec
+			if gw.Spec(r.Spec, &t) == nil {
+				routes = append(routes, gw.NamedRoute{Namespace: k.Namespace, Name: k.Name, Kind: config.KindTLSRoute, Spec: t.HTTP()})
+			}
+		case config.KindTCPRoute:
+			var t gw.TCPRouteSpec
+			if gw.Spec(r.Spec, &t) == nil {
+				routes = append(routes, gw.NamedRoute{Namespace: k.Namespace, Name: k.Name, Kind: config.KindTCPRoute, Spec: t.HTTP()})
 			}
 		}
 	}
@@ -100,11 +110,15 @@ func (s *Store) writeGatewayAPIStatuses(ctx context.Context, objects map[config.
 					}
 				}
 				g := gw.Group
-				ls = append(ls, wireListener{Name: l.Name, SupportedKinds: []gw.RouteGroupKind{{Group: &g, Kind: "HTTPRoute"}, {Group: &g, Kind: "GRPCRoute"}},
+				kinds := []gw.RouteGroupKind{}
+				for _, kind := range l.SupportedKinds {
+					kinds = append(kinds, gw.RouteGroupKind{Group: &g, Kind: kind})
+				}
+				ls = append(ls, wireListener{Name: l.Name, SupportedKinds: kinds,
 					AttachedRoutes: l.AttachedRoutes, Conditions: conditions(l.Conditions, prev, gen, now)})
 			}
 			status["listeners"] = toAny(ls)
-		case config.KindHTTPRoute, config.KindGRPCRoute:
+		case config.KindHTTPRoute, config.KindGRPCRoute, config.KindTLSRoute, config.KindTCPRoute:
 			want := rtStatus[k.Kind+"/"+k.Namespace+"/"+k.Name]
 			cur, _ := status["parents"].([]any)
 			var parents []any

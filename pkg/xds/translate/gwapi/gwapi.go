@@ -12,6 +12,12 @@
 //     spec.addresses has a Hostname (Istio's manual deployment), the
 //     endpoints of that Service (ServiceAnnotation). HTTPS listeners
 //     terminate TLS with the first certificateRef as credentialName.
+//   - TLS listeners in mode Passthrough become servers with tls
+//     PASSTHROUGH and their TLSRoutes VirtualService `tls` routes by SNI
+//     (sniHosts = the route's hostnames within the listener's); TCP
+//     listeners and TLS listeners in mode Terminate (tls SIMPLE, first
+//     certificateRef) carry TCPRoutes as VirtualService `tcp` routes with
+//     weighted destinations.
 //   - GRPCRoutes are HTTPRoutes whose method matches are paths
 //     (gatewayapi.GRPCRouteSpec.HTTP) and are converted alike.
 //   - HTTPRoutes attached to those listeners (parentRefs with sectionName
@@ -62,7 +68,8 @@ func IsGenerated(c *config.Resource) bool { return c.Meta.Annotations[SourceAnno
 // HasGatewayAPI reports whether configs hold any Gateway or route.
 func HasGatewayAPI(configs []*config.Resource) bool {
 	for _, c := range configs {
-		if c.Kind == config.KindKubernetesGateway || c.Kind == config.KindHTTPRoute || c.Kind == config.KindGRPCRoute {
+		switch c.Kind {
+		case config.KindKubernetesGateway, config.KindHTTPRoute, config.KindGRPCRoute, config.KindTLSRoute, config.KindTCPRoute:
 			return true
 		}
 	}
@@ -76,8 +83,8 @@ type gateway struct {
 
 type route struct {
 	res  *config.Resource
-	spec gw.HTTPRouteSpec // a GRPCRoute's as gw.GRPCRouteSpec.HTTP gives it
-	kind string           // HTTPRoute or GRPCRoute
+	spec gw.HTTPRouteSpec // a GRPCRoute's, TLSRoute's or TCPRoute's as its HTTP method gives it
+	kind string           // HTTPRoute, GRPCRoute, TLSRoute or TCPRoute
 	// grants are every ReferenceGrant (cross-namespace backendRefs need
 	// one in the backend's namespace).
 	grants []gw.NamedGrant
@@ -106,7 +113,7 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 	}
 	classes := map[string]gw.GatewayClassSpec{}
 	var gws []*gateway
-	var rts []*route
+	var rts, l4 []*route
 	var grants []gw.NamedGrant
 	for _, c := range configs {
 		switch c.Kind {
@@ -135,6 +142,16 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 			if gw.Spec(c.Spec, &g) == nil {
 				rts = append(rts, &route{res: c, kind: config.KindGRPCRoute, spec: g.HTTP()})
 			}
+		case config.KindTLSRoute:
+			var t gw.TLSRouteSpec
+			if gw.Spec(c.Spec, &t) == nil {
+				l4 = append(l4, &route{res: c, kind: config.KindTLSRoute, spec: t.HTTP()})
+			}
+		case config.KindTCPRoute:
+			var t gw.TCPRouteSpec
+			if gw.Spec(c.Spec, &t) == nil {
+				l4 = append(l4, &route{res: c, kind: config.KindTCPRoute, spec: t.HTTP()})
+			}
 		}
 	}
 	byAge := func(a, b *config.Resource) int {
@@ -145,7 +162,8 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 	}
 	slices.SortFunc(gws, func(a, b *gateway) int { return byAge(a.res, b.res) })
 	slices.SortFunc(rts, func(a, b *route) int { return byAge(a.res, b.res) })
-	for _, r := range rts {
+	slices.SortFunc(l4, func(a, b *route) int { return byAge(a.res, b.res) })
+	for _, r := range slices.Concat(rts, l4) {
 		r.grants = grants
 	}
 
@@ -155,6 +173,10 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 			continue
 		}
 		for _, l := range g.spec.Listeners {
+			if l.Protocol == "TLS" || l.Protocol == "TCP" {
+				out = append(out, l4Listener(g, l, l4, domainSuffix)...)
+				continue
+			}
 			if l.Protocol != "HTTP" && l.Protocol != "HTTPS" {
 				continue
 			}
@@ -241,7 +263,10 @@ func istioGateway(g *gateway, l gw.Listener) *config.Resource {
 		Port:  &networking.Port{Number: uint32(l.Port), Protocol: l.Protocol, Name: l.Name},
 		Hosts: []string{"*/" + host},
 	}
-	if l.Protocol == "HTTPS" && l.TLS != nil && len(l.TLS.CertificateRefs) > 0 {
+	switch {
+	case l.Protocol == "TLS" && l.TLSMode() == gw.TLSModePassthrough:
+		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_PASSTHROUGH}
+	case (l.Protocol == "HTTPS" || l.Protocol == "TLS") && l.TLS != nil && len(l.TLS.CertificateRefs) > 0:
 		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: l.TLS.CertificateRefs[0].Name}
 	}
 	spec := &networking.Gateway{Selector: map[string]string{GatewayNameLabel: g.res.Meta.Name}, Servers: []*networking.Server{srv}}
@@ -265,7 +290,7 @@ func attach(g *gateway, l gw.Listener, r *route) []string {
 	for _, pr := range r.spec.ParentRefs {
 		attached = attached || gw.ParentSelects(pr, ns(r.res), ns(g.res), g.res.Meta.Name, l)
 	}
-	if !attached || !gw.AllowsRoute(l, ns(g.res), ns(r.res), r.kind) {
+	if !attached || !gw.ListenerAccepts(l, r.kind) || !gw.AllowsRoute(l, ns(g.res), ns(r.res), r.kind) {
 		return nil
 	}
 	hosts := gw.Intersect(l.Hostname, r.spec.Hostnames)
@@ -596,4 +621,66 @@ func baseRoute(e entry, rule gw.HTTPRouteRule, suffix string) *networking.HTTPRo
 		}
 	}
 	return r
+}
+
+// l4Listener converts a TLS or TCP listener: its Istio Gateway (TLS
+// Passthrough: tls PASSTHROUGH; TLS Terminate: tls SIMPLE with the first
+// certificateRef; TCP: no tls) and one VirtualService per attached route,
+// as Istio does: a TLSRoute's rules become `tls` routes matching its
+// hostnames (narrowed to the listener's) as sniHosts, a TCPRoute's rules
+// `tcp` routes; each with the rule's weighted backendRefs.
+func l4Listener(g *gateway, l gw.Listener, rts []*route, suffix string) []*config.Resource {
+	igw := istioGateway(g, l)
+	out := []*config.Resource{igw}
+	i := 0
+	for _, r := range rts {
+		hosts := attach(g, l, r)
+		if len(hosts) == 0 {
+			continue
+		}
+		vs := &networking.VirtualService{Gateways: []string{ns(igw) + "/" + igw.Meta.Name}}
+		switch r.kind {
+		case config.KindTLSRoute:
+			vs.Hosts = hosts
+			for _, rule := range r.spec.Rules {
+				if dests := l4Destinations(r, rule, suffix); len(dests) > 0 {
+					vs.Tls = append(vs.Tls, &networking.TLSRoute{Match: []*networking.TLSMatchAttributes{{SniHosts: hosts}}, Route: dests})
+				}
+			}
+		case config.KindTCPRoute:
+			vs.Hosts = []string{"*"}
+			for _, rule := range r.spec.Rules {
+				if dests := l4Destinations(r, rule, suffix); len(dests) > 0 {
+					vs.Tcp = append(vs.Tcp, &networking.TCPRoute{Route: dests})
+				}
+			}
+		}
+		if len(vs.Tls) == 0 && len(vs.Tcp) == 0 {
+			continue // no usable backend: connections are refused
+		}
+		name := fmt.Sprintf("%s-%s-%d", igw.Meta.Name, strings.ToLower(strings.TrimSuffix(r.kind, "Route")), i)
+		i++
+		out = append(out, generated(config.KindVirtualService, "networking.istio.io/v1", ns(g.res), name,
+			r.kind+" "+ns(r.res)+"/"+r.res.Meta.Name, r.res.Meta.CreationTimestamp, vs))
+	}
+	return out
+}
+
+// l4Destinations returns a TLSRoute or TCPRoute rule's weighted
+// destinations: weight 0, non-Service backends and other namespaces
+// without a ReferenceGrant are left out; a lone destination has no weight.
+func l4Destinations(r *route, rule gw.HTTPRouteRule, suffix string) []*networking.RouteDestination {
+	rns := ns(r.res)
+	var out []*networking.RouteDestination
+	for _, b := range rule.BackendRefs {
+		w := gw.Deref(b.Weight, 1)
+		if w == 0 || !b.IsService() || !r.granted(b.Name, gw.Deref(b.Namespace, rns)) {
+			continue
+		}
+		out = append(out, &networking.RouteDestination{Destination: destination(b.BackendObjectReference, rns, suffix), Weight: w})
+	}
+	if len(out) == 1 {
+		out[0].Weight = 0
+	}
+	return out
 }
