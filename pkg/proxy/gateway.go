@@ -42,9 +42,10 @@ type gwChain struct {
 	meshTLS    bool
 	alpn       []string
 	route      string // HCM: the RDS route configuration name
-	tcpCluster string // tcp_proxy: the upstream cluster
-	// tunnel is the tcp_proxy's tunneling_config (nil: none).
-	tunnel *listener.Tunnel
+	tcpCluster string // tcp_proxy: the (first) upstream cluster
+	// tcpRoute is the tcp_proxy's clusters with their weights and its
+	// tunneling_config; a connection picks one by weight.
+	tcpRoute *listener.TCPRoute
 }
 
 // gwConfig is the compiled form of one gateway listener.
@@ -180,9 +181,8 @@ func compileChain(fc *listenerv3.FilterChain, mesh bool) (*gwChain, error) {
 			if err := tc.UnmarshalTo(tp); err != nil {
 				return nil, fmt.Errorf("tcp_proxy: %w", err)
 			}
-			ch.tcpCluster, ch.tunnel = tp.GetCluster(), listener.CompileTunnel(tp)
-			if ws := tp.GetWeightedClusters().GetClusters(); ch.tcpCluster == "" && len(ws) > 0 {
-				ch.tcpCluster = ws[0].GetName()
+			if ch.tcpRoute = listener.CompileTCPRoute(fc, tp); ch.tcpRoute != nil {
+				ch.tcpCluster = ch.tcpRoute.Clusters[0].Name
 			}
 		}
 	}
@@ -662,7 +662,7 @@ func (g *gateway) serveChain(gl *gwListener, c net.Conn, ch *gwChain, pc net.Con
 	var hc net.Conn = pc
 	switch {
 	case ch.tcpCluster != "" && !ch.terminates():
-		gl.h.ServeTCPCluster(g.ctx, pc, ch.tcpCluster, ch.tunnel)
+		gl.h.ServeTCPRoute(g.ctx, pc, ch.tcpRoute)
 		return
 	case ch.terminates():
 		cfg := ch.tls
@@ -687,7 +687,7 @@ func (g *gateway) serveChain(gl *gwListener, c net.Conn, ch *gwChain, pc net.Con
 			return
 		}
 		if ch.tcpCluster != "" { // TLS terminated here, then opaque TCP
-			gl.h.ServeTCPCluster(g.ctx, tc, ch.tcpCluster, ch.tunnel)
+			gl.h.ServeTCPRoute(g.ctx, tc, ch.tcpRoute)
 			return
 		}
 		hc = tc

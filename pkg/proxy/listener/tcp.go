@@ -483,6 +483,12 @@ func (p *peekedConn) CloseWrite() error {
 	return p.Conn.Close()
 }
 
+// ServeTCPRoute is ServeTCPCluster with the cluster chosen by weight
+// from route (a gateway's tcp_proxy with weighted_clusters).
+func (h *Handler) ServeTCPRoute(ctx context.Context, conn net.Conn, route *TCPRoute) {
+	h.ServeTCPCluster(ctx, conn, route.Pick(uint32(h.rnd())), route.Tunnel)
+}
+
 // ServeTCPCluster proxies an opaque connection to a host of the named
 // cluster, as a gateway's tcp_proxy filter chain does (e.g. TLS
 // passthrough routed by SNI), through tunnel when it is not nil. It

@@ -53,6 +53,12 @@ func (t *TCPRoute) Pick(r uint32) string {
 	return t.Clusters[len(t.Clusters)-1].Name
 }
 
+// CompileTCPRoute returns the route of filter chain fc's tcp_proxy tp
+// (nil when it names no cluster).
+func CompileTCPRoute(fc *listenerv3.FilterChain, tp *tcpv3.TcpProxy) *TCPRoute {
+	return compileTCPRoute(fc, tp)
+}
+
 func compileTCPRoute(fc *listenerv3.FilterChain, tp *tcpv3.TcpProxy) *TCPRoute {
 	t := &TCPRoute{Tunnel: CompileTunnel(tp)}
 	for _, n := range fc.GetFilterChainMatch().GetServerNames() {
