@@ -10,10 +10,10 @@ import (
 
 // Gateway API findings.
 const (
-	CodeGatewayAPIParentNotFound = "WEFT0112" // an HTTPRoute parentRef names a Gateway that does not exist
-	CodeGatewayAPINotAttached    = "WEFT0113" // an HTTPRoute parentRef matches no listener that accepts it
+	CodeGatewayAPIParentNotFound = "WEFT0112" // a route parentRef names a Gateway that does not exist
+	CodeGatewayAPINotAttached    = "WEFT0113" // a route parentRef matches no listener that accepts it
 	CodeGatewayAPIClass          = "WEFT0114" // a Gateway's class is not served by weft
-	CodeGatewayAPIRefNotGranted  = "WEFT0115" // a backendRef to another namespace has no ReferenceGrant there
+	CodeGatewayAPIRefNotGranted  = "WEFT0115" // a backendRef or certificateRef to another namespace has no ReferenceGrant there
 )
 
 type gwapiGateway struct {
@@ -51,6 +51,19 @@ func (a *analyzer) gatewayAPI() {
 		if !gw.OurClass(g.spec.GatewayClassName, classes) {
 			a.report(g.r, Info, CodeGatewayAPIClass, "spec.gatewayClassName", "class %q is not served by weft (classes istio and weft are, and GatewayClasses whose controllerName is %s or %s)",
 				g.spec.GatewayClassName, gw.ControllerIstio, gw.ControllerWeft)
+			continue
+		}
+		for i, l := range g.spec.Listeners {
+			if l.TLS == nil || l.TLSMode() != gw.TLSModeTerminate {
+				continue
+			}
+			for j, c := range l.TLS.CertificateRefs {
+				ns := gw.Deref(c.Namespace, g.r.Meta.Namespace)
+				if !gw.SecretGranted(grants, g.r.Meta.Namespace, c.Name, ns) {
+					a.report(g.r, Warning, CodeGatewayAPIRefNotGranted, fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[%d].namespace", i, j),
+						"no ReferenceGrant in namespace %s lets Gateways from %s use Secret %s: listener %s is not served", ns, g.r.Meta.Namespace, c.Name, l.Name)
+				}
+			}
 		}
 	}
 	for _, r := range a.rs {

@@ -123,6 +123,15 @@ spec:
   listeners:
   - {name: tls, port: 8443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
   - {name: tcp, port: 9000, protocol: TCP}
+  - {name: db, port: 5432, protocol: TLS, tls: {certificateRefs: [{name: db-cert, namespace: certs}]}}
+  - {name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: web-cert, namespace: certs}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: edge, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: edge}]
+  to: [{group: "", kind: Secret, name: web-cert}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
@@ -153,9 +162,10 @@ spec:
 		got = append(got, m.String())
 	}
 	want := []string{
-		`in.yaml:22: Warning [WEFT0113] TLSRoute edge/elsewhere: spec.parentRefs[0]: not attached to Gateway edge/edge: listener tls's hostname *.example.com matches none of the route's hostnames`,
-		`in.yaml:30: Warning [WEFT0113] TCPRoute edge/echo: spec.parentRefs[1]: not attached to Gateway edge/edge: listener tls is TLS in mode Passthrough, which carries TLSRoute, not TCPRoute`,
-		`in.yaml:31: Warning [WEFT0101] TCPRoute edge/echo: spec.rules[0].backendRefs[1].name: host "missing.edge.svc.cluster.local"`,
+		`in.yaml:9: Warning [WEFT0115] Gateway.gateway.networking.k8s.io edge/edge: spec.listeners[2].tls.certificateRefs[0].namespace: no ReferenceGrant in namespace certs lets Gateways from edge use Secret db-cert: listener db is not served`,
+		`in.yaml:31: Warning [WEFT0113] TLSRoute edge/elsewhere: spec.parentRefs[0]: not attached to Gateway edge/edge: listener tls's hostname *.example.com matches none of the route's hostnames`,
+		`in.yaml:39: Warning [WEFT0113] TCPRoute edge/echo: spec.parentRefs[1]: not attached to Gateway edge/edge: listener tls is TLS in mode Passthrough, which carries TLSRoute, not TCPRoute`,
+		`in.yaml:40: Warning [WEFT0101] TCPRoute edge/echo: spec.rules[0].backendRefs[1].name: host "missing.edge.svc.cluster.local"`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d findings, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))

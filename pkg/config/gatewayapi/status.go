@@ -159,11 +159,31 @@ func Statuses(classes map[string]GatewayClassSpec, gws []NamedGateway, routes []
 			} else {
 				ls.Conditions = []Condition{{Type: "Accepted", Status: "False", Reason: "UnsupportedProtocol", Message: "weft translates HTTP, HTTPS, TLS and TCP listeners"}}
 			}
+			ls.Conditions = append(ls.Conditions, listenerRefs(g, l, grants))
 			st.Listeners = append(st.Listeners, ls)
 		}
 		gwOut[key] = st
 	}
 	return gwOut, rtOut
+}
+
+// listenerRefs is a listener's ResolvedRefs condition: a certificateRef
+// to a Secret in another namespace needs a ReferenceGrant there
+// (RefNotPermitted: weft does not serve the listener); other kinds than
+// Secret are InvalidCertificateRef.
+func listenerRefs(g NamedGateway, l Listener, grants []NamedGrant) Condition {
+	if l.TLS != nil && l.TLSMode() == TLSModeTerminate {
+		for _, c := range l.TLS.CertificateRefs {
+			ns := deref(c.Namespace, g.Namespace)
+			switch {
+			case deref(c.Group, "") != "" || deref(c.Kind, "Secret") != "Secret":
+				return Condition{Type: "ResolvedRefs", Status: "False", Reason: "InvalidCertificateRef", Message: fmt.Sprintf("certificateRef %s is a %s; weft reads Secrets", c.Name, deref(c.Kind, "Secret"))}
+			case !SecretGranted(grants, g.Namespace, c.Name, ns):
+				return Condition{Type: "ResolvedRefs", Status: "False", Reason: "RefNotPermitted", Message: fmt.Sprintf("certificateRef %s/%s: no ReferenceGrant in namespace %s allows Gateways of %s to use it", ns, c.Name, ns, g.Namespace)}
+			}
+		}
+	}
+	return Condition{Type: "ResolvedRefs", Status: "True", Reason: "ResolvedRefs", Message: "references resolved"}
 }
 
 // listenerMode names a TLS listener's mode in messages.

@@ -77,6 +77,19 @@ func TestStatuses(t *testing.T) {
 	if c := rtSt["HTTPRoute/apps/gamma"][0].Conditions[1]; c.Reason != "InvalidKind" || c.Status != "False" {
 		t.Errorf("gamma ResolvedRefs %+v", c)
 	}
+	// certificateRefs to another namespace need a ReferenceGrant there.
+	certGW := []NamedGateway{{Namespace: "edge", Name: "gw", Spec: GatewaySpec{GatewayClassName: "istio", Listeners: []Listener{
+		{Name: "granted", Port: 443, Protocol: "HTTPS", TLS: &TLSConfig{CertificateRefs: []SecretObjectReference{{Name: "shared", Namespace: s("certs")}}}},
+		{Name: "denied", Port: 444, Protocol: "HTTPS", TLS: &TLSConfig{CertificateRefs: []SecretObjectReference{{Name: "private", Namespace: s("certs")}}}},
+		{Name: "local", Port: 445, Protocol: "TLS", TLS: &TLSConfig{CertificateRefs: []SecretObjectReference{{Name: "own"}}}},
+	}}}}
+	certGrant := []NamedGrant{{Namespace: "certs", Spec: ReferenceGrantSpec{From: []ReferenceGrantFrom{{Group: Group, Kind: "Gateway", Namespace: "edge"}}, To: []ReferenceGrantTo{{Kind: "Secret", Name: s("shared")}}}}}
+	cgSt, _ := Statuses(nil, certGW, nil, certGrant)
+	for i, want := range []string{"ResolvedRefs", "RefNotPermitted", "ResolvedRefs"} {
+		if c := cgSt["edge/gw"].Listeners[i].Conditions[1]; c.Type != "ResolvedRefs" || c.Reason != want {
+			t.Errorf("listener %d: %+v, want ResolvedRefs %s", i, c, want)
+		}
+	}
 	cross := []NamedRoute{{Namespace: "apps", Name: "cross", Spec: HTTPRouteSpec{ParentRefs: []ParentReference{{Group: s(""), Kind: s("Service"), Name: "web"}},
 		Rules: []HTTPRouteRule{{BackendRefs: []HTTPBackendRef{{BackendObjectReference: BackendObjectReference{Name: "b", Namespace: s("db")}}}}}}}}
 	if _, st := Statuses(nil, nil, cross, nil); st["HTTPRoute/apps/cross"][0].Conditions[1].Reason != "RefNotPermitted" {

@@ -455,6 +455,14 @@ func Granted(grants []NamedGrant, fromGroup, fromKind, fromNS, toGroup, toKind, 
 	return false
 }
 
+// SecretGranted reports whether a Gateway in namespace gwNS may use the
+// Secret name in namespace secretNS as a certificateRef: the same
+// namespace, or a ReferenceGrant in secretNS from Gateways of gwNS to
+// Secrets (all, or that one).
+func SecretGranted(grants []NamedGrant, gwNS, name, secretNS string) bool {
+	return Granted(grants, Group, "Gateway", gwNS, "", "Secret", name, secretNS)
+}
+
 func deref[T any](p *T, def T) T {
 	if p == nil {
 		return def

@@ -220,8 +220,8 @@ func (v *validator) listenerTLS(p string, l gatewayapi.Listener, ours bool) {
 		if c.Name == "" {
 			v.errorf(cp+".name", "name is required")
 		}
-		if ns := gatewayapi.Deref(c.Namespace, ""); ns != "" && ns != v.r.Meta.Namespace {
-			v.unsupported(ours, cp+".namespace", "certificateRefs to another namespace (%s) are not supported: weft looks credentials up in the gateway's namespace", ns)
+		if ns := gatewayapi.Deref(c.Namespace, ""); ns != "" && !config.IsDNS1123Label(ns) {
+			v.errorf(cp+".namespace", "invalid namespace %q", ns)
 		}
 	}
 	if len(l.TLS.CertificateRefs) > 1 {

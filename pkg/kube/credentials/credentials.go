@@ -28,6 +28,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/credentials"
 	"github.com/weftmesh/weft/pkg/xds/translate"
+	"github.com/weftmesh/weft/pkg/xds/translate/gwapi"
 )
 
 // Secret data keys Istio reads for gateway credentials.
@@ -152,7 +153,19 @@ func (s *Secrets) WaitForSync(ctx context.Context) bool {
 // Lookup implements credentials.Source: the Secret credentialName names,
 // in the gateway proxy's namespace ns. A "kubernetes://NAME" reference is
 // accepted; a namespace in it ("kubernetes://OTHER/NAME") must be ns.
+// "kubernetes-gateway://NS/NAME" (a Gateway API certificateRef, which
+// the translator passes only when a ReferenceGrant in NS allows it) is
+// the Secret NAME in NS.
 func (s *Secrets) Lookup(ns, name string) (translate.Credential, bool) {
+	if ref, ok := strings.CutPrefix(name, gwapi.CredentialPrefix); ok {
+		// A Gateway API certificateRef to another namespace: the
+		// translator resolves it only when a ReferenceGrant allows it.
+		refNS, refName, ok := strings.Cut(ref, "/")
+		if !ok {
+			return translate.Credential{}, false
+		}
+		ns, name = refNS, refName
+	}
 	name = strings.TrimPrefix(name, "kubernetes://")
 	if i := strings.IndexByte(name, '/'); i >= 0 {
 		if name[:i] != ns {

@@ -7,12 +7,16 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	listerscorev1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 func pair(t *testing.T) (certPEM, keyPEM []byte) {
@@ -85,5 +89,34 @@ func TestKeepCredentialData(t *testing.T) {
 	got, _ = keepCredentialData(&corev1.Secret{Data: map[string][]byte{"password": []byte("p")}})
 	if len(got.(*corev1.Secret).Data) != 0 {
 		t.Fatal("unrelated data kept")
+	}
+}
+
+func TestLookupNamespaces(t *testing.T) {
+	t.Parallel()
+	c, k := pair(t)
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, ns := range []string{"gw", "certs"} {
+		if err := idx.Add(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cert-" + ns, Namespace: ns}, Data: map[string][]byte{"tls.crt": c, "tls.key": k}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Secrets{log: slog.New(slog.DiscardHandler), lister: listerscorev1.NewSecretLister(idx)}
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"cert-gw", true},
+		{"kubernetes://cert-gw", true},
+		{"kubernetes://gw/cert-gw", true},
+		{"kubernetes://certs/cert-certs", false}, // Istio credentialName: the gateway's namespace only
+		{"cert-certs", false},
+		{"kubernetes-gateway://certs/cert-certs", true}, // Gateway API certificateRef (grant checked by the translator)
+		{"kubernetes-gateway://certs/cert-gw", false},
+		{"kubernetes-gateway://cert-certs", false},
+	} {
+		if _, ok := s.Lookup("gw", tc.name); ok != tc.ok {
+			t.Errorf("Lookup(gw, %q) = %v, want %v", tc.name, ok, tc.ok)
+		}
 	}
 }

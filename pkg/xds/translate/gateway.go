@@ -14,7 +14,9 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/weftmesh/weft/pkg/config"
+	"github.com/weftmesh/weft/pkg/config/gatewayapi"
 	"github.com/weftmesh/weft/pkg/xds/translate/envoyfilter"
+	"github.com/weftmesh/weft/pkg/xds/translate/gwapi"
 )
 
 // gwServer is one Gateway server with the gateway it belongs to.
@@ -166,7 +168,7 @@ func (b *builder) downstreamTLS(t *networking.ServerTLSSettings) *corev3.Transpo
 	common := &tlsv3.CommonTlsContext{}
 	var cred Credential
 	if cn := t.GetCredentialName(); cn != "" {
-		if b.in.Credentials != nil {
+		if b.in.Credentials != nil && b.credentialAllowed(cn) {
 			var ok bool
 			if cred, ok = b.in.Credentials(b.p.Namespace, cn); ok {
 				common.TlsCertificates = []*tlsv3.TlsCertificate{{
@@ -177,7 +179,11 @@ func (b *builder) downstreamTLS(t *networking.ServerTLSSettings) *corev3.Transpo
 		}
 		if len(common.TlsCertificates) == 0 {
 			// Unknown credential: reference it by SDS name so the gap is visible.
-			common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: "kubernetes://" + cn, SdsConfig: ads()}}
+			sds := "kubernetes://" + cn
+			if strings.HasPrefix(cn, gwapi.CredentialPrefix) {
+				sds = cn
+			}
+			common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{{Name: sds, SdsConfig: ads()}}
 		}
 	} else if t.GetServerCertificate() != "" {
 		common.TlsCertificates = []*tlsv3.TlsCertificate{{CertificateChain: fileSource(t.GetServerCertificate()), PrivateKey: fileSource(t.GetPrivateKey())}}
@@ -371,4 +377,31 @@ func (b *builder) gatewayTCP(s gwServer, port uint32) []*listenerv3.Filter {
 		}
 	}
 	return out
+}
+
+// credentialAllowed reports whether the gateway proxy may use credential
+// cn: always, except a Gateway API reference to a Secret in another
+// namespace (gwapi.CredentialPrefix + "NS/NAME"), which needs a
+// ReferenceGrant in NS from Gateways of the proxy's namespace, checked
+// again here as Istio does when it serves such a secret (so an Istio
+// Gateway cannot name another namespace's Secret that way).
+func (b *builder) credentialAllowed(cn string) bool {
+	ref, ok := strings.CutPrefix(cn, gwapi.CredentialPrefix)
+	if !ok {
+		return true
+	}
+	ns, name, ok := strings.Cut(ref, "/")
+	if !ok || ns == b.p.Namespace {
+		return ok
+	}
+	var grants []gatewayapi.NamedGrant
+	for _, c := range b.in.Configs {
+		if c.Kind == config.KindReferenceGrant {
+			g := gatewayapi.NamedGrant{Namespace: nsOf(c)}
+			if gatewayapi.Spec(c.Spec, &g.Spec) == nil {
+				grants = append(grants, g)
+			}
+		}
+	}
+	return gatewayapi.SecretGranted(grants, b.p.Namespace, name, ns)
 }

@@ -79,6 +79,36 @@ func HasGatewayAPI(configs []*config.Resource) bool {
 type gateway struct {
 	res  *config.Resource
 	spec gw.GatewaySpec
+	// grants are every ReferenceGrant (a certificateRef to another
+	// namespace needs one there).
+	grants []gw.NamedGrant
+}
+
+// CredentialPrefix starts the credentialName of a certificateRef to a
+// Secret in another namespace than the Gateway's (as Istio's
+// kubernetes-gateway://NAMESPACE/NAME); translation resolves it in that
+// namespace when a ReferenceGrant there allows the gateway's namespace.
+const CredentialPrefix = "kubernetes-gateway://"
+
+// credentialName returns the credentialName of listener l's first
+// certificateRef ("" for none, or for a Passthrough listener): the
+// Secret's name in the Gateway's namespace, CredentialPrefix+NS/NAME in
+// another namespace NS that grants it; ok is false when no ReferenceGrant
+// there lets the Gateway refer to it (Istio: ResolvedRefs
+// RefNotPermitted, the listener is not served).
+func (g *gateway) credentialName(l gw.Listener) (name string, ok bool) {
+	if l.TLS == nil || len(l.TLS.CertificateRefs) == 0 || l.TLSMode() == gw.TLSModePassthrough {
+		return "", true
+	}
+	ref := l.TLS.CertificateRefs[0]
+	refNS := gw.Deref(ref.Namespace, ns(g.res))
+	if refNS == ns(g.res) {
+		return ref.Name, true
+	}
+	if !gw.SecretGranted(g.grants, ns(g.res), ref.Name, refNS) {
+		return "", false
+	}
+	return CredentialPrefix + refNS + "/" + ref.Name, true
 }
 
 type route struct {
@@ -172,7 +202,11 @@ func Convert(configs []*config.Resource, domainSuffix string) []*config.Resource
 		if !gw.OurClass(g.spec.GatewayClassName, classes) {
 			continue
 		}
+		g.grants = grants
 		for _, l := range g.spec.Listeners {
+			if _, ok := g.credentialName(l); !ok {
+				continue // a certificateRef to another namespace without a ReferenceGrant: not served
+			}
 			if l.Protocol == "TLS" || l.Protocol == "TCP" {
 				out = append(out, l4Listener(g, l, l4, domainSuffix)...)
 				continue
@@ -263,11 +297,11 @@ func istioGateway(g *gateway, l gw.Listener) *config.Resource {
 		Port:  &networking.Port{Number: uint32(l.Port), Protocol: l.Protocol, Name: l.Name},
 		Hosts: []string{"*/" + host},
 	}
-	switch {
+	switch cred, _ := g.credentialName(l); {
 	case l.Protocol == "TLS" && l.TLSMode() == gw.TLSModePassthrough:
 		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_PASSTHROUGH}
-	case (l.Protocol == "HTTPS" || l.Protocol == "TLS") && l.TLS != nil && len(l.TLS.CertificateRefs) > 0:
-		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: l.TLS.CertificateRefs[0].Name}
+	case (l.Protocol == "HTTPS" || l.Protocol == "TLS") && cred != "":
+		srv.Tls = &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: cred}
 	}
 	spec := &networking.Gateway{Selector: map[string]string{GatewayNameLabel: g.res.Meta.Name}, Servers: []*networking.Server{srv}}
 	ann := map[string]string{SourceAnnotation: "Gateway " + ns(g.res) + "/" + g.res.Meta.Name}
