@@ -6,8 +6,10 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,12 +31,29 @@ spec:
     protocol: HTTPS
     hostname: web.example.com
     tls: {mode: Terminate, certificateRefs: [{kind: Secret, name: web-cert}]}
+  - name: shared
+    port: 9443
+    protocol: HTTPS
+    hostname: shared.example.com
+    tls: {certificateRefs: [{name: shared-cert, namespace: certs}]}
+  - name: private
+    port: 10443
+    protocol: HTTPS
+    hostname: private.example.com
+    tls: {certificateRefs: [{name: private-cert, namespace: certs}]}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: default-gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}]
+  to: [{group: "", kind: Secret, name: shared-cert}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: default}
 spec:
-  parentRefs: [{name: web, sectionName: https}]
+  parentRefs: [{name: web}]
   rules:
   - matches: [{path: {type: Exact, value: /old}}]
     filters:
@@ -48,7 +67,10 @@ spec:
 // next to the Istio ones; `weft proxy --gateway` with the gateway-name label
 // serves the HTTPS listener with the kubernetes.io/tls Secret its
 // certificateRef names, redirects /old and answers 404 for a rule without
-// backendRefs, as the Gateway API specifies.
+// backendRefs, as the Gateway API specifies. Listeners whose
+// certificateRefs name Secrets in namespace certs are served only with a
+// ReferenceGrant there: one covers shared-cert from the start, private-cert
+// is served once a second grant is applied.
 func TestGatewayAPIKube(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd, kube-apiserver and weft processes")
@@ -76,6 +98,17 @@ func TestGatewayAPIKube(t *testing.T) {
 		Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": cert, "tls.key": key}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "certs"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, serial := range map[string]int64{"shared-cert": 556, "private-cert": 557} {
+		host := strings.TrimSuffix(name, "-cert") + ".example.com"
+		c, k := ca.leaf(t, host, serial, x509.ExtKeyUsageServerAuth)
+		if _, err := cs.CoreV1().Secrets("certs").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "certs"},
+			Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": c, "tls.key": k}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if out, err := kubectl(ctx, kc, []byte(kubeGatewayAPI), "apply", "-f", "-"); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
@@ -85,7 +118,9 @@ func TestGatewayAPIKube(t *testing.T) {
 		"--dashboard-address", "", "--debounce", "50ms")
 	front := harness.FreeAddr(t)
 	ready := filepath.Join(t.TempDir(), "gw.json")
+	frontShared, frontPrivate := harness.FreeAddr(t), harness.FreeAddr(t)
 	gw := harness.Start(t, bin, nil, "proxy", "--gateway", "--gateway-address", "8443="+front,
+		"--gateway-address", "9443="+frontShared, "--gateway-address", "10443="+frontPrivate,
 		"--control-plane", cp.XDSAddress, "--namespace", "default", "--workload", "web-istio",
 		"--labels", "gateway.networking.k8s.io/gateway-name=web", "--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0",
 		"--admin-address", "", "--metrics-address", "", "--health-address", "", "--status-address", "", "--ready-file", ready)
@@ -120,4 +155,43 @@ func TestGatewayAPIKube(t *testing.T) {
 	if code, _, _, err := get("/anything"); err != nil || code != http.StatusNotFound {
 		t.Errorf("rule without backendRefs: %d %v, want 404", code, err)
 	}
+
+	// Cross-namespace certificateRefs: the granted one is served with its
+	// Secret's certificate, the other listener is not served until a
+	// ReferenceGrant covers it too.
+	serialAt := func(addr, host string) (int64, error) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", addr, &tls.Config{RootCAs: roots, ServerName: host})
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64(), nil
+	}
+	waitFor(ctx, t, "the granted cross-namespace certificate", func() (bool, error) {
+		serial, err := serialAt(frontShared, "shared.example.com")
+		if err == nil && serial != 556 {
+			err = fmt.Errorf("serial %d", serial)
+		}
+		return err == nil, err
+	})
+	if serial, err := serialAt(frontPrivate, "private.example.com"); err == nil {
+		t.Fatalf("listener with an ungranted certificateRef served serial %d", serial)
+	}
+	grant := `apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: private, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}]
+  to: [{group: "", kind: Secret, name: private-cert}]
+`
+	if out, err := kubectl(ctx, kc, []byte(grant), "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	waitFor(ctx, t, "the certificate granted later", func() (bool, error) {
+		serial, err := serialAt(frontPrivate, "private.example.com")
+		if err == nil && serial != 557 {
+			err = fmt.Errorf("serial %d", serial)
+		}
+		return err == nil, err
+	})
 }

@@ -199,6 +199,31 @@ metadata: {name: elsewhere, namespace: ns1}
 spec:
   parentRefs: [{name: narrow}]
   hostnames: [b.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: ns1}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: tls, port: 8443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
+  - {name: tcp, port: 9000, protocol: TCP}
+  - {name: db, port: 5432, protocol: TLS, tls: {certificateRefs: [{name: db-cert, namespace: certs}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: alpha, namespace: ns1}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [alpha.example.com]
+  rules: [{backendRefs: [{name: alpha, port: 8443}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: echo, namespace: ns1}
+spec:
+  parentRefs: [{name: edge, sectionName: tcp}, {name: edge, sectionName: tls}]
+  rules: [{backendRefs: [{name: echo, port: 9000}]}]
 `)
 	if out, err := apply.CombinedOutput(); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
@@ -217,6 +242,15 @@ spec:
 			"istio.io/gateway-controller NoMatchingListenerHostname"},
 		{"gateways.gateway.networking.k8s.io", "web", `{.status.conditions[0].type}={.status.conditions[0].status} {.status.listeners[0].name}:{.status.listeners[0].attachedRoutes}`,
 			"Accepted=True http:1"},
+		// TLS and TCP listeners: supported kinds by protocol and mode, the
+		// routes counted; the certificateRef to namespace certs has no
+		// ReferenceGrant.
+		{"gateways.gateway.networking.k8s.io", "edge", `{range .status.listeners[*]}{.name}:{.attachedRoutes}:{.supportedKinds[*].kind}:{.conditions[?(@.type=="ResolvedRefs")].reason};{end}`,
+			"tls:1:TLSRoute:ResolvedRefs;tcp:1:TCPRoute:ResolvedRefs;db:0:TCPRoute:RefNotPermitted;"},
+		{"tlsroutes.gateway.networking.k8s.io", "alpha", `{range .status.parents[*]}{.parentRef.name}={.conditions[?(@.type=="Accepted")].status},{.conditions[?(@.type=="ResolvedRefs")].reason};{end}`,
+			"edge=True,ResolvedRefs;"},
+		{"tcproutes.gateway.networking.k8s.io", "echo", `{range .status.parents[*]}{.parentRef.sectionName}={.conditions[?(@.type=="Accepted")].reason};{end}`,
+			"tcp=Accepted;tls=NotAllowedByListeners;"},
 	} {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
