@@ -288,7 +288,8 @@ func (cp *ControlPlane) ListenAddress(t testing.TB, what string) string {
 
 // StartControlPlane runs `bin control-plane args...` and waits until its
 // admin API is serving. Unless args set them, it adds --admin-address
-// 127.0.0.1:0, a free --xds-address and a --ready-file.
+// 127.0.0.1:0, --dashboard-address "" (no dashboard), a free
+// --xds-address and a --ready-file.
 func StartControlPlane(t testing.TB, bin string, args ...string) *ControlPlane {
 	t.Helper()
 	has := func(flag string) (string, bool) {
@@ -305,6 +306,11 @@ func StartControlPlane(t testing.TB, bin string, args ...string) *ControlPlane {
 	full := append([]string{"control-plane"}, args...)
 	if _, ok := has("--admin-address"); !ok {
 		full = append(full, "--admin-address", "127.0.0.1:0")
+	}
+	if _, ok := has("--dashboard-address"); !ok {
+		// The default 127.0.0.1:20001 is one port for every parallel
+		// test: a second control plane would exit on it.
+		full = append(full, "--dashboard-address", "")
 	}
 	xds, ok := has("--xds-address")
 	if !ok {
