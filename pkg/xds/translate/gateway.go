@@ -97,7 +97,13 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 			if routes := b.gatewayTCP(s, port); len(routes) > 0 {
 				fc := &listenerv3.FilterChain{Name: "tcp." + serverName(s), Filters: []*listenerv3.Filter{routes[0]}}
 				if s.srv.GetTls() != nil {
+					// Terminated here: chosen by SNI like an HTTPS server,
+					// so several TLS servers (certificates) share a port.
+					tlsUsed = true
 					fc.TransportSocket = b.downstreamTLS(s.srv.GetTls())
+					if sni := sniNames(s.hosts()); len(sni) > 0 {
+						fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: sni}
+					}
 				}
 				l.FilterChains = append(l.FilterChains, fc)
 			}
