@@ -33,6 +33,27 @@ spec:
     port: 5432
     protocol: TLS
     tls: {mode: Terminate, certificateRefs: [{name: db-cert}]}
+  - name: term
+    port: 6443
+    protocol: TLS
+    hostname: "*.term.example.com"
+    tls: {mode: Terminate, certificateRefs: [{name: term-cert}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: term-a, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: term}]
+  hostnames: [a.term.example.com]
+  rules: [{backendRefs: [{name: echo, port: 9000}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: term-b, namespace: default}
+spec:
+  parentRefs: [{name: edge, sectionName: term}]
+  hostnames: [b.term.example.com]
+  rules: [{backendRefs: [{name: echo-v2, port: 9000}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: TLSRoute
@@ -78,7 +99,8 @@ spec:
 // route claims gets no backend. The TCP listener's TCPRoute splits
 // connections 80/20 between two echo backends. The TLS Terminate
 // listener decrypts with its certificateRef (from --credentials-dir) and
-// sends the bytes to its TCPRoute's backend.
+// sends the bytes to its TCPRoute's backend; another, for
+// *.term.example.com, sends them by SNI to its TLSRoutes' backends.
 func TestGatewayAPITLS(t *testing.T) {
 	harness.SkipShort(t)
 	t.Parallel()
@@ -118,13 +140,15 @@ func TestGatewayAPITLS(t *testing.T) {
 	}
 	// The Terminate listener's certificateRef, served from --credentials-dir.
 	credDir := t.TempDir()
-	dbCert, dbKey := pki.issue(t, "db.example.com", false)
-	if err := os.MkdirAll(filepath.Join(credDir, "db-cert"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"tls.crt": dbCert, "tls.key": dbKey} {
-		if err := os.WriteFile(filepath.Join(credDir, "db-cert", name), b, 0o600); err != nil {
+	for cred, host := range map[string]string{"db-cert": "db.example.com", "term-cert": "*.term.example.com"} {
+		certPEM, keyPEM := pki.issue(t, host, false)
+		if err := os.MkdirAll(filepath.Join(credDir, cred), 0o755); err != nil {
 			t.Fatal(err)
+		}
+		for name, b := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+			if err := os.WriteFile(filepath.Join(credDir, cred, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	bin := weft.Binary(t)
@@ -145,10 +169,10 @@ func TestGatewayAPITLS(t *testing.T) {
 	sidecar("echo", "echo:9000/tcp", tcpBackend("echo"))
 	sidecar("echo-v2", "echo-v2:9000/tcp", tcpBackend("echo-v2"))
 
-	frontTLS, frontTCP, frontDB := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
+	frontTLS, frontTCP, frontDB, frontTerm := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
 	gwReady := filepath.Join(t.TempDir(), "gw.json")
 	gw := harness.Start(t, bin, nil, "proxy", "--gateway", "--gateway-address", "8443="+frontTLS, "--gateway-address", "9000="+frontTCP,
-		"--gateway-address", "5432="+frontDB,
+		"--gateway-address", "5432="+frontDB, "--gateway-address", "6443="+frontTerm,
 		"--control-plane", xds, "--namespace", "default", "--workload", "edge-istio",
 		"--labels", "gateway.networking.k8s.io/gateway-name=edge",
 		"--inbound-address", "127.0.0.1:0", "--outbound-address", "127.0.0.1:0", "--admin-address", "",
@@ -232,23 +256,37 @@ func TestGatewayAPITLS(t *testing.T) {
 		t.Errorf("TCPRoute split %v over %d connections, want about 160/40", counts, n)
 	}
 
-	// TLS Terminate: the gateway presents db-cert and forwards the
-	// plaintext to echo-v2.
-	eventually("TLS terminate to the TCPRoute", func() error {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", frontDB, &tls.Config{ServerName: "db.example.com", RootCAs: pool})
-		if err != nil {
+	// TLS Terminate: the gateway presents the listener's certificate and
+	// forwards the plaintext: on db to the TCPRoute's echo-v2, on term by
+	// SNI to the TLSRoutes' backends.
+	terminated := func(addr, sni, cn, want string) func() error {
+		return func() error {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", addr, &tls.Config{ServerName: sni, RootCAs: pool})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if got := c.ConnectionState().PeerCertificates[0].Subject.CommonName; got != cn {
+				return fmt.Errorf("certificate for %s", got)
+			}
+			got, err := lineExchange(c)
+			if err == nil && got != want {
+				err = fmt.Errorf("answered %q", got)
+			}
 			return err
 		}
-		defer c.Close()
-		if got := c.ConnectionState().PeerCertificates[0].Subject.CommonName; got != "db.example.com" {
-			return fmt.Errorf("certificate for %s", got)
+	}
+	eventually("TLS terminate to the TCPRoute", terminated(frontDB, "db.example.com", "db.example.com", "echo-v2: hello"))
+	eventually("TLS terminate to TLSRoute a", terminated(frontTerm, "a.term.example.com", "*.term.example.com", "echo: hello"))
+	eventually("TLS terminate to TLSRoute b", terminated(frontTerm, "b.term.example.com", "*.term.example.com", "echo-v2: hello"))
+	for i := 0; i < 5; i++ {
+		if err := terminated(frontTerm, "a.term.example.com", "*.term.example.com", "echo: hello")(); err != nil {
+			t.Fatalf("TLSRoute a (Terminate): %v", err)
 		}
-		got, err := lineExchange(c)
-		if err == nil && got != "echo-v2: hello" {
-			err = fmt.Errorf("answered %q", got)
+		if err := terminated(frontTerm, "b.term.example.com", "*.term.example.com", "echo-v2: hello")(); err != nil {
+			t.Fatalf("TLSRoute b (Terminate): %v", err)
 		}
-		return err
-	})
+	}
 }
 
 // serveLines answers each connection's lines with "NAME: LINE" until the

@@ -46,9 +46,10 @@ func (l Listener) TLSMode() string {
 }
 
 // RouteKinds returns the route kinds a listener of l's protocol (and TLS
-// mode) can carry in weft, as Istio: HTTPRoute and GRPCRoute on HTTP and
-// HTTPS, TLSRoute on TLS Passthrough, TCPRoute on TCP and on TLS
-// Terminate. UDP and unknown protocols carry none.
+// mode) can carry in weft: HTTPRoute and GRPCRoute on HTTP and HTTPS,
+// TLSRoute on TLS Passthrough, TCPRoute and TLSRoute (by SNI after
+// termination, the Gateway API's TLSRouteModeTerminate) on TLS Terminate,
+// TCPRoute on TCP. UDP and unknown protocols carry none.
 func RouteKinds(l Listener) []string {
 	switch l.Protocol {
 	case "HTTP", "HTTPS":
@@ -57,7 +58,7 @@ func RouteKinds(l Listener) []string {
 		if l.TLSMode() == TLSModePassthrough {
 			return []string{"TLSRoute"}
 		}
-		return []string{"TCPRoute"}
+		return []string{"TCPRoute", "TLSRoute"}
 	case "TCP":
 		return []string{"TCPRoute"}
 	}

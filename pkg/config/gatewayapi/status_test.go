@@ -35,8 +35,9 @@ func TestStatuses(t *testing.T) {
 	if len(g.Listeners) != 6 || g.Listeners[0].AttachedRoutes != 1 || g.Listeners[1].AttachedRoutes != 0 || g.Listeners[3].Conditions[0].Reason != "UnsupportedProtocol" {
 		t.Errorf("gateway status %+v", g)
 	}
-	// TLSRoutes attach to the Passthrough listener, TCPRoutes to the TCP
-	// and the TLS Terminate listeners; the other kinds are refused.
+	// TLSRoutes attach to the TLS listeners (Passthrough and Terminate),
+	// TCPRoutes to the TCP and the TLS Terminate listeners; the other
+	// kinds are refused.
 	l4 := []NamedRoute{
 		{Namespace: "infra", Name: "sni", Kind: "TLSRoute", Spec: TLSRouteSpec{Hostnames: []string{"a.example.com"}, ParentRefs: []ParentReference{{Name: "gw"}}}.HTTP()},
 		{Namespace: "infra", Name: "sni-other", Kind: "TLSRoute", Spec: TLSRouteSpec{Hostnames: []string{"a.example.org"}, ParentRefs: []ParentReference{{Name: "gw", SectionName: s("tls")}}}.HTTP()},
@@ -52,7 +53,7 @@ func TestStatuses(t *testing.T) {
 			t.Errorf("listener %s supported kinds %v, want %v", l.Name, l.SupportedKinds, want)
 		}
 	}
-	if want := []int32{0, 0, 1, 0, 1, 1}; fmt.Sprint(attached) != fmt.Sprint(want) {
+	if want := []int32{0, 0, 1, 0, 1, 2}; fmt.Sprint(attached) != fmt.Sprint(want) {
 		t.Errorf("attachedRoutes %v, want %v (http, same, tcp, udp, tls, tls-term)", attached, want)
 	}
 	if c := gwSt4["infra/gw"].Listeners[4].Conditions[0]; c.Status != "True" {

@@ -93,6 +93,12 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 			}
 			l.FilterChains = append(l.FilterChains, fc)
 		default: // TCP, and TLS terminated here, to tcp routes
+			if s.srv.GetTls() != nil {
+				if chains := b.terminatedTLSChains(s, port); len(chains) > 0 {
+					tlsUsed = true
+					l.FilterChains = append(l.FilterChains, chains...)
+				}
+			}
 			// The first tcp route that applies wins, as in Istio.
 			if routes := b.gatewayTCP(s, port); len(routes) > 0 {
 				fc := &listenerv3.FilterChain{Name: "tcp." + serverName(s), Filters: []*listenerv3.Filter{routes[0]}}
@@ -353,6 +359,49 @@ func (b *builder) passthroughChains(s gwServer, port uint32) []*listenerv3.Filte
 				}
 				// sniHosts "*" (a TLSRoute without hostnames) matches any
 				// SNI: the chain has no server_names.
+				if sni := sniNames(snis); len(sni) > 0 {
+					fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: sni}
+				}
+				out = append(out, fc)
+			}
+		}
+	}
+	return out
+}
+
+// terminatedTLSChains routes the decrypted bytes of a TLS server
+// terminated at the gateway by SNI, from the tls routes of the
+// VirtualServices generated for Gateway API TLSRoutes in mode Terminate
+// (Istio applies tls routes to PASSTHROUGH servers only, so a hand-written
+// VirtualService's tls routes are not used here): one chain per route,
+// with the server's certificate and the route's SNI names.
+func (b *builder) terminatedTLSChains(s gwServer, port uint32) []*listenerv3.FilterChain {
+	gwName := s.gatewayName()
+	var out []*listenerv3.FilterChain
+	seen := map[string]bool{}
+	for _, c := range b.vss {
+		vs := c.Spec.(*networking.VirtualService)
+		if !gwapi.IsGenerated(c) || !gatewayListed(vs.GetGateways(), nsOf(c), gwName) {
+			continue
+		}
+		for i, tr := range vs.GetTls() {
+			for _, m := range tr.GetMatch() {
+				var snis []string
+				for _, sni := range m.GetSniHosts() {
+					if !seen[sni] && serverAdmits(s, sni, nsOf(c)) {
+						seen[sni] = true
+						snis = append(snis, sni)
+					}
+				}
+				ws := b.l4Weights(tr.GetRoute(), nsOf(c), port)
+				if len(snis) == 0 || len(ws) == 0 {
+					continue
+				}
+				fc := &listenerv3.FilterChain{
+					Name:            "tls." + serverName(s) + "." + c.Meta.Name + "." + strconv.Itoa(i),
+					Filters:         []*listenerv3.Filter{tcpProxy(ws[0].Name, ws, b.tunnelFor(tr.GetRoute(), nsOf(c)))},
+					TransportSocket: b.downstreamTLS(s.srv.GetTls()),
+				}
 				if sni := sniNames(snis); len(sni) > 0 {
 					fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: sni}
 				}

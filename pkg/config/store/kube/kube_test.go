@@ -246,7 +246,7 @@ spec:
 		// routes counted; the certificateRef to namespace certs has no
 		// ReferenceGrant.
 		{"gateways.gateway.networking.k8s.io", "edge", `{range .status.listeners[*]}{.name}:{.attachedRoutes}:{.supportedKinds[*].kind}:{.conditions[?(@.type=="ResolvedRefs")].reason};{end}`,
-			"tls:1:TLSRoute:ResolvedRefs;tcp:1:TCPRoute:ResolvedRefs;db:0:TCPRoute:RefNotPermitted;"},
+			"tls:1:TLSRoute:ResolvedRefs;tcp:1:TCPRoute:ResolvedRefs;db:1:TCPRoute TLSRoute:RefNotPermitted;"},
 		{"tlsroutes.gateway.networking.k8s.io", "alpha", `{range .status.parents[*]}{.parentRef.name}={.conditions[?(@.type=="Accepted")].status},{.conditions[?(@.type=="ResolvedRefs")].reason};{end}`,
 			"edge=True,ResolvedRefs;"},
 		{"tcproutes.gateway.networking.k8s.io", "echo", `{range .status.parents[*]}{.parentRef.sectionName}={.conditions[?(@.type=="Accepted")].reason};{end}`,
