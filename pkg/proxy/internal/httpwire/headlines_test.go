@@ -3,6 +3,7 @@ package httpwire
 import (
 	"reflect"
 	"testing"
+	"time"
 	"unsafe"
 )
 
@@ -102,4 +103,28 @@ func FuzzHeadLines(f *testing.F) {
 			t.Fatalf("after %q, Split(%q) = %q, fresh %q", a, b, got, want)
 		}
 	})
+}
+
+// TestHeadLinesManyLines checks that a head of many short lines, after
+// another such head, is split in linear time: other positions are only
+// searched after heads of at most MaxReusedFields lines. 200 000 lines
+// compared with every earlier line would be 4·10¹⁰ comparisons.
+func TestHeadLinesManyLines(t *testing.T) {
+	var a, b []byte
+	for i := range 200_000 {
+		a = append(a, byte('a'+i%26), ':', '1', '\n')
+		b = append(b, byte('a'+(i+1)%26), ':', '2', '\n')
+	}
+	var hl HeadLines
+	hl.Split(a)
+	done := make(chan []string)
+	go func() { done <- hl.Split(b) }()
+	select {
+	case got := <-done:
+		if len(got) != 200_000 || got[0] != "b:2" {
+			t.Fatalf("got %d lines, first %q", len(got), got[0])
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("splitting 200 000 lines after 200 000 others did not finish in 20 s")
+	}
 }

@@ -155,10 +155,15 @@ func (h *HeadLines) Split(head []byte) []string {
 }
 
 // match returns the index of the previous head's line equal to b, trying
-// index i (the same position) first, or -1.
+// index i (the same position) first, or -1. Other positions are searched
+// only when the previous head had at most MaxReusedFields lines, so a
+// head of many short lines costs no more than linear time.
 func (h *HeadLines) match(b []byte, i int) int {
 	if i < len(h.prev) && h.prev[i] == string(b) {
 		return i
+	}
+	if len(h.prev) > MaxReusedFields {
+		return -1
 	}
 	for j, l := range h.prev {
 		if len(l) == len(b) && l == string(b) {
