@@ -25,8 +25,9 @@ import (
 )
 
 // Server is the proxy's own HTTP/1.1 server for its listeners. Compared
-// with net/http's server it parses a request head into one string
-// (h1parse.go), reuses the connection's buffers and response writer from
+// with net/http's server it parses a request head into strings shared
+// with the connection's previous request where lines repeat (h1parse.go,
+// httpwire.HeadLines), reuses the connection's buffers and response writer from
 // request to request, gives requests the connection's context instead of
 // a new one each, and watches for a client hang-up only when a handler
 // runs longer than a few milliseconds (instead of a goroutine per
