@@ -289,16 +289,7 @@ func (v *validator) gwGRPCRoute(s *gatewayapi.GRPCRouteSpec) {
 					v.errorf(mp+".method.type", "unknown method match type %q (Exact, RegularExpression)", t)
 				}
 			}
-			seen := map[string]bool{}
-			for k, h := range m.Headers {
-				hp := idx(mp+".headers", k)
-				v.checkNameValueMatch(hp, gatewayapi.Deref(h.Type, "Exact"), h.Name, h.Value, true)
-				if n := strings.ToLower(h.Name); seen[n] {
-					v.errorf(hp+".name", "header %q is matched twice in one match", h.Name)
-				} else {
-					seen[n] = true
-				}
-			}
+			v.checkHeaderMatches(mp, m.Headers)
 		}
 		v.grpcFilterTypes(p+".filters", rule.Filters)
 		v.httpFilters(p+".filters", rule.Filters, true, false)
@@ -422,16 +413,7 @@ func (v *validator) httpRouteRule(p string, rule gatewayapi.HTTPRouteRule) {
 				v.errorf(mp+".path.type", "unknown path match type %q (Exact, PathPrefix, RegularExpression)", t)
 			}
 		}
-		seen := map[string]bool{}
-		for k, h := range m.Headers {
-			hp := idx(mp+".headers", k)
-			v.checkNameValueMatch(hp, gatewayapi.Deref(h.Type, "Exact"), h.Name, h.Value, true)
-			if n := strings.ToLower(h.Name); seen[n] {
-				v.errorf(hp+".name", "header %q is matched twice in one match", h.Name)
-			} else {
-				seen[n] = true
-			}
-		}
+		v.checkHeaderMatches(mp, m.Headers)
 		seenQ := map[string]bool{}
 		for k, q := range m.QueryParams {
 			qp := idx(mp+".queryParams", k)
@@ -487,6 +469,22 @@ func (v *validator) httpRouteRule(p string, rule gatewayapi.HTTPRouteRule) {
 		}
 		if req > 0 && be > req {
 			v.errorf(p+".timeouts.backendRequest", "backendRequest (%s) must not be longer than request (%s)", *t.BackendRequest, *t.Request)
+		}
+	}
+}
+
+// checkHeaderMatches checks the header matches of one HTTPRoute or
+// GRPCRoute match at path mp: each name/value/type, and no header
+// (case-insensitive) matched twice.
+func (v *validator) checkHeaderMatches(mp string, headers []gatewayapi.HTTPHeaderMatch) {
+	seen := map[string]bool{}
+	for k, h := range headers {
+		hp := idx(mp+".headers", k)
+		v.checkNameValueMatch(hp, gatewayapi.Deref(h.Type, "Exact"), h.Name, h.Value, true)
+		if n := strings.ToLower(h.Name); seen[n] {
+			v.errorf(hp+".name", "header %q is matched twice in one match", h.Name)
+		} else {
+			seen[n] = true
 		}
 	}
 }
