@@ -77,7 +77,7 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 		case s.srv.GetTls() != nil && (mode == networking.ServerTLSSettings_PASSTHROUGH || mode == networking.ServerTLSSettings_AUTO_PASSTHROUGH):
 			// PASSTHROUGH is the enum's zero value: only an explicit tls block means it.
 			tlsUsed = true
-			l.FilterChains = append(l.FilterChains, b.passthroughChains(s, port)...)
+			l.FilterChains = append(l.FilterChains, b.tlsRouteChains(s, port, false)...)
 		case proto == "HTTPS" && isTerminating(mode):
 			tlsUsed = true
 			rname := "https." + ps + "." + serverName(s)
@@ -94,7 +94,7 @@ func (b *builder) gatewayListener(port uint32, servers []gwServer) {
 			l.FilterChains = append(l.FilterChains, fc)
 		default: // TCP, and TLS terminated here, to tcp routes
 			if s.srv.GetTls() != nil {
-				if chains := b.terminatedTLSChains(s, port); len(chains) > 0 {
+				if chains := b.tlsRouteChains(s, port, true); len(chains) > 0 {
 					tlsUsed = true
 					l.FilterChains = append(l.FilterChains, chains...)
 				}
@@ -323,23 +323,34 @@ func serverAdmits(s gwServer, vsHost, vsNS string) bool {
 	return false
 }
 
-// passthroughChains routes TLS by SNI to the VirtualService tls routes
-// bound to the gateway.
-func (b *builder) passthroughChains(s gwServer, port uint32) []*listenerv3.FilterChain {
+// tlsRouteChains routes TLS by SNI to the VirtualService tls routes bound
+// to the gateway's server s: one chain per route match, with the SNI names
+// the server admits that no earlier chain took. Passthrough chains
+// (terminate false) honour the match's port and gateways. Terminated
+// chains route the decrypted bytes of a TLS server terminated at the
+// gateway and carry the server's certificate; they take only the
+// VirtualServices generated for Gateway API TLSRoutes in mode Terminate
+// (Istio applies tls routes to PASSTHROUGH servers only, so a hand-written
+// VirtualService's tls routes are not used there).
+func (b *builder) tlsRouteChains(s gwServer, port uint32, terminate bool) []*listenerv3.FilterChain {
 	gwName := s.gatewayName()
+	prefix := "passthrough."
+	if terminate {
+		prefix = "tls."
+	}
 	var out []*listenerv3.FilterChain
 	seen := map[string]bool{}
 	for _, c := range b.vss {
 		vs := c.Spec.(*networking.VirtualService)
-		if !gatewayListed(vs.GetGateways(), nsOf(c), gwName) {
+		if terminate && !gwapi.IsGenerated(c) || !gatewayListed(vs.GetGateways(), nsOf(c), gwName) {
 			continue
 		}
 		for i, tr := range vs.GetTls() {
 			for _, m := range tr.GetMatch() {
-				if m.GetPort() != 0 && m.GetPort() != port {
+				if !terminate && m.GetPort() != 0 && m.GetPort() != port {
 					continue
 				}
-				if len(m.GetGateways()) > 0 && !gatewayListed(m.GetGateways(), nsOf(c), gwName) {
+				if !terminate && len(m.GetGateways()) > 0 && !gatewayListed(m.GetGateways(), nsOf(c), gwName) {
 					continue
 				}
 				var snis []string
@@ -354,54 +365,14 @@ func (b *builder) passthroughChains(s gwServer, port uint32) []*listenerv3.Filte
 					continue
 				}
 				fc := &listenerv3.FilterChain{
-					Name:    "passthrough." + serverName(s) + "." + c.Meta.Name + "." + strconv.Itoa(i),
+					Name:    prefix + serverName(s) + "." + c.Meta.Name + "." + strconv.Itoa(i),
 					Filters: []*listenerv3.Filter{tcpProxy(ws[0].Name, ws, b.tunnelFor(tr.GetRoute(), nsOf(c)))},
+				}
+				if terminate {
+					fc.TransportSocket = b.downstreamTLS(s.srv.GetTls())
 				}
 				// sniHosts "*" (a TLSRoute without hostnames) matches any
 				// SNI: the chain has no server_names.
-				if sni := sniNames(snis); len(sni) > 0 {
-					fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: sni}
-				}
-				out = append(out, fc)
-			}
-		}
-	}
-	return out
-}
-
-// terminatedTLSChains routes the decrypted bytes of a TLS server
-// terminated at the gateway by SNI, from the tls routes of the
-// VirtualServices generated for Gateway API TLSRoutes in mode Terminate
-// (Istio applies tls routes to PASSTHROUGH servers only, so a hand-written
-// VirtualService's tls routes are not used here): one chain per route,
-// with the server's certificate and the route's SNI names.
-func (b *builder) terminatedTLSChains(s gwServer, port uint32) []*listenerv3.FilterChain {
-	gwName := s.gatewayName()
-	var out []*listenerv3.FilterChain
-	seen := map[string]bool{}
-	for _, c := range b.vss {
-		vs := c.Spec.(*networking.VirtualService)
-		if !gwapi.IsGenerated(c) || !gatewayListed(vs.GetGateways(), nsOf(c), gwName) {
-			continue
-		}
-		for i, tr := range vs.GetTls() {
-			for _, m := range tr.GetMatch() {
-				var snis []string
-				for _, sni := range m.GetSniHosts() {
-					if !seen[sni] && serverAdmits(s, sni, nsOf(c)) {
-						seen[sni] = true
-						snis = append(snis, sni)
-					}
-				}
-				ws := b.l4Weights(tr.GetRoute(), nsOf(c), port)
-				if len(snis) == 0 || len(ws) == 0 {
-					continue
-				}
-				fc := &listenerv3.FilterChain{
-					Name:            "tls." + serverName(s) + "." + c.Meta.Name + "." + strconv.Itoa(i),
-					Filters:         []*listenerv3.Filter{tcpProxy(ws[0].Name, ws, b.tunnelFor(tr.GetRoute(), nsOf(c)))},
-					TransportSocket: b.downstreamTLS(s.srv.GetTls()),
-				}
 				if sni := sniNames(snis); len(sni) > 0 {
 					fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: sni}
 				}
