@@ -128,6 +128,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME) ./pkg/proxy/listener/
 	$(GO) test -run '^$$' -fuzz FuzzCompileEval -fuzztime $(FUZZTIME) ./pkg/telemetry/expr/
 	$(GO) test -run '^$$' -fuzz FuzzHeadLines -fuzztime $(FUZZTIME) ./pkg/proxy/internal/httpwire/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./pkg/proxy/peerexchange/
 
 clean:
 	rm -rf $(BIN)
