@@ -155,7 +155,7 @@ func TestBenchSmoke(t *testing.T) {
 		t.Skip("set WEFT_BENCH=1 (and WEFT_BIN, FORTIO_BIN) to run the data-plane benchmark")
 	}
 	cfg := Config{Weft: os.Getenv("WEFT_BIN"), Fortio: os.Getenv("FORTIO_BIN"),
-		Duration: 3 * time.Second, MaxDuration: 3 * time.Second, Services: 10}
+		Duration: 3 * time.Second, MaxDuration: 3 * time.Second, Services: 10, Slices: 1}
 	cfg.HAProxy, _ = exec.LookPath("haproxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -39,7 +39,7 @@ func (r *Report) Print(w io.Writer) {
 	c := r.Config
 	fmt.Fprintf(w, "Data-plane benchmark: %d B bodies, %d rps × %s over %d connections, evenly spaced (fortio -uniform); max throughput: -qps 0, %d connections × %s\n",
 		c.BodySize, c.QPS, c.Duration, c.Conns, c.MaxConns, c.MaxDuration)
-	fmt.Fprintf(w, "Each topology's runs are split into %d chunks measured in interleaved rounds (every topology once per round);\npercentiles are over the merged chunks, max rps is all max-chunk requests over their time.\n\n", c.Rounds)
+	fmt.Fprintf(w, "Each topology's runs are split into %d rounds, interleaved (every topology in turn); in each round the constant-rate run is %d slices\nof %s, alternating topologies; percentiles are over the merged slices, max rps is all max-chunk requests over their time.\n\n", c.Rounds, c.Slices, c.Duration/time.Duration(max(c.Rounds*c.Slices, 1)))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "topology\tp50 ms\tp90 ms\tp99 ms\t+p50 ms\t+p90 ms\t+p99 ms\tmax rps\tproxy RSS MB (sum)\tproxy CPU s/1k req (sum)\terrors\t")
 	var skipped []string

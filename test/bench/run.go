@@ -42,6 +42,13 @@ type Config struct {
 	// Rounds splits both runs into this many chunks per topology, run in
 	// interleaved rounds (default 3; see measureRounds).
 	Rounds int
+	// Slices splits each round's constant-rate chunk further into this
+	// many slices, run target after target (default 4: 12 slices of 5 s
+	// per topology with the default 60 s and 3 rounds). A p99 is made of
+	// rare stalls, and on a shared 2-core host their rate drifts within
+	// a 20 s chunk; short alternating slices let every topology see the
+	// same drift.
+	Slices int
 	// Services is how many extra ServiceEntries are applied before the
 	// "RSS with N services" sample (default 100).
 	Services int
@@ -82,6 +89,9 @@ func (c *Config) defaults() {
 	}
 	if c.Rounds <= 0 {
 		c.Rounds = 3
+	}
+	if c.Slices <= 0 {
+		c.Slices = 4
 	}
 	if c.Services == 0 {
 		c.Services = 100

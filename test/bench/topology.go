@@ -306,10 +306,11 @@ type target struct {
 }
 
 // measureRounds measures every target in interleaved rounds: each round
-// runs an evenly spaced constant-rate chunk (Duration/Rounds) and a
-// lockstep one (LockstepDuration/Rounds) on every target, then a
-// max-throughput chunk (MaxDuration/Rounds) on every target, starting
-// each round with a different target. Slow drifts of a shared machine
+// runs Slices evenly spaced constant-rate slices (Duration/Rounds/Slices
+// each) on every target in turn, then a lockstep chunk
+// (LockstepDuration/Rounds) on every target, then a max-throughput chunk
+// (MaxDuration/Rounds) on every target; each round and slice starts with
+// a different target. Slow drifts of a shared machine
 // (other tenants, thermal limits) then weigh on every topology alike
 // instead of on whichever ran during the bad minute. Percentiles come
 // from the merged histograms of the constant-rate chunks; max rps is all
@@ -321,7 +322,7 @@ func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
 		}
 	}
 	n := r.cfg.Rounds
-	qd := r.cfg.Duration / time.Duration(n)
+	sd := r.cfg.Duration / time.Duration(n*r.cfg.Slices)
 	md := r.cfg.MaxDuration / time.Duration(n)
 	ld := r.cfg.LockstepDuration / time.Duration(n)
 	order := func(round int) []*target {
@@ -333,24 +334,32 @@ func (r *runner) measureRounds(ctx context.Context, targets []*target) error {
 	}
 	for round := range n {
 		last := round == n-1
+		for slice := range r.cfg.Slices {
+			for _, tg := range order(round + slice) {
+				cpu0, err := sumCPU(tg.pids)
+				if err != nil {
+					return err
+				}
+				res, err := r.fortio(ctx, fmt.Sprintf("%s-qps-%d.%d", tg.tag, round+1, slice+1), tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, sd, "-uniform")
+				if err != nil {
+					return err
+				}
+				cpu1, err := sumCPU(tg.pids)
+				if err != nil {
+					return err
+				}
+				tg.cpu += cpu1 - cpu0
+				tg.qpsHist = append(tg.qpsHist, res.Histogram()...)
+				tg.t.Requests += res.Requests()
+				tg.t.Errors += res.Requests() - res.OK()
+			}
+		}
 		for _, tg := range order(round) {
-			cpu0, err := sumCPU(tg.pids)
-			if err != nil {
-				return err
-			}
-			res, err := r.fortio(ctx, fmt.Sprintf("%s-qps-%d", tg.tag, round+1), tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, qd, "-uniform")
-			if err != nil {
-				return err
-			}
-			cpu1, err := sumCPU(tg.pids)
-			if err != nil {
-				return err
-			}
-			tg.cpu += cpu1 - cpu0
-			tg.qpsHist = append(tg.qpsHist, res.Histogram()...)
-			tg.t.Requests += res.Requests()
-			tg.t.Errors += res.Requests() - res.OK()
 			if ld > 0 {
+				cpu1, err := sumCPU(tg.pids)
+				if err != nil {
+					return err
+				}
 				lr, err := r.fortio(ctx, fmt.Sprintf("%s-lockstep-%d", tg.tag, round+1), tg.url, tg.host, r.cfg.QPS, r.cfg.Conns, ld)
 				if err != nil {
 					return err

@@ -92,6 +92,11 @@ func run() error {
 			return fmt.Errorf("BENCH_ROUNDS: want a positive integer, got %q", v)
 		}
 	}
+	if v := os.Getenv("BENCH_SLICES"); v != "" {
+		if cfg.Slices, err = strconv.Atoi(v); err != nil || cfg.Slices < 1 {
+			return fmt.Errorf("BENCH_SLICES: want a positive integer, got %q", v)
+		}
+	}
 	if v := os.Getenv("BENCH_PROXY_GOMAXPROCS"); v != "" {
 		cfg.ProxyEnv = append(cfg.ProxyEnv, "GOMAXPROCS="+v)
 	}
@@ -114,8 +119,8 @@ func run() error {
 	if md == 0 {
 		md = 20 * time.Second
 	}
-	rounds := max(cfg.Rounds, 3)
-	ctx, cancel := context.WithTimeout(ctx, 4*(d+md+10*time.Second)+time.Duration(rounds)*8*5*time.Second+3*time.Minute)
+	rounds, slices := max(cfg.Rounds, 3), max(cfg.Slices, 4)
+	ctx, cancel := context.WithTimeout(ctx, 4*(d+md+10*time.Second)+time.Duration(rounds*(slices+2))*4*5*time.Second+3*time.Minute)
 	defer cancel()
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
