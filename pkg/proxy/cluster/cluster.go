@@ -228,9 +228,12 @@ type Cluster struct {
 	// UpstreamH2 forces prior-knowledge HTTP/2 (h2c) upstream; otherwise
 	// the downstream protocol is used (Envoy's USE_DOWNSTREAM_PROTOCOL).
 	UpstreamH2 bool
-	// Transport is the HTTP/1.1 pool; H2C the prior-knowledge HTTP/2 pool.
+	// Transport is the HTTP/1.1 pool; H2C the prior-knowledge HTTP/2 pool;
+	// XC the prior-knowledge HTTP/2 pool for RFC 8441 extended CONNECT
+	// streams (see XConnect).
 	Transport *http.Transport
 	H2C       *http.Transport
+	XC        *XConnect
 	// H1, when set, is the own HTTP/1.1 pool plain requests use instead of
 	// Transport (see H1Pool); nil for clusters with a connection limit.
 	H1 *H1Pool
@@ -658,6 +661,7 @@ type clusterState struct {
 	breakers *Breakers
 	tkey     string
 	t1, t2   *http.Transport
+	xc       *XConnect
 	h1       *H1Pool
 	pp       *ppPools
 	// built is set once the cluster has been committed with hosts: hosts
@@ -729,7 +733,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", n, err)
 		}
-		built = append(built, pending{c, &clusterState{hosts: newHosts, breakers: st.breakers, tkey: st.tkey, t1: st.t1, t2: st.t2, h1: st.h1, pp: st.pp, built: st.built || len(c.Hosts) > 0}})
+		built = append(built, pending{c, &clusterState{hosts: newHosts, breakers: st.breakers, tkey: st.tkey, t1: st.t1, t2: st.t2, xc: st.xc, h1: st.h1, pp: st.pp, built: st.built || len(c.Hosts) > 0}})
 		out.Clusters[n] = c
 	}
 	// Commit live state only once everything compiled.
@@ -740,6 +744,7 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 			if b.st.t1 != nil {
 				b.st.t1.CloseIdleConnections()
 				b.st.t2.CloseIdleConnections()
+				b.st.xc.CloseIdleConnections()
 			}
 			if b.st.h1 != nil {
 				b.st.h1.Close()
@@ -751,20 +756,21 @@ func (m *Manager) Build(clusters map[string]*clusterv3.Cluster, cla map[string]*
 				b.st.pp = newPPPools(b.c)
 				shared = b.st.pp.lim
 			}
-			b.st.t1, b.st.t2 = newTransports(b.c, downstream{}, shared)
+			b.st.t1, b.st.t2, b.st.xc = newTransports(b.c, downstream{}, shared)
 			b.st.h1 = newH1Pool(b.c, downstream{})
 			if b.st.pp != nil {
-				b.st.pp.t1, b.st.pp.t2 = b.st.t1, b.st.t2
+				b.st.pp.t1, b.st.pp.t2, b.st.pp.xc = b.st.t1, b.st.t2, b.st.xc
 			}
 			b.st.tkey = key
 		}
-		b.c.Transport, b.c.H2C, b.c.H1, b.c.pp = b.st.t1, b.st.t2, b.st.h1, b.st.pp
+		b.c.Transport, b.c.H2C, b.c.XC, b.c.H1, b.c.pp = b.st.t1, b.st.t2, b.st.xc, b.st.h1, b.st.pp
 		newState[b.c.Name] = b.st
 	}
 	for n, st := range m.state {
 		if newState[n] == nil && st.t1 != nil {
 			st.t1.CloseIdleConnections()
 			st.t2.CloseIdleConnections()
+			st.xc.CloseIdleConnections()
 		}
 		if newState[n] == nil && st.h1 != nil {
 			st.h1.Close()
@@ -1143,13 +1149,14 @@ type CountedConn struct {
 // Use counts one request and reports whether it exhausted the budget.
 func (c *CountedConn) Use() bool { return c.uses.Add(1) >= c.limit }
 
-// newTransports builds the cluster's HTTP/1.1 and h2c transports; for a
+// newTransports builds the cluster's HTTP/1.1, h2c and extended CONNECT
+// transports; for a
 // PROXY protocol cluster their connections start with ds's header (the
 // connection's own addresses when ds is zero). shared, when set, is the
 // max_connections limiter the transports share with others (a PROXY
 // protocol cluster's per-downstream pools); else they get their own when
 // the cluster limits connections.
-func newTransports(c *Cluster, ds downstream, shared *connLimiter) (*http.Transport, *http.Transport) {
+func newTransports(c *Cluster, ds downstream, shared *connLimiter) (*http.Transport, *http.Transport, *XConnect) {
 	d := &net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}
 	dial := RawDialer(d) // HTTP/2, gRPC, upgrades: raw-syscall socket I/O too
 	var limiter *connLimiter
@@ -1192,13 +1199,15 @@ func newTransports(c *Cluster, ds downstream, shared *connLimiter) (*http.Transp
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
 	t2.Protocols = p
+	xc := newXConnect(dial)
 	if limiter != nil {
 		limiter.onFull = func() {
 			t1.CloseIdleConnections()
 			t2.CloseIdleConnections()
+			xc.CloseIdleConnections()
 		}
 	}
-	return t1, t2
+	return t1, t2, xc
 }
 
 // Static returns a standalone cluster with one host and default limits,
@@ -1208,7 +1217,7 @@ func Static(name, addr string) *Cluster {
 	c := &Cluster{Name: name, Hosts: []*Host{h}, Breakers: &Breakers{}, clock: time.Now, ConnectTimeout: 10 * time.Second,
 		Thresholds: Thresholds{MaxConnections: 1024, MaxPending: 1024, MaxRequests: 1024, MaxRetries: 3}}
 	c.levels = []level{{hosts: []lb.Host{h}, picker: &lb.RoundRobin{}}}
-	c.Transport, c.H2C = newTransports(c, downstream{}, nil)
+	c.Transport, c.H2C, c.XC = newTransports(c, downstream{}, nil)
 	c.H1 = newH1Pool(c, downstream{})
 	return c
 }

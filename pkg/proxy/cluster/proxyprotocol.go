@@ -169,6 +169,7 @@ type ppPools struct {
 	// holds across the cluster; nil when the cluster has no limit.
 	lim    *connLimiter
 	t1, t2 *http.Transport
+	xc     *XConnect
 
 	mu        sync.Mutex
 	m         map[downstream]*ppEntry
@@ -177,6 +178,7 @@ type ppPools struct {
 
 type ppEntry struct {
 	t1, t2 *http.Transport
+	xc     *XConnect
 	h1     *H1Pool
 	used   atomic.Int64 // unix ns of the last lookup
 }
@@ -206,15 +208,17 @@ func (p *ppPools) closeIdle() {
 	for _, e := range p.m {
 		entries = append(entries, e)
 	}
-	t1, t2 := p.t1, p.t2
+	t1, t2, xc := p.t1, p.t2, p.xc
 	p.mu.Unlock()
 	for _, e := range entries {
 		e.t1.CloseIdleConnections()
 		e.t2.CloseIdleConnections()
+		e.xc.CloseIdleConnections()
 	}
 	if t1 != nil {
 		t1.CloseIdleConnections()
 		t2.CloseIdleConnections()
+		xc.CloseIdleConnections()
 	}
 }
 
@@ -225,7 +229,7 @@ func (p *ppPools) get(ds downstream) *ppEntry {
 	e := p.m[ds]
 	if e == nil {
 		e = &ppEntry{}
-		e.t1, e.t2 = newTransports(p.c, ds, p.lim)
+		e.t1, e.t2, e.xc = newTransports(p.c, ds, p.lim)
 		e.h1 = newH1Pool(p.c, ds)
 		p.m[ds] = e
 	}
@@ -262,6 +266,7 @@ func (p *ppPools) sweepLocked(now time.Time) {
 func (e *ppEntry) close() {
 	e.t1.CloseIdleConnections()
 	e.t2.CloseIdleConnections()
+	e.xc.CloseIdleConnections()
 	if e.h1 != nil {
 		e.h1.Close()
 	}
@@ -289,17 +294,24 @@ func (c *Cluster) Pools(r *http.Request) (*http.Transport, *http.Transport, *H1P
 		return c.Transport, c.H2C, c.H1
 	}
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-	src, err1 := netip.ParseAddrPort(r.RemoteAddr)
-	var dst netip.AddrPort
-	var err2 error = errNoLocalAddr
-	if local != nil {
-		dst, err2 = netip.ParseAddrPort(local.String())
-	}
-	if err1 != nil || err2 != nil {
+	ds, ok := downstreamOf(r.RemoteAddr, local)
+	if !ok {
 		return c.Transport, c.H2C, c.H1
 	}
-	e := c.pp.get(downstream{src, dst})
+	e := c.pp.get(ds)
 	return e.t1, e.t2, e.h1
 }
 
-var errNoLocalAddr = fmt.Errorf("no local address")
+// downstreamOf is the downstream connection of a request from remote
+// (its RemoteAddr) to local; false when either does not parse.
+func downstreamOf(remote string, local net.Addr) (downstream, bool) {
+	src, err := netip.ParseAddrPort(remote)
+	if err != nil || local == nil {
+		return downstream{}, false
+	}
+	dst, err := netip.ParseAddrPort(local.String())
+	if err != nil {
+		return downstream{}, false
+	}
+	return downstream{src, dst}, true
+}

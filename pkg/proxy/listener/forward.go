@@ -129,8 +129,10 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 			ri.destWorkload = host.Workload
 		}
 		// A gateway does not carry downstream HTTP/2 (TLS ALPN) to HTTP/1
-		// backends: only gRPC or clusters asking for HTTP/2 go upstream as h2c.
-		resp, out = h.attempt(ctx, c, host, addr, up, retry, r.ProtoMajor == 2 && (h.RouteFor == nil || h.Bound || isGRPC(r)))
+		// backends, nor does the inbound listener to the application (the
+		// HTTP/2 may be only the mesh hop, Istio's h2UpgradePolicy): only
+		// gRPC or clusters asking for HTTP/2 go upstream as h2c.
+		resp, out = h.attempt(ctx, c, host, addr, up, retry, r.ProtoMajor == 2 && (h.forwardsH2() || isGRPC(r)))
 		ri.upstreamPeer = up.peerSAN
 		if attempt > 0 {
 			br.Retries.Add(-1)
@@ -205,7 +207,13 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	}
 	ri.status = resp.StatusCode
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		h.upgrade(w, r, resp)
+		h.upgrade(w, r, ri, resp)
+		return
+	}
+	if ri.xconnect != "" && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		// A 2xx would tell the extended CONNECT client its tunnel is open.
+		clear(hdr)
+		h.localReply(w, r, ri, http.StatusBadGateway, "", "upgrade_failed: upstream answered "+strconv.Itoa(resp.StatusCode)+" without switching protocols")
 		return
 	}
 	w.WriteHeader(resp.StatusCode)
@@ -256,7 +264,11 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	}
 	t1, t2, h1 := c.Pools(up.orig) // per downstream connection for PROXY protocol clusters
 	t := t1
-	if h2 || c.UpstreamH2 {
+	upgrade := isUpgrade(up.orig)
+	// An upgrade to an HTTP/2 upstream is an RFC 8441 extended CONNECT
+	// stream (roundTripXConnect); other requests to it go through t2.
+	xconn := upgrade && (h2 || c.UpstreamH2)
+	if (h2 || c.UpstreamH2) && !upgrade {
 		t = t2
 	}
 	// Plain HTTP/1.1 goes through the cluster's own pool: this goroutine
@@ -266,7 +278,7 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	// scratch (attempts run one after the other; each one's body is closed
 	// before the next starts). Otherwise one allocation for the attempt's
 	// bookkeeping; it also wraps the response body.
-	ownH1 := h1 != nil && t == t1 && !isUpgrade(up.orig) && len(up.orig.Trailer) == 0
+	ownH1 := h1 != nil && t == t1 && !upgrade && len(up.orig.Trailer) == 0
 	var st *attemptState
 	if ownH1 && up.sc != nil {
 		st = &up.sc.att
@@ -306,6 +318,8 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 		// A dial failure leaves got false (connect failure); the pool counts
 		// max_requests_per_connection itself.
 		resp, err = h1.RoundTrip(actx, req, addr, replay, st.gotConn)
+	} else if xconn {
+		resp, err = roundTripXConnect(c.XConnectPool(up.orig), t1, req)
 	} else {
 		resp, err = t.RoundTrip(req)
 	}
@@ -345,6 +359,7 @@ type attemptState struct {
 	entered  bool // host.Enter was called
 	got      atomic.Bool
 	spent    *cluster.CountedConn // connection whose request budget this request used up
+	conn     net.Conn             // the upstream connection (an upgrade's, to half-close)
 	cancel   context.CancelFunc   // per-try timeout, or nil
 	body     io.ReadCloser
 	closed   bool // Close was called: body is not ours any more
@@ -361,6 +376,7 @@ func (a *attemptState) release() {
 
 func (a *attemptState) gotConn(conn net.Conn) {
 	a.release()
+	a.conn = conn
 	if cc, ok := conn.(*cluster.CountedConn); ok && cc.Use() {
 		a.spent = cc
 	}
@@ -411,6 +427,19 @@ func (a *attemptState) Write(p []byte) (int, error) {
 		return w.Write(p)
 	}
 	return 0, errors.New("body is not writable")
+}
+
+// CloseWrite half-closes an upgraded (101) body: an extended CONNECT
+// stream ends its request side (END_STREAM), an HTTP/1.1 connection its
+// write side; where neither can, the body is closed.
+func (a *attemptState) CloseWrite() error {
+	if cw, ok := a.body.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	if a.conn != nil && cluster.CloseWrite(a.conn) == nil {
+		return nil
+	}
+	return a.Close()
 }
 
 // retryPriorityFrequency is the retry policy's previous_priorities update

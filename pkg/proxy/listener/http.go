@@ -181,6 +181,10 @@ type reqInfo struct {
 	upstreamPeer string             // upstream mTLS peer URI SAN (access log, destination_principal)
 	peerMD       string             // the other proxy's metadata exchange value (outbound: response, inbound: request)
 	done         []func(StreamInfo) // ResponseFilter completions, in filter order
+	// xconnect is the :protocol of an RFC 8441 extended CONNECT request
+	// turned into an HTTP/1.1 Upgrade (fromExtendedConnect); wsKey the
+	// Sec-WebSocket-Key the proxy made for it when the client sent none.
+	xconnect, wsKey string
 }
 
 func (ri *reqInfo) flag(f string) {
@@ -252,8 +256,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cw.ResponseWriter = w
 	defer h.finish(r, cw, ri)
 	if r.Method == http.MethodConnect {
-		h.serveConnect(cw, r, ri)
-		return
+		if p := r.Header[":protocol"]; len(p) > 0 && p[0] != "" { // RFC 8441 extended CONNECT
+			fromExtendedConnect(r, ri, p[0])
+		} else {
+			h.serveConnect(cw, r, ri)
+			return
+		}
 	}
 	rt := h.Runtime()
 	if rt == nil {
@@ -747,8 +755,20 @@ func removeHopHeaders(h http.Header, keepUpgrade bool) {
 	}
 }
 
+// forwardsH2 reports whether the listener sends a downstream HTTP/2
+// request upstream as HTTP/2 whatever the cluster asks for (Envoy's
+// USE_DOWNSTREAM_PROTOCOL): the outbound listener and a sidecar's own
+// bound listeners do, a gateway and the inbound listener only for gRPC.
+func (h *Handler) forwardsH2() bool {
+	return (h.RouteFor == nil && h.Direction == Outbound) || h.Bound
+}
+
+// isUpgrade reports whether r asks for an HTTP/1.1 protocol upgrade (an
+// HTTP/2 request carries no Upgrade field, the server refuses it, unless
+// fromExtendedConnect made it one).
 func isUpgrade(r *http.Request) bool {
-	return r.ProtoMajor == 1 && r.Header.Get("Upgrade") != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+	u := r.Header["Upgrade"]
+	return len(u) > 0 && u[0] != "" && strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
 }
 
 func isGRPC(r *http.Request) bool {
@@ -932,7 +952,7 @@ func (h *Handler) mirror(rt *Runtime, name string, up *upstreamReq, timeout time
 			return
 		}
 		t, t2, _ := c.Pools(cp.orig)
-		if (cp.orig.ProtoMajor == 2 && (h.RouteFor == nil || h.Bound || isGRPC(cp.orig))) || c.UpstreamH2 {
+		if (cp.orig.ProtoMajor == 2 && (h.forwardsH2() || isGRPC(cp.orig))) || c.UpstreamH2 {
 			t = t2
 		}
 		resp, err := t.RoundTrip(req)

@@ -22,14 +22,20 @@ import (
 )
 
 // upgrade completes a 101 Switching Protocols (e.g. WebSocket) by
-// hijacking the downstream connection and piping bytes both ways.
-func (h *Handler) upgrade(w *countingWriter, r *http.Request, resp *http.Response) {
+// hijacking the downstream connection and piping bytes both ways; for an
+// RFC 8441 extended CONNECT stream (ri.xconnect) by answering 200 on the
+// stream and piping its DATA frames (upgradeStream).
+func (h *Handler) upgrade(w *countingWriter, r *http.Request, ri *reqInfo, resp *http.Response) {
 	upConn, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
 		h.localReply(w, r, &reqInfo{}, http.StatusBadGateway, "", "upgrade: upstream body not writable")
 		return
 	}
 	defer upConn.Close()
+	if ri.xconnect != "" {
+		h.upgradeStream(w, r, ri, resp, upConn)
+		return
+	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return
