@@ -674,8 +674,9 @@ func (g *gateway) serveChain(gl *gwListener, c net.Conn, ch *gwChain, pc net.Con
 			cfg = g.p.opts.MTLS.ServerConfig()
 			// Mesh clients offer only Istio's ALPN ("istio-peer-exchange",
 			// "istio"); Envoy carries on without a common protocol, Go's
-			// server refuses, so accept those after the chain's own.
-			cfg.NextProtos = append(slices.Clip(ch.alpn), meshALPN...)
+			// server refuses, so accept "istio" after the chain's own (not
+			// istio-peer-exchange: gateways run no TCP metadata exchange).
+			cfg.NextProtos = append(slices.Clip(ch.alpn), "istio")
 		}
 		tc := tls.Server(pc, cfg)
 		hctx, cancel := context.WithTimeout(g.ctx, 10*time.Second)

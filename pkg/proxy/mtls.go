@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"maps"
 	"net"
 	"net/http"
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/listener"
+	"github.com/weftmesh/weft/pkg/proxy/peerexchange"
 )
 
 // WorkloadCerts supplies the workload's mesh certificate, e.g. a
@@ -52,6 +54,7 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 		return in
 	}
 	p.cm.SetMTLS(cluster.MTLSClient(o.MTLS.ClientConfig))
+	p.cm.SetPeerExchange(listener.PeerExchangeFrame(identity(o)))
 	return p.inboundMTLS(ctx, in, func(c net.Conn) int {
 		port := o.AppPort
 		if o.Capture { // the captured connection's original port
@@ -73,12 +76,33 @@ func (p *Proxy) inboundMTLS(ctx context.Context, in net.Listener, portOf func(ne
 	}
 	refused := p.stats.Counter("inbound.mtls_refused")
 	accepted := p.stats.Counter("inbound.connections") // per accepted inbound connection (mTLS or plaintext)
+	// Outcomes of the TCP metadata exchange on inbound connections (Envoy's
+	// metadata_exchange stats, under weft names).
+	mxFound := p.stats.Counter("inbound.metadata_exchange.found")
+	mxNoHeader := p.stats.Counter("inbound.metadata_exchange.header_not_found")
+	mxMalformed := p.stats.Counter("inbound.metadata_exchange.malformed")
+	mxRefused := p.stats.Counter("inbound.metadata_exchange.refused")
 	return &listener.MTLSListener{
 		Listener: in,
 		Config: func() *tls.Config {
 			c := o.MTLS.ServerConfig()
-			c.NextProtos = []string{"istio-peer-exchange", "istio", "h2", "http/1.1"}
+			// Ports whose chains name their ALPN (all, from weft's
+			// translator) replace this per connection (InboundTLS.ALPN).
+			c.NextProtos = []string{"istio", "h2", "http/1.1"}
 			return c
+		},
+		PeerFrame: listener.PeerExchangeFrame(identity(o)),
+		OnExchange: func(err error) {
+			switch {
+			case err == nil:
+				mxFound.Add(1)
+			case errors.Is(err, peerexchange.ErrNoHeader):
+				mxNoHeader.Add(1)
+			case errors.Is(err, peerexchange.ErrMalformed):
+				mxMalformed.Add(1)
+			default:
+				mxRefused.Add(1)
+			}
 		},
 		Policy: func(c net.Conn) listener.InboundTLS {
 			accepted.Add(1)

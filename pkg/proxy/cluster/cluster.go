@@ -248,6 +248,13 @@ type Cluster struct {
 	ProxyProtocol *ProxyProtocol
 	pp            *ppPools // per-downstream HTTP pools of a ProxyProtocol cluster
 
+	// PeerExchange is the ALPN protocol of the cluster's Istio metadata
+	// exchange filter (istio.metadata_exchange), "" without one: opaque
+	// connections (DialContext) that negotiate it exchange workload
+	// metadata with the server (see peerexchange.go).
+	PeerExchange string
+	peerFrame    []byte
+
 	clock   Clock
 	rnd     lb.Rand
 	mtlsCfg MTLSClient
@@ -654,6 +661,9 @@ type Manager struct {
 	mu    sync.Mutex
 	state map[string]*clusterState
 	mtls  MTLSClient
+	// peerFrame is this workload's metadata exchange frame (see
+	// SetPeerExchange).
+	peerFrame []byte
 }
 
 type clusterState struct {
@@ -853,6 +863,9 @@ func (m *Manager) compile(pc *clusterv3.Cluster, cla *endpointv3.ClusterLoadAssi
 		c.PanicThreshold = p.GetValue()
 	}
 	if err := m.compileTLS(pc, c); err != nil {
+		return nil, nil, err
+	}
+	if err := m.compilePeerExchange(pc, c); err != nil {
 		return nil, nil, err
 	}
 	if od := pc.GetOutlierDetection(); od != nil {

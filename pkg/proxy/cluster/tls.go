@@ -17,6 +17,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/pkg/proxy/peerexchange"
 )
 
 // SDS secret names of Istio's mesh certificates (ISTIO_MUTUAL).
@@ -36,8 +38,13 @@ type UpstreamMTLS struct {
 	// SANs, when not empty, are the accepted peer URI SANs (SPIFFE IDs);
 	// empty accepts any SPIFFE ID that chains to the mesh roots.
 	SANs []string
-	// ALPN protocols offered.
+	// ALPN protocols offered on opaque connections (DialContext).
 	ALPN []string
+	// HTTPALPN is ALPN without istio-peer-exchange: the HTTP pools offer
+	// it, as Envoy's istio.alpn filter overrides the protocols of Istio's
+	// HTTP upstream connections, so HTTP never runs the TCP metadata
+	// exchange.
+	HTTPALPN []string
 }
 
 // SetMTLS makes the manager execute ISTIO_MUTUAL transport sockets (SDS
@@ -75,6 +82,11 @@ func (m *Manager) compileTLS(pc *clusterv3.Cluster, c *Cluster) error {
 		return nil
 	}
 	u := &UpstreamMTLS{SNI: ctx.GetSni(), ALPN: common.GetAlpnProtocols()}
+	for _, p := range u.ALPN {
+		if p != peerexchange.Protocol {
+			u.HTTPALPN = append(u.HTTPALPN, p)
+		}
+	}
 	vc := common.GetCombinedValidationContext().GetDefaultValidationContext()
 	if vc == nil {
 		vc = common.GetValidationContext()
@@ -96,8 +108,8 @@ func (u *UpstreamMTLS) key() string {
 	return u.SNI + "|" + strings.Join(u.SANs, ",") + "|" + strings.Join(u.ALPN, ",")
 }
 
-// tlsDial wraps dial with a mutual-TLS handshake.
-func (u *UpstreamMTLS) tlsDial(cfg MTLSClient, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// tlsDial wraps dial with a mutual-TLS handshake offering ALPN alpn.
+func (u *UpstreamMTLS) tlsDial(cfg MTLSClient, alpn []string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		raw, err := dial(ctx, network, addr)
 		if err != nil {
@@ -105,7 +117,7 @@ func (u *UpstreamMTLS) tlsDial(cfg MTLSClient, dial func(ctx context.Context, ne
 		}
 		tc := cfg().Clone()
 		tc.ServerName = u.SNI
-		tc.NextProtos = u.ALPN
+		tc.NextProtos = alpn
 		if len(u.SANs) > 0 {
 			verify := tc.VerifyPeerCertificate
 			sans := u.SANs
@@ -151,23 +163,37 @@ func matchURISAN(rawCerts [][]byte, sans []string) error {
 // socket is an executed ISTIO_MUTUAL one, TLS when it originates TLS
 // (DestinationRule SIMPLE/MUTUAL), plaintext otherwise; a PROXY protocol
 // cluster first sends the header of the downstream in ctx (WithDownstream).
+// When the cluster has Istio's metadata exchange filter and the mutual
+// TLS negotiated its protocol, the exchange runs before DialContext
+// returns: the connection is a *peerexchange.Conn whose Peer is the
+// server's metadata (nil when it sent none).
 func (c *Cluster) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	timeout := c.ConnectTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
 	d := &net.Dialer{Timeout: timeout}
-	return c.wrapTLS(c.wrapPP(d.DialContext, downstream{}))(ctx, network, addr)
+	dial := c.wrapPP(d.DialContext, downstream{})
+	if c.MTLS != nil && c.mtlsCfg != nil {
+		dial = c.MTLS.tlsDial(c.mtlsCfg, c.MTLS.ALPN, dial)
+	} else {
+		dial = c.wrapTLS(dial)
+	}
+	conn, err := dial(ctx, network, addr)
+	if err != nil || c.PeerExchange == "" || len(c.peerFrame) == 0 {
+		return conn, err
+	}
+	return c.exchange(ctx, conn, addr, timeout)
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // wrapTLS adds the cluster's upstream TLS (ISTIO_MUTUAL or origination) to
-// dial.
+// the HTTP pools' dial.
 func (c *Cluster) wrapTLS(dial dialFunc) dialFunc {
 	switch {
 	case c.MTLS != nil && c.mtlsCfg != nil:
-		return c.MTLS.tlsDial(c.mtlsCfg, dial)
+		return c.MTLS.tlsDial(c.mtlsCfg, c.MTLS.HTTPALPN, dial)
 	case c.Origin != nil:
 		return c.Origin.dial(dial)
 	}

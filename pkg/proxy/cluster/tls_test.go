@@ -70,7 +70,7 @@ func TestUpstreamMTLS(t *testing.T) {
 	serverCert, serverPool := selfSigned(t, serverID)
 	clientCert, clientPool := selfSigned(t, clientID)
 	lis, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs: clientPool, NextProtos: []string{"istio-peer-exchange"}})
+		ClientCAs: clientPool, NextProtos: []string{"istio-peer-exchange", "istio"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,13 +150,17 @@ func TestUpstreamMTLS(t *testing.T) {
 			t.Errorf("%s: server saw %q, want %q", tc.cluster, got, clientID)
 		}
 	}
-	// The HTTP transport dials TLS too.
+	// The HTTP transport dials TLS too, without offering
+	// istio-peer-exchange (HTTP runs no TCP metadata exchange).
 	if conn, err := set.Clusters["match"].Transport.DialContext(context.Background(), "tcp", lis.Addr().String()); err != nil {
 		t.Errorf("transport dial: %v", err)
-	} else if _, ok := conn.(*tls.Conn); !ok {
+	} else if tc, ok := conn.(*tls.Conn); !ok {
 		t.Errorf("transport dial returned %T, want *tls.Conn", conn)
 		conn.Close()
 	} else {
+		if p := tc.ConnectionState().NegotiatedProtocol; p != "istio" {
+			t.Errorf("HTTP transport negotiated %q, want istio", p)
+		}
 		conn.Close()
 	}
 }

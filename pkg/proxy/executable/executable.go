@@ -14,6 +14,9 @@ var NetworkFilters = []string{
 	"envoy.filters.network.http_connection_manager",
 	"envoy.filters.network.tcp_proxy",
 	"istio.stats", // Telemetry metrics overrides for TCP metrics (stats.PluginConfig)
+	// Istio's TCP metadata exchange (package peerexchange; run by the
+	// inbound mTLS listener when the ALPN negotiates it).
+	"istio.metadata_exchange",
 }
 
 // ExtensionNetworkFilters are the network filters `weft proxy` registers
@@ -93,7 +96,7 @@ var Fields = map[string][]string{
 	"envoy.config.cluster.v3.Cluster": {"name", "type", "eds_cluster_config", "connect_timeout", "lb_policy",
 		"load_assignment", "circuit_breakers", "outlier_detection", "ring_hash_lb_config", "maglev_lb_config",
 		"common_lb_config", "typed_extension_protocol_options", "transport_socket", "metadata",
-		"round_robin_lb_config", "least_request_lb_config"},
+		"round_robin_lb_config", "least_request_lb_config", "filters"},
 	"envoy.config.cluster.v3.Cluster.RoundRobinLbConfig":                                  {"slow_start_config"},
 	"envoy.config.cluster.v3.Cluster.LeastRequestLbConfig":                                {"slow_start_config"},
 	"envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport": {"config", "transport_socket"},

@@ -6,11 +6,16 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weftmesh/weft/pkg/proxy/peerexchange"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
 )
 
@@ -20,6 +25,17 @@ import (
 // chains ("raw_buffer" or no transport protocol match).
 type InboundTLS struct {
 	TLS, Plain bool
+	// ALPN is what the server offers in the TLS handshake: the protocols
+	// of the TLS chains' DownstreamTlsContexts (Istio: istio-peer-exchange
+	// only on opaque TCP chains), with "istio" added so that mesh clients
+	// offering only Istio's protocols are not refused (Go's server fails a
+	// handshake without a common protocol, Envoy's carries on); nil: the
+	// listener's default.
+	ALPN []string
+	// Exchange is the ALPN protocol of an istio.metadata_exchange filter
+	// on the port's chains, "" without one: a connection that negotiates
+	// it runs the TCP metadata exchange (package peerexchange).
+	Exchange string
 }
 
 // Mode names the policy as Istio's PeerAuthentication modes.
@@ -54,6 +70,7 @@ func InboundTLSFor(res *xdsclient.Resources, port int) InboundTLS {
 		isTLS := fc.GetFilterChainMatch().GetTransportProtocol() == "tls"
 		if isTLS && fc.GetTransportSocket() != nil && fc.GetTransportSocket().GetTypedConfig().MessageIs(&tlsv3.DownstreamTlsContext{}) {
 			tgt.TLS = true
+			tgt.addChainTLS(fc)
 		} else if !isTLS {
 			tgt.Plain = true
 		}
@@ -64,7 +81,41 @@ func InboundTLSFor(res *xdsclient.Resources, port int) InboundTLS {
 	if !m.TLS && !m.Plain {
 		m.Plain = true
 	}
+	if m.ALPN != nil && !slices.Contains(m.ALPN, "istio") {
+		m.ALPN = append(m.ALPN, "istio")
+	}
 	return m
+}
+
+// addChainTLS adds a TLS chain's ALPN protocols and metadata exchange
+// filter to m.
+func (m *InboundTLS) addChainTLS(fc *listenerv3.FilterChain) {
+	ctx := &tlsv3.DownstreamTlsContext{}
+	if err := fc.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err == nil {
+		for _, p := range ctx.GetCommonTlsContext().GetAlpnProtocols() {
+			if !slices.Contains(m.ALPN, p) {
+				m.ALPN = append(m.ALPN, p)
+			}
+		}
+	}
+	for _, f := range fc.GetFilters() {
+		if f.GetName() == peerexchange.FilterName {
+			m.Exchange = exchangeProtocol(f.GetTypedConfig())
+		}
+	}
+}
+
+// exchangeProtocol is the ALPN protocol of an istio.metadata_exchange
+// filter config (a TypedStruct with `protocol`), istio-peer-exchange by
+// default.
+func exchangeProtocol(tc *anypb.Any) string {
+	ts := &xdstypev3.TypedStruct{}
+	if tc != nil && tc.MessageIs(ts) && tc.UnmarshalTo(ts) == nil {
+		if p := ts.GetValue().GetFields()["protocol"].GetStringValue(); p != "" {
+			return p
+		}
+	}
+	return peerexchange.Protocol
 }
 
 // PeerAddr is the RemoteAddr of a connection accepted over mutual TLS; it
@@ -73,6 +124,9 @@ func InboundTLSFor(res *xdsclient.Resources, port int) InboundTLS {
 type PeerAddr struct {
 	net.Addr
 	State *tls.ConnectionState
+	// Peer is what the client's TCP metadata exchange frame said, nil
+	// without one.
+	Peer *peerexchange.Peer
 }
 
 // PeerTLS returns the mutual-TLS state of a connection accepted by an
@@ -112,9 +166,17 @@ type MTLSListener struct {
 	// OnRefused is called for each refused connection (for metrics); may be
 	// nil.
 	OnRefused func(reason string)
-	// HandshakeTimeout bounds classification and the handshake (default 10s).
+	// HandshakeTimeout bounds classification, the handshake and the
+	// metadata exchange (default 10s).
 	HandshakeTimeout time.Duration
-	Log              *slog.Logger
+	// PeerFrame is this workload's metadata exchange frame
+	// (PeerExchangeFrame), written on connections that negotiate the
+	// exchange on a port with the exchange filter; nil turns it off.
+	PeerFrame []byte
+	// OnExchange, when set, is called with each exchange's outcome: nil,
+	// or why there is no peer metadata (peerexchange errors).
+	OnExchange func(err error)
+	Log        *slog.Logger
 	// Ctx ends background work; nil means context.Background().
 	Ctx context.Context
 
@@ -179,7 +241,11 @@ func (m *MTLSListener) classify(c net.Conn) {
 	var out net.Conn
 	switch {
 	case isTLS && pol.TLS:
-		tc := tls.Server(pc, m.Config())
+		cfg := m.Config()
+		if pol.ALPN != nil {
+			cfg.NextProtos = pol.ALPN
+		}
+		tc := tls.Server(pc, cfg)
 		ctx, cancel := context.WithDeadline(m.Ctx, deadline)
 		err := tc.HandshakeContext(ctx)
 		cancel()
@@ -188,7 +254,23 @@ func (m *MTLSListener) classify(c net.Conn) {
 			return
 		}
 		st := tc.ConnectionState()
-		out = &mtlsConn{Conn: tc, addr: &PeerAddr{Addr: c.RemoteAddr(), State: &st}}
+		pa := &PeerAddr{Addr: c.RemoteAddr(), State: &st}
+		var conn net.Conn = tc
+		if pol.Exchange != "" && st.NegotiatedProtocol == pol.Exchange && len(m.PeerFrame) > 0 {
+			xc, err := peerexchange.Exchange(tc, m.PeerFrame, deadline)
+			if m.OnExchange != nil {
+				m.OnExchange(err)
+			}
+			if xc == nil {
+				m.refuse(c, err.Error())
+				return
+			}
+			if err != nil {
+				m.Log.Debug("inbound metadata exchange: no peer metadata", "peer", c.RemoteAddr().String(), "err", err)
+			}
+			conn, pa.Peer = xc, xc.Peer
+		}
+		out = &mtlsConn{Conn: conn, addr: pa}
 	case isTLS:
 		m.refuse(c, "tls on a plaintext-only port (PeerAuthentication DISABLE)")
 		return
@@ -229,9 +311,22 @@ func (m *MTLSListener) Close() error {
 	return m.Listener.Close()
 }
 
+// mtlsConn is an accepted mutual TLS connection (a *tls.Conn, or a
+// *peerexchange.Conn around one after the metadata exchange).
 type mtlsConn struct {
-	*tls.Conn
+	net.Conn
 	addr *PeerAddr
 }
 
 func (c *mtlsConn) RemoteAddr() net.Addr { return c.addr }
+
+// NetConn returns the TLS connection (or the exchange's wrapper of it).
+func (c *mtlsConn) NetConn() net.Conn { return c.Conn }
+
+// CloseWrite half-closes the connection (TLS close_notify).
+func (c *mtlsConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/peerexchange"
 )
 
 // Peer metadata exchange headers, as Istio's metadata exchange sends them:
@@ -91,6 +92,8 @@ type self struct {
 	md [2]string
 	// principal is the proxy's SPIFFE ID ("unknown" without one).
 	principal string
+	// frame is the TCP metadata exchange frame (PeerExchangeFrame).
+	frame []byte
 }
 
 // stamp sets this workload's metadata exchange headers on hdr, sharing
@@ -125,14 +128,33 @@ func newSelf(id Identity) *self {
 	s := &self{info: peerInfoFrom(id.Workload, id.Namespace, cl, labels), principal: orUnknown(id.Principal)}
 	s.md[0] = encodePeerMetadata(id, cl, labels, s.info)
 	s.md[1] = "sidecar~" + id.Workload + "." + id.Namespace
+	// A few hundred bytes: labels are bounded far below MaxPayload; nil
+	// (no exchange) if they are not.
+	s.frame, _ = peerexchange.Encode(peerMetadataStruct(id, cl, labels, s.info), s.md[1])
 	return s
 }
 
 // encodePeerMetadata serializes the workload's metadata as Istio's
-// x-envoy-peer-metadata value. Canonical name and revision are put in the
-// labels as Istio's injector does, so that any receiver reads the same
-// values.
+// x-envoy-peer-metadata value (base64 of peerMetadataStruct).
 func encodePeerMetadata(id Identity, clusterID string, labels map[string]string, info PeerInfo) string {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(peerMetadataStruct(id, clusterID, labels, info))
+	if err != nil { // strings only: cannot fail
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// PeerExchangeFrame is the TCP metadata exchange frame of workload id
+// (package peerexchange): the metadata the HTTP exchange sends in
+// x-envoy-peer-metadata and the node id of x-envoy-peer-metadata-id.
+func PeerExchangeFrame(id Identity) []byte {
+	return newSelf(id).frame
+}
+
+// peerMetadataStruct is the workload's metadata as Istio's exchange sends
+// it. Canonical name and revision are put in the labels as Istio's
+// injector does, so that any receiver reads the same values.
+func peerMetadataStruct(id Identity, clusterID string, labels map[string]string, info PeerInfo) *structpb.Struct {
 	lv := map[string]*structpb.Value{}
 	for k, v := range labels {
 		lv[k] = structpb.NewStringValue(v)
@@ -148,11 +170,7 @@ func encodePeerMetadata(id Identity, clusterID string, labels map[string]string,
 		"CLUSTER_ID":    structpb.NewStringValue(clusterID),
 		"LABELS":        structpb.NewStructValue(&structpb.Struct{Fields: lv}),
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&structpb.Struct{Fields: f})
-	if err != nil { // strings only: cannot fail
-		return ""
-	}
-	return base64.StdEncoding.EncodeToString(b)
+	return &structpb.Struct{Fields: f}
 }
 
 var errNoMetadata = errors.New("no peer metadata")
@@ -172,6 +190,11 @@ func decodePeerMetadata(v string) (*PeerInfo, error) {
 	if err := proto.Unmarshal(b, st); err != nil {
 		return nil, fmt.Errorf("%s: %w", PeerMetadataHeader, err)
 	}
+	return peerInfoOf(st), nil
+}
+
+// peerInfoOf takes the label values from a peer's metadata Struct.
+func peerInfoOf(st *structpb.Struct) *PeerInfo {
 	f := st.GetFields()
 	labels := map[string]string{}
 	for k, v := range f["LABELS"].GetStructValue().GetFields() {
@@ -182,7 +205,7 @@ func decodePeerMetadata(v string) (*PeerInfo, error) {
 		wl = f["NAME"].GetStringValue()
 	}
 	p := peerInfoFrom(wl, f["NAMESPACE"].GetStringValue(), f["CLUSTER_ID"].GetStringValue(), labels)
-	return &p, nil
+	return &p
 }
 
 // maxPeerCache bounds the distinct peer metadata values a handler keeps
@@ -212,6 +235,26 @@ func (c *peerCache) get(v string) *PeerInfo {
 	if err != nil {
 		p = unknownPeer
 	}
+	return c.put(v, p)
+}
+
+// ofExchange returns the label values of a TCP metadata exchange peer:
+// nil without one (or without metadata in its frame).
+func (c *peerCache) ofExchange(x *peerexchange.Peer) *PeerInfo {
+	if x == nil || x.Metadata == nil {
+		return nil
+	}
+	key := "mx:" + x.Payload // apart from header values (base64 has no ':')
+	if m := c.m.Load(); m != nil {
+		if p := (*m)[key]; p != nil {
+			return p
+		}
+	}
+	return c.put(key, peerInfoOf(x.Metadata))
+}
+
+// put caches p under key (while the cache is not full) and returns it.
+func (c *peerCache) put(v string, p *PeerInfo) *PeerInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.m.Load()
@@ -267,11 +310,35 @@ func upstreamCert(c net.Conn) *x509.Certificate {
 	if cc, ok := c.(*cluster.CountedConn); ok {
 		c = cc.Conn
 	}
+	if xc, ok := c.(*peerexchange.Conn); ok {
+		c = xc.Conn
+	}
 	tc, ok := c.(*tls.Conn)
 	if !ok {
 		return nil
 	}
 	return leaf(tc.ConnectionState().PeerCertificates)
+}
+
+// upstreamPeer is what the server's TCP metadata exchange frame said on
+// an upstream connection (cluster.DialContext), nil without one.
+func upstreamPeer(c net.Conn) *peerexchange.Peer {
+	if xc, ok := c.(*peerexchange.Conn); ok {
+		return xc.Peer
+	}
+	return nil
+}
+
+// downstreamPeer is what the client's TCP metadata exchange frame said on
+// an accepted mutual TLS connection (MTLSListener), nil without one.
+func downstreamPeer(c net.Conn) *peerexchange.Peer {
+	if c == nil {
+		return nil
+	}
+	if pa, ok := c.RemoteAddr().(*PeerAddr); ok {
+		return pa.Peer
+	}
+	return nil
 }
 
 func leaf(cs []*x509.Certificate) *x509.Certificate {

@@ -182,7 +182,7 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 			return
 		}
 	}
-	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, "")
+	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, h.principals.of(upstreamCert(up)), h.peers.ofExchange(upstreamPeer(up)))
 	m := h.tcpOpen(l, func() connAttrs { return h.connectAttrs(r, ri, l) })
 	sent, recv := pipe(r.Context(), conn, up)
 	h.tcpClose(m, sent, recv)
@@ -201,7 +201,7 @@ func (h *Handler) connectH2(w *countingWriter, r *http.Request, ri *reqInfo, up 
 	if err := rc.Flush(); err != nil {
 		return
 	}
-	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, "")
+	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, h.principals.of(upstreamCert(up)), h.peers.ofExchange(upstreamPeer(up)))
 	m := h.tcpOpen(l, func() connAttrs { return h.connectAttrs(r, ri, l) })
 	// r.Body counts into ri.body itself (countingBody).
 	sent, recv := pipe(r.Context(), &h2Stream{body: r.Body, w: w, rc: rc}, up)
@@ -232,10 +232,11 @@ func (s *h2Stream) Close() error { return s.body.Close() }
 
 // tcpLabels are a TCP connection's labels; principal is the peer's
 // SPIFFE ID over mutual TLS (inbound: the downstream's, outbound: the
-// upstream's), else "". Opaque TCP has no metadata exchange here: the
-// peer's workload labels are what the endpoint metadata (outbound) or
-// the certificate (inbound: namespace) tell, the rest "unknown".
-func (h *Handler) tcpLabels(clusterName, authority, destWorkload, principal string) stats.Labels {
+// upstream's), else "". peer is what the peer's TCP metadata exchange
+// said (Istio's istio-peer-exchange), nil without one: then the peer's
+// workload labels are what the endpoint metadata (outbound) or the
+// certificate (inbound: namespace) tell, the rest "unknown".
+func (h *Handler) tcpLabels(clusterName, authority, destWorkload, principal string, peer *PeerInfo) stats.Labels {
 	svc := ServiceFQDN(serviceOf(clusterName, authority), h.Ident.Namespace)
 	if svc == "" && h.Direction == Inbound {
 		svc = h.Service
@@ -255,6 +256,9 @@ func (h *Handler) tcpLabels(clusterName, authority, destWorkload, principal stri
 			l.SourcePrincipal, l.DestinationPrincipal = me.principal, principal
 		}
 		l.ConnectionSecurityPolicy = "unknown"
+		if peer != nil {
+			setDestination(&l, peer)
+		}
 	} else {
 		l.Reporter = "destination"
 		setSource(&l, unknownPeer)
@@ -266,6 +270,9 @@ func (h *Handler) tcpLabels(clusterName, authority, destWorkload, principal stri
 			if pns := spiffeNamespace(principal); pns != "" {
 				l.SourceWorkloadNamespace = pns
 			}
+		}
+		if peer != nil {
+			setSource(&l, peer)
 		}
 	}
 	return l
@@ -297,7 +304,7 @@ func (h *Handler) ServeTCP(ctx context.Context, conn net.Conn) {
 			}
 		}
 	}
-	l := h.tcpLabels(name, "", "", h.principals.of(tlsLeaf(PeerTLS(conn))))
+	l := h.tcpLabels(name, "", "", h.principals.of(tlsLeaf(PeerTLS(conn))), h.peers.ofExchange(downstreamPeer(conn)))
 	d := net.Dialer{Timeout: 10 * time.Second}
 	up, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -533,7 +540,7 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 		return
 	}
 	defer up.Close()
-	l := h.tcpLabels(clusterName, "", host.Workload, h.principals.of(upstreamCert(up)))
+	l := h.tcpLabels(clusterName, "", host.Workload, h.principals.of(upstreamCert(up)), h.peers.ofExchange(upstreamPeer(up)))
 	if tunnel != nil {
 		tc, err := tunnel.Open(ctx, up)
 		if err != nil {
@@ -670,7 +677,7 @@ func (h *Handler) ServeTCPOutbound(ctx context.Context, conn net.Conn) {
 		return
 	}
 	defer up.Close()
-	h.proxyTCP(ctx, conn, up, start, tcpLog{cluster: rt.Passthrough, upstream: od.String()}, h.tcpLabels(rt.Passthrough, "", "", ""))
+	h.proxyTCP(ctx, conn, up, start, tcpLog{cluster: rt.Passthrough, upstream: od.String()}, h.tcpLabels(rt.Passthrough, "", "", "", nil))
 }
 
 // stringAddr is a net.Addr from its string form (a request's RemoteAddr).

@@ -195,14 +195,25 @@ func DecodePayload(b []byte) (*Peer, error) {
 
 // Read reads the peer's frame from br. On ErrNoHeader nothing was
 // consumed; on ErrMalformed the whole frame was.
+//
+// It decides as soon as the bytes that arrived cannot start the magic, so a
+// peer without the exchange that sends fewer than 8 bytes and waits for an
+// answer is not held until a deadline.
 func Read(br *bufio.Reader) (*Peer, error) {
-	h, err := br.Peek(HeaderLen)
-	if err != nil {
-		if !startsLikeMagic(h) {
-			return nil, ErrNoHeader
+	for br.Buffered() < HeaderLen {
+		if n := br.Buffered(); n > 0 {
+			if b, _ := br.Peek(n); !startsLikeMagic(b) {
+				return nil, ErrNoHeader
+			}
 		}
-		return nil, fmt.Errorf("%w: %d of %d header bytes: %w", ErrTruncated, len(h), HeaderLen, err)
+		if b, err := br.Peek(br.Buffered() + 1); err != nil { // reads more
+			if !startsLikeMagic(b) {
+				return nil, ErrNoHeader
+			}
+			return nil, fmt.Errorf("%w: %d of %d header bytes: %w", ErrTruncated, len(b), HeaderLen, err)
+		}
 	}
+	h, _ := br.Peek(HeaderLen)
 	n, err := parseHeader(h)
 	if err != nil {
 		return nil, err

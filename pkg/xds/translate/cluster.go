@@ -272,8 +272,12 @@ func (b *builder) addCluster(svc *registry.Service, port registry.Port, subset s
 		c.CommonLbConfig.HealthyPanicThreshold = &typev3.Percent{Value: float64(od.GetMinHealthPercent())}
 	}
 	c.TransportSocket = upstreamTLS(tp.GetTls(), svc.Hostname, port.Number, b.credential)
+	meshTLS := tp.GetTls().GetMode() == networking.ClientTLSSettings_ISTIO_MUTUAL
 	if ts := b.autoMTLS(tp, svc, port, labels); ts != nil {
-		c.TransportSocket = ts
+		c.TransportSocket, meshTLS = ts, true
+	}
+	if meshTLS { // Istio's TCP metadata exchange (see peerexchange.go)
+		c.Filters = append(c.Filters, metadataExchangeClusterFilter())
 	}
 	c.TransportSocket = wrapProxyProtocol(c.TransportSocket, tp.GetProxyProtocol())
 	b.clusters[name] = c

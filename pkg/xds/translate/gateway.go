@@ -167,10 +167,9 @@ func sniNames(hosts []string) []string {
 // ("ROOTCA"), as a sidecar's inbound mTLS but with the gateway's ALPN.
 func (b *builder) downstreamTLS(t *networking.ServerTLSSettings) *corev3.TransportSocket {
 	if t.GetMode() == networking.ServerTLSSettings_ISTIO_MUTUAL {
-		ts := inboundMTLS()
+		ts := inboundMTLS(alpnHTTP)
 		ctx := &tlsv3.DownstreamTlsContext{}
 		_ = ts.GetTypedConfig().UnmarshalTo(ctx)
-		ctx.CommonTlsContext.AlpnProtocols = []string{"h2", "http/1.1"}
 		if len(t.GetCipherSuites()) > 0 {
 			ctx.CommonTlsContext.TlsParams = &tlsv3.TlsParameters{CipherSuites: t.GetCipherSuites()}
 		}

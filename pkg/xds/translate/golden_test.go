@@ -60,6 +60,7 @@ func loadCaseAll(t testing.TB, path string) (*Input, *model.Proxy, []*model.Prox
 	var proxies []*model.Proxy
 	var target *model.Proxy
 	var mesh *meshv1.MeshConfig
+	mtls := false
 	for _, doc := range docSep.Split(string(data), -1) {
 		var head struct {
 			Kind string `yaml:"kind"`
@@ -81,6 +82,16 @@ func loadCaseAll(t testing.TB, path string) (*Input, *model.Proxy, []*model.Prox
 			if mesh, err = meshconfig.Parse(path, b); err != nil {
 				t.Fatal(err)
 			}
+			continue
+		}
+		if head.Kind == "TestOptions" { // Input switches: mtls (the mesh has a CA)
+			var o struct {
+				MTLS bool `yaml:"mtls"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			mtls = o.MTLS
 			continue
 		}
 		if head.Kind != "TestProxy" {
@@ -125,7 +136,7 @@ func loadCaseAll(t testing.TB, path string) (*Input, *model.Proxy, []*model.Prox
 	for _, p := range proxies {
 		reg.UpsertProxy(p)
 	}
-	return &Input{Configs: rs, Registry: reg.Snapshot(), Credentials: testCredentials, Mesh: mesh}, target, proxies
+	return &Input{Configs: rs, Registry: reg.Snapshot(), Credentials: testCredentials, Mesh: mesh, MTLS: mtls}, target, proxies
 }
 
 func testCredentials(ns, name string) (Credential, bool) {

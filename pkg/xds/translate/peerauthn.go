@@ -132,7 +132,9 @@ func modeOf(m *security.PeerAuthentication_MutualTLS) (MTLSMode, bool) {
 // client certificate (SDS "default" and "ROOTCA"); PERMISSIVE adds a copy
 // matching "raw_buffer" for plaintext; DISABLE leaves the chain plaintext
 // (no transport_protocol match). A tls_inspector listener filter is added
-// when any chain matches on the transport protocol.
+// when any chain matches on the transport protocol. Chains of STRICT and
+// PERMISSIVE ports get Istio's istio.metadata_exchange filter first; their
+// TLS chains offer ALPN istio-peer-exchange when they carry opaque TCP.
 func ApplyPeerAuthn(vi *listenerv3.Listener, def MTLSMode, ports map[uint32]MTLSMode) {
 	if vi == nil {
 		return
@@ -150,11 +152,16 @@ func ApplyPeerAuthn(vi *listenerv3.Listener, def MTLSMode, ports map[uint32]MTLS
 		}
 		inspect = true
 		tlsChain := proto.Clone(fc).(*listenerv3.FilterChain)
+		addInboundMetadataExchange(tlsChain)
 		if tlsChain.FilterChainMatch == nil {
 			tlsChain.FilterChainMatch = &listenerv3.FilterChainMatch{}
 		}
 		tlsChain.FilterChainMatch.TransportProtocol = TransportTLS
-		tlsChain.TransportSocket = inboundMTLS()
+		alpn := alpnHTTP
+		if isTCPChain(fc) {
+			alpn = alpnTCPWithExchange
+		}
+		tlsChain.TransportSocket = inboundMTLS(alpn)
 		if mode == MTLSPermissive {
 			tlsChain.Name = fc.GetName() + mtlsChainNameSuffix
 			raw := proto.Clone(fc).(*listenerv3.FilterChain)
@@ -162,6 +169,7 @@ func ApplyPeerAuthn(vi *listenerv3.Listener, def MTLSMode, ports map[uint32]MTLS
 				raw.FilterChainMatch = &listenerv3.FilterChainMatch{}
 			}
 			raw.FilterChainMatch.TransportProtocol = TransportRawBuffer
+			addInboundMetadataExchange(raw) // inert without ALPN, as in Istio
 			out = append(out, tlsChain, raw)
 			continue
 		}
@@ -176,12 +184,35 @@ func ApplyPeerAuthn(vi *listenerv3.Listener, def MTLSMode, ports map[uint32]MTLS
 	}
 }
 
-// inboundMTLS is the DownstreamTlsContext of an mTLS inbound chain.
-func inboundMTLS() *corev3.TransportSocket {
+// ALPN of inbound mTLS chains, as Istio's: opaque TCP chains offer
+// istio-peer-exchange first (the TCP metadata exchange), HTTP chains only
+// the HTTP protocols, so HTTP never runs the exchange.
+var (
+	alpnTCPWithExchange = []string{istioPeerExchange, "h2", "http/1.1"}
+	alpnHTTP            = []string{"h2", "http/1.1"}
+)
+
+// isTCPChain reports whether fc proxies opaque TCP (tcp_proxy, no HCM).
+func isTCPChain(fc *listenerv3.FilterChain) bool {
+	tcp := false
+	for _, f := range fc.GetFilters() {
+		switch f.GetName() {
+		case HCMFilter:
+			return false
+		case TCPProxyFilter:
+			tcp = true
+		}
+	}
+	return tcp
+}
+
+// inboundMTLS is the DownstreamTlsContext of an mTLS inbound chain
+// offering ALPN protocols alpn.
+func inboundMTLS(alpn []string) *corev3.TransportSocket {
 	ctx := &tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			AlpnProtocols:                  []string{istioPeerExchange, "h2", "http/1.1"},
+			AlpnProtocols:                  alpn,
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: WorkloadCertSecret, SdsConfig: workloadSDS()}},
 			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				DefaultValidationContext:         &tlsv3.CertificateValidationContext{},
