@@ -111,7 +111,7 @@ func (b *boundInbound) serve(addr string) (*inListener, error) {
 	p, o := b.p, b.p.opts
 	h := &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: p.inH.Ident, AppPort: port, Service: p.inH.Service,
 		Log: p.log, Stats: p.stats, Access: p.access, Rnd: lb.NewLockedRand(o.Rand), Ctx: b.ctx, Tracer: p.tracer}
-	l := p.inboundMTLS(b.ctx, ln, func(net.Conn) int { return port })
+	l := p.inboundMTLS(b.ctx, ln, false, func(net.Conn) int { return port })
 	sn := &listener.SniffListener{Listener: l, Log: p.log, OnTCP: func(c net.Conn) { h.ServeTCP(b.ctx, c) }}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
 	pr := new(http.Protocols)

@@ -55,7 +55,11 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 	}
 	p.cm.SetMTLS(cluster.MTLSClient(o.MTLS.ClientConfig))
 	p.cm.SetPeerExchange(listener.PeerExchangeFrame(identity(o)))
-	return p.inboundMTLS(ctx, in, func(c net.Conn) int {
+	// Explicit mode serves every port on one address: the ALPN offered and
+	// the metadata exchange are those of any chain (clients that offer
+	// istio-peer-exchange are mesh proxies that run the exchange; weft's
+	// HTTP pools do not offer it).
+	return p.inboundMTLS(ctx, in, !o.Capture, func(c net.Conn) int {
 		port := o.AppPort
 		if o.Capture { // the captured connection's original port
 			if od, ok := originalDst(c); ok {
@@ -69,7 +73,7 @@ func (p *Proxy) setupMTLS(ctx context.Context, in net.Listener) net.Listener {
 // inboundMTLS wraps an inbound listener to terminate mutual TLS per
 // PeerAuthentication for the port portOf says a connection is for (nil
 // Options.MTLS: in itself).
-func (p *Proxy) inboundMTLS(ctx context.Context, in net.Listener, portOf func(net.Conn) int) net.Listener {
+func (p *Proxy) inboundMTLS(ctx context.Context, in net.Listener, anyPortALPN bool, portOf func(net.Conn) int) net.Listener {
 	o := p.opts
 	if o.MTLS == nil {
 		return in
@@ -82,6 +86,7 @@ func (p *Proxy) inboundMTLS(ctx context.Context, in net.Listener, portOf func(ne
 	mxNoHeader := p.stats.Counter("inbound.metadata_exchange.header_not_found")
 	mxMalformed := p.stats.Counter("inbound.metadata_exchange.malformed")
 	mxRefused := p.stats.Counter("inbound.metadata_exchange.refused")
+	tlsCache := &listener.InboundTLSCache{}
 	return &listener.MTLSListener{
 		Listener: in,
 		Config: func() *tls.Config {
@@ -110,7 +115,12 @@ func (p *Proxy) inboundMTLS(ctx context.Context, in net.Listener, portOf func(ne
 			if rt == nil {
 				return listener.InboundTLS{Plain: true}
 			}
-			return listener.InboundTLSFor(rt.Resources, portOf(c))
+			pol := tlsCache.For(rt.Resources, portOf(c))
+			if anyPortALPN {
+				all := tlsCache.For(rt.Resources, listener.AnyPort)
+				pol.ALPN, pol.Exchange = all.ALPN, all.Exchange
+			}
+			return pol
 		},
 		OnRefused: func(string) { refused.Add(1) },
 		Log:       p.log,

@@ -50,8 +50,9 @@ func (m InboundTLS) Mode() string {
 }
 
 // InboundTLSFor inspects virtualInbound's filter chains for destination
-// port (falling back to chains without a port). Without a virtualInbound
-// listener or chains, plaintext only is accepted.
+// port (falling back to chains without a port); port AnyPort takes every
+// chain. Without a virtualInbound listener or chains, plaintext only is
+// accepted.
 func InboundTLSFor(res *xdsclient.Resources, port int) InboundTLS {
 	var m, fallback InboundTLS
 	found := false
@@ -62,7 +63,7 @@ func InboundTLSFor(res *xdsclient.Resources, port int) InboundTLS {
 	for _, fc := range l.GetFilterChains() {
 		tgt := &fallback
 		switch p := int(fc.GetFilterChainMatch().GetDestinationPort().GetValue()); {
-		case p == port:
+		case p == port || port == AnyPort:
 			tgt, found = &m, true
 		case p != 0:
 			continue
@@ -84,7 +85,39 @@ func InboundTLSFor(res *xdsclient.Resources, port int) InboundTLS {
 	if m.ALPN != nil && !slices.Contains(m.ALPN, "istio") {
 		m.ALPN = append(m.ALPN, "istio")
 	}
+	if i := slices.Index(m.ALPN, peerexchange.Protocol); i > 0 { // several chains: the exchange first
+		m.ALPN = slices.Insert(slices.Delete(m.ALPN, i, i+1), 0, peerexchange.Protocol)
+	}
 	return m
+}
+
+// AnyPort makes InboundTLSFor take every chain: for the explicit-mode
+// inbound listener, which serves every port of the workload on one
+// address, so a connection's port is not known before the handshake.
+const AnyPort = -1
+
+// InboundTLSCache memoizes InboundTLSFor per configuration (Resources are
+// immutable once compiled) and port, so accepting a connection does not
+// unmarshal the chains' TLS contexts again. Safe for concurrent use.
+type InboundTLSCache struct {
+	mu  sync.Mutex
+	res *xdsclient.Resources
+	m   map[int]InboundTLS
+}
+
+// For returns InboundTLSFor(res, port), computed once per res and port.
+func (c *InboundTLSCache) For(res *xdsclient.Resources, port int) InboundTLS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.res != res || c.m == nil {
+		c.res, c.m = res, map[int]InboundTLS{}
+	}
+	if v, ok := c.m[port]; ok {
+		return v
+	}
+	v := InboundTLSFor(res, port)
+	c.m[port] = v
+	return v
 }
 
 // addChainTLS adds a TLS chain's ALPN protocols and metadata exchange

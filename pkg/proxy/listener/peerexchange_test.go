@@ -47,8 +47,8 @@ func mxChain(t *testing.T, port uint32, alpn []string, mx bool) *listenerv3.Filt
 func TestInboundTLSForPeerExchange(t *testing.T) {
 	res := xdsclient.NewResources()
 	res.Listeners["virtualInbound"] = &listenerv3.Listener{Name: "virtualInbound", FilterChains: []*listenerv3.FilterChain{
-		mxChain(t, 9000, []string{"istio-peer-exchange", "h2", "http/1.1"}, true),  // opaque TCP
 		mxChain(t, 8080, []string{"h2", "http/1.1"}, true),                         // HTTP: no exchange ALPN
+		mxChain(t, 9000, []string{"istio-peer-exchange", "h2", "http/1.1"}, true),  // opaque TCP
 		mxChain(t, 7000, []string{"istio-peer-exchange", "h2", "http/1.1"}, false), // older control plane: no filter
 	}}
 	for _, tc := range []struct {
@@ -59,6 +59,8 @@ func TestInboundTLSForPeerExchange(t *testing.T) {
 		{9000, []string{"istio-peer-exchange", "h2", "http/1.1", "istio"}, "istio-peer-exchange"},
 		{8080, []string{"h2", "http/1.1", "istio"}, "istio-peer-exchange"},
 		{7000, []string{"istio-peer-exchange", "h2", "http/1.1", "istio"}, ""},
+		// Explicit mode: every chain; the exchange protocol first.
+		{AnyPort, []string{"istio-peer-exchange", "h2", "http/1.1", "istio"}, "istio-peer-exchange"},
 	} {
 		got := InboundTLSFor(res, tc.port)
 		if !slices.Equal(got.ALPN, tc.alpn) || got.Exchange != tc.exchange || got.Mode() != "STRICT" {
