@@ -27,6 +27,7 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/weftmesh/weft/pkg/proxy"
@@ -263,6 +264,25 @@ func TestGateway(t *testing.T) {
 		resp.Body.Close()
 		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(b) != "productpage-app" {
 			t.Fatalf("h2: %s %d %q", resp.Proto, resp.StatusCode, b)
+		}
+		// An RFC 8441 extended CONNECT (a browser's WebSocket over h2): the
+		// gateway allows it and routes it as the Upgrade it stands for; the
+		// backend is no WebSocket server and answers 200, which must not
+		// reach the client as an open tunnel.
+		xt := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: sPool, ServerName: "secure.example.com"}}
+		defer xt.CloseIdleConnections()
+		xr, _ := http.NewRequest(http.MethodConnect, "https://"+addr+"/productpage", http.NoBody)
+		xr.Host = "secure.example.com"
+		xr.Header[":protocol"] = []string{"websocket"}
+		xr.Header.Set("Sec-WebSocket-Version", "13")
+		resp, err = xt.RoundTrip(xr)
+		if err != nil {
+			t.Fatalf("extended CONNECT to the gateway: %v", err)
+		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "upgrade_failed") {
+			t.Fatalf("extended CONNECT to a backend without WebSocket: %d %q, want 502 upgrade_failed", resp.StatusCode, b)
 		}
 		// A client trusting only the passthrough backend's CA must fail:
 		// the gateway answered with its own certificate.

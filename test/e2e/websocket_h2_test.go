@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,10 +27,25 @@ import (
 // stream to the server's sidecar, which turns it back into an HTTP/1.1
 // Upgrade to a real WebSocket echo server. Messages echo both ways, the
 // client's close handshake reaches the server and comes back, and the
-// server sidecar's access log shows the hop was HTTP/2.
+// server sidecar's access log shows the hop was HTTP/2. Once in
+// plaintext, once with the mesh's mutual TLS (PeerAuthentication STRICT,
+// the sidecars' workload certificates from the control plane's CA).
 func TestWebSocketOverH2Upgrade(t *testing.T) {
 	harness.SkipShort(t)
 	t.Parallel()
+	for _, mtls := range []bool{false, true} {
+		name := "plaintext"
+		if mtls {
+			name = "mutual-tls"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			webSocketOverH2(t, mtls)
+		})
+	}
+}
+
+func webSocketOverH2(t *testing.T, mtls bool) {
 	bin := weft.Binary(t)
 
 	closed := make(chan websocket.StatusCode, 4) // close codes the echo server saw
@@ -56,12 +72,16 @@ func TestWebSocketOverH2Upgrade(t *testing.T) {
 		}
 	}))
 
-	cp := harness.StartControlPlane(t, bin, "--data-dir", t.TempDir(), "--xds-address", "127.0.0.1:0",
-		"--monitoring-address", "127.0.0.1:0", "--dashboard-address", "", "--debounce", "50ms")
+	dataDir := t.TempDir()
+	cpArgs := []string{"--data-dir", dataDir, "--xds-address", "127.0.0.1:0",
+		"--monitoring-address", "127.0.0.1:0", "--dashboard-address", "", "--debounce", "50ms"}
+	if mtls {
+		cpArgs = append(cpArgs, "--ca-address", "127.0.0.1:0")
+	}
+	cp := harness.StartControlPlane(t, bin, cpArgs...)
 	xds := cp.ListenAddress(t, "xDS server")
 	c := cli{t: t, bin: bin, env: []string{"WEFT_SERVER=" + cp.URL}}
-	f := filepath.Join(t.TempDir(), "dr.yaml")
-	if err := os.WriteFile(f, []byte(`apiVersion: networking.istio.io/v1
+	config := `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: wsecho, namespace: default}
 spec:
@@ -69,13 +89,26 @@ spec:
   trafficPolicy:
     connectionPool:
       http: {h2UpgradePolicy: UPGRADE}
-`), 0o600); err != nil {
+`
+	if mtls {
+		config += "---\n" + peerAuthn("STRICT")
+	}
+	f := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(f, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c.ok("apply", "-f", f)
 
-	_, server := startAppSidecar(t, bin, xds, "wsecho", appPort)
-	client, clientProxy := startAppSidecar(t, bin, xds, "wsclient", serveApp(t, http.NotFoundHandler()))
+	var client proxyAddrs
+	var server, clientProxy *harness.Process
+	if mtls {
+		caAddr := cp.ListenAddress(t, "CA")
+		_, server = startMeshedProxy(t, dataDir, xds, caAddr, "wsecho", "--app-port", strconv.Itoa(appPort), "--service", "wsecho:8080/http")
+		client, clientProxy = startMeshedProxy(t, dataDir, xds, caAddr, "wsclient")
+	} else {
+		_, server = startAppSidecar(t, bin, xds, "wsecho", appPort)
+		client, clientProxy = startAppSidecar(t, bin, xds, "wsclient", serveApp(t, http.NotFoundHandler()))
+	}
 
 	// Requests through the client sidecar reach the app, and the server
 	// sidecar receives them over HTTP/2 (the DestinationRule is applied).
@@ -162,6 +195,9 @@ spec:
 		}
 		if what == "server" && e["protocol"] != "HTTP/2.0" {
 			t.Errorf("server sidecar received the WebSocket over %v, want HTTP/2.0", e["protocol"])
+		}
+		if peer, _ := e["downstream_peer_uri_san"].(string); what == "server" && mtls != strings.HasPrefix(peer, "spiffe://") {
+			t.Errorf("server sidecar's downstream peer %q (mutual TLS %v)", peer, mtls)
 		}
 	}
 }
