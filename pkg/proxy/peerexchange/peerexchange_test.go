@@ -370,3 +370,48 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkExchange is what the exchange adds to one opaque connection on
+// each side (write our frame, read and decode the peer's) over loopback
+// TCP, next to the baseline of the same connection's first payload round
+// trip without it; the ratio is printed.
+func BenchmarkExchange(b *testing.B) {
+	fr, err := Encode(testMetadata(b), "sidecar~db-v1.default")
+	if err != nil {
+		b.Fatal(err)
+	}
+	t := &testing.T{}
+	var ns [2]float64
+	run := func(b *testing.B, exchange bool) float64 {
+		a, c := tcpPair(t)
+		defer a.Close()
+		defer c.Close()
+		msg := []byte("ping")
+		buf := make([]byte, 4)
+		b.ReportAllocs()
+		for b.Loop() {
+			if exchange {
+				done := make(chan error, 1)
+				go func() { _, err := Exchange(c, fr, time.Now().Add(10*time.Second)); done <- err }()
+				if _, err := Exchange(a, fr, time.Now().Add(10*time.Second)); err != nil {
+					b.Fatal(err)
+				}
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := a.Write(msg); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	}
+	b.Run("baseline", func(b *testing.B) { ns[0] = run(b, false) })
+	b.Run("exchange", func(b *testing.B) { ns[1] = run(b, true) })
+	if ns[0] > 0 && ns[1] > 0 {
+		b.Logf("frame %d bytes; exchange + payload %.1f µs vs payload alone %.1f µs (%.2fx)", len(fr), ns[1]/1e3, ns[0]/1e3, ns[1]/ns[0])
+	}
+}
