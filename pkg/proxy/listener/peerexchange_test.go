@@ -67,6 +67,17 @@ func TestInboundTLSForPeerExchange(t *testing.T) {
 			t.Errorf("port %d: %+v, want ALPN %v exchange %q", tc.port, got, tc.alpn, tc.exchange)
 		}
 	}
+	// The cache answers the same, and recomputes for a new configuration.
+	var c InboundTLSCache
+	if got := c.For(res, 9000); got.Exchange != peerexchange.Protocol || !slices.Equal(got.ALPN, InboundTLSFor(res, 9000).ALPN) {
+		t.Errorf("cached: %+v", got)
+	}
+	res2 := xdsclient.NewResources()
+	res2.Listeners["virtualInbound"] = &listenerv3.Listener{Name: "virtualInbound", FilterChains: []*listenerv3.FilterChain{
+		mxChain(t, 9000, []string{"h2", "http/1.1"}, false)}}
+	if got := c.For(res2, 9000); got.Exchange != "" || slices.Contains(got.ALPN, peerexchange.Protocol) {
+		t.Errorf("cache kept the old configuration: %+v", got)
+	}
 }
 
 // TestMTLSListenerPeerExchange runs real mutual TLS on 127.0.0.1 through
