@@ -34,7 +34,7 @@ func TestScrapesWeftProxyStats(t *testing.T) {
 		}
 	}
 	reg.ObserveHTTP(labels("200", "-", "mutual_tls"), 3, 10, 100) // before the baseline
-	reg.TCPOpened(stats.Labels{Reporter: "source", SourceWorkload: "productpage-v1"})
+	t.Cleanup(reg.OpenTCP(0, stats.Labels{Reporter: "source", SourceWorkload: "productpage-v1"}).Close)
 
 	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	src := &staticSources{proxies: []ProxyInfo{{ID: "pp", Namespace: "default", Workload: "productpage-v1",

@@ -658,7 +658,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	var attrs expr.Attributes // Telemetry expressions' view of the request, made when needed
 	if h.Stats != nil && proto != "tcp" {
 		ms, reqB := float64(dur.Microseconds())/1000, ri.received()
-		if mp := h.metricsPolicy(rt); mp == nil {
+		if mp := h.metricsPolicy(rt); !mp.overrides() {
 			h.Stats.ObserveHTTP(l, ms, reqB, w.n)
 		} else { // Telemetry metrics overrides: one series set per group
 			if needsAttrs(mp.HTTP) {

@@ -51,7 +51,7 @@ func (h *Handler) upgrade(w *countingWriter, r *http.Request, ri *reqInfo, resp 
 			return
 		}
 	}
-	sent, _ := pipe(r.Context(), conn, upConn)
+	sent, _ := pipe(r.Context(), conn, upConn, nil)
 	w.n += sent
 }
 
@@ -73,26 +73,46 @@ func writeStatus(bw *bufio.Writer, resp *http.Response, hdr http.Header) error {
 
 // pipe copies a→b and b→a until both directions end or ctx is done. It
 // returns bytes written to a (sent downstream) and to b (sent upstream).
-func pipe(ctx context.Context, a, b io.ReadWriteCloser) (toA, toB int64) {
+// With live, the bytes are counted on it as they go (live.Sent those to
+// a, live.Received those to b), so its periodic reports see them.
+func pipe(ctx context.Context, a, b io.ReadWriteCloser, live *stats.TCPConn) (toA, toB int64) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	var na, nb atomic.Int64
 	stop := context.AfterFunc(ctx, func() { a.Close(); b.Close() })
 	defer stop()
+	var wa, wb io.Writer = a, b
+	if live != nil {
+		wa, wb = countingTo{a, &live.Sent}, countingTo{b, &live.Received}
+	}
 	go func() {
 		defer wg.Done()
-		n, _ := io.Copy(b, a)
+		n, _ := io.Copy(wb, a)
 		nb.Store(n)
 		closeWrite(b)
 	}()
 	go func() {
 		defer wg.Done()
-		n, _ := io.Copy(a, b)
+		n, _ := io.Copy(wa, b)
 		na.Store(n)
 		closeWrite(a)
 	}()
 	wg.Wait()
 	return na.Load(), nb.Load()
+}
+
+// countingTo adds what it writes to n. It hides the writer's ReadFrom,
+// so io.Copy goes through a buffer (no splice) and every chunk is
+// counted when it is written.
+type countingTo struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingTo) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func closeWrite(c io.Closer) {
@@ -184,8 +204,8 @@ func (h *Handler) serveConnect(w *countingWriter, r *http.Request, ri *reqInfo) 
 	}
 	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, h.principals.of(upstreamCert(up)), h.peers.ofExchange(upstreamPeer(up)))
 	m := h.tcpOpen(l, func() connAttrs { return h.connectAttrs(r, ri, l) })
-	sent, recv := pipe(r.Context(), conn, up)
-	h.tcpClose(m, sent, recv)
+	sent, recv := pipe(r.Context(), conn, up, m)
+	m.Close()
 	w.n += sent
 	ri.bytesIn.Add(recv)
 }
@@ -204,8 +224,8 @@ func (h *Handler) connectH2(w *countingWriter, r *http.Request, ri *reqInfo, up 
 	l := h.tcpLabels(ri.cluster, target, ri.destWorkload, h.principals.of(upstreamCert(up)), h.peers.ofExchange(upstreamPeer(up)))
 	m := h.tcpOpen(l, func() connAttrs { return h.connectAttrs(r, ri, l) })
 	// r.Body counts into ri.body itself (countingBody).
-	sent, recv := pipe(r.Context(), &h2Stream{body: r.Body, w: w, rc: rc}, up)
-	h.tcpClose(m, sent, recv)
+	pipe(r.Context(), &h2Stream{body: r.Body, w: w, rc: rc}, up, m)
+	m.Close()
 }
 
 // h2Stream is the downstream side of an HTTP/2 CONNECT tunnel: reads are
@@ -564,8 +584,8 @@ type tcpLog struct {
 // counters and bytes) and logs the connection when it ends.
 func (h *Handler) proxyTCP(ctx context.Context, conn, up net.Conn, start time.Time, e tcpLog, l stats.Labels) {
 	m := h.tcpOpen(l, func() connAttrs { return h.tcpConnAttrs(conn, e, l) })
-	sent, recv := pipe(ctx, conn, up)
-	h.tcpClose(m, sent, recv)
+	sent, recv := pipe(ctx, conn, up, m)
+	m.Close()
 	e.flags = "-"
 	h.logTCP(conn, start, e, l, sent, recv)
 }

@@ -336,6 +336,22 @@ const StatsFilter = "istio.stats"
 // per group; a disabled metric is in no group).
 type MetricsPolicy struct {
 	HTTP, TCP []MetricGroup
+	// TCPReportingInterval is how often open TCP connections report their
+	// bytes (Telemetry metrics reportingInterval; 0: the default 5 s).
+	TCPReportingInterval time.Duration
+	// plain: no metric overrides, only the interval.
+	plain bool
+}
+
+// overrides reports whether p changes the standard metrics.
+func (p *MetricsPolicy) overrides() bool { return p != nil && !p.plain }
+
+// tcpInterval is p's TCP reporting interval (0: the default).
+func (p *MetricsPolicy) tcpInterval() time.Duration {
+	if p == nil {
+		return 0
+	}
+	return p.TCPReportingInterval
 }
 
 // MetricGroup is metrics (stats.DropX bits) with the same tag overrides:
@@ -423,6 +439,16 @@ func metricsPolicy(h *hcmv3.HttpConnectionManager, fc *listenerv3.FilterChain) (
 // entries apply in order (name "" = every metric), a later one replacing
 // drop and the same tags; metrics whose overrides are equal share a group.
 func compileMetrics(pc *statsv1.PluginConfig) (*MetricsPolicy, error) {
+	var interval time.Duration
+	if d := pc.GetTcpReportingDuration(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return nil, fmt.Errorf("%s: tcp_reporting_duration: want a positive duration (0: the default), got %v", StatsFilter, d.AsDuration())
+		}
+		interval = d.AsDuration()
+	}
+	if len(pc.GetMetrics()) == 0 {
+		return &MetricsPolicy{plain: true, TCPReportingInterval: interval}, nil
+	}
 	type metric struct {
 		drop   bool
 		remove map[string]bool   // tag → removed
@@ -451,7 +477,7 @@ func compileMetrics(pc *statsv1.PluginConfig) (*MetricsPolicy, error) {
 		}
 	}
 	progs := map[string]*expr.Program{}
-	p := &MetricsPolicy{}
+	p := &MetricsPolicy{TCPReportingInterval: interval}
 	keys := map[string]int{} // group signature → index, per kind
 	names := make([]string, 0, len(per))
 	for n := range per {

@@ -258,25 +258,19 @@ func (h *Handler) requestAttrs(r *http.Request, ri *reqInfo, w *countingWriter, 
 	return a
 }
 
-// tcpMetrics are the series a TCP connection's metrics go to: l without
-// Telemetry overrides, else one label set per override group (none when
-// every TCP metric is disabled).
-type tcpMetrics struct {
-	policy bool
-	l      stats.Labels
-	groups []stats.Labels
-}
-
-// tcpOpen counts an opened connection with labels l; attrs describes it
-// for tag expressions (called only when an override needs them).
-func (h *Handler) tcpOpen(l stats.Labels, attrs func() connAttrs) tcpMetrics {
+// tcpOpen counts an opened connection with labels l (one label set per
+// Telemetry override group, none when every TCP metric is disabled) and
+// returns the handle its bytes are counted on, reported every
+// reporting interval and at Close; nil without stats. attrs describes
+// the connection for tag expressions (called only when an override
+// needs them).
+func (h *Handler) tcpOpen(l stats.Labels, attrs func() connAttrs) *stats.TCPConn {
 	if h.Stats == nil {
-		return tcpMetrics{}
+		return nil
 	}
 	mp := h.metricsPolicy(h.Runtime())
-	if mp == nil {
-		h.Stats.TCPOpened(l)
-		return tcpMetrics{l: l}
+	if !mp.overrides() {
+		return h.Stats.OpenTCP(mp.tcpInterval(), l)
 	}
 	var a expr.Attributes
 	if needsAttrs(mp.TCP) {
@@ -284,28 +278,11 @@ func (h *Handler) tcpOpen(l stats.Labels, attrs func() connAttrs) tcpMetrics {
 		*ca = attrs()
 		a = ca
 	}
-	m := tcpMetrics{policy: true}
+	groups := make([]stats.Labels, 0, len(mp.TCP))
 	for i := range mp.TCP {
-		m.groups = append(m.groups, mp.TCP[i].apply(l, stats.DropAllTCP, a))
+		groups = append(groups, mp.TCP[i].apply(l, stats.DropAllTCP, a))
 	}
-	for _, g := range m.groups {
-		h.Stats.TCPOpened(g)
-	}
-	return m
-}
-
-// tcpClose counts the connection's close and bytes.
-func (h *Handler) tcpClose(m tcpMetrics, sent, recv int64) {
-	if h.Stats == nil {
-		return
-	}
-	if !m.policy {
-		h.Stats.TCPClosed(m.l, sent, recv)
-		return
-	}
-	for _, l := range m.groups {
-		h.Stats.TCPClosed(l, sent, recv)
-	}
+	return h.Stats.OpenTCP(mp.tcpInterval(), groups...)
 }
 
 // connectAttrs describe a CONNECT tunnel with labels l.

@@ -95,7 +95,7 @@ func (h *Handler) upgradeStream(w *countingWriter, r *http.Request, ri *reqInfo,
 	}
 	// The stream's bytes count in ri.body (countingBody); the response's
 	// in w.
-	pipe(r.Context(), &h2Stream{body: ri.body, w: w, rc: rc}, up)
+	pipe(r.Context(), &h2Stream{body: ri.body, w: w, rc: rc}, up, nil)
 }
 
 // roundTripXConnect sends req, an HTTP/1.1 Upgrade request for an

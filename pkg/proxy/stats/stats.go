@@ -258,6 +258,8 @@ type Registry struct {
 	tcp        map[Labels]*tcpSeries
 	// Counters are free-form named counters for /stats (e.g. xds ACKs).
 	counters map[string]*atomic.Uint64
+
+	live liveTCP // open TCP connections whose bytes are reported periodically
 }
 
 // NewRegistry returns an empty registry.
@@ -315,17 +317,6 @@ func (r *Registry) tcpSeries(l Labels) *tcpSeries {
 		r.mu.Unlock()
 	}
 	return s
-}
-
-// TCPOpened counts an opened TCP connection.
-func (r *Registry) TCPOpened(l Labels) { r.tcpSeries(l).opened.Add(1) }
-
-// TCPClosed counts a closed TCP connection with its byte counts.
-func (r *Registry) TCPClosed(l Labels, sent, received int64) {
-	s := r.tcpSeries(l)
-	s.closed.Add(1)
-	s.sent.Add(uint64(sent))
-	s.received.Add(uint64(received))
 }
 
 // RequestsTotal sums istio_requests_total over series matching pred

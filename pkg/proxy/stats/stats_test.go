@@ -13,8 +13,10 @@ func TestPrometheusRendering(t *testing.T) {
 	l := Labels{Reporter: "source", SourceWorkload: "a", ResponseCode: "200", ResponseFlags: "-", DestinationService: `we"ird`}
 	r.ObserveHTTP(l, 3, 10, 2000)
 	r.ObserveHTTP(l, 700, 0, 5)
-	r.TCPOpened(l)
-	r.TCPClosed(l, 11, 22)
+	c := r.OpenTCP(0, l)
+	c.Sent.Add(11)
+	c.Received.Add(22)
+	c.Close()
 	var b bytes.Buffer
 	if err := r.WritePrometheus(&b); err != nil {
 		t.Fatal(err)
@@ -70,7 +72,7 @@ func TestLabelOrderAndTCPLabels(t *testing.T) {
 	r := NewRegistry()
 	l := Labels{Reporter: "destination", SourcePrincipal: "spiffe://td/ns/a/sa/b", ResponseCode: "0", GRPCResponseStatus: "",
 		RequestProtocol: "tcp", ConnectionSecurityPolicy: "mutual_tls"}
-	r.TCPOpened(l)
+	t.Cleanup(r.OpenTCP(0, l).Close)
 	h := l
 	h.RequestProtocol, h.ResponseCode, h.GRPCResponseStatus = "grpc", "200", "14"
 	h.Remove(LabelBit("source_cluster") | LabelBit("destination_cluster"))
@@ -129,8 +131,10 @@ func TestOverrideRendering(t *testing.T) {
 	r.ObserveHTTP(plain, 1, 1, 1)
 	tcp := l
 	tcp.Dropped = DropTCPSent
-	r.TCPOpened(tcp)
-	r.TCPClosed(tcp, 5, 6)
+	c := r.OpenTCP(0, tcp)
+	c.Sent.Add(5)
+	c.Received.Add(6)
+	c.Close()
 	var b bytes.Buffer
 	if err := r.WritePrometheus(&b); err != nil {
 		t.Fatal(err)

@@ -568,8 +568,9 @@ var istioMetricNames = map[telemetry.MetricSelector_IstioMetric]string{
 // per metric and per tag, a later REMOVE or UPSERT replacing an earlier
 // one for the same tag. The result is Istio's stats.PluginConfig: per
 // metric name drop, tags_to_remove and dimensions (tag → CEL
-// expression, pkg/telemetry/expr), HTTP and TCP metrics alike. nil means
-// no override.
+// expression, pkg/telemetry/expr), HTTP and TCP metrics alike, and the
+// most specific metrics reportingInterval as tcp_reporting_duration (how
+// often open TCP connections report their bytes). nil means no override.
 func ResolveMetrics(tms []*telemetry.Telemetry, mode TelemetryMode) *statsv1.PluginConfig {
 	type tagOp struct {
 		remove bool
@@ -578,10 +579,14 @@ func ResolveMetrics(tms []*telemetry.Telemetry, mode TelemetryMode) *statsv1.Plu
 	drop := map[string]bool{}
 	tags := map[string]map[string]tagOp{}
 	touched := false
+	var interval *durationpb.Duration // the most specific reportingInterval
 	for _, tm := range tms {
 		for _, m := range tm.GetMetrics() {
 			if !prometheusRule(m) {
 				continue // overrides for another metrics provider
+			}
+			if ri := m.GetReportingInterval(); ri.AsDuration() > 0 { // 0: the default
+				interval = ri
 			}
 			for _, o := range m.GetOverrides() {
 				if !modeApplies(o.GetMatch().GetMode(), mode) || o.GetMatch().GetCustomMetric() != "" {
@@ -610,7 +615,7 @@ func ResolveMetrics(tms []*telemetry.Telemetry, mode TelemetryMode) *statsv1.Plu
 			}
 		}
 	}
-	if !touched {
+	if !touched && interval == nil {
 		return nil
 	}
 	names := make([]string, 0, len(istioMetricNames))
@@ -636,7 +641,10 @@ func ResolveMetrics(tms []*telemetry.Telemetry, mode TelemetryMode) *statsv1.Plu
 			pc.Metrics = append(pc.Metrics, mc)
 		}
 	}
-	if len(pc.Metrics) == 0 {
+	if interval != nil {
+		pc.TcpReportingDuration = durationpb.New(interval.AsDuration())
+	}
+	if len(pc.Metrics) == 0 && pc.TcpReportingDuration == nil {
 		return nil
 	}
 	return pc

@@ -345,3 +345,42 @@ spec:
 		t.Errorf("server:\n got %s\nwant %s", got[ModeServer], want)
 	}
 }
+
+// metrics reportingInterval: the most specific Telemetry's wins, becomes
+// tcp_reporting_duration on both sides, alone or with overrides; rules
+// for other providers do not count.
+func TestResolveMetricsReportingInterval(t *testing.T) {
+	cfgs := decodeTelemetry(t, `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh, namespace: weft-system}
+spec:
+  metrics:
+  - reportingInterval: 30s
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ns, namespace: shop}
+spec:
+  metrics:
+  - reportingInterval: 2s
+    overrides:
+    - match: {metric: TCP_SENT_BYTES}
+      disabled: true
+  - providers: [{name: stackdriver}]
+    reportingInterval: 1s
+`)
+	root := map[string]bool{"weft-system": true}
+	for _, tc := range []struct {
+		ns   string
+		want time.Duration
+		n    int // metric overrides
+	}{{"other", 30 * time.Second, 0}, {"shop", 2 * time.Second, 1}} {
+		tms := SelectTelemetry(cfgs, &model.Proxy{Namespace: tc.ns}, root, TelemetryScope{})
+		for _, mode := range []TelemetryMode{ModeClient, ModeServer} {
+			pc := ResolveMetrics(tms, mode)
+			if got := pc.GetTcpReportingDuration().AsDuration(); got != tc.want || len(pc.GetMetrics()) != tc.n {
+				t.Errorf("%s mode %d: interval %v with %d overrides, want %v with %d", tc.ns, mode, got, len(pc.GetMetrics()), tc.want, tc.n)
+			}
+		}
+	}
+}
