@@ -123,6 +123,8 @@ func (a *analyzer) telemetryProviders() {
 				return "opentelemetry", true
 			case p.GetEnvoyFileAccessLog() != nil:
 				return "envoyFileAccessLog", true
+			case p.GetEnvoyOtelAls() != nil:
+				return "envoyOtelAls", true
 			}
 			return "other", true
 		}
@@ -151,8 +153,8 @@ func (a *analyzer) telemetryProviders() {
 				case !ok && p.GetName() == "envoy":
 				case !ok:
 					a.report(r, Warning, CodeTelemetryProvider, path, "access log provider %q is not in the mesh config's extensionProviders", p.GetName())
-				case kind != "envoyFileAccessLog":
-					a.report(r, Warning, CodeTelemetryProvider, path, "access log provider %q is not an envoyFileAccessLog provider: weft does not apply it", p.GetName())
+				case kind != "envoyFileAccessLog" && kind != "envoyOtelAls":
+					a.report(r, Warning, CodeTelemetryProvider, path, "access log provider %q is not an envoyFileAccessLog or envoyOtelAls provider: weft does not apply it", p.GetName())
 				}
 			}
 		}

@@ -91,12 +91,13 @@ spec:
   - providers: [{name: jaeger}]
   - providers: [{name: file}]
   accessLogging:
-  - providers: [{name: envoy}, {name: file}, {name: otel-als}, {name: nope}]
+  - providers: [{name: envoy}, {name: file}, {name: otel-als}, {name: http-als}, {name: nope}]
 `)
 	mesh, err := meshconfig.Parse("mesh.yaml", []byte(`extensionProviders:
 - {name: zipkin, zipkin: {service: zipkin.weft-system.svc.cluster.local, port: 9411}}
 - {name: file, envoyFileAccessLog: {path: /dev/stdout}}
 - {name: otel-als, envoyOtelAls: {service: otel.weft-system.svc.cluster.local, port: 4317}}
+- {name: http-als, envoyHttpAls: {service: als.weft-system.svc.cluster.local, port: 9000}}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -111,8 +112,8 @@ spec:
 	want := []string{
 		`Warning [WEFT0118] Telemetry weft-system/t: spec.tracing[1].providers[0].name: tracing provider "jaeger" is not in the mesh config's extensionProviders`,
 		`Warning [WEFT0118] Telemetry weft-system/t: spec.tracing[2].providers[0].name: provider "file" is not a zipkin or opentelemetry provider`,
-		`Warning [WEFT0118] Telemetry weft-system/t: spec.accessLogging[0].providers[2].name: access log provider "otel-als" is not an envoyFileAccessLog provider`,
-		`Warning [WEFT0118] Telemetry weft-system/t: spec.accessLogging[0].providers[3].name: access log provider "nope" is not in the mesh config's extensionProviders`,
+		`Warning [WEFT0118] Telemetry weft-system/t: spec.accessLogging[0].providers[3].name: access log provider "http-als" is not an envoyFileAccessLog or envoyOtelAls provider`,
+		`Warning [WEFT0118] Telemetry weft-system/t: spec.accessLogging[0].providers[4].name: access log provider "nope" is not in the mesh config's extensionProviders`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d messages, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))

@@ -66,7 +66,7 @@ type TracingPolicy struct {
 // from ResolveAccessLogging means no Telemetry or mesh setting applies.
 type AccessLogPolicy struct {
 	Disabled  bool
-	Providers []*meshv1.MeshConfig_ExtensionProvider // file providers; empty: stdout
+	Providers []*meshv1.MeshConfig_ExtensionProvider // file and OpenTelemetry providers; empty: stdout
 	Filter    string                                 // CEL expression, e.g. response.code >= 400
 }
 
@@ -342,7 +342,7 @@ func ResolveAccessLogging(mesh *meshv1.MeshConfig, tms []*telemetry.Telemetry, m
 		return nil
 	}
 	for _, n := range names {
-		if pr := providerLookup(mesh, n); pr != nil && pr.GetEnvoyFileAccessLog() != nil {
+		if pr := providerLookup(mesh, n); pr != nil && (pr.GetEnvoyFileAccessLog() != nil || pr.GetEnvoyOtelAls() != nil) {
 			pol.Providers = append(pol.Providers, pr)
 		}
 	}
@@ -526,20 +526,25 @@ func hcmAccessLog(pol *AccessLogPolicy) []*accesslogv3.AccessLog {
 				RuntimeKey: "weft.access_log.disabled", PercentSampled: &typev3.FractionalPercent{Numerator: 0}}}},
 			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{Path: "/dev/stdout"})}}}
 	}
-	paths := []string{"/dev/stdout"}
+	fileLog := func(path string) *accesslogv3.AccessLog {
+		if path == "" {
+			path = "/dev/stdout"
+		}
+		return &accesslogv3.AccessLog{Name: FileAccessLog, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{Path: path})}}
+	}
+	logs := []*accesslogv3.AccessLog{fileLog("")}
 	if len(pol.Providers) > 0 {
-		paths = paths[:0]
+		logs = logs[:0]
 		for _, p := range pol.Providers {
-			path := p.GetEnvoyFileAccessLog().GetPath()
-			if path == "" {
-				path = "/dev/stdout"
+			if o := p.GetEnvoyOtelAls(); o != nil {
+				logs = append(logs, otelAccessLog(o))
+				continue
 			}
-			paths = append(paths, path)
+			logs = append(logs, fileLog(p.GetEnvoyFileAccessLog().GetPath()))
 		}
 	}
 	var out []*accesslogv3.AccessLog
-	for _, path := range paths {
-		al := &accesslogv3.AccessLog{Name: FileAccessLog, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filelogv3.FileAccessLog{Path: path})}}
+	for _, al := range logs {
 		if pol.Filter != "" {
 			al.Filter = &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{ExtensionFilter: &accesslogv3.ExtensionFilter{
 				Name: CELAccessLogFilter, ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: mustAny(&celv3.ExpressionFilter{Expression: pol.Filter})}}}}
