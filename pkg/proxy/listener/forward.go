@@ -592,7 +592,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		}
 	}
 	proto := "http"
-	if isGRPC(r) {
+	if ri.grpc {
 		proto = "grpc"
 	} else if r.Method == http.MethodConnect {
 		proto = "tcp"
@@ -658,14 +658,31 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	var attrs expr.Attributes // Telemetry expressions' view of the request, made when needed
 	if h.Stats != nil && proto != "tcp" {
 		ms, reqB := float64(dur.Microseconds())/1000, ri.received()
+		// gRPC message counts carry the peer labels only, as Istio's.
+		var lm stats.Labels
+		var reqMsgs, respMsgs uint64
+		if ri.grpc {
+			lm = l
+			lm.Remove(stats.MessageOmitted)
+			reqMsgs, respMsgs = ri.requestMessages(), w.msgs.Count()
+		}
 		if mp := h.metricsPolicy(rt); !mp.overrides() {
 			h.Stats.ObserveHTTP(l, ms, reqB, w.n)
+			if ri.grpc {
+				h.Stats.ObserveGRPCMessages(lm, reqMsgs, respMsgs)
+			}
 		} else { // Telemetry metrics overrides: one series set per group
 			if needsAttrs(mp.HTTP) {
 				attrs = h.requestAttrs(r, ri, w, l, downPrincipal)
 			}
 			for i := range mp.HTTP {
-				h.Stats.ObserveHTTP(mp.HTTP[i].apply(l, stats.DropAllHTTP, attrs), ms, reqB, w.n)
+				g := &mp.HTTP[i]
+				if g.Metrics&httpMetrics != 0 {
+					h.Stats.ObserveHTTP(g.apply(l, stats.DropAllHTTP, attrs), ms, reqB, w.n)
+				}
+				if ri.grpc && g.Metrics&messageMetrics != 0 {
+					h.Stats.ObserveGRPCMessages(g.apply(lm, stats.DropAllHTTP, attrs), reqMsgs, respMsgs)
+				}
 			}
 		}
 	}

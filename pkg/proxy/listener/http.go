@@ -172,6 +172,7 @@ type reqInfo struct {
 	statPrefix   string // the route's stats root (stat_prefix), or empty
 	retries      int    // retries made
 	status       int
+	grpc         bool         // a gRPC request (content-type application/grpc*)
 	bytesIn      atomic.Int64 // tunnels; request bodies count in body
 	body         *countingBody
 	bytesOut     int64
@@ -217,13 +218,32 @@ func (ri *reqInfo) received() int64 {
 // Read after the handler returned.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n    atomic.Int64
+	msgs *stats.GRPCMessages // gRPC requests: counts the request messages
 }
 
 func (c *countingBody) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.n.Add(int64(n))
+	if c.msgs != nil && n > 0 {
+		c.msgs.Write(p[:n])
+	}
 	return n, err
+}
+
+// grpcBody is a gRPC request's countingBody and its message counter in
+// one allocation.
+type grpcBody struct {
+	countingBody
+	msgs stats.GRPCMessages
+}
+
+// requestMessages is the gRPC request messages counted so far.
+func (ri *reqInfo) requestMessages() uint64 {
+	if ri.body == nil || ri.body.msgs == nil {
+		return 0
+	}
+	return ri.body.msgs.Count()
 }
 
 func (h *Handler) transports() (*http.Transport, *http.Transport) {
@@ -248,12 +268,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ri := &st.ri
 	ri.start = time.Now()
+	ri.grpc = isGRPC(r)
 	if r.Body != nil && r.Body != http.NoBody {
-		ri.body = &countingBody{ReadCloser: r.Body}
+		if ri.grpc {
+			gb := &grpcBody{countingBody: countingBody{ReadCloser: r.Body}}
+			gb.countingBody.msgs = &gb.msgs
+			ri.body = &gb.countingBody
+		} else {
+			ri.body = &countingBody{ReadCloser: r.Body}
+		}
 		r.Body = ri.body
 	}
 	cw := &st.cw
 	cw.ResponseWriter = w
+	cw.grpc = ri.grpc
 	defer h.finish(r, cw, ri)
 	if r.Method == http.MethodConnect {
 		if p := r.Header[":protocol"]; len(p) > 0 && p[0] != "" { // RFC 8441 extended CONNECT
@@ -885,6 +913,8 @@ type countingWriter struct {
 	status  int
 	details string // set by filters that answer (SetResponseDetails)
 	flags   string // set by filters that answer (SetResponseFlags)
+	grpc    bool   // a gRPC response: count its messages in msgs
+	msgs    stats.GRPCMessages
 }
 
 func (c *countingWriter) WriteHeader(code int) {
@@ -900,6 +930,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	}
 	n, err := c.ResponseWriter.Write(p)
 	c.n += int64(n)
+	if c.grpc && n > 0 {
+		c.msgs.Write(p[:n])
+	}
 	return n, err
 }
 

@@ -359,7 +359,7 @@ func (p *MetricsPolicy) tcpInterval() time.Duration {
 // standard labels removed (Remove, a stats.LabelBit mask) and labels
 // upserted from expressions, sorted by name.
 type MetricGroup struct {
-	Metrics uint8
+	Metrics uint16
 	Remove  uint32
 	Upsert  []TagUpsert
 }
@@ -374,7 +374,7 @@ type TagUpsert struct {
 
 // apply returns l with the group's overrides; attrs are evaluated against
 // l as it was.
-func (g *MetricGroup) apply(l stats.Labels, all uint8, attrs expr.Attributes) stats.Labels {
+func (g *MetricGroup) apply(l stats.Labels, all uint16, attrs expr.Attributes) stats.Labels {
 	out := l
 	out.Remove(g.Remove)
 	var names, values []string
@@ -404,8 +404,16 @@ func needsAttrs(gs []MetricGroup) bool {
 	return false
 }
 
-var metricBits = map[string]uint8{"requests_total": stats.DropRequests, "request_duration_milliseconds": stats.DropDuration,
+// httpMetrics are the per-request HTTP metrics, messageMetrics the gRPC
+// message counters (stats.DropX bits).
+const (
+	httpMetrics    = stats.DropRequests | stats.DropDuration | stats.DropRequestSize | stats.DropResponseSize
+	messageMetrics = stats.DropRequestMessages | stats.DropResponseMessages
+)
+
+var metricBits = map[string]uint16{"requests_total": stats.DropRequests, "request_duration_milliseconds": stats.DropDuration,
 	"request_bytes": stats.DropRequestSize, "response_bytes": stats.DropResponseSize,
+	"request_messages_total": stats.DropRequestMessages, "response_messages_total": stats.DropResponseMessages,
 	"tcp_sent_bytes_total": stats.DropTCPSent, "tcp_received_bytes_total": stats.DropTCPReceived,
 	"tcp_connections_opened_total": stats.DropTCPOpened, "tcp_connections_closed_total": stats.DropTCPClosed}
 

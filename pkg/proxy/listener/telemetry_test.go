@@ -105,6 +105,7 @@ func TestCompileMetrics(t *testing.T) {
 		{Name: "requests_total", Dimensions: map[string]string{"request_host": "request.host", "response_code": "'x'"}, TagsToRemove: []string{"request_protocol"}},
 		{Name: "request_bytes", Drop: true},
 		{Name: "response_bytes", Drop: true},
+		{Name: "response_messages_total", Drop: true},
 		{Name: "tcp_sent_bytes_total", Drop: true},
 		{Name: "tcp_connections_opened_total", TagsToRemove: []string{"source_app"}},
 	}}
@@ -127,7 +128,9 @@ func TestCompileMetrics(t *testing.T) {
 		with.Upsert[0].Name != "request_host" || with.Upsert[0].Standard || !with.Upsert[1].Standard {
 		t.Errorf("requests_total group %+v", with)
 	}
-	if plain.Metrics != stats.DropDuration || plain.Remove != 0 {
+	// The gRPC request message counter shares the plain group; the
+	// response message counter is disabled.
+	if plain.Metrics != stats.DropDuration|stats.DropRequestMessages || plain.Remove != 0 {
 		t.Errorf("duration group %+v", plain)
 	}
 	l := stats.Labels{RequestProtocol: "http", ResponseCode: "200"}

@@ -49,7 +49,7 @@ type Labels struct {
 	// Telemetry override disabled for this series (or that another series
 	// with other tag overrides carries).
 	Removed uint32
-	Dropped uint8
+	Dropped uint16
 	// Extra are labels a Telemetry tagOverride UPSERT added, rendered
 	// after the standard ones: `name="value"` pairs (values escaped),
 	// comma-separated, sorted by name (see ExtraLabels).
@@ -122,17 +122,27 @@ func (l *Labels) fields() [len(LabelNames)]*string {
 
 // Dropped bits: Istio's metric names (stats.PluginConfig) they stand for.
 const (
-	DropRequests     uint8 = 1 << iota // requests_total
-	DropDuration                       // request_duration_milliseconds
-	DropRequestSize                    // request_bytes
-	DropResponseSize                   // response_bytes
-	DropTCPSent                        // tcp_sent_bytes_total
-	DropTCPReceived                    // tcp_received_bytes_total
-	DropTCPOpened                      // tcp_connections_opened_total
-	DropTCPClosed                      // tcp_connections_closed_total
-	DropAllHTTP      = DropRequests | DropDuration | DropRequestSize | DropResponseSize
-	DropAllTCP       = DropTCPSent | DropTCPReceived | DropTCPOpened | DropTCPClosed
+	DropRequests         uint16 = 1 << iota // requests_total
+	DropDuration                            // request_duration_milliseconds
+	DropRequestSize                         // request_bytes
+	DropResponseSize                        // response_bytes
+	DropTCPSent                             // tcp_sent_bytes_total
+	DropTCPReceived                         // tcp_received_bytes_total
+	DropTCPOpened                           // tcp_connections_opened_total
+	DropTCPClosed                           // tcp_connections_closed_total
+	DropRequestMessages                     // request_messages_total
+	DropResponseMessages                    // response_messages_total
+	DropAllHTTP          = DropRequests | DropDuration | DropRequestSize | DropResponseSize | DropRequestMessages | DropResponseMessages
+	DropAllTCP           = DropTCPSent | DropTCPReceived | DropTCPOpened | DropTCPClosed
 )
+
+// MessageOmitted are the labels istio_request_messages_total and
+// istio_response_messages_total do not have: Istio's stats filter reports
+// the message counts with the peer labels only, before it adds
+// request_protocol, response_code, grpc_response_status, response_flags
+// and connection_security_policy. Pass l.Remove(MessageOmitted) labels to
+// ObserveGRPCMessages (a Telemetry UPSERT may set one of them again).
+const MessageOmitted uint32 = 1<<20 | 1<<21 | 1<<22 | 1<<23 | 1<<24
 
 // Remove blanks the labels in mask (bit i = LabelNames[i]) so their series
 // aggregate, and marks them omitted from the output.
@@ -222,6 +232,10 @@ type httpSeries struct {
 	duration, reqSize, respSize *histogram
 }
 
+type msgSeries struct {
+	requests, responses atomic.Uint64
+}
+
 type tcpSeries struct {
 	sent, received, opened, closed atomic.Uint64
 }
@@ -256,6 +270,7 @@ type Registry struct {
 	mu         sync.RWMutex
 	http       map[Labels]*httpSeries
 	tcp        map[Labels]*tcpSeries
+	msgs       map[Labels]*msgSeries // gRPC message counts
 	// Counters are free-form named counters for /stats (e.g. xds ACKs).
 	counters map[string]*atomic.Uint64
 
@@ -264,7 +279,7 @@ type Registry struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{http: map[Labels]*httpSeries{}, tcp: map[Labels]*tcpSeries{}, counters: map[string]*atomic.Uint64{}}
+	return &Registry{http: map[Labels]*httpSeries{}, tcp: map[Labels]*tcpSeries{}, msgs: map[Labels]*msgSeries{}, counters: map[string]*atomic.Uint64{}}
 }
 
 // Counter returns the named counter, creating it.
@@ -301,6 +316,25 @@ func (r *Registry) ObserveHTTP(l Labels, durationMs float64, reqBytes, respBytes
 	s.duration.observe(durationMs)
 	s.reqSize.observe(float64(reqBytes))
 	s.respSize.observe(float64(respBytes))
+}
+
+// ObserveGRPCMessages adds a gRPC stream's request and response message
+// counts (istio_request_messages_total, istio_response_messages_total)
+// to the series l; see MessageOmitted for the labels l should have.
+func (r *Registry) ObserveGRPCMessages(l Labels, requests, responses uint64) {
+	r.mu.RLock()
+	s := r.msgs[l]
+	r.mu.RUnlock()
+	if s == nil {
+		r.mu.Lock()
+		if s = r.msgs[l]; s == nil {
+			s = &msgSeries{}
+			r.msgs[l] = s
+		}
+		r.mu.Unlock()
+	}
+	s.requests.Add(requests)
+	s.responses.Add(responses)
 }
 
 // TCP returns the TCP series for l; callers add to its counters.
@@ -344,11 +378,16 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 	for l := range r.tcp {
 		tl = append(tl, l)
 	}
+	ml := make([]Labels, 0, len(r.msgs))
+	for l := range r.msgs {
+		ml = append(ml, l)
+	}
 	r.mu.RUnlock()
 	key := func(l Labels) string { var b strings.Builder; l.render(&b, false); return b.String() }
 	tkey := func(l Labels) string { var b strings.Builder; l.render(&b, true); return b.String() }
 	sort.Slice(hl, func(i, j int) bool { return key(hl[i]) < key(hl[j]) })
 	sort.Slice(tl, func(i, j int) bool { return tkey(tl[i]) < tkey(tl[j]) })
+	sort.Slice(ml, func(i, j int) bool { return key(ml[i]) < key(ml[j]) })
 	var b strings.Builder
 	b.WriteString("# TYPE istio_requests_total counter\n")
 	series := func(l Labels) *httpSeries { r.mu.RLock(); defer r.mu.RUnlock(); return r.http[l] }
@@ -357,7 +396,7 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 			fmt.Fprintf(&b, "istio_requests_total{%s} %d\n", key(l), series(l).requests.Load())
 		}
 	}
-	hist := func(name string, drop uint8, get func(*httpSeries) *histogram) {
+	hist := func(name string, drop uint16, get func(*httpSeries) *histogram) {
 		fmt.Fprintf(&b, "# TYPE %s histogram\n", name)
 		for _, l := range hl {
 			if l.Dropped&drop != 0 {
@@ -382,7 +421,21 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 	hist("istio_request_duration_milliseconds", DropDuration, func(s *httpSeries) *histogram { return s.duration })
 	hist("istio_request_bytes", DropRequestSize, func(s *httpSeries) *histogram { return s.reqSize })
 	hist("istio_response_bytes", DropResponseSize, func(s *httpSeries) *histogram { return s.respSize })
-	tcp := func(name string, drop uint8, get func(*tcpSeries) uint64) {
+	msgs := func(name string, drop uint16, get func(*msgSeries) uint64) {
+		fmt.Fprintf(&b, "# TYPE %s counter\n", name)
+		for _, l := range ml {
+			if l.Dropped&drop != 0 {
+				continue
+			}
+			r.mu.RLock()
+			s := r.msgs[l]
+			r.mu.RUnlock()
+			fmt.Fprintf(&b, "%s{%s} %d\n", name, key(l), get(s))
+		}
+	}
+	msgs("istio_request_messages_total", DropRequestMessages, func(s *msgSeries) uint64 { return s.requests.Load() })
+	msgs("istio_response_messages_total", DropResponseMessages, func(s *msgSeries) uint64 { return s.responses.Load() })
+	tcp := func(name string, drop uint16, get func(*tcpSeries) uint64) {
 		fmt.Fprintf(&b, "# TYPE %s counter\n", name)
 		for _, l := range tl {
 			if l.Dropped&drop != 0 {
