@@ -558,7 +558,7 @@ func (g *gateway) handler(gl *gwListener) *listener.Handler {
 	ident := identity(o)
 	var access = p.access
 	return &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, Log: g.log, Stats: p.stats,
-		Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: g.ctx, Tracer: p.tracer, Bound: g.bound,
+		Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: g.ctx, Tracer: p.tracer, OTelLogs: p.otelLogs, Bound: g.bound,
 		RouteFor: func(r *http.Request) (string, int) {
 			cfg := gl.cfg.Load()
 			var ch *gwChain

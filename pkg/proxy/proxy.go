@@ -37,6 +37,7 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
 	"github.com/weftmesh/weft/pkg/proxy/listener"
+	"github.com/weftmesh/weft/pkg/proxy/otelals"
 	"github.com/weftmesh/weft/pkg/proxy/sockio"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
@@ -162,6 +163,7 @@ type Proxy struct {
 	access    *stats.AccessLog
 	gw        *gateway
 	tracer    *tracing.Tracer
+	otelLogs  *otelals.Exporter // OpenTelemetry access loggers' LogRecords
 
 	releaseMu    sync.Mutex
 	releaseTimer *time.Timer // ReleaseMemoryAfterUpdate
@@ -460,6 +462,9 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	p.access = access
 	p.tracer = tracing.NewTracer(tracing.Options{Log: p.log, Counter: p.stats.Counter})
+	node := p.Node()
+	p.otelLogs = otelals.NewExporter(otelals.Options{Log: p.log, Counter: p.stats.Counter,
+		Node: otelals.Node{Name: node.GetId(), Cluster: node.GetCluster()}})
 	if o.Gateway {
 		p.gw = &gateway{p: p, ctx: ctx, log: p.log.With("mode", "gateway"), lns: map[string]*gwListener{}}
 	} else {
@@ -468,7 +473,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.gw = &gateway{p: p, ctx: ctx, log: p.log.With("mode", "bound-listener"), lns: map[string]*gwListener{}, bound: true}
 	}
 	p.outH = &listener.Handler{Direction: listener.Outbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort,
-		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer}
+		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer, OTelLogs: p.otelLogs}
 	var inSvc string
 	for _, e := range o.Services {
 		if s, err := ParseService(e); err == nil && (inSvc == "" || s.Port == o.AppPort) {
@@ -476,7 +481,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		}
 	}
 	p.inH = &listener.Handler{Direction: listener.Inbound, Runtime: p.rt.Load, Ident: ident, AppPort: o.AppPort, Service: inSvc,
-		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer}
+		Log: p.log, Stats: p.stats, Access: access, Rnd: lb.NewLockedRand(o.Rand), Ctx: ctx, Tracer: p.tracer, OTelLogs: p.otelLogs}
 	if !o.Gateway {
 		p.boundIn = &boundInbound{p: p, ctx: ctx, log: p.log.With("mode", "bound-inbound"), lns: map[string]*inListener{}}
 	}
@@ -587,7 +592,8 @@ func (p *Proxy) Shutdown() error {
 		}()
 	}
 	wg.Wait()
-	errs = append(errs, p.tracer.Close()) // export the spans still queued
+	errs = append(errs, p.tracer.Close())   // export the spans still queued
+	errs = append(errs, p.otelLogs.Close()) // and the access log records
 	return errors.Join(errs...)
 }
 

@@ -67,6 +67,10 @@ type Runtime struct {
 	// decision; nil keeps the proxy's own setting (log every request when
 	// an access log sink is configured).
 	InboundAccessLog, OutboundAccessLog *AccessLogPolicy
+	// InboundOTelLogs and OutboundOTelLogs are the access_log entries
+	// that are OpenTelemetry access loggers (Istio's envoyOtelAls), each
+	// with its own filter; run by Handler.OTelLogs.
+	InboundOTelLogs, OutboundOTelLogs []OTelLog
 	// InboundMetrics and OutboundMetrics are Telemetry metrics overrides
 	// (the istio.stats filter's stats.PluginConfig); nil: all metrics.
 	InboundMetrics, OutboundMetrics *MetricsPolicy

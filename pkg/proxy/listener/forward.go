@@ -3,6 +3,7 @@ package listener
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/otelals"
 	"github.com/weftmesh/weft/pkg/proxy/router"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/telemetry/expr"
@@ -692,17 +694,16 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	if ri.span != nil {
 		h.finishSpan(r, ri, svc, ri.start.Add(dur))
 	}
-	if h.Access == nil {
-		return
-	}
-	if ap := h.accessPolicy(rt); ap != nil && ap.Filter != nil && !ap.Disabled {
+	getAttrs := func() expr.Attributes {
 		if attrs == nil {
 			attrs = h.requestAttrs(r, ri, w, l, downPrincipal)
 		}
-		if !ap.Filter.Matches(attrs) {
-			return
-		}
-	} else if !ap.Allows(ri.status) {
+		return attrs
+	}
+	if ols := h.otelLogs(rt); len(ols) > 0 {
+		h.logOTelHTTP(ols, r, ri, w, l, downPrincipal, dur, getAttrs)
+	}
+	if h.Access == nil || !h.accessPolicy(rt).passes(ri.status, getAttrs) {
 		return
 	}
 	dir := "outbound"
@@ -716,6 +717,52 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		DurationMs: dur.Milliseconds(), UpstreamHost: ri.upstreamHost, UpstreamCluster: ri.cluster,
 		XRequestID: r.Header.Get("X-Request-Id"), RouteName: ri.routeName, Authority: r.Host, Direction: dir,
 		DownstreamPeerURISAN: downPrincipal})
+}
+
+// logOTelHTTP queues a request's LogRecord for each OpenTelemetry access
+// logger whose filter it passes.
+func (h *Handler) logOTelHTTP(ols []OTelLog, r *http.Request, ri *reqInfo, w *countingWriter, l stats.Labels, downPrincipal string, dur time.Duration, attrs func() expr.Attributes) {
+	var rec *otelals.Record
+	for _, ol := range ols {
+		if !ol.Policy.passes(ri.status, attrs) {
+			continue
+		}
+		if rec == nil {
+			proto := r.Proto
+			if r.ProtoMajor == 2 {
+				proto = "HTTP/2"
+			}
+			scheme := "http"
+			if r.TLS != nil {
+				scheme = "https"
+			}
+			traceID, spanID := traceIDs(r, ri)
+			rec = &otelals.Record{Start: ri.start, Duration: dur, Method: r.Method, Path: r.URL.RequestURI(), Protocol: proto,
+				Authority: r.Host, Scheme: scheme, Request: r.Header, Response: w.Header(), Code: ri.status, Flags: ri.flagString(),
+				Details: ri.details, BytesReceived: ri.received(), BytesSent: w.n, UpstreamHost: ri.upstreamHost,
+				UpstreamCluster: ri.cluster, DownstreamRemote: r.RemoteAddr, SNI: tlsServerName(r.TLS), RouteName: ri.routeName,
+				DownstreamPeerURISAN: downPrincipal, UpstreamPeerURISAN: ri.upstreamPeer, TraceID: traceID, SpanID: spanID,
+				Attrs: attrs}
+			if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && local != nil {
+				rec.DownstreamLocal = local.String()
+			}
+			if h.Direction == Outbound {
+				rec.UpstreamPeer = peerOf(l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationCluster,
+					l.DestinationCanonicalService, l.DestinationCanonicalRevision, l.DestinationApp, l.DestinationVersion)
+			} else {
+				rec.DownstreamPeer = peerOf(l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceCluster,
+					l.SourceCanonicalService, l.SourceCanonicalRevision, l.SourceApp, l.SourceVersion)
+			}
+		}
+		h.OTelLogs.Log(ol.Config, rec)
+	}
+}
+
+func tlsServerName(cs *tls.ConnectionState) string {
+	if cs == nil {
+		return ""
+	}
+	return cs.ServerName
 }
 
 // serviceOf extracts the service host from an Istio cluster name

@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/cluster/lb"
 	"github.com/weftmesh/weft/pkg/proxy/internal/httpwire"
+	"github.com/weftmesh/weft/pkg/proxy/otelals"
 	"github.com/weftmesh/weft/pkg/proxy/router"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
@@ -85,6 +86,9 @@ type Handler struct {
 	// Tracer exports spans when the listener's HCM configures tracing;
 	// nil drops them (headers are still propagated).
 	Tracer *tracing.Tracer
+	// OTelLogs exports the OpenTelemetry access loggers' LogRecords; nil
+	// runs none.
+	OTelLogs *otelals.Exporter
 
 	// fallback transports for inbound direct-to-app and passthrough.
 	once       sync.Once

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
+	"github.com/weftmesh/weft/pkg/proxy/otelals"
 	"github.com/weftmesh/weft/pkg/proxy/router"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
+	"github.com/weftmesh/weft/pkg/telemetry/expr"
 )
 
 // upgrade completes a 101 Switching Protocols (e.g. WebSocket) by
@@ -594,15 +596,19 @@ func (h *Handler) proxyTCP(ctx context.Context, conn, up net.Conn, start time.Ti
 // connections when they close): bytes sent to and received from the
 // downstream side, the upstream and the response flags.
 func (h *Handler) logTCP(conn net.Conn, start time.Time, e tcpLog, l stats.Labels, bytes ...int64) {
-	if h.Access == nil {
-		return
-	}
-	if ap := h.accessPolicy(h.Runtime()); ap != nil && ap.Filter != nil && !ap.Disabled {
-		a := h.tcpConnAttrs(conn, e, l)
-		if !ap.Filter.Matches(&a) {
-			return
+	rt := h.Runtime()
+	var attrs *connAttrs
+	getAttrs := func() expr.Attributes {
+		if attrs == nil {
+			a := h.tcpConnAttrs(conn, e, l)
+			attrs = &a
 		}
-	} else if !ap.Allows(0) {
+		return attrs
+	}
+	if ols := h.otelLogs(rt); len(ols) > 0 {
+		h.logOTelTCP(ols, conn, start, e, l, getAttrs, bytes...)
+	}
+	if h.Access == nil || !h.accessPolicy(rt).passes(0, getAttrs) {
 		return
 	}
 	dir := "outbound"
@@ -623,6 +629,42 @@ func (h *Handler) logTCP(conn net.Conn, start time.Time, e tcpLog, l stats.Label
 		ent.ConnectionSecurityPolicy = l.ConnectionSecurityPolicy
 	}
 	h.Access.Log(ent)
+}
+
+// logOTelTCP queues a TCP connection's LogRecord for each OpenTelemetry
+// access logger whose filter it passes.
+func (h *Handler) logOTelTCP(ols []OTelLog, conn net.Conn, start time.Time, e tcpLog, l stats.Labels, attrs func() expr.Attributes, bytes ...int64) {
+	var rec *otelals.Record
+	for _, ol := range ols {
+		if !ol.Policy.passes(0, attrs) {
+			continue
+		}
+		if rec == nil {
+			rec = &otelals.Record{Start: start, Duration: time.Since(start), TCP: true, Flags: e.flags,
+				UpstreamHost: e.upstream, UpstreamCluster: e.cluster, Attrs: attrs}
+			if len(bytes) == 2 {
+				rec.BytesSent, rec.BytesReceived = bytes[0], bytes[1]
+			}
+			if ra := conn.RemoteAddr(); ra != nil {
+				rec.DownstreamRemote = ra.String()
+			}
+			if la := conn.LocalAddr(); la != nil {
+				rec.DownstreamLocal = la.String()
+			}
+			if cs := PeerTLS(conn); cs != nil {
+				rec.SNI = cs.ServerName
+			}
+			if h.Direction == Outbound {
+				rec.UpstreamPeer = peerOf(l.DestinationWorkload, l.DestinationWorkloadNamespace, l.DestinationCluster,
+					l.DestinationCanonicalService, l.DestinationCanonicalRevision, l.DestinationApp, l.DestinationVersion)
+			} else {
+				rec.DownstreamPeerURISAN = h.principals.of(tlsLeaf(PeerTLS(conn)))
+				rec.DownstreamPeer = peerOf(l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceCluster,
+					l.SourceCanonicalService, l.SourceCanonicalRevision, l.SourceApp, l.SourceVersion)
+			}
+		}
+		h.OTelLogs.Log(ol.Config, rec)
+	}
 }
 
 // connectTCPRoute returns the outbound tcp_proxy chain a CONNECT target

@@ -13,12 +13,13 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3" // access_log typed configs decode
 	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/open_telemetry/v3" // access_log typed configs decode
+	otellogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/open_telemetry/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 
+	"github.com/weftmesh/weft/pkg/proxy/otelals"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 	"github.com/weftmesh/weft/pkg/proxy/tracing"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
@@ -78,6 +79,7 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 		return h.Addr
 	}
 	var tcpInAL, tcpOutAL *AccessLogPolicy
+	var tcpInOL, tcpOutOL []OTelLog
 	for name, l := range res.Listeners {
 		inbound := name == "virtualInbound"
 		for _, h := range xdsclient.ListenerHCMs(l) {
@@ -85,7 +87,7 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 			if err != nil {
 				return fmt.Errorf("listener %q: %w", name, err)
 			}
-			al, err := accessLogPolicy(h)
+			al, ol, err := accessLogPolicy(h, resolve)
 			if err != nil {
 				return fmt.Errorf("listener %q: %w", name, err)
 			}
@@ -101,9 +103,15 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 			if inbound {
 				rt.InboundTracing = firstNonNil(rt.InboundTracing, tc)
 				rt.InboundAccessLog = firstNonNil(rt.InboundAccessLog, al)
+				if rt.InboundOTelLogs == nil {
+					rt.InboundOTelLogs = ol
+				}
 			} else {
 				rt.OutboundTracing = firstNonNil(rt.OutboundTracing, tc)
 				rt.OutboundAccessLog = firstNonNil(rt.OutboundAccessLog, al)
+				if rt.OutboundOTelLogs == nil {
+					rt.OutboundOTelLogs = ol
+				}
 			}
 		}
 		chains := append([]*listenerv3.FilterChain{}, l.GetFilterChains()...)
@@ -117,10 +125,11 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 			}
 			// tcp_proxy access_log: the side's policy when no HCM gave one.
 			var al *AccessLogPolicy
+			var ol []OTelLog
 			for _, f := range fc.GetFilters() {
 				tp := &tcpv3.TcpProxy{}
 				if tc := f.GetTypedConfig(); tc != nil && tc.MessageIs(tp) && tc.UnmarshalTo(tp) == nil {
-					if al, err = accessLogsPolicy(tp.GetAccessLog()); err != nil {
+					if al, ol, err = accessLogsPolicy(tp.GetAccessLog(), resolve); err != nil {
 						return fmt.Errorf("listener %q: tcp_proxy: %w", name, err)
 					}
 				}
@@ -128,14 +137,26 @@ func (rt *Runtime) buildTelemetry(res *xdsclient.Resources) error {
 			if inbound {
 				rt.InboundMetrics = firstNonNil(rt.InboundMetrics, mp)
 				tcpInAL = firstNonNil(tcpInAL, al)
+				if tcpInOL == nil {
+					tcpInOL = ol
+				}
 			} else {
 				rt.OutboundMetrics = firstNonNil(rt.OutboundMetrics, mp)
 				tcpOutAL = firstNonNil(tcpOutAL, al)
+				if tcpOutOL == nil {
+					tcpOutOL = ol
+				}
 			}
 		}
 	}
 	rt.InboundAccessLog = firstNonNil(rt.InboundAccessLog, tcpInAL)
 	rt.OutboundAccessLog = firstNonNil(rt.OutboundAccessLog, tcpOutAL)
+	if rt.InboundOTelLogs == nil {
+		rt.InboundOTelLogs = tcpInOL
+	}
+	if rt.OutboundOTelLogs == nil {
+		rt.OutboundOTelLogs = tcpOutOL
+	}
 	return nil
 }
 
@@ -146,20 +167,60 @@ func firstNonNil[T any](a, b *T) *T {
 	return b
 }
 
-// accessLogPolicy reads an HCM's access_log list: none → nil (proxy
-// default); entries → the first entry's filter (status_code_filter, a
-// CEL expression filter (pkg/telemetry/expr), or a 0 % runtime_filter
-// for "disabled").
-func accessLogPolicy(h *hcmv3.HttpConnectionManager) (*AccessLogPolicy, error) {
-	return accessLogsPolicy(h.GetAccessLog())
+// accessLogPolicy reads an HCM's access_log list (accessLogsPolicy).
+func accessLogPolicy(h *hcmv3.HttpConnectionManager, resolve otelals.Resolver) (*AccessLogPolicy, []OTelLog, error) {
+	return accessLogsPolicy(h.GetAccessLog(), resolve)
 }
 
-// accessLogsPolicy reads an access_log list (an HCM's or a tcp_proxy's).
-func accessLogsPolicy(logs []*accesslogv3.AccessLog) (*AccessLogPolicy, error) {
+// OTelLog is one OpenTelemetry access logger of a side: its filter
+// (Policy, as the file log's) and its compiled config.
+type OTelLog struct {
+	Policy *AccessLogPolicy
+	Config *otelals.Config
+}
+
+// accessLogsPolicy reads an access_log list (an HCM's or a tcp_proxy's):
+// none → nil (proxy default); the file log's decision from the first
+// entry that is not an OpenTelemetry logger (status_code_filter, a CEL
+// expression filter (pkg/telemetry/expr), or a 0 % runtime_filter for
+// "disabled"), Disabled when every entry is one; and every
+// envoy.access_loggers.open_telemetry entry with its own filter.
+func accessLogsPolicy(logs []*accesslogv3.AccessLog, resolve otelals.Resolver) (*AccessLogPolicy, []OTelLog, error) {
 	if len(logs) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
-	f := logs[0].GetFilter()
+	var file *AccessLogPolicy
+	var otel []OTelLog
+	for _, l := range logs {
+		p, err := logFilter(l.GetFilter())
+		if err != nil {
+			return nil, nil, err
+		}
+		oc := &otellogv3.OpenTelemetryAccessLogConfig{}
+		if l.GetName() != otelals.Name && !l.GetTypedConfig().MessageIs(oc) {
+			file = firstNonNil(file, p)
+			continue
+		}
+		if p.Disabled {
+			continue
+		}
+		if err := l.GetTypedConfig().UnmarshalTo(oc); err != nil {
+			return nil, nil, fmt.Errorf("access_log %s: %w", otelals.Name, err)
+		}
+		c, err := otelals.FromXDS(oc, resolve)
+		if err != nil {
+			return nil, nil, fmt.Errorf("access_log: %w", err)
+		}
+		otel = append(otel, OTelLog{Policy: p, Config: c})
+	}
+	if file == nil {
+		file = &AccessLogPolicy{Disabled: true} // only OpenTelemetry loggers
+	}
+	return file, otel, nil
+}
+
+// logFilter reads one access log's filter.
+func logFilter(f *accesslogv3.AccessLogFilter) (*AccessLogPolicy, error) {
 	p := &AccessLogPolicy{}
 	switch {
 	case f == nil:
@@ -190,6 +251,35 @@ func accessLogsPolicy(logs []*accesslogv3.AccessLog) (*AccessLogPolicy, error) {
 		return nil, fmt.Errorf("access_log filter: only status_code_filter, runtime_filter and CEL expression filters are supported")
 	}
 	return p, nil
+}
+
+// passes reports whether a request (status; 0 for TCP) passes p: its
+// CEL filter when it has one (attrs made only then), else its status
+// comparison.
+func (p *AccessLogPolicy) passes(status int, attrs func() expr.Attributes) bool {
+	if p != nil && p.Filter != nil && !p.Disabled {
+		return p.Filter.Matches(attrs())
+	}
+	return p.Allows(status)
+}
+
+// otelLogs are the OpenTelemetry access loggers of this handler's side.
+func (h *Handler) otelLogs(rt *Runtime) []OTelLog {
+	if rt == nil || h.OTelLogs == nil {
+		return nil
+	}
+	if h.Direction == Inbound {
+		return rt.InboundOTelLogs
+	}
+	return rt.OutboundOTelLogs
+}
+
+// peerOf is a telemetry peer as the OpenTelemetry logger's filter state.
+func peerOf(workload, ns, cluster, svc, rev, app, version string) *otelals.Peer {
+	if workload == "" || workload == "unknown" {
+		return nil
+	}
+	return &otelals.Peer{Workload: workload, Namespace: ns, Cluster: cluster, Service: svc, Revision: rev, App: app, Version: version}
 }
 
 // tracingConfig is the tracing config for this handler's direction.

@@ -50,7 +50,7 @@ func TestAccessLogPolicy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := accessLogPolicy(&hcmv3.HttpConnectionManager{AccessLog: tc.logs})
+			p, _, err := accessLogPolicy(&hcmv3.HttpConnectionManager{AccessLog: tc.logs}, nil)
 			if tc.err != "" {
 				if err == nil || !contains(err.Error(), tc.err) {
 					t.Fatalf("err %v, want %q", err, tc.err)
