@@ -737,7 +737,11 @@ func (h *Handler) logOTelHTTP(ols []OTelLog, r *http.Request, ri *reqInfo, w *co
 				scheme = "https"
 			}
 			traceID, spanID := traceIDs(r, ri)
-			rec = &otelals.Record{Start: ri.start, Duration: dur, Method: r.Method, Path: r.URL.RequestURI(), Protocol: proto,
+			path := r.URL.RequestURI()
+			if p := r.Header[":protocol"]; r.Method == http.MethodConnect && len(p) == 0 {
+				path = "" // CONNECT has no :path
+			}
+			rec = &otelals.Record{Start: ri.start, Duration: dur, Method: r.Method, Path: path, Protocol: proto,
 				Authority: r.Host, Scheme: scheme, Request: r.Header, Response: w.Header(), Code: ri.status, Flags: ri.flagString(),
 				Details: ri.details, BytesReceived: ri.received(), BytesSent: w.n, UpstreamHost: ri.upstreamHost,
 				UpstreamCluster: ri.cluster, DownstreamRemote: r.RemoteAddr, SNI: tlsServerName(r.TLS), RouteName: ri.routeName,
