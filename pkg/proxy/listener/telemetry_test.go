@@ -13,8 +13,11 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
+	grpclogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	otellogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/open_telemetry/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/protobuf/types/known/anypb"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 
@@ -259,3 +262,50 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestAccessLogsOTel: OpenTelemetry access loggers in an access_log list
+// are compiled with their own filters; the file log follows the other
+// entries, and is off when every entry is an OpenTelemetry logger.
+func TestAccessLogsOTel(t *testing.T) {
+	cel := func(e string) *accesslogv3.AccessLogFilter {
+		a, _ := anypb.New(&celv3.ExpressionFilter{Expression: e})
+		return &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{ExtensionFilter: &accesslogv3.ExtensionFilter{
+			Name: "envoy.access_loggers.extension_filters.cel", ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: a}}}}
+	}
+	otel := func(body string, f *accesslogv3.AccessLogFilter) *accesslogv3.AccessLog {
+		a, _ := anypb.New(&otellogv3.OpenTelemetryAccessLogConfig{
+			CommonConfig: &grpclogv3.CommonGrpcAccessLogConfig{LogName: "l", GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "outbound|4317||otel.obs.svc.cluster.local"}}}},
+			Body: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: body}}})
+		return &accesslogv3.AccessLog{Name: "envoy.access_loggers.open_telemetry", Filter: f, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}
+	}
+	file := &accesslogv3.AccessLog{Name: "envoy.access_loggers.file", Filter: cel("response.code >= 500")}
+	resolve := func(c string) string {
+		if c == "outbound|4317||otel.obs.svc.cluster.local" {
+			return "10.1.1.1:4317"
+		}
+		return ""
+	}
+
+	fp, ols, err := accessLogsPolicy([]*accesslogv3.AccessLog{otel("%RESPONSE_CODE%", cel("response.code >= 400"))}, resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fp.Disabled || len(ols) != 1 || ols[0].Config.Addr != "10.1.1.1:4317" || ols[0].Config.Body.Source() != "%RESPONSE_CODE%" {
+		t.Fatalf("otel only: file %+v, otel %+v", fp, ols)
+	}
+	if ols[0].Policy.passes(200, func() expr.Attributes { return codeAttrs(200) }) || !ols[0].Policy.passes(404, func() expr.Attributes { return codeAttrs(404) }) {
+		t.Errorf("the OpenTelemetry logger's own filter (>= 400) is not applied")
+	}
+
+	fp, ols, err = accessLogsPolicy([]*accesslogv3.AccessLog{otel("%PROTOCOL%", nil), file}, resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp.Disabled || fp.Filter == nil || fp.Filter.Source() != "response.code >= 500" || len(ols) != 1 || ols[0].Policy.Filter != nil {
+		t.Fatalf("otel + file: file %+v, otel %+v", fp, ols)
+	}
+	if _, _, err := accessLogsPolicy([]*accesslogv3.AccessLog{otel("%NOPE%", nil)}, resolve); err == nil || !strings.Contains(err.Error(), "%NOPE%") {
+		t.Errorf("an unknown command operator: err %v", err)
+	}
+}
