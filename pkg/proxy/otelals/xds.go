@@ -7,6 +7,9 @@ import (
 	"strings"
 
 	otellogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/open_telemetry/v3"
+	// Istio lists this formatter in `formatters` for %REQ_WITHOUT_QUERY%,
+	// which is built in here; registered so configs that name it decode.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/formatter/req_without_query/v3"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 )
 
