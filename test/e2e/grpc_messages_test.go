@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
@@ -49,6 +51,18 @@ func (msgServer) StreamingInputCall(s testgrpc.TestService_StreamingInputCallSer
 	}
 }
 
+// StreamingOutputCall sends one message per response parameter and keeps
+// the stream open until the client cancels it.
+func (msgServer) StreamingOutputCall(r *testgrpc.StreamingOutputCallRequest, s testgrpc.TestService_StreamingOutputCallServer) error {
+	for range r.GetResponseParameters() {
+		if err := s.Send(&testgrpc.StreamingOutputCallResponse{}); err != nil {
+			return err
+		}
+	}
+	<-s.Context().Done()
+	return s.Context().Err()
+}
+
 func (msgServer) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
 	for {
 		r, err := s.Recv()
@@ -72,7 +86,9 @@ func (msgServer) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) err
 // series) and disables istio_response_messages_total on the server
 // side. The client proxy reports 1/1, 7/1 and 3/3 request/response
 // messages; the server proxy 1, 7 and 3 request messages and no response
-// message series. The message series carry the peer labels only.
+// message series. The message series carry the peer labels only. With
+// a 0.2 s reportingInterval, a server-streaming call that stays open
+// shows its messages on both reporters before it ends.
 func TestGRPCMessageMetrics(t *testing.T) {
 	harness.SkipShort(t)
 	t.Parallel()
@@ -93,6 +109,7 @@ metadata: {name: mesh-default, namespace: weft-system}
 spec:
   metrics:
   - providers: [{name: prometheus}]
+    reportingInterval: 0.2s
     overrides:
     - match: {metric: GRPC_REQUEST_MESSAGES}
       tagOverrides:
@@ -294,6 +311,39 @@ spec:
 			t.Errorf("no message series with %s:\nclient:\n%s\nserver:\n%s", part, grep(cm, "_messages_total"), grep(sm, "_messages_total"))
 		}
 	}
+	// A long stream reports while it is open (every reportingInterval).
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	out, err := tsc.StreamingOutputCall(sctx, &testgrpc.StreamingOutputCallRequest{
+		ResponseParameters: []*testgrpc.ResponseParameters{{}, {}, {}, {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if _, err := out.Recv(); err != nil {
+			t.Fatalf("StreamingOutputCall recv: %v", err)
+		}
+	}
+	// (The proxies' default route timeout, 15 s, would end the stream:
+	// the counts must show before.)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		cm, sm = metrics(client), metrics(server)
+		if value(cm, "istio_response_messages_total", `reporter="source"`, rpc("StreamingOutputCall")) == 4 &&
+			value(cm, "istio_request_messages_total", `reporter="source"`, rpc("StreamingOutputCall")) == 1 &&
+			value(sm, "istio_request_messages_total", `reporter="destination"`, rpc("StreamingOutputCall")) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("open stream not reported within 10 s:\nclient:\n%s\nserver:\n%s", grep(cm, "_messages_total"), grep(sm, "_messages_total"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	scancel() // the server held the stream open until now
+	if _, err := out.Recv(); status.Code(err) != codes.Canceled {
+		t.Fatalf("StreamingOutputCall ended before the client cancelled it: %v", err)
+	}
+
 	// The request metrics still count the calls (with their usual labels).
 	if value(cm, "istio_requests_total", `reporter="source"`, `request_protocol="grpc"`, `grpc_response_status="0"`) < 4 {
 		t.Errorf("istio_requests_total lacks the gRPC calls:\n%s", grep(cm, "istio_requests_total"))

@@ -219,6 +219,9 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		return
 	}
 	w.WriteHeader(resp.StatusCode)
+	if ri.grpc {
+		h.openMessageStream(r, w, ri)
+	}
 	rc := http.NewResponseController(w)
 	stream := resp.ContentLength < 0 || r.ProtoMajor == 2
 	bp, _ := h.bufs.Get().(*[]byte)
@@ -581,25 +584,17 @@ func (h *Handler) directCluster() *cluster.Cluster {
 	return h.direct
 }
 
-func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
-	if ri.status == 0 {
-		ri.status = w.status
-	}
-	dur := time.Since(ri.start)
-	if len(ri.done) > 0 {
-		si := StreamInfo{ResponseCode: ri.status, ResponseFlags: ri.flagString(), Details: ri.details, Cluster: ri.cluster,
-			UpstreamHost: ri.upstreamHost, RouteName: ri.routeName, Duration: dur, BytesReceived: ri.received(), BytesSent: w.n}
-		for i := len(ri.done) - 1; i >= 0; i-- {
-			ri.done[i](si)
-		}
-	}
+// labels are the standard metric labels of request r (as finished so
+// far), its destination service and its downstream mTLS principal
+// (inbound; "" otherwise).
+func (h *Handler) labels(r *http.Request, w *countingWriter, ri *reqInfo) (l stats.Labels, svc, downPrincipal string) {
 	proto := "http"
 	if ri.grpc {
 		proto = "grpc"
 	} else if r.Method == http.MethodConnect {
 		proto = "tcp"
 	}
-	svc := h.serviceFQDN(serviceOf(ri.cluster, r.Host))
+	svc = h.serviceFQDN(serviceOf(ri.cluster, r.Host))
 	if svc == "" && h.Direction == Inbound {
 		svc = h.Service
 	}
@@ -608,12 +603,11 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		svcNS, _, _ = strings.Cut(svcNS, ".")
 	}
 	me := h.self()
-	l := stats.Labels{RequestProtocol: proto, ResponseCode: statusText(ri.status), ResponseFlags: ri.flagString(),
+	l = stats.Labels{RequestProtocol: proto, ResponseCode: statusText(ri.status), ResponseFlags: ri.flagString(),
 		DestinationService: orUnknown(svc), DestinationServiceName: orUnknown(svcName), DestinationServiceNamespace: orUnknown(svcNS)}
 	if proto == "grpc" {
 		l.GRPCResponseStatus = grpcStatus(w.Header(), ri.status)
 	}
-	var downPrincipal string // the downstream mTLS peer (inbound)
 	if h.Direction == Outbound {
 		l.Reporter = "source"
 		setSource(&l, &me.info)
@@ -656,35 +650,88 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 			}
 		}
 	}
+	return l, svc, downPrincipal
+}
+
+// messageLabels are the label sets of a gRPC request's message counters
+// (istio_request_messages_total, istio_response_messages_total): the peer
+// labels only, as Istio's, one set per Telemetry override group that has
+// a message counter. attrs may be nil (made here when needed).
+func (h *Handler) messageLabels(r *http.Request, w *countingWriter, ri *reqInfo, l stats.Labels, downPrincipal string, mp *MetricsPolicy, attrs expr.Attributes) []stats.Labels {
+	lm := l
+	lm.Remove(stats.MessageOmitted)
+	if !mp.overrides() {
+		return []stats.Labels{lm}
+	}
+	var out []stats.Labels
+	for i := range mp.HTTP {
+		g := &mp.HTTP[i]
+		if g.Metrics&messageMetrics == 0 {
+			continue
+		}
+		if attrs == nil && len(g.Upsert) > 0 {
+			attrs = h.requestAttrs(r, ri, w, l, downPrincipal)
+		}
+		out = append(out, g.apply(lm, stats.DropAllHTTP, attrs))
+	}
+	return out
+}
+
+// openMessageStream starts reporting a gRPC stream's message counts every
+// Telemetry reportingInterval while it lasts (as Istio's stats filter),
+// once the peer is known: called when the response headers were sent.
+// finish reports the rest.
+func (h *Handler) openMessageStream(r *http.Request, w *countingWriter, ri *reqInfo) {
+	if h.Stats == nil || !ri.grpc || ri.msgStream != nil {
+		return
+	}
+	mp := h.metricsPolicy(h.Runtime())
+	l, _, downPrincipal := h.labels(r, w, ri)
+	ls := h.messageLabels(r, w, ri, l, downPrincipal, mp, nil)
+	var req *stats.GRPCMessages
+	if ri.body != nil {
+		req = ri.body.msgs
+	}
+	ri.msgStream = h.Stats.OpenGRPCStream(mp.tcpInterval(), req, &w.msgs, ls...)
+}
+
+func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
+	if ri.status == 0 {
+		ri.status = w.status
+	}
+	dur := time.Since(ri.start)
+	if len(ri.done) > 0 {
+		si := StreamInfo{ResponseCode: ri.status, ResponseFlags: ri.flagString(), Details: ri.details, Cluster: ri.cluster,
+			UpstreamHost: ri.upstreamHost, RouteName: ri.routeName, Duration: dur, BytesReceived: ri.received(), BytesSent: w.n}
+		for i := len(ri.done) - 1; i >= 0; i-- {
+			ri.done[i](si)
+		}
+	}
+	l, svc, downPrincipal := h.labels(r, w, ri)
 	rt := h.Runtime()
 	var attrs expr.Attributes // Telemetry expressions' view of the request, made when needed
-	if h.Stats != nil && proto != "tcp" {
+	if h.Stats != nil && l.RequestProtocol != "tcp" {
 		ms, reqB := float64(dur.Microseconds())/1000, ri.received()
-		// gRPC message counts carry the peer labels only, as Istio's.
-		var lm stats.Labels
-		var reqMsgs, respMsgs uint64
-		if ri.grpc {
-			lm = l
-			lm.Remove(stats.MessageOmitted)
-			reqMsgs, respMsgs = ri.requestMessages(), w.msgs.Count()
-		}
-		if mp := h.metricsPolicy(rt); !mp.overrides() {
+		mp := h.metricsPolicy(rt)
+		if !mp.overrides() {
 			h.Stats.ObserveHTTP(l, ms, reqB, w.n)
-			if ri.grpc {
-				h.Stats.ObserveGRPCMessages(lm, reqMsgs, respMsgs)
-			}
 		} else { // Telemetry metrics overrides: one series set per group
 			if needsAttrs(mp.HTTP) {
 				attrs = h.requestAttrs(r, ri, w, l, downPrincipal)
 			}
 			for i := range mp.HTTP {
-				g := &mp.HTTP[i]
-				if g.Metrics&httpMetrics != 0 {
+				if g := &mp.HTTP[i]; g.Metrics&httpMetrics != 0 {
 					h.Stats.ObserveHTTP(g.apply(l, stats.DropAllHTTP, attrs), ms, reqB, w.n)
 				}
-				if ri.grpc && g.Metrics&messageMetrics != 0 {
-					h.Stats.ObserveGRPCMessages(g.apply(lm, stats.DropAllHTTP, attrs), reqMsgs, respMsgs)
-				}
+			}
+		}
+		if ri.msgStream != nil { // reported while open: the rest
+			ri.msgStream.Close()
+			ri.msgStream = nil
+		} else if ri.grpc {
+			reqMsgs, respMsgs := ri.requestMessages(), w.msgs.Count()
+			for _, ml := range h.messageLabels(r, w, ri, l, downPrincipal, mp, attrs) {
+				h.Stats.ObserveGRPCMessages(ml, reqMsgs, respMsgs)
 			}
 		}
 	}

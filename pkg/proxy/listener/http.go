@@ -176,8 +176,9 @@ type reqInfo struct {
 	statPrefix   string // the route's stats root (stat_prefix), or empty
 	retries      int    // retries made
 	status       int
-	grpc         bool         // a gRPC request (content-type application/grpc*)
-	bytesIn      atomic.Int64 // tunnels; request bodies count in body
+	grpc         bool              // a gRPC request (content-type application/grpc*)
+	msgStream    *stats.GRPCStream // a gRPC stream's message counts, reported while it is open
+	bytesIn      atomic.Int64      // tunnels; request bodies count in body
 	body         *countingBody
 	bytesOut     int64
 	destWorkload string

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+	"time"
 )
 
 // frame encodes one gRPC message with a payload of n bytes.
@@ -144,4 +145,48 @@ func TestGRPCMessageSeries(t *testing.T) {
 			t.Errorf("unexpected %q in\n%s", bad, out)
 		}
 	}
+}
+
+// An open gRPC stream's messages reach the counters every interval, on
+// every group's series, and Close adds the rest once; a TCP connection
+// and a stream share the reporter.
+func TestGRPCStreamReportsWhileOpen(t *testing.T) {
+	t.Parallel()
+	r := NewRegistry()
+	a := Labels{Reporter: "source", SourceWorkload: "a"}
+	a.Remove(MessageOmitted)
+	b := a
+	b.SourceWorkload = "b"
+	var req, resp GRPCMessages
+	s := r.OpenGRPCStream(30*time.Millisecond, &req, &resp, a, b)
+	tc := r.OpenTCP(time.Hour, a)
+	req.Write(stream(1, 2, 3))
+	resp.Write(stream(4))
+	for _, w := range []string{`source_workload="a"`, `source_workload="b"`} {
+		waitFor(t, "the first report of "+w, func() bool {
+			return promLine(t, r, "istio_request_messages_total", w) == "3" && promLine(t, r, "istio_response_messages_total", w) == "1"
+		})
+	}
+	resp.Write(stream(0, 0))
+	waitFor(t, "the second report", func() bool { return promLine(t, r, "istio_response_messages_total", `source_workload="a"`) == "3" })
+	req.Write(frame(10, false)[:3]) // a message starts: reported by Close at the latest
+	s.Close()
+	s.Close()
+	for _, w := range []string{`source_workload="a"`, `source_workload="b"`} {
+		if q, p := promLine(t, r, "istio_request_messages_total", w), promLine(t, r, "istio_response_messages_total", w); q != "4" || p != "3" {
+			t.Errorf("%s after Close: %s/%s, want 4/3", w, q, p)
+		}
+	}
+	tc.Close()
+	waitFor(t, "the reporter to stop", func() bool {
+		r.live.mu.Lock()
+		defer r.live.mu.Unlock()
+		return !r.live.running
+	})
+	// A stream without label sets (metrics disabled) and one with nil
+	// counters are harmless.
+	r.OpenGRPCStream(0, &req, &resp).Close()
+	r.OpenGRPCStream(0, nil, nil, a).Close()
+	var nilStream *GRPCStream
+	nilStream.Close()
 }

@@ -322,6 +322,13 @@ func (r *Registry) ObserveHTTP(l Labels, durationMs float64, reqBytes, respBytes
 // counts (istio_request_messages_total, istio_response_messages_total)
 // to the series l; see MessageOmitted for the labels l should have.
 func (r *Registry) ObserveGRPCMessages(l Labels, requests, responses uint64) {
+	s := r.msgSeries(l)
+	s.requests.Add(requests)
+	s.responses.Add(responses)
+}
+
+// msgSeries returns the message series for l, creating it.
+func (r *Registry) msgSeries(l Labels) *msgSeries {
 	r.mu.RLock()
 	s := r.msgs[l]
 	r.mu.RUnlock()
@@ -333,8 +340,7 @@ func (r *Registry) ObserveGRPCMessages(l Labels, requests, responses uint64) {
 		}
 		r.mu.Unlock()
 	}
-	s.requests.Add(requests)
-	s.responses.Add(responses)
+	return s
 }
 
 // TCP returns the TCP series for l; callers add to its counters.

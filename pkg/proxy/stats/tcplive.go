@@ -35,10 +35,11 @@ type TCPConn struct {
 	closed            bool
 }
 
-// liveTCP is the registry's set of open TCPConns and its reporter.
+// liveTCP is the registry's set of open TCPConns (and gRPC streams,
+// GRPCStream) and its reporter.
 type liveTCP struct {
 	mu      sync.Mutex
-	conns   map[*TCPConn]struct{}
+	conns   map[liveReport]struct{}
 	tick    time.Duration // the reporter's period: the shortest interval seen
 	running bool          // the reporter goroutine runs
 	kick    chan struct{} // wakes the reporter when tick shrinks
@@ -62,11 +63,24 @@ func (r *Registry) OpenTCP(every time.Duration, ls ...Labels) *TCPConn {
 	if len(ls) == 0 {
 		return c // nothing to report to
 	}
+	r.addLive(c, every, &c.next)
+	return c
+}
+
+// liveReport is an open connection or stream the reporter goroutine
+// reports every interval; report is called with live.mu held.
+type liveReport interface {
+	report(now time.Time)
+}
+
+// addLive adds c to the reporter's set; *next (guarded by live.mu) is set
+// to one interval from now.
+func (r *Registry) addLive(c liveReport, every time.Duration, next *time.Time) {
 	lv := &r.live
 	lv.mu.Lock()
-	c.next = time.Now().Add(every)
+	*next = time.Now().Add(every)
 	if lv.conns == nil {
-		lv.conns = map[*TCPConn]struct{}{}
+		lv.conns = map[liveReport]struct{}{}
 		lv.kick = make(chan struct{}, 1)
 	}
 	lv.conns[c] = struct{}{}
@@ -84,7 +98,15 @@ func (r *Registry) OpenTCP(every time.Duration, ls ...Labels) *TCPConn {
 		}
 	}
 	lv.mu.Unlock()
-	return c
+}
+
+// report adds the bytes counted since the last report when c's interval
+// has passed. live.mu is held.
+func (c *TCPConn) report(now time.Time) {
+	if !now.Before(c.next) {
+		c.flushLocked()
+		c.next = now.Add(c.every)
+	}
 }
 
 // Close reports the bytes not reported yet and counts the connection
@@ -146,10 +168,7 @@ func (r *Registry) reportTCP() {
 		now := time.Now()
 		lv.mu.Lock()
 		for c := range lv.conns {
-			if !now.Before(c.next) {
-				c.flushLocked()
-				c.next = now.Add(c.every)
-			}
+			c.report(now)
 		}
 		lv.mu.Unlock()
 	}
