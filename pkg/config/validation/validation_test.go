@@ -269,3 +269,21 @@ func TestInvalid(t *testing.T) {
 		})
 	}
 }
+
+// weft proxy generates the gRPC message metrics: overrides of them are
+// accepted without a warning.
+func TestTelemetryGRPCMessageOverrides(t *testing.T) {
+	text := doc(tel, "Telemetry", `metrics:
+- providers: [{name: prometheus}]
+  overrides:
+  - match: {metric: GRPC_REQUEST_MESSAGES, mode: CLIENT}
+    disabled: true
+  - match: {metric: GRPC_RESPONSE_MESSAGES}
+    tagOverrides:
+      rpc: {value: request.url_path}
+      response_flags: {operation: REMOVE}`)
+	rs, errs := ParseFile("case.yaml", []byte(text))
+	if len(errs) != 0 || len(rs) != 1 {
+		t.Fatalf("got %d resources, problems:\n%v", len(rs), errs)
+	}
+}

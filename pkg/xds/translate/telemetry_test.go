@@ -346,6 +346,45 @@ spec:
 	}
 }
 
+// GRPC_REQUEST_MESSAGES / GRPC_RESPONSE_MESSAGES become Istio's
+// request_messages_total / response_messages_total; ALL_METRICS covers
+// them too.
+func TestResolveMetricsGRPCMessages(t *testing.T) {
+	cfgs := decodeTelemetry(t, `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh, namespace: weft-system}
+spec:
+  metrics:
+  - overrides:
+    - match: {metric: GRPC_RESPONSE_MESSAGES, mode: SERVER}
+      disabled: true
+    - match: {metric: GRPC_REQUEST_MESSAGES}
+      tagOverrides:
+        rpc: {value: request.url_path}
+    - match: {metric: ALL_METRICS, mode: CLIENT}
+      tagOverrides:
+        source_app: {operation: REMOVE}
+`)
+	proxy := &model.Proxy{Namespace: "bookinfo", Labels: map[string]string{"app": "reviews"}}
+	tms := SelectTelemetry(cfgs, proxy, map[string]bool{"weft-system": true}, TelemetryScope{})
+	got := map[TelemetryMode]string{}
+	for _, mode := range []TelemetryMode{ModeClient, ModeServer} {
+		var b strings.Builder
+		for _, m := range ResolveMetrics(tms, mode).GetMetrics() {
+			if strings.Contains(m.GetName(), "messages") {
+				fmt.Fprintf(&b, "%s drop=%v remove=%v dims=%v; ", m.GetName(), m.GetDrop(), m.GetTagsToRemove(), m.GetDimensions())
+			}
+		}
+		got[mode] = b.String()
+	}
+	if want := "request_messages_total drop=false remove=[source_app] dims=map[rpc:request.url_path]; response_messages_total drop=false remove=[source_app] dims=map[]; "; got[ModeClient] != want {
+		t.Errorf("client:\n got %s\nwant %s", got[ModeClient], want)
+	}
+	if want := "request_messages_total drop=false remove=[] dims=map[rpc:request.url_path]; response_messages_total drop=true remove=[] dims=map[]; "; got[ModeServer] != want {
+		t.Errorf("server:\n got %s\nwant %s", got[ModeServer], want)
+	}
+}
+
 // metrics reportingInterval: the most specific Telemetry's wins, becomes
 // tcp_reporting_duration on both sides, alone or with overrides; rules
 // for other providers do not count.
