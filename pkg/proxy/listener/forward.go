@@ -741,16 +741,20 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 	if ri.span != nil {
 		h.finishSpan(r, ri, svc, ri.start.Add(dur))
 	}
-	getAttrs := func() expr.Attributes {
+	if ols := h.otelLogs(rt); len(ols) > 0 {
+		attrs = h.logOTelHTTP(ols, r, ri, w, l, downPrincipal, dur, attrs)
+	}
+	if h.Access == nil {
+		return
+	}
+	if ap := h.accessPolicy(rt); ap != nil && ap.Filter != nil && !ap.Disabled {
 		if attrs == nil {
 			attrs = h.requestAttrs(r, ri, w, l, downPrincipal)
 		}
-		return attrs
-	}
-	if ols := h.otelLogs(rt); len(ols) > 0 {
-		h.logOTelHTTP(ols, r, ri, w, l, downPrincipal, dur, getAttrs)
-	}
-	if h.Access == nil || !h.accessPolicy(rt).passes(ri.status, getAttrs) {
+		if !ap.Filter.Matches(attrs) {
+			return
+		}
+	} else if !ap.Allows(ri.status) {
 		return
 	}
 	dir := "outbound"
@@ -767,8 +771,17 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 }
 
 // logOTelHTTP queues a request's LogRecord for each OpenTelemetry access
-// logger whose filter it passes.
-func (h *Handler) logOTelHTTP(ols []OTelLog, r *http.Request, ri *reqInfo, w *countingWriter, l stats.Labels, downPrincipal string, dur time.Duration, attrs func() expr.Attributes) {
+// logger whose filter it passes; it returns the request's attributes
+// (made here when a filter or format needed them; may be the given ones).
+// Only runs when OpenTelemetry loggers are configured, so its
+// allocations stay off the plain request path.
+func (h *Handler) logOTelHTTP(ols []OTelLog, r *http.Request, ri *reqInfo, w *countingWriter, l stats.Labels, downPrincipal string, dur time.Duration, made expr.Attributes) expr.Attributes {
+	attrs := func() expr.Attributes {
+		if made == nil {
+			made = h.requestAttrs(r, ri, w, l, downPrincipal)
+		}
+		return made
+	}
 	var rec *otelals.Record
 	for _, ol := range ols {
 		if !ol.Policy.passes(ri.status, attrs) {
@@ -807,6 +820,7 @@ func (h *Handler) logOTelHTTP(ols []OTelLog, r *http.Request, ri *reqInfo, w *co
 		}
 		h.OTelLogs.Log(ol.Config, rec)
 	}
+	return made
 }
 
 func tlsServerName(cs *tls.ConnectionState) string {

@@ -597,18 +597,18 @@ func (h *Handler) proxyTCP(ctx context.Context, conn, up net.Conn, start time.Ti
 // downstream side, the upstream and the response flags.
 func (h *Handler) logTCP(conn net.Conn, start time.Time, e tcpLog, l stats.Labels, bytes ...int64) {
 	rt := h.Runtime()
-	var attrs *connAttrs
-	getAttrs := func() expr.Attributes {
-		if attrs == nil {
-			a := h.tcpConnAttrs(conn, e, l)
-			attrs = &a
-		}
-		return attrs
-	}
 	if ols := h.otelLogs(rt); len(ols) > 0 {
-		h.logOTelTCP(ols, conn, start, e, l, getAttrs, bytes...)
+		h.logOTelTCP(ols, conn, start, e, l, bytes...)
 	}
-	if h.Access == nil || !h.accessPolicy(rt).passes(0, getAttrs) {
+	if h.Access == nil {
+		return
+	}
+	if ap := h.accessPolicy(rt); ap != nil && ap.Filter != nil && !ap.Disabled {
+		a := h.tcpConnAttrs(conn, e, l)
+		if !ap.Filter.Matches(&a) {
+			return
+		}
+	} else if !ap.Allows(0) {
 		return
 	}
 	dir := "outbound"
@@ -633,7 +633,15 @@ func (h *Handler) logTCP(conn net.Conn, start time.Time, e tcpLog, l stats.Label
 
 // logOTelTCP queues a TCP connection's LogRecord for each OpenTelemetry
 // access logger whose filter it passes.
-func (h *Handler) logOTelTCP(ols []OTelLog, conn net.Conn, start time.Time, e tcpLog, l stats.Labels, attrs func() expr.Attributes, bytes ...int64) {
+func (h *Handler) logOTelTCP(ols []OTelLog, conn net.Conn, start time.Time, e tcpLog, l stats.Labels, bytes ...int64) {
+	var made *connAttrs
+	attrs := func() expr.Attributes {
+		if made == nil {
+			a := h.tcpConnAttrs(conn, e, l)
+			made = &a
+		}
+		return made
+	}
 	var rec *otelals.Record
 	for _, ol := range ols {
 		if !ol.Policy.passes(0, attrs) {
