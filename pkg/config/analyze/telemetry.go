@@ -2,14 +2,17 @@ package analyze
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
+	meshv1 "istio.io/api/mesh/v1alpha1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 	typev1beta1 "istio.io/api/type/v1beta1"
 
 	"github.com/weftmesh/weft/pkg/config"
 	gw "github.com/weftmesh/weft/pkg/config/gatewayapi"
 	"github.com/weftmesh/weft/pkg/telemetry/expr"
+	"github.com/weftmesh/weft/pkg/telemetry/logformat"
 )
 
 // Telemetry findings.
@@ -17,6 +20,7 @@ const (
 	CodeTelemetryTargetNotFound = "WEFT0116" // a Telemetry targetRef names a Gateway, GatewayClass, Service or ServiceEntry that does not exist
 	CodeTelemetryTCPAttribute   = "WEFT0117" // a tag UPSERT on a TCP metric reads request/response attributes (always "unknown")
 	CodeTelemetryProvider       = "WEFT0118" // a Telemetry tracing/accessLogging provider is not in the mesh config or not usable for it
+	CodeOtelLogFormat           = "WEFT0130" // an envoyOtelAls provider's logFormat has a command operator weft proxy cannot render
 )
 
 // telemetries checks Telemetry targetRefs against the resources and
@@ -155,8 +159,40 @@ func (a *analyzer) telemetryProviders() {
 					a.report(r, Warning, CodeTelemetryProvider, path, "access log provider %q is not in the mesh config's extensionProviders", p.GetName())
 				case kind != "envoyFileAccessLog" && kind != "envoyOtelAls":
 					a.report(r, Warning, CodeTelemetryProvider, path, "access log provider %q is not an envoyFileAccessLog or envoyOtelAls provider: weft does not apply it", p.GetName())
+				case kind == "envoyOtelAls":
+					if err := otelLogFormatError(a.o.mesh, p.GetName()); err != nil {
+						a.report(r, Warning, CodeOtelLogFormat, path, "envoyOtelAls provider %q: %v: weft proxies refuse (NACK) the listeners that log to it", p.GetName(), err)
+					}
 				}
 			}
 		}
 	}
+}
+
+// otelLogFormatError compiles the logFormat text and labels of the
+// envoyOtelAls provider name as weft proxy will (nil when they compile).
+func otelLogFormatError(mesh *meshv1.MeshConfig, name string) error {
+	for _, p := range mesh.GetExtensionProviders() {
+		o := p.GetEnvoyOtelAls()
+		if p.GetName() != name || o == nil {
+			continue
+		}
+		if t := o.GetLogFormat().GetText(); t != "" {
+			if _, err := logformat.Compile(t); err != nil {
+				return fmt.Errorf("logFormat.text: %w", err)
+			}
+		}
+		labels := o.GetLogFormat().GetLabels().GetFields()
+		keys := make([]string, 0, len(labels))
+		for k := range labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if _, err := logformat.Compile(labels[k].GetStringValue()); err != nil {
+				return fmt.Errorf("logFormat.labels.%s: %w", k, err)
+			}
+		}
+	}
+	return nil
 }

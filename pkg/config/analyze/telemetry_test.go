@@ -92,12 +92,18 @@ spec:
   - providers: [{name: file}]
   accessLogging:
   - providers: [{name: envoy}, {name: file}, {name: otel-als}, {name: http-als}, {name: nope}]
+  - providers: [{name: otel-bad}]
 `)
 	mesh, err := meshconfig.Parse("mesh.yaml", []byte(`extensionProviders:
 - {name: zipkin, zipkin: {service: zipkin.weft-system.svc.cluster.local, port: 9411}}
 - {name: file, envoyFileAccessLog: {path: /dev/stdout}}
 - {name: otel-als, envoyOtelAls: {service: otel.weft-system.svc.cluster.local, port: 4317}}
 - {name: http-als, envoyHttpAls: {service: als.weft-system.svc.cluster.local, port: 9000}}
+- name: otel-bad
+  envoyOtelAls:
+    service: otel.weft-system.svc.cluster.local
+    port: 4317
+    logFormat: {text: "%RESPONSE_CODE%", labels: {ok: "%PROTOCOL%", peer: "%UPSTREAM_PEER_SUBJECT%"}}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -114,6 +120,7 @@ spec:
 		`Warning [WEFT0118] Telemetry weft-system/t: spec.tracing[2].providers[0].name: provider "file" is not a zipkin or opentelemetry provider`,
 		`Warning [WEFT0118] Telemetry weft-system/t: spec.accessLogging[0].providers[3].name: access log provider "http-als" is not an envoyFileAccessLog or envoyOtelAls provider`,
 		`Warning [WEFT0118] Telemetry weft-system/t: spec.accessLogging[0].providers[4].name: access log provider "nope" is not in the mesh config's extensionProviders`,
+		`Warning [WEFT0130] Telemetry weft-system/t: spec.accessLogging[1].providers[0].name: envoyOtelAls provider "otel-bad": logFormat.labels.peer: format "%UPSTREAM_PEER_SUBJECT%": unknown command operator %UPSTREAM_PEER_SUBJECT%: weft proxies refuse (NACK)`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d messages, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))

@@ -15,7 +15,25 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/pkg/telemetry/logformat"
 )
+
+// The format types are package logformat's.
+type (
+	// Record is what the proxy knows of a request or TCP connection.
+	Record = logformat.Record
+	// Peer is a telemetry peer (filter state upstream_peer/downstream_peer).
+	Peer = logformat.Peer
+	// Format is a compiled Envoy format string.
+	Format = logformat.Format
+)
+
+// Compile compiles an Envoy format string (logformat.Compile).
+func Compile(src string) (*Format, error) { return logformat.Compile(src) }
+
+// ErrUnknownOperator is logformat.ErrUnknownOperator.
+var ErrUnknownOperator = logformat.ErrUnknownOperator
 
 // Stat names (Envoy's access_logs.open_telemetry_access_log.* counters).
 const (
@@ -76,7 +94,7 @@ func (c *Config) Record(r *Record) *logspb.LogRecord {
 		lr.Attributes = append(lr.Attributes, stringKV(a.Key, a.Value.Render(r)))
 	}
 	for _, k := range c.FilterState {
-		if v := filterState(r, k); v != "" {
+		if v := logformat.FilterState(r, k); v != "" {
 			lr.Attributes = append(lr.Attributes, stringKV(k, v))
 		}
 	}

@@ -1,11 +1,9 @@
-// Package otelals is weft proxy's OpenTelemetry access logger (Envoy's
-// envoy.access_loggers.open_telemetry, Istio's envoyOtelAls provider): it
-// renders a request's or TCP connection's LogRecord body and attributes
-// from Envoy command operators (%RESPONSE_CODE%, %REQ(:PATH)%, ...),
-// batches LogRecords per collector and exports them over OTLP/gRPC
-// (opentelemetry.proto.collector.logs.v1.LogsService/Export) with a
-// bounded queue that drops and counts instead of blocking requests.
-package otelals
+// Package logformat compiles and renders Envoy access log format strings
+// (command operators such as %RESPONSE_CODE%, %REQ(:PATH)%, %CEL(...)%)
+// against what the proxy knows of a request or TCP connection (Record).
+// It has no proxy dependencies, so the control plane (weft analyze) can
+// check formats the proxies will compile.
+package logformat
 
 import (
 	"encoding/json"
@@ -288,7 +286,7 @@ func compileOperator(s string) (part, error) {
 		}
 	case "FILTER_STATE":
 		key, _, _ := strings.Cut(arg, ":")
-		p.op = func(r *Record) string { return filterState(r, key) }
+		p.op = func(r *Record) string { return FilterState(r, key) }
 	default:
 		return part{}, fmt.Errorf("%w %%%s%%", ErrUnknownOperator, s)
 	}
@@ -317,9 +315,9 @@ func header(r *Record, name string, resp, trailer bool) string {
 	return r.Response.Get(name)
 }
 
-// filterState renders the peers' filter state as Envoy's
-// FILTER_STATE / filter_state_objects_to_log do (JSON).
-func filterState(r *Record, key string) string {
+// FilterState renders the peers' filter state as Envoy's
+// FILTER_STATE / filter_state_objects_to_log do (JSON); "" when absent.
+func FilterState(r *Record, key string) string {
 	var p *Peer
 	switch key {
 	case "upstream_peer", "wasm.upstream_peer":
