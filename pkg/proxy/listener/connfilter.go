@@ -77,6 +77,10 @@ func (h *Handler) allowConn(conn net.Conn, rt *Runtime, port int, clusterName st
 		h.Access.Log(&stats.AccessEntry{StartTime: time.Now(), Protocol: "tcp", Direction: "inbound", ResponseFlags: "-",
 			UpstreamCluster: clusterName, DownstreamPeerURISAN: ci.Principal, DownstreamRemoteAddress: ci.Source.String(),
 			ConnectionTerminationDetails: details, ConnectionSecurityPolicy: policy})
+		if ols := h.otelLogs(rt); len(ols) > 0 {
+			h.logOTelTCP(ols, conn, time.Now(), tcpLog{cluster: clusterName, flags: "-", details: details},
+				stats.Labels{SourcePrincipal: ci.Principal, ConnectionSecurityPolicy: policy})
+		}
 		return false
 	}
 	if h.Stats != nil {

@@ -580,6 +580,7 @@ func (h *Handler) ServeTCPCluster(ctx context.Context, conn net.Conn, clusterNam
 // tcpLog is what a TCP connection's access log entry says besides bytes.
 type tcpLog struct {
 	cluster, upstream, flags string
+	details                  string // connection_termination_details (OpenTelemetry access logs)
 }
 
 // proxyTCP pipes conn and up both ways with TCP telemetry (opened/closed
@@ -648,7 +649,7 @@ func (h *Handler) logOTelTCP(ols []OTelLog, conn net.Conn, start time.Time, e tc
 			continue
 		}
 		if rec == nil {
-			rec = &otelals.Record{Start: start, Duration: time.Since(start), TCP: true, Flags: e.flags,
+			rec = &otelals.Record{Start: start, Duration: time.Since(start), TCP: true, Flags: e.flags, TermDetails: e.details,
 				UpstreamHost: e.upstream, UpstreamCluster: e.cluster, Attrs: attrs}
 			if len(bytes) == 2 {
 				rec.BytesSent, rec.BytesReceived = bytes[0], bytes[1]
