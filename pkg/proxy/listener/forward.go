@@ -219,7 +219,7 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 		return
 	}
 	w.WriteHeader(resp.StatusCode)
-	if ri.grpc {
+	if ri.framed {
 		h.openMessageStream(r, w, ri)
 	}
 	rc := http.NewResponseController(w)
@@ -682,7 +682,7 @@ func (h *Handler) messageLabels(r *http.Request, w *countingWriter, ri *reqInfo,
 // once the peer is known: called when the response headers were sent.
 // finish reports the rest.
 func (h *Handler) openMessageStream(r *http.Request, w *countingWriter, ri *reqInfo) {
-	if h.Stats == nil || !ri.grpc || ri.msgStream != nil {
+	if h.Stats == nil || !ri.framed || ri.msgStream != nil {
 		return
 	}
 	mp := h.metricsPolicy(h.Runtime())
@@ -728,7 +728,7 @@ func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
 		if ri.msgStream != nil { // reported while open: the rest
 			ri.msgStream.Close()
 			ri.msgStream = nil
-		} else if ri.grpc {
+		} else if ri.framed {
 			reqMsgs, respMsgs := ri.requestMessages(), w.msgs.Count()
 			for _, ml := range h.messageLabels(r, w, ri, l, downPrincipal, mp, attrs) {
 				h.Stats.ObserveGRPCMessages(ml, reqMsgs, respMsgs)

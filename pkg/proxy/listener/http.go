@@ -177,6 +177,7 @@ type reqInfo struct {
 	retries      int    // retries made
 	status       int
 	grpc         bool              // a gRPC request (content-type application/grpc*)
+	framed       bool              // gRPC messages are counted (grpcFramed)
 	msgStream    *stats.GRPCStream // a gRPC stream's message counts, reported while it is open
 	bytesIn      atomic.Int64      // tunnels; request bodies count in body
 	body         *countingBody
@@ -274,8 +275,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ri := &st.ri
 	ri.start = time.Now()
 	ri.grpc = isGRPC(r)
+	ri.framed = ri.grpc && grpcFramed(r)
 	if r.Body != nil && r.Body != http.NoBody {
-		if ri.grpc {
+		if ri.framed {
 			gb := &grpcBody{countingBody: countingBody{ReadCloser: r.Body}}
 			gb.countingBody.msgs = &gb.msgs
 			ri.body = &gb.countingBody
@@ -286,7 +288,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cw := &st.cw
 	cw.ResponseWriter = w
-	cw.grpc = ri.grpc
+	cw.grpc = ri.framed
 	defer h.finish(r, cw, ri)
 	if r.Method == http.MethodConnect {
 		if p := r.Header[":protocol"]; len(p) > 0 && p[0] != "" { // RFC 8441 extended CONNECT
@@ -807,6 +809,20 @@ func isUpgrade(r *http.Request) bool {
 func isGRPC(r *http.Request) bool {
 	ct := r.Header["Content-Type"] // canonical key: no Get canonicalization per call
 	return len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
+}
+
+// grpcFramed reports whether a gRPC request's bodies are gRPC's
+// length-prefixed messages, as Envoy decides for its grpc_stats filter:
+// content-type application/grpc, application/grpc+FORMAT or with
+// parameters, not gRPC-Web (whose text form is base64, and whose
+// trailers travel in the body).
+func grpcFramed(r *http.Request) bool {
+	ct := r.Header["Content-Type"]
+	if len(ct) == 0 {
+		return false
+	}
+	rest, ok := strings.CutPrefix(ct[0], "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 }
 
 func applyRequestHeaders(hdr http.Header, ops *router.HeaderOps) {

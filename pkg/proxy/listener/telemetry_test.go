@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -307,5 +308,23 @@ func TestAccessLogsOTel(t *testing.T) {
 	}
 	if _, _, err := accessLogsPolicy([]*accesslogv3.AccessLog{otel("%NOPE%", nil)}, resolve); err == nil || !strings.Contains(err.Error(), "%NOPE%") {
 		t.Errorf("an unknown command operator: err %v", err)
+	}
+}
+
+// gRPC messages are counted for gRPC's framing only, as Envoy's
+// grpc_stats decides (gRPC-Web is not).
+func TestGRPCFramed(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"application/grpc": true, "application/grpc+proto": true, "application/grpc;charset=utf-8": true,
+		"application/grpc-web": false, "application/grpc-web-text+proto": false, "application/grpcx": false,
+		"application/json": false, "": false,
+	} {
+		r := &http.Request{Header: http.Header{}}
+		if ct != "" {
+			r.Header["Content-Type"] = []string{ct}
+		}
+		if got := grpcFramed(r); got != want {
+			t.Errorf("grpcFramed(%q) = %v, want %v", ct, got, want)
+		}
 	}
 }
