@@ -359,6 +359,22 @@ func (r *Registry) tcpSeries(l Labels) *tcpSeries {
 	return s
 }
 
+// counters writes one counter family: a sample per series of ls (in
+// that order) that drop does not remove, its value get of m's series
+// (read under r.mu); key renders the labels.
+func counters[S any](b *strings.Builder, r *Registry, name string, drop uint16, ls []Labels, m map[Labels]*S, key func(Labels) string, get func(*S) uint64) {
+	fmt.Fprintf(b, "# TYPE %s counter\n", name)
+	for _, l := range ls {
+		if l.Dropped&drop != 0 {
+			continue
+		}
+		r.mu.RLock()
+		s := m[l]
+		r.mu.RUnlock()
+		fmt.Fprintf(b, "%s{%s} %d\n", name, key(l), get(s))
+	}
+}
+
 // RequestsTotal sums istio_requests_total over series matching pred
 // (series that do not render it, dropped by Telemetry, are left out).
 func (r *Registry) RequestsTotal(pred func(Labels) bool) uint64 {
@@ -427,36 +443,12 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 	hist("istio_request_duration_milliseconds", DropDuration, func(s *httpSeries) *histogram { return s.duration })
 	hist("istio_request_bytes", DropRequestSize, func(s *httpSeries) *histogram { return s.reqSize })
 	hist("istio_response_bytes", DropResponseSize, func(s *httpSeries) *histogram { return s.respSize })
-	msgs := func(name string, drop uint16, get func(*msgSeries) uint64) {
-		fmt.Fprintf(&b, "# TYPE %s counter\n", name)
-		for _, l := range ml {
-			if l.Dropped&drop != 0 {
-				continue
-			}
-			r.mu.RLock()
-			s := r.msgs[l]
-			r.mu.RUnlock()
-			fmt.Fprintf(&b, "%s{%s} %d\n", name, key(l), get(s))
-		}
-	}
-	msgs("istio_request_messages_total", DropRequestMessages, func(s *msgSeries) uint64 { return s.requests.Load() })
-	msgs("istio_response_messages_total", DropResponseMessages, func(s *msgSeries) uint64 { return s.responses.Load() })
-	tcp := func(name string, drop uint16, get func(*tcpSeries) uint64) {
-		fmt.Fprintf(&b, "# TYPE %s counter\n", name)
-		for _, l := range tl {
-			if l.Dropped&drop != 0 {
-				continue
-			}
-			r.mu.RLock()
-			s := r.tcp[l]
-			r.mu.RUnlock()
-			fmt.Fprintf(&b, "%s{%s} %d\n", name, tkey(l), get(s))
-		}
-	}
-	tcp("istio_tcp_sent_bytes_total", DropTCPSent, func(s *tcpSeries) uint64 { return s.sent.Load() })
-	tcp("istio_tcp_received_bytes_total", DropTCPReceived, func(s *tcpSeries) uint64 { return s.received.Load() })
-	tcp("istio_tcp_connections_opened_total", DropTCPOpened, func(s *tcpSeries) uint64 { return s.opened.Load() })
-	tcp("istio_tcp_connections_closed_total", DropTCPClosed, func(s *tcpSeries) uint64 { return s.closed.Load() })
+	counters(&b, r, "istio_request_messages_total", DropRequestMessages, ml, r.msgs, key, func(s *msgSeries) uint64 { return s.requests.Load() })
+	counters(&b, r, "istio_response_messages_total", DropResponseMessages, ml, r.msgs, key, func(s *msgSeries) uint64 { return s.responses.Load() })
+	counters(&b, r, "istio_tcp_sent_bytes_total", DropTCPSent, tl, r.tcp, tkey, func(s *tcpSeries) uint64 { return s.sent.Load() })
+	counters(&b, r, "istio_tcp_received_bytes_total", DropTCPReceived, tl, r.tcp, tkey, func(s *tcpSeries) uint64 { return s.received.Load() })
+	counters(&b, r, "istio_tcp_connections_opened_total", DropTCPOpened, tl, r.tcp, tkey, func(s *tcpSeries) uint64 { return s.opened.Load() })
+	counters(&b, r, "istio_tcp_connections_closed_total", DropTCPClosed, tl, r.tcp, tkey, func(s *tcpSeries) uint64 { return s.closed.Load() })
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
