@@ -20,20 +20,7 @@ import (
 // tcp_reporting_duration), before it closes; the close adds the rest once.
 func TestTCPBytesReportedWhileOpen(t *testing.T) {
 	t.Parallel()
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	echo := tcpEcho(t)
 	mp, err := compileMetrics(&statsv1.PluginConfig{TcpReportingDuration: durationpb.New(50 * time.Millisecond)})
 	if err != nil {
 		t.Fatal(err)
@@ -106,4 +93,25 @@ func TestTCPBytesReportedWhileOpen(t *testing.T) {
 	if s, r := value("istio_tcp_sent_bytes_total"), value("istio_tcp_received_bytes_total"); s != "70008" || r != "70008" {
 		t.Errorf("after close: sent %s received %s, want 70008 each", s, r)
 	}
+}
+
+// tcpEcho is a TCP server on 127.0.0.1 that echoes every connection; it
+// closes when the test ends.
+func tcpEcho(t *testing.T) net.Listener {
+	t.Helper()
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { echo.Close() })
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	return echo
 }

@@ -162,20 +162,7 @@ func (h hostAttrs) Attribute(name string) (expr.Value, bool) {
 // the connection's attributes.
 func TestTCPMetricOverrides(t *testing.T) {
 	t.Parallel()
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	echo := tcpEcho(t)
 	_, echoPort, _ := net.SplitHostPort(echo.Addr().String())
 	mp, err := compileMetrics(&statsv1.PluginConfig{Metrics: []*statsv1.MetricConfig{
 		{Name: "tcp_sent_bytes_total", Drop: true},
