@@ -131,7 +131,11 @@ func TestResponseFilterHook(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if f := built[s.GetValue()]; f != nil {
+		// An update reuses the filter the running config holds; a closed
+		// one (its update was rejected, possibly more than once: the
+		// control plane may deliver a rejected config again) is not
+		// reused, as a real factory could not revive it.
+		if f := built[s.GetValue()]; f != nil && f.closed.Load() == 0 {
 			return f, nil
 		}
 		f := &upperFilter{tag: s.GetValue()}
