@@ -205,7 +205,10 @@ backend tinyproxy
   server tp %s
 `, tpTLS, pemPath, tp), tpTLS)
 	post, postSeen := startPostTunnel(t, echo)
-	closed := freeAddr(t) // nothing listens there
+	// Port 1: nothing listens there, and no test can take it (a port
+	// freed by freeAddr could be another parallel test's listener by
+	// the time the forward proxy dials it, as CI saw once).
+	closed := "127.0.0.1:1"
 
 	tlsCtx, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: "proxy.example.com", CommonTlsContext: &tlsv3.CommonTlsContext{
 		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
