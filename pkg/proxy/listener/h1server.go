@@ -81,28 +81,39 @@ const (
 
 // hangupCheckDelay is how long a handler runs before the server starts
 // watching its connection for a client hang-up (which cancels the
-// request context, e.g. flag DC during a fault delay): between one and
-// two ticks of the server's hang-up watchdog.
+// request context, e.g. flag DC during a fault delay). The watch starts
+// at the first scan after that: while requests keep arriving, within
+// about two hangupCheckDelay; without traffic, within one
+// hangupWatchdogTick more.
 const hangupCheckDelay = 10 * time.Millisecond
 
+// hangupWatchdogTick is the period of the watchdog goroutine's own scans.
+const hangupWatchdogTick = 50 * time.Millisecond
+
 // hangupWatchdog starts the hang-up watch of handlers that run longer
-// than hangupCheckDelay. One goroutine per Server ticks every
-// hangupCheckDelay while handlers run and sleeps when none does; a
-// handler only stores the tick it started in (no runtime timer per
-// request: arming one that is the earliest on its P wakes another thread,
-// which at 1000 rps of evenly spaced requests was ~1 futex wake-up and
-// a fifth of the proxy's CPU per request).
+// than hangupCheckDelay. A handler only stores the time it was armed (no
+// runtime timer per request: arming one that is the earliest on its P
+// wakes another thread, which at 1000 rps of evenly spaced requests was
+// ~1 futex wake-up and a fifth of the proxy's CPU per request). The
+// scans that start the due watches are made by arriving requests, at
+// most one per hangupCheckDelay (scanHangups), and by one goroutine per
+// Server that ticks every hangupWatchdogTick while handlers run and
+// sleeps when none does. Its tick used to be hangupCheckDelay itself:
+// 100 timer wake-ups a second, each waking a thread and the runtime's
+// monitor thread, ~3–8 % of a proxy's CPU at 1000 evenly spaced
+// requests a second.
 type hangupWatchdog struct {
-	once   sync.Once
-	tick   atomic.Uint64 // ticks since the watchdog started
-	active atomic.Int64  // handlers whose watch is armed
-	parked atomic.Bool   // the goroutine waits on wake
-	wake   chan struct{} // capacity 1
-	stop   chan struct{} // closed by Shutdown
+	once     sync.Once
+	epoch    time.Time     // armed times count from here (monotonic)
+	lastScan atomic.Int64  // nanoseconds since epoch of the last scan
+	active   atomic.Int64  // handlers whose watch is armed
+	parked   atomic.Bool   // the goroutine waits on wake
+	wake     chan struct{} // capacity 1
+	stop     chan struct{} // closed by Shutdown
 }
 
-// watchMarked in h1Conn.wdTick: the watch was started for this handler.
-const watchMarked = ^uint64(0)
+// watchMarked in h1Conn.wdSince: the watch was started for this handler.
+const watchMarked = -1
 
 // maxPostHandlerDrain is how much unread request body is discarded after
 // a handler to keep the connection (as net/http).
@@ -348,11 +359,11 @@ type h1Conn struct {
 	bgDone    chan struct{}
 	bgErr     error
 	hijacked  bool
-	// wdTick is the watchdog tick (+1) the armed handler started in, 0
-	// when none is armed (else it counts in the watchdog's active
-	// handlers), watchMarked once its watch was started. Only c.mu
-	// holders set or clear it; the watchdog only marks it.
-	wdTick atomic.Uint64
+	// wdSince is when the armed handler was armed (nanoseconds since the
+	// watchdog's epoch, plus one), 0 when none is armed (else it counts
+	// in the watchdog's active handlers), watchMarked once its watch was
+	// started. Only c.mu holders set or clear it; scans only mark it.
+	wdSince atomic.Int64
 	// wmu orders the 100 Continue a body read writes against the
 	// response the handler writes.
 	wmu sync.Mutex
@@ -620,6 +631,7 @@ func (c *h1Conn) serveOne() bool {
 		c.armHangupWatchLocked()
 	}
 	c.mu.Unlock()
+	c.s.scanHangups()
 	c.s.Handler.ServeHTTP(w, r)
 	if c.stopHangupWatch() {
 		return false // hijacked
@@ -695,16 +707,17 @@ func (c *h1Conn) handoffH2() {
 // a read that notices the client closing while the handler still runs;
 // the request body must have been read to its end. c.mu is held.
 func (c *h1Conn) armHangupWatchLocked() {
-	if c.wdTick.Load() != 0 {
+	if c.wdSince.Load() != 0 {
 		return
 	}
 	wd := &c.s.wd
 	wd.once.Do(func() {
+		wd.epoch = time.Now()
 		wd.wake = make(chan struct{}, 1)
 		wd.stop = make(chan struct{})
 		go c.s.runWatchdog()
 	})
-	c.wdTick.Store(wd.tick.Load() + 1)
+	c.wdSince.Store(int64(time.Since(wd.epoch)) + 1)
 	wd.active.Add(1)
 	if wd.parked.Load() && wd.parked.CompareAndSwap(true, false) {
 		select {
@@ -716,9 +729,37 @@ func (c *h1Conn) armHangupWatchLocked() {
 
 // disarmLocked takes the handler off the watchdog. c.mu is held.
 func (c *h1Conn) disarmLocked() {
-	if c.wdTick.Load() != 0 {
-		c.wdTick.Store(0)
+	if c.wdSince.Load() != 0 {
+		c.wdSince.Store(0)
 		c.s.wd.active.Add(-1)
+	}
+}
+
+// scanHangups starts the watch of the handlers armed hangupCheckDelay
+// ago or earlier, unless another scan ran less than hangupCheckDelay
+// ago or no handler is armed. Arriving requests call it, so under
+// traffic the watchdog goroutine rarely has anything left to do.
+func (s *Server) scanHangups() {
+	wd := &s.wd
+	if wd.active.Load() == 0 || wd.epoch.IsZero() {
+		return
+	}
+	now := int64(time.Since(wd.epoch))
+	last := wd.lastScan.Load()
+	if now-last < int64(hangupCheckDelay) || !wd.lastScan.CompareAndSwap(last, now) {
+		return
+	}
+	var due []*h1Conn
+	s.mu.Lock()
+	for c := range s.conns {
+		// wdSince is the armed time plus one.
+		if st := c.wdSince.Load(); st > 0 && now-(st-1) >= int64(hangupCheckDelay) && c.wdSince.CompareAndSwap(st, watchMarked) {
+			due = append(due, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range due {
+		go c.watchHangup()
 	}
 }
 
@@ -726,7 +767,7 @@ func (c *h1Conn) disarmLocked() {
 // watchdogIdleTicks ticks without an armed handler.
 func (s *Server) runWatchdog() {
 	wd := &s.wd
-	t := time.NewTimer(hangupCheckDelay)
+	t := time.NewTimer(hangupWatchdogTick)
 	defer t.Stop()
 	idle := 0
 	for {
@@ -735,7 +776,6 @@ func (s *Server) runWatchdog() {
 		case <-wd.stop:
 			return
 		}
-		now := wd.tick.Add(1)
 		if wd.active.Load() == 0 {
 			if idle++; idle >= watchdogIdleTicks {
 				idle = 0
@@ -750,24 +790,12 @@ func (s *Server) runWatchdog() {
 					<-wd.wake // the handler saw parked and woke us: take it
 				}
 			}
-			t.Reset(hangupCheckDelay)
+			t.Reset(hangupWatchdogTick)
 			continue
 		}
 		idle = 0
-		var due []*h1Conn
-		s.mu.Lock()
-		for c := range s.conns {
-			// Armed in tick now-2 or before: it has run at least one
-			// full tick.
-			if st := c.wdTick.Load(); st != 0 && st != watchMarked && st+1 <= now && c.wdTick.CompareAndSwap(st, watchMarked) {
-				due = append(due, c)
-			}
-		}
-		s.mu.Unlock()
-		for _, c := range due {
-			go c.watchHangup()
-		}
-		t.Reset(hangupCheckDelay)
+		s.scanHangups()
+		t.Reset(hangupWatchdogTick)
 	}
 }
 
