@@ -173,6 +173,9 @@ func TestBenchSmoke(t *testing.T) {
 	if !strings.Contains(b.String(), "weft max rps / HAProxy max rps") && cfg.HAProxy != "" {
 		t.Error("report lacks the HAProxy ratio")
 	}
+	if fl := rep.Find("E"); fl == nil || fl.Requests < 2000 || fl.Errors != 0 || fl.CPUPer1K <= 0 {
+		t.Errorf("Go floor topology incomplete: %+v", fl)
+	}
 	if !strings.Contains(b.String(), "Lockstep:") {
 		t.Error("report lacks the lockstep run")
 	}

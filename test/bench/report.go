@@ -137,6 +137,12 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  HAProxy vCPU per proxy per 1000 rps = %.4f, RSS per proxy %.1f MB (for reference)\n",
 			ha.CPUPer1K/float64(ha.Procs), mb(ha.RSS)/float64(ha.Procs))
 	}
+	if fl := r.Find("E"); fl != nil && weft != nil && direct != nil {
+		fmt.Fprintf(w, "  Go floor (E: sockio relay, no HTTP work) vCPU per proxy per 1000 rps = %.4f, added p99 %.3f ms (for reference);\n",
+			fl.CPUPer1K/float64(fl.Procs), (fl.P99-direct.P99)*1000)
+		fmt.Fprintf(w, "    weft's HTTP work over it: %.1f µs of CPU per request per proxy, %.3f ms of added p99\n",
+			(weft.CPUPer1K/float64(weft.Procs)-fl.CPUPer1K/float64(fl.Procs))*1000, (weft.P99-fl.P99)*1000)
+	}
 	fmt.Fprintln(w, "\nCPU seconds per 1000 requests equal vCPU per 1000 rps. Client (fortio), upstream and proxies share the machine's cores.")
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(w, "Load average at the end (other work on the machine skews the numbers): %s", la)

@@ -22,6 +22,10 @@ type Config struct {
 	Weft    string // weft binary
 	Fortio  string // fortio binary
 	HAProxy string // haproxy binary; empty skips topology C
+	// FloorRelay is the floorrelay binary (test/bench/cmd/floorrelay) of
+	// topology E, the Go runtime's floor: empty builds it with `go build`
+	// (skipped if that fails); "none" skips topology E.
+	FloorRelay string
 	// Duration of the constant-rate run per topology (default 60s).
 	Duration time.Duration
 	// QPS of the constant-rate run (default 1000) and its connections
@@ -188,10 +192,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("weft mTLS: %w", err)
 	}
 	targets = append(targets, tg)
+	floor := &Topology{Name: "E Go floor relay", Procs: 2}
+	if bin, why := r.floorRelay(ctx); bin == "" {
+		floor.Skipped = why
+	} else {
+		tg, err := r.startFloorRelay(ctx, floor, bin, upstream)
+		if err != nil {
+			return nil, fmt.Errorf("floor relay: %w", err)
+		}
+		targets = append(targets, tg)
+	}
 	if err := r.measureRounds(ctx, targets); err != nil {
 		return nil, err
 	}
-	for _, t := range []*Topology{direct, weft, ha, mt} {
+	for _, t := range []*Topology{direct, weft, ha, mt, floor} {
 		rep.Topologies = append(rep.Topologies, *t)
 	}
 	return rep, nil

@@ -284,6 +284,52 @@ func (r *runner) startHAProxy(ctx context.Context, t *Topology, upstream string)
 	return &target{t: t, tag: "haproxy", url: url, pids: pids}, nil
 }
 
+// floorRelay returns the floorrelay binary (Config.FloorRelay, else
+// built into the work directory), or "" and why topology E is skipped.
+func (r *runner) floorRelay(ctx context.Context) (bin, why string) {
+	switch r.cfg.FloorRelay {
+	case "none":
+		return "", "FloorRelay is none"
+	case "":
+	default:
+		return r.cfg.FloorRelay, ""
+	}
+	bin = filepath.Join(r.cfg.WorkDir, "floorrelay")
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/weftmesh/weft/test/bench/cmd/floorrelay").CombinedOutput()
+	if err != nil {
+		r.log.Warn("floor relay not built", "err", err, "output", string(out))
+		return "", "go build failed: " + strings.TrimSpace(string(out)+" "+err.Error())
+	}
+	return bin, ""
+}
+
+// startFloorRelay starts two floor relays chained to the upstream
+// (topology E): the same two hops with nothing but the socket work.
+func (r *runner) startFloorRelay(ctx context.Context, t *Topology, bin, upstream string) (*target, error) {
+	a, err := freeAddrs(2)
+	if err != nil {
+		return nil, err
+	}
+	outer, inner := a[0], a[1]
+	var pids []int
+	for _, h := range []struct{ name, listen, next string }{
+		{"floor-server", inner, upstream}, {"floor-client", outer, inner},
+	} {
+		// Two threads of Go code, as the weft sidecar's default --concurrency.
+		env := append([]string{"GOMAXPROCS=2"}, r.cfg.ProxyEnv...)
+		cmd, err := r.spawnEnv(h.name, env, bin, h.listen, h.next)
+		if err != nil {
+			return nil, err
+		}
+		pids = append(pids, cmd.Process.Pid)
+	}
+	url := "http://" + outer + "/"
+	if err := waitHTTP(ctx, url, "", 30*time.Second, nil); err != nil {
+		return nil, fmt.Errorf("%w\n%s\n%s", err, r.logTail("floor-client"), r.logTail("floor-server"))
+	}
+	return &target{t: t, tag: "floor", url: url, pids: pids}, nil
+}
+
 // target is one started topology: where its load goes and which
 // processes are its proxies, with what the rounds add up for it.
 type target struct {

@@ -5,6 +5,8 @@
 // default a third of BENCH_DURATION, negative: skip),
 // BENCH_MAX_DURATION (max-throughput run, default 20s), BENCH_ROUNDS (interleaved rounds the runs are split into, default
 // 3), BENCH_QPS (default 1000), WEFT_BIN, FORTIO_BIN, HAPROXY_BIN,
+// BENCH_FLOOR_RELAY (a prebuilt test/bench/cmd/floorrelay for topology E,
+// the Go floor; "none" skips it; unset builds it),
 // BENCH_PROXY_GOMAXPROCS (GOMAXPROCS of the weft proxies), BENCH_PROXY_ENV
 // (more proxy environment, e.g. "GOGC=50 GOMEMLIMIT=16MiB"), BENCH_WORKDIR
 // (keep configs, logs and fortio JSON there), BENCH_PERF=1 (record the
@@ -64,10 +66,13 @@ func run() error {
 		Weft:    lookBin("WEFT_BIN", "weft"),
 		Fortio:  lookBin("FORTIO_BIN", "fortio"),
 		HAProxy: lookBin("HAPROXY_BIN", "haproxy"),
-		WorkDir: os.Getenv("BENCH_WORKDIR"),
-		Perf:    os.Getenv("BENCH_PERF") == "1",
-		PProf:   os.Getenv("BENCH_PPROF") == "1",
-		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		// BENCH_FLOOR_RELAY: a prebuilt floorrelay, or "none" to skip
+		// topology E; unset builds it.
+		FloorRelay: os.Getenv("BENCH_FLOOR_RELAY"),
+		WorkDir:    os.Getenv("BENCH_WORKDIR"),
+		Perf:       os.Getenv("BENCH_PERF") == "1",
+		PProf:      os.Getenv("BENCH_PPROF") == "1",
+		Logger:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	if cfg.Weft == "" || cfg.Fortio == "" {
 		return fmt.Errorf("need weft and fortio binaries (WEFT_BIN, FORTIO_BIN or PATH)")
@@ -110,7 +115,7 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// Bound the whole run: four topologies × (warm-up + both runs), fortio's
+	// Bound the whole run: five topologies × (warm-up + both runs), fortio's
 	// start per chunk, start-up.
 	d, md := cfg.Duration, cfg.MaxDuration
 	if d == 0 {
@@ -120,7 +125,7 @@ func run() error {
 		md = 20 * time.Second
 	}
 	rounds, slices := max(cfg.Rounds, 3), max(cfg.Slices, 4)
-	ctx, cancel := context.WithTimeout(ctx, 4*(d+md+10*time.Second)+time.Duration(rounds*(slices+2))*4*5*time.Second+3*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*(d+md+10*time.Second)+time.Duration(rounds*(slices+2))*5*5*time.Second+3*time.Minute)
 	defer cancel()
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
