@@ -258,6 +258,19 @@ backend out
 // startHAProxy starts two HAProxy processes chained to the upstream
 // (topology C).
 func (r *runner) startHAProxy(ctx context.Context, t *Topology, upstream string) (*target, error) {
+	return r.startChain(ctx, t, "haproxy", upstream, func(name, listen, next string) (*exec.Cmd, error) {
+		cfgPath := filepath.Join(r.cfg.WorkDir, name+".cfg")
+		if err := os.WriteFile(cfgPath, []byte(haproxyConfig(listen, next)), 0o644); err != nil {
+			return nil, err
+		}
+		return r.spawn(name, r.cfg.HAProxy, "-db", "-f", cfgPath)
+	})
+}
+
+// startChain starts two hops chained to the upstream, TAG-server then
+// TAG-client in front of it (start runs one listening on listen and
+// forwarding to next), and waits until requests pass both.
+func (r *runner) startChain(ctx context.Context, t *Topology, tag, upstream string, start func(name, listen, next string) (*exec.Cmd, error)) (*target, error) {
 	a, err := freeAddrs(2)
 	if err != nil {
 		return nil, err
@@ -265,13 +278,9 @@ func (r *runner) startHAProxy(ctx context.Context, t *Topology, upstream string)
 	outer, inner := a[0], a[1]
 	var pids []int
 	for _, h := range []struct{ name, listen, next string }{
-		{"haproxy-server", inner, upstream}, {"haproxy-client", outer, inner},
+		{tag + "-server", inner, upstream}, {tag + "-client", outer, inner},
 	} {
-		cfgPath := filepath.Join(r.cfg.WorkDir, h.name+".cfg")
-		if err := os.WriteFile(cfgPath, []byte(haproxyConfig(h.listen, h.next)), 0o644); err != nil {
-			return nil, err
-		}
-		cmd, err := r.spawn(h.name, r.cfg.HAProxy, "-db", "-f", cfgPath)
+		cmd, err := start(h.name, h.listen, h.next)
 		if err != nil {
 			return nil, err
 		}
@@ -279,9 +288,9 @@ func (r *runner) startHAProxy(ctx context.Context, t *Topology, upstream string)
 	}
 	url := "http://" + outer + "/"
 	if err := waitHTTP(ctx, url, "", 30*time.Second, nil); err != nil {
-		return nil, fmt.Errorf("%w\n%s\n%s", err, r.logTail("haproxy-client"), r.logTail("haproxy-server"))
+		return nil, fmt.Errorf("%w\n%s\n%s", err, r.logTail(tag+"-client"), r.logTail(tag+"-server"))
 	}
-	return &target{t: t, tag: "haproxy", url: url, pids: pids}, nil
+	return &target{t: t, tag: tag, url: url, pids: pids}, nil
 }
 
 // floorRelay returns the floorrelay binary (Config.FloorRelay, else
@@ -306,28 +315,11 @@ func (r *runner) floorRelay(ctx context.Context) (bin, why string) {
 // startFloorRelay starts two floor relays chained to the upstream
 // (topology E): the same two hops with nothing but the socket work.
 func (r *runner) startFloorRelay(ctx context.Context, t *Topology, bin, upstream string) (*target, error) {
-	a, err := freeAddrs(2)
-	if err != nil {
-		return nil, err
-	}
-	outer, inner := a[0], a[1]
-	var pids []int
-	for _, h := range []struct{ name, listen, next string }{
-		{"floor-server", inner, upstream}, {"floor-client", outer, inner},
-	} {
-		// Two threads of Go code, as the weft sidecar's default --concurrency.
-		env := append([]string{"GOMAXPROCS=2"}, r.cfg.ProxyEnv...)
-		cmd, err := r.spawnEnv(h.name, env, bin, h.listen, h.next)
-		if err != nil {
-			return nil, err
-		}
-		pids = append(pids, cmd.Process.Pid)
-	}
-	url := "http://" + outer + "/"
-	if err := waitHTTP(ctx, url, "", 30*time.Second, nil); err != nil {
-		return nil, fmt.Errorf("%w\n%s\n%s", err, r.logTail("floor-client"), r.logTail("floor-server"))
-	}
-	return &target{t: t, tag: "floor", url: url, pids: pids}, nil
+	// Two threads of Go code, as the weft sidecar's default --concurrency.
+	env := append([]string{"GOMAXPROCS=2"}, r.cfg.ProxyEnv...)
+	return r.startChain(ctx, t, "floor", upstream, func(name, listen, next string) (*exec.Cmd, error) {
+		return r.spawnEnv(name, env, bin, listen, next)
+	})
 }
 
 // target is one started topology: where its load goes and which
