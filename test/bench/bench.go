@@ -1,7 +1,10 @@
 // Package bench is the data-plane benchmark behind `make bench-proxy`: it
 // compares a direct client → server path with the same traffic through two
 // weft sidecars (outbound → inbound, configured by a real control plane) and
-// through two HAProxy hops, driving load with fortio, all on 127.0.0.1.
+// through two HAProxy hops, driving load with fortio, all on 127.0.0.1. Two
+// more topologies give context: the weft pair with mutual TLS (D), and the
+// Go floor (E), two relays doing only the proxy's socket work
+// (cmd/floorrelay), so the report can say what weft's HTTP work costs.
 package bench
 
 import (
