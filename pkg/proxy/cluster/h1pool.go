@@ -25,6 +25,12 @@ import (
 // It serves plain HTTP/1.1 requests; protocol upgrades (WebSocket),
 // CONNECT, HTTP/2 and clusters with a connection limit keep using
 // net/http's Transport (Cluster.UsesH1Pool says which).
+//
+// It writes the whole request before it reads the answer. A server that
+// answers while the request body still arrives and stops reading (an echo,
+// an early 413) deadlocks that once the body outgrows the socket buffers,
+// so the proxy sends only requests without a body through it; net/http's
+// Transport writes the body and reads the answer concurrently.
 type H1Pool struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle     int           // idle connections kept per address

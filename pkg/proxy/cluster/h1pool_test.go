@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -61,6 +62,9 @@ func TestH1PoolKeepAliveAndBodies(t *testing.T) {
 		case "/echo":
 			w.Header().Set("X-Te", strings.Join(r.TransferEncoding, ","))
 			_, _ = io.Copy(w, r.Body)
+		case "/sum":
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%d %x", len(b), sha256.Sum256(b))
 		case "/204":
 			w.WriteHeader(http.StatusNoContent)
 		case "/304":
@@ -108,13 +112,15 @@ func TestH1PoolKeepAliveAndBodies(t *testing.T) {
 	if p.IdleCount(addr) != 1 {
 		t.Errorf("idle connections = %d, want the one kept alive", p.IdleCount(addr))
 	}
+	// A large body the server reads in full before it answers. (An echo
+	// that answers while the body still arrives deadlocked once in CI: the
+	// pool writes the whole body first, so the proxy sends bodies through
+	// net/http's Transport; see H1Pool.)
 	big := bytes.Repeat([]byte("0123456789abcdef"), 512*1024) // 8 MiB
-	_, got = do(t, p, newReq(t, ctx, "POST", addr, "/echo", bytes.NewReader(big), int64(len(big))), addr)
-	if got != string(big) {
-		t.Errorf("8 MiB echo: got %d bytes back", len(got))
+	_, got = do(t, p, newReq(t, ctx, "POST", addr, "/sum", bytes.NewReader(big), int64(len(big))), addr)
+	if want := fmt.Sprintf("%d %x", len(big), sha256.Sum256(big)); got != want {
+		t.Errorf("8 MiB upload: server saw %q, want %q", got, want)
 	}
-	// (net/http's server closes after echoing a large body it had not read
-	// in full before answering, so the connection may or may not stay.)
 }
 
 func TestH1Pool100Continue(t *testing.T) {

@@ -283,7 +283,10 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	// scratch (attempts run one after the other; each one's body is closed
 	// before the next starts). Otherwise one allocation for the attempt's
 	// bookkeeping; it also wraps the response body.
-	ownH1 := h1 != nil && t == t1 && !upgrade && len(up.orig.Trailer) == 0
+	// Only requests without a body: H1Pool writes a body whole before it
+	// reads the answer (see H1Pool), net/http's Transport concurrently.
+	ownH1 := h1 != nil && t == t1 && !upgrade && len(up.orig.Trailer) == 0 &&
+		up.orig.ContentLength == 0 && len(up.orig.TransferEncoding) == 0
 	var st *attemptState
 	if ownH1 && up.sc != nil {
 		st = &up.sc.att
