@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -319,13 +318,10 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	}
 	var resp *http.Response
 	if ownH1 {
-		var replay func() (io.ReadCloser, error)
-		if up.buffered {
-			replay = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(up.body)), nil }
-		}
 		// A dial failure leaves got false (connect failure); the pool counts
-		// max_requests_per_connection itself.
-		resp, err = h1.RoundTrip(actx, req, addr, replay, st.gotConn)
+		// max_requests_per_connection itself. The request has no body, so
+		// the pool needs no replay to send it again on a new connection.
+		resp, err = h1.RoundTrip(actx, req, addr, nil, st.gotConn)
 	} else if xconn {
 		resp, err = roundTripXConnect(c.XConnectPool(up.orig), t1, req)
 	} else {
