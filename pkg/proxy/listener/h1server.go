@@ -741,7 +741,7 @@ func (c *h1Conn) disarmLocked() {
 // traffic the watchdog goroutine rarely has anything left to do.
 func (s *Server) scanHangups() {
 	wd := &s.wd
-	if wd.active.Load() == 0 || wd.epoch.IsZero() {
+	if wd.active.Load() == 0 { // none armed; else epoch is set (before the first arming)
 		return
 	}
 	now := int64(time.Since(wd.epoch))
