@@ -63,11 +63,9 @@ func lookBin(env, def string) string {
 
 func run() error {
 	cfg := bench.Config{
-		Weft:    lookBin("WEFT_BIN", "weft"),
-		Fortio:  lookBin("FORTIO_BIN", "fortio"),
-		HAProxy: lookBin("HAPROXY_BIN", "haproxy"),
-		// BENCH_FLOOR_RELAY: a prebuilt floorrelay, or "none" to skip
-		// topology E; unset builds it.
+		Weft:       lookBin("WEFT_BIN", "weft"),
+		Fortio:     lookBin("FORTIO_BIN", "fortio"),
+		HAProxy:    lookBin("HAPROXY_BIN", "haproxy"),
 		FloorRelay: os.Getenv("BENCH_FLOOR_RELAY"),
 		WorkDir:    os.Getenv("BENCH_WORKDIR"),
 		Perf:       os.Getenv("BENCH_PERF") == "1",
