@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"testing"
@@ -39,6 +40,31 @@ func benchGets(b *testing.B, c *http.Client) {
 	b.ReportAllocs()
 	for b.Loop() {
 		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+}
+
+// BenchmarkProxyPost is BenchmarkProxyRequest with a 1 KiB request body,
+// which the backend reads before it answers.
+func BenchmarkProxyPost(b *testing.B) {
+	cp := xdstest.Start(b)
+	be := startBackend(b, "v1", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	})
+	cp.Set(b, nodeID, oneRoute(xdstest.HTTPListener(9080), be.addr))
+	c := client(startProxy(b, cp))
+	body := bytes.Repeat([]byte("x"), 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := c.Post(svcURL+"/bench", "application/octet-stream", bytes.NewReader(body))
 		if err != nil {
 			b.Fatal(err)
 		}

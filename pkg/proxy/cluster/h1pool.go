@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,11 +27,12 @@ import (
 // CONNECT, HTTP/2 and clusters with a connection limit keep using
 // net/http's Transport (Cluster.UsesH1Pool says which).
 //
-// It writes the whole request before it reads the answer. A server that
-// answers while the request body still arrives and stops reading (an echo,
-// an early 413) deadlocks that once the body outgrows the socket buffers,
-// so the proxy sends only requests without a body through it; net/http's
-// Transport writes the body and reads the answer concurrently.
+// A request body is written by a goroutine of its own (sendBody) while the
+// caller reads the answer: a server may answer while the body still
+// arrives (an echo, an early 413), and a pool that wrote the whole body
+// first would deadlock with it once the body outgrew the socket buffers.
+// A connection whose answer came before its request body was all sent is
+// not reused.
 type H1Pool struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle     int           // idle connections kept per address
@@ -60,6 +62,10 @@ type h1Conn struct {
 	// with the previous response once its body was closed, which is
 	// before the connection can be taken for the next one.
 	ra respAlloc
+	// sending is the request body's state (bodySent, bodySending,
+	// bodyFailed); while bodySending, sendBody uses bw.
+	sending atomic.Int32
+	src     bodySource // sendBody's reader
 }
 
 // CancelHook is implemented by a context that can run one registered
@@ -243,8 +249,10 @@ func (c *h1Conn) Close() error {
 	if c.br != nil {
 		c.br.Reset(nil)
 		bufioReaders.Put(c.br)
-		c.bw.Reset(nil)
-		bufioWriters.Put(c.bw)
+		if c.sending.Load() != bodySending { // else sendBody still has it
+			c.bw.Reset(nil)
+			bufioWriters.Put(c.bw)
+		}
 		c.br, c.bw = nil, nil
 	}
 	return err
@@ -315,8 +323,17 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 	if p.maxRequests == 1 || (p.maxRequests > 0 && c.uses >= p.maxRequests) {
 		req.Close = true // last request on this connection: tell the server
 	}
-	werr := writeRequest(c.bw, req)
-	if werr == nil {
+	chunked, send, werr := writeHead(c.bw, req)
+	switch {
+	case werr != nil:
+		closeBody(req)
+	case send:
+		// The body goes out from its own goroutine while this one reads
+		// the answer, which may come before the body ends.
+		c.sending.Store(bodySending)
+		go c.sendBody(c.bw, req.Body, req.ContentLength, chunked)
+	default:
+		closeBody(req)
 		if c.d != nil && c.br.Buffered() == 0 {
 			werr = c.d.DeferFlush(c.bw) // sent by the response's first read
 		} else {
@@ -367,6 +384,82 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 	return resp, nil, false
 }
 
+// Request body states of a connection (h1Conn.sending).
+const (
+	bodySent    int32 = iota // no body, or all of it was sent
+	bodySending              // sendBody runs: it has the connection's bufio.Writer
+	bodyFailed               // sending it failed: the connection is not reused
+)
+
+// sendBody writes a request body (after its head, already in bw) and
+// flushes it, then records the outcome in c.sending; after that it no
+// longer touches the connection, so a bodySent connection may be reused
+// while it closes body.
+//
+// When the body cannot be read to its end (the client went away or sent
+// less than it announced), the exchange is interrupted: the upstream would
+// wait for the rest. When only the upstream write fails, the server may
+// have answered early and closed; the answer is still read.
+func (c *h1Conn) sendBody(bw *bufio.Writer, body io.ReadCloser, n int64, chunked bool) {
+	src := &c.src
+	*src = bodySource{r: body}
+	err := writeBody(bw, src, n, chunked)
+	if err == nil {
+		err = bw.Flush()
+	}
+	switch {
+	case err == nil:
+		c.sending.Store(bodySent)
+	case src.err != nil || errors.Is(err, io.ErrUnexpectedEOF):
+		c.sending.Store(bodyFailed)
+		_ = c.SetDeadline(aLongTimeAgo)
+	default:
+		c.sending.Store(bodyFailed)
+	}
+	_ = body.Close()
+}
+
+// bodyWasSent reports whether the request body was all sent. A server
+// that reads the whole body before it answers can have its answer read
+// to the end before sendBody, finishing, records its outcome, so a body
+// still sending gets a grace of bodyGrace. After that, the answer came
+// early: the server has answered without reading the rest, and the
+// connection is not reused.
+func (c *h1Conn) bodyWasSent() bool {
+	var deadline time.Time
+	for {
+		switch c.sending.Load() {
+		case bodySent:
+			return true
+		case bodyFailed:
+			return false
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(bodyGrace)
+		} else if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(bodyGrace / 100)
+	}
+}
+
+const bodyGrace = 20 * time.Millisecond
+
+// bodySource reads a request body for sendBody and keeps its read error
+// (other than io.EOF) apart from the connection's write errors.
+type bodySource struct {
+	r   io.Reader
+	err error
+}
+
+func (s *bodySource) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
 // h1Body returns the connection to the pool at a clean end of the body and
 // closes it otherwise.
 type h1Body struct {
@@ -397,7 +490,9 @@ func (b *h1Body) Close() error {
 	}
 	b.done = true
 	interrupted := !b.watch.Stop() // the context fired: the deadline poisoned the conn
-	if b.eof && b.keep && !interrupted {
+	// An answer that came before the request body was all sent ends the
+	// connection's use too (Close interrupts the sending).
+	if b.eof && b.keep && !interrupted && b.c.bodyWasSent() {
 		b.p.put(b.addr, b.c)
 		return nil
 	}

@@ -112,14 +112,113 @@ func TestH1PoolKeepAliveAndBodies(t *testing.T) {
 	if p.IdleCount(addr) != 1 {
 		t.Errorf("idle connections = %d, want the one kept alive", p.IdleCount(addr))
 	}
-	// A large body the server reads in full before it answers. (An echo
-	// that answers while the body still arrives deadlocked once in CI: the
-	// pool writes the whole body first, so the proxy sends bodies through
-	// net/http's Transport; see H1Pool.)
+	// A large body the server reads in full before it answers, and one it
+	// echoes while the body still arrives: that deadlocked a pool that
+	// wrote the whole body before reading (the body outgrows both socket
+	// buffers while nobody reads the echo).
 	big := bytes.Repeat([]byte("0123456789abcdef"), 512*1024) // 8 MiB
 	_, got = do(t, p, newReq(t, ctx, "POST", addr, "/sum", bytes.NewReader(big), int64(len(big))), addr)
 	if want := fmt.Sprintf("%d %x", len(big), sha256.Sum256(big)); got != want {
 		t.Errorf("8 MiB upload: server saw %q, want %q", got, want)
+	}
+	// (net/http's server closes a connection whose answer began before
+	// the body was read, so whether this one is kept is up to it.)
+	_, got = do(t, p, newReq(t, ctx, "POST", addr, "/echo", bytes.NewReader(big), int64(len(big))), addr)
+	if got != string(big) {
+		t.Errorf("8 MiB echo: got %d bytes back, want %d", len(got), len(big))
+	}
+}
+
+// TestH1PoolEarlyAnswer: a server that answers before it has read the
+// request body (an early 413) gets its answer through, and the connection,
+// whose request was not all sent, is not reused.
+func TestH1PoolEarlyAnswer(t *testing.T) {
+	var mu sync.Mutex
+	conns := 0
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		mu.Lock()
+		conns++
+		mu.Unlock()
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		if r.URL.Path == "/small" {
+			_, _ = io.Copy(io.Discard, r.Body)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			readReq(t, br) // keep the connection until the pool closes it
+			return
+		}
+		// Answer at once, read nothing of the body, keep the connection
+		// open: the pool must neither hang nor pool it.
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 3\r\n\r\nbig")
+		time.Sleep(500 * time.Millisecond)
+	})
+	p := NewH1Pool(nil, 0)
+	t.Cleanup(p.Close)
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("x"), 16<<20) // outgrows the socket buffers
+	done := make(chan struct{})
+	var resp *http.Response
+	var got string
+	go func() {
+		defer close(done)
+		resp, got = do(t, p, newReq(t, ctx, "PUT", addr, "/big", bytes.NewReader(big), int64(len(big))), addr)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the early answer did not come through: the pool waits for its body write")
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || got != "big" {
+		t.Fatalf("got %d %q, want the early 413", resp.StatusCode, got)
+	}
+	if n := p.IdleCount(addr); n != 0 {
+		t.Fatalf("a connection whose request body was not all sent was pooled (%d idle)", n)
+	}
+	// A small body the server reads first: the connection is kept.
+	if resp, got := do(t, p, newReq(t, ctx, "POST", addr, "/small", strings.NewReader("tiny"), 4), addr); resp.StatusCode != 200 || got != "ok" {
+		t.Fatalf("small POST: %d %q", resp.StatusCode, got)
+	}
+	if n := p.IdleCount(addr); n != 1 {
+		t.Errorf("after a small POST read before the answer: %d idle connections, want 1", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if conns != 2 {
+		t.Errorf("server saw %d connections, want 2 (the early-answered one is not reused)", conns)
+	}
+}
+
+// TestH1PoolBodyReadError: a request body that fails mid-way (the client
+// went away) ends the exchange at once instead of leaving the upstream
+// waiting for the rest.
+func TestH1PoolBodyReadError(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		readReq(t, br) // waits for all 100 bytes, which never come
+	})
+	p := NewH1Pool(nil, 0)
+	t.Cleanup(p.Close)
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte("only ten.."))
+		time.Sleep(50 * time.Millisecond)
+		pw.CloseWithError(errors.New("client went away"))
+	}()
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.RoundTrip(context.Background(), newReq(t, context.Background(), "POST", addr, "/", pr, 100), addr, nil, nil)
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("no error for a request whose body failed")
+		}
+		t.Logf("after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the exchange still waits for an answer after the request body failed")
 	}
 }
 

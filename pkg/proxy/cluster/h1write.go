@@ -13,12 +13,33 @@ import (
 
 // writeRequest writes req in HTTP/1.1 client form, as req.Write does but
 // without its per-request transfer writer, sorted header copy and
-// request-URI string: the request line, Host, the fields (CR/LF in values
-// become spaces, invalid names are refused), framing from ContentLength
-// (Content-Length, or chunked when -1 with a body), Connection: close when
-// req.Close, then the body. Unlike net/http no default User-Agent is added
-// (a proxy passes the client's on, or none). Trailers are not written.
+// request-URI string: the head (writeHead), then the body (writeBody),
+// which it closes.
 func writeRequest(bw *bufio.Writer, req *http.Request) error {
+	chunked, send, err := writeHead(bw, req)
+	if !send {
+		closeBody(req)
+		return err
+	}
+	defer req.Body.Close()
+	return writeBody(bw, req.Body, req.ContentLength, chunked)
+}
+
+// closeBody closes a request body writeHead said not to send.
+func closeBody(req *http.Request) {
+	if req.Body != nil && req.Body != http.NoBody {
+		_ = req.Body.Close()
+	}
+}
+
+// writeHead writes req's request line and fields: Host, the fields (CR/LF
+// in values become spaces, invalid names are refused), framing from
+// ContentLength (Content-Length, or chunked when -1 with a body),
+// Connection: close when req.Close. Unlike net/http no default User-Agent
+// is added (a proxy passes the client's on, or none). Trailers are not
+// written. send reports that a body follows (chunked or not), to be
+// written with writeBody.
+func writeHead(bw *bufio.Writer, req *http.Request) (chunked, send bool, err error) {
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
@@ -51,7 +72,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 			continue
 		}
 		if !validFieldName(k) {
-			return fmt.Errorf("invalid header field name %q", k)
+			return false, false, fmt.Errorf("invalid header field name %q", k)
 		}
 		for _, v := range vs {
 			_, _ = bw.WriteString(k)
@@ -61,7 +82,6 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 		}
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	chunked := false
 	switch {
 	case req.ContentLength > 0 || (req.ContentLength == 0 && sendsZeroLength(method)):
 		_, _ = bw.WriteString("Content-Length: ")
@@ -76,22 +96,22 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 		_, _ = bw.WriteString("Connection: close\r\n")
 	}
 	if _, err := bw.WriteString("\r\n"); err != nil {
-		return err
+		return false, false, err
 	}
-	if !hasBody || req.ContentLength == 0 {
-		if hasBody {
-			req.Body.Close()
-		}
-		return nil
-	}
-	defer req.Body.Close()
+	return chunked, hasBody && req.ContentLength != 0, nil
+}
+
+// writeBody writes body after a head that announced n bytes (n > 0) or
+// chunked framing, flushing each chunk so the upstream sees it as the
+// client sends it. It does not close body.
+func writeBody(bw *bufio.Writer, body io.Reader, n int64, chunked bool) error {
 	if !chunked {
-		n, err := io.Copy(bw, io.LimitReader(req.Body, req.ContentLength))
+		w, err := io.Copy(bw, io.LimitReader(body, n))
 		if err != nil {
 			return fmt.Errorf("write request body: %w", err)
 		}
-		if n != req.ContentLength {
-			return fmt.Errorf("request body: %d of %d bytes: %w", n, req.ContentLength, io.ErrUnexpectedEOF)
+		if w != n {
+			return fmt.Errorf("request body: %d of %d bytes: %w", w, n, io.ErrUnexpectedEOF)
 		}
 		return nil
 	}
@@ -99,7 +119,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 	defer chunkBufs.Put(bp)
 	buf := *bp
 	for {
-		n, err := req.Body.Read(buf)
+		n, err := body.Read(buf)
 		if n > 0 {
 			var hx [20]byte
 			b := strconv.AppendUint(hx[:0], uint64(n), 16)
@@ -109,7 +129,6 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 			if _, werr := bw.WriteString("\r\n"); werr != nil {
 				return werr
 			}
-			// Stream: the upstream sees each chunk as the client sends it.
 			if werr := bw.Flush(); werr != nil {
 				return werr
 			}

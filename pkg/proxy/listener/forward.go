@@ -282,10 +282,9 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	// scratch (attempts run one after the other; each one's body is closed
 	// before the next starts). Otherwise one allocation for the attempt's
 	// bookkeeping; it also wraps the response body.
-	// Only requests without a body: H1Pool writes a body whole before it
-	// reads the answer (see H1Pool), net/http's Transport concurrently.
-	ownH1 := h1 != nil && t == t1 && !upgrade && len(up.orig.Trailer) == 0 &&
-		up.orig.ContentLength == 0 && len(up.orig.TransferEncoding) == 0
+	// Request trailers are not written by the pool: those go through
+	// net/http's Transport.
+	ownH1 := h1 != nil && t == t1 && !upgrade && len(up.orig.Trailer) == 0
 	var st *attemptState
 	if ownH1 && up.sc != nil {
 		st = &up.sc.att
@@ -319,9 +318,9 @@ func (h *Handler) attempt(ctx context.Context, c *cluster.Cluster, host *cluster
 	var resp *http.Response
 	if ownH1 {
 		// A dial failure leaves got false (connect failure); the pool counts
-		// max_requests_per_connection itself. The request has no body, so
-		// the pool needs no replay to send it again on a new connection.
-		resp, err = h1.RoundTrip(actx, req, addr, nil, st.gotConn)
+		// max_requests_per_connection itself. A buffered body can be sent
+		// again on a new connection (GetBody); a streamed one cannot.
+		resp, err = h1.RoundTrip(actx, req, addr, req.GetBody, st.gotConn)
 	} else if xconn {
 		resp, err = roundTripXConnect(c.XConnectPool(up.orig), t1, req)
 	} else {
