@@ -177,24 +177,35 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	}
 	defer resp.Body.Close()
 	hdr := w.Header()
-	if sc := up.sc; sc != nil {
+	upgraded := resp.StatusCode == http.StatusSwitchingProtocols
+	// The fixed hop-by-hop fields are left out as the fields are copied
+	// (no map deletes afterwards); fields Connection names are dropped
+	// after.
+	var rv []string
+	if up.sc != nil {
 		// The values are copied into the request's own array: an H1Pool
 		// response's are reused once its body is closed, and the
 		// downstream response may be written after that (h1Server's
 		// finish).
-		rv := sc.rv
-		for k, v := range resp.Header {
-			i := len(rv)
-			rv = append(rv, v...)
-			hdr[k] = rv[i:len(rv):len(rv)]
+		rv = up.sc.rv
+	}
+	for k, v := range resp.Header {
+		if isHopHeader(k, upgraded) {
+			continue
 		}
-		sc.rv = rv
-	} else {
-		for k, v := range resp.Header {
-			hdr[k] = append([]string(nil), v...)
+		i := len(rv)
+		rv = append(rv, v...)
+		hdr[k] = rv[i:len(rv):len(rv)]
+		if up.sc == nil {
+			rv = nil
 		}
 	}
-	removeHopHeaders(hdr, resp.StatusCode == http.StatusSwitchingProtocols)
+	if up.sc != nil {
+		up.sc.rv = rv
+	}
+	if conn := resp.Header["Connection"]; len(conn) > 0 {
+		removeConnectionNamed(hdr, conn, upgraded)
+	}
 	if h.Direction == Outbound { // the server proxy's metadata is for telemetry, not the app
 		if md := takePeerMetadata(hdr); md != "" {
 			ri.peerMD = md

@@ -650,10 +650,35 @@ func (c *h1Conn) serveOne() bool {
 			return false
 		}
 		if !body.drain() {
+			// The client may still be sending the body: a close now,
+			// with its bytes unread, would reset the connection and
+			// could cost it the answer it has not read yet.
+			if body.err == nil {
+				c.lingerClose()
+			}
 			return false
 		}
 	}
 	return true
+}
+
+// lingerClose sends what is buffered, half-closes the connection and
+// discards what the client still sends (up to half a second), so that the
+// close that follows does not reset a connection with unread input, which
+// can make the client lose the answer (as net/http and Envoy's delayed
+// close).
+func (c *h1Conn) lingerClose() {
+	if c.bw.Flush() != nil {
+		return
+	}
+	if c.d != nil && c.d.SendPending() != nil { // a deferred flush's bytes
+		return
+	}
+	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		_ = c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, c.src)
+	}
 }
 
 // reject answers a request the parser refused and closes.
@@ -672,16 +697,7 @@ func (c *h1Conn) reject(err error) {
 	text := strconv.Itoa(he.status) + " " + http.StatusText(he.status)
 	fmt.Fprintf(c.bw, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
 		text, len(text), text)
-	if c.bw.Flush() != nil {
-		return
-	}
-	// Half-close and let the client read the answer before the reset a
-	// close with unread input would cause.
-	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-		_ = c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		_, _ = io.Copy(io.Discard, io.LimitReader(c.src, 256<<10))
-	}
+	c.lingerClose()
 }
 
 // handoffH2 passes the connection, its buffered bytes first, to the

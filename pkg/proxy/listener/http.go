@@ -672,8 +672,6 @@ func (u *upstreamReq) build(ctx context.Context, addr string, uu *url.URL, sc *u
 	return out, nil
 }
 
-var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
 // upstreamHeader copies the client's fields for the upstream request in
 // one pass, one map and one value array: hop-by-hop fields and the fields
 // Connection names are dropped (Connection and Upgrade kept for an
@@ -769,11 +767,10 @@ func connectionNames(conn []string, k string, keepUpgrade bool) bool {
 	return false
 }
 
-// removeHopHeaders drops hop-by-hop fields from a response header (h's
-// keys are canonical; the fixed names are deleted without
-// canonicalizing them again).
-func removeHopHeaders(h http.Header, keepUpgrade bool) {
-	for _, f := range h["Connection"] {
+// removeConnectionNamed drops the fields the Connection values conn name
+// (except Upgrade when keepUpgrade).
+func removeConnectionNamed(h http.Header, conn []string, keepUpgrade bool) {
+	for _, f := range conn {
 		for f != "" {
 			var sf string
 			sf, f, _ = strings.Cut(f, ",")
@@ -782,12 +779,19 @@ func removeHopHeaders(h http.Header, keepUpgrade bool) {
 			}
 		}
 	}
-	for _, k := range hopHeaders {
-		if keepUpgrade && (k == "Connection" || k == "Upgrade") {
-			continue
-		}
-		delete(h, k)
+}
+
+// isHopHeader reports whether canonical key k is a hop-by-hop field, which
+// a proxy does not pass on (Connection and Upgrade are passed on when
+// keepUpgrade).
+func isHopHeader(k string, keepUpgrade bool) bool {
+	switch k {
+	case "Connection", "Upgrade":
+		return !keepUpgrade
+	case "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding":
+		return true
 	}
+	return false
 }
 
 // forwardsH2 reports whether the listener sends a downstream HTTP/2

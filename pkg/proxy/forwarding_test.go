@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,4 +109,38 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestResponseHopHeaders: hop-by-hop fields of an upstream answer, and the
+// fields its Connection names, are not passed on to the client.
+func TestResponseHopHeaders(t *testing.T) {
+	skipShort(t)
+	cp := xdstest.Start(t)
+	be := startBackend(t, "v1", func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Connection"] = []string{"X-Secret, x-other"}
+		h["X-Secret"] = []string{"s"}
+		h["X-Other"] = []string{"o"}
+		for _, k := range []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Upgrade"} {
+			h[k] = []string{"hop"}
+		}
+		h["X-Kept"] = []string{"k1", "k2"}
+		_, _ = io.WriteString(w, "ok")
+	})
+	cp.Set(t, nodeID, oneRoute(xdstest.HTTPListener(9080), be.addr))
+	c := client(startProxy(t, cp))
+	for i := range 2 { // the second on a kept-alive connection: reused header storage
+		res := get(t, c, svcURL+"/")
+		if res.status != 200 || res.body != "ok" {
+			t.Fatalf("answer %d: %d %q", i, res.status, res.body)
+		}
+		for _, k := range []string{"X-Secret", "X-Other", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Upgrade"} {
+			if v, ok := res.header[k]; ok {
+				t.Errorf("answer %d: hop-by-hop %s: %q passed on", i, k, v)
+			}
+		}
+		if got := strings.Join(res.header["X-Kept"], ","); got != "k1,k2" {
+			t.Errorf("answer %d: X-Kept %q, want k1,k2", i, got)
+		}
+	}
 }
