@@ -191,7 +191,7 @@ func (s *Server) newConn(base context.Context, rwc net.Conn) *h1Conn {
 		ctx = s.ConnContext(ctx, rwc)
 	}
 	cctx, cancel := context.WithCancel(ctx)
-	c.ctx, c.cancel = &connCtx{Context: cctx, c: c}, cancel
+	c.ctx, c.cancel = &connCtx{Context: cctx, c: c, origDst: cctx.Value(origDstKey{})}, cancel
 	c.src = rwc
 	if pc, ok := rwc.(*peekedConn); ok { // sniffed inbound: read through its buffer
 		c.src = pc.r
@@ -382,7 +382,17 @@ type h1Conn struct {
 // interrupts an upstream exchange with it).
 type connCtx struct {
 	context.Context
-	c *h1Conn
+	c       *h1Conn
+	origDst any // the connection's original destination (WithOriginalDst), or nil
+}
+
+// Value answers OriginalDst, looked up for every request, from the
+// connection rather than by walking the context chain.
+func (x *connCtx) Value(key any) any {
+	if _, ok := key.(origDstKey); ok {
+		return x.origDst
+	}
+	return x.Context.Value(key)
 }
 
 var _ cluster.CancelHook = (*connCtx)(nil)

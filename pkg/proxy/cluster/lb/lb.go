@@ -40,16 +40,17 @@ type LockedRand struct {
 	r  Rand
 }
 
-// NewLockedRand wraps r; a nil r uses a runtime-seeded PCG.
+// NewLockedRand wraps r; a nil r uses math/rand/v2's runtime source,
+// which is safe for concurrent use without a lock.
 func NewLockedRand(r Rand) *LockedRand {
-	if r == nil {
-		r = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	}
 	return &LockedRand{r: r}
 }
 
 // Uint64 returns the next random number.
 func (l *LockedRand) Uint64() uint64 {
+	if l.r == nil {
+		return rand.Uint64()
+	}
 	l.mu.Lock()
 	v := l.r.Uint64()
 	l.mu.Unlock()
