@@ -327,6 +327,15 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 	switch {
 	case werr != nil:
 		closeBody(req)
+	case send && !chunked && req.ContentLength <= inlineBody && bodyReady(req.Body) >= req.ContentLength:
+		// A small body whose bytes are all at hand is written here: it
+		// cannot block on the client, and an idle connection's socket
+		// takes it whole whether the server reads or not.
+		werr = writeBody(c.bw, req.Body, req.ContentLength, false)
+		closeBody(req)
+		if werr == nil {
+			werr = c.flushRequest()
+		}
 	case send:
 		// The body goes out from its own goroutine while this one reads
 		// the answer, which may come before the body ends.
@@ -334,11 +343,7 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 		go c.sendBody(c.bw, req.Body, req.ContentLength, chunked)
 	default:
 		closeBody(req)
-		if c.d != nil && c.br.Buffered() == 0 {
-			werr = c.d.DeferFlush(c.bw) // sent by the response's first read
-		} else {
-			werr = c.bw.Flush()
-		}
+		werr = c.flushRequest()
 	}
 	if werr != nil {
 		// The server may have answered early (e.g. 413) and closed; a
@@ -382,6 +387,29 @@ func (p *H1Pool) exchange(ctx context.Context, c *h1Conn, req *http.Request, add
 	ra.hb = h1Body{rc: resp.Body, c: c, p: p, addr: addr, watch: watch, keep: keep}
 	resp.Body = &ra.hb
 	return resp, nil, false
+}
+
+// flushRequest sends the request written to bw: with the response's
+// first read when the connection can defer it.
+func (c *h1Conn) flushRequest() error {
+	if c.d != nil && c.br.Buffered() == 0 {
+		return c.d.DeferFlush(c.bw)
+	}
+	return c.bw.Flush()
+}
+
+// inlineBody is the largest request body exchange writes itself, when
+// all of it is at hand (bodyReady).
+const inlineBody = 8 << 10
+
+// bodyReady is how many bytes of body can be read without waiting: a body
+// that knows (Ready, as the proxy's downstream request bodies and its
+// buffered copies do), else 0.
+func bodyReady(body io.Reader) int64 {
+	if r, ok := body.(interface{ Ready() int64 }); ok {
+		return r.Ready()
+	}
+	return 0
 }
 
 // Request body states of a connection (h1Conn.sending).

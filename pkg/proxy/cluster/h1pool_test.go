@@ -112,6 +112,18 @@ func TestH1PoolKeepAliveAndBodies(t *testing.T) {
 	if p.IdleCount(addr) != 1 {
 		t.Errorf("idle connections = %d, want the one kept alive", p.IdleCount(addr))
 	}
+	// Small bodies at hand (Ready) are written inline, larger ones by
+	// sendBody; both keep the connection.
+	for _, n := range []int{1, inlineBody, inlineBody + 1} {
+		b := bytes.Repeat([]byte("r"), n)
+		resp, got := do(t, p, newReq(t, ctx, "POST", addr, "/sum", &readyReader{bytes.NewReader(b)}, int64(n)), addr)
+		if want := fmt.Sprintf("%d %x", n, sha256.Sum256(b)); got != want {
+			t.Errorf("%d-byte ready body: server saw %q, want %q", n, got, want)
+		}
+		if r := resp.Header.Get("X-Remote"); r != first.Header.Get("X-Remote") {
+			t.Errorf("%d-byte ready body came on connection %s, want the kept-alive %s", n, r, first.Header.Get("X-Remote"))
+		}
+	}
 	// A large body the server reads in full before it answers, and one it
 	// echoes while the body still arrives: that deadlocked a pool that
 	// wrote the whole body before reading (the body outgrows both socket
@@ -128,6 +140,12 @@ func TestH1PoolKeepAliveAndBodies(t *testing.T) {
 		t.Errorf("8 MiB echo: got %d bytes back, want %d", len(got), len(big))
 	}
 }
+
+// readyReader is a body whose bytes are all at hand.
+type readyReader struct{ *bytes.Reader }
+
+func (r *readyReader) Ready() int64 { return int64(r.Len()) }
+func (r *readyReader) Close() error { return nil }
 
 // TestH1PoolEarlyAnswer: a server that answers before it has read the
 // request body (an early 413) gets its answer through, and the connection,

@@ -180,28 +180,22 @@ func (h *Handler) forward(ctx context.Context, w *countingWriter, r *http.Reques
 	upgraded := resp.StatusCode == http.StatusSwitchingProtocols
 	// The fixed hop-by-hop fields are left out as the fields are copied
 	// (no map deletes afterwards); fields Connection names are dropped
-	// after.
-	var rv []string
-	if up.sc != nil {
-		// The values are copied into the request's own array: an H1Pool
-		// response's are reused once its body is closed, and the
-		// downstream response may be written after that (h1Server's
-		// finish).
-		rv = up.sc.rv
-	}
+	// after. With a scratch, the values are copied into the request's own
+	// array: an H1Pool response's are reused once its body is closed, and
+	// the downstream response may be written after that (h1Server's
+	// finish).
 	for k, v := range resp.Header {
-		if isHopHeader(k, upgraded) {
-			continue
+		switch {
+		case isHopHeader(k, upgraded):
+		case up.sc != nil:
+			rv := up.sc.rv
+			i := len(rv)
+			rv = append(rv, v...)
+			hdr[k] = rv[i:len(rv):len(rv)]
+			up.sc.rv = rv
+		default:
+			hdr[k] = append([]string(nil), v...)
 		}
-		i := len(rv)
-		rv = append(rv, v...)
-		hdr[k] = rv[i:len(rv):len(rv)]
-		if up.sc == nil {
-			rv = nil
-		}
-	}
-	if up.sc != nil {
-		up.sc.rv = rv
 	}
 	if conn := resp.Header["Connection"]; len(conn) > 0 {
 		removeConnectionNamed(hdr, conn, upgraded)

@@ -958,6 +958,18 @@ func (b *h1Body) readLocked(p []byte) (int, error) {
 
 func (b *h1Body) Close() error { return nil } // the server finishes the body after the handler
 
+// Ready is how many body bytes reads can return without waiting for the
+// client: what is left of a Content-Length body that is already
+// buffered. 0 for chunked bodies, and before a 100 Continue was sent.
+func (b *h1Body) Ready() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.chunked != nil || b.closed || b.eof || b.err != nil || b.needContinue {
+		return 0
+	}
+	return min(int64(b.c.br.Buffered()), b.left)
+}
+
 // drain discards what the handler left unread (up to
 // maxPostHandlerDrain); true when the body ended there.
 func (b *h1Body) drain() bool {

@@ -622,8 +622,8 @@ func (u *upstreamReq) build(ctx context.Context, addr string, uu *url.URL, sc *u
 	switch {
 	case u.buffered && len(u.body) > 0:
 		b := u.body
-		body = io.NopCloser(bytes.NewReader(b))
-		getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		body = newBufferedBody(b)
+		getBody = func() (io.ReadCloser, error) { return newBufferedBody(b), nil }
 	case u.buffered && u.body != nil:
 		body = http.NoBody
 	case !u.buffered:
@@ -671,6 +671,20 @@ func (u *upstreamReq) build(ctx context.Context, addr string, uu *url.URL, sc *u
 	}
 	return out, nil
 }
+
+// bufferedBody is a request body the proxy holds (for retries and
+// mirrors); Ready tells cluster.H1Pool that all of it can be read without
+// waiting.
+type bufferedBody struct{ bytes.Reader }
+
+func newBufferedBody(b []byte) *bufferedBody {
+	bb := &bufferedBody{}
+	bb.Reset(b)
+	return bb
+}
+
+func (b *bufferedBody) Close() error { return nil }
+func (b *bufferedBody) Ready() int64 { return int64(b.Len()) }
 
 // upstreamHeader copies the client's fields for the upstream request in
 // one pass, one map and one value array: hop-by-hop fields and the fields
