@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -151,12 +152,9 @@ func (r *readyReader) Close() error { return nil }
 // request body (an early 413) gets its answer through, and the connection,
 // whose request was not all sent, is not reused.
 func TestH1PoolEarlyAnswer(t *testing.T) {
-	var mu sync.Mutex
-	conns := 0
+	var conns atomic.Int32
 	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
-		mu.Lock()
-		conns++
-		mu.Unlock()
+		conns.Add(1)
 		r, err := http.ReadRequest(br)
 		if err != nil {
 			return
@@ -201,10 +199,8 @@ func TestH1PoolEarlyAnswer(t *testing.T) {
 	if n := p.IdleCount(addr); n != 1 {
 		t.Errorf("after a small POST read before the answer: %d idle connections, want 1", n)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if conns != 2 {
-		t.Errorf("server saw %d connections, want 2 (the early-answered one is not reused)", conns)
+	if n := conns.Load(); n != 2 {
+		t.Errorf("server saw %d connections, want 2 (the early-answered one is not reused)", n)
 	}
 }
 
@@ -295,12 +291,9 @@ func readReq(t *testing.T, br *bufio.Reader) bool {
 func TestH1PoolEarlyCloseAndStaleReuse(t *testing.T) {
 	// The server answers once per connection, then closes it without
 	// saying so: the pooled connection is dead when reused.
-	var mu sync.Mutex
-	conns := 0
+	var conns atomic.Int32
 	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
-		mu.Lock()
-		conns++
-		mu.Unlock()
+		conns.Add(1)
 		if readReq(t, br) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
@@ -317,10 +310,8 @@ func TestH1PoolEarlyCloseAndStaleReuse(t *testing.T) {
 			time.Sleep(80 * time.Millisecond) // stale enough to be peeked and dropped
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if conns != 3 {
-		t.Errorf("server saw %d connections, want 3", conns)
+	if n := conns.Load(); n != 3 {
+		t.Errorf("server saw %d connections, want 3", n)
 	}
 
 	// A server that closes without any answer is an error, not a hang.
