@@ -22,6 +22,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/pkg/proxy"
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
@@ -82,29 +83,7 @@ func startTinyproxy(t *testing.T) (addr string, log func() string) {
 // startEcho is a TCP server that answers each line with "echo: LINE".
 func startEcho(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					if _, err := fmt.Fprintf(c, "echo: %s\n", sc.Text()); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return l.Addr().String()
+	return echotest.Start(t, echotest.Lines("echo: ")).Addr().String()
 }
 
 // startPostTunnel is a minimal POST tunnel terminator (what Envoy's

@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
@@ -86,20 +87,7 @@ func TestMutualTLS(t *testing.T) {
 		"--app-port", strconv.Itoa(appPort), "--service", "server:8080/http", "--labels", "app=server,version=v2", "--cluster-id", "east")
 	client, _ := startMeshedProxy(t, dataDir, xds, caAddr, "client")
 	// An opaque TCP service (echo) behind its own sidecar.
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	echo := echotest.Start(t, echotest.Bytes)
 	db, _ := startMeshedProxy(t, dataDir, xds, caAddr, "db",
 		"--app-port", strconv.Itoa(echo.Addr().(*net.TCPAddr).Port), "--service", "db:9000/tcp")
 	// A gRPC service (the standard health service) behind its own sidecar.

@@ -17,6 +17,7 @@ import (
 	collogspb "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	"google.golang.org/grpc"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
@@ -109,16 +110,7 @@ func TestOtelAccessLogs(t *testing.T) {
 	go func() { _ = app.Serve(al) }()
 	t.Cleanup(func() { app.Close() })
 	echo, echoPort := listenLocal(t)
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	echotest.Serve(t, echo, echotest.Bytes)
 
 	dataDir, configDir := t.TempDir(), t.TempDir()
 	meshFile := filepath.Join(t.TempDir(), "mesh.yaml")

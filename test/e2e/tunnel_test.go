@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
@@ -47,26 +48,7 @@ func startTinyproxyE2E(t *testing.T) (addr string, log func() string) {
 func TestDestinationRuleTunnel(t *testing.T) {
 	harness.SkipShort(t)
 	t.Parallel()
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "echo: %s\n", sc.Text())
-				}
-			}()
-		}
-	}()
+	echo := echotest.Start(t, echotest.Lines("echo: "))
 	_, echoPort, _ := net.SplitHostPort(echo.Addr().String())
 	tp, tpLog := startTinyproxyE2E(t)
 	tpHost, tpPort, _ := net.SplitHostPort(tp)
@@ -153,6 +135,7 @@ spec:
 		return br.ReadString('\n')
 	}
 	var got string
+	var err error
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		if got, err = roundTrip(); err == nil {
 			break

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	statsv1 "istio.io/api/envoy/extensions/stats"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/pkg/proxy/cluster"
 	"github.com/weftmesh/weft/pkg/proxy/stats"
 )
@@ -99,19 +100,5 @@ func TestTCPBytesReportedWhileOpen(t *testing.T) {
 // closes when the test ends.
 func tcpEcho(t *testing.T) net.Listener {
 	t.Helper()
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { echo.Close() })
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
-	return echo
+	return echotest.Start(t, echotest.Bytes)
 }
