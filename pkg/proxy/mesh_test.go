@@ -26,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/pkg/proxy"
 	"github.com/weftmesh/weft/pkg/proxy/xdstest"
 )
@@ -418,27 +419,13 @@ func TestInboundSniffing(t *testing.T) {
 	skipShort(t)
 	cp := xdstest.Start(t)
 	// The app speaks a server-first line protocol, then echoes upper-cased.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.WriteString(c, "220 ready\n")
-				buf := make([]byte, 4)
-				if _, err := io.ReadFull(c, buf); err == nil {
-					_, _ = c.Write([]byte(strings.ToUpper(string(buf))))
-				}
-			}()
+	l := echotest.Start(t, func(c net.Conn) {
+		_, _ = io.WriteString(c, "220 ready\n")
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(c, buf); err == nil {
+			_, _ = c.Write([]byte(strings.ToUpper(string(buf))))
 		}
-	}()
+	})
 	_, ps, _ := net.SplitHostPort(l.Addr().String())
 	var port int
 	fmt.Sscan(ps, &port)
