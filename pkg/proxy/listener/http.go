@@ -715,17 +715,13 @@ func upstreamHeader(in http.Header, keepUpgrade bool, clientIP string, out http.
 	}
 	te, xff, xfp := false, []string(nil), ""
 	for k, vs := range in {
-		switch k {
-		case "Connection", "Upgrade":
-			if !keepUpgrade {
-				continue
-			}
-		case "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Trailer", "Transfer-Encoding":
-			continue
-		case "Te":
+		if k == "Te" {
 			if len(vs) > 0 && strings.Contains(strings.ToLower(vs[0]), "trailers") {
 				te = true
 			}
+			continue
+		}
+		if isHopHeader(k, keepUpgrade) {
 			continue
 		}
 		if len(conn) > 0 && connectionNames(conn, k, keepUpgrade) {
