@@ -664,7 +664,7 @@ func (c *h1Conn) serveOne() bool {
 			// with its bytes unread, would reset the connection and
 			// could cost it the answer it has not read yet.
 			if body.err == nil {
-				c.lingerClose()
+				c.lingerClose(-1)
 			}
 			return false
 		}
@@ -673,11 +673,11 @@ func (c *h1Conn) serveOne() bool {
 }
 
 // lingerClose sends what is buffered, half-closes the connection and
-// discards what the client still sends (up to half a second), so that the
-// close that follows does not reset a connection with unread input, which
-// can make the client lose the answer (as net/http and Envoy's delayed
-// close).
-func (c *h1Conn) lingerClose() {
+// discards what the client still sends (up to half a second, and up to
+// limit bytes unless limit is negative), so that the close that follows
+// does not reset a connection with unread input, which can make the
+// client lose the answer (as net/http and Envoy's delayed close).
+func (c *h1Conn) lingerClose(limit int64) {
 	if c.bw.Flush() != nil {
 		return
 	}
@@ -687,7 +687,11 @@ func (c *h1Conn) lingerClose() {
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 		_ = c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		_, _ = io.Copy(io.Discard, c.src)
+		src := c.src
+		if limit >= 0 {
+			src = io.LimitReader(src, limit)
+		}
+		_, _ = io.Copy(io.Discard, src)
 	}
 }
 
@@ -707,7 +711,7 @@ func (c *h1Conn) reject(err error) {
 	text := strconv.Itoa(he.status) + " " + http.StatusText(he.status)
 	fmt.Fprintf(c.bw, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
 		text, len(text), text)
-	c.lingerClose()
+	c.lingerClose(256 << 10)
 }
 
 // handoffH2 passes the connection, its buffered bytes first, to the
