@@ -7,7 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// upstreamHeader replaced Clone + removeHopHeaders + Set; the cases pin
+// upstreamHeader replaced Clone + a hop-by-hop delete pass + Set; the cases pin
 // the forwarded fields.
 func TestUpstreamHeader(t *testing.T) {
 	t.Parallel()
