@@ -16,6 +16,9 @@ type RuntimeSettings struct {
 	// Concurrency caps the OS threads running Go code (GOMAXPROCS), like
 	// Istio's proxy `concurrency` (default 2). 0 uses every CPU.
 	Concurrency int
+	// AdaptiveConcurrency runs one P while the process uses little CPU and
+	// Concurrency Ps when it is busy (see ConcurrencyScaler).
+	AdaptiveConcurrency bool
 	// GOGC is the GC target percentage; 0 keeps the runtime's (or $GOGC's).
 	GOGC int
 	// MemoryLimit is the soft heap limit in bytes (GOMEMLIMIT); the GC runs
@@ -26,10 +29,17 @@ type RuntimeSettings struct {
 // Apply sets the process's GOMAXPROCS, GC percent and memory limit. An
 // environment variable (GOMAXPROCS, GOGC, GOMEMLIMIT) wins over the
 // corresponding default when the flag was not set explicitly (explicit
-// says which ones were).
-func (s RuntimeSettings) Apply(explicit func(flag string) bool) {
+// says which ones were). With AdaptiveConcurrency and more than one P
+// allowed it returns the scaler the caller runs (ConcurrencyScaler.Run),
+// which then sets GOMAXPROCS; otherwise nil.
+func (s RuntimeSettings) Apply(explicit func(flag string) bool) *ConcurrencyScaler {
+	var scaler *ConcurrencyScaler
 	if s.Concurrency > 0 && (explicit("concurrency") || os.Getenv("GOMAXPROCS") == "") {
-		runtime.GOMAXPROCS(min(s.Concurrency, runtime.NumCPU()))
+		n := min(s.Concurrency, runtime.NumCPU())
+		runtime.GOMAXPROCS(n)
+		if s.AdaptiveConcurrency && n > 1 {
+			scaler = NewConcurrencyScaler(n)
+		}
 	}
 	if s.GOGC > 0 && (explicit("gogc") || os.Getenv("GOGC") == "") {
 		debug.SetGCPercent(s.GOGC)
@@ -37,6 +47,7 @@ func (s RuntimeSettings) Apply(explicit func(flag string) bool) {
 	if s.MemoryLimit > 0 && (explicit("memory-limit") || os.Getenv("GOMEMLIMIT") == "") {
 		debug.SetMemoryLimit(s.MemoryLimit)
 	}
+	return scaler
 }
 
 // ParseByteSize parses "64MiB", "20MB", "1GiB", "1048576" (bytes) into bytes;

@@ -81,7 +81,14 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 				return &ExitError{Code: 2, Err: fmt.Errorf("--memory-limit: %w", err)}
 			}
 			rts.MemoryLimit = ml
-			rts.Apply(cmd.Flags().Changed)
+			if scaler := rts.Apply(cmd.Flags().Changed); scaler != nil {
+				go func() {
+					if err := scaler.Run(cmd.Context()); err != nil {
+						fmt.Fprintln(cmd.ErrOrStderr(), err) // keeps running with the maximum
+					}
+				}()
+				o.StatsCollectors = append(o.StatsCollectors, scaler) // server.concurrency on /stats
+			}
 			stdout, stderr := lockWriter(cmd.OutOrStdout()), lockWriter(cmd.ErrOrStderr())
 			o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 			o.HTTPFilters = rbac.Filters(o.Logger, rbac.WithDestinationPort(o.AppPort)) // envoy.filters.http.rbac (AuthorizationPolicy)
@@ -189,6 +196,7 @@ credential's certificate (SNI selects it), PASSTHROUGH routes by SNI.`,
 	f.StringArrayVar(&gwAddrs, "gateway-address", nil, "bind a gateway listener elsewhere: PORT=HOST:PORT, or HOST:PORT for the same port (repeatable)")
 	f.DurationVar(&drain, "drain-timeout", 5*time.Second, "how long to wait for in-flight requests on shutdown")
 	f.IntVar(&rts.Concurrency, "concurrency", 2, "OS threads running proxy code (GOMAXPROCS), like Istio's proxy concurrency; 0 uses every CPU; $GOMAXPROCS wins unless the flag is set")
+	f.BoolVar(&rts.AdaptiveConcurrency, "adaptive-concurrency", true, "run proxy code on one thread while the proxy uses under 0.2 CPU for 2 s, and on --concurrency threads once it uses 0.4 CPU or more (saves the idle thread's spinning at low load); false keeps --concurrency threads")
 	f.BoolVar(&releasePages, "release-startup-pages", true, "once configured, unmap the executable's code/read-only pages touched during startup (madvise DONTNEED; they stay in the page cache and fault back in when used), so RSS reflects the proxy's working set")
 	f.IntVar(&rts.GOGC, "gogc", 0, "Go GC target percent (GOGC); 0 keeps the runtime default or $GOGC")
 	f.StringVar(&wasmCache, "wasm-module-cache", "", "directory keeping wasm modules pulled from OCI registries across restarts (imagePullPolicy IfNotPresent); empty: memory only")
