@@ -18,8 +18,8 @@ func TestScaleDecider(t *testing.T) {
 		want int
 	}{
 		{0.1, 1}, {0.39, 1}, // light load stays on one P
-		{0.4, 4},           // busy: the maximum at once
-		{0.3, 4},           // in the band: stays
+		{0.4, 4}, // busy: the maximum at once
+		{0.3, 4}, // in the band: stays
 		{0.1, 4}, {0.1, 4}, {0.1, 4}, {0.1, 4}, {0.1, 4}, {0.1, 4}, {0.1, 4},
 		{0.25, 4}, // a sample in the band restarts the count
 		{0.1, 4}, {0.1, 4}, {0.1, 4}, {0.1, 4}, {0.1, 4}, {0.1, 4}, {0.1, 4},
