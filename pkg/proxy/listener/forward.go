@@ -698,18 +698,32 @@ func (h *Handler) openMessageStream(r *http.Request, w *countingWriter, ri *reqI
 	ri.msgStream = h.Stats.OpenGRPCStream(mp.tcpInterval(), req, &w.msgs, ls...)
 }
 
+// finish ends a request: streamDone, then its telemetry.
 func (h *Handler) finish(r *http.Request, w *countingWriter, ri *reqInfo) {
+	h.streamDone(w, ri)
+	h.telemetry(r, w, ri)
+}
+
+// streamDone settles the request's status and runs the filters'
+// end-of-stream functions, which may still write the response (a
+// filter that buffers it).
+func (h *Handler) streamDone(w *countingWriter, ri *reqInfo) {
 	if ri.status == 0 {
 		ri.status = w.status
 	}
-	dur := time.Since(ri.start)
 	if len(ri.done) > 0 {
 		si := StreamInfo{ResponseCode: ri.status, ResponseFlags: ri.flagString(), Details: ri.details, Cluster: ri.cluster,
-			UpstreamHost: ri.upstreamHost, RouteName: ri.routeName, Duration: dur, BytesReceived: ri.received(), BytesSent: w.n}
+			UpstreamHost: ri.upstreamHost, RouteName: ri.routeName, Duration: time.Since(ri.start), BytesReceived: ri.received(), BytesSent: w.n}
 		for i := len(ri.done) - 1; i >= 0; i-- {
 			ri.done[i](si)
 		}
 	}
+}
+
+// telemetry records a finished request (after streamDone): metrics,
+// route stats, its span, access logs.
+func (h *Handler) telemetry(r *http.Request, w *countingWriter, ri *reqInfo) {
+	dur := time.Since(ri.start)
 	l, svc, downPrincipal := h.labels(r, w, ri)
 	rt := h.Runtime()
 	var attrs expr.Attributes // Telemetry expressions' view of the request, made when needed

@@ -515,6 +515,7 @@ func (c *h1Conn) close() {
 		_ = c.bw.Flush()
 	}
 	_ = c.rwc.Close()
+	c.resp.runAfter() // the handler panicked before its response was finished
 	if c.br != nil {
 		c.br.Reset(nil)
 		h1ReaderPool.Put(c.br)
@@ -644,6 +645,7 @@ func (c *h1Conn) serveOne() bool {
 	c.s.scanHangups()
 	c.s.Handler.ServeHTTP(w, r)
 	if c.stopHangupWatch() {
+		w.runAfter()
 		return false // hijacked
 	}
 	if body != nil {
@@ -652,6 +654,16 @@ func (c *h1Conn) serveOne() bool {
 		body.mu.Unlock()
 	}
 	keep := w.finish()
+	if w.after != nil {
+		if keep && c.d != nil && c.bgErr == nil {
+			// Sent by the next read (or by whatever sends or drops the
+			// deferred bytes first: a pipelined request, a linger, close).
+			c.d.AfterSend(w.after)
+			w.after = nil
+		} else {
+			w.runAfter() // flushed already
+		}
+	}
 	if !keep || c.bgErr != nil {
 		return false
 	}
@@ -1021,6 +1033,7 @@ type h1Response struct {
 	keepAlive10 bool
 	buf         []byte // body held back before committing, to set Content-Length
 	err         error
+	after       func() // AfterSend: run once the response is sent
 }
 
 var (
@@ -1041,6 +1054,34 @@ func (w *h1Response) reset(r *http.Request, h *h1Head) {
 }
 
 func (w *h1Response) Header() http.Header { return w.header }
+
+// AfterSend has fn run once the response has been sent, instead of
+// before: a kept-alive connection's response goes out with the next
+// read (sockio.DeferFlush), and fn runs right after that send, before
+// the read waits for the next request. It is for a handler's work that
+// the client need not wait for (telemetry). fn runs exactly once, also
+// when the connection closes instead; the next request on the
+// connection is read only after it has run. It returns false, and does
+// not keep fn, once the connection is hijacked.
+func (w *h1Response) AfterSend(fn func()) bool {
+	if w.hijacked {
+		return false
+	}
+	if prev := w.after; prev != nil {
+		w.after = func() { prev(); fn() }
+	} else {
+		w.after = fn
+	}
+	return true
+}
+
+// runAfter runs the AfterSend function now, if there is one.
+func (w *h1Response) runAfter() {
+	if fn := w.after; fn != nil {
+		w.after = nil
+		fn()
+	}
+}
 
 func (w *h1Response) WriteHeader(code int) {
 	if w.hijacked || w.wroteHeader {

@@ -564,3 +564,77 @@ func TestH1HangupInterruptsUpstream(t *testing.T) {
 		t.Errorf("interrupted upstream connection pooled: %d idle", n)
 	}
 }
+
+// AfterSend: the function runs once the response has gone out (it waits
+// for the client to have read it), and before the connection's next
+// request is served; on a closing connection and after a panic too.
+func TestH1AfterSend(t *testing.T) {
+	clientRead := make(chan string, 1)
+	var done atomic.Int32
+	var errs atomic.Value
+	fail := func(format string, a ...any) { errs.CompareAndSwap(nil, fmt.Sprintf(format, a...)) }
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		if got := int(done.Load()); got != n {
+			fail("request %d served after %d AfterSend functions, want %d", n, got, n)
+		}
+		as, ok := w.(interface{ AfterSend(func()) bool })
+		if !ok || !as.AfterSend(func() {
+			select {
+			case got := <-clientRead: // only once the client has the response
+				if got != r.URL.Query().Get("n") {
+					fail("AfterSend of request %s ran after the client read response %s", r.URL.Query().Get("n"), got)
+				}
+			case <-time.After(5 * time.Second):
+				fail("AfterSend of request %d ran before its response was sent", n)
+			}
+			done.Add(1)
+		}) {
+			fail("AfterSend refused")
+		}
+		if r.URL.Path == "/panic" {
+			panic(http.ErrAbortHandler)
+		}
+		_, _ = io.WriteString(w, r.URL.Query().Get("n"))
+	})
+	addr, _ := serveBoth(t, h)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for n := range 3 {
+		hdr := ""
+		if n == 2 {
+			hdr = "Connection: close\r\n"
+		}
+		fmt.Fprintf(conn, "GET /?n=%d HTTP/1.1\r\nHost: x\r\n%s\r\n", n, hdr)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", n, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		clientRead <- string(b)
+	}
+	// A handler that panics: the connection closes, the function runs.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "GET /panic?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+	_, _ = io.ReadAll(c2)
+	clientRead <- "3"
+	deadline := time.Now().Add(10 * time.Second)
+	for done.Load() != 4 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if e := errs.Load(); e != nil {
+		t.Fatal(e)
+	}
+	if n := done.Load(); n != 4 {
+		t.Fatalf("%d AfterSend functions ran, want 4", n)
+	}
+}

@@ -122,11 +122,31 @@ type reqState struct {
 	up   upstreamReq
 	upsc upScratch
 	rid  [1]string // X-Request-Id value slice when the proxy sets it
+
+	// The telemetry of a request on the proxy's own HTTP/1 server runs
+	// once its response is sent (h1Response.AfterSend): finishFn (made
+	// once, kept by reset) calls fh.telemetry(fr, ...) and frees the state.
+	fh       *Handler
+	fr       *http.Request
+	fc       *h1Conn
+	finishFn func()
+}
+
+// runFinish is finishFn: the request's telemetry, then the state is free
+// for the connection's next request.
+func (st *reqState) runFinish() {
+	h, r, c := st.fh, st.fr, st.fc
+	st.fh, st.fr, st.fc = nil, nil, nil
+	h.telemetry(r, &st.cw, &st.ri)
+	if h.Stats != nil {
+		h.Stats.EndPending()
+	}
+	c.rsBusy = false
 }
 
 // reqStateFor returns the request state for a request written to w: the
-// connection's reused one on the proxy's own HTTP/1 server (release must
-// be called when ServeHTTP returns), else a new one.
+// connection's reused one on the proxy's own HTTP/1 server (in use until
+// runFinish, which ServeHTTP has run after the response), else a new one.
 func reqStateFor(w http.ResponseWriter) (st *reqState, release *h1Conn) {
 	hw, ok := w.(*h1Response)
 	if !ok || hw.c.rsBusy { // another server, or a nested ServeHTTP
@@ -138,6 +158,7 @@ func reqStateFor(w http.ResponseWriter) (st *reqState, release *h1Conn) {
 	c.rsBusy = true
 	if c.rs == nil {
 		c.rs = new(reqState)
+		c.rs.finishFn = c.rs.runFinish
 	} else {
 		c.rs.reset()
 	}
@@ -160,9 +181,9 @@ func (st *reqState) reset() {
 	clear(vals)
 	clear(rv)
 	clear(st.ri.done)
-	flags, done := st.ri.flags[:0], st.ri.done[:0]
+	flags, done, fin := st.ri.flags[:0], st.ri.done[:0], st.finishFn
 	*st = reqState{}
-	st.ri.flags, st.ri.done = flags, done
+	st.ri.flags, st.ri.done, st.finishFn = flags, done, fin
 	sc.hdr, sc.vals, sc.rv = hdr, vals[:0], rv[:0]
 }
 
@@ -269,9 +290,6 @@ func (h *Handler) Wait() { h.mirrorsWG.Wait() }
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st, conn := reqStateFor(w)
-	if conn != nil {
-		defer func() { conn.rsBusy = false }()
-	}
 	ri := &st.ri
 	ri.start = time.Now()
 	ri.grpc = isGRPC(r)
@@ -289,7 +307,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cw := &st.cw
 	cw.ResponseWriter = w
 	cw.grpc = ri.framed
-	defer h.finish(r, cw, ri)
+	if conn != nil {
+		// Telemetry once the response is out: the client does not wait
+		// for it (the connection's next request waits until it is done).
+		st.fh, st.fr, st.fc = h, r, conn
+		if h.Stats != nil {
+			h.Stats.BeginPending()
+		}
+		defer func() {
+			h.streamDone(cw, ri) // part of the response
+			if !conn.resp.AfterSend(st.finishFn) {
+				st.runFinish()
+			}
+		}()
+	} else {
+		defer h.finish(r, cw, ri)
+	}
 	if r.Method == http.MethodConnect {
 		if p := r.Header[":protocol"]; len(p) > 0 && p[0] != "" { // RFC 8441 extended CONNECT
 			fromExtendedConnect(r, ri, p[0])

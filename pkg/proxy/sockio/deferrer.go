@@ -10,6 +10,7 @@ import (
 type Deferrer interface {
 	DeferFlush(w *bufio.Writer) error
 	SendPending() error
+	AfterSend(fn func())
 }
 
 // DeferrerOf returns the Deferrer c is or wraps (through NetConn, as

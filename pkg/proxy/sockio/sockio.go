@@ -62,8 +62,9 @@ type Conn struct {
 	deferring bool
 	pend      *[]byte
 	pending   atomic.Bool
-	sent      bool  // read call state: this Read sent the pending bytes
-	sendErr   error // read call state: sending them failed
+	after     func() // run once the pending bytes are sent (AfterSend)
+	sent      bool   // read call state: this Read sent the pending bytes
+	sendErr   error  // read call state: sending them failed
 	sendReadf func(fd uintptr) bool
 }
 
@@ -182,11 +183,16 @@ func (c *Conn) sendThenRead(fd uintptr) bool {
 	}
 	c.sent = true
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if c.pend == nil {
+		c.wmu.Unlock()
 		return c.read(fd) // sent meanwhile (SendPending from another goroutine)
 	}
-	if err := c.sendLocked(int(fd)); err != nil {
+	after, err := c.sendLocked(int(fd))
+	c.wmu.Unlock()
+	if after != nil {
+		after() // before waiting: whatever arrives meanwhile wakes the wait
+	}
+	if err != nil {
 		c.sendErr = err
 		return true
 	}
@@ -197,9 +203,10 @@ func (c *Conn) sendThenRead(fd uintptr) bool {
 // socket takes them, the poller-waiting write path for the rest (fd < 0:
 // that path only). c.wmu is held. The bytes stop being pending first, so
 // a Close during a send that waits does not wait for it (it interrupts
-// it, as it does a Write).
-func (c *Conn) sendLocked(fd int) error {
-	bp := c.takePendingLocked()
+// it, as it does a Write). It returns the AfterSend function, which the
+// caller runs once it has released c.wmu.
+func (c *Conn) sendLocked(fd int) (after func(), err error) {
+	bp, after := c.takePendingLocked()
 	defer releasePend(bp)
 	c.wbuf, c.wn, c.werr = *bp, 0, 0
 	if fd >= 0 {
@@ -208,22 +215,43 @@ func (c *Conn) sendLocked(fd int) error {
 	rest, werr := (*bp)[c.wn:], c.werr
 	c.wbuf = nil
 	if werr != 0 {
-		return c.opError("write", os.NewSyscallError("write", werr))
+		return after, c.opError("write", os.NewSyscallError("write", werr))
 	}
 	if len(rest) > 0 {
-		_, err := c.writeLocked(rest)
-		return err
+		_, err = c.writeLocked(rest)
 	}
-	return nil
+	return after, err
 }
 
 // takePendingLocked ends the pending state and returns its buffer, for
-// releasePend once sent. c.wmu is held and there are pending bytes.
-func (c *Conn) takePendingLocked() *[]byte {
-	bp := c.pend
-	c.pend = nil
+// releasePend once sent, and the AfterSend function to run then. c.wmu
+// is held and there are pending bytes.
+func (c *Conn) takePendingLocked() (*[]byte, func()) {
+	bp, after := c.pend, c.after
+	c.pend, c.after = nil, nil
 	c.pending.Store(false)
-	return bp
+	return bp, after
+}
+
+// AfterSend runs fn once the bytes of the last deferred flush have been
+// sent (or failed to be, or were dropped by Close), right after the send:
+// in the Read that sends them, before it waits for the answer. So work
+// that need not delay the peer (a request's telemetry) is done while
+// waiting for the next message instead of before the answer goes out.
+// With nothing pending fn runs at once. fn must not use c.
+func (c *Conn) AfterSend(fn func()) {
+	c.wmu.Lock()
+	if c.pend == nil {
+		c.wmu.Unlock()
+		fn()
+		return
+	}
+	if prev := c.after; prev != nil {
+		c.after = func() { prev(); fn() }
+	} else {
+		c.after = fn
+	}
+	c.wmu.Unlock()
 }
 
 func releasePend(bp *[]byte) {
@@ -252,11 +280,16 @@ func (c *Conn) SendPending() error {
 		return nil
 	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if c.pend == nil {
+		c.wmu.Unlock()
 		return nil
 	}
-	return c.sendLocked(-1)
+	after, err := c.sendLocked(-1)
+	c.wmu.Unlock()
+	if after != nil {
+		after()
+	}
+	return err
 }
 
 // Close sends pending bytes (one attempt that does not wait) and closes.
@@ -272,15 +305,19 @@ func (c *Conn) dropPending() {
 		return
 	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if c.pend == nil {
+		c.wmu.Unlock()
 		return
 	}
-	bp := c.takePendingLocked()
-	defer releasePend(bp)
+	bp, after := c.takePendingLocked()
 	c.wbuf, c.wn, c.werr = *bp, 0, 0
 	_ = c.raw.Control(func(fd uintptr) { c.write(fd) }) // stops at EAGAIN
 	c.wbuf = nil
+	releasePend(bp)
+	c.wmu.Unlock()
+	if after != nil {
+		after()
+	}
 }
 
 // Write writes all of p like net.TCPConn.Write, after any pending bytes;
@@ -290,21 +327,32 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if c.deferring {
 		if c.pend == nil {
 			c.pend = pendPool.Get().(*[]byte)
 			c.pending.Store(true)
 		}
 		*c.pend = append(*c.pend, p...)
+		c.wmu.Unlock()
 		return len(p), nil
 	}
+	var after func()
 	if c.pend != nil {
-		if err := c.sendLocked(-1); err != nil {
+		var err error
+		if after, err = c.sendLocked(-1); err != nil {
+			c.wmu.Unlock()
+			if after != nil {
+				after()
+			}
 			return 0, err
 		}
 	}
-	return c.writeLocked(p)
+	n, err := c.writeLocked(p)
+	c.wmu.Unlock()
+	if after != nil {
+		after()
+	}
+	return n, err
 }
 
 // writeLocked writes all of p through the poller; c.wmu is held.

@@ -439,3 +439,81 @@ func TestCloseInterruptsPendingSend(t *testing.T) {
 		t.Fatal("Close did not interrupt the Read's pending send")
 	}
 }
+
+// AfterSend's function runs once, right after the pending bytes are sent
+// and before the Read that sent them waits: the peer can already read
+// them from inside it. Every other way of sending or dropping them runs
+// it too; with nothing pending it runs at once.
+func TestAfterSend(t *testing.T) {
+	t.Parallel()
+	c, s := pair(t)
+	w := bufio.NewWriter(c)
+	deferMsg := func(msg string) {
+		t.Helper()
+		_, _ = w.WriteString(msg)
+		if err := c.DeferFlush(w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var runs []string
+	after := func(name, peerGets string) func() {
+		return func() {
+			runs = append(runs, name)
+			if peerGets == "" {
+				return
+			}
+			b := make([]byte, len(peerGets))
+			_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(s, b); err != nil || string(b) != peerGets {
+				t.Errorf("%s: peer read %q, %v; want %q already sent", name, b, err, peerGets)
+			}
+		}
+	}
+
+	// The Read sends, runs the function, then waits for the answer,
+	// which the function itself sends (a Read that ran it only after its
+	// wait would time out).
+	deferMsg("ping")
+	answer := after("read", "ping")
+	c.AfterSend(func() { answer(); _, _ = s.Write([]byte("pong")) })
+	if len(runs) != 0 {
+		t.Fatal("ran before the send")
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "pong" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+
+	// Two functions for one send run in order.
+	deferMsg("one")
+	c.AfterSend(after("first", "one"))
+	c.AfterSend(after("second", ""))
+	if err := c.SendPending(); err != nil {
+		t.Fatal(err)
+	}
+
+	deferMsg("two")
+	c.AfterSend(after("write", "")) // runs after the Write's own bytes too
+	if _, err := c.Write([]byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	b = make([]byte, 4)
+	if _, err := io.ReadFull(s, b); err != nil || string(b) != "two2" {
+		t.Fatalf("peer read %q, %v", b, err)
+	}
+
+	c.AfterSend(after("nothing pending", ""))
+
+	deferMsg("three")
+	c.AfterSend(after("close", ""))
+	c.Close()
+	if got, err := io.ReadAll(s); err != nil || string(got) != "three" {
+		t.Fatalf("peer read %q, %v", got, err)
+	}
+	want := []string{"read", "first", "second", "write", "nothing pending", "close"}
+	if !slices.Equal(runs, want) {
+		t.Fatalf("ran %q, want %q", runs, want)
+	}
+}

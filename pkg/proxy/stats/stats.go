@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Labels are the Istio standard metric labels, in the order Istio's
@@ -275,6 +276,27 @@ type Registry struct {
 	counters map[string]*atomic.Uint64
 
 	live liveTCP // open TCP connections whose bytes are reported periodically
+
+	pending atomic.Int64 // requests answered whose telemetry is not recorded yet
+}
+
+// BeginPending counts a request whose response may reach the client
+// before its telemetry is recorded (the proxy records it right after
+// sending the response); EndPending once recorded. Renderings wait a
+// little for pending ones, so a scrape made right after a response
+// counts it.
+func (r *Registry) BeginPending() { r.pending.Add(1) }
+
+// EndPending ends a BeginPending.
+func (r *Registry) EndPending() { r.pending.Add(-1) }
+
+// settle waits up to ~10 ms for pending telemetry to be recorded. Each
+// is recorded microseconds after its response is sent; under constant
+// load there may always be some, hence the bound.
+func (r *Registry) settle() {
+	for deadline := time.Now().Add(10 * time.Millisecond); r.pending.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Microsecond)
+	}
 }
 
 // NewRegistry returns an empty registry.
@@ -391,6 +413,7 @@ func (r *Registry) RequestsTotal(pred func(Labels) bool) uint64 {
 
 // WritePrometheus renders all series in the text exposition format.
 func (r *Registry) WritePrometheus(w io.Writer) error {
+	r.settle()
 	r.mu.RLock()
 	hl := make([]Labels, 0, len(r.http))
 	for l := range r.http {
@@ -462,6 +485,7 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 
 // WriteText renders free-form counters as "name: value" lines (/stats).
 func (r *Registry) WriteText(w io.Writer) error {
+	r.settle()
 	r.mu.RLock()
 	names := make([]string, 0, len(r.counters))
 	for n := range r.counters {
