@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,6 +192,11 @@ backend app
 	resp.Body.Close()
 	if !strings.Contains(string(stats), "vhost.pp.example.com:80.route.pp-all.upstream_rq_200: ") {
 		t.Errorf("/stats has no statPrefix counters for the route:\n%s", stats)
+	}
+	// Adaptive concurrency is on by default: up to --concurrency (2) Ps.
+	if runtime.NumCPU() >= 2 && (!strings.Contains(string(stats), "server.concurrency_max: 2\n") ||
+		!regexp.MustCompile(`(?m)^server\.concurrency: [12]$`).Match(stats)) {
+		t.Errorf("/stats lacks the adaptive concurrency stats:\n%s", stats)
 	}
 
 	// Warmup: b joins; it starts at about 10 % of its weight.
