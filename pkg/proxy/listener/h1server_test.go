@@ -618,6 +618,13 @@ func TestH1AfterSend(t *testing.T) {
 		resp.Body.Close()
 		clientRead <- string(b)
 	}
+	waitDone := func(n int32) {
+		deadline := time.Now().Add(10 * time.Second)
+		for done.Load() != n && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitDone(3) // the closing connection's function runs after its flush
 	// A handler that panics: the connection closes, the function runs.
 	c2, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -627,10 +634,7 @@ func TestH1AfterSend(t *testing.T) {
 	fmt.Fprintf(c2, "GET /panic?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
 	_, _ = io.ReadAll(c2)
 	clientRead <- "3"
-	deadline := time.Now().Add(10 * time.Second)
-	for done.Load() != 4 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	waitDone(4)
 	if e := errs.Load(); e != nil {
 		t.Fatal(e)
 	}

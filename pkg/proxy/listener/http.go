@@ -311,11 +311,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Telemetry once the response is out: the client does not wait
 		// for it (the connection's next request waits until it is done).
 		st.fh, st.fr, st.fc = h, r, conn
-		if h.Stats != nil {
-			h.Stats.BeginPending()
-		}
 		defer func() {
 			h.streamDone(cw, ri) // part of the response
+			if h.Stats != nil {
+				h.Stats.BeginPending() // scrapes wait for it (EndPending in runFinish)
+			}
 			if !conn.resp.AfterSend(st.finishFn) {
 				st.runFinish()
 			}

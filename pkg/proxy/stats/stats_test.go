@@ -3,6 +3,7 @@ package stats
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,33 @@ func TestOverrideRendering(t *testing.T) {
 		if strings.Contains(out, bad) {
 			t.Errorf("unexpected %q in\n%s", bad, out)
 		}
+	}
+}
+
+// A rendering waits for telemetry still pending (a response sent whose
+// request is recorded a moment later), but not for ever.
+func TestRenderingWaitsForPending(t *testing.T) {
+	r := NewRegistry()
+	l := Labels{Reporter: "source", DestinationService: "a", ResponseCode: "200"}
+	r.BeginPending()
+	go func() {
+		time.Sleep(2 * time.Millisecond)
+		r.ObserveHTTP(l, 1, 0, 0)
+		r.EndPending()
+	}()
+	var b strings.Builder
+	if err := r.WritePrometheus(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "istio_requests_total{") {
+		t.Fatalf("the pending request is missing:\n%s", b.String())
+	}
+	r.BeginPending() // never ends: the rendering gives up after ~10 ms
+	start := time.Now()
+	if err := r.WriteText(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("rendering waited %s", d)
 	}
 }
