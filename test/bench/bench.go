@@ -189,22 +189,24 @@ func ProcRSSAnon(pid int) (int64, error) {
 }
 
 // ProcRSSSplit reads /proc/PID/smaps_rollup: the anonymous part of the
-// resident set (Anonymous: heap, stacks) and the rest (Rss - Anonymous:
-// file-backed pages such as the executable's text).
-func ProcRSSSplit(pid int) (anon, file int64, err error) {
+// resident set (Anonymous: heap, stacks), the rest (Rss - Anonymous:
+// file-backed pages such as the executable's text) and the proportional
+// set size (Pss: each page divided by the number of processes mapping it).
+func ProcRSSSplit(pid int) (anon, file, pss int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	rss, err := parseStatusKB(string(b), "Rss")
-	if err != nil {
-		return 0, 0, fmt.Errorf("smaps_rollup: %w", err)
+	var rss int64
+	for _, f := range []struct {
+		name string
+		v    *int64
+	}{{"Rss", &rss}, {"Anonymous", &anon}, {"Pss", &pss}} {
+		if *f.v, err = parseStatusKB(string(b), f.name); err != nil {
+			return 0, 0, 0, fmt.Errorf("smaps_rollup: %w", err)
+		}
 	}
-	anon, err = parseStatusKB(string(b), "Anonymous")
-	if err != nil {
-		return 0, 0, fmt.Errorf("smaps_rollup: %w", err)
-	}
-	return anon, rss - anon, nil
+	return anon, rss - anon, pss, nil
 }
 
 // ProcRSS reads the resident set size of process pid in bytes.

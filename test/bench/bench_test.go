@@ -182,7 +182,7 @@ func TestBenchSmoke(t *testing.T) {
 }
 
 func TestProcRSSSplit(t *testing.T) {
-	anon, file, err := ProcRSSSplit(os.Getpid())
+	anon, file, pss, err := ProcRSSSplit(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +192,9 @@ func TestProcRSSSplit(t *testing.T) {
 	}
 	if anon <= 0 || file <= 0 || anon+file > 2*rss {
 		t.Errorf("anon %d + file %d vs RSS %d", anon, file, rss)
+	}
+	if pss <= 0 || pss > anon+file {
+		t.Errorf("Pss %d, want within (0, anon %d + file %d]", pss, anon, file)
 	}
 }
 

@@ -106,6 +106,8 @@ func (r *Report) Print(w io.Writer) {
 		if weft.RSSMaxAnon > 0 {
 			fmt.Fprintf(w, "    of which anonymous (heap, stacks) %.1f MB, file-backed (executable text) %.1f MB (smaps_rollup)\n",
 				mb(weft.RSSMaxAnon), mb(weft.RSSMaxFile))
+			fmt.Fprintf(w, "    proportional set size %.1f MB (pages shared with the other proxies running the same executable count in part)\n",
+				mb(weft.RSSMaxPSS))
 		}
 		if weft.ProxyExe != "" {
 			fmt.Fprintf(w, "    the weft proxies ran %s\n", weft.ProxyExe)

@@ -132,6 +132,10 @@ type Topology struct {
 	// /proc/PID/smaps_rollup): anonymous (heap, stacks) and file-backed
 	// (pages of the weft binary and libraries).
 	RSSMaxAnon, RSSMaxFile int64
+	// RSSMaxPSS is that proxy's proportional set size: pages shared with
+	// other processes (the executable's, mapped by every weft proxy of
+	// the run) count in part.
+	RSSMaxPSS int64
 	// ProxyExe is the executable the weft proxies ran (/proc/PID/exe):
 	// `weft proxy` replaces itself with weft-proxy, the proxy-only build,
 	// when it is next to weft.

@@ -145,8 +145,8 @@ func (r *runner) startWeft(ctx context.Context, t *Topology, upstream string, mt
 			}
 			if rss > t.RSSMax {
 				t.RSSMax = rss
-				if anon, file, err := ProcRSSSplit(pid); err == nil {
-					t.RSSMaxAnon, t.RSSMaxFile = anon, file
+				if anon, file, pss, err := ProcRSSSplit(pid); err == nil {
+					t.RSSMaxAnon, t.RSSMaxFile, t.RSSMaxPSS = anon, file, pss
 				}
 			}
 		}
