@@ -17,7 +17,9 @@ import (
 // work and goes back to sleep (the runtime's wakep/resetspinning): 7 % of
 // the proxy's CPU at 1000 rps in the session-10 A/B, with no gain in
 // latency or throughput at that load. A process already using a good part
-// of a CPU gets its Ps back at once.
+// of a CPU gets its Ps back at once. The proxy starts with all its Ps
+// (startup decodes and applies the first configuration) and drops to
+// one once it has been quiet for two seconds.
 
 // Scaling thresholds, in CPUs used by the whole process over one sample.
 const (
@@ -74,7 +76,7 @@ type ConcurrencyScaler struct {
 }
 
 // NewConcurrencyScaler returns a scaler for up to max Ps (max >= 2) that
-// sets the runtime's GOMAXPROCS. It sets one P when Run starts.
+// sets the runtime's GOMAXPROCS, starting from max.
 func NewConcurrencyScaler(max int) *ConcurrencyScaler {
 	return &ConcurrencyScaler{max: max, cpuTime: processCPUTime, now: time.Now,
 		set: func(n int) { runtime.GOMAXPROCS(n) }, interval: scaleInterval}
@@ -83,8 +85,8 @@ func NewConcurrencyScaler(max int) *ConcurrencyScaler {
 // Run samples the process's CPU use every interval and sets GOMAXPROCS
 // until ctx ends; it then leaves the maximum set.
 func (s *ConcurrencyScaler) Run(ctx context.Context) error {
-	d := scaleDecider{max: s.max, procs: 1}
-	s.apply(1)
+	d := scaleDecider{max: s.max, procs: s.max}
+	s.apply(s.max)
 	defer s.apply(s.max)
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
