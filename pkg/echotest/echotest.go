@@ -1,5 +1,6 @@
 // Package echotest starts TCP echo servers on 127.0.0.1 for tests: the
-// opaque TCP application behind a sidecar, or a tunnel's target.
+// opaque TCP application behind a sidecar, or a tunnel's target. Serve is
+// also the accept loop of tests' other small servers (TLS upstreams).
 package echotest
 
 import (

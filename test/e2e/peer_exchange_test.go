@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/pkg/ca/caclient"
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
@@ -40,20 +41,11 @@ func TestTCPMetadataExchange(t *testing.T) {
 	echo, echoPort := listenLocal(t)
 	t.Cleanup(func() { echo.Close() })
 	got := make(chan []byte, 100) // what the app read on each connection
-	go func() {
-		for {
-			c, err := echo.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var rec bytes.Buffer
-				_, _ = io.Copy(c, io.TeeReader(c, &rec))
-				got <- rec.Bytes()
-			}()
-		}
-	}()
+	echotest.Serve(t, echo, func(c net.Conn) {
+		var rec bytes.Buffer
+		_, _ = io.Copy(c, io.TeeReader(c, &rec))
+		got <- rec.Bytes()
+	})
 
 	dataDir, configDir := t.TempDir(), t.TempDir()
 	writeAtomic(t, filepath.Join(configDir, "peer-authentication.yaml"), peerAuthn("STRICT"))

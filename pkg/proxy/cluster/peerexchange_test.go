@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/pkg/proxy/peerexchange"
 )
 
@@ -42,36 +43,27 @@ func TestUpstreamPeerExchange(t *testing.T) {
 	clientMD, _ := structpb.NewStruct(map[string]any{"WORKLOAD_NAME": "client-v2"})
 	clientFrame, _ := peerexchange.Encode(clientMD, "sidecar~client-v2.default")
 	serverSaw := make(chan string, 4)
-	go func() {
-		for {
-			c, err := lis.Accept()
+	echotest.Serve(t, lis, func(c net.Conn) {
+		tc := c.(*tls.Conn)
+		_ = tc.SetDeadline(time.Now().Add(20 * time.Second))
+		if tc.Handshake() != nil {
+			return
+		}
+		var conn net.Conn = tc
+		if tc.ConnectionState().NegotiatedProtocol == peerexchange.Protocol {
+			xc, err := peerexchange.Exchange(tc, serverFrame, time.Now().Add(20*time.Second))
 			if err != nil {
+				serverSaw <- "exchange error: " + err.Error()
 				return
 			}
-			go func() {
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				_ = tc.SetDeadline(time.Now().Add(20 * time.Second))
-				if tc.Handshake() != nil {
-					return
-				}
-				var conn net.Conn = tc
-				if tc.ConnectionState().NegotiatedProtocol == peerexchange.Protocol {
-					xc, err := peerexchange.Exchange(tc, serverFrame, time.Now().Add(20*time.Second))
-					if err != nil {
-						serverSaw <- "exchange error: " + err.Error()
-						return
-					}
-					serverSaw <- xc.Peer.Metadata.GetFields()["WORKLOAD_NAME"].GetStringValue()
-					conn = xc
-				} else {
-					serverSaw <- "no exchange (" + tc.ConnectionState().NegotiatedProtocol + ")"
-				}
-				line, _ := bufio.NewReader(conn).ReadString('\n')
-				_, _ = io.WriteString(conn, "echo "+line)
-			}()
+			serverSaw <- xc.Peer.Metadata.GetFields()["WORKLOAD_NAME"].GetStringValue()
+			conn = xc
+		} else {
+			serverSaw <- "no exchange (" + tc.ConnectionState().NegotiatedProtocol + ")"
 		}
-	}()
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		_, _ = io.WriteString(conn, "echo "+line)
+	})
 	host, ps, _ := net.SplitHostPort(lis.Addr().String())
 	port, _ := strconv.Atoi(ps)
 	cfg, err := anypb.New(&xdstypev3.TypedStruct{TypeUrl: peerexchange.ConfigTypeURL, Value: &structpb.Struct{Fields: map[string]*structpb.Value{

@@ -20,6 +20,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	ppv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/pkg/echotest"
 )
 
 // readPPv2 reads a PROXY protocol v2 header (TCP over IPv4) from c byte
@@ -55,39 +57,30 @@ func TestProxyProtocolUnderMTLS(t *testing.T) {
 	}
 	defer lis.Close()
 	srvCfg := &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientPool}
-	go func() {
+	echotest.Serve(t, lis, func(c net.Conn) {
+		src, dst, err := readPPv2(c)
+		if err != nil {
+			_, _ = io.WriteString(c, err.Error())
+			return
+		}
+		tc := tls.Server(c, srvCfg)
+		if tc.Handshake() != nil {
+			return
+		}
+		br := bufio.NewReader(tc)
 		for {
-			c, err := lis.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				src, dst, err := readPPv2(c)
-				if err != nil {
-					_, _ = io.WriteString(c, err.Error())
-					return
-				}
-				tc := tls.Server(c, srvCfg)
-				if tc.Handshake() != nil {
-					return
-				}
-				br := bufio.NewReader(tc)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body := fmt.Sprintf("src=%s dst=%s peer=%s", src, dst, tc.ConnectionState().PeerCertificates[0].URIs[0])
-					resp := &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, ContentLength: int64(len(body)),
-						Body: io.NopCloser(strings.NewReader(body)), Request: req}
-					if resp.Write(tc) != nil {
-						return
-					}
-				}
-			}()
+			body := fmt.Sprintf("src=%s dst=%s peer=%s", src, dst, tc.ConnectionState().PeerCertificates[0].URIs[0])
+			resp := &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, ContentLength: int64(len(body)),
+				Body: io.NopCloser(strings.NewReader(body)), Request: req}
+			if resp.Write(tc) != nil {
+				return
+			}
 		}
-	}()
+	})
 	tcp := lis.Addr().(*net.TCPAddr)
 	wrapped := istioMutual(t, serverID)
 	a, err := anypb.New(&ppv3.ProxyProtocolUpstreamTransport{Config: &corev3.ProxyProtocolConfig{Version: corev3.ProxyProtocolConfig_V2}, TransportSocket: wrapped})

@@ -21,6 +21,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/weftmesh/weft/pkg/echotest"
 )
 
 // selfSigned returns a certificate whose only identity is the SPIFFE ID.
@@ -75,22 +77,13 @@ func TestUpstreamMTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lis.Close()
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				if tc.Handshake() != nil {
-					return
-				}
-				_, _ = io.WriteString(c, tc.ConnectionState().PeerCertificates[0].URIs[0].String()+"\n")
-			}()
+	echotest.Serve(t, lis, func(c net.Conn) {
+		tc := c.(*tls.Conn)
+		if tc.Handshake() != nil {
+			return
 		}
-	}()
+		_, _ = io.WriteString(c, tc.ConnectionState().PeerCertificates[0].URIs[0].String()+"\n")
+	})
 	host, ps, _ := net.SplitHostPort(lis.Addr().String())
 	var port uint32
 	for _, ch := range ps {

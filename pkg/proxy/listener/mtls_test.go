@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
 )
 
@@ -137,26 +138,17 @@ func TestMTLSListener(t *testing.T) {
 				Policy: func(net.Conn) InboundTLS { return tc.pol },
 			}
 			defer ml.Close()
-			go func() {
-				for {
-					c, err := ml.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						defer c.Close()
-						line, err := bufio.NewReader(c).ReadString('\n')
-						if err != nil {
-							return
-						}
-						p := PeerPrincipal(PeerTLS(c))
-						if p == "" {
-							p = "-"
-						}
-						_, _ = io.WriteString(c, strings.TrimSpace(line)+" "+p+"\n")
-					}()
+			echotest.Serve(t, ml, func(c net.Conn) {
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					return
 				}
-			}()
+				p := PeerPrincipal(PeerTLS(c))
+				if p == "" {
+					p = "-"
+				}
+				_, _ = io.WriteString(c, strings.TrimSpace(line)+" "+p+"\n")
+			})
 			roundTrip := func(c net.Conn) (string, error) {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(3 * time.Second))

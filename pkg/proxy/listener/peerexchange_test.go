@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/pkg/proxy/peerexchange"
 	"github.com/weftmesh/weft/pkg/proxy/xdsclient"
 )
@@ -115,20 +116,11 @@ func TestMTLSListenerPeerExchange(t *testing.T) {
 		app, version, workload, ns, policy string
 	}
 	seenc := make(chan seen, 10)
-	go func() {
-		for {
-			c, err := ml.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				l := h.tcpLabels("inbound|9000||", "", "", h.principals.of(tlsLeaf(PeerTLS(c))), h.peers.ofExchange(downstreamPeer(c)))
-				seenc <- seen{l.SourceApp, l.SourceVersion, l.SourceWorkload, l.SourceWorkloadNamespace, l.ConnectionSecurityPolicy}
-				_, _ = io.Copy(c, c) // echo
-			}()
-		}
-	}()
+	echotest.Serve(t, ml, func(c net.Conn) {
+		l := h.tcpLabels("inbound|9000||", "", "", h.principals.of(tlsLeaf(PeerTLS(c))), h.peers.ofExchange(downstreamPeer(c)))
+		seenc <- seen{l.SourceApp, l.SourceVersion, l.SourceWorkload, l.SourceWorkloadNamespace, l.ConnectionSecurityPolicy}
+		_, _ = io.Copy(c, c) // echo
+	})
 	payload := "\x3d\x23\x04\x67 looks like a header but is the app's\n"
 	echo := func(t *testing.T, c io.ReadWriter) {
 		t.Helper()
