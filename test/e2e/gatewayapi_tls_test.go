@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/pkg/echotest"
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
@@ -120,7 +121,7 @@ func TestGatewayAPITLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { lis.Close() })
-		go serveLines(lis, name)
+		serveLines(t, lis, name)
 		return lis.Addr().(*net.TCPAddr).Port
 	}
 	// Plain TCP echo backends: each prefixes the echoed line with its name.
@@ -130,7 +131,7 @@ func TestGatewayAPITLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { lis.Close() })
-		go serveLines(lis, name)
+		serveLines(t, lis, name)
 		return lis.Addr().(*net.TCPAddr).Port
 	}
 
@@ -290,28 +291,21 @@ func TestGatewayAPITLS(t *testing.T) {
 }
 
 // serveLines answers each connection's lines with "NAME: LINE" until the
-// listener closes.
-func serveLines(lis net.Listener, name string) {
-	for {
-		c, err := lis.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			br := bufio.NewReader(c)
-			for {
-				line, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if _, err := io.WriteString(c, name+": "+line); err != nil {
-					return
-				}
+// listener closes (when the test ends).
+func serveLines(t *testing.T, lis net.Listener, name string) {
+	echotest.Serve(t, lis, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
 			}
-		}()
-	}
+			if _, err := io.WriteString(c, name+": "+line); err != nil {
+				return
+			}
+		}
+	})
 }
 
 // lineExchange sends "hello" and returns the answer line without its
