@@ -126,7 +126,8 @@ type Options struct {
 	// times what it keeps) and drops the executable pages the update
 	// faulted in (ReleaseStartupPages: decoding and translating touch
 	// code the request path never runs; what it does run faults back
-	// in). Process-wide, so only `weft proxy` sets it.
+	// in). Process-wide, so only `weft proxy` sets it. Each release counts
+	// in the stat server.memory_releases.
 	ReleaseMemoryAfterUpdate bool
 }
 
@@ -219,6 +220,9 @@ func New(opts Options) (*Proxy, error) {
 		stats: stats.NewRegistry(), ready: make(chan struct{}), quit: make(chan struct{})}
 	for _, c := range opts.StatsCollectors {
 		p.stats.AddCollector(c)
+	}
+	if opts.ReleaseMemoryAfterUpdate {
+		p.stats.Counter("server.memory_releases") // listed from the start, at 0
 	}
 	p.cm = cluster.NewManager(p.log, opts.Clock, opts.Rand)
 	return p, nil
@@ -393,6 +397,7 @@ func (p *Proxy) update(res *xdsclient.Resources) error {
 				if _, err := ReleaseStartupPages(); err != nil {
 					p.log.Debug("release executable pages", "err", err)
 				}
+				p.stats.Counter("server.memory_releases").Add(1)
 			})
 		} else {
 			p.releaseTimer.Reset(2 * time.Second)

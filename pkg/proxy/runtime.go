@@ -20,6 +20,9 @@ type RuntimeSettings struct {
 	// Concurrency Ps when it is busy (see ConcurrencyScaler).
 	AdaptiveConcurrency bool
 	// GOGC is the GC target percentage; 0 keeps the runtime's (or $GOGC's).
+	// `weft proxy` defaults to 50: its request path allocates a few dozen
+	// bytes per request, so collections stay rare and cheap, and the heap's
+	// headroom over the live data is half the runtime default's.
 	GOGC int
 	// MemoryLimit is the soft heap limit in bytes (GOMEMLIMIT); the GC runs
 	// harder as the process nears it. 0 keeps the runtime's (or $GOMEMLIMIT's).

@@ -125,9 +125,21 @@ func (r *runner) startWeft(ctx context.Context, t *Topology, upstream string, mt
 		return tg, nil
 	}
 	// After the rounds, RSS with many services: apply ServiceEntries, wait
-	// until the client proxy's config holds them, push some traffic so
-	// every path is warm, then sample.
+	// until the client proxy's config holds them and both proxies have
+	// settled after the update (server.memory_releases: 2 s after the last
+	// update a proxy returns the memory decoding it took), then sample the
+	// working set under the bench's rate. Sampling before the release
+	// measured the update's transient (~34 MB), depending on timing.
 	tg.after = func(ctx context.Context) error {
+		stats := []string{"http://" + client.adminA + "/stats", "http://" + server.adminA + "/stats"}
+		var releases []int64
+		for _, u := range stats {
+			n, err := statCounter(ctx, u, "server.memory_releases")
+			if err != nil {
+				n = -1 // a proxy that does not count its releases: wait a fixed time below
+			}
+			releases = append(releases, n)
+		}
 		if err := applyServiceEntries(ctx, admin, r.cfg.Services); err != nil {
 			return fmt.Errorf("apply %d ServiceEntries: %w", r.cfg.Services, err)
 		}
@@ -135,7 +147,10 @@ func (r *runner) startWeft(ctx context.Context, t *Topology, upstream string, mt
 		if err := waitConfig(ctx, "http://"+client.adminA+"/config_dump", last, 30*time.Second); err != nil {
 			return err
 		}
-		if _, err := r.fortio(ctx, "weft-services-warm", url, host, 200, 4, 3*time.Second); err != nil {
+		if err := waitReleases(ctx, stats, releases, 20*time.Second); err != nil {
+			return err
+		}
+		if _, err := r.fortio(ctx, "weft-services-load", url, host, r.cfg.QPS, r.cfg.Conns, 10*time.Second, "-uniform"); err != nil {
 			return err
 		}
 		for _, pid := range tg.pids {
@@ -153,6 +168,39 @@ func (r *runner) startWeft(ctx context.Context, t *Topology, upstream string, mt
 		return nil
 	}
 	return tg, nil
+}
+
+// waitReleases waits until each proxy's server.memory_releases counter has
+// passed its value in before (read before a configuration update), that is
+// until the proxy has settled after the update. A before of -1 (a proxy
+// without the counter) waits 4 s instead.
+func waitReleases(ctx context.Context, stats []string, before []int64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for i, u := range stats {
+		if before[i] < 0 {
+			select {
+			case <-time.After(4 * time.Second):
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		for {
+			n, err := statCounter(ctx, u, "server.memory_releases")
+			if err == nil && n > before[i] {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: no memory release within %v of the update (counter %d, %v)", u, timeout, n, err)
+			}
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
 }
 
 // statCounter reads one "name: value" line of a proxy's admin /stats.
