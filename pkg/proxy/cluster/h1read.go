@@ -93,20 +93,15 @@ func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *
 	var cls, tes int
 	var cl, te string
 	for i, line := range lines[1:] {
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, errors.New("obsolete line folding in response header")
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || !validFieldName(k) {
-			return nil, fmt.Errorf("malformed response header line %q", line)
-		}
-		v = strings.Trim(v, " \t")
-		for j := 0; j < len(v); j++ {
-			if c := v[j]; (c < ' ' && c != '\t') || c == 0x7f {
-				return nil, fmt.Errorf("invalid response header value for %q", k)
+		f, ok := ra.hl.Parsed(i + 1) // a line the previous response had: checked then
+		if !ok {
+			var err error
+			if f, err = parseResponseField(line); err != nil {
+				return nil, err
 			}
 		}
-		k = textproto.CanonicalMIMEHeaderKey(k)
+		ra.hl.SetParsed(i+1, f)
+		k, v := f.Name, f.Value
 		switch k {
 		case "Content-Length":
 			if cls++; cls > 1 {
@@ -191,6 +186,27 @@ func readResponseInto(br *bufio.Reader, req *http.Request, scratch *[]byte, ra *
 		resp.Body = io.NopCloser(br)
 	}
 	return resp, nil
+}
+
+// parseResponseField splits and checks one response header line: no
+// obsolete line folding, a token before the colon, no control characters
+// other than HTAB in the value. The name comes back canonical, the value
+// without surrounding spaces and tabs.
+func parseResponseField(line string) (httpwire.Field, error) {
+	if line[0] == ' ' || line[0] == '\t' {
+		return httpwire.Field{}, errors.New("obsolete line folding in response header")
+	}
+	k, v, ok := strings.Cut(line, ":")
+	if !ok || !validFieldName(k) {
+		return httpwire.Field{}, fmt.Errorf("malformed response header line %q", line)
+	}
+	v = strings.Trim(v, " \t")
+	for j := 0; j < len(v); j++ {
+		if c := v[j]; (c < ' ' && c != '\t') || c == 0x7f {
+			return httpwire.Field{}, fmt.Errorf("invalid response header value for %q", k)
+		}
+	}
+	return httpwire.Field{Name: textproto.CanonicalMIMEHeaderKey(k), Value: v}, nil
 }
 
 // hasToken reports whether a Connection field of h lists token.

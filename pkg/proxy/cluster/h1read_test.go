@@ -69,3 +69,45 @@ func TestReadResponse(t *testing.T) {
 		})
 	}
 }
+
+// TestReadResponseRepeatedLines reads responses one after another with one
+// respAlloc, as a kept-alive upstream connection does: lines that repeat
+// the previous response's are taken from its parse (HeadLines.Parsed), so
+// every response must still parse as http.ReadResponse parses it, and a
+// bad line must be refused each time it comes, not only the first.
+func TestReadResponseRepeatedLines(t *testing.T) {
+	meta := "X-Envoy-Peer-Metadata: " + strings.Repeat("Q2hhbmdlZA", 30)
+	seq := []struct {
+		raw     string
+		wantErr bool
+	}{
+		{raw: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n" + meta + "\r\nx-a:  1 \r\nDate: 1\r\n\r\nx"},
+		{raw: "HTTP/1.1 200 OK\r\nx-a:  1 \r\nDate: 2\r\n" + meta + "\r\nContent-Length: 2\r\n\r\nxy"},
+		{raw: "HTTP/1.1 404 Not Found\r\nx-a:  1 \r\nX-Bad: a\x01b\r\nContent-Length: 0\r\n\r\n", wantErr: true},
+		{raw: "HTTP/1.1 200 OK\r\nx-a:  1 \r\nX-Bad: a\x01b\r\nContent-Length: 0\r\n\r\n", wantErr: true},
+		{raw: "HTTP/1.1 200 OK\r\nx-a:  1 \r\n" + meta + "\r\nX-A: 2\r\nContent-Length: 0\r\n\r\n"},
+		{raw: "HTTP/1.1 200 OK\r\nx-a:  1 \r\n x-a: folded\r\nContent-Length: 0\r\n\r\n", wantErr: true},
+	}
+	ra := &respAlloc{}
+	var scratch []byte
+	for i, s := range seq {
+		req, _ := http.NewRequest("GET", "http://x/", nil)
+		got, err := readResponseInto(bufio.NewReader(strings.NewReader(s.raw)), req, &scratch, ra)
+		if s.wantErr {
+			if err == nil {
+				t.Errorf("response %d: no error: %v", i, got.Header)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		want, err := http.ReadResponse(bufio.NewReader(strings.NewReader(s.raw)), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Header, want.Header) || got.ContentLength != want.ContentLength {
+			t.Errorf("response %d: header %v length %d, want %v %d", i, got.Header, got.ContentLength, want.Header, want.ContentLength)
+		}
+	}
+}

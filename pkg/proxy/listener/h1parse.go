@@ -86,6 +86,27 @@ func isToken(s string) bool {
 	return true
 }
 
+// parseField splits and checks one request header line. The name comes
+// back canonical (no allocation when already canonical or common), the
+// value without optional whitespace around it.
+func parseField(line string) (httpwire.Field, error) {
+	if line[0] == ' ' || line[0] == '\t' {
+		return httpwire.Field{}, badRequest("obsolete line folding in header")
+	}
+	k, v, ok := strings.Cut(line, ":")
+	if !ok {
+		return httpwire.Field{}, badRequest("malformed header line")
+	}
+	if !isToken(k) {
+		return httpwire.Field{}, badRequest("invalid header field name")
+	}
+	v = httpwire.TrimOWS(v)
+	if !validFieldValue(v) {
+		return httpwire.Field{}, badRequest("invalid header field value")
+	}
+	return httpwire.Field{Name: textproto.CanonicalMIMEHeaderKey(k), Value: v}, nil
+}
+
 // validFieldValue: no control characters other than HTAB (obs-text is
 // allowed, as net/http does).
 func validFieldValue(s string) bool {
@@ -173,7 +194,9 @@ func readHeadBytes(br *bufio.Reader, buf *[]byte, max int) error {
 // the connection's previous request): substrings of the lines become the
 // method, target, header keys (when already canonical) and values. The
 // header map and its value array come from sc (reused) when it is not nil.
-func parseHead(lines []string, h *h1Head, sc *httpwire.HeaderScratch) error {
+// With hl (the HeadLines that split lines), a field line that repeats one
+// of the previous request's is not checked again (HeadLines.Parsed).
+func parseHead(hl *httpwire.HeadLines, lines []string, h *h1Head, sc *httpwire.HeaderScratch) error {
 	*h = h1Head{}
 	if len(lines) == 0 {
 		return badRequest("malformed request line")
@@ -218,21 +241,15 @@ func parseHead(lines []string, h *h1Head, sc *httpwire.HeaderScratch) error {
 	var connClose, connKeepAlive bool
 	var cl, te string
 	for i, line := range lines[1:] {
-		if line[0] == ' ' || line[0] == '\t' {
-			return badRequest("obsolete line folding in header")
-		}
-		k, v, ok := strings.Cut(line, ":")
+		f, ok := hl.Parsed(i + 1) // a line the previous request had: checked then
 		if !ok {
-			return badRequest("malformed header line")
+			var err error
+			if f, err = parseField(line); err != nil {
+				return err
+			}
 		}
-		if !isToken(k) {
-			return badRequest("invalid header field name")
-		}
-		v = httpwire.TrimOWS(v)
-		if !validFieldValue(v) {
-			return badRequest("invalid header field value")
-		}
-		k = textproto.CanonicalMIMEHeaderKey(k) // no allocation when already canonical or common
+		hl.SetParsed(i+1, f)
+		k, v := f.Name, f.Value
 		switch k {
 		case "Host":
 			hosts++

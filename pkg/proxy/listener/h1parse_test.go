@@ -44,7 +44,7 @@ func FuzzParseRequest(f *testing.F) {
 			return
 		}
 		h := new(h1Head)
-		if err := parseHead(splitHead(string(head)), h, nil); err != nil {
+		if err := parseHead(nil, splitHead(string(head)), h, nil); err != nil {
 			return
 		}
 		if !isToken(h.method) || h.target == "" || h.major != 1 {
@@ -119,7 +119,7 @@ func splitHead(s string) []string {
 func TestParseHeadSlicesOneString(t *testing.T) {
 	s := "GET /x HTTP/1.1\nHost: h\nX-A: 1\nx-b: 2\nX-A: 3\n"
 	h := new(h1Head)
-	if err := parseHead(splitHead(s), h, nil); err != nil {
+	if err := parseHead(nil, splitHead(s), h, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.header["X-A"]; !reflect.DeepEqual(got, []string{"1", "3"}) {
@@ -136,7 +136,7 @@ func TestParseHeadSlicesOneString(t *testing.T) {
 	s = "GET /x HTTP/1.1\nHost: h\nUser-Agent: fortio\nAccept: */*\nX-Request-Id: 1234\nContent-Length: 0\n"
 	lines := splitHead(s)
 	allocs := testing.AllocsPerRun(100, func() {
-		_ = parseHead(lines, h, nil)
+		_ = parseHead(nil, lines, h, nil)
 	})
 	if allocs > 3 {
 		t.Errorf("parseHead: %.0f allocations, want at most 3 (header map, values array)", allocs)
@@ -144,16 +144,55 @@ func TestParseHeadSlicesOneString(t *testing.T) {
 	// A connection's scratch: the map and array are reused, cleared of
 	// the previous request's fields.
 	var sc httpwire.HeaderScratch
-	if err := parseHead(splitHead("GET / HTTP/1.1\nHost: h\nX-Old: 1\nX-Old: 2\nX-Other: 3\n"), h, &sc); err != nil {
+	if err := parseHead(nil, splitHead("GET / HTTP/1.1\nHost: h\nX-Old: 1\nX-Old: 2\nX-Other: 3\n"), h, &sc); err != nil {
 		t.Fatal(err)
 	}
 	allocs = testing.AllocsPerRun(100, func() {
-		_ = parseHead(lines, h, &sc)
+		_ = parseHead(nil, lines, h, &sc)
 	})
 	if allocs > 0 {
 		t.Errorf("parseHead with a connection's scratch: %.0f allocations, want 0", allocs)
 	}
 	if len(h.header) != 4 || h.header["X-Old"] != nil || h.header.Get("User-Agent") != "fortio" {
 		t.Errorf("reused header: %v", h.header)
+	}
+}
+
+// TestParseHeadRepeatedLines parses requests one after another with one
+// HeadLines, as a kept-alive connection does: repeated lines come from the
+// previous request's parse, so each request must parse as it does alone,
+// and a bad line must be refused every time, not only the first.
+func TestParseHeadRepeatedLines(t *testing.T) {
+	var hl httpwire.HeadLines
+	var sc httpwire.HeaderScratch
+	seq := []struct {
+		raw     string
+		wantErr bool
+	}{
+		{raw: "GET /a HTTP/1.1\nHost: h\nuser-agent:  fortio \nX-Request-Id: 1\n"},
+		{raw: "GET /b HTTP/1.1\nX-Request-Id: 2\nuser-agent:  fortio \nHost: h\n"},
+		{raw: "GET /c HTTP/1.1\nHost: h\nX-Bad: a\x01b\n", wantErr: true},
+		{raw: "GET /c HTTP/1.1\nHost: h\nX-Bad: a\x01b\n", wantErr: true},
+		{raw: "GET /d HTTP/1.1\nHost: h\nuser-agent:  fortio \nUser-Agent: other\n"},
+		{raw: "GET /e HTTP/1.1\nHost: h\nHost: h\n", wantErr: true},
+	}
+	for i, s := range seq {
+		var got, alone h1Head
+		err := parseHead(&hl, hl.Split([]byte(s.raw)), &got, &sc)
+		if s.wantErr {
+			if err == nil {
+				t.Errorf("request %d: no error", i)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if err := parseHead(nil, splitHead(s.raw), &alone, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got.target != alone.target || got.host != alone.host || !reflect.DeepEqual(got.header, alone.header) {
+			t.Errorf("request %d: %s %q %v, alone %s %q %v", i, got.target, got.host, got.header, alone.target, alone.host, alone.header)
+		}
 	}
 }

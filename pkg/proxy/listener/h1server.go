@@ -580,7 +580,7 @@ func (c *h1Conn) serveOne() bool {
 	}
 	var hd h1Head
 	h := &hd
-	if err := parseHead(c.hl.Split(c.head), h, &c.hs); err != nil {
+	if err := parseHead(&c.hl, c.hl.Split(c.head), h, &c.hs); err != nil {
 		c.reject(err)
 		return false
 	}

@@ -128,3 +128,46 @@ func TestHeadLinesManyLines(t *testing.T) {
 		t.Fatal("splitting 200 000 lines after 200 000 others did not finish in 20 s")
 	}
 }
+
+// TestHeadLinesParsed: a line that repeats one of the previous head's (at
+// any position) gives back what the parser recorded for it; a changed
+// line, a line only an older head had, an unrecorded line and the first
+// line give nothing.
+func TestHeadLinesParsed(t *testing.T) {
+	var hl HeadLines
+	hl.Split([]byte("HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nOld: x\r\nBad: \x01\r\n\r\n"))
+	hl.SetParsed(1, Field{"A", "1"})
+	hl.SetParsed(2, Field{"B", "2"})
+	hl.SetParsed(3, Field{"Old", "x"})
+	// line 4 failed the parser's checks: not recorded
+
+	lines := hl.Split([]byte("HTTP/1.1 200 OK\r\nB: 2\r\nA: changed\r\nBad: \x01\r\nA: 1\r\n\r\n"))
+	want := []struct {
+		f  Field
+		ok bool
+	}{{Field{}, false}, {Field{"B", "2"}, true}, {Field{}, false}, {Field{}, false}, {Field{"A", "1"}, true}}
+	for i := range lines {
+		f, ok := hl.Parsed(i)
+		if f != want[i].f || ok != want[i].ok {
+			t.Errorf("line %d %q: Parsed = %v, %v; want %v, %v", i, lines[i], f, ok, want[i].f, want[i].ok)
+		}
+	}
+	hl.SetParsed(1, Field{"B", "2"})
+
+	// Old: x was recorded two heads ago, not for the last head.
+	hl.Split([]byte("HTTP/1.1 200 OK\r\nOld: x\r\nB: 2\r\n\r\n"))
+	if f, ok := hl.Parsed(1); ok {
+		t.Errorf("a line only an older head had: Parsed = %v", f)
+	}
+	if f, ok := hl.Parsed(2); !ok || f != (Field{"B", "2"}) {
+		t.Errorf("B: 2 recorded for the last head: Parsed = %v, %v", f, ok)
+	}
+	if _, ok := hl.Parsed(9); ok {
+		t.Error("Parsed past the last line")
+	}
+	var none *HeadLines
+	none.SetParsed(1, Field{"A", "1"})
+	if _, ok := none.Parsed(1); ok {
+		t.Error("nil HeadLines: Parsed found a record")
+	}
+}

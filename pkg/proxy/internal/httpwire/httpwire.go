@@ -96,10 +96,45 @@ func (s *HeaderScratch) Take(n int) (http.Header, []string) {
 // repeats the previous one's lines allocates nothing. Strings are
 // immutable, so a message may keep the ones it got for as long as it
 // likes; only the returned slice is reused.
+//
+// The parser may also record its parse of each line (SetParsed: canonical
+// name and value, after validating the line) and take it back for a line
+// that repeats one of the previous head's (Parsed), so a repeated line is
+// validated and canonicalised once per connection rather than once per
+// message: the parse is a function of the line's bytes alone.
 type HeadLines struct {
 	prev, cur []string // the last head's lines; scratch for the next
 	spans     []int    // scratch: start and end of each line of the current head
 	from      []int    // scratch: per line, the index of the equal line in prev, or -1
+	// fields[i] is the parser's record of the current head's line i;
+	// prevFields the previous head's, indexed like prev.
+	fields, prevFields []Field
+}
+
+// Field is a parsed header line: its canonical name and its value without
+// surrounding whitespace.
+type Field struct{ Name, Value string }
+
+// Parsed returns what SetParsed recorded for the previous head's line that
+// line i of the current head (the last Split) repeats, if any. A nil
+// HeadLines has none.
+func (h *HeadLines) Parsed(i int) (Field, bool) {
+	if h == nil || i >= len(h.from) {
+		return Field{}, false
+	}
+	if j := h.from[i]; j >= 0 && j < len(h.prevFields) && h.prevFields[j].Name != "" {
+		return h.prevFields[j], true
+	}
+	return Field{}, false
+}
+
+// SetParsed records f as the parse of line i of the current head, which the
+// caller has validated; the next head may take it back with Parsed. Lines
+// past MaxReusedFields are not recorded; a nil HeadLines records nothing.
+func (h *HeadLines) SetParsed(i int, f Field) {
+	if h != nil && i < len(h.fields) {
+		h.fields[i] = f
+	}
 }
 
 // Split returns the lines of head, a message head up to and including
@@ -151,6 +186,16 @@ func (h *HeadLines) Split(head []byte) []string {
 	}
 	clear(h.prev) // drop the older strings; the slice is the next scratch
 	h.prev, h.cur = lines, h.prev
+	// The records of the head just replaced are the previous ones now; the
+	// older ones make room for this head's.
+	h.prevFields, h.fields = h.fields, h.prevFields
+	n := min(len(lines), MaxReusedFields+1)
+	if cap(h.fields) < n {
+		h.fields = make([]Field, n, max(n, 8))
+	} else {
+		h.fields = h.fields[:n]
+		clear(h.fields)
+	}
 	return lines
 }
 
