@@ -103,6 +103,7 @@ func (r *Report) Print(w io.Writer) {
 	if weft != nil {
 		fmt.Fprintf(w, "  weft RSS per proxy, %d services     = %.1f MB (largest of the two)  (target ≤ %.0f MB)  %s\n",
 			c.Services, mb(weft.RSSMax), TargetRSSMB, verdict(mb(weft.RSSMax) <= TargetRSSMB))
+		fmt.Fprintf(w, "    sampled after the proxies settled from the update (server.memory_releases) and %v at %d rps\n", servicesLoad, c.QPS)
 		if weft.RSSMaxAnon > 0 {
 			fmt.Fprintf(w, "    of which anonymous (heap, stacks) %.1f MB, file-backed (executable text) %.1f MB (smaps_rollup)\n",
 				mb(weft.RSSMaxAnon), mb(weft.RSSMaxFile))

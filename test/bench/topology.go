@@ -150,7 +150,7 @@ func (r *runner) startWeft(ctx context.Context, t *Topology, upstream string, mt
 		if err := waitReleases(ctx, stats, releases, 20*time.Second); err != nil {
 			return err
 		}
-		if _, err := r.fortio(ctx, "weft-services-load", url, host, r.cfg.QPS, r.cfg.Conns, 10*time.Second, "-uniform"); err != nil {
+		if _, err := r.fortio(ctx, "weft-services-load", url, host, r.cfg.QPS, r.cfg.Conns, servicesLoad, "-uniform"); err != nil {
 			return err
 		}
 		for _, pid := range tg.pids {
@@ -169,6 +169,10 @@ func (r *runner) startWeft(ctx context.Context, t *Topology, upstream string, mt
 	}
 	return tg, nil
 }
+
+// servicesLoad is how long the bench's rate runs through the weft pair
+// with the extra services before their RSS is sampled.
+const servicesLoad = 10 * time.Second
 
 // waitReleases waits until each proxy's server.memory_releases counter has
 // passed its value in before (read before a configuration update), that is
