@@ -116,8 +116,9 @@ type Options struct {
 	// inbound addresses then default to 0.0.0.0:15001 and 0.0.0.0:15006.
 	Capture bool
 
-	// StdHTTPServer serves the outbound and inbound listeners with
-	// net/http's server instead of listener.Server (for comparison).
+	// StdHTTPServer serves every listener (outbound, inbound, admin,
+	// metrics, health, status) with net/http's server instead of
+	// listener.Server (for comparison).
 	StdHTTPServer bool
 
 	// ReleaseMemoryAfterUpdate, once configuration updates settle (2 s
@@ -530,8 +531,13 @@ func (p *Proxy) Start(ctx context.Context) error {
 			srv.ConnContext = peerTLSContext(srv.ConnContext)
 			srv.Handler = peerTLSHandler(handlers[i])
 		}
+		// Every listener, admin, metrics, health and status included, is
+		// served by the proxy's own HTTP/1.1 server: the request path has it
+		// mapped already, so a scrape or a probe maps no second server's code
+		// into the process (net/http's server: a /stats, a Prometheus scrape
+		// and a readiness probe mapped 0.6–0.8 MB more of the executable).
 		var hs httpServer = srv
-		if i <= 1 && !o.StdHTTPServer {
+		if !o.StdHTTPServer {
 			hs = &listener.Server{Handler: srv.Handler, ConnContext: srv.ConnContext, ReadHeaderTimeout: srv.ReadHeaderTimeout, Log: p.log}
 		}
 		p.servers = append(p.servers, hs)
