@@ -279,11 +279,19 @@ type ControlPlane struct {
 // which is how a test learns a port it asked the kernel to choose (":0").
 func (cp *ControlPlane) ListenAddress(t testing.TB, what string) string {
 	t.Helper()
-	m := regexp.MustCompile(regexp.QuoteMeta(what) + ` listening.*?address=([0-9.]+:[0-9]+)`).FindStringSubmatch(cp.Stderr())
-	if m == nil {
-		t.Fatalf("control plane log has no %q listener address:\n%s", what, cp.Stderr())
+	re := regexp.MustCompile(regexp.QuoteMeta(what) + ` listening.*?address=([0-9.]+:[0-9]+)`)
+	// The ready file can appear before the log lines written just ahead of
+	// it have been copied from the process's stderr pipe: wait for them.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(cp.Stderr()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("control plane log has no %q listener address:\n%s", what, cp.Stderr())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return m[1]
 }
 
 // StartControlPlane runs `bin control-plane args...` and waits until its
