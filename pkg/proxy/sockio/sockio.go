@@ -188,10 +188,7 @@ func (c *Conn) sendThenRead(fd uintptr) bool {
 		return c.read(fd) // sent meanwhile (SendPending from another goroutine)
 	}
 	after, err := c.sendLocked(int(fd))
-	c.wmu.Unlock()
-	if after != nil {
-		after() // before waiting: whatever arrives meanwhile wakes the wait
-	}
+	c.unlockThen(after) // before waiting: whatever arrives meanwhile wakes the wait
 	if err != nil {
 		c.sendErr = err
 		return true
@@ -254,6 +251,16 @@ func (c *Conn) AfterSend(fn func()) {
 	c.wmu.Unlock()
 }
 
+// unlockThen releases c.wmu, then runs after (the AfterSend function
+// taken with the pending bytes), if any: outside the lock, since it may
+// take long and must not use c.
+func (c *Conn) unlockThen(after func()) {
+	c.wmu.Unlock()
+	if after != nil {
+		after()
+	}
+}
+
 func releasePend(bp *[]byte) {
 	*bp = (*bp)[:0]
 	pendPool.Put(bp)
@@ -285,10 +292,7 @@ func (c *Conn) SendPending() error {
 		return nil
 	}
 	after, err := c.sendLocked(-1)
-	c.wmu.Unlock()
-	if after != nil {
-		after()
-	}
+	c.unlockThen(after)
 	return err
 }
 
@@ -314,10 +318,7 @@ func (c *Conn) dropPending() {
 	_ = c.raw.Control(func(fd uintptr) { c.write(fd) }) // stops at EAGAIN
 	c.wbuf = nil
 	releasePend(bp)
-	c.wmu.Unlock()
-	if after != nil {
-		after()
-	}
+	c.unlockThen(after)
 }
 
 // Write writes all of p like net.TCPConn.Write, after any pending bytes;
@@ -340,18 +341,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.pend != nil {
 		var err error
 		if after, err = c.sendLocked(-1); err != nil {
-			c.wmu.Unlock()
-			if after != nil {
-				after()
-			}
+			c.unlockThen(after)
 			return 0, err
 		}
 	}
 	n, err := c.writeLocked(p)
-	c.wmu.Unlock()
-	if after != nil {
-		after()
-	}
+	c.unlockThen(after)
 	return n, err
 }
 
