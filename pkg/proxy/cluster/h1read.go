@@ -200,11 +200,9 @@ func parseResponseField(line string) (httpwire.Field, error) {
 	if !ok || !validFieldName(k) {
 		return httpwire.Field{}, fmt.Errorf("malformed response header line %q", line)
 	}
-	v = strings.Trim(v, " \t")
-	for j := 0; j < len(v); j++ {
-		if c := v[j]; (c < ' ' && c != '\t') || c == 0x7f {
-			return httpwire.Field{}, fmt.Errorf("invalid response header value for %q", k)
-		}
+	v = httpwire.TrimOWS(v)
+	if !httpwire.ValidFieldValue(v) {
+		return httpwire.Field{}, fmt.Errorf("invalid response header value for %q", k)
 	}
 	return httpwire.Field{Name: textproto.CanonicalMIMEHeaderKey(k), Value: v}, nil
 }

@@ -101,21 +101,10 @@ func parseField(line string) (httpwire.Field, error) {
 		return httpwire.Field{}, badRequest("invalid header field name")
 	}
 	v = httpwire.TrimOWS(v)
-	if !validFieldValue(v) {
+	if !httpwire.ValidFieldValue(v) {
 		return httpwire.Field{}, badRequest("invalid header field value")
 	}
 	return httpwire.Field{Name: textproto.CanonicalMIMEHeaderKey(k), Value: v}, nil
-}
-
-// validFieldValue: no control characters other than HTAB (obs-text is
-// allowed, as net/http does).
-func validFieldValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // validHost accepts what net/http's server does for Host: printable
@@ -566,7 +555,7 @@ func (cr *chunkedReader) nextChunk() error {
 			return errMalformedChunk
 		}
 		v = httpwire.TrimOWS(v)
-		if !validFieldValue(v) {
+		if !httpwire.ValidFieldValue(v) {
 			return errMalformedChunk
 		}
 		k = textproto.CanonicalMIMEHeaderKey(k)

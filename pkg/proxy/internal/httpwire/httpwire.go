@@ -22,6 +22,18 @@ func TrimOWS(s string) string {
 	return s
 }
 
+// ValidFieldValue reports whether s, a header field value, holds no
+// control characters other than HTAB (obs-text is allowed, as net/http
+// does).
+func ValidFieldValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // HasToken reports whether the comma-separated list v holds token
 // (case-insensitive), as in Connection: keep-alive, Upgrade.
 func HasToken(v, token string) bool {
